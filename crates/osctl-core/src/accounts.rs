@@ -1,0 +1,167 @@
+//! Users (id maps) and groups of a pool.
+
+use crate::error::{Error, Result};
+use crate::idmap::{self, IdMap, IdRange};
+use crate::model::{GroupConfig, UserConfig};
+use crate::names;
+use crate::pool::Pool;
+use crate::subid::SubIds;
+
+/// Maps requested for a new user; None fields get an allocated block.
+#[derive(Debug, Default, Clone)]
+pub struct MapRequest {
+    pub uid_map: Option<IdMap>,
+    pub gid_map: Option<IdMap>,
+}
+
+/// Host ranges used by the pool's users, with the owner's name.
+fn used_ranges(pool: &Pool) -> Result<Vec<(String, IdRange)>> {
+    let mut out = Vec::new();
+    for name in pool.user_names()? {
+        let cfg = pool.user(&name)?;
+        let (u, g) = cfg
+            .maps()
+            .map_err(|e| e.context(format!("user '{name}'")))?;
+        for r in u.0.into_iter().chain(g.0) {
+            out.push((name.clone(), r));
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses a map that overlaps another user's host range.
+pub fn check_no_overlap(pool: &Pool, name: &str, maps: &[&IdMap]) -> Result<()> {
+    for (owner, range) in used_ranges(pool)? {
+        if owner == name {
+            continue;
+        }
+        for map in maps {
+            if let Some(r) = map.0.iter().find(|r| r.overlaps_host(&range)) {
+                return Err(Error::Refused(format!(
+                    "user '{name}': id map {r} overlaps user '{owner}' ({range})"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates a user. The caller holds the pool's accounts lock.
+pub fn create_user(pool: &Pool, name: &str, req: &MapRequest) -> Result<UserConfig> {
+    names::user_name(name)?;
+    if pool.user_exists(name) {
+        return Err(Error::Exists(format!(
+            "user '{name}' already exists in pool '{}'",
+            pool.name
+        )));
+    }
+    let subids = SubIds::system();
+    let _subid_lock = subids.lock()?;
+    let block = || -> Result<IdMap> {
+        let mut taken: Vec<IdRange> = used_ranges(pool)?.into_iter().map(|(_, r)| r).collect();
+        taken.extend(subids.taken()?);
+        Ok(IdMap::single(idmap::allocate_block(&taken)?, idmap::BLOCK))
+    };
+    let (uid_map, gid_map) = match (&req.uid_map, &req.gid_map) {
+        (Some(u), Some(g)) => (u.clone(), g.clone()),
+        (Some(u), None) => (u.clone(), u.clone()),
+        (None, Some(g)) => (g.clone(), g.clone()),
+        (None, None) => {
+            let b = block()?;
+            (b.clone(), b)
+        }
+    };
+    check_no_overlap(pool, name, &[&uid_map, &gid_map])?;
+    let cfg = UserConfig::new(&uid_map, &gid_map);
+    save_new_user(pool, name, &cfg, &subids)?;
+    Ok(cfg)
+}
+
+/// Registers a user whose config is given (from an archive). The caller holds
+/// the accounts lock and has checked the maps.
+pub fn create_user_from(pool: &Pool, name: &str, cfg: &UserConfig) -> Result<()> {
+    names::user_name(name)?;
+    if pool.user_exists(name) {
+        return Err(Error::Exists(format!(
+            "user '{name}' already exists in pool '{}'",
+            pool.name
+        )));
+    }
+    let subids = SubIds::system();
+    let _subid_lock = subids.lock()?;
+    save_new_user(pool, name, cfg, &subids)
+}
+
+fn save_new_user(pool: &Pool, name: &str, cfg: &UserConfig, subids: &SubIds) -> Result<()> {
+    let (u, g) = cfg.maps()?;
+    subids.add(&u, &g)?;
+    if let Err(e) = pool.save_user(name, cfg) {
+        let _ = subids.remove(&u, &g);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Deletes a user no container uses. The caller holds the accounts lock.
+pub fn delete_user(pool: &Pool, name: &str) -> Result<()> {
+    let cfg = pool.user(name)?;
+    for id in pool.ct_ids()? {
+        if pool.ct(&id).map(|c| c.user == name).unwrap_or(false) {
+            return Err(Error::Refused(format!(
+                "user '{name}' is used by container '{id}'"
+            )));
+        }
+    }
+    let subids = SubIds::system();
+    let _subid_lock = subids.lock()?;
+    pool.remove_user_config(name)?;
+    if let Ok((u, g)) = cfg.maps() {
+        subids.remove(&u, &g)?;
+    }
+    Ok(())
+}
+
+/// Creates a group; its parent must exist. The caller holds the accounts lock.
+pub fn create_group(pool: &Pool, path: &str) -> Result<()> {
+    names::group_path(path)?;
+    if pool.group_exists(path) {
+        return Err(Error::Exists(format!(
+            "group '{path}' already exists in pool '{}'",
+            pool.name
+        )));
+    }
+    if let Some(parent) = names::group_parent(path) {
+        if !pool.group_exists(parent) {
+            return Err(Error::NotFound(format!(
+                "group '{path}': parent group '{parent}' does not exist"
+            )));
+        }
+    }
+    pool.save_group(path, &GroupConfig::new(path))
+}
+
+/// Deletes a group without subgroups and containers. `/` and `/default` stay.
+pub fn delete_group(pool: &Pool, path: &str) -> Result<()> {
+    pool.group(path)?;
+    if path == "/" || path == "/default" {
+        return Err(Error::Refused(format!("group '{path}' cannot be deleted")));
+    }
+    let prefix = format!("{path}/");
+    if let Some(child) = pool
+        .group_paths()?
+        .into_iter()
+        .find(|g| g.starts_with(&prefix))
+    {
+        return Err(Error::Refused(format!(
+            "group '{path}' has subgroup '{child}'"
+        )));
+    }
+    for id in pool.ct_ids()? {
+        if pool.ct(&id).map(|c| c.group == path).unwrap_or(false) {
+            return Err(Error::Refused(format!(
+                "group '{path}' is used by container '{id}'"
+            )));
+        }
+    }
+    pool.remove_group_config(path)
+}

@@ -1,0 +1,456 @@
+//! The one way this crate runs external programs (`zfs`, `btrfs`, `lxc-*`).
+//!
+//! Argument vectors only, never shell strings. A child's stderr is always drained
+//! on its own thread so that a chatty child cannot block on a full pipe, and a
+//! non-zero exit becomes an [`ExecError`] that carries the command line, the exit
+//! status and the end of stderr.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+
+/// How much of a child's stderr is kept for the error message.
+const STDERR_TAIL: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("cannot run `{command}`: {source}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{command}` failed ({status}){}", stderr_suffix(stderr))]
+    Failed {
+        command: String,
+        status: ExitStatus,
+        stderr: String,
+    },
+    #[error("`{command}`: {source}")]
+    Io {
+        command: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    let line = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if line.is_empty() {
+        String::new()
+    } else {
+        format!(": {line}")
+    }
+}
+
+impl ExecError {
+    /// The child's stderr, when it ran and failed.
+    pub fn stderr(&self) -> &str {
+        match self {
+            ExecError::Failed { stderr, .. } => stderr,
+            _ => "",
+        }
+    }
+
+    /// True when the program itself is not installed.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ExecError::Spawn { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+
+    pub fn into_io(self) -> io::Error {
+        match self {
+            ExecError::Spawn { source, .. } | ExecError::Io { source, .. }
+                if source.kind() != io::ErrorKind::Other =>
+            {
+                source
+            }
+            other => io::Error::other(other),
+        }
+    }
+}
+
+/// A command line to run: a program and its arguments.
+#[derive(Debug, Clone)]
+pub struct Cmd {
+    program: OsString,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+}
+
+impl Cmd {
+    pub fn new(program: impl AsRef<OsStr>) -> Self {
+        Cmd {
+            program: program.as_ref().to_owned(),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// The command line as a human reads it, for error messages.
+    pub fn display(&self) -> String {
+        std::iter::once(&self.program)
+            .chain(&self.args)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.program);
+        c.args(&self.args);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    fn spawn_with(&self, stdin: Stdio, stdout: Stdio) -> Result<Child, ExecError> {
+        self.command()
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| ExecError::Spawn {
+                command: self.display(),
+                source,
+            })
+    }
+
+    /// Runs to completion and returns stdout. Non-zero exit is an error.
+    pub fn run(&self) -> Result<String, ExecError> {
+        let mut child = self.spawn_with(Stdio::null(), Stdio::piped())?;
+        let stderr = StderrDrain::start(&mut child);
+        let mut out = Vec::new();
+        let read = child
+            .stdout
+            .take()
+            .expect("stdout is piped")
+            .read_to_end(&mut out);
+        let status = child.wait();
+        let stderr = stderr.collect();
+        let status = status.map_err(|source| self.io_error(source))?;
+        read.map_err(|source| self.io_error(source))?;
+        self.check(status, stderr)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Runs with stdout and stderr inherited (output goes to the user) and
+    /// returns the exit status, whatever it is.
+    pub fn run_inherited(&self) -> Result<ExitStatus, ExecError> {
+        self.command().status().map_err(|source| ExecError::Spawn {
+            command: self.display(),
+            source,
+        })
+    }
+
+    /// Starts the program with its stdout readable as a stream.
+    pub fn spawn_reader(&self) -> Result<ChildReader, ExecError> {
+        let mut child = self.spawn_with(Stdio::null(), Stdio::piped())?;
+        let stderr = StderrDrain::start(&mut child);
+        let stdout = child.stdout.take().expect("stdout is piped");
+        Ok(ChildReader {
+            cmd: self.clone(),
+            child: Some(child),
+            stdout,
+            stderr: Some(stderr),
+        })
+    }
+
+    /// Starts the program with its stdin writable as a stream; stdout is captured.
+    pub fn spawn_writer(&self) -> Result<ChildWriter, ExecError> {
+        let mut child = self.spawn_with(Stdio::piped(), Stdio::piped())?;
+        let stderr = StderrDrain::start(&mut child);
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stdout = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let _ = { stdout }.take(STDERR_TAIL as u64).read_to_end(&mut out);
+            out
+        });
+        let stdin = child.stdin.take().expect("stdin is piped");
+        Ok(ChildWriter {
+            cmd: self.clone(),
+            child: Some(child),
+            stdin: Some(stdin),
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        })
+    }
+
+    fn io_error(&self, source: io::Error) -> ExecError {
+        ExecError::Io {
+            command: self.display(),
+            source,
+        }
+    }
+
+    fn check(&self, status: ExitStatus, stderr: String) -> Result<(), ExecError> {
+        if status.success() {
+            Ok(())
+        } else {
+            Err(ExecError::Failed {
+                command: self.display(),
+                status,
+                stderr,
+            })
+        }
+    }
+}
+
+/// Collects a child's stderr on a thread, keeping the last [`STDERR_TAIL`] bytes.
+struct StderrDrain(Option<JoinHandle<Vec<u8>>>);
+
+impl StderrDrain {
+    fn start(child: &mut Child) -> Self {
+        let Some(mut pipe) = child.stderr.take() else {
+            return StderrDrain(None);
+        };
+        StderrDrain(Some(std::thread::spawn(move || {
+            let mut tail = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                match pipe.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        tail.extend_from_slice(&buf[..n]);
+                        if tail.len() > 2 * STDERR_TAIL {
+                            tail.drain(..tail.len() - STDERR_TAIL);
+                        }
+                    }
+                }
+            }
+            if tail.len() > STDERR_TAIL {
+                tail.drain(..tail.len() - STDERR_TAIL);
+            }
+            tail
+        })))
+    }
+
+    fn collect(mut self) -> String {
+        let bytes = self
+            .0
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+/// A running child whose stdout is read as a stream (e.g. `zfs send`).
+///
+/// End of stream waits for the child; a non-zero exit then surfaces as a read
+/// error carrying the [`ExecError`], so a dying sender is never mistaken for a
+/// complete stream. Dropping it unfinished kills the child.
+pub struct ChildReader {
+    cmd: Cmd,
+    child: Option<Child>,
+    stdout: ChildStdout,
+    stderr: Option<StderrDrain>,
+}
+
+impl ChildReader {
+    /// Copies the whole stream into `out`. File to pipe and pipe to file copies
+    /// go through `splice(2)` in the standard library, without a userspace copy.
+    pub fn copy_to_file(&mut self, out: &mut File) -> io::Result<u64> {
+        let n = io::copy(&mut self.stdout, out)?;
+        self.finish().map_err(ExecError::into_io)?;
+        Ok(n)
+    }
+
+    /// Raises the pipe's capacity (fewer wake-ups on large streams). Best effort.
+    pub fn enlarge_pipe(&self, bytes: usize) {
+        let _ = rustix::pipe::fcntl_setpipe_size(&self.stdout, bytes);
+    }
+
+    /// Waits for the child and checks its exit status.
+    pub fn finish(&mut self) -> Result<(), ExecError> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let status = child.wait().map_err(|e| self.cmd.io_error(e))?;
+        let stderr = self
+            .stderr
+            .take()
+            .map(StderrDrain::collect)
+            .unwrap_or_default();
+        self.cmd.check(status, stderr)
+    }
+}
+
+impl Read for ChildReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.stdout.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.finish().map_err(ExecError::into_io)?;
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for ChildReader {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A running child fed on its stdin (e.g. `zfs recv`). Call [`ChildWriter::finish`]
+/// to close the input and check the exit status; dropping it unfinished kills
+/// the child.
+pub struct ChildWriter {
+    cmd: Cmd,
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+    stdout: Option<JoinHandle<Vec<u8>>>,
+    stderr: Option<StderrDrain>,
+}
+
+impl ChildWriter {
+    /// The child's stdin, for `io::copy` from a file (zero-copy `splice`).
+    pub fn stdin(&mut self) -> &mut ChildStdin {
+        self.stdin.as_mut().expect("stdin is open until finish")
+    }
+
+    /// Closes the child's input, waits for it and returns its stdout.
+    pub fn finish(mut self) -> Result<String, ExecError> {
+        drop(self.stdin.take());
+        let mut child = self.child.take().expect("finish runs once");
+        let status = child.wait().map_err(|e| self.cmd.io_error(e))?;
+        let stdout = self
+            .stdout
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        let stderr = self
+            .stderr
+            .take()
+            .map(StderrDrain::collect)
+            .unwrap_or_default();
+        self.cmd.check(status, stderr)?;
+        Ok(String::from_utf8_lossy(&stdout).into_owned())
+    }
+
+    /// Turns a write error into the child's own error when the child has died
+    /// (a broken pipe says less than "cannot receive: ...").
+    pub fn explain(mut self, err: io::Error) -> ExecError {
+        drop(self.stdin.take());
+        if let Some(mut child) = self.child.take() {
+            if let Ok(status) = child.wait() {
+                let stderr = self
+                    .stderr
+                    .take()
+                    .map(StderrDrain::collect)
+                    .unwrap_or_default();
+                if let Err(e) = self.cmd.check(status, stderr) {
+                    return e;
+                }
+            }
+        }
+        self.cmd.io_error(err)
+    }
+}
+
+impl Write for ChildWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stdin().write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stdin().flush()
+    }
+}
+
+impl Drop for ChildWriter {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_returns_stdout() {
+        assert_eq!(Cmd::new("echo").arg("hi").run().unwrap(), "hi\n");
+    }
+
+    #[test]
+    fn failure_carries_command_and_stderr() {
+        let err = Cmd::new("sh")
+            .args(["-c", "echo nope >&2; exit 3"])
+            .run()
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("sh -c"), "{msg}");
+        assert!(msg.contains("nope"), "{msg}");
+        assert!(matches!(err, ExecError::Failed { .. }));
+    }
+
+    #[test]
+    fn missing_program_is_spawn_error() {
+        let err = Cmd::new("/nonexistent/prog").run().unwrap_err();
+        assert!(err.is_not_found());
+    }
+
+    #[test]
+    fn reader_reports_dying_child_at_eof() {
+        let mut r = Cmd::new("sh")
+            .args(["-c", "echo partial; echo broken >&2; exit 1"])
+            .spawn_reader()
+            .unwrap();
+        let mut out = String::new();
+        let err = r.read_to_string(&mut out).unwrap_err();
+        assert!(err.to_string().contains("broken"), "{err}");
+    }
+
+    #[test]
+    fn chatty_stderr_does_not_block() {
+        // 1 MiB on stderr would fill a pipe many times over.
+        let out = Cmd::new("sh")
+            .args(["-c", "head -c 1048576 /dev/zero >&2; echo done"])
+            .run()
+            .unwrap();
+        assert_eq!(out, "done\n");
+    }
+
+    #[test]
+    fn writer_feeds_stdin() {
+        let mut w = Cmd::new("wc").arg("-c").spawn_writer().unwrap();
+        w.write_all(&[0u8; 100_000]).unwrap();
+        assert_eq!(w.finish().unwrap().trim(), "100000");
+    }
+}

@@ -1,0 +1,308 @@
+//! Container lifecycle: create, start, stop, exec, delete, show.
+//!
+//! Public functions take the container's lock themselves; the `*_locked`
+//! variants are for callers (export, import) that already hold it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cmd::Cmd;
+use crate::error::{Context, Error, Result};
+use crate::idmap::IdMap;
+use crate::model::ContainerConfig;
+use crate::names;
+use crate::pool::Pool;
+use crate::runtime::lxc::Lxc;
+use crate::runtime::{CtState, MountSpec, RunSpec, Runtime};
+
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where a new container's root file system comes from.
+#[derive(Debug, Clone)]
+pub enum RootfsSource {
+    Dir(PathBuf),
+    /// A tarball, plain, gzip or zstd.
+    Tar(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct NewContainer {
+    pub id: String,
+    pub user: String,
+    pub group: String,
+    pub source: RootfsSource,
+    pub privileged: bool,
+}
+
+/// What `ct show` and `ct ls` print.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub pool: String,
+    pub user: String,
+    pub group: String,
+    pub state: CtState,
+    pub rootfs: String,
+    pub privileged: bool,
+    pub hostname: String,
+    pub datasets: Vec<String>,
+}
+
+pub fn runtime(pool: &Pool) -> Lxc {
+    Lxc::new(pool.lxc_path())
+}
+
+/// The dataset name recorded in container.yml.
+pub fn dataset_name(pool: &Pool, id: &str) -> String {
+    match pool.backend {
+        crate::storage::Backend::Zfs => format!("{}/ct/{id}", pool.location),
+        _ => pool.storage.path(id, "").to_string_lossy().into_owned(),
+    }
+}
+
+pub fn create(pool: &Pool, new: &NewContainer) -> Result<()> {
+    names::container_id(&new.id)?;
+    let _lock = pool.lock_ct(&new.id)?;
+    if pool.ct_exists(&new.id) {
+        return Err(Error::Exists(format!(
+            "container '{}' already exists in pool '{}'",
+            new.id, pool.name
+        )));
+    }
+    pool.user(&new.user)?;
+    pool.group(&new.group)?;
+    match &new.source {
+        RootfsSource::Dir(d) if !d.is_dir() => {
+            return Err(Error::NotFound(format!(
+                "directory {} not found",
+                d.display()
+            )))
+        }
+        RootfsSource::Tar(f) if !f.is_file() => {
+            return Err(Error::NotFound(format!("file {} not found", f.display())))
+        }
+        _ => {}
+    }
+    pool.storage.create(&new.id, "")?;
+    let built = (|| {
+        fill_rootfs(&pool.storage.rootfs(&new.id), &new.source)?;
+        let mut cfg = ContainerConfig::new(&new.user, &new.group);
+        cfg.dataset = Some(dataset_name(pool, &new.id));
+        cfg.hostname = Some(new.id.clone());
+        cfg.privileged = new.privileged;
+        pool.save_ct(&new.id, &cfg)
+    })();
+    if let Err(e) = built {
+        let _ = pool.storage.destroy(&new.id, "");
+        let _ = pool.remove_ct_config(&new.id);
+        return Err(e.context(format!("container '{}'", new.id)));
+    }
+    Ok(())
+}
+
+/// Copies the source into an empty root file system, keeping owners, modes,
+/// times, xattrs, hard links, device nodes and holes.
+fn fill_rootfs(rootfs: &Path, source: &RootfsSource) -> Result<()> {
+    let cmd = match source {
+        RootfsSource::Dir(dir) => Cmd::new("cp")
+            .args(["-a", "--sparse=always", "--no-target-directory"])
+            .arg(dir.join("."))
+            .arg(rootfs),
+        // GNU tar recognises gzip and zstd input by itself.
+        RootfsSource::Tar(file) => Cmd::new("tar")
+            .args([
+                "-x",
+                "--numeric-owner",
+                "--same-owner",
+                "--same-permissions",
+                "--xattrs",
+                "--xattrs-include=*",
+                "--sparse",
+                "-C",
+            ])
+            .arg(rootfs)
+            .arg("-f")
+            .arg(file),
+    };
+    cmd.run()
+        .map(drop)
+        .ctx(|| "cannot fill the root file system")
+}
+
+pub fn delete(pool: &Pool, id: &str, force: bool) -> Result<()> {
+    let _lock = pool.lock_ct(id)?;
+    pool.ct(id)?;
+    let rt = runtime(pool);
+    let state = rt.state(id)?;
+    if state.is_up() {
+        if !force {
+            return Err(Error::Refused(format!(
+                "container '{id}' is {state}: stop it first or use --force"
+            )));
+        }
+        rt.stop(id, Duration::from_secs(0))?;
+    }
+    destroy_locked(pool, id)
+}
+
+/// Removes a stopped container's runtime config, datasets, config and log.
+pub fn destroy_locked(pool: &Pool, id: &str) -> Result<()> {
+    runtime(pool).remove(id)?;
+    pool.storage.destroy(id, "")?;
+    pool.remove_ct_config(id)?;
+    crate::fsutil::remove_file_if_exists(&log_file(pool, id))
+}
+
+pub fn log_file(pool: &Pool, id: &str) -> PathBuf {
+    pool.log_dir().join(format!("{id}.log"))
+}
+
+pub fn start(pool: &Pool, id: &str) -> Result<()> {
+    let _lock = pool.lock_ct(id)?;
+    start_locked(pool, id)
+}
+
+pub fn start_locked(pool: &Pool, id: &str) -> Result<()> {
+    let cfg = pool.ct(id)?;
+    let rt = runtime(pool);
+    match rt.state(id)? {
+        CtState::Running => return Ok(()),
+        CtState::Stopped => {}
+        other => {
+            return Err(Error::Busy(format!("container '{id}' is {other}")));
+        }
+    }
+    pool.storage.mount(id)?;
+    let spec = run_spec(pool, id, &cfg)?;
+    rt.start(&spec)
+}
+
+fn run_spec(pool: &Pool, id: &str, cfg: &ContainerConfig) -> Result<RunSpec> {
+    let rootfs = pool.storage.rootfs(id);
+    let idmap = if cfg.privileged {
+        None
+    } else {
+        let user = pool.user(&cfg.user)?;
+        let maps: (IdMap, IdMap) = user
+            .maps()
+            .map_err(|e| e.context(format!("user '{}'", cfg.user)))?;
+        if let Some(fs) = lacks_idmapped_mounts(&rootfs)? {
+            return Err(Error::Refused(format!(
+                "container '{id}': its root file system is on {fs}, which has no idmapped mounts; \
+                 to run it privileged (without a user namespace), run `osctl ct set privileged {id} on`"
+            )));
+        }
+        Some(maps)
+    };
+    Ok(RunSpec {
+        id: id.to_string(),
+        rootfs,
+        hostname: cfg.hostname.clone().unwrap_or_else(|| id.to_string()),
+        init: cfg.init_argv(),
+        idmap,
+        mounts: mount_specs(cfg)?,
+        raw_lxc: cfg.raw_lxc(),
+        log_file: log_file(pool, id),
+    })
+}
+
+/// `mounts` entries of container.yml as osctld writes them
+/// (`{fs, mountpoint, type, opts}`).
+fn mount_specs(cfg: &ContainerConfig) -> Result<Vec<MountSpec>> {
+    cfg.mounts
+        .iter()
+        .map(|m| {
+            let get = |k: &str| m.get(k).and_then(|v| v.as_str()).map(String::from);
+            let source = get("fs").ok_or_else(|| Error::Invalid("mount without 'fs'".into()))?;
+            let target = get("mountpoint")
+                .ok_or_else(|| Error::Invalid("mount without 'mountpoint'".into()))?;
+            for s in [&source, &target] {
+                if s.contains(char::is_whitespace) {
+                    return Err(Error::Invalid(format!("mount path '{s}' contains blanks")));
+                }
+            }
+            Ok(MountSpec {
+                source,
+                target,
+                fstype: get("type").unwrap_or_else(|| "none".into()),
+                options: get("opts").unwrap_or_else(|| "bind".into()),
+            })
+        })
+        .collect()
+}
+
+/// The file system's name when it cannot do idmapped mounts, None when it can.
+fn lacks_idmapped_mounts(path: &Path) -> Result<Option<&'static str>> {
+    let st = rustix::fs::statfs(path)
+        .map_err(std::io::Error::from)
+        .ctx(|| format!("cannot stat file system of {}", path.display()))?;
+    // f_type values from statfs(2); these support idmapped mounts on 6.x kernels.
+    let supported: &[i64] = &[
+        0xEF53,     // ext2/3/4
+        0x9123683E, // btrfs
+        0x58465342, // xfs
+        0x01021994, // tmpfs
+        0x2FC12FC1, // OpenZFS (2.2+)
+        0xF2F52010, // f2fs
+    ];
+    let ftype = st.f_type as i64;
+    if supported.contains(&ftype) {
+        return Ok(None);
+    }
+    Ok(Some(match ftype {
+        0x65735546 => "FUSE (e.g. zfs-fuse)",
+        _ => "a file system",
+    }))
+}
+
+pub fn stop(pool: &Pool, id: &str, timeout: Duration) -> Result<()> {
+    let _lock = pool.lock_ct(id)?;
+    pool.ct(id)?;
+    runtime(pool).stop(id, timeout)
+}
+
+pub fn restart(pool: &Pool, id: &str, timeout: Duration) -> Result<()> {
+    let _lock = pool.lock_ct(id)?;
+    pool.ct(id)?;
+    runtime(pool).stop(id, timeout)?;
+    start_locked(pool, id)
+}
+
+/// Runs a command in a running container. The lock is held only to look at the
+/// container, not while the command runs: exec must not block an export.
+pub fn exec(pool: &Pool, id: &str, argv: &[String]) -> Result<i32> {
+    {
+        let _lock = pool.lock_ct(id)?;
+        pool.ct(id)?;
+    }
+    runtime(pool).exec(id, argv)
+}
+
+pub fn set_privileged(pool: &Pool, id: &str, on: bool) -> Result<()> {
+    let _lock = pool.lock_ct(id)?;
+    let mut cfg = pool.ct(id)?;
+    cfg.privileged = on;
+    pool.save_ct(id, &cfg)
+}
+
+pub fn info(pool: &Pool, id: &str) -> Result<ContainerInfo> {
+    let cfg = pool.ct(id)?;
+    let state = runtime(pool).state(id)?;
+    Ok(ContainerInfo {
+        id: id.to_string(),
+        pool: pool.name.clone(),
+        user: cfg.user.clone(),
+        group: cfg.group.clone(),
+        state,
+        rootfs: pool.storage.rootfs(id).to_string_lossy().into_owned(),
+        privileged: cfg.privileged,
+        hostname: cfg.hostname.clone().unwrap_or_else(|| id.to_string()),
+        datasets: pool.storage.subdatasets(id)?,
+    })
+}
+
+pub fn list(pool: &Pool) -> Result<Vec<ContainerInfo>> {
+    pool.ct_ids()?.iter().map(|id| info(pool, id)).collect()
+}

@@ -1,0 +1,84 @@
+//! File system helpers: atomic writes and durable renames.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::{Context, Result};
+
+/// Writes `data` to `path` so that a reader (or a crash) sees either the old
+/// file or the new one, never a mix: temp file in the same directory, fsync,
+/// rename, fsync of the directory.
+pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .ctx(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    tmp.write_all(data)
+        .and_then(|_| tmp.as_file().sync_all())
+        .ctx(|| format!("cannot write {}", path.display()))?;
+    set_mode(tmp.path(), 0o644)?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .ctx(|| format!("cannot replace {}", path.display()))?;
+    sync_dir(dir)
+}
+
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx(|| format!("cannot sync directory {}", dir.display()))
+}
+
+pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .ctx(|| format!("cannot set mode of {}", path.display()))
+}
+
+pub fn create_dir_all(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).ctx(|| format!("cannot create directory {}", dir.display()))
+}
+
+/// Reads a file that may not exist.
+pub fn read_optional(path: &Path) -> Result<Option<String>> {
+    match fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).ctx(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Removes a file that may not exist.
+pub fn remove_file_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).ctx(|| format!("cannot remove {}", path.display())),
+    }
+}
+
+/// Removes a directory tree that may not exist.
+pub fn remove_dir_all_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).ctx(|| format!("cannot remove {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.yml");
+        atomic_write(&p, b"one").unwrap();
+        atomic_write(&p, b"two").unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "two");
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+}

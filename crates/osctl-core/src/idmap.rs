@@ -1,0 +1,203 @@
+//! User namespace id maps: entries of `ns:host:count`, as osctl writes them.
+
+use std::fmt;
+
+use crate::error::{Error, Result};
+
+/// Size of an automatically allocated block of host ids.
+pub const BLOCK: u32 = 65536;
+/// Where automatic allocation starts (below are the host's own users).
+pub const FIRST_HOST_ID: u32 = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct IdRange {
+    pub ns: u32,
+    pub host: u32,
+    pub count: u32,
+}
+
+impl IdRange {
+    pub fn parse(s: &str) -> Result<IdRange> {
+        let bad = || {
+            Error::Invalid(format!(
+                "invalid id map entry '{}': expected NS:HOST:COUNT",
+                s.escape_debug()
+            ))
+        };
+        let mut parts = s.trim().split(':');
+        let mut next =
+            || -> Result<u32> { parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad) };
+        let r = IdRange {
+            ns: next()?,
+            host: next()?,
+            count: next()?,
+        };
+        if parts.next().is_some() || r.count == 0 {
+            return Err(bad());
+        }
+        if u64::from(r.ns) + u64::from(r.count) > 1 << 32
+            || u64::from(r.host) + u64::from(r.count) > 1 << 32
+        {
+            return Err(Error::Invalid(format!(
+                "invalid id map entry '{s}': the range passes 2^32"
+            )));
+        }
+        Ok(r)
+    }
+
+    pub fn host_end(&self) -> u64 {
+        u64::from(self.host) + u64::from(self.count)
+    }
+
+    pub fn overlaps_host(&self, other: &IdRange) -> bool {
+        u64::from(self.host) < other.host_end() && u64::from(other.host) < self.host_end()
+    }
+
+    /// Maps a namespace id to the host, if in range.
+    pub fn to_host(&self, ns_id: u32) -> Option<u32> {
+        (ns_id >= self.ns && u64::from(ns_id) < u64::from(self.ns) + u64::from(self.count))
+            .then(|| self.host + (ns_id - self.ns))
+    }
+}
+
+impl fmt::Display for IdRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.ns, self.host, self.count)
+    }
+}
+
+/// A whole map: one or more ranges.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IdMap(pub Vec<IdRange>);
+
+impl IdMap {
+    pub fn parse_all<S: AsRef<str>>(entries: &[S]) -> Result<IdMap> {
+        let ranges = entries
+            .iter()
+            .map(|e| IdRange::parse(e.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        let map = IdMap(ranges);
+        map.check_self_overlap()?;
+        Ok(map)
+    }
+
+    pub fn single(host: u32, count: u32) -> IdMap {
+        IdMap(vec![IdRange { ns: 0, host, count }])
+    }
+
+    pub fn to_strings(&self) -> Vec<String> {
+        self.0.iter().map(ToString::to_string).collect()
+    }
+
+    fn check_self_overlap(&self) -> Result<()> {
+        for (i, a) in self.0.iter().enumerate() {
+            for b in &self.0[i + 1..] {
+                let ns_overlap = u64::from(a.ns) < u64::from(b.ns) + u64::from(b.count)
+                    && u64::from(b.ns) < u64::from(a.ns) + u64::from(a.count);
+                if ns_overlap || a.overlaps_host(b) {
+                    return Err(Error::Invalid(format!(
+                        "id map entries {a} and {b} overlap"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn overlaps(&self, other: &IdMap) -> bool {
+        self.0
+            .iter()
+            .any(|a| other.0.iter().any(|b| a.overlaps_host(b)))
+    }
+
+    /// True when host id 0 (root) is inside the map.
+    pub fn reaches_host_root(&self) -> bool {
+        self.0.iter().any(|r| r.host == 0)
+    }
+
+    pub fn to_host(&self, ns_id: u32) -> Option<u32> {
+        self.0.iter().find_map(|r| r.to_host(ns_id))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for IdMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_strings().join(","))
+    }
+}
+
+/// The lowest block of `BLOCK` host ids from `FIRST_HOST_ID` on, aligned to
+/// `BLOCK`, that overlaps none of `taken`.
+pub fn allocate_block(taken: &[IdRange]) -> Result<u32> {
+    let mut start = u64::from(FIRST_HOST_ID);
+    let block = u64::from(BLOCK);
+    while start + block <= u64::from(u32::MAX) {
+        let candidate = IdRange {
+            ns: 0,
+            host: start as u32,
+            count: BLOCK,
+        };
+        match taken
+            .iter()
+            .filter(|t| t.overlaps_host(&candidate))
+            .map(|t| t.host_end())
+            .max()
+        {
+            None => return Ok(start as u32),
+            // Jump past the blocker, keeping blocks aligned for readability.
+            Some(end) => start = end.div_ceil(block) * block,
+        }
+    }
+    Err(Error::Refused("no free block of host ids left".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_print() {
+        let r = IdRange::parse("0:100000:65536").unwrap();
+        assert_eq!(r.to_string(), "0:100000:65536");
+        for bad in ["", "1:2", "a:b:c", "0:1:0", "0:4294967295:2", "1:2:3:4"] {
+            assert!(IdRange::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn overlap() {
+        let a = IdMap::single(100_000, 65536);
+        let b = IdMap::single(165_535, 10);
+        let c = IdMap::single(165_536, 10);
+        assert!(a.overlaps(&b));
+        assert!(!a.overlaps(&c));
+        assert!(IdMap::parse_all(&["0:100000:10", "5:200000:10"]).is_err());
+    }
+
+    #[test]
+    fn allocation_skips_taken() {
+        assert_eq!(allocate_block(&[]).unwrap(), 100_000);
+        let taken = [IdRange {
+            ns: 0,
+            host: 100_000,
+            count: 65536,
+        }];
+        assert_eq!(allocate_block(&taken).unwrap(), 196_608);
+        let taken = [IdRange {
+            ns: 0,
+            host: 150_000,
+            count: 1,
+        }];
+        assert_eq!(allocate_block(&taken).unwrap(), 196_608);
+    }
+
+    #[test]
+    fn root_reach() {
+        assert!(IdMap::single(0, 65536).reaches_host_root());
+        assert!(!IdMap::single(1, 65536).reaches_host_root());
+    }
+}

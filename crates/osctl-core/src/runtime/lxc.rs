@@ -1,0 +1,264 @@
+//! LXC 5 through its command-line tools, one config file per container under
+//! the pool's LXC path.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{not_running, CtState, RunSpec, Runtime};
+use crate::cmd::Cmd;
+use crate::error::{Context, Error, Result};
+use crate::fsutil;
+
+pub struct Lxc {
+    path: PathBuf,
+}
+
+/// Parses `lxc-info -s -H` output.
+pub fn parse_state(output: &str) -> Result<CtState> {
+    // `lxc-info -s` prints "State:   RUNNING"; with -H only "RUNNING".
+    let word = output
+        .lines()
+        .map(|l| l.trim())
+        .find(|l| !l.is_empty())
+        .map(|l| l.rsplit(char::is_whitespace).next().unwrap_or(l))
+        .unwrap_or("");
+    match word {
+        "STOPPED" => Ok(CtState::Stopped),
+        "STARTING" => Ok(CtState::Starting),
+        "RUNNING" | "FROZEN" | "FREEZING" | "THAWED" => Ok(CtState::Running),
+        "STOPPING" | "ABORTING" => Ok(CtState::Stopping),
+        other => Err(Error::Invalid(format!("unexpected LXC state '{other}'"))),
+    }
+}
+
+/// Renders the LXC config of a container.
+pub fn render_config(spec: &RunSpec) -> String {
+    let mut c = String::new();
+    let mut line = |k: &str, v: &str| {
+        let _ = writeln!(c, "{k} = {v}");
+    };
+    line("lxc.uts.name", &spec.hostname);
+    line("lxc.rootfs.path", &format!("dir:{}", spec.rootfs.display()));
+    if let Some((uid_map, gid_map)) = &spec.idmap {
+        // Ownership on disk is as the container sees it; an idmapped mount
+        // shows it shifted into the user namespace.
+        line("lxc.rootfs.options", "idmap=container");
+        for r in &uid_map.0 {
+            line("lxc.idmap", &format!("u {} {} {}", r.ns, r.host, r.count));
+        }
+        for r in &gid_map.0 {
+            line("lxc.idmap", &format!("g {} {} {}", r.ns, r.host, r.count));
+        }
+    }
+    line("lxc.net.0.type", "empty");
+    line("lxc.init.cmd", &quote_args(&spec.init));
+    line("lxc.mount.auto", "proc:mixed sys:ro cgroup:mixed");
+    line("lxc.autodev", "1");
+    line("lxc.tty.max", "0");
+    line("lxc.console.path", "none");
+    line("lxc.log.file", &spec.log_file.display().to_string());
+    line("lxc.log.level", "WARN");
+    for m in &spec.mounts {
+        line(
+            "lxc.mount.entry",
+            &format!(
+                "{} {} {} {},create=dir 0 0",
+                m.source,
+                m.target.trim_start_matches('/'),
+                m.fstype,
+                m.options
+            ),
+        );
+    }
+    if let Some(raw) = &spec.raw_lxc {
+        c.push_str("# raw configuration from container.yml\n");
+        c.push_str(raw.trim_end());
+        c.push('\n');
+    }
+    c
+}
+
+/// Joins arguments for `lxc.init.cmd`, which LXC splits on blanks outside quotes.
+fn quote_args(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty() && !a.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
+                a.clone()
+            } else if !a.contains('"') {
+                format!("\"{a}\"")
+            } else {
+                format!("'{a}'")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Lxc {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Lxc { path: path.into() }
+    }
+
+    fn config_dir(&self, id: &str) -> PathBuf {
+        self.path.join(id)
+    }
+
+    fn tool(&self, tool: &str, id: &str) -> Cmd {
+        Cmd::new(tool).arg("-n").arg(id).arg("-P").arg(&self.path)
+    }
+
+    fn wait_for(&self, id: &str, state: &str, timeout: Duration) -> Result<()> {
+        self.tool("lxc-wait", id)
+            .args(["-s", state, "-t"])
+            .arg(timeout.as_secs().max(1).to_string())
+            .run()
+            .map(drop)
+            .ctx(|| format!("container '{id}' did not reach {state}"))
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .filter(|l| l.contains("ERROR"))
+                .last()
+                .map(|l| l.rsplit(" - ").next().unwrap_or(l).trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+impl Runtime for Lxc {
+    fn state(&self, id: &str) -> Result<CtState> {
+        if !self.config_dir(id).join("config").exists() {
+            return Ok(CtState::Stopped);
+        }
+        let out = self
+            .tool("lxc-info", id)
+            .args(["-s", "-H"])
+            .run()
+            .ctx(|| format!("cannot get the state of container '{id}'"))?;
+        parse_state(&out).map_err(|e| e.context(format!("container '{id}'")))
+    }
+
+    fn start(&self, spec: &RunSpec) -> Result<()> {
+        let dir = self.config_dir(&spec.id);
+        fsutil::create_dir_all(&dir)?;
+        fsutil::atomic_write(&dir.join("config"), render_config(spec).as_bytes())?;
+        let started = self
+            .tool("lxc-start", &spec.id)
+            .arg("-d")
+            .run()
+            .and_then(|_| Ok(()));
+        if let Err(e) = started {
+            let detail = log_tail(&spec.log_file);
+            let err = Error::exec(format!("cannot start container '{}'", spec.id), e);
+            return Err(if detail.is_empty() {
+                err
+            } else {
+                err.context(detail)
+            });
+        }
+        self.wait_for(&spec.id, "RUNNING", Duration::from_secs(30))
+    }
+
+    fn stop(&self, id: &str, timeout: Duration) -> Result<()> {
+        if !self.state(id)?.is_up() {
+            return Ok(());
+        }
+        // lxc-stop sends SIGPWR to init and kills the container after the timeout.
+        let res = self
+            .tool("lxc-stop", id)
+            .arg("-t")
+            .arg(timeout.as_secs().to_string())
+            .run();
+        if let Err(e) = res {
+            // It may have stopped on its own meanwhile.
+            if self.state(id)? != CtState::Stopped {
+                return Err(Error::exec(format!("cannot stop container '{id}'"), e));
+            }
+        }
+        self.wait_for(id, "STOPPED", Duration::from_secs(30))
+    }
+
+    fn exec(&self, id: &str, argv: &[String]) -> Result<i32> {
+        if self.state(id)? != CtState::Running {
+            return Err(not_running(id));
+        }
+        let status = self
+            .tool("lxc-attach", id)
+            .args([
+                "--clear-env",
+                "--set-var",
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "--",
+            ])
+            .args(argv)
+            .run_inherited()
+            .ctx(|| format!("cannot run a command in container '{id}'"))?;
+        use std::os::unix::process::ExitStatusExt;
+        Ok(status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    }
+
+    fn remove(&self, id: &str) -> Result<()> {
+        fsutil::remove_dir_all_if_exists(&self.config_dir(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::idmap::IdMap;
+
+    #[test]
+    fn states() {
+        assert_eq!(parse_state("RUNNING\n").unwrap(), CtState::Running);
+        assert_eq!(
+            parse_state("State:          STOPPED\n").unwrap(),
+            CtState::Stopped
+        );
+        assert_eq!(parse_state("STOPPING").unwrap(), CtState::Stopping);
+        assert!(parse_state("").is_err());
+        assert!(parse_state("BOGUS").is_err());
+    }
+
+    #[test]
+    fn config_for_unprivileged() {
+        let spec = RunSpec {
+            id: "c1".into(),
+            rootfs: "/p/ct/c1/private".into(),
+            hostname: "c1".into(),
+            init: vec!["/sbin/init".into()],
+            idmap: Some((IdMap::single(100000, 65536), IdMap::single(100000, 65536))),
+            mounts: vec![],
+            raw_lxc: None,
+            log_file: "/p/log/c1.log".into(),
+        };
+        let c = render_config(&spec);
+        assert!(c.contains("lxc.rootfs.path = dir:/p/ct/c1/private\n"));
+        assert!(c.contains("lxc.rootfs.options = idmap=container\n"));
+        assert!(c.contains("lxc.idmap = u 0 100000 65536\n"));
+        assert!(c.contains("lxc.idmap = g 0 100000 65536\n"));
+    }
+
+    #[test]
+    fn config_for_privileged_has_no_idmap() {
+        let spec = RunSpec {
+            id: "c1".into(),
+            rootfs: "/r".into(),
+            hostname: "h".into(),
+            init: vec!["/bin/sh".into(), "-c".into(), "sleep 1".into()],
+            idmap: None,
+            mounts: vec![],
+            raw_lxc: Some("lxc.cap.drop = sys_admin".into()),
+            log_file: "/l".into(),
+        };
+        let c = render_config(&spec);
+        assert!(!c.contains("idmap"));
+        assert!(c.contains("lxc.cap.drop = sys_admin\n"));
+    }
+}

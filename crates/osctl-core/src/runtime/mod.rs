@@ -1,0 +1,81 @@
+//! What runs containers. One implementation, LXC; the trait keeps the rest of
+//! the code independent of it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::idmap::IdMap;
+
+pub mod lxc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CtState {
+    Stopped,
+    Starting,
+    Running,
+    Stopping,
+}
+
+impl CtState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CtState::Stopped => "stopped",
+            CtState::Starting => "starting",
+            CtState::Running => "running",
+            CtState::Stopping => "stopping",
+        }
+    }
+
+    /// True when the container has processes (anything but stopped).
+    pub fn is_up(self) -> bool {
+        self != CtState::Stopped
+    }
+}
+
+impl std::fmt::Display for CtState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A host path mounted into the container (`mounts` in container.yml).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MountSpec {
+    pub source: String,
+    /// Absolute path inside the container.
+    pub target: String,
+    pub fstype: String,
+    pub options: String,
+}
+
+/// Everything the runtime needs to start a container.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub id: String,
+    pub rootfs: PathBuf,
+    pub hostname: String,
+    pub init: Vec<String>,
+    /// None: privileged, no user namespace.
+    pub idmap: Option<(IdMap, IdMap)>,
+    pub mounts: Vec<MountSpec>,
+    pub raw_lxc: Option<String>,
+    pub log_file: PathBuf,
+}
+
+pub trait Runtime {
+    fn state(&self, id: &str) -> Result<CtState>;
+    /// Starts the container and waits until it runs.
+    fn start(&self, spec: &RunSpec) -> Result<()>;
+    /// Asks init to shut down, kills everything after `timeout`.
+    fn stop(&self, id: &str, timeout: Duration) -> Result<()>;
+    /// Runs a command inside, with the caller's stdio; returns its exit code.
+    fn exec(&self, id: &str, argv: &[String]) -> Result<i32>;
+    /// Forgets the container (its runtime config).
+    fn remove(&self, id: &str) -> Result<()>;
+}
+
+pub(crate) fn not_running(id: &str) -> Error {
+    Error::Refused(format!("container '{id}' is not running"))
+}

@@ -1,0 +1,195 @@
+//! Where containers' file systems live: one trait, three backends.
+//!
+//! A container has a root dataset and optional subdatasets named relative to it
+//! (`var`, `var/log`). The root dataset's directory holds `private/`, the root
+//! file system the container sees (the layout of vpsAdminOS, whose `zfs send`
+//! streams carry `private/`); a subdataset is mounted at `private/<rel>` and
+//! holds its files at its top.
+//!
+//! Snapshots are taken of all of a container's datasets at once. Native streams
+//! (`zfs send`, `btrfs send`) exist only on backends that have them.
+
+use std::path::{Path, PathBuf};
+
+use crate::cmd::{ChildReader, ChildWriter};
+use crate::error::{Error, Result};
+
+pub mod dir;
+
+/// The directory inside a root dataset that holds the container's root file system.
+pub const ROOTFS_DIR: &str = "private";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Dir,
+    Zfs,
+    Btrfs,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Dir => "dir",
+            Backend::Zfs => "zfs",
+            Backend::Btrfs => "btrfs",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Backend> {
+        match s {
+            "dir" => Ok(Backend::Dir),
+            "zfs" => Ok(Backend::Zfs),
+            "btrfs" => Ok(Backend::Btrfs),
+            other => Err(Error::Invalid(format!(
+                "unknown backend '{other}': use dir, zfs or btrfs"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A read-only directory view of a dataset as it was at a snapshot. Dropping it
+/// releases whatever the backend set up to show it (a clone, a mount).
+pub struct SnapshotView {
+    path: PathBuf,
+    release: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl SnapshotView {
+    pub fn new(path: PathBuf) -> Self {
+        SnapshotView {
+            path,
+            release: None,
+        }
+    }
+
+    pub fn with_release(path: PathBuf, release: impl FnOnce() + Send + 'static) -> Self {
+        SnapshotView {
+            path,
+            release: Some(Box::new(release)),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SnapshotView {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
+    }
+}
+
+/// Storage of containers' datasets. `ct` is a container id or a staging name
+/// (ids never contain '.', staging names always do); `rel` is "" for the root
+/// dataset or a subdataset name.
+pub trait Storage: Send + Sync {
+    fn backend(&self) -> Backend;
+
+    /// The archive `format:` of this backend's native streams (`zfs`, `btrfs`),
+    /// None when it has none (dir).
+    fn native_format(&self) -> Option<&'static str>;
+
+    /// Creates a dataset; for a subdataset, its parent must exist.
+    fn create(&self, ct: &str, rel: &str) -> Result<()>;
+
+    fn exists(&self, ct: &str) -> Result<bool>;
+
+    /// The container's subdatasets, relative names, parents before children.
+    fn subdatasets(&self, ct: &str) -> Result<Vec<String>>;
+
+    /// Destroys a dataset with its children and snapshots; the root ("") means
+    /// the whole container. A missing dataset is not an error.
+    fn destroy(&self, ct: &str, rel: &str) -> Result<()>;
+
+    /// Renames a whole container (staging name to final id on import).
+    fn rename(&self, from: &str, to: &str) -> Result<()>;
+
+    /// Where a dataset's files are on the host (mounted).
+    fn path(&self, ct: &str, rel: &str) -> PathBuf;
+
+    /// The container's root file system on the host.
+    fn rootfs(&self, ct: &str) -> PathBuf {
+        self.path(ct, "").join(ROOTFS_DIR)
+    }
+
+    /// Makes sure all of a container's datasets are mounted.
+    fn mount(&self, _ct: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// Every container name the storage holds, staging names included.
+    fn containers(&self) -> Result<Vec<String>>;
+
+    /// Snapshots every dataset of the container under one name.
+    fn snapshot(&self, ct: &str, snap: &str) -> Result<()>;
+
+    /// Destroys a snapshot on every dataset of the container; missing is fine.
+    fn destroy_snapshot(&self, ct: &str, snap: &str) -> Result<()>;
+
+    /// Snapshot names present on the container's root dataset.
+    fn snapshots(&self, ct: &str) -> Result<Vec<String>>;
+
+    /// A directory showing a dataset's files as of a snapshot. For dir pools,
+    /// which have no snapshots, it is the live directory.
+    fn snapshot_view(&self, ct: &str, rel: &str, snap: &str) -> Result<SnapshotView>;
+
+    /// Whether the dataset's data is compressed by the storage and a compressed
+    /// native stream (`zfs send -c`, `btrfs send --compressed-data`) is available.
+    fn can_send_compressed(&self, _ct: &str, _rel: &str) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Starts a native stream of a dataset at `snap`, incremental from `from`.
+    fn send(
+        &self,
+        ct: &str,
+        rel: &str,
+        snap: &str,
+        from: Option<&str>,
+        compressed: bool,
+    ) -> Result<ChildReader> {
+        let _ = (ct, rel, snap, from, compressed);
+        Err(self.no_native_streams())
+    }
+
+    /// Starts receiving a native stream into a dataset (base, then incremental).
+    fn receive(&self, ct: &str, rel: &str) -> Result<ChildWriter> {
+        let _ = (ct, rel);
+        Err(self.no_native_streams())
+    }
+
+    /// After all streams of a dataset are received: removes the snapshots the
+    /// streams brought (`snapshots`, newest first) and mounts the dataset.
+    fn finish_receive(&self, ct: &str, rel: &str, snapshots: &[String]) -> Result<()> {
+        let _ = (ct, rel, snapshots);
+        Err(self.no_native_streams())
+    }
+
+    #[doc(hidden)]
+    fn no_native_streams(&self) -> Error {
+        Error::Refused(format!(
+            "{} pools have no native streams; use the tar format",
+            self.backend()
+        ))
+    }
+}
+
+/// The staging name under which an import builds a container before it commits.
+pub fn staging_name(id: &str) -> String {
+    format!("{id}.importing")
+}
+
+/// The container id a staging name belongs to.
+pub fn staged_id(name: &str) -> Option<&str> {
+    name.strip_suffix(".importing")
+}

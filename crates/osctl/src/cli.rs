@@ -1,0 +1,461 @@
+//! Command-line grammar (see `spec/cli.md`) and dispatch to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use osctl_core::accounts::{self, MapRequest};
+use osctl_core::containers::{self, NewContainer, RootfsSource};
+use osctl_core::host::{Host, PoolEntry};
+use osctl_core::idmap::IdMap;
+use osctl_core::pool::Pool;
+use osctl_core::storage::Backend;
+
+use crate::output;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "osctl",
+    version,
+    about = "Manage containers and move them between hosts"
+)]
+pub struct Args {
+    /// The pool to work on (default: the only pool, else the one named `default`)
+    #[arg(long, global = true)]
+    pool: Option<String>,
+    /// Machine-readable output (one JSON document) for ls and show
+    #[arg(short = 'j', long, global = true)]
+    json: bool,
+    /// No progress output
+    #[arg(short = 'q', long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand, Debug)]
+enum Top {
+    /// Pools: where configs and containers live
+    #[command(subcommand)]
+    Pool(PoolCmd),
+    /// Users: id maps of containers
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Groups: a hierarchy of containers
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// Containers
+    #[command(subcommand, name = "ct")]
+    Ct(CtCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum PoolCmd {
+    /// Install a pool (creates its directory or dataset where missing)
+    Install {
+        #[arg(long, default_value = "dir")]
+        backend: String,
+        /// Directory of a dir or btrfs pool
+        #[arg(long, conflicts_with = "dataset")]
+        path: Option<PathBuf>,
+        /// Dataset of a zfs pool
+        #[arg(long)]
+        dataset: Option<String>,
+        name: String,
+    },
+    /// List pools
+    Ls,
+    /// Forget a pool; deletes nothing
+    Uninstall { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCmd {
+    /// Create a user; without maps a free block of 65536 host ids is allocated
+    New {
+        /// NS:HOST:COUNT for both uids and gids
+        #[arg(long = "map")]
+        map: Vec<String>,
+        #[arg(long = "map-uid")]
+        map_uid: Vec<String>,
+        #[arg(long = "map-gid")]
+        map_gid: Vec<String>,
+        name: String,
+    },
+    Ls,
+    Show {
+        name: String,
+    },
+    Del {
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupCmd {
+    /// Create a group such as /web; its parent must exist
+    New {
+        name: String,
+    },
+    Ls,
+    Show {
+        name: String,
+    },
+    Del {
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CtCmd {
+    /// Create a container from a directory or a tarball
+    New {
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value = "/default")]
+        group: String,
+        #[arg(
+            long,
+            conflicts_with = "from_tar",
+            required_unless_present = "from_tar"
+        )]
+        from_dir: Option<PathBuf>,
+        #[arg(long)]
+        from_tar: Option<PathBuf>,
+        /// Run without a user namespace (for file systems without idmapped mounts)
+        #[arg(long)]
+        privileged: bool,
+        id: String,
+    },
+    Ls,
+    Show {
+        id: String,
+    },
+    Start {
+        id: String,
+    },
+    Stop {
+        id: String,
+        /// Seconds to wait for a clean shutdown before killing
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    Restart {
+        id: String,
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Run a command inside a running container; its exit status is ours
+    Exec {
+        id: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Delete a container; a running one only with --force
+    Del {
+        #[arg(long)]
+        force: bool,
+        id: String,
+    },
+    /// Change a setting
+    #[command(subcommand)]
+    Set(SetCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum SetCmd {
+    /// Run the container without a user namespace (on) or with its user's maps (off)
+    Privileged {
+        id: String,
+        #[arg(value_parser = ["on", "off"])]
+        value: String,
+    },
+}
+
+struct Ctx {
+    host: Host,
+    pool_name: Option<String>,
+    json: bool,
+    #[allow(dead_code)]
+    quiet: bool,
+}
+
+impl Ctx {
+    fn pool(&self) -> Result<Pool> {
+        Ok(Pool::select(&self.host, self.pool_name.as_deref())?)
+    }
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let ctx = Ctx {
+        host: Host::from_env(),
+        pool_name: args.pool,
+        json: args.json,
+        quiet: args.quiet,
+    };
+    match args.command {
+        Top::Pool(c) => pool_cmd(&ctx, c)?,
+        Top::User(c) => user_cmd(&ctx, c)?,
+        Top::Group(c) => group_cmd(&ctx, c)?,
+        Top::Ct(c) => return ct_cmd(&ctx, c),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pool_cmd(ctx: &Ctx, cmd: PoolCmd) -> Result<()> {
+    match cmd {
+        PoolCmd::Install {
+            backend,
+            path,
+            dataset,
+            name,
+        } => {
+            let backend = Backend::parse(&backend)?;
+            let location = match (backend, path, dataset) {
+                (Backend::Zfs, None, Some(ds)) => ds,
+                (Backend::Zfs, _, None) => {
+                    return Err(
+                        osctl_core::Error::Invalid("a zfs pool needs --dataset".into()).into(),
+                    )
+                }
+                (_, Some(p), None) => std::path::absolute(p)?.to_string_lossy().into_owned(),
+                (_, None, None) => ctx
+                    .host
+                    .root()
+                    .join("pools")
+                    .join(&name)
+                    .to_string_lossy()
+                    .into_owned(),
+                (_, _, Some(_)) => {
+                    return Err(osctl_core::Error::Invalid(format!(
+                        "a {backend} pool takes --path, not --dataset"
+                    ))
+                    .into())
+                }
+            };
+            Pool::install(
+                &ctx.host,
+                PoolEntry {
+                    name,
+                    backend,
+                    location,
+                },
+            )?;
+        }
+        PoolCmd::Ls => {
+            let pools = ctx.host.pools()?;
+            if ctx.json {
+                return output::json(&pools);
+            }
+            let rows = pools
+                .iter()
+                .map(|p| vec![p.name.clone(), p.backend.to_string(), p.location.clone()])
+                .collect::<Vec<_>>();
+            output::table(&["NAME", "BACKEND", "LOCATION"], &rows);
+        }
+        PoolCmd::Uninstall { name } => {
+            let _registry = ctx.host.lock_registry()?;
+            ctx.host.unregister(&name)?;
+        }
+    }
+    Ok(())
+}
+
+fn parse_maps(entries: &[String]) -> Result<Option<IdMap>> {
+    if entries.is_empty() {
+        Ok(None)
+    } else {
+        Ok(Some(IdMap::parse_all(entries)?))
+    }
+}
+
+fn user_cmd(ctx: &Ctx, cmd: UserCmd) -> Result<()> {
+    let pool = ctx.pool()?;
+    match cmd {
+        UserCmd::New {
+            map,
+            map_uid,
+            map_gid,
+            name,
+        } => {
+            let both = parse_maps(&map)?;
+            let req = MapRequest {
+                uid_map: parse_maps(&map_uid)?.or_else(|| both.clone()),
+                gid_map: parse_maps(&map_gid)?.or(both),
+            };
+            let _lock = pool.lock_accounts()?;
+            accounts::create_user(&pool, &name, &req)?;
+        }
+        UserCmd::Ls => {
+            let mut users = Vec::new();
+            for name in pool.user_names()? {
+                let cfg = pool.user(&name)?;
+                users.push(json!({"name": name, "pool": pool.name, "uid_map": cfg.uid_map, "gid_map": cfg.gid_map}));
+            }
+            if ctx.json {
+                return output::json(&users);
+            }
+            let rows = users
+                .iter()
+                .map(|u| {
+                    let join = |k: &str| {
+                        u[k].as_array()
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(|v| v.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(",")
+                            })
+                            .unwrap_or_default()
+                    };
+                    vec![
+                        u["name"].as_str().unwrap_or("").to_string(),
+                        join("uid_map"),
+                        join("gid_map"),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            output::table(&["NAME", "UID_MAP", "GID_MAP"], &rows);
+        }
+        UserCmd::Show { name } => {
+            let cfg = pool.user(&name)?;
+            if ctx.json {
+                return output::json(
+                    &json!({"name": name, "pool": pool.name, "uid_map": cfg.uid_map, "gid_map": cfg.gid_map, "standalone": cfg.standalone}),
+                );
+            }
+            output::pairs(&[
+                ("name", name),
+                ("pool", pool.name.clone()),
+                ("uid_map", cfg.uid_map.join(",")),
+                ("gid_map", cfg.gid_map.join(",")),
+            ]);
+        }
+        UserCmd::Del { name } => {
+            let _lock = pool.lock_accounts()?;
+            accounts::delete_user(&pool, &name)?;
+        }
+    }
+    Ok(())
+}
+
+fn group_cmd(ctx: &Ctx, cmd: GroupCmd) -> Result<()> {
+    let pool = ctx.pool()?;
+    match cmd {
+        GroupCmd::New { name } => {
+            let _lock = pool.lock_accounts()?;
+            accounts::create_group(&pool, &name)?;
+        }
+        GroupCmd::Ls => {
+            let groups = pool.group_paths()?;
+            if ctx.json {
+                let list: Vec<_> = groups
+                    .iter()
+                    .map(|g| json!({"name": g, "pool": pool.name}))
+                    .collect();
+                return output::json(&list);
+            }
+            let rows = groups.into_iter().map(|g| vec![g]).collect::<Vec<_>>();
+            output::table(&["NAME"], &rows);
+        }
+        GroupCmd::Show { name } => {
+            let cfg = pool.group(&name)?;
+            if ctx.json {
+                return output::json(
+                    &json!({"name": name, "pool": pool.name, "cgparams": cfg.cgparams, "devices": cfg.devices}),
+                );
+            }
+            output::pairs(&[("name", name), ("pool", pool.name.clone())]);
+        }
+        GroupCmd::Del { name } => {
+            let _lock = pool.lock_accounts()?;
+            accounts::delete_group(&pool, &name)?;
+        }
+    }
+    Ok(())
+}
+
+fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
+    let pool = ctx.pool()?;
+    match cmd {
+        CtCmd::New {
+            user,
+            group,
+            from_dir,
+            from_tar,
+            privileged,
+            id,
+        } => {
+            let source = match (from_dir, from_tar) {
+                (Some(d), None) => RootfsSource::Dir(d),
+                (None, Some(t)) => RootfsSource::Tar(t),
+                _ => unreachable!("clap requires exactly one source"),
+            };
+            containers::create(
+                &pool,
+                &NewContainer {
+                    id,
+                    user,
+                    group,
+                    source,
+                    privileged,
+                },
+            )?;
+        }
+        CtCmd::Ls => {
+            let list = containers::list(&pool)?;
+            if ctx.json {
+                output::json(&list)?;
+            } else {
+                let rows = list
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.id.clone(),
+                            c.user.clone(),
+                            c.group.clone(),
+                            c.state.to_string(),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                output::table(&["ID", "USER", "GROUP", "STATE"], &rows);
+            }
+        }
+        CtCmd::Show { id } => {
+            let c = containers::info(&pool, &id)?;
+            if ctx.json {
+                output::json(&c)?;
+            } else {
+                output::pairs(&[
+                    ("id", c.id),
+                    ("pool", c.pool),
+                    ("user", c.user),
+                    ("group", c.group),
+                    ("state", c.state.to_string()),
+                    ("rootfs", c.rootfs),
+                    ("privileged", c.privileged.to_string()),
+                    ("hostname", c.hostname),
+                    ("datasets", c.datasets.join(",")),
+                ]);
+            }
+        }
+        CtCmd::Start { id } => containers::start(&pool, &id)?,
+        CtCmd::Stop { id, timeout } => containers::stop(&pool, &id, Duration::from_secs(timeout))?,
+        CtCmd::Restart { id, timeout } => {
+            containers::restart(&pool, &id, Duration::from_secs(timeout))?
+        }
+        CtCmd::Exec { id, command } => {
+            let code = containers::exec(&pool, &id, &command)?;
+            return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+        }
+        CtCmd::Del { force, id } => containers::delete(&pool, &id, force)?,
+        CtCmd::Set(SetCmd::Privileged { id, value }) => {
+            containers::set_privileged(&pool, &id, value == "on")?
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
