@@ -1,0 +1,412 @@
+//! Containers under LXC: lifecycle, exec, stop, locking, crash safety.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::support::{can_run_containers, is_root, make_busybox_rootfs, Env};
+use crate::require;
+
+#[test]
+fn unprivileged_lifecycle_with_exec_and_graceful_stop() {
+    require!(
+        can_run_containers(),
+        "needs root, LXC, uidmap and busybox-static"
+    );
+    let env = Env::new();
+    env.busybox_ct("c1");
+    let show = env.json(&["ct", "show", "c1"]);
+    assert_eq!(show["state"], "stopped");
+    assert_eq!(show["user"], "u1");
+    assert_eq!(show["group"], "/default");
+    let rootfs = show["rootfs"].as_str().unwrap().to_string();
+    // Unshifted on disk: root inside is uid 0 on the host's disk.
+    assert_eq!(
+        std::fs::metadata(Path::new(&rootfs).join("bin/busybox"))
+            .unwrap()
+            .uid(),
+        0
+    );
+
+    env.ok(&["ct", "start", "c1"]);
+    assert_eq!(env.state("c1"), "running");
+    // Inside, we are root of the user namespace...
+    let out = env
+        .cmd()
+        .args(["ct", "exec", "c1", "--", "id", "-u"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+    // ...which is the user's host uid seen from outside.
+    let map = env.json(&["user", "show", "u1"])["uid_map"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let host_uid: u32 = map.split(':').nth(1).unwrap().parse().unwrap();
+    let ps = std::process::Command::new("ps")
+        .args(["-o", "uid=", "-C", "sleep"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&ps.stdout)
+        .lines()
+        .any(|l| l.trim() == host_uid.to_string()));
+    // A file created inside lands unshifted on disk.
+    env.ok(&["ct", "exec", "c1", "--", "touch", "/root/made-inside"]);
+    assert_eq!(
+        std::fs::metadata(Path::new(&rootfs).join("root/made-inside"))
+            .unwrap()
+            .uid(),
+        0
+    );
+    // Exit status passes through.
+    let out = env.run(&["ct", "exec", "c1", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+
+    let err = env.fails(&["ct", "del", "c1"], 1);
+    assert!(err.contains("container 'c1' is running"), "{err}");
+
+    let t = Instant::now();
+    env.ok(&["ct", "stop", "--timeout", "20", "c1"]);
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "graceful stop, not the kill timeout"
+    );
+    assert_eq!(env.state("c1"), "stopped");
+    let err = env.fails(&["ct", "exec", "c1", "--", "true"], 1);
+    assert!(err.contains("not running"), "{err}");
+
+    env.ok(&["ct", "restart", "c1"]);
+    assert_eq!(env.state("c1"), "running");
+    env.ok(&["ct", "del", "--force", "c1"]);
+    assert!(!Path::new(&rootfs).exists());
+    assert!(env.fails(&["ct", "show", "c1"], 1).contains("not found"));
+}
+
+#[test]
+fn init_ignoring_signals_is_killed_after_timeout() {
+    require!(
+        can_run_containers(),
+        "needs root, LXC, uidmap and busybox-static"
+    );
+    let env = Env::new();
+    let rootfs = env.path("stubborn");
+    make_busybox_rootfs(&rootfs, "");
+    std::fs::remove_file(rootfs.join("sbin/init")).unwrap();
+    std::fs::write(
+        rootfs.join("sbin/init"),
+        "#!/bin/sh\ntrap '' PWR TERM INT HUP USR1 USR2\nwhile true; do sleep 1; done\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        rootfs.join("sbin/init"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    env.ok(&["user", "new", "u1"]);
+    env.ok(&[
+        "ct",
+        "new",
+        "--user",
+        "u1",
+        "--from-dir",
+        rootfs.to_str().unwrap(),
+        "stubborn",
+    ]);
+    env.ok(&["ct", "start", "stubborn"]);
+    assert_eq!(env.state("stubborn"), "running");
+    let t = Instant::now();
+    env.ok(&["ct", "stop", "--timeout", "3", "stubborn"]);
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_secs(3),
+        "waited for the timeout: {took:?}"
+    );
+    assert!(took < Duration::from_secs(20), "then killed: {took:?}");
+    assert_eq!(env.state("stubborn"), "stopped");
+}
+
+#[test]
+fn concurrent_operations_on_one_container_are_serialised() {
+    require!(
+        can_run_containers(),
+        "needs root, LXC, uidmap and busybox-static"
+    );
+    let env = Env::new();
+    let rootfs = env.path("slow");
+    make_busybox_rootfs(&rootfs, "");
+    // An init that ignores SIGPWR keeps `ct stop` holding the lock until its timeout.
+    std::fs::remove_file(rootfs.join("sbin/init")).unwrap();
+    std::fs::write(
+        rootfs.join("sbin/init"),
+        "#!/bin/sh\ntrap '' PWR TERM\nwhile true; do sleep 1; done\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        rootfs.join("sbin/init"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    env.ok(&["user", "new", "u1"]);
+    env.ok(&[
+        "ct",
+        "new",
+        "--user",
+        "u1",
+        "--from-dir",
+        rootfs.to_str().unwrap(),
+        "slow",
+    ]);
+    env.ok(&["ct", "start", "slow"]);
+
+    let t = Instant::now();
+    let mut stop = env
+        .cmd()
+        .args(["ct", "stop", "--timeout", "3", "slow"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // Waits for the stop to finish, then finds the container stopped and deletes it.
+    let del = env.run(&["ct", "del", "slow"]);
+    let del_done = t.elapsed();
+    assert!(stop.wait().unwrap().success());
+    assert!(
+        del.status.success(),
+        "{}",
+        String::from_utf8_lossy(&del.stderr)
+    );
+    assert!(
+        del_done >= Duration::from_secs(3),
+        "del waited for the stop: {del_done:?}"
+    );
+
+    // With a short lock timeout the second operation is refused clearly instead.
+    env.ok(&[
+        "ct",
+        "new",
+        "--user",
+        "u1",
+        "--from-dir",
+        rootfs.to_str().unwrap(),
+        "slow",
+    ]);
+    env.ok(&["ct", "start", "slow"]);
+    let mut stop = env
+        .cmd()
+        .args(["ct", "stop", "--timeout", "3", "slow"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = env
+        .cmd()
+        .env("OSCTL_LOCK_TIMEOUT", "0")
+        .args(["ct", "start", "slow"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("container 'slow' in pool 'default' is busy"),
+        "{err}"
+    );
+    assert!(stop.wait().unwrap().success());
+}
+
+#[test]
+fn configs_survive_kill_during_writes() {
+    require!(is_root(), "needs root");
+    let env = Env::new();
+    let rootfs = env.path("r");
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    env.ok(&["user", "new", "u1"]);
+    env.ok(&[
+        "ct",
+        "new",
+        "--user",
+        "u1",
+        "--from-dir",
+        rootfs.to_str().unwrap(),
+        "c1",
+    ]);
+    let config = env.root().join("pools/default/conf/ct/c1.yml");
+    for i in 0..60u64 {
+        let value = if i % 2 == 0 { "on" } else { "off" };
+        let mut child = env
+            .cmd()
+            .args(["ct", "set", "privileged", "c1", value])
+            .spawn()
+            .unwrap();
+        // Kill at varying points of the command's life.
+        std::thread::sleep(Duration::from_micros((i * 397) % 4000));
+        let _ = child.kill();
+        let _ = child.wait();
+        let text = std::fs::read_to_string(&config).expect("config still exists");
+        assert!(
+            text.contains("user: u1") && text.contains("group: /default"),
+            "whole config: {text:?}"
+        );
+    }
+    // Still readable by osctl itself.
+    assert_eq!(env.json(&["ct", "show", "c1"])["user"], "u1");
+}
+
+/// A tree with every file kind `--from-tar` must keep.
+fn every_kind_tree(dir: &Path) {
+    use std::os::unix::fs::symlink;
+    std::fs::create_dir_all(dir.join("etc")).unwrap();
+    std::fs::write(dir.join("etc/owned"), "x").unwrap();
+    std::os::unix::fs::chown(dir.join("etc/owned"), Some(1000), Some(1001)).unwrap();
+    std::fs::write(dir.join("etc/suid"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(
+        dir.join("etc/suid"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    std::fs::hard_link(dir.join("etc/owned"), dir.join("etc/hardlink")).unwrap();
+    symlink("/etc/owned", dir.join("etc/symlink")).unwrap();
+    let f = std::fs::File::create(dir.join("sparse")).unwrap();
+    f.set_len(64 << 20).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(b"end", (64 << 20) - 3).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        dir.join("null"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        dir.join("fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    rustix::fs::setxattr(
+        dir.join("etc/owned"),
+        "user.note",
+        b"kept",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+}
+
+fn check_every_kind(root: &Path) {
+    let meta = |p: &str| std::fs::symlink_metadata(root.join(p)).unwrap();
+    assert_eq!(
+        (meta("etc/owned").uid(), meta("etc/owned").gid()),
+        (1000, 1001)
+    );
+    assert_eq!(meta("etc/suid").mode() & 0o7777, 0o4755);
+    assert_eq!(meta("etc/owned").ino(), meta("etc/hardlink").ino());
+    assert_eq!(
+        std::fs::read_link(root.join("etc/symlink")).unwrap(),
+        Path::new("/etc/owned")
+    );
+    assert_eq!(meta("sparse").len(), 64 << 20);
+    assert!(
+        meta("sparse").blocks() * 512 < 1 << 20,
+        "sparse file stays sparse"
+    );
+    assert!(meta("null").file_type().is_char_device_like());
+    assert_eq!(meta("null").rdev(), rustix::fs::makedev(1, 3));
+    assert!(meta("fifo").file_type().is_fifo_like());
+    let mut buf = [0u8; 16];
+    let n = rustix::fs::getxattr(root.join("etc/owned"), "user.note", &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"kept");
+}
+
+trait KindExt {
+    fn is_char_device_like(&self) -> bool;
+    fn is_fifo_like(&self) -> bool;
+}
+impl KindExt for std::fs::FileType {
+    fn is_char_device_like(&self) -> bool {
+        std::os::unix::fs::FileTypeExt::is_char_device(self)
+    }
+    fn is_fifo_like(&self) -> bool {
+        std::os::unix::fs::FileTypeExt::is_fifo(self)
+    }
+}
+
+#[test]
+fn from_tar_keeps_every_file_kind_for_each_compression() {
+    require!(is_root(), "needs root (owners, device nodes)");
+    let env = Env::new();
+    let tree = env.path("tree");
+    every_kind_tree(&tree);
+    env.ok(&["user", "new", "u1"]);
+    for (i, (ext, flag)) in [("tar", ""), ("tar.gz", "-z"), ("tar.zst", "--zstd")]
+        .iter()
+        .enumerate()
+    {
+        let tarball = env.path(&format!("rootfs.{ext}"));
+        let mut tar = std::process::Command::new("tar");
+        tar.args([
+            "-c",
+            "--numeric-owner",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--sparse",
+            "-f",
+        ])
+        .arg(&tarball);
+        if !flag.is_empty() {
+            tar.arg(flag);
+        }
+        assert!(tar
+            .arg("-C")
+            .arg(&tree)
+            .arg(".")
+            .status()
+            .unwrap()
+            .success());
+        let id = format!("t{i}");
+        env.ok(&[
+            "ct",
+            "new",
+            "--user",
+            "u1",
+            "--from-tar",
+            tarball.to_str().unwrap(),
+            &id,
+        ]);
+        let rootfs = env.json(&["ct", "show", &id])["rootfs"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        check_every_kind(Path::new(&rootfs));
+    }
+    // A missing tarball creates nothing.
+    let err = env.fails(
+        &[
+            "ct",
+            "new",
+            "--user",
+            "u1",
+            "--from-tar",
+            "/nonexistent.tar",
+            "t9",
+        ],
+        1,
+    );
+    assert!(err.contains("/nonexistent.tar not found"), "{err}");
+    assert!(!env.root().join("pools/default/ct/t9").exists());
+    // A broken tarball is cleaned up after.
+    std::fs::write(env.path("broken.tar.gz"), b"\x1f\x8bgarbage").unwrap();
+    env.fails(
+        &[
+            "ct",
+            "new",
+            "--user",
+            "u1",
+            "--from-tar",
+            env.path("broken.tar.gz").to_str().unwrap(),
+            "t8",
+        ],
+        1,
+    );
+    assert!(!env.root().join("pools/default/ct/t8").exists());
+    assert!(env.fails(&["ct", "show", "t8"], 1).contains("not found"));
+}

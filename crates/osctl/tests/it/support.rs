@@ -1,0 +1,262 @@
+//! Test harness: an isolated host state per test, a way to run `osctl` in it,
+//! busybox root file systems, and clean-up that leaves the machine as it was.
+
+#![allow(dead_code)]
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// Skips the test (with a message) unless the machine has what it needs.
+#[macro_export]
+macro_rules! require {
+    ($cond:expr, $why:expr) => {
+        if !$cond {
+            eprintln!("SKIPPED: {}", $why);
+            return;
+        }
+    };
+}
+
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+pub fn have(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// Root, LXC and a static busybox: what booting a test container takes.
+pub fn can_run_containers() -> bool {
+    is_root() && have("lxc-start") && have("newuidmap") && busybox().is_some()
+}
+
+pub fn busybox() -> Option<PathBuf> {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+/// One test's host: its own OSCTL_ROOT in a temporary directory. Dropping it
+/// stops and deletes its containers and users, so /etc/subuid is left as found.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        // Under /tmp (ext4 here): idmapped mounts work there.
+        let dir = tempfile::Builder::new()
+            .prefix("osctl-test-")
+            .tempdir_in(std::env::temp_dir())
+            .expect("temp dir");
+        // LXC must traverse the path as the container's root.
+        set_mode(dir.path(), 0o755);
+        Env { dir }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_osctl"));
+        c.env("OSCTL_ROOT", self.root());
+        c
+    }
+
+    /// Runs osctl with the arguments; returns the output whatever the status.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("osctl runs")
+    }
+
+    /// Runs osctl and panics with its stderr unless it succeeds; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "osctl {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs osctl expecting failure with `code`; returns its one-line error.
+    pub fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "osctl {args:?}: expected exit {code}, got {} (stderr: {stderr})",
+            out.status
+        );
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "one error line expected: {stderr:?}"
+        );
+        assert!(stderr.starts_with("error: "), "{stderr:?}");
+        stderr.trim_end().to_string()
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut full = vec!["-j"];
+        full.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&full)).expect("JSON output")
+    }
+
+    pub fn state(&self, id: &str) -> String {
+        self.json(&["ct", "show", id])["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// A busybox root file system whose init runs `inittab` lines.
+    pub fn busybox_rootfs(&self, name: &str) -> PathBuf {
+        let root = self.path(name);
+        make_busybox_rootfs(&root, "::respawn:/bin/sleep 1000000\n");
+        root
+    }
+
+    /// User `u1` and a container `id` made from a busybox rootfs.
+    pub fn busybox_ct(&self, id: &str) -> PathBuf {
+        let rootfs = self.busybox_rootfs(&format!("rootfs-{id}"));
+        if !self.root().join("pools/default/conf/user/u1.yml").exists() {
+            self.ok(&["user", "new", "u1"]);
+        }
+        self.ok(&[
+            "ct",
+            "new",
+            "--user",
+            "u1",
+            "--from-dir",
+            rootfs.to_str().unwrap(),
+            id,
+        ]);
+        rootfs
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if !self.root().join("pools.yml").exists() {
+            return;
+        }
+        let pools: Vec<String> = self
+            .run(&["-j", "pool", "ls"])
+            .stdout
+            .as_slice()
+            .pipe(|s| serde_json::from_slice::<Value>(s).ok())
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| p["name"].as_str().map(String::from))
+            .collect();
+        for pool in pools {
+            let list = |what: &str, key: &str| -> Vec<String> {
+                let out = self.run(&["--pool", &pool, "-j", what, "ls"]);
+                serde_json::from_slice::<Value>(&out.stdout)
+                    .ok()
+                    .and_then(|v| v.as_array().cloned())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|x| x[key].as_str().map(String::from))
+                    .collect()
+            };
+            for id in list("ct", "id") {
+                self.run(&["--pool", &pool, "ct", "del", "--force", &id]);
+            }
+            for user in list("user", "name") {
+                self.run(&["--pool", &pool, "user", "del", &user]);
+            }
+        }
+    }
+}
+
+trait Pipe: Sized {
+    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
+        f(self)
+    }
+}
+impl<T> Pipe for T {}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+const APPLETS: &[&str] = &[
+    "sh",
+    "ls",
+    "cat",
+    "echo",
+    "sleep",
+    "mkdir",
+    "sync",
+    "id",
+    "sh",
+    "touch",
+    "rm",
+    "dd",
+    "sha256sum",
+    "stat",
+    "test",
+    "true",
+    "false",
+    "kill",
+    "ps",
+    "seq",
+    "wc",
+    "head",
+    "date",
+];
+
+/// A minimal root file system: static busybox, its applets, and an inittab.
+pub fn make_busybox_rootfs(root: &Path, inittab: &str) {
+    let bb = busybox().expect("busybox-static is installed");
+    for d in [
+        "bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root", "run", "var",
+    ] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    set_mode(root, 0o755);
+    set_mode(&root.join("tmp"), 0o1777);
+    std::fs::copy(&bb, root.join("bin/busybox")).unwrap();
+    for applet in APPLETS {
+        let link = root.join("bin").join(applet);
+        if !link.exists() {
+            symlink("busybox", &link).unwrap();
+        }
+    }
+    symlink("../bin/busybox", root.join("sbin/init")).unwrap();
+    std::fs::write(
+        root.join("etc/inittab"),
+        format!("::sysinit:/bin/mkdir -p /run/lock\n{inittab}::shutdown:/bin/sync\n"),
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/hostname"), "busybox\n").unwrap();
+}
+
+/// Polls `f` until it holds or `secs` pass.
+pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    f()
+}
