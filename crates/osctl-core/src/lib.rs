@@ -16,6 +16,8 @@ pub mod pool;
 pub mod runtime;
 pub mod storage;
 pub mod subid;
+pub mod trust;
+pub mod interrupt;
 pub mod yaml;
 
 pub use error::{Error, Result};
