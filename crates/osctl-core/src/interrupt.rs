@@ -44,7 +44,10 @@ fn signal_name(sig: i32) -> &'static str {
 pub fn check() -> Result<()> {
     match RECEIVED.load(Ordering::SeqCst) {
         0 => Ok(()),
-        sig => Err(Error::Interrupted(format!("interrupted by {}", signal_name(sig)))),
+        sig => Err(Error::Interrupted(format!(
+            "interrupted by {}",
+            signal_name(sig)
+        ))),
     }
 }
 

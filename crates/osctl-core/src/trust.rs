@@ -69,11 +69,15 @@ fn describe_device(dev: &Value) -> String {
 pub fn map_concerns(name: &str, maps: &[&IdMap], others: &[(String, IdMap)]) -> Vec<String> {
     let mut out = Vec::new();
     if maps.iter().any(|m| m.reaches_host_root()) {
-        out.push(format!("user '{name}' maps host id 0 (host root) into the container"));
+        out.push(format!(
+            "user '{name}' maps host id 0 (host root) into the container"
+        ));
     }
     for (other, theirs) in others {
         if other != name && maps.iter().any(|m| m.overlaps(theirs)) {
-            out.push(format!("user '{name}' overlaps the id range of user '{other}'"));
+            out.push(format!(
+                "user '{name}' overlaps the id range of user '{other}'"
+            ));
         }
     }
     out
@@ -86,10 +90,16 @@ pub fn container_concerns(ct: &ContainerConfig) -> Vec<String> {
         out.push("container.yml has raw LXC configuration".into());
     }
     if !ct.mounts.is_empty() {
-        out.push(format!("container.yml mounts {} host path(s)", ct.mounts.len()));
+        out.push(format!(
+            "container.yml mounts {} host path(s)",
+            ct.mounts.len()
+        ));
     }
     for dev in ct.devices.iter().filter(|d| !is_default_device(d)) {
-        out.push(format!("container.yml allows device {}", describe_device(dev)));
+        out.push(format!(
+            "container.yml allows device {}",
+            describe_device(dev)
+        ));
     }
     if ct.privileged {
         out.push("container.yml runs the container privileged".into());
@@ -114,11 +124,21 @@ mod tests {
 
     #[test]
     fn default_devices_pass_others_do_not() {
-        assert!(is_default_device(&json!({"type": "char", "major": 1, "minor": 3, "mode": "rwm"})));
-        assert!(is_default_device(&json!({"type": "char", "major": "136", "minor": "*"})));
-        assert!(!is_default_device(&json!({"type": "block", "major": 8, "minor": 0})));
-        assert!(!is_default_device(&json!({"type": "char", "major": 1, "minor": "*"})));
-        assert!(!is_default_device(&json!({"type": "char", "major": 1, "minor": 1})));
+        assert!(is_default_device(
+            &json!({"type": "char", "major": 1, "minor": 3, "mode": "rwm"})
+        ));
+        assert!(is_default_device(
+            &json!({"type": "char", "major": "136", "minor": "*"})
+        ));
+        assert!(!is_default_device(
+            &json!({"type": "block", "major": 8, "minor": 0})
+        ));
+        assert!(!is_default_device(
+            &json!({"type": "char", "major": 1, "minor": "*"})
+        ));
+        assert!(!is_default_device(
+            &json!({"type": "char", "major": 1, "minor": 1})
+        ));
     }
 
     #[test]

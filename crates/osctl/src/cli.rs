@@ -13,6 +13,7 @@ use osctl_core::containers::{self, NewContainer, RootfsSource};
 use osctl_core::host::{Host, PoolEntry};
 use osctl_core::idmap::IdMap;
 use osctl_core::pool::Pool;
+use osctl_core::recovery;
 use osctl_core::storage::Backend;
 
 use crate::output;
@@ -71,6 +72,8 @@ enum PoolCmd {
     Ls,
     /// Forget a pool; deletes nothing
     Uninstall { name: String },
+    /// Find and remove what an interrupted export or import left behind
+    Check,
 }
 
 #[derive(Subcommand, Debug)]
@@ -185,8 +188,13 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// The pool to work on, after undoing what dead exports and imports left.
     fn pool(&self) -> Result<Pool> {
-        Ok(Pool::select(&self.host, self.pool_name.as_deref())?)
+        let pool = Pool::select(&self.host, self.pool_name.as_deref())?;
+        for line in recovery::recover_journals(&pool)? {
+            eprintln!("osctl: recovered: {line}");
+        }
+        Ok(pool)
     }
 }
 
@@ -260,6 +268,19 @@ fn pool_cmd(ctx: &Ctx, cmd: PoolCmd) -> Result<()> {
         PoolCmd::Uninstall { name } => {
             let _registry = ctx.host.lock_registry()?;
             ctx.host.unregister(&name)?;
+        }
+        PoolCmd::Check => {
+            let pool = ctx.pool()?;
+            let done = recovery::check_pool(&pool)?;
+            if ctx.json {
+                return output::json(&done);
+            }
+            if done.is_empty() {
+                println!("pool '{}': nothing left behind", pool.name);
+            }
+            for line in done {
+                println!("{line}");
+            }
         }
     }
     Ok(())

@@ -1,0 +1,174 @@
+//! Journals of exports and imports in progress, so that what a killed process
+//! leaves behind can be found and undone: snapshots, a partial output file, a
+//! container it stopped, a staged container, a user or group it created.
+//!
+//! A journal lives in the pool's `state/` directory while its operation runs
+//! and holds the container's lock. A journal whose container lock is free
+//! belongs to a process that died; `recovery` undoes what it records.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::fsutil;
+use crate::pool::Pool;
+use crate::yaml;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ExportRecord {
+    pub pid: u32,
+    pub id: String,
+    /// The partial archive, removed on failure.
+    pub output: PathBuf,
+    /// Snapshots taken so far, to destroy.
+    #[serde(default)]
+    pub snapshots: Vec<String>,
+    /// The export stopped the container and has not started it again.
+    #[serde(default)]
+    pub stopped: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ImportRecord {
+    pub pid: u32,
+    pub id: String,
+    /// The staging name under which the container is built.
+    pub staging: String,
+    /// Set once the commit began: from then on, storage may sit under the final id.
+    #[serde(default)]
+    pub committing: bool,
+    #[serde(default)]
+    pub created_user: Option<String>,
+    #[serde(default)]
+    pub created_group: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "operation", rename_all = "lowercase")]
+pub enum Record {
+    Export(ExportRecord),
+    Import(ImportRecord),
+}
+
+impl Record {
+    pub fn id(&self) -> &str {
+        match self {
+            Record::Export(r) => &r.id,
+            Record::Import(r) => &r.id,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Record::Export(_) => "export",
+            Record::Import(_) => "import",
+        }
+    }
+}
+
+/// A journal file, rewritten atomically at every step. Removed by `finish`;
+/// dropping it keeps the file (the operation failed before it could clean up).
+pub struct Journal {
+    path: PathBuf,
+    pub record: Record,
+}
+
+impl Journal {
+    pub fn path_for(pool: &Pool, kind: &str, id: &str) -> PathBuf {
+        pool.state_dir().join(format!("{kind}.{id}.yml"))
+    }
+
+    /// Starts a journal; the caller holds the container's lock.
+    pub fn begin(pool: &Pool, record: Record) -> Result<Journal> {
+        let path = Self::path_for(pool, record.kind(), record.id());
+        fsutil::create_dir_all(&pool.state_dir())?;
+        let journal = Journal { path, record };
+        journal.save()?;
+        Ok(journal)
+    }
+
+    pub fn save(&self) -> Result<()> {
+        fsutil::atomic_write(&self.path, yaml::to_string(&self.record)?.as_bytes())
+    }
+
+    /// Changes the record and writes it before the change happens on disk.
+    pub fn update(&mut self, change: impl FnOnce(&mut Record)) -> Result<()> {
+        change(&mut self.record);
+        self.save()
+    }
+
+    pub fn finish(self) -> Result<()> {
+        fsutil::remove_file_if_exists(&self.path)
+    }
+
+    pub fn export_mut(&mut self) -> &mut ExportRecord {
+        match &mut self.record {
+            Record::Export(r) => r,
+            Record::Import(_) => unreachable!("an export journal holds an export record"),
+        }
+    }
+
+    pub fn import_mut(&mut self) -> &mut ImportRecord {
+        match &mut self.record {
+            Record::Import(r) => r,
+            Record::Export(_) => unreachable!("an import journal holds an import record"),
+        }
+    }
+}
+
+/// All journals in a pool's state directory, with their paths.
+pub fn list(pool: &Pool) -> Result<Vec<(PathBuf, Record)>> {
+    let dir = pool.state_dir();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(crate::error::Error::io(
+                format!("cannot list {}", dir.display()),
+                e,
+            ))
+        }
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("export.") || name.starts_with("import.")) || !name.ends_with(".yml")
+        {
+            continue;
+        }
+        if let Some(record) = read(&path)? {
+            out.push((path, record));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+fn read(path: &Path) -> Result<Option<Record>> {
+    match fsutil::read_optional(path)? {
+        None => Ok(None),
+        Some(text) => yaml::parse(&text, &path.display().to_string()).map(Some),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trip() {
+        let r = Record::Import(ImportRecord {
+            pid: 7,
+            id: "a".into(),
+            staging: "a.importing".into(),
+            committing: true,
+            created_user: Some("a".into()),
+            created_group: None,
+        });
+        let text = yaml::to_string(&r).unwrap();
+        assert!(text.contains("operation: import"), "{text}");
+        assert_eq!(yaml::parse::<Record>(&text, "t").unwrap(), r);
+    }
+}

@@ -1,0 +1,150 @@
+//! Undoing what an interrupted export or import left behind.
+//!
+//! Every command that opens a pool first replays the journals of dead
+//! operations (`recover_journals`); `osctl pool check` also looks for leftovers
+//! that no journal names (`check_pool`).
+
+use crate::accounts;
+use crate::containers;
+use crate::error::Result;
+use crate::journal::{self, ExportRecord, ImportRecord, Record};
+use crate::lock::Lock;
+use crate::pool::Pool;
+use crate::storage;
+
+/// Snapshot names our exports take.
+pub fn is_our_snapshot(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("osctl-") else {
+        return false;
+    };
+    ["base-", "incr-"].iter().any(|p| {
+        rest.strip_prefix(p)
+            .is_some_and(|ts| !ts.is_empty() && ts.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+/// Undoes the work of every journal whose operation is no longer running.
+/// Returns one line per thing done.
+pub fn recover_journals(pool: &Pool) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    for (path, record) in journal::list(pool)? {
+        // A held lock means the operation is alive.
+        let Some(_lock) = Lock::try_acquire(&pool.ct_lock_path(record.id()))? else {
+            continue;
+        };
+        match &record {
+            Record::Export(r) => undo_export(pool, r, &mut done)?,
+            Record::Import(r) => undo_import(pool, r, &mut done)?,
+        }
+        crate::fsutil::remove_file_if_exists(&path)?;
+    }
+    Ok(done)
+}
+
+fn undo_export(pool: &Pool, r: &ExportRecord, done: &mut Vec<String>) -> Result<()> {
+    if pool.storage.exists(&r.id)? {
+        for snap in &r.snapshots {
+            pool.storage.destroy_snapshot(&r.id, snap)?;
+            done.push(format!("destroyed snapshot {snap} of container '{}'", r.id));
+        }
+    }
+    if r.output.exists() {
+        crate::fsutil::remove_file_if_exists(&r.output)?;
+        done.push(format!("removed partial archive {}", r.output.display()));
+    }
+    if r.stopped && pool.ct_exists(&r.id) {
+        containers::start_locked(pool, &r.id)?;
+        done.push(format!(
+            "started container '{}' again (an export had stopped it)",
+            r.id
+        ));
+    }
+    Ok(())
+}
+
+fn undo_import(pool: &Pool, r: &ImportRecord, done: &mut Vec<String>) -> Result<()> {
+    if pool.storage.exists(&r.staging)? {
+        pool.storage.destroy(&r.staging, "")?;
+        done.push(format!("removed staged container '{}'", r.staging));
+    }
+    let committed = pool.ct_exists(&r.id);
+    if r.committing && !committed && pool.storage.exists(&r.id)? {
+        pool.storage.destroy(&r.id, "")?;
+        done.push(format!("removed half-imported container '{}'", r.id));
+    }
+    if committed {
+        return Ok(());
+    }
+    let _accounts = pool.lock_accounts()?;
+    if let Some(group) = &r.created_group {
+        if pool.group_exists(group) && accounts::delete_group(pool, group).is_ok() {
+            done.push(format!("removed group '{group}' created by the import"));
+        }
+    }
+    if let Some(user) = &r.created_user {
+        if pool.user_exists(user) && accounts::delete_user(pool, user).is_ok() {
+            done.push(format!("removed user '{user}' created by the import"));
+        }
+    }
+    Ok(())
+}
+
+/// Everything `recover_journals` does, plus leftovers no journal names: staged
+/// containers and our snapshots on containers no operation holds, and stray
+/// temporary files of atomic writes.
+pub fn check_pool(pool: &Pool) -> Result<Vec<String>> {
+    let mut done = recover_journals(pool)?;
+    for name in pool.storage.containers()? {
+        let Some(id) = storage::staged_id(&name) else {
+            continue;
+        };
+        if let Some(_lock) = Lock::try_acquire(&pool.ct_lock_path(id))? {
+            pool.storage.destroy(&name, "")?;
+            done.push(format!("removed staged container '{name}'"));
+        }
+    }
+    for id in pool.ct_ids()? {
+        let Some(_lock) = Lock::try_acquire(&pool.ct_lock_path(&id))? else {
+            continue;
+        };
+        if !pool.storage.exists(&id)? {
+            continue;
+        }
+        for snap in pool
+            .storage
+            .snapshots(&id)?
+            .into_iter()
+            .filter(|s| is_our_snapshot(s))
+        {
+            pool.storage.destroy_snapshot(&id, &snap)?;
+            done.push(format!("destroyed snapshot {snap} of container '{id}'"));
+        }
+    }
+    for dir in ["conf/ct", "conf/user", "state"] {
+        let dir = pool.root.join(dir);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                crate::fsutil::remove_file_if_exists(&entry.path())?;
+                done.push(format!("removed temporary file {}", entry.path().display()));
+            }
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_names() {
+        assert!(is_our_snapshot("osctl-base-1700000000"));
+        assert!(is_our_snapshot("osctl-incr-1"));
+        assert!(!is_our_snapshot("osctl-base-"));
+        assert!(!is_our_snapshot("osctl-copy-base-1"));
+        assert!(!is_our_snapshot("daily-2026"));
+    }
+}
