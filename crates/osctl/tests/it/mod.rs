@@ -1,3 +1,5 @@
 mod accounts;
 mod containers;
+mod hostile;
+mod rawtar;
 mod support;

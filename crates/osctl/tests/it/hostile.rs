@@ -1,0 +1,375 @@
+//! Broken and hostile archives: each is refused with one clear error line and
+//! leaves nothing behind (no container, dataset, user, group, journal).
+
+use std::path::Path;
+
+use super::rawtar::{self, Entry, Kind};
+use super::support::{is_root, Env};
+use crate::require;
+
+/// The pieces of an archive in the original's layout, to be spoiled one at a time.
+#[derive(Clone)]
+struct Parts {
+    metadata: String,
+    user: Option<String>,
+    group: Option<String>,
+    container: Option<String>,
+    hooks: Vec<Entry>,
+    /// Entries of the root file system tar (`rootfs/base.tar.gz`).
+    rootfs: Vec<Entry>,
+    /// Replaces the gzip of `rootfs` when set.
+    rootfs_bytes: Option<Vec<u8>>,
+    base_name: String,
+    snapshots: Option<String>,
+    /// Extra outer entries, added before `snapshots.yml`.
+    extra: Vec<Entry>,
+}
+
+const MAP: &str = "0:3900000000:65536";
+
+fn valid() -> Parts {
+    Parts {
+        metadata: "---\ntype: full\nformat: tar\nuser: hostile\ngroup: /default\ncontainer: victim\ndatasets: []\nexported_at: 1700000000\n".into(),
+        user: Some(format!("---\nuid_map:\n- {MAP}\ngid_map:\n- {MAP}\nstandalone: true\nattrs: {{}}\n")),
+        group: Some("---\ncgparams: []\nattrs: {}\n".into()),
+        container: Some("---\nuser: hostile\ngroup: /default\ndataset: tank/ct/victim\nhostname: victim\nraw: {}\nmounts: []\ndevices: []\nattrs: {}\n".into()),
+        hooks: Vec::new(),
+        rootfs: vec![
+            Entry::dir("./"),
+            Entry::dir("./etc/"),
+            Entry::file("./etc/hostname", b"victim\n"),
+        ],
+        rootfs_bytes: None,
+        base_name: "rootfs/base.tar.gz".into(),
+        snapshots: Some("---\n- osctl-base-1700000000\n".into()),
+        extra: Vec::new(),
+    }
+}
+
+impl Parts {
+    fn build(&self) -> Vec<u8> {
+        let mut outer = vec![Entry::file("metadata.yml", self.metadata.as_bytes()), Entry::dir("config/")];
+        for (name, body) in [("user", &self.user), ("group", &self.group), ("container", &self.container)] {
+            if let Some(body) = body {
+                outer.push(Entry::file(&format!("config/{name}.yml"), body.as_bytes()));
+            }
+        }
+        outer.extend(self.hooks.iter().cloned());
+        outer.push(Entry::dir("rootfs/"));
+        let stream = self
+            .rootfs_bytes
+            .clone()
+            .unwrap_or_else(|| rawtar::gzip(&rawtar::build(&self.rootfs)));
+        outer.push(Entry::file(&self.base_name, &stream));
+        outer.extend(self.extra.iter().cloned());
+        if let Some(s) = &self.snapshots {
+            outer.push(Entry::file("snapshots.yml", s.as_bytes()));
+        }
+        rawtar::build(&outer)
+    }
+
+    fn with(mut self, f: impl FnOnce(&mut Parts)) -> Parts {
+        f(&mut self);
+        self
+    }
+}
+
+/// What the pool holds: containers, users, groups, files under ct/ and state/.
+fn pool_inventory(env: &Env) -> Vec<String> {
+    let mut out = Vec::new();
+    for what in ["ct", "user", "group"] {
+        let list = env.json(&[what, "ls"]);
+        for item in list.as_array().unwrap() {
+            let key = if what == "ct" { "id" } else { "name" };
+            out.push(format!("{what} {}", item[key].as_str().unwrap()));
+        }
+    }
+    let pool = env.root().join("pools/default");
+    for dir in ["ct", "state", "conf/ct", "conf/user"] {
+        if let Ok(entries) = std::fs::read_dir(pool.join(dir)) {
+            for e in entries.flatten() {
+                out.push(format!("{dir}/{}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn subid_lines() -> (String, String) {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    (read("/etc/subuid"), read("/etc/subgid"))
+}
+
+/// Imports `bytes` with `args`, expects one clear error containing `expect`,
+/// and checks that the pool and the host ids are as before.
+fn refused(env: &Env, name: &str, bytes: &[u8], args: &[&str], expect: &str) {
+    let file = env.path(&format!("{name}.tar"));
+    std::fs::write(&file, bytes).unwrap();
+    let before = pool_inventory(env);
+    let subids = subid_lines();
+    let mut full = vec!["ct", "import"];
+    full.extend_from_slice(args);
+    full.push(file.to_str().unwrap());
+    let err = env.fails(&full, 1);
+    assert!(
+        err.to_lowercase().contains(&expect.to_lowercase()),
+        "{name}: expected an error about {expect:?}, got {err:?}"
+    );
+    assert_eq!(pool_inventory(env), before, "{name}: something was left behind");
+    assert_eq!(subid_lines(), subids, "{name}: /etc/subuid or /etc/subgid changed");
+    assert!(!Path::new("/tmp/osctl-escaped").exists(), "{name}: wrote outside the root");
+}
+
+#[test]
+fn a_valid_archive_imports_and_hostile_ones_are_refused() {
+    require!(is_root(), "needs root (owners, subuid)");
+    let env = Env::new();
+    env.ok(&["pool", "ls"]);
+    env.ok(&["group", "ls"]);
+
+    // Control: the unspoiled archive imports, so every refusal below comes from its spoiling.
+    let good = env.path("good.tar");
+    std::fs::write(&good, valid().build()).unwrap();
+    env.ok(&["ct", "import", "--as-id", "control", good.to_str().unwrap()]);
+    let rootfs = env.json(&["ct", "show", "control"])["rootfs"].as_str().unwrap().to_string();
+    assert_eq!(std::fs::read(Path::new(&rootfs).join("etc/hostname")).unwrap(), b"victim\n");
+    assert_eq!(env.state("control"), "stopped");
+
+    let gz = |entries: Vec<Entry>| valid().with(|p| p.rootfs = entries).build();
+    let inner = |extra: Vec<Entry>| {
+        let mut v = valid().rootfs;
+        v.extend(extra);
+        gz(v)
+    };
+    let complete = valid().build();
+    let cases: Vec<(&str, Vec<u8>, Vec<&str>, &str)> = vec![
+        ("empty", Vec::new(), vec![], "metadata.yml"),
+        ("garbage", b"this is not a tar archive at all, not even close".repeat(40), vec![], "archive"),
+        ("truncated-in-stream", complete[..complete.len() / 2 + 700].to_vec(), vec![], "truncated"),
+        ("truncated-in-header", complete[..1024 + 100].to_vec(), vec![], "truncated"),
+        (
+            "no-metadata",
+            valid().with(|p| p.metadata.clear()).build()[512 + 512..].to_vec(),
+            vec![],
+            "metadata.yml",
+        ),
+        ("bad-yaml", valid().with(|p| p.metadata = "type: [unclosed\n".into()).build(), vec![], "metadata.yml"),
+        (
+            "yaml-bomb",
+            valid()
+                .with(|p| {
+                    let mut m = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+                    for i in 1..12 {
+                        let q = format!("*a{}", i - 1);
+                        m += &format!("a{i}: &a{i} [{q}, {q}, {q}, {q}, {q}, {q}, {q}, {q}, {q}, {q}]\n");
+                    }
+                    p.metadata = m;
+                })
+                .build(),
+            vec![],
+            "metadata.yml",
+        ),
+        (
+            "deep-yaml",
+            valid().with(|p| p.container = Some("[".repeat(5000) + &"]".repeat(5000))).build(),
+            vec![],
+            "container.yml",
+        ),
+        (
+            "duplicate-keys",
+            valid().with(|p| p.metadata = p.metadata.replace("type: full\n", "type: full\ntype: full\n")).build(),
+            vec![],
+            "metadata.yml",
+        ),
+        (
+            "wrong-types",
+            valid().with(|p| p.container = Some("---\nuser: [1, 2]\ngroup: 3\n".into())).build(),
+            vec![],
+            "container.yml",
+        ),
+        (
+            "unknown-format",
+            valid().with(|p| p.metadata = p.metadata.replace("format: tar", "format: xfs")).build(),
+            vec![],
+            "format",
+        ),
+        (
+            "zfs-into-dir",
+            valid().with(|p| {
+                p.metadata = p.metadata.replace("format: tar", "format: zfs");
+                p.base_name = "rootfs/base.dat".into();
+            })
+            .build(),
+            vec![],
+            "zfs pool",
+        ),
+        (
+            "bad-id",
+            valid().with(|p| p.metadata = p.metadata.replace("container: victim", "container: ../../etc")).build(),
+            vec![],
+            "invalid container id",
+        ),
+        (
+            "bad-user-name",
+            valid().with(|p| p.metadata = p.metadata.replace("user: hostile", "user: \"root:x\"")).build(),
+            vec![],
+            "invalid user name",
+        ),
+        ("skel", valid().with(|p| p.metadata = p.metadata.replace("type: full", "type: skel")).build(), vec![], "skel"),
+        ("no-container-yml", valid().with(|p| p.container = None).build(), vec![], "container.yml"),
+        ("no-rootfs", valid().with(|p| p.base_name = "rootfs/other.bin".into()).build(), vec![], "rootfs/other.bin"),
+        (
+            "missing-base",
+            valid().with(|p| p.base_name = "rootfs/incremental.tar.gz".into()).build(),
+            vec![],
+            "base",
+        ),
+        (
+            "unknown-entry",
+            valid().with(|p| p.extra = vec![Entry::file("evil.sh", b"#!/bin/sh\n")]).build(),
+            vec![],
+            "evil.sh",
+        ),
+        (
+            "outer-traversal",
+            valid().with(|p| p.extra = vec![Entry::file("../../tmp/osctl-escaped", b"x")]).build(),
+            vec![],
+            "..",
+        ),
+        (
+            "outer-symlink",
+            valid().with(|p| p.extra = vec![Entry::link(Kind::Symlink, "rootfs/link", "/etc")]).build(),
+            vec![],
+            "rootfs/link",
+        ),
+        ("rootfs-dotdot", inner(vec![Entry::file("./../../../../tmp/osctl-escaped", b"x")]), vec![], ".."),
+        ("rootfs-absolute", inner(vec![Entry::file("/tmp/osctl-escaped", b"x")]), vec![], "/tmp/osctl-escaped"),
+        (
+            "rootfs-through-symlink",
+            inner(vec![Entry::link(Kind::Symlink, "./up", "/tmp"), Entry::file("./up/osctl-escaped", b"x")]),
+            vec![],
+            "up/osctl-escaped",
+        ),
+        (
+            "rootfs-hardlink-host",
+            inner(vec![Entry::link(Kind::HardLink, "./passwd", "/etc/passwd")]),
+            vec![],
+            "passwd",
+        ),
+        (
+            "rootfs-hardlink-dotdot",
+            inner(vec![Entry::link(Kind::HardLink, "./x", "../../../../etc/passwd")]),
+            vec![],
+            "..",
+        ),
+        (
+            "rootfs-pax-override",
+            inner(vec![
+                Entry::pax(&[("path", b"../../../../tmp/osctl-escaped")]),
+                Entry::file("./harmless", b"x"),
+            ]),
+            vec![],
+            "..",
+        ),
+        (
+            "rootfs-gnu-longname",
+            inner(vec![Entry::gnu_long_name(&format!("./{}/../../../../../tmp/osctl-escaped", "a".repeat(120))), Entry::file("./short", b"x")]),
+            vec![],
+            "..",
+        ),
+        (
+            "rootfs-uid-outside-map",
+            inner(vec![Entry::file("./etc/owned", b"x").owner(70000, 0)]),
+            vec![],
+            "70000",
+        ),
+        (
+            "rootfs-device",
+            inner(vec![Entry::device(Kind::BlockDev, "./dev/sda", 8, 0)]),
+            vec![],
+            "dev/sda",
+        ),
+        ("rootfs-corrupt-gzip", valid().with(|p| p.rootfs_bytes = Some({
+            let mut g = rawtar::gzip(&rawtar::build(&valid().rootfs));
+            let n = g.len();
+            g[n - 6] ^= 0xff; // CRC of the member
+            g
+        })).build(), vec![], "rootfs/base.tar.gz"),
+        (
+            "host-root-map",
+            valid().with(|p| p.user = Some("---\nuid_map:\n- 0:0:65536\ngid_map:\n- 0:0:65536\n".into())).build(),
+            vec![],
+            "host root",
+        ),
+        (
+            "raw-lxc",
+            valid().with(|p| p.container = p.container.as_ref().map(|c| c.replace("raw: {}", "raw:\n  lxc: \"lxc.apparmor.profile = unconfined\"")))
+                .build(),
+            vec![],
+            "raw LXC",
+        ),
+        (
+            "host-mount",
+            valid().with(|p| p.container = p.container.as_ref().map(|c| c.replace("mounts: []", "mounts:\n- fs: /\n  mountpoint: /host\n  type: bind\n  opts: rbind")))
+                .build(),
+            vec![],
+            "mounts",
+        ),
+        (
+            "devices",
+            valid().with(|p| p.container = p.container.as_ref().map(|c| c.replace("devices: []", "devices:\n- type: block\n  major: 8\n  minor: 0\n  mode: rwm")))
+                .build(),
+            vec![],
+            "device",
+        ),
+        (
+            "hooks",
+            valid().with(|p| p.hooks = vec![Entry::dir("hooks/"), Entry::file("hooks/pre-start", b"#!/bin/sh\nid\n")]).build(),
+            vec![],
+            "hook",
+        ),
+        ("missing-as-user", valid().build(), vec!["--as-user", "nobody-here"], "user 'nobody-here' not found"),
+        ("missing-as-group", valid().build(), vec!["--as-group", "/nowhere"], "group '/nowhere' not found"),
+        ("existing-id", valid().build(), vec!["--as-id", "control"], "container 'control' already exists"),
+        (
+            "user-map-mismatch",
+            valid().with(|p| p.metadata = p.metadata.replace("user: hostile", "user: u-existing")).build(),
+            vec!["--as-id", "other"],
+            "u-existing",
+        ),
+        (
+            "overlapping-map",
+            valid().with(|p| {
+                p.metadata = p.metadata.replace("user: hostile", "user: newcomer");
+                p.user = Some("---\nuid_map:\n- 0:3900000100:65536\ngid_map:\n- 0:3900000100:65536\n".into());
+            })
+            .build(),
+            vec!["--as-id", "other2"],
+            "overlaps",
+        ),
+        (
+            "missing-parent-group",
+            valid().with(|p| p.metadata = p.metadata.replace("group: /default", "group: /a/b")).build(),
+            vec!["--as-id", "other3"],
+            "'/a'",
+        ),
+        (
+            "huge-config",
+            valid().with(|p| p.container = Some(format!("---\nuser: hostile\ngroup: /default\nx: \"{}\"\n", "y".repeat(2 << 20)))).build(),
+            vec![],
+            "container.yml",
+        ),
+        (
+            "lying-size",
+            valid().with(|p| p.extra = vec![Entry { size: Some(1 << 40), ..Entry::file("checksums.yml", b"") }]).build(),
+            vec![],
+            "truncated",
+        ),
+    ];
+    env.ok(&["user", "new", "--map", "0:3800000000:65536", "u-existing"]);
+    assert!(cases.len() >= 25);
+    for (name, bytes, args, expect) in &cases {
+        refused(&env, name, bytes, args, expect);
+    }
+}
