@@ -48,8 +48,15 @@ fn valid() -> Parts {
 
 impl Parts {
     fn build(&self) -> Vec<u8> {
-        let mut outer = vec![Entry::file("metadata.yml", self.metadata.as_bytes()), Entry::dir("config/")];
-        for (name, body) in [("user", &self.user), ("group", &self.group), ("container", &self.container)] {
+        let mut outer = vec![
+            Entry::file("metadata.yml", self.metadata.as_bytes()),
+            Entry::dir("config/"),
+        ];
+        for (name, body) in [
+            ("user", &self.user),
+            ("group", &self.group),
+            ("container", &self.container),
+        ] {
             if let Some(body) = body {
                 outer.push(Entry::file(&format!("config/{name}.yml"), body.as_bytes()));
             }
@@ -116,9 +123,20 @@ fn refused(env: &Env, name: &str, bytes: &[u8], args: &[&str], expect: &str) {
         err.to_lowercase().contains(&expect.to_lowercase()),
         "{name}: expected an error about {expect:?}, got {err:?}"
     );
-    assert_eq!(pool_inventory(env), before, "{name}: something was left behind");
-    assert_eq!(subid_lines(), subids, "{name}: /etc/subuid or /etc/subgid changed");
-    assert!(!Path::new("/tmp/osctl-escaped").exists(), "{name}: wrote outside the root");
+    assert_eq!(
+        pool_inventory(env),
+        before,
+        "{name}: something was left behind"
+    );
+    assert_eq!(
+        subid_lines(),
+        subids,
+        "{name}: /etc/subuid or /etc/subgid changed"
+    );
+    assert!(
+        !Path::new("/tmp/osctl-escaped").exists(),
+        "{name}: wrote outside the root"
+    );
 }
 
 #[test]
@@ -132,8 +150,14 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
     let good = env.path("good.tar");
     std::fs::write(&good, valid().build()).unwrap();
     env.ok(&["ct", "import", "--as-id", "control", good.to_str().unwrap()]);
-    let rootfs = env.json(&["ct", "show", "control"])["rootfs"].as_str().unwrap().to_string();
-    assert_eq!(std::fs::read(Path::new(&rootfs).join("etc/hostname")).unwrap(), b"victim\n");
+    let rootfs = env.json(&["ct", "show", "control"])["rootfs"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        std::fs::read(Path::new(&rootfs).join("etc/hostname")).unwrap(),
+        b"victim\n"
+    );
     assert_eq!(env.state("control"), "stopped");
 
     let gz = |entries: Vec<Entry>| valid().with(|p| p.rootfs = entries).build();
@@ -145,16 +169,38 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
     let complete = valid().build();
     let cases: Vec<(&str, Vec<u8>, Vec<&str>, &str)> = vec![
         ("empty", Vec::new(), vec![], "metadata.yml"),
-        ("garbage", b"this is not a tar archive at all, not even close".repeat(40), vec![], "archive"),
-        ("truncated-in-stream", complete[..complete.len() / 2 + 700].to_vec(), vec![], "truncated"),
-        ("truncated-in-header", complete[..1024 + 100].to_vec(), vec![], "truncated"),
+        (
+            "garbage",
+            b"this is not a tar archive at all, not even close".repeat(40),
+            vec![],
+            "archive",
+        ),
+        (
+            "truncated-in-stream",
+            complete[..complete.len() / 2 + 700].to_vec(),
+            vec![],
+            "truncated",
+        ),
+        (
+            "truncated-in-header",
+            complete[..1024 + 100].to_vec(),
+            vec![],
+            "truncated",
+        ),
         (
             "no-metadata",
             valid().with(|p| p.metadata.clear()).build()[512 + 512..].to_vec(),
             vec![],
             "metadata.yml",
         ),
-        ("bad-yaml", valid().with(|p| p.metadata = "type: [unclosed\n".into()).build(), vec![], "metadata.yml"),
+        (
+            "bad-yaml",
+            valid()
+                .with(|p| p.metadata = "type: [unclosed\n".into())
+                .build(),
+            vec![],
+            "metadata.yml",
+        ),
         (
             "yaml-bomb",
             valid()
@@ -162,7 +208,9 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
                     let mut m = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
                     for i in 1..12 {
                         let q = format!("*a{}", i - 1);
-                        m += &format!("a{i}: &a{i} [{q}, {q}, {q}, {q}, {q}, {q}, {q}, {q}, {q}, {q}]\n");
+                        m += &format!(
+                            "a{i}: &a{i} [{q}, {q}, {q}, {q}, {q}, {q}, {q}, {q}, {q}, {q}]\n"
+                        );
                     }
                     p.metadata = m;
                 })
@@ -172,82 +220,143 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
         ),
         (
             "deep-yaml",
-            valid().with(|p| p.container = Some("[".repeat(5000) + &"]".repeat(5000))).build(),
+            valid()
+                .with(|p| p.container = Some("[".repeat(5000) + &"]".repeat(5000)))
+                .build(),
             vec![],
             "container.yml",
         ),
         (
             "duplicate-keys",
-            valid().with(|p| p.metadata = p.metadata.replace("type: full\n", "type: full\ntype: full\n")).build(),
+            valid()
+                .with(|p| {
+                    p.metadata = p
+                        .metadata
+                        .replace("type: full\n", "type: full\ntype: full\n")
+                })
+                .build(),
             vec![],
             "metadata.yml",
         ),
         (
             "wrong-types",
-            valid().with(|p| p.container = Some("---\nuser: [1, 2]\ngroup: 3\n".into())).build(),
+            valid()
+                .with(|p| p.container = Some("---\nuser: [1, 2]\ngroup: 3\n".into()))
+                .build(),
             vec![],
             "container.yml",
         ),
         (
             "unknown-format",
-            valid().with(|p| p.metadata = p.metadata.replace("format: tar", "format: xfs")).build(),
+            valid()
+                .with(|p| p.metadata = p.metadata.replace("format: tar", "format: xfs"))
+                .build(),
             vec![],
             "format",
         ),
         (
             "zfs-into-dir",
-            valid().with(|p| {
-                p.metadata = p.metadata.replace("format: tar", "format: zfs");
-                p.base_name = "rootfs/base.dat".into();
-            })
-            .build(),
+            valid()
+                .with(|p| {
+                    p.metadata = p.metadata.replace("format: tar", "format: zfs");
+                    p.base_name = "rootfs/base.dat".into();
+                })
+                .build(),
             vec![],
             "zfs pool",
         ),
         (
             "bad-id",
-            valid().with(|p| p.metadata = p.metadata.replace("container: victim", "container: ../../etc")).build(),
+            valid()
+                .with(|p| {
+                    p.metadata = p
+                        .metadata
+                        .replace("container: victim", "container: ../../etc")
+                })
+                .build(),
             vec![],
             "invalid container id",
         ),
         (
             "bad-user-name",
-            valid().with(|p| p.metadata = p.metadata.replace("user: hostile", "user: \"root:x\"")).build(),
+            valid()
+                .with(|p| p.metadata = p.metadata.replace("user: hostile", "user: \"root:x\""))
+                .build(),
             vec![],
             "invalid user name",
         ),
-        ("skel", valid().with(|p| p.metadata = p.metadata.replace("type: full", "type: skel")).build(), vec![], "skel"),
-        ("no-container-yml", valid().with(|p| p.container = None).build(), vec![], "container.yml"),
-        ("no-rootfs", valid().with(|p| p.base_name = "rootfs/other.bin".into()).build(), vec![], "rootfs/other.bin"),
+        (
+            "skel",
+            valid()
+                .with(|p| p.metadata = p.metadata.replace("type: full", "type: skel"))
+                .build(),
+            vec![],
+            "skel",
+        ),
+        (
+            "no-container-yml",
+            valid().with(|p| p.container = None).build(),
+            vec![],
+            "container.yml",
+        ),
+        (
+            "no-rootfs",
+            valid()
+                .with(|p| p.base_name = "rootfs/other.bin".into())
+                .build(),
+            vec![],
+            "rootfs/other.bin",
+        ),
         (
             "missing-base",
-            valid().with(|p| p.base_name = "rootfs/incremental.tar.gz".into()).build(),
+            valid()
+                .with(|p| p.base_name = "rootfs/incremental.tar.gz".into())
+                .build(),
             vec![],
             "base",
         ),
         (
             "unknown-entry",
-            valid().with(|p| p.extra = vec![Entry::file("evil.sh", b"#!/bin/sh\n")]).build(),
+            valid()
+                .with(|p| p.extra = vec![Entry::file("evil.sh", b"#!/bin/sh\n")])
+                .build(),
             vec![],
             "evil.sh",
         ),
         (
             "outer-traversal",
-            valid().with(|p| p.extra = vec![Entry::file("../../tmp/osctl-escaped", b"x")]).build(),
+            valid()
+                .with(|p| p.extra = vec![Entry::file("../../tmp/osctl-escaped", b"x")])
+                .build(),
             vec![],
             "..",
         ),
         (
             "outer-symlink",
-            valid().with(|p| p.extra = vec![Entry::link(Kind::Symlink, "rootfs/link", "/etc")]).build(),
+            valid()
+                .with(|p| p.extra = vec![Entry::link(Kind::Symlink, "rootfs/link", "/etc")])
+                .build(),
             vec![],
             "rootfs/link",
         ),
-        ("rootfs-dotdot", inner(vec![Entry::file("./../../../../tmp/osctl-escaped", b"x")]), vec![], ".."),
-        ("rootfs-absolute", inner(vec![Entry::file("/tmp/osctl-escaped", b"x")]), vec![], "/tmp/osctl-escaped"),
+        (
+            "rootfs-dotdot",
+            inner(vec![Entry::file("./../../../../tmp/osctl-escaped", b"x")]),
+            vec![],
+            "..",
+        ),
+        (
+            "rootfs-absolute",
+            inner(vec![Entry::file("/tmp/osctl-escaped", b"x")]),
+            vec![],
+            "/tmp/osctl-escaped",
+        ),
         (
             "rootfs-through-symlink",
-            inner(vec![Entry::link(Kind::Symlink, "./up", "/tmp"), Entry::file("./up/osctl-escaped", b"x")]),
+            inner(vec![
+                Entry::link(Kind::Symlink, "./up", "/tmp"),
+                Entry::file("./up/osctl-escaped", b"x"),
+            ]),
             vec![],
             "up/osctl-escaped",
         ),
@@ -259,7 +368,11 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
         ),
         (
             "rootfs-hardlink-dotdot",
-            inner(vec![Entry::link(Kind::HardLink, "./x", "../../../../etc/passwd")]),
+            inner(vec![Entry::link(
+                Kind::HardLink,
+                "./x",
+                "../../../../etc/passwd",
+            )]),
             vec![],
             "..",
         ),
@@ -274,7 +387,13 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
         ),
         (
             "rootfs-gnu-longname",
-            inner(vec![Entry::gnu_long_name(&format!("./{}/../../../../../tmp/osctl-escaped", "a".repeat(120))), Entry::file("./short", b"x")]),
+            inner(vec![
+                Entry::gnu_long_name(&format!(
+                    "./{}/../../../../../tmp/osctl-escaped",
+                    "a".repeat(120)
+                )),
+                Entry::file("./short", b"x"),
+            ]),
             vec![],
             "..",
         ),
@@ -290,79 +409,160 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "dev/sda",
         ),
-        ("rootfs-corrupt-gzip", valid().with(|p| p.rootfs_bytes = Some({
-            let mut g = rawtar::gzip(&rawtar::build(&valid().rootfs));
-            let n = g.len();
-            g[n - 6] ^= 0xff; // CRC of the member
-            g
-        })).build(), vec![], "rootfs/base.tar.gz"),
+        (
+            "rootfs-corrupt-gzip",
+            valid()
+                .with(|p| {
+                    p.rootfs_bytes = Some({
+                        let mut g = rawtar::gzip(&rawtar::build(&valid().rootfs));
+                        let n = g.len();
+                        g[n - 6] ^= 0xff; // CRC of the member
+                        g
+                    })
+                })
+                .build(),
+            vec![],
+            "rootfs/base.tar.gz",
+        ),
         (
             "host-root-map",
-            valid().with(|p| p.user = Some("---\nuid_map:\n- 0:0:65536\ngid_map:\n- 0:0:65536\n".into())).build(),
+            valid()
+                .with(|p| {
+                    p.user = Some("---\nuid_map:\n- 0:0:65536\ngid_map:\n- 0:0:65536\n".into())
+                })
+                .build(),
             vec![],
             "host root",
         ),
         (
             "raw-lxc",
-            valid().with(|p| p.container = p.container.as_ref().map(|c| c.replace("raw: {}", "raw:\n  lxc: \"lxc.apparmor.profile = unconfined\"")))
+            valid()
+                .with(|p| {
+                    p.container = p.container.as_ref().map(|c| {
+                        c.replace(
+                            "raw: {}",
+                            "raw:\n  lxc: \"lxc.apparmor.profile = unconfined\"",
+                        )
+                    })
+                })
                 .build(),
             vec![],
             "raw LXC",
         ),
         (
             "host-mount",
-            valid().with(|p| p.container = p.container.as_ref().map(|c| c.replace("mounts: []", "mounts:\n- fs: /\n  mountpoint: /host\n  type: bind\n  opts: rbind")))
+            valid()
+                .with(|p| {
+                    p.container = p.container.as_ref().map(|c| {
+                        c.replace(
+                            "mounts: []",
+                            "mounts:\n- fs: /\n  mountpoint: /host\n  type: bind\n  opts: rbind",
+                        )
+                    })
+                })
                 .build(),
             vec![],
             "mounts",
         ),
         (
             "devices",
-            valid().with(|p| p.container = p.container.as_ref().map(|c| c.replace("devices: []", "devices:\n- type: block\n  major: 8\n  minor: 0\n  mode: rwm")))
+            valid()
+                .with(|p| {
+                    p.container = p.container.as_ref().map(|c| {
+                        c.replace(
+                            "devices: []",
+                            "devices:\n- type: block\n  major: 8\n  minor: 0\n  mode: rwm",
+                        )
+                    })
+                })
                 .build(),
             vec![],
             "device",
         ),
         (
             "hooks",
-            valid().with(|p| p.hooks = vec![Entry::dir("hooks/"), Entry::file("hooks/pre-start", b"#!/bin/sh\nid\n")]).build(),
+            valid()
+                .with(|p| {
+                    p.hooks = vec![
+                        Entry::dir("hooks/"),
+                        Entry::file("hooks/pre-start", b"#!/bin/sh\nid\n"),
+                    ]
+                })
+                .build(),
             vec![],
             "hook",
         ),
-        ("missing-as-user", valid().build(), vec!["--as-user", "nobody-here"], "user 'nobody-here' not found"),
-        ("missing-as-group", valid().build(), vec!["--as-group", "/nowhere"], "group '/nowhere' not found"),
-        ("existing-id", valid().build(), vec!["--as-id", "control"], "container 'control' already exists"),
+        (
+            "missing-as-user",
+            valid().build(),
+            vec!["--as-user", "nobody-here"],
+            "user 'nobody-here' not found",
+        ),
+        (
+            "missing-as-group",
+            valid().build(),
+            vec!["--as-group", "/nowhere"],
+            "group '/nowhere' not found",
+        ),
+        (
+            "existing-id",
+            valid().build(),
+            vec!["--as-id", "control"],
+            "container 'control' already exists",
+        ),
         (
             "user-map-mismatch",
-            valid().with(|p| p.metadata = p.metadata.replace("user: hostile", "user: u-existing")).build(),
+            valid()
+                .with(|p| p.metadata = p.metadata.replace("user: hostile", "user: u-existing"))
+                .build(),
             vec!["--as-id", "other"],
             "u-existing",
         ),
         (
             "overlapping-map",
-            valid().with(|p| {
-                p.metadata = p.metadata.replace("user: hostile", "user: newcomer");
-                p.user = Some("---\nuid_map:\n- 0:3900000100:65536\ngid_map:\n- 0:3900000100:65536\n".into());
-            })
-            .build(),
+            valid()
+                .with(|p| {
+                    p.metadata = p.metadata.replace("user: hostile", "user: newcomer");
+                    p.user = Some(
+                        "---\nuid_map:\n- 0:3900000100:65536\ngid_map:\n- 0:3900000100:65536\n"
+                            .into(),
+                    );
+                })
+                .build(),
             vec!["--as-id", "other2"],
             "overlaps",
         ),
         (
             "missing-parent-group",
-            valid().with(|p| p.metadata = p.metadata.replace("group: /default", "group: /a/b")).build(),
+            valid()
+                .with(|p| p.metadata = p.metadata.replace("group: /default", "group: /a/b"))
+                .build(),
             vec!["--as-id", "other3"],
             "'/a'",
         ),
         (
             "huge-config",
-            valid().with(|p| p.container = Some(format!("---\nuser: hostile\ngroup: /default\nx: \"{}\"\n", "y".repeat(2 << 20)))).build(),
+            valid()
+                .with(|p| {
+                    p.container = Some(format!(
+                        "---\nuser: hostile\ngroup: /default\nx: \"{}\"\n",
+                        "y".repeat(2 << 20)
+                    ))
+                })
+                .build(),
             vec![],
             "container.yml",
         ),
         (
             "lying-size",
-            valid().with(|p| p.extra = vec![Entry { size: Some(1 << 40), ..Entry::file("checksums.yml", b"") }]).build(),
+            valid()
+                .with(|p| {
+                    p.extra = vec![Entry {
+                        size: Some(1 << 40),
+                        ..Entry::file("checksums.yml", b"")
+                    }]
+                })
+                .build(),
             vec![],
             "truncated",
         ),

@@ -69,15 +69,29 @@ impl Entry {
     }
 
     pub fn dir(name: &str) -> Entry {
-        Entry { kind: Kind::Dir, mode: 0o755, ..Entry::file(name, b"") }
+        Entry {
+            kind: Kind::Dir,
+            mode: 0o755,
+            ..Entry::file(name, b"")
+        }
     }
 
     pub fn link(kind: Kind, name: &str, target: &str) -> Entry {
-        Entry { kind, link: target.as_bytes().to_vec(), ..Entry::file(name, b"") }
+        Entry {
+            kind,
+            link: target.as_bytes().to_vec(),
+            ..Entry::file(name, b"")
+        }
     }
 
     pub fn device(kind: Kind, name: &str, major: u32, minor: u32) -> Entry {
-        Entry { kind, major, minor, mode: 0o666, ..Entry::file(name, b"") }
+        Entry {
+            kind,
+            major,
+            minor,
+            mode: 0o666,
+            ..Entry::file(name, b"")
+        }
     }
 
     /// A PAX extended header carrying `records` (key, value) for the next entry.
@@ -94,13 +108,19 @@ impl Entry {
             data.extend_from_slice(v);
             data.push(b'\n');
         }
-        Entry { kind: Kind::Pax, ..Entry::file("././@PaxHeader", &data) }
+        Entry {
+            kind: Kind::Pax,
+            ..Entry::file("././@PaxHeader", &data)
+        }
     }
 
     pub fn gnu_long_name(name: &str) -> Entry {
         let mut data = name.as_bytes().to_vec();
         data.push(0);
-        Entry { kind: Kind::GnuLongName, ..Entry::file("././@LongLink", &data) }
+        Entry {
+            kind: Kind::GnuLongName,
+            ..Entry::file("././@LongLink", &data)
+        }
     }
 
     pub fn owner(mut self, uid: u32, gid: u32) -> Entry {
