@@ -284,6 +284,31 @@ impl ChildReader {
         Ok(n)
     }
 
+    /// Like [`ChildReader::copy_to_file`], in `splice(2)` chunks with `check`
+    /// called between them, so that a signal (which makes a blocked splice
+    /// return `EINTR`) can stop the copy.
+    pub fn splice_to_file(
+        &mut self,
+        out: &mut File,
+        mut check: impl FnMut() -> io::Result<()>,
+    ) -> io::Result<u64> {
+        const CHUNK: usize = 4 << 20;
+        let mut total = 0u64;
+        loop {
+            check()?;
+            match rustix::pipe::splice(&self.stdout, None, &*out, None, CHUNK, rustix::pipe::SpliceFlags::MOVE) {
+                Ok(0) => break,
+                Ok(n) => total += n as u64,
+                Err(rustix::io::Errno::INTR) => continue,
+                // Not splice-able (e.g. an O_APPEND file): the plain copy.
+                Err(rustix::io::Errno::INVAL) if total == 0 => return self.copy_to_file(out),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.finish().map_err(ExecError::into_io)?;
+        Ok(total)
+    }
+
     /// Raises the pipe's capacity (fewer wake-ups on large streams). Best effort.
     pub fn enlarge_pipe(&self, bytes: usize) {
         let _ = rustix::pipe::fcntl_setpipe_size(&self.stdout, bytes);
@@ -435,6 +460,20 @@ mod tests {
         let mut out = String::new();
         let err = r.read_to_string(&mut out).unwrap_err();
         assert!(err.to_string().contains("broken"), "{err}");
+    }
+
+    #[test]
+    fn splice_copies_everything_and_checks_exit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = File::create(dir.path().join("out")).unwrap();
+        let mut r = Cmd::new("head").args(["-c", "10000000", "/dev/zero"]).spawn_reader().unwrap();
+        assert_eq!(r.splice_to_file(&mut out, || Ok(())).unwrap(), 10_000_000);
+        assert_eq!(out.metadata().unwrap().len(), 10_000_000);
+        let mut r = Cmd::new("sh").args(["-c", "echo x; exit 2"]).spawn_reader().unwrap();
+        assert!(r.splice_to_file(&mut out, || Ok(())).is_err());
+        let mut r = Cmd::new("sleep").arg("10").spawn_reader().unwrap();
+        let stop = r.splice_to_file(&mut out, || Err(io::Error::other("stop"))).unwrap_err();
+        assert_eq!(stop.to_string(), "stop");
     }
 
     #[test]

@@ -152,6 +152,7 @@ pub fn destroy_locked(pool: &Pool, id: &str) -> Result<()> {
     runtime(pool).remove(id)?;
     pool.storage.destroy(id, "")?;
     pool.remove_ct_config(id)?;
+    crate::fsutil::remove_dir_all_if_exists(&pool.hooks_dir(id))?;
     crate::fsutil::remove_file_if_exists(&log_file(pool, id))
 }
 

@@ -102,6 +102,13 @@ impl Journal {
         fsutil::remove_file_if_exists(&self.path)
     }
 
+    pub fn import_record(&self) -> &ImportRecord {
+        match &self.record {
+            Record::Import(r) => r,
+            Record::Export(_) => unreachable!("an import journal holds an import record"),
+        }
+    }
+
     pub fn export_mut(&mut self) -> &mut ExportRecord {
         match &mut self.record {
             Record::Export(r) => r,

@@ -169,6 +169,11 @@ impl Pool {
         self.root.join("state")
     }
 
+    /// Hook scripts of a container (kept from trusted archives, never run).
+    pub fn hooks_dir(&self, id: &str) -> PathBuf {
+        self.root.join("hooks/ct").join(id)
+    }
+
     pub fn lxc_path(&self) -> PathBuf {
         self.host.lxc_path(&self.name)
     }

@@ -62,19 +62,23 @@ fn undo_export(pool: &Pool, r: &ExportRecord, done: &mut Vec<String>) -> Result<
     Ok(())
 }
 
-fn undo_import(pool: &Pool, r: &ImportRecord, done: &mut Vec<String>) -> Result<()> {
+/// Removes what an import built: the staged container, and after a commit
+/// that did not complete, the container's storage and hooks and the user and
+/// group it created.
+pub(crate) fn undo_import(pool: &Pool, r: &ImportRecord, done: &mut Vec<String>) -> Result<()> {
     if pool.storage.exists(&r.staging)? {
         pool.storage.destroy(&r.staging, "")?;
         done.push(format!("removed staged container '{}'", r.staging));
     }
     let committed = pool.ct_exists(&r.id);
-    if r.committing && !committed && pool.storage.exists(&r.id)? {
+    if committed || !r.committing {
+        return Ok(());
+    }
+    if pool.storage.exists(&r.id)? {
         pool.storage.destroy(&r.id, "")?;
         done.push(format!("removed half-imported container '{}'", r.id));
     }
-    if committed {
-        return Ok(());
-    }
+    crate::fsutil::remove_dir_all_if_exists(&pool.hooks_dir(&r.id))?;
     let _accounts = pool.lock_accounts()?;
     if let Some(group) = &r.created_group {
         if pool.group_exists(group) && accounts::delete_group(pool, group).is_ok() {
