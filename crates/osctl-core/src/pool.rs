@@ -48,7 +48,12 @@ fn open_storage(backend: Backend, location: &str) -> Result<(Box<dyn Storage>, P
             let root = PathBuf::from(location);
             Ok((Box::new(storage::dir::DirStorage::new(&root)), root))
         }
-        Backend::Zfs | Backend::Btrfs => Err(Error::Refused(format!(
+        Backend::Btrfs => {
+            let root = PathBuf::from(location);
+            let storage = storage::btrfs::BtrfsStorage::open(&root)?;
+            Ok((Box::new(storage), root))
+        }
+        Backend::Zfs => Err(Error::Refused(format!(
             "the {backend} backend is not available in this build"
         ))),
     }
@@ -57,8 +62,11 @@ fn open_storage(backend: Backend, location: &str) -> Result<(Box<dyn Storage>, P
 /// Prepares a new pool's storage at a location (creating it where missing).
 fn install_storage(backend: Backend, location: &str) -> Result<()> {
     match backend {
-        Backend::Dir => {
+        Backend::Dir | Backend::Btrfs => {
             let path = Path::new(location);
+            if backend == Backend::Btrfs {
+                storage::btrfs::BtrfsStorage::check_location(path)?;
+            }
             if path.exists() && !is_empty_or_ours(path)? {
                 return Err(Error::Refused(format!(
                     "{} is not empty and not an osctl pool",
@@ -68,7 +76,7 @@ fn install_storage(backend: Backend, location: &str) -> Result<()> {
             fsutil::create_dir_all(path)?;
             fsutil::set_mode(path, 0o711)
         }
-        Backend::Zfs | Backend::Btrfs => open_storage(backend, location).map(|_| ()),
+        Backend::Zfs => open_storage(backend, location).map(|_| ()),
     }
 }
 

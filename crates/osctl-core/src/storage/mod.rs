@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use crate::cmd::{ChildReader, ChildWriter};
 use crate::error::{Error, Result};
 
+pub mod btrfs;
+pub mod btrfs_parse;
 pub mod dir;
 
 /// The directory inside a root dataset that holds the container's root file system.

@@ -1,0 +1,876 @@
+//! btrfs: containers are subvolumes, subdatasets nested subvolumes, snapshots
+//! read-only snapshots, and native streams come from `btrfs send`.
+//!
+//! Layout under the pool directory (which must be on btrfs):
+//! - `ct/<ct>`: the root dataset, a subvolume holding `private/` (the rootfs);
+//! - `ct/<ct>/private/<rel>`: subdataset `rel`, a nested subvolume;
+//! - `snapshots/<ct>/<dataset>/<snap>`: read-only snapshots, one per dataset,
+//!   `<dataset>` being `root` or `root.var.log` for `var/log` (dataset names
+//!   never hold '.', so the encoding is one to one);
+//! - `snapshots/<ct>/.recv/<dataset>/`: where `btrfs receive` puts the
+//!   subvolumes an import's streams bring, until `finish_receive`.
+//!
+//! btrfs snapshots are not recursive: a nested subvolume shows up as an empty
+//! directory in its parent's snapshot and is absent from its parent's stream.
+//! Hence one snapshot and one stream per dataset, like zfs without `-R`.
+//!
+//! Snapshots are named `<snap>` in their dataset's directory because `btrfs
+//! receive` names what it receives after the sent subvolume's last path
+//! component: an import then finds each stream's subvolume under the snapshot
+//! name the archive's `snapshots.yml` records.
+//!
+//! Nested subvolumes are found with `btrfs subvolume list -o` (the kernel's
+//! subvolume tree, no walk through the rootfs); every path it yields is checked
+//! (plain names, no symlink on the way, a subvolume at the end) before it is
+//! used, since users inside a container may create subvolumes with any name.
+
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use super::btrfs_parse::{self, CompressionProperty};
+use super::{Backend, SnapshotView, Storage, ROOTFS_DIR};
+use crate::cmd::{ChildReader, ChildWriter, Cmd};
+use crate::error::{Context, Error, Result};
+use crate::fsutil;
+use crate::names;
+
+/// `f_type` of btrfs in statfs(2).
+const BTRFS_SUPER_MAGIC: i64 = 0x9123683E;
+/// The inode number of every subvolume's root directory.
+const SUBVOLUME_ROOT_INO: u64 = 256;
+/// Where the kernel tells the highest send stream version it writes.
+const SEND_STREAM_VERSION: &str = "/sys/fs/btrfs/features/send_stream_version";
+/// Send protocol 2 carries compressed extents as they are on disk.
+const COMPRESSED_SEND_PROTOCOL: u32 = 2;
+/// Pipe capacity for `btrfs send` (fewer wake-ups on large streams).
+const SEND_PIPE_SIZE: usize = 1 << 20;
+/// The directory, inside a container's snapshot directory, of received streams.
+const RECEIVE_DIR: &str = ".recv";
+
+pub struct BtrfsStorage {
+    /// `<pool>/ct`: one subvolume per container.
+    ct_dir: PathBuf,
+    /// `<pool>/snapshots`: one directory per container with snapshots.
+    snap_dir: PathBuf,
+    /// Whether btrfs-progs and the kernel can send compressed data, asked once.
+    compressed_send: OnceLock<bool>,
+}
+
+impl BtrfsStorage {
+    /// Opens the storage of a pool whose directory is on btrfs.
+    pub fn open(pool_root: &Path) -> Result<BtrfsStorage> {
+        if !pool_root.is_dir() {
+            return Err(Error::NotFound(format!(
+                "pool directory {} not found",
+                pool_root.display()
+            )));
+        }
+        Self::check_location(pool_root)?;
+        Ok(BtrfsStorage {
+            ct_dir: pool_root.join("ct"),
+            snap_dir: pool_root.join("snapshots"),
+            compressed_send: OnceLock::new(),
+        })
+    }
+
+    /// Refuses a pool location that is not on btrfs; a location yet to be
+    /// created is judged by its nearest existing ancestor, where it will be.
+    pub fn check_location(location: &Path) -> Result<()> {
+        let existing = location
+            .ancestors()
+            .find(|p| p.exists())
+            .unwrap_or(Path::new("/"));
+        let ftype = fs_type(existing)?;
+        if ftype == BTRFS_SUPER_MAGIC {
+            Ok(())
+        } else {
+            Err(Error::Refused(format!(
+                "{} is not on a btrfs file system (statfs type {ftype:#x}); \
+                 mount a btrfs file system there or use another backend",
+                location.display()
+            )))
+        }
+    }
+
+    fn ct_path(&self, ct: &str) -> PathBuf {
+        self.ct_dir.join(ct)
+    }
+
+    /// `snapshots/<ct>/<dataset>`: the snapshots of one dataset.
+    fn dataset_snap_dir(&self, ct: &str, rel: &str) -> PathBuf {
+        self.snap_dir.join(ct).join(encode_dataset(rel))
+    }
+
+    /// `snapshots/<ct>/.recv/<dataset>`: where a dataset's streams are received.
+    fn receive_dir(&self, ct: &str, rel: &str) -> PathBuf {
+        self.snap_dir
+            .join(ct)
+            .join(RECEIVE_DIR)
+            .join(encode_dataset(rel))
+    }
+
+    fn snapshot_path(&self, ct: &str, rel: &str, snap: &str) -> PathBuf {
+        self.dataset_snap_dir(ct, rel).join(snap)
+    }
+
+    /// A dataset's directory, checked to be reachable without a symlink (the
+    /// directories between the rootfs and a subdataset belong to the container).
+    fn dataset_dir(&self, ct: &str, rel: &str) -> Result<PathBuf> {
+        check_container_name(ct)?;
+        if rel.is_empty() {
+            return Ok(self.ct_path(ct));
+        }
+        names::subdataset(rel)?;
+        let rootfs = self.ct_path(ct).join(ROOTFS_DIR);
+        refuse_symlinks(&rootfs, rel)?;
+        Ok(rootfs.join(rel))
+    }
+
+    /// An existing snapshot of a dataset.
+    fn existing_snapshot(&self, ct: &str, rel: &str, snap: &str) -> Result<PathBuf> {
+        check_container_name(ct)?;
+        check_snapshot_name(snap)?;
+        if !rel.is_empty() {
+            names::subdataset(rel)?;
+        }
+        let path = self.snapshot_path(ct, rel, snap);
+        if is_subvolume(&path)? {
+            Ok(path)
+        } else {
+            Err(Error::NotFound(format!(
+                "snapshot '{snap}' of {} not found",
+                dataset_label(ct, rel)
+            )))
+        }
+    }
+
+    fn create_root(&self, ct: &str) -> Result<()> {
+        let dir = self.ct_path(ct);
+        if fs::symlink_metadata(&dir).is_ok() {
+            return Err(Error::Exists(format!(
+                "{} already exists",
+                dataset_label(ct, "")
+            )));
+        }
+        fsutil::create_dir_all(&self.ct_dir)?;
+        create_subvolume(&dir)?;
+        let built = fsutil::set_mode(&dir, 0o700).and_then(|()| {
+            let rootfs = dir.join(ROOTFS_DIR);
+            fs::create_dir(&rootfs).ctx(|| format!("cannot create {}", rootfs.display()))?;
+            fsutil::set_mode(&rootfs, 0o755)
+        });
+        if built.is_err() {
+            let _ = remove_tree(&dir);
+        }
+        built
+    }
+
+    fn create_subdataset(&self, ct: &str, rel: &str) -> Result<()> {
+        let parent = parent_dataset(rel);
+        let parent_dir = self.dataset_dir(ct, parent)?;
+        if !is_subvolume(&parent_dir)? {
+            return Err(Error::NotFound(format!(
+                "{} not found",
+                dataset_label(ct, parent)
+            )));
+        }
+        let dir = self.dataset_dir(ct, rel)?;
+        if is_subvolume(&dir)? {
+            return Err(Error::Exists(format!(
+                "{} already exists",
+                dataset_label(ct, rel)
+            )));
+        }
+        // A directory of the parent may stand where the subdataset goes (e.g.
+        // `/var` of the rootfs): an empty one is replaced, keeping its owner
+        // and mode; one with files in it is left alone.
+        let replaced = take_empty_dir(&dir, &dataset_label(ct, rel))?;
+        create_subvolume(&dir)?;
+        if let Some(meta) = replaced {
+            let kept = rustix::fs::chown(
+                &dir,
+                Some(rustix::fs::Uid::from_raw(meta.uid())),
+                Some(rustix::fs::Gid::from_raw(meta.gid())),
+            )
+            .map_err(std::io::Error::from)
+            .ctx(|| format!("cannot set owner of {}", dir.display()))
+            .and_then(|()| fsutil::set_mode(&dir, meta.permissions().mode() & 0o7777));
+            if let Err(e) = kept {
+                let _ = remove_tree(&dir);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a directory below `snapshots/`, which only root may enter:
+    /// snapshots hold whole root file systems, setuid programs included.
+    fn create_snapshot_dir(&self, dir: &Path) -> Result<()> {
+        if !self.snap_dir.exists() {
+            fsutil::create_dir_all(&self.snap_dir)?;
+            fsutil::set_mode(&self.snap_dir, 0o700)?;
+        }
+        fsutil::create_dir_all(dir)
+    }
+
+    /// Names of the entries of the container's snapshot directory that hold a
+    /// dataset's snapshots (encoded names, the receive directory left out).
+    fn snapshot_dataset_dirs(&self, ct: &str) -> Result<Vec<String>> {
+        Ok(list_dir(&self.snap_dir.join(ct))?
+            .into_iter()
+            .filter(|name| name != RECEIVE_DIR)
+            .collect())
+    }
+
+    /// Removes `snapshots/<ct>/<dataset>`, `.recv` and `snapshots/<ct>` when empty.
+    fn tidy_snapshot_dirs(&self, ct: &str) {
+        let ct_snaps = self.snap_dir.join(ct);
+        for name in list_dir(&ct_snaps).unwrap_or_default() {
+            let _ = fs::remove_dir(ct_snaps.join(name));
+        }
+        let _ = fs::remove_dir(&ct_snaps);
+    }
+
+    /// Whether btrfs-progs offers `--compressed-data` and the kernel writes
+    /// send protocol 2.
+    fn compressed_send_supported(&self) -> bool {
+        *self.compressed_send.get_or_init(|| {
+            let progs = Cmd::new("btrfs")
+                .args(["send", "--help"])
+                .run()
+                .is_ok_and(|help| btrfs_parse::send_offers_compressed_data(&help));
+            let kernel = fs::read_to_string(SEND_STREAM_VERSION)
+                .ok()
+                .and_then(|text| btrfs_parse::parse_send_stream_version(&text).ok())
+                .is_some_and(|v| v >= COMPRESSED_SEND_PROTOCOL);
+            progs && kernel
+        })
+    }
+}
+
+impl Storage for BtrfsStorage {
+    fn backend(&self) -> Backend {
+        Backend::Btrfs
+    }
+
+    fn native_format(&self) -> Option<&'static str> {
+        Some("btrfs")
+    }
+
+    fn create(&self, ct: &str, rel: &str) -> Result<()> {
+        check_container_name(ct)?;
+        if rel.is_empty() {
+            self.create_root(ct)
+        } else {
+            names::subdataset(rel)?;
+            self.create_subdataset(ct, rel)
+        }
+    }
+
+    fn exists(&self, ct: &str) -> Result<bool> {
+        check_container_name(ct)?;
+        Ok(fs::symlink_metadata(self.ct_path(ct)).is_ok())
+    }
+
+    fn subdatasets(&self, ct: &str) -> Result<Vec<String>> {
+        let root = self.dataset_dir(ct, "")?;
+        if !is_subvolume(&root)? {
+            return Ok(Vec::new());
+        }
+        let rootfs = root.join(ROOTFS_DIR);
+        let mut rels = Vec::new();
+        for sub in subvolume_descendants(&root)? {
+            // Subvolumes outside the rootfs are none of the container's.
+            let Ok(rel) = sub.strip_prefix(&rootfs) else {
+                continue;
+            };
+            let rel = rel.to_string_lossy().into_owned();
+            names::subdataset(&rel).map_err(|_| {
+                Error::Refused(format!(
+                    "container '{ct}': nested subvolume {} is not a valid dataset name \
+                     (names of a-z, 0-9, '_' and '-' separated by '/'); rename or delete it",
+                    sub.display()
+                ))
+            })?;
+            rels.push(rel);
+        }
+        // A parent's name is a prefix of its children's: sorting puts it first.
+        rels.sort();
+        Ok(rels)
+    }
+
+    fn destroy(&self, ct: &str, rel: &str) -> Result<()> {
+        let dir = self.dataset_dir(ct, rel)?;
+        let label = dataset_label(ct, rel);
+        remove_tree(&dir).ctx(|| format!("cannot destroy {label}"))?;
+        if rel.is_empty() {
+            return remove_tree(&self.snap_dir.join(ct))
+                .ctx(|| format!("cannot destroy the snapshots of {label}"));
+        }
+        // The dataset's and its children's snapshots and received streams.
+        let own = encode_dataset(rel);
+        let children = format!("{own}.");
+        for base in [
+            self.snap_dir.join(ct),
+            self.snap_dir.join(ct).join(RECEIVE_DIR),
+        ] {
+            for name in list_dir(&base)? {
+                if name == own || name.starts_with(&children) {
+                    remove_tree(&base.join(&name))
+                        .ctx(|| format!("cannot destroy the snapshots of {label}"))?;
+                }
+            }
+        }
+        self.tidy_snapshot_dirs(ct);
+        Ok(())
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<()> {
+        check_container_name(from)?;
+        check_container_name(to)?;
+        let (src, dst) = (self.ct_path(from), self.ct_path(to));
+        let (src_snaps, dst_snaps) = (self.snap_dir.join(from), self.snap_dir.join(to));
+        for taken in [&dst, &dst_snaps] {
+            if fs::symlink_metadata(taken).is_ok() {
+                return Err(Error::Exists(format!(
+                    "cannot rename container '{from}' to '{to}': {} already exists",
+                    taken.display()
+                )));
+            }
+        }
+        fs::rename(&src, &dst)
+            .ctx(|| format!("cannot rename {} to {}", src.display(), dst.display()))?;
+        if src_snaps.exists() {
+            if let Err(e) = fs::rename(&src_snaps, &dst_snaps) {
+                let _ = fs::rename(&dst, &src);
+                return Err(e).ctx(|| {
+                    format!(
+                        "cannot rename {} to {}",
+                        src_snaps.display(),
+                        dst_snaps.display()
+                    )
+                });
+            }
+            fsutil::sync_dir(&self.snap_dir)?;
+        }
+        fsutil::sync_dir(&self.ct_dir)
+    }
+
+    fn path(&self, ct: &str, rel: &str) -> PathBuf {
+        if rel.is_empty() {
+            self.ct_path(ct)
+        } else {
+            self.ct_path(ct).join(ROOTFS_DIR).join(rel)
+        }
+    }
+
+    fn containers(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for name in list_dir(&self.ct_dir)? {
+            if self.ct_dir.join(&name).is_dir() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn snapshot(&self, ct: &str, snap: &str) -> Result<()> {
+        check_snapshot_name(snap)?;
+        let root = self.dataset_dir(ct, "")?;
+        if !is_subvolume(&root)? {
+            return Err(Error::NotFound(format!(
+                "{} not found",
+                dataset_label(ct, "")
+            )));
+        }
+        if fs::symlink_metadata(self.snapshot_path(ct, "", snap)).is_ok() {
+            return Err(Error::Exists(format!(
+                "snapshot '{snap}' of container '{ct}' already exists"
+            )));
+        }
+        let mut datasets = vec![String::new()];
+        datasets.extend(self.subdatasets(ct)?);
+        let mut taken = Vec::new();
+        for rel in &datasets {
+            let made = self.dataset_dir(ct, rel).and_then(|source| {
+                let dir = self.dataset_snap_dir(ct, rel);
+                self.create_snapshot_dir(&dir)?;
+                let dest = dir.join(snap);
+                Cmd::new("btrfs")
+                    .args(["subvolume", "snapshot", "-r"])
+                    .arg(&source)
+                    .arg(&dest)
+                    .run()
+                    .ctx(|| format!("cannot snapshot {}", dataset_label(ct, rel)))?;
+                Ok(dest)
+            });
+            match made {
+                Ok(dest) => taken.push(dest),
+                Err(e) => {
+                    // All datasets or none.
+                    for dest in taken.iter().rev() {
+                        let _ = remove_tree(dest);
+                    }
+                    self.tidy_snapshot_dirs(ct);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn destroy_snapshot(&self, ct: &str, snap: &str) -> Result<()> {
+        check_container_name(ct)?;
+        check_snapshot_name(snap)?;
+        let mut first_error = None;
+        // Every dataset that has snapshots, including subdatasets destroyed since.
+        for dataset in self.snapshot_dataset_dirs(ct)? {
+            let path = self.snap_dir.join(ct).join(&dataset).join(snap);
+            if let Err(e) = remove_tree(&path) {
+                first_error.get_or_insert(e.context(format!(
+                    "cannot destroy snapshot '{snap}' of container '{ct}'"
+                )));
+            }
+        }
+        self.tidy_snapshot_dirs(ct);
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn snapshots(&self, ct: &str) -> Result<Vec<String>> {
+        check_container_name(ct)?;
+        list_dir(&self.dataset_snap_dir(ct, ""))
+    }
+
+    fn snapshot_view(&self, ct: &str, rel: &str, snap: &str) -> Result<SnapshotView> {
+        // Read-only snapshots are directories already: nothing to set up.
+        Ok(SnapshotView::new(self.existing_snapshot(ct, rel, snap)?))
+    }
+
+    /// True when btrfs-progs offers `--compressed-data`, the kernel writes send
+    /// protocol 2, and new data of the dataset is compressed: by its rootfs's
+    /// (root) or its own (subdataset) `compression` property, or else by the
+    /// mount's `compress`/`compress-force` option. Existing data written
+    /// before compression was turned on is sent as it is, uncompressed.
+    fn can_send_compressed(&self, ct: &str, rel: &str) -> Result<bool> {
+        if !self.compressed_send_supported() {
+            return Ok(false);
+        }
+        let dir = self.dataset_dir(ct, rel)?;
+        let data_dir = if rel.is_empty() {
+            dir.join(ROOTFS_DIR)
+        } else {
+            dir
+        };
+        let property = Cmd::new("btrfs")
+            .args(["property", "get", "-t", "inode"])
+            .arg(&data_dir)
+            .arg("compression")
+            .run()
+            .ctx(|| format!("cannot read the compression of {}", dataset_label(ct, rel)))?;
+        match btrfs_parse::parse_compression_property(&property) {
+            CompressionProperty::Algorithm(_) => Ok(true),
+            CompressionProperty::Disabled => Ok(false),
+            CompressionProperty::Unset => {
+                let real = fs::canonicalize(&data_dir)
+                    .ctx(|| format!("cannot resolve {}", data_dir.display()))?;
+                let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+                    .ctx(|| "cannot read /proc/self/mountinfo")?;
+                Ok(btrfs_parse::mount_compression(&mountinfo, &real).is_some())
+            }
+        }
+    }
+
+    /// `btrfs send [--proto 2 --compressed-data] [-p FROM] SNAP`. Protocol 1
+    /// unless compressed, so that older receivers can read the stream.
+    fn send(
+        &self,
+        ct: &str,
+        rel: &str,
+        snap: &str,
+        from: Option<&str>,
+        compressed: bool,
+    ) -> Result<ChildReader> {
+        let label = dataset_label(ct, rel);
+        let path = self.existing_snapshot(ct, rel, snap)?;
+        let mut cmd = Cmd::new("btrfs").arg("send");
+        if compressed {
+            cmd = cmd.args(["--proto", "2", "--compressed-data"]);
+        }
+        if let Some(from) = from {
+            cmd = cmd.arg("-p").arg(self.existing_snapshot(ct, rel, from)?);
+        }
+        let reader = cmd
+            .arg(&path)
+            .spawn_reader()
+            .ctx(|| format!("cannot send snapshot '{snap}' of {label}"))?;
+        reader.enlarge_pipe(SEND_PIPE_SIZE);
+        Ok(reader)
+    }
+
+    /// `btrfs receive -C` (chroot) into the dataset's receive directory: the
+    /// paths in the stream (from an archive, untrusted) cannot reach anything
+    /// outside it.
+    fn receive(&self, ct: &str, rel: &str) -> Result<ChildWriter> {
+        check_container_name(ct)?;
+        if !rel.is_empty() {
+            names::subdataset(rel)?;
+        }
+        let dir = self.receive_dir(ct, rel);
+        self.create_snapshot_dir(&dir)?;
+        Cmd::new("btrfs")
+            .args(["receive", "-C"])
+            .arg(&dir)
+            .spawn_writer()
+            .ctx(|| format!("cannot receive {}", dataset_label(ct, rel)))
+    }
+
+    /// Makes the newest received snapshot the dataset (a writable snapshot of
+    /// it at the dataset's place), then deletes everything the streams brought.
+    /// The root dataset comes first, then parents before children (a plain
+    /// directory made for a child would stand in its parent's way).
+    fn finish_receive(&self, ct: &str, rel: &str, snapshots: &[String]) -> Result<()> {
+        let label = dataset_label(ct, rel);
+        let Some(newest) = snapshots.first() else {
+            return Err(Error::Invalid(format!(
+                "{label}: no snapshot names to finish the receive with"
+            )));
+        };
+        for snap in snapshots {
+            check_snapshot_name(snap)?;
+        }
+        let recv_dir = self.receive_dir(ct, rel);
+        let received = recv_dir.join(newest);
+        if !is_subvolume(&received)? {
+            return Err(Error::Archive(format!(
+                "{label}: the received streams hold no snapshot '{newest}'"
+            )));
+        }
+        // A stream cut short leaves a writable subvolume without a received
+        // UUID; `btrfs receive` sets both only at the stream's end.
+        let show = show_subvolume(&received)?;
+        if !show.readonly || show.received_uuid.is_none() {
+            return Err(Error::Archive(format!(
+                "{label}: snapshot '{newest}' was not received completely"
+            )));
+        }
+        let dir = self.dataset_dir(ct, rel)?;
+        if !rel.is_empty() && !is_subvolume(&self.ct_path(ct))? {
+            return Err(Error::Invalid(format!(
+                "{label}: the container's root dataset must be received first"
+            )));
+        }
+        if rel.is_empty() {
+            fsutil::create_dir_all(&self.ct_dir)?;
+            if fs::symlink_metadata(&dir).is_ok() {
+                return Err(Error::Exists(format!("{label} already exists")));
+            }
+        } else {
+            // The parent's stream has no entry where a nested subvolume was
+            // (btrfs sends none); directories above it may be plain ones.
+            let rootfs = self.ct_path(ct).join(ROOTFS_DIR);
+            let parent = dir.parent().unwrap_or(&rootfs);
+            fsutil::create_dir_all(parent)?;
+            take_empty_dir(&dir, &label)?;
+        }
+        Cmd::new("btrfs")
+            .args(["subvolume", "snapshot"])
+            .arg(&received)
+            .arg(&dir)
+            .run()
+            .ctx(|| format!("cannot put the received {label} in place"))?;
+        if rel.is_empty() {
+            fsutil::set_mode(&dir, 0o700)?;
+        }
+        remove_tree(&recv_dir)
+            .ctx(|| format!("cannot delete the received snapshots of {label}"))?;
+        let _ = fs::remove_dir(self.snap_dir.join(ct).join(RECEIVE_DIR));
+        self.tidy_snapshot_dirs(ct);
+        Ok(())
+    }
+}
+
+/// The one-component name of a dataset's snapshot directory: `root` for the
+/// root dataset, `root.var.log` for `var/log`.
+fn encode_dataset(rel: &str) -> String {
+    if rel.is_empty() {
+        "root".into()
+    } else {
+        format!("root.{}", rel.replace('/', "."))
+    }
+}
+
+/// "container 'c1'" or "dataset 'var' of container 'c1'", for messages.
+fn dataset_label(ct: &str, rel: &str) -> String {
+    if rel.is_empty() {
+        format!("container '{ct}'")
+    } else {
+        format!("dataset '{rel}' of container '{ct}'")
+    }
+}
+
+/// The parent dataset of a subdataset ("" for the root).
+fn parent_dataset(rel: &str) -> &str {
+    rel.rsplit_once('/').map_or("", |(parent, _)| parent)
+}
+
+/// Container ids and staging names become one path component.
+fn check_container_name(ct: &str) -> Result<()> {
+    check_component("container name", ct)
+}
+
+/// Snapshot names become one path component; a leading '.' is kept for our
+/// own directories (`.recv`).
+fn check_snapshot_name(snap: &str) -> Result<()> {
+    check_component("snapshot name", snap)
+}
+
+fn check_component(kind: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && !name.contains(['/', '\0']);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "invalid {kind} '{}'",
+            name.escape_debug()
+        )))
+    }
+}
+
+fn fs_type(path: &Path) -> Result<i64> {
+    let st = rustix::fs::statfs(path)
+        .map_err(std::io::Error::from)
+        .ctx(|| format!("cannot stat the file system of {}", path.display()))?;
+    Ok(st.f_type as i64)
+}
+
+/// Whether `path` is the root directory of a subvolume (inode 256 on btrfs;
+/// other file systems may have an inode 256 too). A symlink is not.
+fn is_subvolume(path: &Path) -> Result<bool> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() && meta.ino() == SUBVOLUME_ROOT_INO => {
+            Ok(fs_type(path)? == BTRFS_SUPER_MAGIC)
+        }
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).ctx(|| format!("cannot stat {}", path.display())),
+    }
+}
+
+/// Refuses `base/rel` when a directory on the way (or the end) is a symlink.
+fn refuse_symlinks(base: &Path, rel: &str) -> Result<()> {
+    if !btrfs_parse::is_plain_relative(rel) {
+        return Err(Error::Invalid(format!(
+            "invalid path '{}' below {}",
+            rel.escape_debug(),
+            base.display()
+        )));
+    }
+    let mut path = base.to_path_buf();
+    for part in rel.split('/') {
+        path.push(part);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(Error::Refused(format!(
+                    "{} is a symlink where a directory is expected",
+                    path.display()
+                )))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).ctx(|| format!("cannot stat {}", path.display())),
+        }
+    }
+    Ok(())
+}
+
+/// Removes an empty directory standing where a subvolume goes and returns
+/// its metadata; nothing there is fine; anything else is refused.
+fn take_empty_dir(dir: &Path, label: &str) -> Result<Option<fs::Metadata>> {
+    let meta = match fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).ctx(|| format!("cannot stat {}", dir.display())),
+    };
+    let empty_dir = meta.is_dir()
+        && !is_subvolume(dir)?
+        && fs::read_dir(dir)
+            .ctx(|| format!("cannot read {}", dir.display()))?
+            .next()
+            .is_none();
+    if !empty_dir {
+        return Err(Error::Exists(format!(
+            "{label}: {} already exists and is not an empty directory",
+            dir.display()
+        )));
+    }
+    fs::remove_dir(dir).ctx(|| format!("cannot remove {}", dir.display()))?;
+    Ok(Some(meta))
+}
+
+fn create_subvolume(path: &Path) -> Result<()> {
+    Cmd::new("btrfs")
+        .args(["subvolume", "create"])
+        .arg(path)
+        .run()
+        .map(drop)
+        .ctx(|| format!("cannot create subvolume {}", path.display()))
+}
+
+fn show_subvolume(path: &Path) -> Result<btrfs_parse::SubvolumeShow> {
+    let out = Cmd::new("btrfs")
+        .args(["subvolume", "show"])
+        .arg(path)
+        .run()
+        .ctx(|| format!("cannot inspect subvolume {}", path.display()))?;
+    btrfs_parse::parse_subvolume_show(&out)
+        .map_err(|e| e.context(format!("subvolume {}", path.display())))
+}
+
+/// Every subvolume nested in the subvolume at `root`, parents before children.
+fn subvolume_descendants(root: &Path) -> Result<Vec<PathBuf>> {
+    let top_path = show_subvolume(root)?.path;
+    let mut found = Vec::new();
+    collect_descendants(root, &top_path, &mut found)?;
+    Ok(found)
+}
+
+/// `dir` is a subvolume whose path from the top-level subvolume is `top_path`.
+fn collect_descendants(dir: &Path, top_path: &str, found: &mut Vec<PathBuf>) -> Result<()> {
+    let listed = Cmd::new("btrfs")
+        .args(["subvolume", "list", "-o"])
+        .arg(dir)
+        .run()
+        .ctx(|| format!("cannot list the subvolumes in {}", dir.display()))?;
+    let listed = btrfs_parse::parse_subvolume_list(&listed)
+        .map_err(|e| e.context(format!("subvolumes in {}", dir.display())))?;
+    for sub in listed {
+        let unexpected = || {
+            Error::Refused(format!(
+                "subvolume '{}' listed in {} is not a subvolume below it",
+                sub.path.escape_debug(),
+                dir.display()
+            ))
+        };
+        let rel = btrfs_parse::path_below(top_path, &sub.path).ok_or_else(unexpected)?;
+        refuse_symlinks(dir, rel)?;
+        let child = dir.join(rel);
+        if !is_subvolume(&child)? {
+            return Err(unexpected());
+        }
+        found.push(child.clone());
+        collect_descendants(&child, &sub.path, found)?;
+    }
+    Ok(())
+}
+
+/// Removes whatever is at `path`: a subvolume with the subvolumes nested in
+/// it (children first), or a plain directory tree that may hold subvolumes
+/// (snapshot and receive directories), or a file. Nothing there is fine.
+fn remove_tree(path: &Path) -> Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).ctx(|| format!("cannot stat {}", path.display())),
+    };
+    if !meta.is_dir() {
+        return fsutil::remove_file_if_exists(path);
+    }
+    if is_subvolume(path)? {
+        let mut doomed = subvolume_descendants(path)?;
+        doomed.reverse();
+        doomed.push(path.to_path_buf());
+        return Cmd::new("btrfs")
+            .args(["subvolume", "delete"])
+            .args(&doomed)
+            .run()
+            .map(drop)
+            .ctx(|| format!("cannot delete subvolume {}", path.display()));
+    }
+    for name in dir_entries(path)? {
+        remove_tree(&path.join(name))?;
+    }
+    match fs::remove_dir(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).ctx(|| format!("cannot remove {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Entry names of a directory, sorted; a missing directory has none.
+fn dir_entries(dir: &Path) -> Result<Vec<OsString>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).ctx(|| format!("cannot list {}", dir.display())),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        names.push(
+            entry
+                .ctx(|| format!("cannot list {}", dir.display()))?
+                .file_name(),
+        );
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// [`dir_entries`] for directories whose entries we named ourselves.
+fn list_dir(dir: &Path) -> Result<Vec<String>> {
+    Ok(dir_entries(dir)?
+        .into_iter()
+        .map(|name| name.to_string_lossy().into_owned())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dataset_encoding_is_one_component_and_one_to_one() {
+        assert_eq!(encode_dataset(""), "root");
+        assert_eq!(encode_dataset("var"), "root.var");
+        assert_eq!(encode_dataset("var/log"), "root.var.log");
+        assert_eq!(encode_dataset("root"), "root.root");
+        assert_ne!(encode_dataset("var-log"), encode_dataset("var/log"));
+    }
+
+    #[test]
+    fn parents() {
+        assert_eq!(parent_dataset("var"), "");
+        assert_eq!(parent_dataset("var/log"), "var");
+        assert_eq!(parent_dataset("a/b/c"), "a/b");
+    }
+
+    #[test]
+    fn names_that_become_path_components() {
+        for good in ["c1", "c1.importing", "osctl-base-1700000000"] {
+            assert!(check_component("x", good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", ".recv", "a/b", "a\0b", &"x".repeat(256)] {
+            assert!(check_component("x", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn location_off_btrfs_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        if fs_type(dir.path()).unwrap() == BTRFS_SUPER_MAGIC {
+            eprintln!("SKIP: the temporary directory is on btrfs");
+            return;
+        }
+        let err = BtrfsStorage::open(dir.path()).err().unwrap();
+        assert!(matches!(err, Error::Refused(_)), "{err}");
+        assert!(err.to_string().contains("not on a btrfs"), "{err}");
+        let err = BtrfsStorage::check_location(&dir.path().join("a/b")).unwrap_err();
+        assert!(err.to_string().contains("not on a btrfs"), "{err}");
+    }
+}
