@@ -1,0 +1,910 @@
+//! The benchmark proper: per backend, a pool and containers with the generated
+//! data, then every row of issue 5 (and of issue 7 for btrfs).
+
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::downtime;
+use crate::gen::{self, Dataset};
+use crate::measure::{Bench, Contender, Stats};
+use crate::osctl::Osctl;
+use crate::report::{med, mib, secs_list, Report, Verdict};
+use crate::run::Step;
+use crate::sys::{self, BtrfsMount, Workdir, Zpool};
+
+const USER: &str = "bench";
+const MAIN_CT: &str = "bench-main";
+const SMALL_CT: &str = "bench-small";
+const IMPORTED_CT: &str = "bench-imported";
+const RAW_SNAPSHOT: &str = "bench-raw";
+/// The targets of issue 5.
+const SAME_SPEED: f64 = 0.95;
+const GZIP_SPEEDUP: f64 = 1.7;
+const GZIP_SIZE: f64 = 1.02;
+const RSS_LIMIT_MIB: f64 = 64.0;
+const DUMP_TO_DOWNTIME: f64 = 10.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    Zfs,
+    Btrfs,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Dir => "dir",
+            Kind::Zfs => "zfs",
+            Kind::Btrfs => "btrfs",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Kind> {
+        match s {
+            "dir" => Ok(Kind::Dir),
+            "zfs" => Ok(Kind::Zfs),
+            "btrfs" => Ok(Kind::Btrfs),
+            other => bail!("unknown backend '{other}': use dir, zfs, btrfs"),
+        }
+    }
+}
+
+pub struct Config {
+    pub workdir: Workdir,
+    pub repo: PathBuf,
+    pub osctl: PathBuf,
+    pub quick: bool,
+    pub runs: usize,
+    pub drop_caches: bool,
+    pub backends: Vec<Kind>,
+}
+
+/// `ct export` arguments, shared by the throughput and downtime rows.
+pub fn export_args(id: &str, out: &Path, consistency: &str, compression: &str) -> Vec<OsString> {
+    let mut v: Vec<OsString> = [
+        "ct",
+        "export",
+        consistency,
+        "--compression",
+        compression,
+        id,
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    v.push(out.as_os_str().to_owned());
+    v
+}
+
+fn os(parts: &[&dyn AsRef<OsStr>]) -> Vec<OsString> {
+    parts.iter().map(|p| p.as_ref().to_owned()).collect()
+}
+
+/// An osctl pool on one backend, with where the raw tools work beside it.
+struct Backend {
+    kind: Kind,
+    pool: String,
+    /// A directory on the pool's file system: flushed by the timed imports.
+    fs_root: PathBuf,
+    /// Raw snapshots, receives and unpacks (a dataset name for zfs, a directory otherwise).
+    raw_place: PathBuf,
+}
+
+struct Ct {
+    id: String,
+    data: Dataset,
+    rootfs: PathBuf,
+    /// The container's root dataset (zfs) or subvolume (btrfs).
+    dataset: Option<String>,
+}
+
+/// How a raw tool dumps a container's data: `before`, then `stage > file`, then `after`.
+struct RawSend {
+    reset: Vec<Step>,
+    before: Vec<Step>,
+    stage: Vec<OsString>,
+    after: Vec<Step>,
+}
+
+/// How a raw tool loads a dump: `stage < file`.
+struct RawRecv {
+    reset: Vec<Step>,
+    stage: Vec<OsString>,
+}
+
+struct Runner<'a> {
+    cfg: &'a Config,
+    osctl: Osctl,
+    bench: Bench,
+    has_export: bool,
+    has_import: bool,
+    report: Report,
+}
+
+pub fn run(cfg: &Config) -> Result<Report> {
+    let wd = &cfg.workdir;
+    let osctl = Osctl {
+        bin: cfg.osctl.clone(),
+        root: wd.state(),
+    };
+    let has_export = osctl.has(&["ct", "export"]);
+    let has_import = osctl.has(&["ct", "import"]);
+    let mut runner = Runner {
+        cfg,
+        osctl,
+        bench: Bench {
+            runs: cfg.runs,
+            drop_caches: cfg.drop_caches,
+            logs: wd.logs(),
+        },
+        has_export,
+        has_import,
+        report: Report::default(),
+    };
+    if !has_export || !has_import {
+        runner.report.notes.push(format!(
+            "this osctl build has no `ct {}`: only the raw tools ran for those rows",
+            match (has_export, has_import) {
+                (false, false) => "export` / `ct import",
+                (false, true) => "export",
+                _ => "import",
+            }
+        ));
+    }
+    let main_spec = if cfg.quick { gen::SMALL } else { gen::LARGE };
+    let main_data = gen::ensure(&main_spec, &wd.data().join(main_spec.name))?;
+    let small_data = if cfg.quick {
+        None
+    } else {
+        Some(gen::ensure(&gen::SMALL, &wd.data().join(gen::SMALL.name))?)
+    };
+    runner.report.notes.push(format!(
+        "data: {} ({} files, {:.0} MB of file data){}; throughput is that size over the median time",
+        main_data.name,
+        main_data.files,
+        main_data.data_bytes as f64 / 1e6,
+        small_data
+            .as_ref()
+            .map(|d| format!(", and {} ({} files, {:.0} MB) for the RSS and downtime rows", d.name, d.files, d.data_bytes as f64 / 1e6))
+            .unwrap_or_default()
+    ));
+    for &kind in &cfg.backends {
+        sys::check_interrupted()?;
+        if let Err(e) = runner.backend(kind, &main_data, small_data.as_ref()) {
+            if osctl_core::interrupt::check().is_err() {
+                return Err(e);
+            }
+            eprintln!("bench: {} backend failed: {e:#}", kind.name());
+            runner
+                .report
+                .notes
+                .push(format!("{} backend: not completed: {e:#}", kind.name()));
+        }
+        // Each backend's archives take gigabytes: free them before the next.
+        let _ = fs::remove_dir_all(wd.out());
+        fs::create_dir_all(wd.out())?;
+    }
+    Ok(runner.report)
+}
+
+impl Runner<'_> {
+    fn backend(&mut self, kind: Kind, main: &Dataset, small: Option<&Dataset>) -> Result<()> {
+        let backend = self.setup(kind)?;
+        let ct = self.container(&backend, MAIN_CT, main)?;
+        let small_ct = match small {
+            Some(d) => Some(self.container(&backend, SMALL_CT, d)?),
+            None => None,
+        };
+        let rss = self.throughput_rows(&backend, &ct)?;
+        let small_rss = match &small_ct {
+            Some(s) if self.has_export && self.has_import => Some(self.rss_only(&backend, s)?),
+            _ => None,
+        };
+        let (large_rss, small_rss) = match small_rss {
+            Some(s) => (rss, s),
+            // Quick mode: the only container is the 200 MiB one.
+            None => ((None, None), rss),
+        };
+        let name = kind.name();
+        if self.has_export {
+            self.report.rss(
+                name,
+                "peak RSS, export (off and gzip)".into(),
+                large_rss.0,
+                small_rss.0,
+                RSS_LIMIT_MIB,
+            );
+        }
+        if self.has_import {
+            self.report.rss(
+                name,
+                "peak RSS, import (off and gzip)".into(),
+                large_rss.1,
+                small_rss.1,
+                RSS_LIMIT_MIB,
+            );
+        }
+        if self.has_export && main.bootable {
+            self.downtime_rows(&backend, &ct, small_ct.as_ref())?;
+        } else if !main.bootable {
+            self.report.notes.push(
+                "no /bin/busybox on this host: the containers cannot boot, downtime rows skipped"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    fn setup(&mut self, kind: Kind) -> Result<Backend> {
+        let wd = &self.cfg.workdir;
+        let pool = format!("bench{}", kind.name());
+        let backend = match kind {
+            Kind::Dir => {
+                self.osctl.run(
+                    None,
+                    os(&[
+                        &"pool",
+                        &"install",
+                        &"--backend",
+                        &"dir",
+                        &"--path",
+                        &wd.dir_pool(),
+                        &pool,
+                    ]),
+                )?;
+                Backend {
+                    kind,
+                    pool,
+                    fs_root: wd.root.clone(),
+                    raw_place: wd.scratch().join("untar"),
+                }
+            }
+            Kind::Zfs => {
+                sys::ensure_zfs_fuse(wd, &self.cfg.repo)?;
+                let zpool = Zpool::create(wd)?;
+                let dataset = format!("{}/osctl", zpool.name);
+                self.osctl.run(
+                    None,
+                    [
+                        "pool",
+                        "install",
+                        "--backend",
+                        "zfs",
+                        "--dataset",
+                        &dataset,
+                        &pool,
+                    ],
+                )?;
+                Backend {
+                    kind,
+                    pool,
+                    fs_root: zpool.mountpoint.clone(),
+                    raw_place: PathBuf::from(format!("{}/raw-recv", zpool.name)),
+                }
+            }
+            Kind::Btrfs => {
+                let mount = BtrfsMount::create(wd)?;
+                let raw = mount.mountpoint.join("raw");
+                fs::create_dir_all(raw.join("snap"))?;
+                fs::create_dir_all(raw.join("recv"))?;
+                self.osctl.run(
+                    None,
+                    os(&[
+                        &"pool",
+                        &"install",
+                        &"--backend",
+                        &"btrfs",
+                        &"--path",
+                        &mount.mountpoint.join("osctl"),
+                        &pool,
+                    ]),
+                )?;
+                Backend {
+                    kind,
+                    pool,
+                    fs_root: mount.mountpoint.clone(),
+                    raw_place: raw,
+                }
+            }
+        };
+        self.osctl.run(Some(&backend.pool), ["user", "new", USER])?;
+        Ok(backend)
+    }
+
+    fn container(&mut self, b: &Backend, id: &str, data: &Dataset) -> Result<Ct> {
+        eprintln!(
+            "bench: {}: creating container {id} from {}",
+            b.kind.name(),
+            data.rootfs.display()
+        );
+        // Privileged: zfs-fuse has no idmapped mounts; the same everywhere keeps
+        // the backends comparable (privilege does not change export or import).
+        self.osctl.run(
+            Some(&b.pool),
+            os(&[
+                &"ct",
+                &"new",
+                &"--user",
+                &USER,
+                &"--privileged",
+                &"--from-dir",
+                &data.rootfs,
+                &id,
+            ]),
+        )?;
+        let rootfs = self.osctl.show(&b.pool, id)?.rootfs;
+        let root_dataset = rootfs
+            .parent()
+            .context("rootfs has no parent")?
+            .to_path_buf();
+        let dataset = match b.kind {
+            Kind::Zfs => Some(
+                zfs_dataset_mounted_at(
+                    &sys::run("zfs", ["list", "-H", "-o", "name,mountpoint"])?,
+                    &root_dataset,
+                )
+                .with_context(|| format!("no zfs dataset mounted at {}", root_dataset.display()))?,
+            ),
+            Kind::Btrfs => Some(root_dataset.to_string_lossy().into_owned()),
+            Kind::Dir => None,
+        };
+        Ok(Ct {
+            id: id.to_string(),
+            data: data.clone(),
+            rootfs,
+            dataset,
+        })
+    }
+
+    fn raw_send(&self, b: &Backend, ct: &Ct) -> RawSend {
+        match (b.kind, &ct.dataset) {
+            (Kind::Zfs, Some(ds)) => {
+                let snap = format!("{ds}@{RAW_SNAPSHOT}");
+                RawSend {
+                    reset: vec![Step::cmd(["zfs", "destroy", &snap]).may_fail()],
+                    before: vec![Step::cmd(["zfs", "snapshot", &snap])],
+                    stage: os(&[&"zfs", &"send", &snap]),
+                    after: vec![Step::cmd(["zfs", "destroy", &snap])],
+                }
+            }
+            (Kind::Btrfs, Some(subvol)) => {
+                let snap = b.raw_place.join("snap").join(RAW_SNAPSHOT);
+                RawSend {
+                    reset: vec![
+                        Step::cmd(os(&[&"btrfs", &"subvolume", &"delete", &snap])).may_fail()
+                    ],
+                    before: vec![Step::cmd(os(&[
+                        &"btrfs",
+                        &"-q",
+                        &"subvolume",
+                        &"snapshot",
+                        &"-r",
+                        subvol,
+                        &snap,
+                    ]))],
+                    stage: os(&[&"btrfs", &"-q", &"send", &snap]),
+                    after: vec![Step::cmd(os(&[
+                        &"btrfs",
+                        &"-q",
+                        &"subvolume",
+                        &"delete",
+                        &snap,
+                    ]))],
+                }
+            }
+            _ => RawSend {
+                reset: Vec::new(),
+                before: Vec::new(),
+                stage: os(&[
+                    &"tar",
+                    &"--numeric-owner",
+                    &"-cf",
+                    &"-",
+                    &"-C",
+                    &ct.rootfs,
+                    &".",
+                ]),
+                after: Vec::new(),
+            },
+        }
+    }
+
+    fn raw_recv(&self, b: &Backend) -> RawRecv {
+        let place = &b.raw_place;
+        match b.kind {
+            Kind::Zfs => RawRecv {
+                reset: vec![Step::cmd(os(&[&"zfs", &"destroy", &"-r", place])).may_fail()],
+                stage: os(&[&"zfs", &"recv", &"-u", place]),
+            },
+            Kind::Btrfs => {
+                let recv = place.join("recv");
+                RawRecv {
+                    reset: vec![Step::cmd(os(&[
+                        &"btrfs",
+                        &"subvolume",
+                        &"delete",
+                        &recv.join(RAW_SNAPSHOT),
+                    ]))
+                    .may_fail()],
+                    stage: os(&[&"btrfs", &"-q", &"receive", &recv]),
+                }
+            }
+            Kind::Dir => RawRecv {
+                reset: vec![
+                    Step::cmd(os(&[&"rm", &"-rf", place])),
+                    Step::cmd(os(&[&"mkdir", &"-p", place])),
+                ],
+                stage: os(&[&"tar", &"--numeric-owner", &"-xf", &"-", &"-C", place]),
+            },
+        }
+    }
+
+    /// A raw dump `RawSend | filters... > out`.
+    fn raw_dump(
+        &self,
+        b: &Backend,
+        ct: &Ct,
+        name: &str,
+        filters: &[&[&str]],
+        out: &Path,
+    ) -> Contender {
+        let send = self.raw_send(b, ct);
+        let mut step = Step::cmd(&send.stage);
+        for f in filters {
+            step = step.pipe(*f);
+        }
+        let mut timed = send.before;
+        timed.push(step.stdout(out));
+        timed.extend(send.after);
+        let mut reset = send.reset;
+        reset.push(Step::cmd(os(&[&"rm", &"-f", &out])));
+        Contender {
+            name: name.to_string(),
+            reset,
+            timed,
+            sync: out.parent().unwrap_or(Path::new("/")).to_path_buf(),
+            output: Some(out.to_path_buf()),
+        }
+    }
+
+    fn our_export(&self, b: &Backend, ct: &Ct, compression: &str, out: &Path) -> Contender {
+        Contender {
+            name: format!("osctl export {compression}"),
+            reset: vec![Step::cmd(os(&[&"rm", &"-f", &out]))],
+            timed: vec![self
+                .osctl
+                .step(
+                    &b.pool,
+                    export_args(&ct.id, out, "--consistent", compression),
+                )
+                .measure_rss()],
+            sync: out.parent().unwrap_or(Path::new("/")).to_path_buf(),
+            output: Some(out.to_path_buf()),
+        }
+    }
+
+    fn raw_load(
+        &self,
+        b: &Backend,
+        name: &str,
+        filter: Option<&[&str]>,
+        input: &Path,
+    ) -> Contender {
+        let recv = self.raw_recv(b);
+        let step = match filter {
+            Some(f) => Step::cmd(f).stdin(input).pipe(&recv.stage),
+            None => Step::cmd(&recv.stage).stdin(input),
+        };
+        Contender {
+            name: name.to_string(),
+            reset: recv.reset,
+            timed: vec![step],
+            sync: b.fs_root.clone(),
+            output: None,
+        }
+    }
+
+    fn our_import(&self, b: &Backend, archive: &Path) -> Contender {
+        Contender {
+            name: "osctl import".into(),
+            reset: vec![self
+                .osctl
+                .step(&b.pool, ["ct", "del", "--force", IMPORTED_CT])
+                .may_fail()],
+            timed: vec![self
+                .osctl
+                .step(
+                    &b.pool,
+                    os(&[&"ct", &"import", &"--as-id", &IMPORTED_CT, &archive]),
+                )
+                .measure_rss()],
+            sync: b.fs_root.clone(),
+            output: None,
+        }
+    }
+
+    /// Export and import rows on the main container; returns our peak RSS
+    /// (export, import) over all runs.
+    fn throughput_rows(&mut self, b: &Backend, ct: &Ct) -> Result<(Option<u64>, Option<u64>)> {
+        let out = self.cfg.workdir.out();
+        let name = b.kind.name();
+        let bytes = ct.data.data_bytes;
+        let native = match b.kind {
+            Kind::Zfs => "zfs send",
+            Kind::Btrfs => "btrfs send",
+            Kind::Dir => "tar -cf",
+        };
+        let raw_off_file = out.join(format!("{name}-raw.stream"));
+        let raw_gz_file = out.join(format!("{name}-raw.gz"));
+        let raw_off = self.raw_dump(b, ct, native, &[], &raw_off_file);
+        // Warm-up: the page cache (and zfs-fuse's ARC) then hold the data for
+        // every contender alike.
+        eprintln!("bench: {name}: warm-up run");
+        self.bench.once(
+            &raw_off,
+            &self.bench.logs.join(format!("{name}-warmup.log")),
+        )?;
+
+        let ours_off_file = out.join(format!("{name}-osctl-off.tar"));
+        let ours_gz_file = out.join(format!("{name}-osctl-gzip.tar"));
+        let mut export_rss: Option<u64> = None;
+        let mut import_rss: Option<u64> = None;
+        let keep_max = |acc: &mut Option<u64>, s: &Stats| {
+            if let Some(k) = s.peak_rss_kib {
+                *acc = Some(acc.unwrap_or(0).max(k));
+            }
+        };
+
+        // export --compression off
+        let mut contenders = vec![raw_off.clone()];
+        if self.has_export {
+            contenders.insert(0, self.our_export(b, ct, "off", &ours_off_file));
+        }
+        let stats = self
+            .bench
+            .compare(&format!("{name} export off"), &contenders)?;
+        let (ours, raw) = split_ours(&stats, self.has_export);
+        ours.iter().for_each(|s| keep_max(&mut export_rss, s));
+        self.report.throughput(
+            name,
+            format!(
+                "export `--compression off` vs `{}`",
+                describe_raw(b.kind, None)
+            ),
+            bytes,
+            ours,
+            raw[0],
+            SAME_SPEED,
+        );
+
+        // export --compression gzip
+        let mut contenders = vec![
+            self.raw_dump(
+                b,
+                ct,
+                &format!("{native} | gzip -6"),
+                &[&["gzip", "-6"]],
+                &raw_gz_file,
+            ),
+            self.raw_dump(
+                b,
+                ct,
+                &format!("{native} | pigz -6"),
+                &[&["pigz", "-6"]],
+                &out.join(format!("{name}-raw-pigz.gz")),
+            ),
+        ];
+        if self.has_export {
+            contenders.insert(0, self.our_export(b, ct, "gzip", &ours_gz_file));
+        }
+        let stats = self
+            .bench
+            .compare(&format!("{name} export gzip"), &contenders)?;
+        let (ours, raw) = split_ours(&stats, self.has_export);
+        ours.iter().for_each(|s| keep_max(&mut export_rss, s));
+        self.report.throughput(
+            name,
+            format!(
+                "export `--compression gzip` vs `{}`",
+                describe_raw(b.kind, Some("gzip -6"))
+            ),
+            bytes,
+            ours,
+            raw[0],
+            GZIP_SPEEDUP,
+        );
+        self.report.throughput(
+            name,
+            format!(
+                "export `--compression gzip` vs `{}`",
+                describe_raw(b.kind, Some("pigz -6"))
+            ),
+            bytes,
+            ours,
+            raw[1],
+            SAME_SPEED,
+        );
+        self.report.size(
+            name,
+            format!(
+                "archive size, gzip, vs `{}`",
+                describe_raw(b.kind, Some("gzip -6"))
+            ),
+            ours.and_then(|s| s.output_bytes),
+            raw[0].output_bytes,
+            GZIP_SIZE,
+        );
+        self.report.push(
+            name,
+            "archive size, off, vs raw stream".into(),
+            [
+                ours_off_size(&ours_off_file),
+                format!(
+                    "{:.1} MB",
+                    fs::metadata(&raw_off_file).map(|m| m.len()).unwrap_or(0) as f64 / 1e6
+                ),
+                "—".into(),
+                "—".into(),
+            ],
+            Verdict::Info,
+        );
+
+        // import
+        let raw_import = self.raw_load(b, &describe_load(b.kind, None), None, &raw_off_file);
+        let mut contenders = vec![raw_import];
+        let can_import = self.has_import && ours_off_file.exists();
+        if can_import {
+            contenders.insert(0, self.our_import(b, &ours_off_file));
+        }
+        let stats = self
+            .bench
+            .compare(&format!("{name} import off"), &contenders)?;
+        let (ours, raw) = split_ours(&stats, can_import);
+        ours.iter().for_each(|s| keep_max(&mut import_rss, s));
+        self.report.throughput(
+            name,
+            format!("import (archive off) vs `{}`", describe_load(b.kind, None)),
+            bytes,
+            ours,
+            raw[0],
+            SAME_SPEED,
+        );
+
+        let gunzip: &[&str] = &["gunzip", "-c"];
+        let raw_import = self.raw_load(
+            b,
+            &describe_load(b.kind, Some("gunzip -c")),
+            Some(gunzip),
+            &raw_gz_file,
+        );
+        let mut contenders = vec![raw_import];
+        let can_import = self.has_import && ours_gz_file.exists();
+        if can_import {
+            contenders.insert(0, self.our_import(b, &ours_gz_file));
+        }
+        let stats = self
+            .bench
+            .compare(&format!("{name} import gzip"), &contenders)?;
+        let (ours, raw) = split_ours(&stats, can_import);
+        ours.iter().for_each(|s| keep_max(&mut import_rss, s));
+        self.report.throughput(
+            name,
+            format!(
+                "import (archive gzip) vs `{}`",
+                describe_load(b.kind, Some("gunzip -c"))
+            ),
+            bytes,
+            ours,
+            raw[0],
+            SAME_SPEED,
+        );
+        for c in self.raw_recv(b).reset {
+            c.execute(&self.bench.logs.join(format!("{name}-cleanup.log")))?;
+        }
+        if can_import {
+            self.osctl
+                .run(Some(&b.pool), ["ct", "del", "--force", IMPORTED_CT])?;
+        }
+        Ok((export_rss, import_rss))
+    }
+
+    /// Peak RSS of our export (off, gzip) and import on the small container: one run each.
+    fn rss_only(&mut self, b: &Backend, ct: &Ct) -> Result<(Option<u64>, Option<u64>)> {
+        let out = self.cfg.workdir.out();
+        let log = self
+            .bench
+            .logs
+            .join(format!("{}-rss-small.log", b.kind.name()));
+        let mut export = None;
+        let mut import = None;
+        for compression in ["off", "gzip"] {
+            let file = out.join(format!("{}-small-{compression}.tar", b.kind.name()));
+            let (_, rss) = self
+                .bench
+                .once(&self.our_export(b, ct, compression, &file), &log)?;
+            export = export.max(rss);
+            let (_, rss) = self.bench.once(&self.our_import(b, &file), &log)?;
+            import = import.max(rss);
+            self.osctl
+                .run(Some(&b.pool), ["ct", "del", "--force", IMPORTED_CT])?;
+            fs::remove_file(&file)?;
+        }
+        Ok((export, import))
+    }
+
+    fn downtime_rows(&mut self, b: &Backend, ct: &Ct, small: Option<&Ct>) -> Result<()> {
+        let name = b.kind.name();
+        let out = self
+            .cfg
+            .workdir
+            .out()
+            .join(format!("{name}-consistent.tar"));
+        let mut per_size = Vec::new();
+        for c in std::iter::once(ct).chain(small) {
+            let stats = downtime::measure(
+                &self.osctl,
+                &b.pool,
+                &c.id,
+                &out,
+                self.cfg.runs,
+                &self.bench.logs,
+            )?;
+            per_size.push((c.data.name, stats));
+        }
+        for (size, st) in &per_size {
+            let downtime: Vec<f64> = st.exports.iter().map(|e| e.downtime).collect();
+            let lxc_gap: Vec<f64> = st.exports.iter().map(|e| e.lxc_gap).collect();
+            let total: Vec<f64> = st.exports.iter().map(|e| e.total).collect();
+            let (d, stop, start) = (med(&downtime), med(&st.stop), med(&st.start));
+            let budget = stop + start + 1.0;
+            self.report.push(name, format!("consistent export at {size}, 1 MiB changed: downtime vs `ct stop` + `ct start` + 1 s"), [format!("{d:.2} s (LXC not running {:.2} s)", med(&lxc_gap)), format!("{stop:.2} s + {start:.2} s"), format!("{:.2}×", d / (stop + start)), format!("< {budget:.2} s")], if d < budget { Verdict::Pass } else { Verdict::Fail });
+            let t = med(&total);
+            let at_large = *size == gen::LARGE.name;
+            self.report.push(
+                name,
+                format!("consistent export at {size}: full dump time / downtime"),
+                [
+                    format!("dump {t:.2} s, downtime {d:.2} s"),
+                    format!(
+                        "runs: dump {}; downtime {}",
+                        secs_list(&total),
+                        secs_list(&downtime)
+                    ),
+                    format!("{:.1}×", t / d),
+                    if at_large {
+                        format!("≥ {DUMP_TO_DOWNTIME}×")
+                    } else {
+                        "— (1 GiB only)".into()
+                    },
+                ],
+                if !at_large {
+                    Verdict::Info
+                } else if t / d >= DUMP_TO_DOWNTIME {
+                    Verdict::Pass
+                } else {
+                    Verdict::Fail
+                },
+            );
+            if let Some(rss) = st.exports.iter().filter_map(|e| e.peak_rss_kib).max() {
+                self.report.notes.push(format!(
+                    "{name}: peak RSS of the consistent export at {size}: {}",
+                    mib(rss)
+                ));
+            }
+        }
+        if let [(large_name, large), (small_name, small)] = &per_size[..] {
+            let dl = med(&large.exports.iter().map(|e| e.downtime).collect::<Vec<_>>());
+            let ds = med(&small.exports.iter().map(|e| e.downtime).collect::<Vec<_>>());
+            let flat = dl <= ds * 1.2 + 0.3;
+            self.report.push(
+                name,
+                "downtime independent of the container's size".into(),
+                [
+                    format!("{dl:.2} s at {large_name}"),
+                    format!("{ds:.2} s at {small_name}"),
+                    format!("{:.2}×", dl / ds),
+                    "≤ 1.2× + 0.3 s".into(),
+                ],
+                if flat { Verdict::Pass } else { Verdict::Fail },
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Ours is first when it ran; the raw tools follow.
+fn split_ours(stats: &[Stats], ours_ran: bool) -> (Option<&Stats>, Vec<&Stats>) {
+    if ours_ran {
+        (stats.first(), stats[1..].iter().collect())
+    } else {
+        (None, stats.iter().collect())
+    }
+}
+
+fn ours_off_size(path: &Path) -> String {
+    fs::metadata(path)
+        .map(|m| format!("{:.1} MB", m.len() as f64 / 1e6))
+        .unwrap_or_else(|_| "—".into())
+}
+
+fn describe_raw(kind: Kind, filter: Option<&str>) -> String {
+    let base = match kind {
+        Kind::Zfs => "zfs send",
+        Kind::Btrfs => "btrfs send",
+        Kind::Dir => "tar -cf -",
+    };
+    match filter {
+        Some(f) => format!("{base} | {f} > file"),
+        None => format!("{base} > file"),
+    }
+}
+
+fn describe_load(kind: Kind, filter: Option<&str>) -> String {
+    let base = match kind {
+        Kind::Zfs => "zfs recv",
+        Kind::Btrfs => "btrfs receive",
+        Kind::Dir => "tar -xf -",
+    };
+    match filter {
+        Some(f) => format!("{f} file | {base}"),
+        None => format!("{base} < file"),
+    }
+}
+
+/// The dataset whose mountpoint is `dir`, from `zfs list -H -o name,mountpoint`.
+pub fn zfs_dataset_mounted_at(list: &str, dir: &Path) -> Option<String> {
+    list.lines().find_map(|line| {
+        let (name, mountpoint) = line.split_once('\t')?;
+        (Path::new(mountpoint.trim_end()) == dir).then(|| name.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_dataset_by_mountpoint() {
+        let list = "tank\t/tank\ntank/osctl\t/tank/osctl\ntank/osctl/ct/b1\t/tank/osctl/ct/b1\n";
+        assert_eq!(
+            zfs_dataset_mounted_at(list, Path::new("/tank/osctl/ct/b1")),
+            Some("tank/osctl/ct/b1".into())
+        );
+        assert_eq!(zfs_dataset_mounted_at(list, Path::new("/nowhere")), None);
+    }
+
+    #[test]
+    fn export_arguments_in_command_line_order() {
+        let v = export_args("c1", Path::new("/o/a.tar"), "--consistent", "gzip");
+        assert_eq!(
+            v,
+            [
+                "ct",
+                "export",
+                "--consistent",
+                "--compression",
+                "gzip",
+                "c1",
+                "/o/a.tar"
+            ]
+            .map(OsString::from)
+        );
+    }
+
+    #[test]
+    fn raw_commands_read_like_a_shell() {
+        assert_eq!(
+            describe_raw(Kind::Zfs, Some("pigz -6")),
+            "zfs send | pigz -6 > file"
+        );
+        assert_eq!(
+            describe_load(Kind::Btrfs, Some("gunzip -c")),
+            "gunzip -c file | btrfs receive"
+        );
+        assert_eq!(describe_load(Kind::Dir, None), "tar -xf - < file");
+    }
+}

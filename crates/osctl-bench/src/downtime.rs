@@ -1,0 +1,277 @@
+//! Downtime of a consistent export of a running container.
+//!
+//! The container runs `bench-churn` (see gen.rs), a service that rewrites 1 MiB
+//! five times a second. While `osctl ct export --consistent` runs, two watchers
+//! note when things happen:
+//! - `lxc-monitor` reports LXC's state changes (STOPPING, STOPPED, RUNNING) as
+//!   they happen; each line is stamped when it arrives;
+//! - a poller reads `/proc/<churn pid>/stat` every 10 ms and notes when the
+//!   service dies. That is the start of the real downtime: LXC says STOPPING
+//!   only once init has finished its shutdown, which takes seconds for busybox.
+//!
+//! Service downtime = service gone → LXC RUNNING again. The LXC-only gap
+//! (leaving RUNNING → RUNNING) is reported beside it.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::bench::export_args;
+use crate::gen::CHURN_NAME;
+use crate::osctl::Osctl;
+use crate::sys;
+
+const POLL: Duration = Duration::from_millis(10);
+
+/// One consistent export, as seen from outside.
+#[derive(Debug, Clone, Copy)]
+pub struct ExportTimes {
+    /// The whole `osctl ct export`.
+    pub total: f64,
+    /// Service gone → RUNNING again.
+    pub downtime: f64,
+    /// LXC left RUNNING → RUNNING again.
+    pub lxc_gap: f64,
+    pub peak_rss_kib: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DowntimeStats {
+    pub exports: Vec<ExportTimes>,
+    pub stop: Vec<f64>,
+    pub start: Vec<f64>,
+}
+
+/// LXC state changes as `lxc-monitor` prints them: `'ID' changed state to [RUNNING]`.
+pub fn parse_state_line(line: &str) -> Option<&str> {
+    let rest = line.split("changed state to [").nth(1)?;
+    rest.split(']').next()
+}
+
+/// From stamped state changes and the moment the service died (if seen):
+/// (downtime, lxc gap) in seconds.
+pub fn gaps(events: &[(Instant, String)], service_gone: Option<Instant>) -> Option<(f64, f64)> {
+    let left = events.iter().find(|(_, s)| s != "RUNNING")?.0;
+    let back = events.iter().find(|(t, s)| *t > left && s == "RUNNING")?.0;
+    let down = service_gone.map_or(left, |g| g.min(left));
+    Some((
+        back.duration_since(down).as_secs_f64(),
+        back.duration_since(left).as_secs_f64(),
+    ))
+}
+
+/// The host pid of the churn service of container `id` (its cgroup names the id).
+fn churn_pid(id: &str) -> Option<i32> {
+    let wanted_cgroup = format!("lxc.payload.{id}");
+    for entry in fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if !String::from_utf8_lossy(&cmdline).contains(CHURN_NAME) {
+            continue;
+        }
+        let cgroup = fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+        if cgroup
+            .lines()
+            .any(|l| l.ends_with(&wanted_cgroup) || l.contains(&format!("{wanted_cgroup}/")))
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+fn wait_for_churn(id: &str) -> Result<i32> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(pid) = churn_pid(id) {
+            return Ok(pid);
+        }
+        sys::check_interrupted()?;
+        if Instant::now() > deadline {
+            bail!("the churn service of container '{id}' did not start (no process '{CHURN_NAME}' in its cgroup)");
+        }
+        thread::sleep(POLL);
+    }
+}
+
+/// Alive and not a zombie.
+fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// `lxc-monitor`, its lines stamped on arrival. std::process directly: it runs
+/// beside the export and is killed afterwards, which the wrapper does not do.
+struct Monitor {
+    child: Child,
+    events: mpsc::Receiver<(Instant, String)>,
+}
+
+impl Monitor {
+    fn start(lxc_path: &Path, id: &str) -> Result<Monitor> {
+        let mut child = Command::new("lxc-monitor")
+            .arg("-n")
+            .arg(id)
+            .arg("-P")
+            .arg(lxc_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting lxc-monitor")?;
+        let stdout = child.stdout.take().context("lxc-monitor stdout")?;
+        let (tx, events) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                if let Some(state) = parse_state_line(&line) {
+                    let _ = tx.send((Instant::now(), state.to_string()));
+                }
+            }
+        });
+        // lxc-monitor connects to (and if needed starts) lxc-monitord; give it a moment.
+        thread::sleep(Duration::from_millis(300));
+        Ok(Monitor { child, events })
+    }
+
+    fn finish(mut self) -> Vec<(Instant, String)> {
+        thread::sleep(Duration::from_millis(200));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.events.try_iter().collect()
+    }
+}
+
+/// Times `runs` consistent exports of the running container `id`, then its
+/// stop and start. Leaves the container stopped.
+pub fn measure(
+    osctl: &Osctl,
+    pool: &str,
+    id: &str,
+    out: &Path,
+    runs: usize,
+    logs: &Path,
+) -> Result<DowntimeStats> {
+    let log = logs.join(format!("downtime-{pool}-{id}.log"));
+    let mut stats = DowntimeStats::default();
+    if osctl.show(pool, id)?.state != "running" {
+        osctl.run(Some(pool), ["ct", "start", id])?;
+    }
+    let sync_dir: PathBuf = out
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    for round in 0..runs {
+        let pid = wait_for_churn(id)?;
+        // Let the service write a few times before the export starts.
+        thread::sleep(Duration::from_millis(500));
+        let _ = fs::remove_file(out);
+        let monitor = Monitor::start(&osctl.lxc_path(pool), id)?;
+        let stop_polling = Arc::new(AtomicBool::new(false));
+        let poller = {
+            let stop = Arc::clone(&stop_polling);
+            thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    if !alive(pid) {
+                        return Some(Instant::now());
+                    }
+                    thread::sleep(POLL);
+                }
+                None
+            })
+        };
+        let export = osctl
+            .step(pool, export_args(id, out, "--consistent", "off"))
+            .measure_rss();
+        let started = Instant::now();
+        let report = export.execute(&log);
+        sys::syncfs(&sync_dir)?;
+        let total = started.elapsed().as_secs_f64();
+        stop_polling.store(true, Ordering::SeqCst);
+        let gone = poller.join().unwrap_or(None);
+        let events = monitor.finish();
+        let report = report?;
+        let state = osctl.show(pool, id)?.state;
+        if state != "running" {
+            bail!("container '{id}' is {state} after its consistent export (it must run again)");
+        }
+        let Some((downtime, lxc_gap)) = gaps(&events, gone) else {
+            bail!("no stop and start of container '{id}' seen during its consistent export: {events:?}");
+        };
+        eprintln!(
+            "bench: downtime {pool}/{id} run {}/{runs}: export {total:.2} s, downtime {downtime:.2} s (LXC not running {lxc_gap:.2} s)",
+            round + 1
+        );
+        stats.exports.push(ExportTimes {
+            total,
+            downtime,
+            lxc_gap,
+            peak_rss_kib: report.peak_rss_kib,
+        });
+    }
+    let _ = fs::remove_file(out);
+    for _ in 0..runs {
+        let t = Instant::now();
+        osctl.run(Some(pool), ["ct", "stop", id])?;
+        stats.stop.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        osctl.run(Some(pool), ["ct", "start", id])?;
+        stats.start.push(t.elapsed().as_secs_f64());
+        wait_for_churn(id)?;
+    }
+    osctl.run(Some(pool), ["ct", "stop", id])?;
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_lxc_monitor_lines() {
+        assert_eq!(
+            parse_state_line("'c1' changed state to [RUNNING]"),
+            Some("RUNNING")
+        );
+        assert_eq!(parse_state_line("'c1' exited with status [0]"), None);
+    }
+
+    #[test]
+    fn downtime_starts_when_the_service_dies() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let events = vec![
+            (at(2000), "STOPPING".to_string()),
+            (at(2010), "STOPPED".to_string()),
+            (at(2300), "STARTING".to_string()),
+            (at(2400), "RUNNING".to_string()),
+        ];
+        let (down, gap) = gaps(&events, Some(at(100))).unwrap();
+        assert!((down - 2.3).abs() < 1e-9);
+        assert!((gap - 0.4).abs() < 1e-9);
+        // Without the service's death seen, the LXC gap is all we know.
+        let (down, _) = gaps(&events, None).unwrap();
+        assert!((down - 0.4).abs() < 1e-9);
+        assert!(gaps(&events[..2], None).is_none());
+    }
+}

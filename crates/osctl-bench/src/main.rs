@@ -1,0 +1,172 @@
+//! osctl-bench: measures `osctl ct export` / `ct import` against the raw tools
+//! (`zfs send`/`recv`, `btrfs send`/`receive`, GNU tar, gzip, pigz) on the same
+//! generated data in the same run, and prints a markdown table (issue 5).
+//! `scripts/bench.sh` is the one command that builds and runs it.
+
+mod bench;
+mod downtime;
+mod gen;
+mod measure;
+mod osctl;
+mod prng;
+mod report;
+mod run;
+mod sys;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "osctl-bench",
+    about = "Benchmark of osctl export/import against the raw tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The ~200 MiB data set only (a few minutes) instead of ~1 GiB (+ 200 MiB)
+    #[arg(long)]
+    quick: bool,
+    /// Work directory: generated data (kept), pools, archives, logs
+    #[arg(long, default_value = "/var/tmp/osctl-bench")]
+    workdir: PathBuf,
+    /// The osctl binary under test
+    #[arg(long, default_value = "target/release/osctl")]
+    osctl: PathBuf,
+    /// The repository (for scripts/zfs-fuse-up.sh)
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+    /// Timed runs of each contender (the median is reported)
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Backends to measure, comma-separated
+    #[arg(long, default_value = "dir,zfs,btrfs", value_delimiter = ',')]
+    backends: Vec<String>,
+    /// Drop the page cache before every timed run (cold caches) instead of warm ones
+    #[arg(long)]
+    drop_caches: bool,
+    /// Also write the table (with the machine's description) to this file
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Undo what an interrupted run left: containers, zpools, mounts
+    Cleanup {
+        #[arg(long, default_value = "/var/tmp/osctl-bench")]
+        workdir: PathBuf,
+    },
+    /// Only generate a data set (200MiB or 1GiB) into DIR/rootfs
+    Gen { size: String, dir: PathBuf },
+    /// Print the machine's description
+    Machine,
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("osctl-bench: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    osctl_core::interrupt::install();
+    match cli.command {
+        Some(Command::Cleanup { workdir }) => {
+            sys::cleanup(&sys::Workdir::new(workdir)?);
+            Ok(())
+        }
+        Some(Command::Gen { size, dir }) => {
+            let spec = match size.as_str() {
+                "200MiB" => gen::SMALL,
+                "1GiB" => gen::LARGE,
+                other => bail!("unknown size '{other}': use 200MiB or 1GiB"),
+            };
+            let ds = gen::ensure(&spec, &dir)?;
+            println!(
+                "{} files, {} bytes in {}",
+                ds.files,
+                ds.data_bytes,
+                ds.rootfs.display()
+            );
+            Ok(())
+        }
+        Some(Command::Machine) => {
+            print!("{}", report::machine());
+            Ok(())
+        }
+        None => run(cli.run),
+    }
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("run as root: pools, loop mounts, LXC and drop_caches need it");
+    }
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let backends = args
+        .backends
+        .iter()
+        .map(|b| bench::Kind::parse(b))
+        .collect::<Result<Vec<_>>>()?;
+    let osctl = std::fs::canonicalize(&args.osctl).map_err(|e| {
+        anyhow::anyhow!(
+            "osctl binary {}: {e} (build it with cargo build --release)",
+            args.osctl.display()
+        )
+    })?;
+    let workdir = sys::Workdir::new(args.workdir)?;
+    // Leftovers of an interrupted run first, then a clean slate (the data stays).
+    sys::cleanup(&workdir);
+    workdir.reset()?;
+    let cfg = bench::Config {
+        workdir: workdir.clone(),
+        repo: args.repo,
+        osctl,
+        quick: args.quick,
+        runs: args.runs,
+        drop_caches: args.drop_caches,
+        backends,
+    };
+    let started = std::time::Instant::now();
+    let load_before = report::load_average();
+    let result = bench::run(&cfg);
+    eprintln!("bench: cleaning up");
+    sys::cleanup(&workdir);
+    let mut report = result?;
+    report.notes.push(format!(
+        "{} timed runs per contender, order rotated each round, median shown; {}; \
+         every timed span ends with syncfs(2) of the file system written; wall time of the whole benchmark {:.0} s; \
+         load average (1, 5, 15 min) {} at the start, {} at the end",
+        cfg.runs,
+        if cfg.drop_caches {
+            "page cache dropped before every run"
+        } else {
+            "warm caches (one untimed warm-up dump per backend; the data fits in memory)"
+        },
+        started.elapsed().as_secs_f64(),
+        load_before,
+        report::load_average()
+    ));
+    let table = report.render();
+    println!("{table}");
+    if let Some(path) = args.output {
+        let text = format!("## Machine\n\n{}\n## Results\n\n{table}", report::machine());
+        std::fs::write(&path, text)?;
+        eprintln!("bench: written to {}", path.display());
+    }
+    Ok(())
+}

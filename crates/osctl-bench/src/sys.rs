@@ -1,0 +1,400 @@
+//! The machine side of the benchmark: the work directory, the zfs-fuse daemon,
+//! a file-backed zpool, a loop-mounted btrfs, page caches, and cleaning up all
+//! of it, also after a Ctrl-C or a crashed earlier run.
+//!
+//! Cleanup finds what to undo from the machine itself (pools whose vdev lies in
+//! the work directory, mounts under it, containers in its LXC path), so it works
+//! the same at the end of a run, at the start of the next one and from
+//! `osctl-bench cleanup`.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use osctl_core::cmd::Cmd;
+
+/// Every zpool the benchmark creates has this prefix (plus the pid: unique).
+pub const ZPOOL_PREFIX: &str = "osctlbench";
+/// Size of the sparse files behind the zpool and the btrfs file system.
+const IMAGE_BYTES: u64 = 24 * 1024 * 1024 * 1024;
+
+pub fn check_interrupted() -> Result<()> {
+    osctl_core::interrupt::check().map_err(|e| anyhow!("{e}"))
+}
+
+/// Runs a command to completion and returns its stdout.
+pub fn run<I, S>(program: &str, args: I) -> Result<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    Ok(Cmd::new(program).args(args).run()?)
+}
+
+/// The layout of the work directory.
+#[derive(Debug, Clone)]
+pub struct Workdir {
+    pub root: PathBuf,
+}
+
+impl Workdir {
+    pub fn new(root: PathBuf) -> Result<Workdir> {
+        fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+        let root = root.canonicalize()?;
+        Ok(Workdir { root })
+    }
+    /// Generated trees, kept between runs.
+    pub fn data(&self) -> PathBuf {
+        self.root.join("data")
+    }
+    /// `OSCTL_ROOT` of the run.
+    pub fn state(&self) -> PathBuf {
+        self.root.join("state")
+    }
+    /// Archives and streams written by the timed commands.
+    pub fn out(&self) -> PathBuf {
+        self.root.join("out")
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+    pub fn dir_pool(&self) -> PathBuf {
+        self.root.join("dirpool")
+    }
+    /// Where raw tools unpack or receive on the dir backend.
+    pub fn scratch(&self) -> PathBuf {
+        self.root.join("scratch")
+    }
+    pub fn zfs(&self) -> PathBuf {
+        self.root.join("zfs")
+    }
+    pub fn btrfs(&self) -> PathBuf {
+        self.root.join("btrfs")
+    }
+    fn own_daemon_pidfile(&self) -> PathBuf {
+        self.root.join("zfs-fuse.pid")
+    }
+
+    /// Removes everything of an earlier run except the generated data.
+    pub fn reset(&self) -> Result<()> {
+        for dir in [
+            self.state(),
+            self.out(),
+            self.logs(),
+            self.dir_pool(),
+            self.scratch(),
+            self.zfs(),
+            self.btrfs(),
+        ] {
+            if dir.exists() {
+                fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+            }
+        }
+        for dir in [self.state(), self.out(), self.logs(), self.scratch()] {
+            fs::create_dir_all(&dir)?;
+        }
+        // LXC must be able to traverse the state directory.
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(self.state(), fs::Permissions::from_mode(0o755))?;
+        Ok(())
+    }
+}
+
+fn zfs_answers() -> bool {
+    Cmd::new("zfs").arg("list").run().is_ok()
+}
+
+/// The zfs-fuse daemon: a running one is reused (one per machine); otherwise
+/// the project's script starts it, or we start our own and stop it at the end.
+pub fn ensure_zfs_fuse(wd: &Workdir, repo: &Path) -> Result<()> {
+    if zfs_answers() {
+        return Ok(());
+    }
+    let script = repo.join("scripts/zfs-fuse-up.sh");
+    if script.is_file() {
+        Cmd::new(&script).run().context("scripts/zfs-fuse-up.sh")?;
+    } else {
+        if Cmd::new("zfs-fuse").arg("--help").run().is_err()
+            && !Path::new("/usr/sbin/zfs-fuse").exists()
+        {
+            bail!("zfs-fuse is not installed (apt-get install zfs-fuse)");
+        }
+        // Its own process group: a Ctrl-C at the terminal must not stop the
+        // daemon before the pools on it are destroyed. std::process directly:
+        // the command wrapper runs programs to completion, this one stays.
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new("zfs-fuse")
+            .args(["--no-daemon", "--no-kstat-mount", "-p"])
+            .arg(wd.own_daemon_pidfile())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .context("starting zfs-fuse")?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !zfs_answers() {
+        if Instant::now() > deadline {
+            bail!("zfs-fuse did not answer within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// A zpool on a sparse file in the work directory.
+pub struct Zpool {
+    pub name: String,
+    pub mountpoint: PathBuf,
+}
+
+impl Zpool {
+    pub fn create(wd: &Workdir) -> Result<Zpool> {
+        let dir = wd.zfs();
+        fs::create_dir_all(&dir)?;
+        let image = dir.join("pool.img");
+        sparse_file(&image)?;
+        let name = format!("{ZPOOL_PREFIX}{}", std::process::id());
+        let mountpoint = dir.join("mnt");
+        run(
+            "zpool",
+            [
+                OsStr::new("create"),
+                OsStr::new("-m"),
+                mountpoint.as_os_str(),
+                OsStr::new(&name),
+                image.as_os_str(),
+            ],
+        )
+        .with_context(|| format!("creating zpool {name}"))?;
+        // Reads of received datasets must not break later receives (atime).
+        run("zfs", ["set", "atime=off", &name])?;
+        Ok(Zpool { name, mountpoint })
+    }
+}
+
+/// A btrfs file system on a loop-mounted sparse file in the work directory.
+pub struct BtrfsMount {
+    pub mountpoint: PathBuf,
+}
+
+impl BtrfsMount {
+    pub fn create(wd: &Workdir) -> Result<BtrfsMount> {
+        let dir = wd.btrfs();
+        fs::create_dir_all(&dir)?;
+        let image = dir.join("fs.img");
+        sparse_file(&image)?;
+        run(
+            "mkfs.btrfs",
+            [OsStr::new("-q"), OsStr::new("-f"), image.as_os_str()],
+        )?;
+        let mountpoint = dir.join("mnt");
+        fs::create_dir_all(&mountpoint)?;
+        run(
+            "mount",
+            [
+                OsStr::new("-o"),
+                OsStr::new("loop"),
+                image.as_os_str(),
+                mountpoint.as_os_str(),
+            ],
+        )?;
+        Ok(BtrfsMount { mountpoint })
+    }
+}
+
+fn sparse_file(path: &Path) -> Result<()> {
+    let f = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    f.set_len(IMAGE_BYTES)?;
+    Ok(())
+}
+
+/// Undoes whatever a run left in the work directory: running containers,
+/// zpools, mounts, our own zfs-fuse daemon. Errors are reported, not fatal.
+pub fn cleanup(wd: &Workdir) {
+    stop_containers(&wd.state().join("lxc"));
+    for pool in our_zpools(wd) {
+        let mut destroyed = false;
+        for _ in 0..5 {
+            if run("zpool", ["destroy", "-f", &pool]).is_ok() {
+                destroyed = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        if !destroyed {
+            eprintln!("bench: cleanup: could not destroy zpool {pool}");
+        }
+    }
+    for mnt in mounts_under(&wd.root) {
+        if run("umount", [&mnt]).is_err()
+            && run("umount", [OsStr::new("-l"), mnt.as_os_str()]).is_err()
+        {
+            eprintln!("bench: cleanup: could not unmount {}", mnt.display());
+        }
+    }
+    stop_own_zfs_fuse(wd);
+    for image in [wd.zfs().join("pool.img"), wd.btrfs().join("fs.img")] {
+        let _ = fs::remove_file(image);
+    }
+}
+
+/// Stops (kills) every container of the run's LXC paths: `lxc/<pool>/<id>`.
+fn stop_containers(lxc: &Path) {
+    let Ok(pools) = fs::read_dir(lxc) else { return };
+    for pool in pools.flatten() {
+        let Ok(cts) = fs::read_dir(pool.path()) else {
+            continue;
+        };
+        for ct in cts.flatten() {
+            if !ct.path().join("config").exists() {
+                continue;
+            }
+            let id = ct.file_name();
+            let state = Cmd::new("lxc-info")
+                .arg("-n")
+                .arg(&id)
+                .arg("-P")
+                .arg(pool.path())
+                .args(["-s", "-H"])
+                .run();
+            if matches!(state, Ok(s) if s.trim() != "STOPPED") {
+                let _ = Cmd::new("lxc-stop")
+                    .arg("-k")
+                    .arg("-n")
+                    .arg(&id)
+                    .arg("-P")
+                    .arg(pool.path())
+                    .run();
+            }
+        }
+    }
+}
+
+/// Pools named with our prefix whose vdev file lies in this work directory.
+fn our_zpools(wd: &Workdir) -> Vec<String> {
+    let Ok(list) = run("zpool", ["list", "-H", "-o", "name"]) else {
+        return Vec::new();
+    };
+    let vdev = wd.zfs().join("pool.img");
+    list.lines()
+        .map(str::trim)
+        .filter(|name| name.starts_with(ZPOOL_PREFIX))
+        .filter(|name| {
+            run("zpool", ["status", name])
+                .map(|status| status.contains(&*vdev.to_string_lossy()))
+                .unwrap_or(false)
+        })
+        .map(String::from)
+        .collect()
+}
+
+/// Mount points at or under `root`, deepest first.
+fn mounts_under(root: &Path) -> Vec<PathBuf> {
+    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut found = mount_points_under(&text, root);
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found
+}
+
+/// Pure part of [`mounts_under`]: the mount points (field 5, octal escapes
+/// decoded) of mountinfo lines that lie at or under `root`.
+pub fn mount_points_under(mountinfo: &str, root: &Path) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|field| PathBuf::from(unescape_mountinfo(field)))
+        .filter(|p| p.starts_with(root))
+        .collect()
+}
+
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn stop_own_zfs_fuse(wd: &Workdir) {
+    let pidfile = wd.own_daemon_pidfile();
+    let Some(pid) = fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    // SAFETY: kill(2) with a pid we started and recorded ourselves.
+    let alive = |pid| unsafe { libc::kill(pid, 0) } == 0;
+    if alive(pid) {
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let _ = fs::remove_file(pidfile);
+}
+
+/// Drops the kernel's page, dentry and inode caches (root only).
+pub fn drop_caches() -> Result<()> {
+    sync_all();
+    fs::write("/proc/sys/vm/drop_caches", "3").context("writing /proc/sys/vm/drop_caches")
+}
+
+fn sync_all() {
+    // SAFETY: sync(2) has no arguments and cannot fail.
+    unsafe { libc::sync() };
+}
+
+/// Flushes the file system holding `path` to disk (syncfs(2)).
+pub fn syncfs(path: &Path) -> Result<()> {
+    let f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: a valid, open file descriptor.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("syncfs {}", path.display()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_mounts_under_the_work_directory() {
+        let mountinfo = "\
+22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+90 22 7:0 / /var/tmp/osctl-bench/btrfs/mnt rw,relatime shared:50 - btrfs /dev/loop0 rw
+91 22 0:50 / /var/tmp/osctl-bench/zfs/mnt\\040x rw - fuse zfs rw
+92 22 0:51 / /var/tmp/osctl-benchmark rw - tmpfs tmpfs rw
+";
+        let found = mount_points_under(mountinfo, Path::new("/var/tmp/osctl-bench"));
+        assert_eq!(
+            found,
+            vec![
+                PathBuf::from("/var/tmp/osctl-bench/btrfs/mnt"),
+                PathBuf::from("/var/tmp/osctl-bench/zfs/mnt x"),
+            ]
+        );
+    }
+}
