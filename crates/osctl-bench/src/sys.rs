@@ -114,7 +114,11 @@ pub fn ensure_zfs_fuse(wd: &Workdir, repo: &Path) -> Result<()> {
         return Ok(());
     }
     let script = repo.join("scripts/zfs-fuse-up.sh");
-    if script.is_file() {
+    if Cmd::new("pgrep").args(["-x", "zfs-fuse"]).run().is_ok() {
+        // A daemon exists but does not answer yet (starting): a second one
+        // would exit silently, so wait for this one.
+        eprintln!("bench: waiting for the running zfs-fuse daemon to answer");
+    } else if script.is_file() {
         Cmd::new(&script).run().context("scripts/zfs-fuse-up.sh")?;
     } else {
         if Cmd::new("zfs-fuse").arg("--help").run().is_err()
