@@ -3,6 +3,7 @@
 //! command-line layer over it.
 
 pub mod accounts;
+pub mod archive;
 pub mod cmd;
 pub mod containers;
 pub mod error;

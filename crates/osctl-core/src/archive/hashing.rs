@@ -1,0 +1,160 @@
+//! Hashing bytes that move without passing through our memory.
+//!
+//! When a stream is spliced between a pipe and the archive file, the kernel
+//! copies it and we never see the bytes. To still hash them, a thread reads the
+//! same region of the archive file with `pread` while the copy runs: the pages
+//! were just written (export) or are being read anyway (import), so they come
+//! from the page cache, and hashing overlaps the copy instead of following it.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+/// Chunk read per `pread`.
+const CHUNK: usize = 1 << 20;
+/// `end` while the region is still growing.
+const UNKNOWN_END: u64 = u64::MAX;
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+pub(crate) fn sha256_hex(hasher: &Sha256) -> String {
+    hex(&hasher.clone().finalize())
+}
+
+/// A thread hashing `[start, end)` of a file, where `end` may be set later
+/// (export: the region grows while a child's output is spliced in).
+pub(crate) struct RegionHasher {
+    end: Arc<AtomicU64>,
+    cancel: Arc<AtomicBool>,
+    thread: JoinHandle<io::Result<Sha256>>,
+}
+
+impl RegionHasher {
+    /// Starts hashing from `start`, continuing `hasher`. With `end: None` the
+    /// thread follows the file's growing length until [`RegionHasher::finish`]
+    /// tells it where the region ends.
+    pub(crate) fn spawn(
+        file: &File,
+        start: u64,
+        end: Option<u64>,
+        hasher: Sha256,
+    ) -> io::Result<Self> {
+        let file = file.try_clone()?;
+        let end = Arc::new(AtomicU64::new(end.unwrap_or(UNKNOWN_END)));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (end, cancel) = (end.clone(), cancel.clone());
+            std::thread::Builder::new()
+                .name("archive-hash".into())
+                .spawn(move || hash_region(&file, start, &end, &cancel, hasher))?
+        };
+        Ok(RegionHasher {
+            end,
+            cancel,
+            thread,
+        })
+    }
+
+    /// Sets the end of the region, waits until it is hashed, returns the hasher.
+    pub(crate) fn finish(self, end: u64) -> io::Result<Sha256> {
+        self.end.store(end, Ordering::Release);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the hashing thread panicked")))
+    }
+
+    /// Stops the thread without waiting for the rest of the region.
+    pub(crate) fn cancel(self) {
+        self.cancel.store(true, Ordering::Release);
+        let _ = self.thread.join();
+    }
+}
+
+fn hash_region(
+    file: &File,
+    start: u64,
+    end: &AtomicU64,
+    cancel: &AtomicBool,
+    mut hasher: Sha256,
+) -> io::Result<Sha256> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut at = start;
+    let mut available = start;
+    loop {
+        if cancel.load(Ordering::Acquire) {
+            return Err(io::Error::other("hashing cancelled"));
+        }
+        let known_end = end.load(Ordering::Acquire);
+        if known_end != UNKNOWN_END {
+            available = known_end;
+        } else if at >= available {
+            available = file.metadata()?.len();
+        }
+        if at >= available {
+            if known_end != UNKNOWN_END {
+                return Ok(hasher);
+            }
+            // Caught up with the copy: wait for more bytes.
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        }
+        let want = usize::try_from(available - at).map_or(CHUNK, |n| n.min(CHUNK));
+        let n = file.read_at(&mut buf[..want], at)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the file ends at {at} bytes, before the end of the region to hash"),
+            ));
+        }
+        hasher.update(&buf[..n]);
+        at += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn hex_digits() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+    }
+
+    #[test]
+    fn follows_a_growing_file() {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"header").unwrap();
+        let hasher = RegionHasher::spawn(&file, 6, None, Sha256::new()).unwrap();
+        let mut expected = Sha256::new();
+        for i in 0..50u32 {
+            let chunk = vec![i as u8; 100_000];
+            file.write_all(&chunk).unwrap();
+            expected.update(&chunk);
+        }
+        let got = hasher.finish(6 + 50 * 100_000).unwrap();
+        assert_eq!(sha256_hex(&got), sha256_hex(&expected));
+    }
+
+    #[test]
+    fn short_file_is_an_error() {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"abc").unwrap();
+        let hasher = RegionHasher::spawn(&file, 0, Some(10), Sha256::new()).unwrap();
+        assert!(hasher.finish(10).is_err());
+    }
+}

@@ -1,0 +1,403 @@
+//! A strict, sequential reader of the outer archive. It never seeks, so it
+//! reads from a pipe as well as from a file, and it never trusts the input:
+//! every header is validated, only files and directories are accepted, and
+//! truncated input is an error, never a panic or a hang.
+//!
+//! Each entry's data is hashed (SHA-256) as it is read. For an archive in a
+//! regular file, [`Entry::splice_to`] moves an entry into a pipe (a child's
+//! stdin) without a userspace copy and hashes it on a second thread that reads
+//! the same region with `pread`.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::fd::AsFd;
+
+use rustix::io::Errno;
+use rustix::pipe::SpliceFlags;
+
+use sha2::{Digest, Sha256};
+
+use super::hashing::{sha256_hex, RegionHasher};
+use super::header::{self, Block, EntryKind, BLOCK};
+use super::EntryDigest;
+use crate::error::{Error, Result};
+
+/// Chunk size of copies through userspace.
+const COPY_CHUNK: usize = 1 << 20;
+/// Bytes asked of one splice call.
+const SPLICE_CHUNK: usize = 1 << 30;
+/// Pipe capacity asked for when splicing into a pipe.
+const PIPE_SIZE: usize = 1 << 20;
+
+pub struct ArchiveReader<R: Read> {
+    input: R,
+    current: Option<Current>,
+    state: State,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Reading,
+    Ended,
+    /// A header was broken; nothing after it can be trusted.
+    Failed,
+}
+
+/// Data state of the entry last returned.
+struct Current {
+    name: String,
+    kind: EntryKind,
+    size: u64,
+    remaining: u64,
+    hasher: Sha256,
+}
+
+impl<R: Read> ArchiveReader<R> {
+    pub fn new(input: R) -> Self {
+        ArchiveReader {
+            input,
+            current: None,
+            state: State::Reading,
+        }
+    }
+
+    /// The next entry, `None` at the end of the archive. Data of the previous
+    /// entry that was not read is skipped. A root directory entry ("./") is
+    /// skipped too: it carries nothing.
+    pub fn next_entry(&mut self) -> Result<Option<Entry<'_, R>>> {
+        match self.state {
+            State::Ended => return Ok(None),
+            State::Failed => {
+                return Err(Error::Archive(
+                    "cannot read on after an error in the archive".into(),
+                ))
+            }
+            State::Reading => {}
+        }
+        match self.advance() {
+            Ok(true) => Ok(Some(Entry { reader: self })),
+            Ok(false) => {
+                self.state = State::Ended;
+                Ok(None)
+            }
+            Err(e) => {
+                self.state = State::Failed;
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives the input back (positioned after what was read).
+    pub fn into_inner(self) -> R {
+        self.input
+    }
+
+    /// Moves to the next entry's header; false at the end of the archive.
+    fn advance(&mut self) -> Result<bool> {
+        if let Some(current) = self.current.take() {
+            let padding = (BLOCK as u64 - current.size % BLOCK as u64) % BLOCK as u64;
+            self.skip(current.remaining + padding, &current.name)?;
+        }
+        loop {
+            let mut block: Block = [0; BLOCK];
+            if !self.read_block(&mut block, "a header")? {
+                return Ok(false);
+            }
+            if header::is_zero(&block) {
+                return self.check_end();
+            }
+            let decoded = header::decode(&block)?;
+            if decoded.name.is_empty() {
+                continue; // "./"
+            }
+            self.current = Some(Current {
+                name: decoded.name,
+                kind: decoded.kind,
+                size: decoded.size,
+                remaining: decoded.size,
+                hasher: Sha256::new(),
+            });
+            return Ok(true);
+        }
+    }
+
+    /// After a zero block: a second one (or the end of input) ends the archive.
+    fn check_end(&mut self) -> Result<bool> {
+        let mut block: Block = [0; BLOCK];
+        if self.read_block(&mut block, "the end-of-archive marker")? && !header::is_zero(&block) {
+            return Err(Error::Archive(
+                "archive is corrupt: a zero block in the middle of the archive".into(),
+            ));
+        }
+        Ok(false)
+    }
+
+    /// Reads one block; false on a clean end of input before its first byte.
+    fn read_block(&mut self, block: &mut Block, what: &str) -> Result<bool> {
+        let mut filled = 0;
+        while filled < BLOCK {
+            match self.input.read(&mut block[filled..]) {
+                Ok(0) if filled == 0 => return Ok(false),
+                Ok(0) => return Err(truncated(format!("{what} is cut off after {filled} bytes"))),
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("cannot read the archive", e)),
+            }
+        }
+        Ok(true)
+    }
+
+    fn skip(&mut self, mut count: u64, name: &str) -> Result<()> {
+        let mut buf = vec![0u8; COPY_CHUNK.min(count as usize)];
+        while count > 0 {
+            let want = buf.len().min(usize::try_from(count).unwrap_or(usize::MAX));
+            match self.input.read(&mut buf[..want]) {
+                Ok(0) => {
+                    return Err(truncated(format!(
+                        "entry '{name}' misses its last {count} bytes"
+                    )))
+                }
+                Ok(n) => count -= n as u64,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("cannot read the archive", e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn truncated(what: String) -> Error {
+    Error::Archive(format!("archive is truncated: {what}"))
+}
+
+/// Marks the read error of a truncated entry, so that it maps back to
+/// [`Error::Archive`] (see [`read_error`]).
+#[derive(Debug)]
+struct Truncated(String);
+
+impl std::fmt::Display for Truncated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Truncated {}
+
+/// Turns an error from reading an [`Entry`] into the library's error: a
+/// truncated archive is [`Error::Archive`], anything else an I/O error.
+pub fn read_error(err: io::Error) -> Error {
+    if let Some(t) = err.get_ref().and_then(|e| e.downcast_ref::<Truncated>()) {
+        return Error::Archive(t.0.clone());
+    }
+    Error::io("cannot read the archive", err)
+}
+
+/// Failure of [`Entry::copy_to`]: reading the archive or writing the output.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// The archive is broken or could not be read.
+    #[error(transparent)]
+    Source(Error),
+    /// The destination refused the data (e.g. a receiving child died): the
+    /// caller knows best how to explain it.
+    #[error("cannot write the archive entry out: {0}")]
+    Sink(io::Error),
+}
+
+impl From<CopyError> for Error {
+    fn from(e: CopyError) -> Self {
+        match e {
+            CopyError::Source(e) => e,
+            CopyError::Sink(e) => Error::io("cannot write the archive entry out", e),
+        }
+    }
+}
+
+/// One entry. Reading it yields the entry's data (and hashes it).
+pub struct Entry<'a, R: Read> {
+    reader: &'a mut ArchiveReader<R>,
+}
+
+impl<R: Read> Entry<'_, R> {
+    fn current(&self) -> &Current {
+        self.reader
+            .current
+            .as_ref()
+            .expect("an entry exists while borrowed")
+    }
+
+    fn current_mut(&mut self) -> &mut Current {
+        self.reader
+            .current
+            .as_mut()
+            .expect("an entry exists while borrowed")
+    }
+
+    /// Name without a leading "./" and, for directories, without the trailing "/".
+    pub fn name(&self) -> &str {
+        &self.current().name
+    }
+
+    pub fn kind(&self) -> EntryKind {
+        self.current().kind
+    }
+
+    /// Size of the data as the header says.
+    pub fn size(&self) -> u64 {
+        self.current().size
+    }
+
+    /// Bytes of data not read yet.
+    pub fn remaining(&self) -> u64 {
+        self.current().remaining
+    }
+
+    /// Size and SHA-256 of the data, once all of it was read.
+    pub fn digest(&self) -> Option<EntryDigest> {
+        let current = self.current();
+        (current.remaining == 0).then(|| EntryDigest {
+            name: current.name.clone(),
+            size: current.size,
+            sha256_hex: sha256_hex(&current.hasher),
+        })
+    }
+
+    /// Reads the whole (small) entry into memory, refusing entries larger than
+    /// `limit` bytes before reading any of them.
+    pub fn read_to_vec(&mut self, limit: u64) -> Result<Vec<u8>> {
+        if self.remaining() > limit {
+            return Err(Error::Archive(format!(
+                "archive entry '{}' is {} bytes, more than the {limit} allowed",
+                self.name(),
+                self.size()
+            )));
+        }
+        let mut out = Vec::with_capacity(self.remaining() as usize);
+        self.read_to_end(&mut out).map_err(read_error)?;
+        Ok(out)
+    }
+
+    /// Copies the rest of the data into `out` through a buffer, hashing it.
+    pub fn copy_to<W: io::Write + ?Sized>(&mut self, out: &mut W) -> Result<u64, CopyError> {
+        let mut buf = vec![0u8; COPY_CHUNK.min(self.remaining() as usize).max(1)];
+        let mut total = 0u64;
+        loop {
+            let n = match self.read(&mut buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(CopyError::Source(read_error(e))),
+            };
+            out.write_all(&buf[..n]).map_err(CopyError::Sink)?;
+            total += n as u64;
+        }
+    }
+}
+
+impl Entry<'_, File> {
+    /// Moves the rest of the data into `out` with `splice(2)`, without a
+    /// userspace copy, when the archive is a regular file and `out` a pipe
+    /// (pass a `ChildStdin` itself, not a wrapper). The data is hashed by a
+    /// thread reading the same region with `pread`, concurrently. Other
+    /// sinks, or an archive that is not a regular file, take
+    /// [`Entry::copy_to`]. The pipe's capacity is raised to 1 MiB if allowed.
+    ///
+    /// We call splice ourselves because `std::io::copy` never splices a file
+    /// into a pipe: it cannot know the file stays unchanged while the pipe
+    /// still references its pages. Our archive is not written during import.
+    pub fn splice_to<W: io::Write + AsFd>(&mut self, out: &mut W) -> Result<u64, CopyError> {
+        let regular = self.reader.input.metadata().is_ok_and(|m| m.is_file());
+        if !regular {
+            return self.copy_to(out);
+        }
+        let name = self.name().to_string();
+        let hash_error = |e: io::Error| {
+            CopyError::Source(Error::io(format!("cannot hash archive entry '{name}'"), e))
+        };
+        let start = self
+            .reader
+            .input
+            .stream_position()
+            .map_err(|e| CopyError::Source(Error::io("cannot read the archive", e)))?;
+        let end = start + self.remaining();
+        let hasher = RegionHasher::spawn(
+            &self.reader.input,
+            start,
+            Some(end),
+            self.current().hasher.clone(),
+        )
+        .map_err(hash_error)?;
+        // Best effort: a larger pipe means fewer, larger splices.
+        let _ = rustix::pipe::fcntl_setpipe_size(&*out, PIPE_SIZE);
+        let mut offset = start;
+        let spliced = loop {
+            if offset == end {
+                break Ok(());
+            }
+            let len = usize::try_from(end - offset)
+                .unwrap_or(usize::MAX)
+                .min(SPLICE_CHUNK);
+            let input = &self.reader.input;
+            match rustix::pipe::splice(
+                input,
+                Some(&mut offset),
+                &*out,
+                None,
+                len,
+                SpliceFlags::empty(),
+            ) {
+                Ok(0) => {
+                    break Err(CopyError::Source(truncated(format!(
+                        "entry '{name}' misses its last {} bytes",
+                        end - offset
+                    ))))
+                }
+                Ok(_) => {}
+                Err(Errno::INTR) => {}
+                Err(Errno::INVAL) if offset == start => {
+                    // Not a pipe: the buffered path works for any sink.
+                    hasher.cancel();
+                    return self.copy_to(out);
+                }
+                Err(e) => break Err(CopyError::Sink(e.into())),
+            }
+        };
+        // splice with an offset leaves the file position alone.
+        let moved = self.reader.input.seek(SeekFrom::Start(offset));
+        self.current_mut().remaining = end - offset;
+        if let Err(e) = spliced {
+            hasher.cancel();
+            return Err(e);
+        }
+        moved.map_err(|e| CopyError::Source(Error::io("cannot read the archive", e)))?;
+        self.current_mut().hasher = hasher.finish(end).map_err(hash_error)?;
+        Ok(end - start)
+    }
+}
+
+impl<R: Read> Read for Entry<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let remaining = self.remaining();
+        if remaining == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let n = self.reader.input.read(&mut buf[..want])?;
+        if n == 0 {
+            let t = Truncated(format!(
+                "archive is truncated: entry '{}' misses its last {remaining} bytes",
+                self.name()
+            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, t));
+        }
+        let current = self.current_mut();
+        current.hasher.update(&buf[..n]);
+        current.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests;
