@@ -122,6 +122,8 @@ struct Runner<'a> {
     bench: Bench,
     has_export: bool,
     has_import: bool,
+    /// The gzip encoder's own row is measured once per run.
+    encoder_measured: bool,
     report: Report,
 }
 
@@ -143,6 +145,7 @@ pub fn run(cfg: &Config) -> Result<Report> {
         },
         has_export,
         has_import,
+        encoder_measured: false,
         report: Report::default(),
     };
     if !has_export || !has_import {
@@ -653,6 +656,11 @@ impl Runner<'_> {
             Verdict::Info,
         );
 
+        if !self.encoder_measured {
+            self.encoder_row(&raw_off_file, bytes)?;
+            self.encoder_measured = true;
+        }
+
         // import
         let raw_import = self.raw_load(b, &describe_load(b.kind, None), None, &raw_off_file);
         let mut contenders = vec![raw_import];
@@ -710,6 +718,71 @@ impl Runner<'_> {
                 .run(Some(&b.pool), ["ct", "del", "--force", IMPORTED_CT])?;
         }
         Ok((export_rss, import_rss))
+    }
+
+    /// osctl's gzip encoder alone (`osctl-bench gzip`, the library's parallel
+    /// single-member encoder) against gzip -6 and pigz -6 on the same raw dump:
+    /// tells the encoder's share of the export gzip rows from the rest.
+    fn encoder_row(&mut self, input: &Path, bytes: u64) -> Result<()> {
+        let out = self.cfg.workdir.out();
+        let me = std::env::current_exe()?;
+        let contender = |name: &str, argv: Vec<OsString>, file: PathBuf| Contender {
+            name: name.to_string(),
+            reset: vec![Step::cmd(os(&[&"rm", &"-f", &file]))],
+            timed: vec![Step::cmd(argv).stdin(input).stdout(&file)],
+            sync: out.clone(),
+            output: Some(file),
+        };
+        let contenders = [
+            contender(
+                "osctl gzip encoder",
+                os(&[&me, &"gzip"]),
+                out.join("encoder-osctl.gz"),
+            ),
+            contender(
+                "gzip -6",
+                os(&[&"gzip", &"-6"]),
+                out.join("encoder-gzip.gz"),
+            ),
+            contender(
+                "pigz -6",
+                os(&[&"pigz", &"-6"]),
+                out.join("encoder-pigz.gz"),
+            ),
+        ];
+        let stats = self.bench.compare("encoder", &contenders)?;
+        let what = |tool: &str| {
+            format!("gzip encoder alone (`osctl-bench gzip`) vs `{tool} < dump > file`")
+        };
+        self.report.throughput(
+            "any",
+            what("gzip -6"),
+            bytes,
+            Some(&stats[0]),
+            &stats[1],
+            GZIP_SPEEDUP,
+        );
+        self.report.throughput(
+            "any",
+            what("pigz -6"),
+            bytes,
+            Some(&stats[0]),
+            &stats[2],
+            SAME_SPEED,
+        );
+        self.report.size(
+            "any",
+            "gzip encoder alone: size vs `gzip -6`".into(),
+            stats[0].output_bytes,
+            stats[1].output_bytes,
+            GZIP_SIZE,
+        );
+        for c in &contenders {
+            if let Some(f) = &c.output {
+                let _ = fs::remove_file(f);
+            }
+        }
+        Ok(())
     }
 
     /// Peak RSS of our export (off, gzip) and import on the small container: one run each.
