@@ -80,6 +80,16 @@ pub struct ExtractStats {
 /// `archive entry './etc/x': <cause>`; hostile content is `Error::Archive`.
 /// What was extracted before an error stays: the caller discards the root.
 pub fn extract(input: &mut dyn Read, root: &Path, opts: &ExtractOptions) -> Result<ExtractStats> {
+    extract_with(input, root, opts, Resolver::detect())
+}
+
+/// `extract` with a chosen path resolver (tests force the fallback).
+pub(crate) fn extract_with(
+    input: &mut dyn Read,
+    root: &Path,
+    opts: &ExtractOptions,
+    resolver: Resolver,
+) -> Result<ExtractStats> {
     let root_fd = fs::open(
         root,
         OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
@@ -89,7 +99,7 @@ pub fn extract(input: &mut dyn Read, root: &Path, opts: &ExtractOptions) -> Resu
     .ctx(|| format!("cannot open extraction root {}", root.display()))?;
     let mut ex = Extractor {
         root: root_fd,
-        resolver: Resolver::detect(),
+        resolver,
         opts,
         stats: ExtractStats::default(),
         cached_parent: None,

@@ -894,10 +894,15 @@ struct Arena {
     _t: tempfile::TempDir,
     base: PathBuf,
     root: PathBuf,
+    resolver: safefs::Resolver,
 }
 
 impl Arena {
     fn new() -> Self {
+        Self::with_resolver(safefs::Resolver::detect())
+    }
+
+    fn with_resolver(resolver: safefs::Resolver) -> Self {
         let t = tempfile::tempdir().unwrap();
         let base = t.path().to_path_buf();
         fs::create_dir(base.join("root")).unwrap();
@@ -907,12 +912,13 @@ impl Arena {
             root: base.join("root"),
             base,
             _t: t,
+            resolver,
         }
     }
 
     fn extract(&self, stream: &[u8], opts: &ExtractOptions) -> crate::error::Result<ExtractStats> {
         let mut input = stream;
-        extract(&mut input, &self.root, opts)
+        extract::extract_with(&mut input, &self.root, opts, self.resolver)
     }
 
     /// Nothing outside the root was written.
@@ -982,7 +988,13 @@ fn traversal_by_name_is_refused() {
 #[test]
 fn traversal_through_symlinks_is_refused() {
     need_root!();
-    let a = Arena::new();
+    // Both ways of resolving paths: openat2 and the per-component fallback.
+    for resolver in [safefs::Resolver::detect(), safefs::Resolver::PerComponent] {
+        symlink_traversal_cases(Arena::with_resolver(resolver));
+    }
+}
+
+fn symlink_traversal_cases(a: Arena) {
     let d = ExtractOptions::default();
     let up = Raw::new()
         .header(b"link", b'2', 0, b"/", 0)
@@ -1221,6 +1233,53 @@ fn replacing_entries_never_follows_what_was_there() {
     assert_eq!(fs::read(a.root.join("f")).unwrap(), b"mine");
     assert!(a.root.join("dir").symlink_metadata().unwrap().is_dir());
     a.check_outside();
+}
+
+#[test]
+fn a_file_system_without_xattrs_gives_warnings_not_failures() {
+    need_root!();
+    let t = tempfile::tempdir().unwrap();
+    let mnt = t.path().join("ramfs");
+    fs::create_dir(&mnt).unwrap();
+    // ramfs has no extended attributes at all, like zfs-fuse.
+    if let Err(e) = rustix::mount::mount(
+        "ramfs",
+        &mnt,
+        "ramfs",
+        rustix::mount::MountFlags::empty(),
+        None::<&std::ffi::CStr>,
+    ) {
+        eprintln!("skipped: cannot mount a ramfs ({e})");
+        return;
+    }
+    let cap = capability_value();
+    let stream = Raw::new()
+        .pax(&[(b"SCHILY.xattr.user.x", b"1")])
+        .header(b"d/", b'5', 0, b"", 0)
+        .pax(&[(b"SCHILY.xattr.security.capability", &cap)])
+        .file(b"d/ping", b"\x7fELF")
+        .pax(&[(b"SCHILY.xattr.system.nfs4_acl", b"?")])
+        .file(b"d/odd", b"")
+        .end();
+    let mut input = stream.as_slice();
+    let result = extract(&mut input, &mnt, &ExtractOptions::default());
+    let ping = fs::read(mnt.join("d/ping"));
+    rustix::mount::unmount(&mnt, rustix::mount::UnmountFlags::empty()).unwrap();
+    let stats = result.unwrap();
+    assert_eq!(ping.unwrap(), b"\x7fELF");
+    assert_eq!(
+        (
+            stats.xattrs_unsupported,
+            stats.capabilities_lost,
+            stats.xattrs_skipped
+        ),
+        (2, 1, 1)
+    );
+    let notes = stats.notes.lines().join("\n");
+    assert!(
+        notes.contains("./d/ping: file capabilities lost"),
+        "{notes}"
+    );
 }
 
 // ---------------------------------------------------------------- fuzzing
