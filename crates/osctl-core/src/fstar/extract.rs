@@ -9,7 +9,7 @@
 //! with *at calls relative to those parents. Owners are checked against the
 //! container's id range, device nodes need the caller's permission.
 
-use std::ffi::CString;
+use std::ffi::CStr;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
@@ -197,8 +197,9 @@ fn times(t: Timestamp) -> Timestamps {
 /// Where extended attributes go.
 enum XattrTarget<'a> {
     Fd(BorrowedFd<'a>),
-    /// A symlink or a node: by /proc path of its pinned parent, not following.
-    Child(BorrowedFd<'a>, &'a [u8]),
+    /// A symlink or a node: its /proc path through its pinned parent,
+    /// whose last component the l*xattr calls do not follow.
+    Path(&'a CStr),
 }
 
 const CAPABILITY: &[u8] = b"security.capability";
@@ -621,7 +622,11 @@ impl Extractor<'_> {
             safefs::chmod_nofollow(parent, name, e.mode)
                 .ctx(|| format!("cannot change mode of {shown}"))?;
         }
-        self.set_xattrs(XattrTarget::Child(parent, name), rel, &e.xattrs)?;
+        if !e.xattrs.is_empty() {
+            let path = safefs::proc_child_path(parent, name)
+                .ctx(|| format!("cannot name {shown} for its extended attributes"))?;
+            self.set_xattrs(XattrTarget::Path(&path), rel, &e.xattrs)?;
+        }
         fs::utimensat(parent, name, &times(e.mtime), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(errno)
             .ctx(|| format!("cannot set times of {shown}"))
@@ -634,7 +639,6 @@ impl Extractor<'_> {
         xattrs: &[(Vec<u8>, Vec<u8>)],
     ) -> Result<()> {
         let mut unsupported = false;
-        let mut path: Option<CString> = None;
         for (name, value) in xattrs {
             if !xattr_restored(name) {
                 self.stats.xattrs_skipped += 1;
@@ -658,12 +662,8 @@ impl Extractor<'_> {
                 XattrTarget::Fd(fd) => {
                     fs::fsetxattr(fd, name.as_slice(), value, XattrFlags::empty())
                 }
-                XattrTarget::Child(parent, child) => {
-                    if path.is_none() {
-                        path = Some(safefs::proc_child_path(*parent, child).ctx(|| "bad path")?);
-                    }
-                    let p = path.as_deref().expect("set just above");
-                    fs::lsetxattr(p, name.as_slice(), value, XattrFlags::empty())
+                XattrTarget::Path(path) => {
+                    fs::lsetxattr(*path, name.as_slice(), value, XattrFlags::empty())
                 }
             };
             match set {

@@ -189,6 +189,9 @@ fn build_everything(root: &Path) {
     )
     .unwrap();
     rfs::setxattr(root.join("dir"), "user.dir", b"d", XattrFlags::empty()).unwrap();
+    // Symlinks and nodes take trusted.* attributes only (set without following).
+    rfs::lsetxattr(root.join("rel"), "trusted.sym", b"s", XattrFlags::empty()).unwrap();
+    rfs::lsetxattr(root.join("fifo"), "trusted.node", b"n", XattrFlags::empty()).unwrap();
     w("cap", b"\x7fELF");
     chmod(root.join("cap"), 0o755);
     rfs::setxattr(
