@@ -7,6 +7,7 @@ pub mod archive;
 pub mod cmd;
 pub mod containers;
 pub mod error;
+pub mod fstar;
 pub mod fsutil;
 pub mod host;
 pub mod idmap;
