@@ -25,25 +25,45 @@ use super::{limits, show_bytes, show_path, Notes, Timestamp, IO_BUFFER};
 use crate::error::{Context, Error, Result};
 
 /// What an extraction may create.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ExtractOptions {
     /// Refuse owners (uid or gid, also in POSIX ACLs) at or above this: ids
     /// the container's map does not cover. None: any id.
     pub max_id: Option<u32>,
-    /// Create character and block device nodes; when false an entry for one
-    /// fails the extraction ("device node ... refused"). Fifos are always
-    /// allowed.
-    pub allow_devices: bool,
+    /// Which character and block device nodes may be created; an entry for
+    /// another one fails the extraction ("device node ... refused"). Fifos
+    /// are always allowed.
+    pub devices: DevicePolicy,
     /// Apply `.wh.<name>` and `.wh..wh..opq` entries as OCI whiteouts (they
     /// delete, and are not created). When false they are ordinary files.
     pub whiteouts: bool,
+}
+
+/// Device nodes an extraction may create.
+#[derive(Debug, Clone, Copy)]
+pub enum DevicePolicy {
+    Refuse,
+    /// Those for which the function, given the kind ('c' or 'b'), major and
+    /// minor number, says yes.
+    Only(fn(char, u32, u32) -> bool),
+    All,
+}
+
+impl DevicePolicy {
+    fn allows(self, kind: char, major: u32, minor: u32) -> bool {
+        match self {
+            DevicePolicy::Refuse => false,
+            DevicePolicy::Only(allowed) => allowed(kind, major, minor),
+            DevicePolicy::All => true,
+        }
+    }
 }
 
 impl Default for ExtractOptions {
     fn default() -> Self {
         ExtractOptions {
             max_id: None,
-            allow_devices: false,
+            devices: DevicePolicy::Refuse,
             whiteouts: true,
         }
     }
@@ -567,12 +587,12 @@ impl Extractor<'_> {
             _ => FileType::Fifo,
         };
         let device = file_type != FileType::Fifo;
-        if device && !self.opts.allow_devices {
-            let what = if e.kind == InKind::Char {
-                "character"
-            } else {
-                "block"
-            };
+        let (letter, what) = if e.kind == InKind::Char {
+            ('c', "character")
+        } else {
+            ('b', "block")
+        };
+        if device && !self.opts.devices.allows(letter, e.dev.0, e.dev.1) {
             return Err(refused(format!(
                 "device node {} ({what} {}:{}) refused",
                 show_path(&rel),

@@ -26,7 +26,7 @@ mod write;
 mod tests;
 
 pub use dump::{dump_changes, dump_full, DumpSource, DumpStats};
-pub use extract::{extract, ExtractOptions, ExtractStats};
+pub use extract::{extract, DevicePolicy, ExtractOptions, ExtractStats};
 pub use manifest::Manifest;
 
 /// Bounds that keep a hostile stream from exhausting memory.

@@ -422,7 +422,7 @@ fn extract_vec(
 
 fn trusting() -> ExtractOptions {
     ExtractOptions {
-        allow_devices: true,
+        devices: super::DevicePolicy::All,
         ..Default::default()
     }
 }
