@@ -9,6 +9,7 @@ packages=(
   zfs-fuse btrfs-progs        # storage backends
   e2fsprogs util-linux        # loop-mounted test file systems
   tar gzip pigz zstd          # reference tools the tests and benchmark compare with
+  ruby                        # reads our archives as the original osctl does (compat tests)
   time debootstrap            # benchmark: peak RSS, a real rootfs
   build-essential pkg-config ca-certificates curl
 )

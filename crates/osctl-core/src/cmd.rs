@@ -296,7 +296,14 @@ impl ChildReader {
         let mut total = 0u64;
         loop {
             check()?;
-            match rustix::pipe::splice(&self.stdout, None, &*out, None, CHUNK, rustix::pipe::SpliceFlags::MOVE) {
+            match rustix::pipe::splice(
+                &self.stdout,
+                None,
+                &*out,
+                None,
+                CHUNK,
+                rustix::pipe::SpliceFlags::MOVE,
+            ) {
                 Ok(0) => break,
                 Ok(n) => total += n as u64,
                 Err(rustix::io::Errno::INTR) => continue,
@@ -466,13 +473,21 @@ mod tests {
     fn splice_copies_everything_and_checks_exit() {
         let dir = tempfile::tempdir().unwrap();
         let mut out = File::create(dir.path().join("out")).unwrap();
-        let mut r = Cmd::new("head").args(["-c", "10000000", "/dev/zero"]).spawn_reader().unwrap();
+        let mut r = Cmd::new("head")
+            .args(["-c", "10000000", "/dev/zero"])
+            .spawn_reader()
+            .unwrap();
         assert_eq!(r.splice_to_file(&mut out, || Ok(())).unwrap(), 10_000_000);
         assert_eq!(out.metadata().unwrap().len(), 10_000_000);
-        let mut r = Cmd::new("sh").args(["-c", "echo x; exit 2"]).spawn_reader().unwrap();
+        let mut r = Cmd::new("sh")
+            .args(["-c", "echo x; exit 2"])
+            .spawn_reader()
+            .unwrap();
         assert!(r.splice_to_file(&mut out, || Ok(())).is_err());
         let mut r = Cmd::new("sleep").arg("10").spawn_reader().unwrap();
-        let stop = r.splice_to_file(&mut out, || Err(io::Error::other("stop"))).unwrap_err();
+        let stop = r
+            .splice_to_file(&mut out, || Err(io::Error::other("stop")))
+            .unwrap_err();
         assert_eq!(stop.to_string(), "stop");
     }
 

@@ -26,6 +26,14 @@ const DEFAULT_DEVICES: &[(char, u32, Option<u32>)] = &[
     ('c', 10, Some(229)),
 ];
 
+/// True for a device node an untrusted archive may create in a root file
+/// system: the defaults above (what debootstrap puts in /dev, for one).
+pub fn is_default_device_node(kind: char, major: u32, minor: u32) -> bool {
+    DEFAULT_DEVICES
+        .iter()
+        .any(|&(k, maj, min)| k == kind && maj == major && min.is_none_or(|m| m == minor))
+}
+
 fn number(v: Option<&Value>) -> Option<u32> {
     match v? {
         Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),

@@ -9,10 +9,14 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 
 use osctl_core::accounts::{self, MapRequest};
+use osctl_core::archive::compress::Compression;
 use osctl_core::containers::{self, NewContainer, RootfsSource};
+use osctl_core::export::{self, CompressionChoice, ExportOptions, FormatChoice};
 use osctl_core::host::{Host, PoolEntry};
 use osctl_core::idmap::IdMap;
+use osctl_core::import::{self, ImportOptions};
 use osctl_core::pool::Pool;
+use osctl_core::progress::Progress;
 use osctl_core::recovery;
 use osctl_core::storage::Backend;
 
@@ -167,6 +171,45 @@ enum CtCmd {
     /// Change a setting
     #[command(subcommand)]
     Set(SetCmd),
+    /// Write the container (configs and root file system) into one archive
+    Export {
+        /// Stop a running container briefly so the archive holds a consistent state (default)
+        #[arg(long, overrides_with = "no_consistent")]
+        consistent: bool,
+        /// Never stop the container: the archive is as after a power loss
+        #[arg(long)]
+        no_consistent: bool,
+        /// auto: compressed by the storage where it can, else gzip
+        #[arg(long, default_value = "auto", value_parser = ["auto", "off", "gzip", "zstd"])]
+        compression: String,
+        /// native: the pool's own streams (zfs, btrfs; tar on dir pools); tar: portable
+        #[arg(long, default_value = "native", value_parser = ["native", "tar"])]
+        format: String,
+        /// Overwrite FILE if it exists
+        #[arg(long)]
+        force: bool,
+        /// Seconds a consistent export waits for the container to stop
+        #[arg(long, default_value_t = 60)]
+        stop_timeout: u64,
+        id: String,
+        file: PathBuf,
+    },
+    /// Create a container from an archive
+    Import {
+        #[arg(long)]
+        as_id: Option<String>,
+        /// An existing user instead of the archive's
+        #[arg(long)]
+        as_user: Option<String>,
+        /// An existing group instead of the archive's
+        #[arg(long)]
+        as_group: Option<String>,
+        /// Apply settings that reach outside the container (host-root maps,
+        /// raw LXC lines, host mounts, devices, hooks)
+        #[arg(long)]
+        trusted: bool,
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -183,7 +226,6 @@ struct Ctx {
     host: Host,
     pool_name: Option<String>,
     json: bool,
-    #[allow(dead_code)]
     quiet: bool,
 }
 
@@ -476,6 +518,52 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
         CtCmd::Del { force, id } => containers::delete(&pool, &id, force)?,
         CtCmd::Set(SetCmd::Privileged { id, value }) => {
             containers::set_privileged(&pool, &id, value == "on")?
+        }
+        CtCmd::Export {
+            consistent: _,
+            no_consistent,
+            compression,
+            format,
+            force,
+            stop_timeout,
+            id,
+            file,
+        } => {
+            let opts = ExportOptions {
+                consistent: !no_consistent,
+                compression: match compression.as_str() {
+                    "auto" => CompressionChoice::Auto,
+                    other => CompressionChoice::Fixed(Compression::parse(other)?),
+                },
+                format: if format == "tar" {
+                    FormatChoice::Tar
+                } else {
+                    FormatChoice::Native
+                },
+                force,
+                progress: Progress::new(!ctx.quiet),
+                stop_timeout: Duration::from_secs(stop_timeout),
+            };
+            export::export(&pool, &id, &file, &opts)?;
+        }
+        CtCmd::Import {
+            as_id,
+            as_user,
+            as_group,
+            trusted,
+            file,
+        } => {
+            let opts = ImportOptions {
+                as_id,
+                as_user,
+                as_group,
+                trusted,
+                progress: Some(Progress::new(!ctx.quiet)),
+            };
+            let id = import::import(&pool, &file, &opts)?;
+            if !ctx.quiet {
+                eprintln!("imported container '{id}'");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -40,7 +40,9 @@ pub(crate) fn sha256_hex(hasher: &Sha256) -> String {
 pub(crate) struct RegionHasher {
     end: Arc<AtomicU64>,
     cancel: Arc<AtomicBool>,
-    thread: JoinHandle<io::Result<Sha256>>,
+    /// Taken by `finish` and `cancel`; still there on drop (a panic or an
+    /// early return in the copy), when the thread is told to stop.
+    thread: Option<JoinHandle<io::Result<Sha256>>>,
 }
 
 impl RegionHasher {
@@ -65,22 +67,35 @@ impl RegionHasher {
         Ok(RegionHasher {
             end,
             cancel,
-            thread,
+            thread: Some(thread),
         })
     }
 
     /// Sets the end of the region, waits until it is hashed, returns the hasher.
-    pub(crate) fn finish(self, end: u64) -> io::Result<Sha256> {
+    pub(crate) fn finish(mut self, end: u64) -> io::Result<Sha256> {
         self.end.store(end, Ordering::Release);
-        self.thread
+        let thread = self
+            .thread
+            .take()
+            .ok_or_else(|| io::Error::other("hashing already finished"))?;
+        thread
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the hashing thread panicked")))
     }
 
     /// Stops the thread without waiting for the rest of the region.
-    pub(crate) fn cancel(self) {
+    pub(crate) fn cancel(mut self) {
         self.cancel.store(true, Ordering::Release);
-        let _ = self.thread.join();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for RegionHasher {
+    fn drop(&mut self) {
+        // Without this a thread following a growing file would poll forever.
+        self.cancel.store(true, Ordering::Release);
     }
 }
 
@@ -148,6 +163,15 @@ mod tests {
         }
         let got = hasher.finish(6 + 50 * 100_000).unwrap();
         assert_eq!(sha256_hex(&got), sha256_hex(&expected));
+    }
+
+    #[test]
+    fn dropping_stops_the_thread() {
+        let file = tempfile::tempfile().unwrap();
+        let hasher = RegionHasher::spawn(&file, 0, None, Sha256::new()).unwrap();
+        let cancel = hasher.cancel.clone();
+        drop(hasher);
+        assert!(cancel.load(Ordering::Acquire));
     }
 
     #[test]

@@ -50,6 +50,8 @@ struct Current {
     size: u64,
     remaining: u64,
     hasher: Sha256,
+    /// Data moved without being hashed (a failed splice): no digest.
+    unhashed: bool,
 }
 
 impl<R: Read> ArchiveReader<R> {
@@ -116,6 +118,7 @@ impl<R: Read> ArchiveReader<R> {
                 size: decoded.size,
                 remaining: decoded.size,
                 hasher: Sha256::new(),
+                unhashed: false,
             });
             return Ok(true);
         }
@@ -255,7 +258,7 @@ impl<R: Read> Entry<'_, R> {
     /// Size and SHA-256 of the data, once all of it was read.
     pub fn digest(&self) -> Option<EntryDigest> {
         let current = self.current();
-        (current.remaining == 0).then(|| EntryDigest {
+        (current.remaining == 0 && !current.unhashed).then(|| EntryDigest {
             name: current.name.clone(),
             size: current.size,
             sha256_hex: sha256_hex(&current.hasher),
@@ -364,8 +367,10 @@ impl Entry<'_, File> {
         };
         // splice with an offset leaves the file position alone.
         let moved = self.reader.input.seek(SeekFrom::Start(offset));
-        self.current_mut().remaining = end - offset;
+        let current = self.current_mut();
+        current.remaining = end - offset;
         if let Err(e) = spliced {
+            current.unhashed = offset > start;
             hasher.cancel();
             return Err(e);
         }

@@ -95,3 +95,14 @@ pub(crate) fn run_text(program: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> S
 pub(crate) fn path_arg(p: &Path) -> &std::ffi::OsStr {
     p.as_os_str()
 }
+
+/// Whether Ruby is installed: the original osctl reads and writes archives
+/// with Ruby's `Gem::Package::TarReader`/`TarWriter` and `Zlib::GzipReader`,
+/// so the compatibility tests run them. Prints why a test is skipped.
+pub(crate) fn have_ruby(test: &str) -> bool {
+    let found = Cmd::new("ruby").arg("--version").run().is_ok();
+    if !found {
+        eprintln!("skipping {test}: ruby is not installed (Debian package `ruby`)");
+    }
+    found
+}

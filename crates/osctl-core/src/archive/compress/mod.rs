@@ -71,6 +71,13 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// Largest zstd window we decode (32 MiB): a hostile stream cannot make an
+/// import allocate more. Our encoder uses 2 MiB, `zstd -19` 8 MiB.
+const ZSTD_MAX_WINDOW_LOG: u32 = 25;
+
+/// Input bytes per zstd worker job.
+const ZSTD_JOB_SIZE: u32 = 2 << 20;
+
 #[derive(Debug, Clone)]
 pub struct CompressOptions {
     pub threads: usize,
@@ -118,6 +125,10 @@ impl<W: Write> Encoder<W> {
                 let threads = u32::try_from(options.threads).unwrap_or(1);
                 if threads > 1 {
                     zstd.multithread(threads)?;
+                    // Default jobs are 4x the window and several are kept in
+                    // flight (~60 MiB with 2 workers); smaller jobs keep the
+                    // whole export within its memory budget.
+                    zstd.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
                 }
                 // Lets `zstd -t` and our reader detect corruption.
                 zstd.include_checksum(true)?;
@@ -163,7 +174,8 @@ impl<W: Write> Write for Encoder<W> {
 }
 
 /// The decompressed view of a stream. Gzip input may hold several members
-/// (pigz and other tools write them), all are read.
+/// (pigz and other tools write them), all are read. zstd frames needing a
+/// window over 32 MiB (`zstd --long`) are refused.
 pub fn decompressor<'a, R: Read + Send + 'a>(
     compression: Compression,
     input: R,
@@ -171,7 +183,11 @@ pub fn decompressor<'a, R: Read + Send + 'a>(
     Ok(match compression {
         Compression::Off => Box::new(input),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(input)?),
+        Compression::Zstd => {
+            let mut decoder = zstd::stream::read::Decoder::new(input)?;
+            decoder.window_log_max(ZSTD_MAX_WINDOW_LOG)?;
+            Box::new(decoder)
+        }
     })
 }
 

@@ -241,14 +241,19 @@ fn gzip_throughput() {
         single.finish().unwrap().len() as u64
     });
     println!("flate2 single-threaded level 6: {single_rate:.1} MB/s, {single_size} bytes");
-    for (level, block) in [(6, 128 << 10), (6, 1 << 20), (7, 128 << 10), (8, 128 << 10)] {
-        let options = CompressOptions {
-            gzip_block_size: block,
-            gzip_level: level,
-            ..CompressOptions::default()
-        };
-        let (rate, size) = time(&mut || compress(Compression::Gzip, &data, &options).len() as u64);
-        println!(
+    let levels = std::env::var("GZ_LEVELS").unwrap_or_else(|_| "6".into());
+    let threads = [1, CompressOptions::default().threads];
+    for level in levels.split(',').map(|l| l.parse::<u32>().unwrap()) {
+        for (threads, block) in threads.iter().flat_map(|&t| [(t, 128 << 10), (t, 1 << 20)]) {
+            let options = CompressOptions {
+                threads,
+                gzip_block_size: block,
+                gzip_level: level,
+                ..CompressOptions::default()
+            };
+            let (rate, size) =
+                time(&mut || compress(Compression::Gzip, &data, &options).len() as u64);
+            println!(
             "ours, level {level}, {} threads, {} KiB blocks: {rate:.1} MB/s ({:.2}x gzip, {:.2}x pigz), {size} bytes ({:.4}x gzip)",
             options.threads,
             block >> 10,
@@ -256,5 +261,21 @@ fn gzip_throughput() {
             rate / pigz_rate,
             size as f64 / gzip_size as f64
         );
+        }
     }
+}
+
+#[test]
+fn zstd_frames_with_huge_windows_are_refused() {
+    let data = sample_data(1 << 20, 8);
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+    enc.window_log(27).unwrap();
+    enc.long_distance_matching(true).unwrap();
+    enc.write_all(&data).unwrap();
+    let z = enc.finish().unwrap();
+    let mut out = Vec::new();
+    let result = decompressor(Compression::Zstd, z.as_slice())
+        .unwrap()
+        .read_to_end(&mut out);
+    assert!(result.is_err(), "a 128 MiB window was accepted");
 }

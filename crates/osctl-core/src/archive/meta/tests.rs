@@ -45,13 +45,19 @@ fn metadata_round_trips_in_the_original_key_order() {
 
 #[test]
 fn metadata_as_ruby_writes_it() {
-    // YAML.dump of the original's hash; a numeric-looking name is quoted.
-    let text = "---\ntype: full\nformat: zfs\nuser: '1000'\ngroup: \"/default\"\ncontainer: myct\ndatasets:\n- var\n- var/log\nexported_at: 1700000000\n";
+    // Ruby 3.1's YAML.dump of the original's hash, verbatim: numeric-looking
+    // names quoted, nil as an empty value.
+    let text = "---\ntype: full\nformat: zfs\nuser: '1000'\ngroup: \"/default\"\ncontainer:\ndatasets: []\nexported_at: 1700000000\n";
     let meta = Metadata::parse(text.as_bytes()).unwrap();
     assert_eq!(meta.user.as_deref(), Some("1000"));
-    assert_eq!(meta.container.as_deref(), Some("myct"));
-    assert_eq!(meta.datasets, ["var", "var/log"]);
+    assert_eq!(meta.group.as_deref(), Some("/default"));
+    assert_eq!(meta.container, None);
+    assert!(meta.datasets.is_empty());
     assert_eq!(meta.exported_at, 1_700_000_000);
+    let with_datasets = "---\ntype: full\nformat: zfs\nuser: u\ngroup: g\ncontainer: myct\ndatasets:\n- var\n- var/log\nexported_at: 1\n";
+    let meta = Metadata::parse(with_datasets.as_bytes()).unwrap();
+    assert_eq!(meta.datasets, ["var", "var/log"]);
+    assert_eq!(meta.container.as_deref(), Some("myct"));
 }
 
 #[test]

@@ -343,3 +343,48 @@ fn ustar_prefix_fields_from_gnu_tar_are_joined() {
     assert_eq!(file.0, format!("{long_dir}/base.dat"));
     assert_eq!(file.2, b"data");
 }
+
+/// Archives the original writes: Ruby's TarWriter, directory names without a
+/// slash, the root dataset's directory written twice ("rootfs", "rootfs/"),
+/// a long name split into the ustar prefix.
+#[test]
+fn reads_what_rubys_tar_writer_writes() {
+    if !crate::archive::testutil::have_ruby("reads_what_rubys_tar_writer_writes") {
+        return;
+    }
+    const SCRIPT: &str = r##"
+require 'rubygems/package'
+File.open(ARGV[0], 'wb') do |io|
+  tar = Gem::Package::TarWriter.new(io)
+  tar.add_file('metadata.yml', 0644) { |tf| tf.write("---\ntype: full\n") }
+  tar.mkdir('config', 0755)
+  tar.add_file('config/container.yml', 0644) { |tf| tf.write("user: x\n") }
+  tar.mkdir('rootfs', 0755)
+  tar.mkdir(File.join('rootfs', '/'), 0755)
+  tar.add_file(File.join('rootfs', '/base.dat'), 0644) { |tf| tf.write('x' * 100000) }
+  tar.add_file('rootfs/' + 'd' * 95 + '/base.dat', 0644) { |tf| tf.write('y') }
+  tar.add_file('snapshots.yml', 0644) { |tf| tf.write("---\n- osctl-base-1\n") }
+end
+"##;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ruby.tar");
+    run_text("ruby", &[&"-e", &SCRIPT, &path]);
+    let entries = read_all(File::open(&path).unwrap()).unwrap();
+    let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+    let long = format!("rootfs/{}/base.dat", "d".repeat(95));
+    assert_eq!(
+        names,
+        [
+            "metadata.yml",
+            "config",
+            "config/container.yml",
+            "rootfs",
+            "rootfs",
+            "rootfs/base.dat",
+            long.as_str(),
+            "snapshots.yml"
+        ]
+    );
+    assert_eq!(entries[5].2, vec![b'x'; 100_000]);
+    assert_eq!(entries[6].2, b"y");
+}

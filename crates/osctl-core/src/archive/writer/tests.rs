@@ -272,6 +272,22 @@ fn gnu_tar_reads_sizes_beyond_8_and_64_gib() {
     }
 }
 
+/// Ruby's TarReader parses sizes as strict octal: up to 64 GiB ours must be
+/// 12 octal digits, which it reads (base-256 would make it raise).
+#[test]
+fn ruby_tar_reader_reads_sizes_beyond_8_gib() {
+    if !crate::archive::testutil::have_ruby("ruby_tar_reader_reads_sizes_beyond_8_gib") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let size = (8u64 << 30) + 1;
+    let path = sparse_archive(dir.path(), size);
+    let script = r#"require "rubygems/package"
+File.open(ARGV[0], "rb") { |io| Gem::Package::TarReader.new(io).each { |e| puts e.header.size } }"#;
+    let out = run_text("ruby", &[&"-e", &script, &path_arg(&path)]);
+    assert_eq!(out.trim(), size.to_string());
+}
+
 /// Shows which system calls move a stream into the archive. Run by hand:
 /// `strace -f -e trace=splice,copy_file_range,sendfile,write -o /tmp/t
 /// target/debug/deps/osctl_core-* zero_copy_probe --ignored --nocapture`.
@@ -306,4 +322,54 @@ fn zero_copy_probe() {
     entry.splice_to(dd.stdin()).unwrap();
     println!("{:?}", entry.digest());
     dd.finish().unwrap();
+}
+
+/// What the original importer does with our archive: Ruby's TarReader finds
+/// every entry, and Zlib::GzipReader (first gzip member only) gets the whole
+/// stream back.
+#[test]
+fn ruby_tar_reader_and_gzip_reader_read_our_archive() {
+    if !crate::archive::testutil::have_ruby("ruby_tar_reader_and_gzip_reader_read_our_archive") {
+        return;
+    }
+    const SCRIPT: &str = r##"
+require 'rubygems/package'
+require 'zlib'
+require 'digest'
+File.open(ARGV[0], 'rb') do |io|
+  Gem::Package::TarReader.new(io).each do |e|
+    kind = e.directory? ? 'dir' : 'file'
+    line = "#{e.full_name} #{kind} #{e.header.mode.to_s(8)} #{e.header.size}"
+    if e.full_name.end_with?('.gz')
+      gz = Zlib::GzipReader.new(e)
+      d = Digest::SHA256.new
+      while (chunk = gz.read(1 << 20)); d.update(chunk); end
+      line += " #{d.hexdigest}"
+    elsif e.file?
+      line += " #{Digest::SHA256.hexdigest(e.read || '')}"
+    end
+    puts line
+  end
+end
+"##;
+    let built = build_original_order();
+    let out = run_text("ruby", &[&"-e", &SCRIPT, &path_arg(&built.path)]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 9, "{out}");
+    assert!(lines[1].starts_with("config/ dir 755 0"), "{out}");
+    assert_eq!(
+        lines[6],
+        format!(
+            "rootfs/base.dat.gz file 644 {} {}",
+            built.digests[4].size,
+            sha(&built.base)
+        )
+    );
+    for d in built.digests.iter().filter(|d| !d.name.ends_with(".gz")) {
+        let expected = format!("{} file 644 {} {}", d.name, d.size, d.sha256_hex);
+        assert!(
+            lines.contains(&expected.as_str()),
+            "{expected} not in {out}"
+        );
+    }
 }

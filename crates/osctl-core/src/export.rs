@@ -1,0 +1,561 @@
+//! `osctl ct export`: a container's configs and root file system into one
+//! archive, in the layout of vpsAdminOS's osctl.
+//!
+//! A consistent export of a running container dumps a base while it runs,
+//! stops it, takes an incremental snapshot and starts it again; the incremental
+//! is dumped from that snapshot after the start, so the downtime does not grow
+//! with the container. (Dir pools have no snapshots: there the changeset is
+//! dumped while the container is stopped.) Whatever fails, the container is
+//! running again if it was, every snapshot is destroyed and the partial file
+//! is removed; a killed export leaves a journal that the next command replays.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::archive::compress::{CompressOptions, Compression, Encoder};
+use crate::archive::meta::{self, ArchiveType, Metadata};
+use crate::archive::{ArchiveWriter, EntrySink};
+use crate::containers;
+use crate::error::{Context, Error, Result};
+use crate::fstar::{self, DumpSource, Manifest};
+use crate::interrupt::{self, Interruptible};
+use crate::journal::{ExportRecord, Journal, Record};
+use crate::model::ContainerConfig;
+use crate::names;
+use crate::pool::Pool;
+use crate::progress::Progress;
+use crate::runtime::{CtState, Runtime};
+use crate::storage::{Backend, ROOTFS_DIR};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressionChoice {
+    /// Stored compressed by the storage where it can send so, else gzip.
+    Auto,
+    Fixed(Compression),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormatChoice {
+    /// The pool's own streams: zfs, btrfs, or tar for dir pools.
+    Native,
+    /// Portable between pools of any kind.
+    Tar,
+}
+
+pub struct ExportOptions {
+    pub consistent: bool,
+    pub compression: CompressionChoice,
+    pub format: FormatChoice,
+    pub force: bool,
+    pub progress: Progress,
+    pub stop_timeout: Duration,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            consistent: true,
+            compression: CompressionChoice::Auto,
+            format: FormatChoice::Native,
+            force: false,
+            progress: Progress::hidden(),
+            stop_timeout: containers::DEFAULT_STOP_TIMEOUT,
+        }
+    }
+}
+
+/// The archive file being written: a temporary name next to the destination,
+/// renamed over it only when complete, removed when dropped before that.
+struct PartialFile {
+    temp: PathBuf,
+    dest: PathBuf,
+    force: bool,
+    done: bool,
+}
+
+impl PartialFile {
+    fn create(dest: &Path, force: bool) -> Result<(PartialFile, File)> {
+        if !force && dest.symlink_metadata().is_ok() {
+            return Err(Error::Exists(format!(
+                "file {} already exists: use --force to overwrite it",
+                dest.display()
+            )));
+        }
+        let name = dest
+            .file_name()
+            .ok_or_else(|| Error::Invalid(format!("{} is not a file name", dest.display())))?;
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let temp = dir.join(format!(
+            ".{}.partial-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .read(true)
+            .create_new(true)
+            .open(&temp)
+            .ctx(|| format!("cannot create {}", temp.display()))?;
+        let partial = PartialFile {
+            temp,
+            dest: dest.to_path_buf(),
+            force,
+            done: false,
+        };
+        Ok((partial, file))
+    }
+
+    fn commit(mut self) -> Result<()> {
+        let flags = if self.force {
+            rustix::fs::RenameFlags::empty()
+        } else {
+            rustix::fs::RenameFlags::NOREPLACE
+        };
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &self.temp,
+            rustix::fs::CWD,
+            &self.dest,
+            flags,
+        )
+        .map_err(io::Error::from)
+        .ctx(|| format!("cannot move the archive to {}", self.dest.display()))?;
+        self.done = true;
+        if let Some(dir) = self.dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            crate::fsutil::sync_dir(dir)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Exports container `id` of `pool` into the archive `dest`.
+pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Result<()> {
+    names::container_id(id)?;
+    interrupt::install();
+    let _lock = pool.lock_ct(id)?;
+    let cfg = pool.ct(id)?;
+    let runtime = containers::runtime(pool);
+    let running = match runtime.state(id)? {
+        CtState::Running => true,
+        CtState::Stopped => false,
+        other => {
+            return Err(Error::Busy(format!(
+                "container '{id}' is {other}: try again later"
+            )))
+        }
+    };
+    let (partial, file) = PartialFile::create(dest, opts.force)?;
+    let mut journal = Journal::begin(
+        pool,
+        Record::Export(ExportRecord {
+            pid: std::process::id(),
+            id: id.to_string(),
+            output: partial.temp.clone(),
+            ..Default::default()
+        }),
+    )?;
+    let mut job = Job {
+        pool,
+        id,
+        cfg: &cfg,
+        opts,
+        journal: &mut journal,
+        runtime: &runtime,
+        running,
+    };
+    let written = job.write(file).and_then(|()| partial.commit());
+    let cleaned = job.clean_up();
+    opts.progress.finish();
+    let outcome = match (written, cleaned) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(e), _) => Err(interrupt::explain(e)),
+        (Ok(()), Err(e)) => Err(e),
+    };
+    match outcome {
+        // The journal goes only when everything it records was undone.
+        Ok(()) => journal.finish(),
+        Err(e) => {
+            if job_is_clean(&journal) {
+                let _ = journal.finish();
+            }
+            Err(e.context(format!("cannot export container '{id}'")))
+        }
+    }
+}
+
+fn job_is_clean(journal: &Journal) -> bool {
+    match &journal.record {
+        Record::Export(r) => r.snapshots.is_empty() && !r.stopped,
+        Record::Import(_) => false,
+    }
+}
+
+struct Job<'a> {
+    pool: &'a Pool,
+    id: &'a str,
+    cfg: &'a ContainerConfig,
+    opts: &'a ExportOptions,
+    journal: &'a mut Journal,
+    runtime: &'a dyn Runtime,
+    running: bool,
+}
+
+/// How the root file system is encoded in this archive.
+#[derive(Clone, Copy, PartialEq)]
+enum Encoding {
+    Native,
+    Tar,
+}
+
+impl Job<'_> {
+    fn encoding(&self) -> Encoding {
+        match (self.opts.format, self.pool.storage.native_format()) {
+            (FormatChoice::Native, Some(_)) => Encoding::Native,
+            _ => Encoding::Tar,
+        }
+    }
+
+    fn format_name(&self) -> &'static str {
+        match self.encoding() {
+            Encoding::Native => self.pool.storage.native_format().unwrap_or("tar"),
+            Encoding::Tar => "tar",
+        }
+    }
+
+    fn write(&mut self, file: File) -> Result<()> {
+        let encoding = self.encoding();
+        // Tar archives carry subdatasets inside the one tree, as the original's do.
+        let datasets = match encoding {
+            Encoding::Native => self.pool.storage.subdatasets(self.id)?,
+            Encoding::Tar => Vec::new(),
+        };
+        let mut w = ArchiveWriter::new(file)?;
+        let metadata = Metadata {
+            archive_type: ArchiveType::Full,
+            format: self.format_name().to_string(),
+            user: Some(self.cfg.user.clone()),
+            group: Some(self.cfg.group.clone()),
+            container: Some(self.id.to_string()),
+            datasets: datasets.clone(),
+            exported_at: now() as i64,
+        };
+        w.add_file(meta::METADATA, metadata.to_yaml()?.as_bytes())?;
+        w.add_dir(meta::CONFIG_DIR)?;
+        let pool = self.pool;
+        for (entry, path) in [
+            (meta::USER_CONFIG, pool.user_config_path(&self.cfg.user)),
+            (meta::GROUP_CONFIG, pool.group_config_path(&self.cfg.group)),
+            (meta::CONTAINER_CONFIG, pool.ct_config_path(self.id)),
+        ] {
+            let body = std::fs::read(&path).ctx(|| format!("cannot read {}", path.display()))?;
+            w.add_file(entry, &body)?;
+        }
+        self.add_hooks(&mut w)?;
+        w.add_dir(meta::ROOTFS_DIR)?;
+        for rel in &datasets {
+            w.add_dir(&format!("{}/{rel}", meta::ROOTFS_DIR))?;
+        }
+
+        let base = self.take_snapshot("base")?;
+        let manifest = self.dump(&mut w, encoding, &datasets, &base, None)?;
+        if self.opts.consistent && self.running {
+            self.progress(format!("stopping container '{}'", self.id));
+            self.journal.update(|r| journal_export(r).stopped = true)?;
+            self.runtime.stop(self.id, self.opts.stop_timeout)?;
+            let incr = self.take_snapshot("incr")?;
+            // With real snapshots the container may run while the changes are dumped.
+            if self.pool.storage.backend() != Backend::Dir {
+                self.start_again()?;
+            }
+            self.dump(&mut w, encoding, &datasets, &incr, Some((&base, &manifest)))?;
+            self.start_again()?;
+        }
+        interrupt::check()?;
+        let snapshots = journal_export(&mut self.journal.record).snapshots.clone();
+        self.destroy_snapshots()?;
+        let checksums = w.checksums().to_vec();
+        w.add_file(
+            meta::CHECKSUMS,
+            meta::checksums_to_yaml(&checksums)?.as_bytes(),
+        )?;
+        let newest_first: Vec<String> = snapshots.into_iter().rev().collect();
+        w.add_file(
+            meta::SNAPSHOTS,
+            meta::snapshots_to_yaml(&newest_first)?.as_bytes(),
+        )?;
+        w.finish()?;
+        Ok(())
+    }
+
+    /// The container's hook scripts (kept from a trusted import), one
+    /// directory level deep as the original exports them.
+    fn add_hooks(&self, w: &mut ArchiveWriter) -> Result<()> {
+        let dir = self.pool.hooks_dir(self.id);
+        let files = hook_files(&dir)?;
+        if files.is_empty() {
+            return Ok(());
+        }
+        w.add_dir(meta::HOOKS_DIR)?;
+        let mut dirs_added = Vec::new();
+        for rel in files {
+            if let Some((sub, _)) = rel.split_once('/') {
+                if !dirs_added.iter().any(|d| d == sub) {
+                    w.add_dir(&format!("{}/{sub}", meta::HOOKS_DIR))?;
+                    dirs_added.push(sub.to_string());
+                }
+            }
+            let body = std::fs::read(dir.join(&rel)).ctx(|| format!("cannot read hook {rel}"))?;
+            w.add_file(&format!("{}/{rel}", meta::HOOKS_DIR), &body)?;
+        }
+        Ok(())
+    }
+
+    fn progress(&self, step: String) {
+        self.opts.progress.step(step);
+    }
+
+    fn take_snapshot(&mut self, kind: &str) -> Result<String> {
+        interrupt::check()?;
+        let name = format!("osctl-{kind}-{}", now());
+        // Journal first: a crash right after the snapshot still finds it.
+        self.journal
+            .update(|r| journal_export(r).snapshots.push(name.clone()))?;
+        self.pool.storage.snapshot(self.id, &name)?;
+        Ok(name)
+    }
+
+    fn start_again(&mut self) -> Result<()> {
+        if !journal_export(&mut self.journal.record).stopped {
+            return Ok(());
+        }
+        self.progress(format!("starting container '{}'", self.id));
+        containers::start_locked(self.pool, self.id)?;
+        self.journal.update(|r| journal_export(r).stopped = false)
+    }
+
+    fn destroy_snapshots(&mut self) -> Result<()> {
+        let snapshots = journal_export(&mut self.journal.record).snapshots.clone();
+        for snap in snapshots.iter().rev() {
+            self.pool.storage.destroy_snapshot(self.id, snap)?;
+            self.journal
+                .update(|r| journal_export(r).snapshots.retain(|s| s != snap))?;
+        }
+        Ok(())
+    }
+
+    /// Undoes what a failed export did; also run after success (nothing to do then).
+    fn clean_up(&mut self) -> Result<()> {
+        let started = self.start_again();
+        let destroyed = self.destroy_snapshots();
+        started.and(destroyed)
+    }
+
+    fn compression_for(&self, rel: &str, encoding: Encoding) -> Result<(Compression, bool)> {
+        Ok(match self.opts.compression {
+            CompressionChoice::Fixed(c) => (c, false),
+            CompressionChoice::Auto => {
+                if encoding == Encoding::Native
+                    && self.pool.storage.can_send_compressed(self.id, rel)?
+                {
+                    (Compression::Off, true)
+                } else {
+                    (Compression::Gzip, false)
+                }
+            }
+        })
+    }
+
+    /// Dumps every dataset at `snap`: a base, or with `since` the changes
+    /// after the base. Returns the manifest of a tar base dump.
+    fn dump(
+        &mut self,
+        w: &mut ArchiveWriter,
+        encoding: Encoding,
+        datasets: &[String],
+        snap: &str,
+        since: Option<(&str, &Manifest)>,
+    ) -> Result<Manifest> {
+        let stem = if since.is_some() {
+            "incremental"
+        } else {
+            "base"
+        };
+        match encoding {
+            Encoding::Native => {
+                for rel in std::iter::once("").chain(datasets.iter().map(String::as_str)) {
+                    let (compression, compressed_send) = self.compression_for(rel, encoding)?;
+                    let dir = if rel.is_empty() {
+                        meta::ROOTFS_DIR.to_string()
+                    } else {
+                        format!("{}/{rel}", meta::ROOTFS_DIR)
+                    };
+                    let entry = format!("{dir}/{stem}.dat{}", compression.suffix());
+                    self.progress(format!(
+                        "{stem} of {}",
+                        if rel.is_empty() { "rootfs" } else { rel }
+                    ));
+                    let mut stream = self.pool.storage.send(
+                        self.id,
+                        rel,
+                        snap,
+                        since.map(|s| s.0),
+                        compressed_send,
+                    )?;
+                    stream.enlarge_pipe(1 << 20);
+                    let progress = self.opts.progress.clone();
+                    w.stream_entry(&entry, |sink| {
+                        if compression == Compression::Off {
+                            let n = sink.with_file(|file| {
+                                stream
+                                    .splice_to_file(file, interrupt::check_io)
+                                    .ctx(|| format!("cannot dump {entry}"))
+                            })?;
+                            progress.add_bytes(n);
+                            Ok(())
+                        } else {
+                            compress_into(sink, compression, &progress, |out| {
+                                io::copy(&mut stream, out)
+                                    .map(drop)
+                                    .ctx(|| format!("cannot dump {entry}"))
+                            })
+                        }
+                    })?;
+                }
+                Ok(Manifest::default())
+            }
+            Encoding::Tar => {
+                let (compression, _) = self.compression_for("", encoding)?;
+                let entry = format!("{}/{stem}.tar{}", meta::ROOTFS_DIR, compression.suffix());
+                let views = self.views(snap)?;
+                let sources: Vec<DumpSource> =
+                    views.iter().map(|(source, _)| source.clone()).collect();
+                self.progress(format!("{stem} of rootfs"));
+                let progress = self.opts.progress.clone();
+                w.stream_entry(&entry, |sink| {
+                    let mut manifest = Manifest::default();
+                    compress_into(sink, compression, &progress, |out| {
+                        match since {
+                            None => manifest = fstar::dump_full(out, &sources)?.1,
+                            Some((_, base)) => {
+                                fstar::dump_changes(out, &sources, base)?;
+                            }
+                        }
+                        Ok(())
+                    })
+                    .map_err(|e| e.context(format!("cannot dump {entry}")))?;
+                    Ok(manifest)
+                })
+            }
+        }
+    }
+
+    /// Directory views of the root file system and each subdataset at `snap`,
+    /// as dump sources (the views must live while the sources are read).
+    fn views(&self, snap: &str) -> Result<Vec<(DumpSource, crate::storage::SnapshotView)>> {
+        let storage = &self.pool.storage;
+        let mut out = Vec::new();
+        let root = storage.snapshot_view(self.id, "", snap)?;
+        out.push((
+            DumpSource {
+                prefix: String::new(),
+                dir: root.path().join(ROOTFS_DIR),
+            },
+            root,
+        ));
+        for rel in storage.subdatasets(self.id)? {
+            let view = storage.snapshot_view(self.id, &rel, snap)?;
+            out.push((
+                DumpSource {
+                    prefix: rel.clone(),
+                    dir: view.path().to_path_buf(),
+                },
+                view,
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// Regular files in `dir` and its direct subdirectories, as relative paths.
+fn hook_files(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let list = |d: &Path| -> Result<Vec<(String, std::fs::FileType)>> {
+        match std::fs::read_dir(d) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e).ctx(|| format!("cannot list {}", d.display())),
+            Ok(entries) => entries
+                .map(|e| {
+                    let e = e.ctx(|| format!("cannot list {}", d.display()))?;
+                    let kind = e
+                        .file_type()
+                        .ctx(|| format!("cannot stat {}", e.path().display()))?;
+                    Ok((e.file_name().to_string_lossy().into_owned(), kind))
+                })
+                .collect(),
+        }
+    };
+    for (name, kind) in list(dir)? {
+        if kind.is_file() {
+            out.push(name);
+        } else if kind.is_dir() {
+            for (sub, kind) in list(&dir.join(&name))? {
+                if kind.is_file() {
+                    out.push(format!("{name}/{sub}"));
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn journal_export(record: &mut Record) -> &mut ExportRecord {
+    match record {
+        Record::Export(r) => r,
+        Record::Import(_) => unreachable!("an export holds an export record"),
+    }
+}
+
+/// Runs `fill` with a writer that compresses into the sink, stops at a signal
+/// and counts bytes for the progress display.
+fn compress_into(
+    sink: &mut EntrySink<'_>,
+    compression: Compression,
+    progress: &Progress,
+    fill: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
+    let name = sink.name().to_string();
+    let failed = || format!("cannot write archive entry '{name}'");
+    let encoder = Encoder::new(
+        compression,
+        Interruptible(sink),
+        &CompressOptions::default(),
+    )
+    .ctx(failed)?;
+    let mut counted = progress.counting(encoder);
+    fill(&mut counted)?;
+    counted
+        .into_inner()
+        .finish()
+        .and_then(|w| w.0.flush())
+        .ctx(failed)
+}

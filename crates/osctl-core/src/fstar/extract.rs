@@ -1,0 +1,832 @@
+//! Extracting a tar stream into a root file system, treating the stream as
+//! hostile.
+//!
+//! Every path is checked (no absolute name, no "..", no NUL) and every parent
+//! directory is opened beneath the root without following symbolic links
+//! (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, or O_NOFOLLOW component by
+//! component on kernels without it). Files are created with
+//! O_CREAT|O_EXCL|O_NOFOLLOW after removing what was there; links and nodes
+//! with *at calls relative to those parents. Owners are checked against the
+//! container's id range, device nodes need the caller's permission.
+
+use std::ffi::CStr;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use rustix::fs::{
+    self as fs, AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags,
+};
+use rustix::io::Errno;
+
+use super::read::{InEntry, InKind, TarReader};
+use super::safefs::{self, join, split_last, Meta, Resolver, DIR_FLAGS};
+use super::{limits, show_bytes, show_path, Notes, Timestamp, IO_BUFFER};
+use crate::error::{Context, Error, Result};
+
+/// What an extraction may create.
+#[derive(Debug, Clone)]
+pub struct ExtractOptions {
+    /// Refuse owners (uid or gid, also in POSIX ACLs) at or above this: ids
+    /// the container's map does not cover. None: any id.
+    pub max_id: Option<u32>,
+    /// Which character and block device nodes may be created; an entry for
+    /// another one fails the extraction ("device node ... refused"). Fifos
+    /// are always allowed.
+    pub devices: DevicePolicy,
+    /// Apply `.wh.<name>` and `.wh..wh..opq` entries as OCI whiteouts (they
+    /// delete, and are not created). When false they are ordinary files.
+    pub whiteouts: bool,
+}
+
+/// Device nodes an extraction may create.
+#[derive(Debug, Clone, Copy)]
+pub enum DevicePolicy {
+    Refuse,
+    /// Those for which the function, given the kind ('c' or 'b'), major and
+    /// minor number, says yes.
+    Only(fn(char, u32, u32) -> bool),
+    All,
+}
+
+impl DevicePolicy {
+    fn allows(self, kind: char, major: u32, minor: u32) -> bool {
+        match self {
+            DevicePolicy::Refuse => false,
+            DevicePolicy::Only(allowed) => allowed(kind, major, minor),
+            DevicePolicy::All => true,
+        }
+    }
+}
+
+impl Default for ExtractOptions {
+    fn default() -> Self {
+        ExtractOptions {
+            max_id: None,
+            devices: DevicePolicy::Refuse,
+            whiteouts: true,
+        }
+    }
+}
+
+/// What an extraction did, and what it could not keep.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExtractStats {
+    pub entries: u64,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    pub devices: u64,
+    pub fifos: u64,
+    /// Whiteouts applied (`.wh.<name>` and opaque markers).
+    pub whiteouts: u64,
+    /// Bytes of file content written.
+    pub file_bytes: u64,
+    /// Entries whose extended attributes the file system could not store
+    /// (zfs-fuse has none): a warning, not a failure.
+    pub xattrs_unsupported: u64,
+    /// Of those, files that lost their `security.capability` (the program
+    /// keeps running without its capabilities; listed in `notes`).
+    pub capabilities_lost: u64,
+    /// Extended attributes in namespaces that are not restored.
+    pub xattrs_skipped: u64,
+    pub notes: Notes,
+}
+
+/// Extracts the tar stream `input` into the directory `root` (which must
+/// exist). Accepts our dumps and GNU tar's posix and gnu formats, applies
+/// whiteouts (see [`ExtractOptions`]). Any error names the entry:
+/// `archive entry './etc/x': <cause>`; hostile content is `Error::Archive`.
+/// What was extracted before an error stays: the caller discards the root.
+pub fn extract(input: &mut dyn Read, root: &Path, opts: &ExtractOptions) -> Result<ExtractStats> {
+    extract_with(input, root, opts, Resolver::detect())
+}
+
+/// `extract` with a chosen path resolver (tests force the fallback).
+pub(crate) fn extract_with(
+    input: &mut dyn Read,
+    root: &Path,
+    opts: &ExtractOptions,
+    resolver: Resolver,
+) -> Result<ExtractStats> {
+    let root_fd = fs::open(
+        root,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)
+    .ctx(|| format!("cannot open extraction root {}", root.display()))?;
+    let mut ex = Extractor {
+        root: root_fd,
+        resolver,
+        opts,
+        stats: ExtractStats::default(),
+        cached_parent: None,
+        dir_times: Vec::new(),
+        buf: vec![0; IO_BUFFER],
+    };
+    let mut reader = TarReader::new(input);
+    while let Some(entry) = reader.next_entry()? {
+        ex.stats.entries += 1;
+        ex.apply(&mut reader, &entry)
+            .map_err(|e| e.context(format!("archive entry '{}'", show_bytes(&entry.name))))?;
+    }
+    ex.set_dir_times()?;
+    Ok(ex.stats)
+}
+
+struct Extractor<'o> {
+    root: OwnedFd,
+    resolver: Resolver,
+    opts: &'o ExtractOptions,
+    stats: ExtractStats,
+    /// The directory the last entry was created in (or the last directory
+    /// created): consecutive entries mostly share it.
+    cached_parent: Option<(Vec<u8>, OwnedFd)>,
+    /// Directory times, set at the end (creating entries changes them):
+    /// path, mtime, inode (to skip a directory replaced since).
+    dir_times: Vec<(Vec<u8>, Timestamp, u64)>,
+    buf: Vec<u8>,
+}
+
+fn refused(m: impl Into<String>) -> Error {
+    Error::Archive(m.into())
+}
+
+/// Checks an archive path and returns it relative to the root ("" = root).
+fn normalize(name: &[u8], what: &str) -> Result<Vec<u8>> {
+    if name.is_empty() {
+        return Err(refused(format!("empty {what}")));
+    }
+    if name.contains(&0) {
+        return Err(refused(format!("{what} contains a NUL byte")));
+    }
+    if name[0] == b'/' {
+        return Err(refused(format!("absolute {what} refused")));
+    }
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for part in name.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => return Err(refused(format!("'..' in the {what} refused"))),
+            _ => parts.push(part),
+        }
+    }
+    let rel = parts.join(&b'/');
+    if rel.len() > limits::PATH {
+        return Err(refused(format!(
+            "{what} longer than {} bytes",
+            limits::PATH
+        )));
+    }
+    Ok(rel)
+}
+
+/// Maps the errors of resolving a parent directory to what they mean here.
+fn parent_error(e: io::Error, rel: &[u8]) -> Error {
+    match e.raw_os_error() {
+        // O_DIRECTORY|O_NOFOLLOW on a symlink gives either error.
+        Some(libc::ELOOP) | Some(libc::ENOTDIR) => refused(format!(
+            "path goes through a symbolic link or a non-directory at or above {} (refused)",
+            show_path(rel)
+        )),
+        Some(libc::EXDEV) => refused("path escapes the root (refused)"),
+        _ => Error::io(format!("cannot open directory {}", show_path(rel)), e),
+    }
+}
+
+fn errno(e: Errno) -> io::Error {
+    e.into()
+}
+
+fn timespec(t: Timestamp) -> Timespec {
+    Timespec {
+        tv_sec: t.sec,
+        tv_nsec: t.nsec.min(999_999_999) as _,
+    }
+}
+
+fn times(t: Timestamp) -> Timestamps {
+    Timestamps {
+        last_access: timespec(t),
+        last_modification: timespec(t),
+    }
+}
+
+/// Where extended attributes go.
+enum XattrTarget<'a> {
+    Fd(BorrowedFd<'a>),
+    /// A symlink or a node: its /proc path through its pinned parent,
+    /// whose last component the l*xattr calls do not follow.
+    Path(&'a CStr),
+}
+
+const CAPABILITY: &[u8] = b"security.capability";
+const ACL_ACCESS: &[u8] = b"system.posix_acl_access";
+const ACL_DEFAULT: &[u8] = b"system.posix_acl_default";
+
+/// Namespaces restored: user data, trusted (root-only), security (file
+/// capabilities, labels) and POSIX ACLs (their ids are checked).
+fn xattr_restored(name: &[u8]) -> bool {
+    name.starts_with(b"user.")
+        || name.starts_with(b"trusted.")
+        || name.starts_with(b"security.")
+        || name == ACL_ACCESS
+        || name == ACL_DEFAULT
+}
+
+impl Extractor<'_> {
+    fn check_id(&self, what: &str, id: u32) -> Result<()> {
+        match self.opts.max_id {
+            Some(max) if id >= max => Err(refused(format!(
+                "{what} {id} is outside the container's id map (ids below {max}) (refused)"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The directory `rel`, from the cache or resolved beneath the root;
+    /// missing directories are created.
+    fn take_parent(&mut self, rel: &[u8]) -> Result<OwnedFd> {
+        if let Some((cached, fd)) = self.cached_parent.take() {
+            if cached == rel {
+                return Ok(fd);
+            }
+        }
+        self.resolver
+            .open_or_create_dir(self.root.as_fd(), rel)
+            .map_err(|e| parent_error(e, rel))
+    }
+
+    fn apply(&mut self, reader: &mut TarReader<'_>, e: &InEntry) -> Result<()> {
+        let rel = normalize(&e.name, "name")?;
+        if self.opts.whiteouts && e.kind != InKind::Dir {
+            let (dir, base) = split_last(&rel);
+            if base.starts_with(b".wh.") {
+                return self.whiteout(dir, base);
+            }
+        }
+        if e.kind != InKind::HardLink {
+            self.check_id("uid", e.uid)?;
+            self.check_id("gid", e.gid)?;
+        }
+        if rel.is_empty() {
+            if e.kind != InKind::Dir {
+                return Err(refused("the root can only be a directory"));
+            }
+            let root = fs::openat(&self.root, ".", DIR_FLAGS, Mode::empty())
+                .map_err(errno)
+                .ctx(|| "cannot open the root")?;
+            return self.dir_attributes(root, &rel, e, true);
+        }
+        let (parent_rel, name) = split_last(&rel);
+        let parent = self.take_parent(parent_rel)?;
+        let result = match e.kind {
+            InKind::Dir => {
+                // The new directory becomes the cached parent instead.
+                return self.dir(parent, &rel, name, e);
+            }
+            InKind::File => self.file(reader, parent.as_fd(), parent_rel, name, e),
+            InKind::HardLink => self.hardlink(parent.as_fd(), parent_rel, &rel, name, e),
+            InKind::Symlink => self.symlink(parent.as_fd(), parent_rel, name, e),
+            InKind::Char | InKind::Block | InKind::Fifo => {
+                self.node(parent.as_fd(), parent_rel, name, e)
+            }
+        };
+        self.cached_parent = Some((parent_rel.to_vec(), parent));
+        result
+    }
+
+    /// `.wh.<name>` deletes `<name>`; `.wh..wh..opq` empties its directory.
+    fn whiteout(&mut self, dir: &[u8], marker: &[u8]) -> Result<()> {
+        self.cached_parent = None;
+        let root = self.root.as_fd();
+        let dir_fd = match self.resolver.open_dir(root, dir) {
+            Ok(fd) => fd,
+            // Nothing there to delete.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Err(e) => return Err(parent_error(e, dir)),
+        };
+        if marker == b".wh..wh..opq" {
+            self.stats.whiteouts += 1;
+            return self
+                .resolver
+                .clear_dir(root, dir)
+                .ctx(|| format!("cannot empty directory {}", show_path(dir)));
+        }
+        if marker.starts_with(b".wh..wh.") {
+            self.stats.notes.add(format!(
+                "{}: unknown whiteout marker ignored",
+                show_path(&join(dir, marker))
+            ));
+            return Ok(());
+        }
+        let name = &marker[4..];
+        if name.is_empty() || name == b"." || name == b".." {
+            return Err(refused("malformed whiteout"));
+        }
+        self.stats.whiteouts += 1;
+        self.resolver
+            .remove(root, dir_fd.as_fd(), dir, name)
+            .map(|_| ())
+            .ctx(|| format!("cannot remove {}", show_path(&join(dir, name))))
+    }
+
+    /// Makes room for a new entry `name`: removes a non-directory, or a
+    /// directory (recursively) unless a directory is wanted. Returns true
+    /// when a directory is there and stays.
+    fn make_room(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        parent_rel: &[u8],
+        name: &[u8],
+        want_dir: bool,
+    ) -> Result<bool> {
+        let rel = || show_path(&join(parent_rel, name));
+        let meta = match safefs::lstat_at(parent, name) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io(format!("cannot stat {}", rel()), e)),
+        };
+        if meta.file_type() == FileType::Directory {
+            if want_dir {
+                return Ok(true);
+            }
+            self.resolver
+                .remove(self.root.as_fd(), parent, parent_rel, name)
+                .ctx(|| format!("cannot replace directory {}", rel()))?;
+        } else {
+            fs::unlinkat(parent, name, AtFlags::empty())
+                .map_err(errno)
+                .ctx(|| format!("cannot replace {}", rel()))?;
+        }
+        Ok(false)
+    }
+
+    fn dir(&mut self, parent: OwnedFd, rel: &[u8], name: &[u8], e: &InEntry) -> Result<()> {
+        let (parent_rel, _) = split_last(rel);
+        let existed = self.make_room(parent.as_fd(), parent_rel, name, true)?;
+        if !existed {
+            fs::mkdirat(&parent, name, Mode::from_raw_mode(0o700))
+                .map_err(errno)
+                .ctx(|| format!("cannot create directory {}", show_path(rel)))?;
+        }
+        let fd = fs::openat(&parent, name, DIR_FLAGS, Mode::empty())
+            .map_err(|err| parent_error(err.into(), rel))?;
+        self.dir_attributes(fd, rel, e, existed)
+    }
+
+    /// Owner, mode, extended attributes of a directory now; its time later.
+    fn dir_attributes(
+        &mut self,
+        fd: OwnedFd,
+        rel: &[u8],
+        e: &InEntry,
+        existed: bool,
+    ) -> Result<()> {
+        let shown = show_path(rel);
+        fs::fchown(&fd, Some(Uid::from_raw(e.uid)), Some(Gid::from_raw(e.gid)))
+            .map_err(errno)
+            .ctx(|| format!("cannot change owner of {shown}"))?;
+        fs::fchmod(&fd, Mode::from_raw_mode(e.mode))
+            .map_err(errno)
+            .ctx(|| format!("cannot change mode of {shown}"))?;
+        if existed {
+            self.drop_stale_xattrs(fd.as_fd(), &e.xattrs)
+                .ctx(|| format!("cannot remove extended attributes of {shown}"))?;
+        }
+        self.set_xattrs(XattrTarget::Fd(fd.as_fd()), rel, &e.xattrs)?;
+        let ino = safefs::fstat(fd.as_fd())
+            .ctx(|| format!("cannot stat {shown}"))?
+            .ino;
+        self.dir_times.push((rel.to_vec(), e.mtime, ino));
+        self.stats.dirs += 1;
+        self.cached_parent = Some((rel.to_vec(), fd));
+        Ok(())
+    }
+
+    /// An existing directory keeps only the attributes the entry lists (in
+    /// the namespaces we restore).
+    fn drop_stale_xattrs(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        keep: &[(Vec<u8>, Vec<u8>)],
+    ) -> io::Result<()> {
+        let len = match fs::flistxattr(fd, &mut self.buf[..]) {
+            Ok(n) => n,
+            Err(Errno::NOTSUP) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let names: Vec<Vec<u8>> = self.buf[..len]
+            .split(|&b| b == 0)
+            .filter(|n| !n.is_empty() && xattr_restored(n))
+            .filter(|n| !keep.iter().any(|(k, _)| k == n))
+            .map(|n| n.to_vec())
+            .collect();
+        for name in names {
+            match fs::fremovexattr(fd, name.as_slice()) {
+                Ok(()) | Err(Errno::NODATA) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn file(
+        &mut self,
+        reader: &mut TarReader<'_>,
+        parent: BorrowedFd<'_>,
+        parent_rel: &[u8],
+        name: &[u8],
+        e: &InEntry,
+    ) -> Result<()> {
+        let rel = join(parent_rel, name);
+        let shown = show_path(&rel);
+        self.make_room(parent, parent_rel, name, false)?;
+        let flags =
+            OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::WRONLY | OFlags::CLOEXEC;
+        let fd = fs::openat(parent, name, flags, Mode::from_raw_mode(0o600))
+            .map_err(errno)
+            .ctx(|| format!("cannot create {shown}"))?;
+        let write_error = |err| Error::io(format!("cannot write {shown}"), err);
+        match &e.sparse {
+            None => {
+                let mut offset = 0u64;
+                while offset < e.size {
+                    let n = reader.read_data(&mut self.buf)?;
+                    write_all_at(fd.as_fd(), &self.buf[..n], offset).map_err(write_error)?;
+                    offset += n as u64;
+                }
+                self.stats.file_bytes += offset;
+            }
+            Some(map) => {
+                // Holes are what we do not write; the size comes last.
+                for &(start, len) in &map.segments {
+                    let mut done = 0u64;
+                    while done < len {
+                        let want = ((len - done) as usize).min(self.buf.len());
+                        reader.read_data_exact(&mut self.buf[..want])?;
+                        write_all_at(fd.as_fd(), &self.buf[..want], start + done)
+                            .map_err(write_error)?;
+                        done += want as u64;
+                    }
+                    self.stats.file_bytes += len;
+                }
+                fs::ftruncate(&fd, map.realsize)
+                    .map_err(errno)
+                    .map_err(write_error)?;
+            }
+        }
+        // chown first: it clears setuid/setgid, which chmod then sets; file
+        // capabilities last, as chown and writes clear them.
+        fs::fchown(&fd, Some(Uid::from_raw(e.uid)), Some(Gid::from_raw(e.gid)))
+            .map_err(errno)
+            .ctx(|| format!("cannot change owner of {shown}"))?;
+        fs::fchmod(&fd, Mode::from_raw_mode(e.mode))
+            .map_err(errno)
+            .ctx(|| format!("cannot change mode of {shown}"))?;
+        self.set_xattrs(XattrTarget::Fd(fd.as_fd()), &rel, &e.xattrs)?;
+        fs::futimens(&fd, &times(e.mtime))
+            .map_err(errno)
+            .ctx(|| format!("cannot set times of {shown}"))?;
+        self.stats.files += 1;
+        Ok(())
+    }
+
+    fn hardlink(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        parent_rel: &[u8],
+        rel: &[u8],
+        name: &[u8],
+        e: &InEntry,
+    ) -> Result<()> {
+        let target = normalize(&e.link, "hard link target")?;
+        if target.is_empty() {
+            return Err(refused("hard link to the root refused"));
+        }
+        if target == rel {
+            return Ok(());
+        }
+        let (target_dir_rel, target_name) = split_last(&target);
+        let target_dir = self
+            .resolver
+            .open_dir(self.root.as_fd(), target_dir_rel)
+            .map_err(|err| match err.raw_os_error() {
+                Some(libc::ENOENT) => refused(format!(
+                    "hard link target {} does not exist",
+                    show_path(&target)
+                )),
+                _ => parent_error(err, target_dir_rel),
+            })?;
+        match safefs::lstat_at(target_dir.as_fd(), target_name) {
+            Ok(m) if m.file_type() == FileType::Directory => {
+                return Err(refused(format!(
+                    "hard link to directory {} refused",
+                    show_path(&target)
+                )))
+            }
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                return Err(refused(format!(
+                    "hard link target {} does not exist",
+                    show_path(&target)
+                )))
+            }
+            Err(err) => {
+                return Err(Error::io(
+                    format!("cannot stat {}", show_path(&target)),
+                    err,
+                ))
+            }
+        }
+        self.make_room(parent, parent_rel, name, false)?;
+        // No AT_SYMLINK_FOLLOW: a symlink target is linked itself, not followed.
+        fs::linkat(&target_dir, target_name, parent, name, AtFlags::empty())
+            .map_err(errno)
+            .ctx(|| format!("cannot link {} to {}", show_path(rel), show_path(&target)))?;
+        self.stats.hardlinks += 1;
+        Ok(())
+    }
+
+    fn symlink(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        parent_rel: &[u8],
+        name: &[u8],
+        e: &InEntry,
+    ) -> Result<()> {
+        let rel = join(parent_rel, name);
+        if e.link.is_empty() || e.link.contains(&0) || e.link.len() > limits::PATH {
+            return Err(refused(
+                "symbolic link with an empty, too long or NUL-containing target",
+            ));
+        }
+        self.make_room(parent, parent_rel, name, false)?;
+        // The target is data: any text is allowed, we never follow it.
+        fs::symlinkat(e.link.as_slice(), parent, name)
+            .map_err(errno)
+            .ctx(|| format!("cannot create symbolic link {}", show_path(&rel)))?;
+        self.finish_at(parent, &rel, name, e, false)?;
+        self.stats.symlinks += 1;
+        Ok(())
+    }
+
+    fn node(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        parent_rel: &[u8],
+        name: &[u8],
+        e: &InEntry,
+    ) -> Result<()> {
+        let rel = join(parent_rel, name);
+        let file_type = match e.kind {
+            InKind::Char => FileType::CharacterDevice,
+            InKind::Block => FileType::BlockDevice,
+            _ => FileType::Fifo,
+        };
+        let device = file_type != FileType::Fifo;
+        let (letter, what) = if e.kind == InKind::Char {
+            ('c', "character")
+        } else {
+            ('b', "block")
+        };
+        if device && !self.opts.devices.allows(letter, e.dev.0, e.dev.1) {
+            return Err(refused(format!(
+                "device node {} ({what} {}:{}) refused",
+                show_path(&rel),
+                e.dev.0,
+                e.dev.1
+            )));
+        }
+        self.make_room(parent, parent_rel, name, false)?;
+        let dev = if device {
+            fs::makedev(e.dev.0, e.dev.1)
+        } else {
+            0
+        };
+        fs::mknodat(parent, name, file_type, Mode::from_raw_mode(0o600), dev)
+            .map_err(errno)
+            .ctx(|| format!("cannot create {}", show_path(&rel)))?;
+        self.finish_at(parent, &rel, name, e, true)?;
+        if device {
+            self.stats.devices += 1;
+        } else {
+            self.stats.fifos += 1;
+        }
+        Ok(())
+    }
+
+    /// Owner, mode, attributes and time of a symlink or node, by name in its
+    /// parent and never following it.
+    fn finish_at(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        rel: &[u8],
+        name: &[u8],
+        e: &InEntry,
+        chmod: bool,
+    ) -> Result<()> {
+        let shown = show_path(rel);
+        fs::chownat(
+            parent,
+            name,
+            Some(Uid::from_raw(e.uid)),
+            Some(Gid::from_raw(e.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(errno)
+        .ctx(|| format!("cannot change owner of {shown}"))?;
+        if chmod {
+            safefs::chmod_nofollow(parent, name, e.mode)
+                .ctx(|| format!("cannot change mode of {shown}"))?;
+        }
+        if !e.xattrs.is_empty() {
+            let path = safefs::proc_child_path(parent, name)
+                .ctx(|| format!("cannot name {shown} for its extended attributes"))?;
+            self.set_xattrs(XattrTarget::Path(&path), rel, &e.xattrs)?;
+        }
+        fs::utimensat(parent, name, &times(e.mtime), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(errno)
+            .ctx(|| format!("cannot set times of {shown}"))
+    }
+
+    fn set_xattrs(
+        &mut self,
+        target: XattrTarget<'_>,
+        rel: &[u8],
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<()> {
+        let mut unsupported = false;
+        for (name, value) in xattrs {
+            if !xattr_restored(name) {
+                self.stats.xattrs_skipped += 1;
+                self.stats.notes.add(format!(
+                    "{}: extended attribute {} not restored",
+                    show_path(rel),
+                    show_bytes(name)
+                ));
+                continue;
+            }
+            if name.is_empty() || name.contains(&0) {
+                return Err(refused("malformed extended attribute name"));
+            }
+            if name == ACL_ACCESS || name == ACL_DEFAULT {
+                self.check_acl(value)?;
+            }
+            if unsupported {
+                continue;
+            }
+            let set = match &target {
+                XattrTarget::Fd(fd) => {
+                    fs::fsetxattr(fd, name.as_slice(), value, XattrFlags::empty())
+                }
+                XattrTarget::Path(path) => {
+                    fs::lsetxattr(*path, name.as_slice(), value, XattrFlags::empty())
+                }
+            };
+            match set {
+                Ok(()) => {}
+                Err(Errno::NOTSUP) => unsupported = true,
+                Err(err) => {
+                    return Err(Error::io(
+                        format!(
+                            "cannot set extended attribute {} of {}",
+                            show_bytes(name),
+                            show_path(rel)
+                        ),
+                        err.into(),
+                    ))
+                }
+            }
+        }
+        if unsupported {
+            // The file system has no extended attributes (zfs-fuse): the
+            // file is kept without them. Losing a capability only takes
+            // privileges away, so it is a warning the caller reports.
+            self.stats.xattrs_unsupported += 1;
+            if xattrs.iter().any(|(n, _)| n == CAPABILITY) {
+                self.stats.capabilities_lost += 1;
+                self.stats.notes.add(format!(
+                    "{}: file capabilities lost (the file system has no extended attributes)",
+                    show_path(rel)
+                ));
+            } else {
+                self.stats.notes.add(format!(
+                    "{}: extended attributes lost (the file system has none)",
+                    show_path(rel)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A POSIX ACL in its xattr form: version 2, then (tag u16, perm u16,
+    /// id u32) entries; named users and groups must be in the id map.
+    fn check_acl(&self, value: &[u8]) -> Result<()> {
+        const ACL_USER: u16 = 0x02;
+        const ACL_GROUP: u16 = 0x08;
+        if value.len() < 4
+            || !(value.len() - 4).is_multiple_of(8)
+            || value[..4] != 2u32.to_le_bytes()
+        {
+            return Err(refused("malformed POSIX ACL"));
+        }
+        for entry in value[4..].chunks_exact(8) {
+            let tag = u16::from_le_bytes([entry[0], entry[1]]);
+            let id = u32::from_le_bytes([entry[4], entry[5], entry[6], entry[7]]);
+            match tag {
+                ACL_USER => self.check_id("ACL uid", id)?,
+                ACL_GROUP => self.check_id("ACL gid", id)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets directory times, deepest first, each on the directory created
+    /// (one replaced since is skipped).
+    fn set_dir_times(&mut self) -> Result<()> {
+        self.cached_parent = None;
+        let depth = |rel: &[u8]| {
+            if rel.is_empty() {
+                0
+            } else {
+                1 + rel.iter().filter(|&&b| b == b'/').count()
+            }
+        };
+        let mut todo = std::mem::take(&mut self.dir_times);
+        todo.sort_by_key(|(rel, _, _)| std::cmp::Reverse(depth(rel)));
+        for (rel, mtime, ino) in todo {
+            let Ok(fd) = self.resolver.open_dir(self.root.as_fd(), &rel) else {
+                continue;
+            };
+            let same = safefs::fstat(fd.as_fd()).is_ok_and(|m: Meta| m.ino == ino);
+            if same {
+                fs::futimens(&fd, &times(mtime))
+                    .map_err(errno)
+                    .ctx(|| format!("cannot set times of {}", show_path(&rel)))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write_all_at(fd: BorrowedFd<'_>, mut data: &[u8], mut offset: u64) -> io::Result<()> {
+    while !data.is_empty() {
+        match rustix::io::pwrite(fd, data, offset) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                data = &data[n..];
+                offset += n as u64;
+            }
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_normalized_or_refused() {
+        assert_eq!(normalize(b"./a//b/./c", "name").unwrap(), b"a/b/c");
+        assert_eq!(normalize(b"./", "name").unwrap(), b"");
+        assert_eq!(normalize(b"x/", "name").unwrap(), b"x");
+        for bad in [&b""[..], b"/etc/x", b"../x", b"a/../../x", b"a/..", b"a\0b"] {
+            assert!(
+                matches!(normalize(bad, "name"), Err(Error::Archive(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(normalize(&vec![b'a'; 5000], "name").is_err());
+    }
+
+    #[test]
+    fn acl_ids_are_checked() {
+        let opts = ExtractOptions {
+            max_id: Some(1000),
+            ..Default::default()
+        };
+        let ex = Extractor {
+            root: fs::open("/", DIR_FLAGS, Mode::empty()).unwrap(),
+            resolver: Resolver::PerComponent,
+            opts: &opts,
+            stats: ExtractStats::default(),
+            cached_parent: None,
+            dir_times: Vec::new(),
+            buf: Vec::new(),
+        };
+        let mut acl = 2u32.to_le_bytes().to_vec();
+        acl.extend_from_slice(&[0x01, 0, 6, 0, 0xff, 0xff, 0xff, 0xff]); // owner
+        acl.extend_from_slice(&[0x02, 0, 6, 0, 0xe7, 0x03, 0, 0]); // user 999
+        assert!(ex.check_acl(&acl).is_ok());
+        acl.extend_from_slice(&[0x08, 0, 6, 0, 0xe8, 0x03, 0, 0]); // group 1000
+        assert!(ex.check_acl(&acl).is_err());
+        assert!(ex.check_acl(&acl[..7]).is_err());
+    }
+}

@@ -1,0 +1,1361 @@
+//! Round trips through our extractor and GNU tar, changesets, hostile
+//! streams. These tests run as root (owners, device nodes, capabilities).
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{
+    self as rfs, AtFlags, FileType, Gid, Mode, Timespec, Timestamps, Uid, XattrFlags,
+};
+use sha2::{Digest, Sha256};
+
+use super::header::{self as h, Block, BLOCK};
+use super::*;
+use crate::cmd::Cmd;
+use crate::error::Error;
+
+// ---------------------------------------------------------------- helpers
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Skips a test that needs root, saying so.
+macro_rules! need_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+    };
+}
+
+fn p(root: &Path, rel: &[u8]) -> PathBuf {
+    root.join(OsStr::from_bytes(rel))
+}
+
+fn set_mtime(path: impl AsRef<Path>, sec: i64, nsec: i64) {
+    let path = path.as_ref();
+    let t = Timespec {
+        tv_sec: sec,
+        tv_nsec: nsec,
+    };
+    rfs::utimensat(
+        rfs::CWD,
+        path,
+        &Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+}
+
+fn chown(path: impl AsRef<Path>, uid: u32, gid: u32) {
+    let path = path.as_ref();
+    rfs::chownat(
+        rfs::CWD,
+        path,
+        Some(Uid::from_raw(uid)),
+        Some(Gid::from_raw(gid)),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+}
+
+fn chmod(path: impl AsRef<Path>, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Deterministic pseudo-random bytes (xorshift).
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        out.extend_from_slice(&seed.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A file with data at the given offsets and holes elsewhere.
+fn write_sparse(path: impl AsRef<Path>, size: u64, chunks: &[(u64, usize)]) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::File::create(path).unwrap();
+    for (i, &(offset, len)) in chunks.iter().enumerate() {
+        f.write_all_at(&noise(len, 7 + i as u64), offset).unwrap();
+    }
+    f.set_len(size).unwrap();
+}
+
+/// A file capability (VFS_CAP_REVISION_2, effective, cap_net_raw).
+fn capability_value() -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(&(0x0200_0000u32 | 1).to_le_bytes());
+    v.extend_from_slice(&(1u32 << 13).to_le_bytes());
+    v.extend_from_slice(&0u32.to_le_bytes());
+    v.extend_from_slice(&0u32.to_le_bytes());
+    v.extend_from_slice(&0u32.to_le_bytes());
+    v
+}
+
+fn mknod(path: impl AsRef<Path>, ft: FileType, major: u32, minor: u32) {
+    let path = path.as_ref();
+    rfs::mknodat(
+        rfs::CWD,
+        path,
+        ft,
+        Mode::from_raw_mode(0o640),
+        rfs::makedev(major, minor),
+    )
+    .unwrap();
+}
+
+/// Builds a tree with every kind of entry tar can carry.
+fn build_everything(root: &Path) {
+    fs::create_dir_all(root).unwrap();
+    let w = |rel: &str, data: &[u8]| fs::write(root.join(rel), data).unwrap();
+    w("file", b"hello\n");
+    w("empty", b"");
+    w("large", &noise(3 << 20 | 123, 1));
+    write_sparse(
+        root.join("sparse"),
+        64 << 20,
+        &[(0, 4096), (10 << 20, 1 << 20)],
+    );
+    write_sparse(
+        root.join("sparse-tail"),
+        8 << 20,
+        &[(4 << 20, 8192), ((8 << 20) - 100, 100)],
+    );
+    write_sparse(root.join("all-hole"), 5 << 20, &[]);
+    fs::create_dir(root.join("dir")).unwrap();
+    w("hl1", b"linked\n");
+    fs::hard_link(root.join("hl1"), root.join("dir/hl2")).unwrap();
+    fs::hard_link(root.join("hl1"), root.join("hl3")).unwrap();
+    symlink("does/not/exist", root.join("dangling")).unwrap();
+    symlink("/etc/passwd", root.join("abs")).unwrap();
+    symlink("file", root.join("rel")).unwrap();
+    symlink(vec!["x"; 150].join("/"), root.join("longtarget")).unwrap();
+    rfs::mknodat(
+        rfs::CWD,
+        root.join("fifo"),
+        FileType::Fifo,
+        Mode::from_raw_mode(0o620),
+        0,
+    )
+    .unwrap();
+    mknod(root.join("null"), FileType::CharacterDevice, 1, 3);
+    mknod(root.join("loop"), FileType::BlockDevice, 7, 200);
+    w("suid", b"#!/bin/sh\n");
+    chmod(root.join("suid"), 0o4755);
+    w("sgid", b"x");
+    chown(root.join("sgid"), 0, 1000);
+    chmod(root.join("sgid"), 0o2750);
+    fs::create_dir(root.join("tmp")).unwrap();
+    chmod(root.join("tmp"), 0o1777);
+    w("user1000", b"u");
+    chown(root.join("user1000"), 1000, 1000);
+    w("nobody", b"n");
+    chown(root.join("nobody"), 65534, 65534);
+    chown(root.join("dangling"), 1000, 1001);
+    w("bigid", b"b");
+    chown(root.join("bigid"), 3_000_000, 4_000_000);
+    fs::create_dir(root.join("private")).unwrap();
+    w("private/secret", b"s");
+    chmod(root.join("private"), 0o700);
+    fs::create_dir(root.join("ro")).unwrap();
+    w("ro/inside", b"r");
+    w("xattr", b"x");
+    rfs::setxattr(
+        root.join("xattr"),
+        "user.test",
+        b"v\0\xff=\n",
+        XattrFlags::empty(),
+    )
+    .unwrap();
+    rfs::setxattr(
+        root.join("xattr"),
+        "user.odd=name%",
+        b"",
+        XattrFlags::empty(),
+    )
+    .unwrap();
+    rfs::setxattr(root.join("dir"), "user.dir", b"d", XattrFlags::empty()).unwrap();
+    // Symlinks and nodes take trusted.* attributes only (set without following).
+    rfs::lsetxattr(root.join("rel"), "trusted.sym", b"s", XattrFlags::empty()).unwrap();
+    rfs::lsetxattr(root.join("fifo"), "trusted.node", b"n", XattrFlags::empty()).unwrap();
+    w("cap", b"\x7fELF");
+    chmod(root.join("cap"), 0o755);
+    rfs::setxattr(
+        root.join("cap"),
+        "security.capability",
+        &capability_value(),
+        XattrFlags::empty(),
+    )
+    .unwrap();
+    w("with space", b"s");
+    w("new\nline", b"n");
+    fs::write(p(root, b"bad\xff\xfeutf8"), b"b").unwrap();
+    let long_name = "n".repeat(200);
+    w(&long_name, b"long");
+    // A path of about 4000 bytes: 19 directories of 200 bytes, then a file.
+    let mut deep = root.to_path_buf();
+    for i in 0..19 {
+        deep.push(format!("{i:02}{}", "d".repeat(198)));
+    }
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("f".repeat(180)), b"deep").unwrap();
+
+    // Times with nanoseconds everywhere, directories last and deepest first.
+    let mut all = Vec::new();
+    collect(root, &mut all);
+    all.sort_by_key(|(path, is_dir)| (*is_dir, std::cmp::Reverse(path.as_os_str().len())));
+    for (i, (path, _)) in all.iter().enumerate() {
+        set_mtime(path, 1_600_000_000 + i as i64, 123_456_789 + i as i64);
+    }
+    chmod(root.join("ro"), 0o555);
+    set_mtime(root.join("ro"), 1_500_000_000, 1);
+    set_mtime(root, 1_400_000_000, 999_999_999);
+}
+
+fn collect(dir: &Path, out: &mut Vec<(PathBuf, bool)>) {
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let is_dir = e.file_type().unwrap().is_dir();
+        if is_dir {
+            collect(&e.path(), out);
+        }
+        out.push((e.path(), is_dir));
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Node {
+    kind: &'static str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    content: Option<[u8; 32]>,
+    mtime: (i64, i64),
+    target: Option<Vec<u8>>,
+    rdev: u64,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// First path (in order) of the node's hard-link group.
+    link_group: Option<Vec<u8>>,
+    /// Allocated well below its size.
+    sparse: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Strictness {
+    /// Compare nanoseconds of mtimes (the gnu format has whole seconds).
+    nanos: bool,
+    xattrs: bool,
+    symlink_times: bool,
+}
+
+const EXACT: Strictness = Strictness {
+    nanos: true,
+    xattrs: true,
+    symlink_times: true,
+};
+
+fn list_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut names = vec![0u8; 65536];
+    let n = rfs::llistxattr(path, &mut names[..]).unwrap_or(0);
+    let mut out = Vec::new();
+    for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let mut value = vec![0u8; 65536];
+        let len = rfs::lgetxattr(path, name, &mut value[..]).unwrap();
+        out.push((name.to_vec(), value[..len].to_vec()));
+    }
+    out.sort();
+    out
+}
+
+/// Everything we compare about a tree, by relative path ("" = the root).
+fn snapshot(root: &Path, s: Strictness) -> BTreeMap<Vec<u8>, Node> {
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut todo = vec![Vec::<u8>::new()];
+    while let Some(rel) = todo.pop() {
+        let path = p(root, &rel);
+        let md = fs::symlink_metadata(&path).unwrap();
+        let ft = md.file_type();
+        use std::os::unix::fs::FileTypeExt;
+        let kind = if ft.is_dir() {
+            "dir"
+        } else if ft.is_file() {
+            "file"
+        } else if ft.is_symlink() {
+            "symlink"
+        } else if ft.is_char_device() {
+            "char"
+        } else if ft.is_block_device() {
+            "block"
+        } else if ft.is_fifo() {
+            "fifo"
+        } else {
+            "other"
+        };
+        if ft.is_dir() {
+            for e in fs::read_dir(&path).unwrap() {
+                let name = e.unwrap().file_name();
+                let mut child = rel.clone();
+                if !child.is_empty() {
+                    child.push(b'/');
+                }
+                child.extend_from_slice(name.as_bytes());
+                todo.push(child);
+            }
+        }
+        let link_group = (!ft.is_dir() && md.nlink() > 1).then(|| md.ino());
+        let node = Node {
+            kind,
+            mode: md.mode() & 0o7777,
+            uid: md.uid(),
+            gid: md.gid(),
+            size: if ft.is_file() { md.size() } else { 0 },
+            content: ft
+                .is_file()
+                .then(|| Sha256::digest(fs::read(&path).unwrap()).into()),
+            mtime: if ft.is_symlink() && !s.symlink_times {
+                (0, 0)
+            } else if s.nanos {
+                (md.mtime(), md.mtime_nsec())
+            } else {
+                (md.mtime(), 0)
+            },
+            target: ft.is_symlink().then(|| {
+                fs::read_link(&path)
+                    .unwrap()
+                    .as_os_str()
+                    .as_bytes()
+                    .to_vec()
+            }),
+            rdev: if ft.is_char_device() || ft.is_block_device() {
+                md.rdev()
+            } else {
+                0
+            },
+            xattrs: if s.xattrs {
+                list_xattrs(&path)
+            } else {
+                Vec::new()
+            },
+            link_group: link_group.map(|ino| ino.to_le_bytes().to_vec()),
+            sparse: ft.is_file() && md.blocks() * 512 + (64 << 10) <= md.size(),
+        };
+        if let Some(ino) = link_group {
+            let first = inodes.entry(ino).or_insert_with(|| rel.clone());
+            if *first > rel {
+                *first = rel.clone();
+            }
+        }
+        out.insert(rel, node);
+    }
+    // Replace inode numbers by the group's first path: comparable across trees.
+    for node in out.values_mut() {
+        if let Some(ino) = &node.link_group {
+            let ino = u64::from_le_bytes(ino.as_slice().try_into().unwrap());
+            node.link_group = Some(inodes[&ino].clone());
+        }
+    }
+    out
+}
+
+fn assert_same_tree(expected: &Path, got: &Path, s: Strictness) {
+    let a = snapshot(expected, s);
+    let b = snapshot(got, s);
+    let mut problems = Vec::new();
+    for (path, node) in &a {
+        match b.get(path) {
+            None => problems.push(format!("missing {}", show_path(path))),
+            Some(other) if other != node => problems.push(format!(
+                "differs {}:\n  want {node:?}\n  got  {other:?}",
+                show_path(path)
+            )),
+            _ => {}
+        }
+    }
+    for path in b.keys().filter(|k| !a.contains_key(*k)) {
+        problems.push(format!("unexpected {}", show_path(path)));
+    }
+    assert!(
+        problems.is_empty(),
+        "trees differ:\n{}",
+        problems.join("\n")
+    );
+}
+
+fn dump_to_vec(sources: &[DumpSource]) -> (Vec<u8>, DumpStats, Manifest) {
+    let mut out = Vec::new();
+    let (stats, manifest) = dump_full(&mut out, sources).unwrap();
+    (out, stats, manifest)
+}
+
+fn root_source(dir: &Path) -> Vec<DumpSource> {
+    vec![DumpSource {
+        prefix: String::new(),
+        dir: dir.to_path_buf(),
+    }]
+}
+
+fn extract_vec(
+    stream: &[u8],
+    root: &Path,
+    opts: &ExtractOptions,
+) -> crate::error::Result<ExtractStats> {
+    fs::create_dir_all(root).unwrap();
+    let mut input = stream;
+    extract(&mut input, root, opts)
+}
+
+fn trusting() -> ExtractOptions {
+    ExtractOptions {
+        devices: super::DevicePolicy::All,
+        ..Default::default()
+    }
+}
+
+fn gnu_tar(args: &[&str]) {
+    Cmd::new("tar").args(args).run().unwrap();
+}
+
+fn have_gnu_tar() -> bool {
+    Cmd::new("tar")
+        .arg("--version")
+        .run()
+        .is_ok_and(|v| v.contains("GNU tar"))
+}
+
+// ---------------------------------------------------------------- round trips
+
+#[test]
+fn full_dump_round_trips_through_our_extractor() {
+    need_root!();
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    build_everything(&src);
+    let (stream, stats, manifest) = dump_to_vec(&root_source(&src));
+    assert_eq!(stats.stream_bytes, stream.len() as u64);
+    assert_eq!(stats.sparse_files, 3, "{stats:?}");
+    assert_eq!(stats.hardlinks, 2);
+    assert_eq!(stats.devices, 2);
+    assert_eq!(stats.fifos, 1);
+    assert_eq!(manifest.len() as u64, stats.entries);
+    assert!(
+        stream.len() < 8 << 20,
+        "sparse files stay sparse in the stream: {}",
+        stream.len()
+    );
+
+    let dst = t.path().join("dst");
+    let got = extract_vec(&stream, &dst, &trusting()).unwrap();
+    assert_eq!(got.entries, stats.entries);
+    assert_eq!(got.capabilities_lost, 0);
+    assert_same_tree(&src, &dst, EXACT);
+}
+
+#[test]
+fn full_dump_extracts_with_gnu_tar() {
+    need_root!();
+    if !have_gnu_tar() {
+        eprintln!("skipped: GNU tar not installed");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    build_everything(&src);
+    let (stream, _, _) = dump_to_vec(&root_source(&src));
+    let file = t.path().join("dump.tar");
+    fs::write(&file, &stream).unwrap();
+    let dst = t.path().join("dst");
+    fs::create_dir(&dst).unwrap();
+    let (f, d) = (file.to_str().unwrap(), dst.to_str().unwrap());
+    gnu_tar(&[
+        "-x",
+        "--numeric-owner",
+        "--xattrs",
+        "--xattrs-include=*",
+        "-p",
+        "-f",
+        f,
+        "-C",
+        d,
+    ]);
+    assert_same_tree(&src, &dst, EXACT);
+}
+
+#[test]
+fn gnu_tar_posix_and_gnu_formats_extract_with_ours() {
+    need_root!();
+    if !have_gnu_tar() {
+        eprintln!("skipped: GNU tar not installed");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    build_everything(&src);
+    let s = src.to_str().unwrap();
+    let cases: [(&str, &[&str], Strictness); 4] = [
+        (
+            "posix",
+            &[
+                "--xattrs",
+                "--xattrs-include=*",
+                "--sparse",
+                "--format=posix",
+            ],
+            EXACT,
+        ),
+        (
+            "posix-sparse-0.0",
+            &[
+                "--xattrs",
+                "--xattrs-include=*",
+                "--sparse",
+                "--sparse-version=0.0",
+                "--format=posix",
+            ],
+            EXACT,
+        ),
+        (
+            "posix-sparse-0.1",
+            &[
+                "--xattrs",
+                "--xattrs-include=*",
+                "--sparse",
+                "--sparse-version=0.1",
+                "--format=posix",
+            ],
+            EXACT,
+        ),
+        (
+            "gnu",
+            &["--sparse", "--format=gnu"],
+            Strictness {
+                nanos: false,
+                xattrs: false,
+                symlink_times: true,
+            },
+        ),
+    ];
+    for (name, flags, strictness) in cases {
+        let file = t.path().join(format!("{name}.tar"));
+        let mut args = vec!["-c", "-f", file.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["-C", s, "."]);
+        gnu_tar(&args);
+        let dst = t.path().join(format!("dst-{name}"));
+        let stream = fs::read(&file).unwrap();
+        let stats =
+            extract_vec(&stream, &dst, &trusting()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(stats.files > 10, "{name}: {stats:?}");
+        assert_same_tree(&src, &dst, strictness);
+    }
+}
+
+#[test]
+fn sources_nest_at_their_prefixes() {
+    need_root!();
+    let t = tempfile::tempdir().unwrap();
+    let (outer, inner, lower) = (
+        t.path().join("outer"),
+        t.path().join("inner"),
+        t.path().join("lower"),
+    );
+    fs::create_dir_all(outer.join("var/log")).unwrap();
+    fs::write(outer.join("var/log/hidden"), b"under the mount point").unwrap();
+    fs::write(outer.join("var/z"), b"z").unwrap();
+    fs::create_dir_all(inner.join("sub")).unwrap();
+    fs::write(inner.join("sub/app.log"), b"log").unwrap();
+    chmod(&inner, 0o750);
+    fs::create_dir_all(&lower).unwrap();
+    fs::write(lower.join("data"), b"d").unwrap();
+    let sources = vec![
+        DumpSource {
+            prefix: String::new(),
+            dir: outer.clone(),
+        },
+        DumpSource {
+            prefix: "var/log".into(),
+            dir: inner.clone(),
+        },
+        // Its parent "srv" does not exist in the outer tree.
+        DumpSource {
+            prefix: "srv/data".into(),
+            dir: lower.clone(),
+        },
+    ];
+    let (stream, stats, manifest) = dump_to_vec(&sources);
+    let dst = t.path().join("dst");
+    extract_vec(&stream, &dst, &trusting()).unwrap();
+
+    let expected = t.path().join("expected");
+    fs::create_dir_all(&expected).unwrap();
+    let cp = |from: &Path, to: &Path| {
+        let (f, d) = (
+            from.to_str().unwrap().to_string() + "/.",
+            to.to_str().unwrap().to_string(),
+        );
+        Cmd::new("cp").args(["-a", &f, &d]).run().unwrap();
+    };
+    cp(&outer, &expected);
+    fs::remove_dir_all(expected.join("var/log")).unwrap();
+    fs::create_dir(expected.join("var/log")).unwrap();
+    cp(&inner, &expected.join("var/log"));
+    fs::create_dir_all(expected.join("srv/data")).unwrap();
+    cp(&lower, &expected.join("srv/data"));
+    for (dir, from) in [
+        ("var/log", &inner),
+        ("srv/data", &lower),
+        ("var", &outer.join("var")),
+        ("", &outer),
+    ] {
+        let md = fs::metadata(from).unwrap();
+        set_mtime(expected.join(dir), md.mtime(), md.mtime_nsec());
+    }
+    let dst_srv = fs::metadata(dst.join("srv")).unwrap();
+    assert_eq!(
+        (dst_srv.mode() & 0o7777, dst_srv.mtime()),
+        (0o755, 0),
+        "synthetic directory"
+    );
+    set_mtime(expected.join("srv"), 0, 0);
+    assert_same_tree(&expected, &dst, EXACT);
+    assert!(!dst.join("var/log/hidden").exists());
+
+    // Nothing changed: the changeset is empty.
+    let mut changes = Vec::new();
+    let cstats = dump_changes(&mut changes, &sources, &manifest).unwrap();
+    assert_eq!(cstats.entries, 0, "{cstats:?}");
+    assert_eq!(stats.entries as usize, manifest.len());
+}
+
+#[test]
+fn other_file_systems_are_not_crossed() {
+    need_root!();
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("mnt")).unwrap();
+    fs::write(src.join("top"), b"t").unwrap();
+    let mnt = src.join("mnt");
+    if let Err(e) = rustix::mount::mount(
+        "tmpfs",
+        &mnt,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        None::<&std::ffi::CStr>,
+    ) {
+        eprintln!("skipped: cannot mount a tmpfs ({e})");
+        return;
+    }
+    fs::write(mnt.join("inside"), b"i").unwrap();
+    let result = std::panic::catch_unwind(|| {
+        let (stream, stats, _) = dump_to_vec(&root_source(&src));
+        assert_eq!(stats.mount_points_not_crossed, 1, "{stats:?}");
+        let dst = t.path().join("dst");
+        extract_vec(&stream, &dst, &trusting()).unwrap();
+        assert!(dst.join("mnt").is_dir());
+        assert!(!dst.join("mnt/inside").exists());
+        // As its own source, the mounted tree is included.
+        let sources = vec![
+            DumpSource {
+                prefix: String::new(),
+                dir: src.clone(),
+            },
+            DumpSource {
+                prefix: "mnt".into(),
+                dir: mnt.clone(),
+            },
+        ];
+        let (stream, stats, _) = dump_to_vec(&sources);
+        assert_eq!(stats.mount_points_not_crossed, 0);
+        let dst2 = t.path().join("dst2");
+        extract_vec(&stream, &dst2, &trusting()).unwrap();
+        assert_eq!(fs::read(dst2.join("mnt/inside")).unwrap(), b"i");
+    });
+    rustix::mount::unmount(&mnt, rustix::mount::UnmountFlags::empty()).unwrap();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+#[test]
+fn a_file_changing_while_read_keeps_the_stream_consistent() {
+    // Simulated at the writer level: the size announced is the size written.
+    let file = tempfile::tempfile().unwrap();
+    use std::io::Write as _;
+    (&file).write_all(b"short").unwrap();
+    let mut out = Vec::new();
+    let mut w = write::TarWriter::new(&mut out);
+    use std::os::fd::AsFd;
+    rustix::fs::seek(&file, rustix::fs::SeekFrom::Start(0)).unwrap();
+    let got = w.copy_from_fd(file.as_fd(), None, 4096).unwrap();
+    assert_eq!(got, 5);
+    w.pad().unwrap();
+    w.finish().unwrap();
+    assert_eq!(out.len(), 4096 + 1024);
+}
+
+// ---------------------------------------------------------------- changesets
+
+/// Applies `stream`s one after the other into a fresh directory.
+fn apply_layers(dst: &Path, streams: &[&[u8]]) {
+    for s in streams {
+        extract_vec(s, dst, &trusting()).unwrap();
+    }
+}
+
+#[test]
+fn changeset_applied_on_the_base_gives_the_modified_tree() {
+    need_root!();
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    let w = |rel: &str, data: &[u8]| {
+        let path = src.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, data).unwrap();
+    };
+    w("same", b"unchanged");
+    w("big-unchanged", &noise(2 << 20, 3));
+    w("edit", b"aaaa");
+    w("append", b"start");
+    w("delete-me", b"x");
+    w("tree/a/b/c", b"c");
+    w("tree/d", b"d");
+    w("dir2file/x", b"x");
+    w("file2dir", b"f");
+    w("recreate/keep", b"old");
+    w("recreate/old-only", b"old");
+    w("chmod", b"m");
+    w("chown", b"o");
+    w("linked", b"l");
+    w("touch", b"t");
+    w("kept/inside", b"k");
+    symlink("same", src.join("retarget")).unwrap();
+    rfs::setxattr(src.join("edit"), "user.x", b"1", XattrFlags::empty()).unwrap();
+    let sources = root_source(&src);
+    let (base, _, manifest) = dump_to_vec(&sources);
+
+    // The modifications.
+    fs::write(src.join("edit"), b"bbbb").unwrap();
+    set_mtime(src.join("edit"), 1_700_000_000, 5);
+    fs::OpenOptions::new()
+        .append(true)
+        .open(src.join("append"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b" and more"))
+        .unwrap();
+    fs::remove_file(src.join("delete-me")).unwrap();
+    fs::remove_dir_all(src.join("tree")).unwrap();
+    fs::remove_dir_all(src.join("dir2file")).unwrap();
+    w("dir2file", b"now a file");
+    fs::remove_file(src.join("file2dir")).unwrap();
+    w("file2dir/child", b"now a dir");
+    fs::remove_dir_all(src.join("recreate")).unwrap();
+    w("recreate/keep", b"new");
+    w("recreate/new-only", b"new");
+    chmod(src.join("chmod"), 0o600);
+    chown(src.join("chown"), 1000, 1000);
+    fs::hard_link(src.join("linked"), src.join("kept/second-link")).unwrap();
+    set_mtime(src.join("touch"), 1_234_567_890, 42);
+    fs::remove_file(src.join("retarget")).unwrap();
+    symlink("edit", src.join("retarget")).unwrap();
+    w("brand/new/file", b"new");
+
+    let mut changes = Vec::new();
+    let stats = dump_changes(&mut changes, &sources, &manifest).unwrap();
+    assert!(
+        stats.file_bytes < 1024,
+        "unchanged files are not in the changeset: {stats:?}"
+    );
+    // delete-me, tree, dir2file, file2dir: one whiteout each; recreate: opaque.
+    assert_eq!(stats.whiteouts, 5, "{stats:?}");
+
+    let dst = t.path().join("dst");
+    apply_layers(&dst, &[&base, &changes]);
+    assert_same_tree(&src, &dst, EXACT);
+
+    // Order: a directory's whiteouts come before its new entries; the opaque
+    // marker right after its directory.
+    let names = entry_names(&changes);
+    let pos = |n: &str| {
+        names
+            .iter()
+            .position(|x| x == n)
+            .unwrap_or_else(|| panic!("{n} not in {names:?}"))
+    };
+    assert!(pos("./.wh.tree") < pos("./brand/"));
+    assert!(pos("./.wh.dir2file") < pos("./dir2file"));
+    assert_eq!(pos("./recreate/") + 1, pos("./recreate/.wh..wh..opq"));
+    assert!(
+        !names.iter().any(|n| n.starts_with("./tree/")),
+        "one whiteout per deleted tree"
+    );
+    assert!(!names.contains(&"./same".to_string()));
+}
+
+/// Entry names of a stream, as our reader sees them.
+fn entry_names(stream: &[u8]) -> Vec<String> {
+    let mut input = stream;
+    let mut r = read::TarReader::new(&mut input);
+    let mut names = Vec::new();
+    while let Some(e) = r.next_entry().unwrap() {
+        names.push(String::from_utf8_lossy(&e.name).into_owned());
+    }
+    names
+}
+
+#[test]
+fn changeset_of_the_full_tree_round_trips() {
+    need_root!();
+    // Every kind of entry, all of it replaced: the root recreated is not
+    // possible, but a subdirectory with everything in it is.
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("all")).unwrap();
+    fs::write(src.join("all/old"), b"o").unwrap();
+    let sources = root_source(&src);
+    let (base, _, manifest) = dump_to_vec(&sources);
+    fs::remove_dir_all(src.join("all")).unwrap();
+    build_everything(&src.join("all"));
+    let mut changes = Vec::new();
+    dump_changes(&mut changes, &sources, &manifest).unwrap();
+    let dst = t.path().join("dst");
+    apply_layers(&dst, &[&base, &changes]);
+    assert_same_tree(&src, &dst, EXACT);
+}
+
+// ---------------------------------------------------------------- hostile streams
+
+/// Raw tar blocks for hand-made streams.
+struct Raw(Vec<u8>);
+
+impl Raw {
+    fn new() -> Self {
+        Raw(Vec::new())
+    }
+
+    fn header(&mut self, name: &[u8], flag: u8, size: u64, link: &[u8], uid: u64) -> &mut Self {
+        let mut b: Block = [0; BLOCK];
+        b[..name.len().min(100)].copy_from_slice(&name[..name.len().min(100)]);
+        h::put_num(&mut b, h::MODE, 0o644);
+        h::put_num(&mut b, h::UID, uid);
+        h::put_num(&mut b, h::GID, 0);
+        h::put_num(&mut b, h::SIZE, size);
+        h::put_num(&mut b, h::MTIME, 1);
+        b[h::TYPEFLAG] = flag;
+        b[h::LINKNAME.0..h::LINKNAME.0 + link.len()].copy_from_slice(link);
+        b[h::MAGIC.0..h::MAGIC.0 + 8].copy_from_slice(h::USTAR_MAGIC);
+        h::put_num(&mut b, h::DEVMAJOR, 1);
+        h::put_num(&mut b, h::DEVMINOR, 3);
+        h::seal(&mut b);
+        self.0.extend_from_slice(&b);
+        self
+    }
+
+    fn data(&mut self, data: &[u8]) -> &mut Self {
+        self.0.extend_from_slice(data);
+        let pad = (BLOCK - data.len() % BLOCK) % BLOCK;
+        self.0.resize(self.0.len() + pad, 0);
+        self
+    }
+
+    fn file(&mut self, name: &[u8], data: &[u8]) -> &mut Self {
+        self.header(name, b'0', data.len() as u64, b"", 0)
+            .data(data)
+    }
+
+    fn pax(&mut self, records: &[(&[u8], &[u8])]) -> &mut Self {
+        let mut text = Vec::new();
+        for (k, v) in records {
+            h::pax_record(&mut text, k, v);
+        }
+        self.header(b"PaxHeaders/x", b'x', text.len() as u64, b"", 0)
+            .data(&text)
+    }
+
+    fn end(&mut self) -> Vec<u8> {
+        self.0.extend_from_slice(&[0; 2 * BLOCK]);
+        self.0.clone()
+    }
+}
+
+/// A target root next to a canary directory; checks that nothing but the
+/// root changes.
+struct Arena {
+    _t: tempfile::TempDir,
+    base: PathBuf,
+    root: PathBuf,
+    resolver: safefs::Resolver,
+}
+
+impl Arena {
+    fn new() -> Self {
+        Self::with_resolver(safefs::Resolver::detect())
+    }
+
+    fn with_resolver(resolver: safefs::Resolver) -> Self {
+        let t = tempfile::tempdir().unwrap();
+        let base = t.path().to_path_buf();
+        fs::create_dir(base.join("root")).unwrap();
+        fs::create_dir(base.join("canary")).unwrap();
+        fs::write(base.join("canary/file"), b"canary").unwrap();
+        Arena {
+            root: base.join("root"),
+            base,
+            _t: t,
+            resolver,
+        }
+    }
+
+    fn extract(&self, stream: &[u8], opts: &ExtractOptions) -> crate::error::Result<ExtractStats> {
+        let mut input = stream;
+        extract::extract_with(&mut input, &self.root, opts, self.resolver)
+    }
+
+    /// Nothing outside the root was written.
+    fn check_outside(&self) {
+        let mut names: Vec<_> = fs::read_dir(&self.base)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["canary", "root"]);
+        let canary: Vec<_> = fs::read_dir(self.base.join("canary"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(canary, ["file"]);
+        assert_eq!(fs::read(self.base.join("canary/file")).unwrap(), b"canary");
+        assert!(!Path::new("/etc/x").exists());
+        assert!(!Path::new("/x").exists());
+    }
+
+    /// The stream fails with an archive error whose message contains all of
+    /// `words`, and nothing outside the root changed.
+    fn refuses(&self, stream: &[u8], opts: &ExtractOptions, words: &[&str]) {
+        let err = self
+            .extract(stream, opts)
+            .expect_err("hostile stream accepted");
+        let text = err.to_string();
+        assert!(
+            matches!(err, Error::Archive(_)),
+            "not an archive error: {text}"
+        );
+        for w in words {
+            assert!(text.contains(w), "{text:?} lacks {w:?}");
+        }
+        self.check_outside();
+    }
+}
+
+#[test]
+fn traversal_by_name_is_refused() {
+    let a = Arena::new();
+    let d = ExtractOptions::default();
+    a.refuses(
+        &Raw::new().file(b"../x", b"evil").end(),
+        &d,
+        &["archive entry '../x'", "'..'"],
+    );
+    a.refuses(
+        &Raw::new().file(b"/etc/x", b"evil").end(),
+        &d,
+        &["archive entry '/etc/x'", "absolute"],
+    );
+    a.refuses(&Raw::new().file(b"a/../../x", b"evil").end(), &d, &["'..'"]);
+    a.refuses(
+        &Raw::new().file(b"./.wh.ok/../../canary", b"").end(),
+        &d,
+        &["'..'"],
+    );
+    a.refuses(&Raw::new().file(b"../.wh.canary", b"").end(), &d, &["'..'"]);
+    a.refuses(
+        &Raw::new().file(b"../.wh..wh..opq", b"").end(),
+        &d,
+        &["'..'"],
+    );
+}
+
+#[test]
+fn traversal_through_symlinks_is_refused() {
+    need_root!();
+    // Both ways of resolving paths: openat2 and the per-component fallback.
+    for resolver in [safefs::Resolver::detect(), safefs::Resolver::PerComponent] {
+        symlink_traversal_cases(Arena::with_resolver(resolver));
+    }
+}
+
+fn symlink_traversal_cases(a: Arena) {
+    let d = ExtractOptions::default();
+    let up = Raw::new()
+        .header(b"link", b'2', 0, b"/", 0)
+        .file(b"link/etc/x", b"evil")
+        .end();
+    a.refuses(&up, &d, &["archive entry 'link/etc/x'", "symbolic link"]);
+    let side = Raw::new()
+        .header(b"c", b'2', 0, b"../canary", 0)
+        .file(b"c/evil", b"evil")
+        .end();
+    a.refuses(&side, &d, &["symbolic link"]);
+    let deep = Raw::new()
+        .header(b"d/", b'5', 0, b"", 0)
+        .header(b"d/e", b'2', 0, b"../../canary", 0)
+        .file(b"d/e/f/evil", b"evil")
+        .end();
+    a.refuses(&deep, &d, &["symbolic link"]);
+    // Hard link through a symlink, outside, absolute, to a directory.
+    let hl = Raw::new()
+        .header(b"s", b'2', 0, b"../canary", 0)
+        .header(b"x", b'1', 0, b"s/file", 0)
+        .end();
+    a.refuses(&hl, &d, &["symbolic link"]);
+    a.refuses(
+        &Raw::new().header(b"x", b'1', 0, b"../../outside", 0).end(),
+        &d,
+        &["hard link target", "'..'"],
+    );
+    a.refuses(
+        &Raw::new().header(b"x", b'1', 0, b"/etc/passwd", 0).end(),
+        &d,
+        &["absolute"],
+    );
+    let to_dir = Raw::new()
+        .header(b"dir/", b'5', 0, b"", 0)
+        .header(b"x", b'1', 0, b"dir", 0)
+        .end();
+    a.refuses(&to_dir, &d, &["hard link to directory"]);
+    a.refuses(
+        &Raw::new().header(b"x", b'1', 0, b"missing", 0).end(),
+        &d,
+        &["does not exist"],
+    );
+    // A whiteout cannot delete through a symlink either.
+    let wh = Raw::new()
+        .header(b"c", b'2', 0, b"../canary", 0)
+        .file(b"c/.wh.file", b"")
+        .end();
+    a.refuses(&wh, &d, &["symbolic link"]);
+    // Symlinks themselves may point anywhere: they are data.
+    let fine = Raw::new()
+        .header(b"anywhere", b'2', 0, b"../../../../etc/shadow", 0)
+        .end();
+    a.extract(&fine, &d).unwrap();
+    assert_eq!(
+        fs::read_link(a.root.join("anywhere")).unwrap(),
+        Path::new("../../../../etc/shadow")
+    );
+    a.check_outside();
+}
+
+#[test]
+fn overrides_by_pax_and_gnu_long_names_obey_the_same_rules() {
+    let a = Arena::new();
+    let d = ExtractOptions::default();
+    let pax = Raw::new()
+        .pax(&[(b"path", b"../evil")])
+        .file(b"harmless", b"x")
+        .end();
+    a.refuses(&pax, &d, &["archive entry '../evil'", "'..'"]);
+    let pax_link = Raw::new()
+        .pax(&[(b"linkpath", b"/etc/passwd")])
+        .header(b"x", b'1', 0, b"ok", 0)
+        .end();
+    a.refuses(&pax_link, &d, &["absolute"]);
+    let pax_nul = Raw::new()
+        .pax(&[(b"path", b"a\0b")])
+        .file(b"harmless", b"x")
+        .end();
+    a.refuses(&pax_nul, &d, &["NUL"]);
+    let mut long = b"../".repeat(40);
+    long.extend_from_slice(b"evil\0");
+    let gnu = Raw::new()
+        .header(b"././@LongLink", b'L', long.len() as u64, b"", 0)
+        .data(&long)
+        .file(b"harmless", b"x")
+        .end();
+    a.refuses(&gnu, &d, &["'..'"]);
+    let gnu_link = Raw::new()
+        .header(b"././@LongLink", b'K', 12, b"", 0)
+        .data(b"/etc/shadow\0")
+        .header(b"x", b'1', 0, b"ok", 0)
+        .end();
+    a.refuses(&gnu_link, &d, &["absolute"]);
+    let sparse_name = Raw::new()
+        .pax(&[
+            (b"GNU.sparse.major", b"1"),
+            (b"GNU.sparse.minor", b"0"),
+            (b"GNU.sparse.name", b"../evil"),
+            (b"GNU.sparse.realsize", b"10"),
+        ])
+        .file(
+            b"harmless",
+            &[b"1\n0\n0\n".as_slice(), &[0u8; 506]].concat(),
+        )
+        .end();
+    a.refuses(&sparse_name, &d, &["'..'"]);
+}
+
+#[test]
+fn devices_ids_and_sizes_are_bounded() {
+    need_root!();
+    let a = Arena::new();
+    let d = ExtractOptions::default();
+    a.refuses(
+        &Raw::new().header(b"dev/null", b'3', 0, b"", 0).end(),
+        &d,
+        &["device node", "refused"],
+    );
+    a.refuses(
+        &Raw::new().header(b"sda", b'4', 0, b"", 0).end(),
+        &d,
+        &["device node"],
+    );
+    assert!(!a.root.join("sda").exists());
+    let mapped = ExtractOptions {
+        max_id: Some(65536),
+        ..Default::default()
+    };
+    a.refuses(
+        &Raw::new().header(b"suid", b'0', 0, b"", 65536).end(),
+        &mapped,
+        &["uid 65536", "outside"],
+    );
+    let pax_gid = Raw::new().pax(&[(b"gid", b"100000")]).file(b"g", b"").end();
+    a.refuses(&pax_gid, &mapped, &["gid 100000"]);
+    // Within the map, setuid survives.
+    let ok = Raw::new().header(b"ok", b'0', 0, b"", 65535).end();
+    a.extract(&ok, &mapped).unwrap();
+    assert_eq!(fs::metadata(a.root.join("ok")).unwrap().uid(), 65535);
+
+    let huge = Raw::new()
+        .header(b"PaxHeaders/x", b'x', 2 << 20, b"", 0)
+        .data(&vec![b'1'; 2 << 20])
+        .end();
+    a.refuses(&huge, &d, &["exceeds the limit"]);
+    let big_xattr = Raw::new()
+        .pax(&[(b"SCHILY.xattr.user.big", &vec![b'v'; 70_000])])
+        .file(b"f", b"")
+        .end();
+    a.refuses(&big_xattr, &d, &["extended attribute value"]);
+    a.refuses(
+        &Raw::new().header(b"root-file", b'0', 0, b"", 0).0,
+        &d,
+        &["end-of-archive"],
+    );
+    let mut cut = Raw::new().file(b"f", &[7u8; 3000]).end();
+    cut.truncate(1500);
+    a.refuses(&cut, &d, &["archive entry 'f'", "truncated"]);
+    a.refuses(b"", &d, &["empty"]);
+    a.refuses(&vec![b'x'; 2048], &d, &["checksum"]);
+    a.refuses(
+        &Raw::new().file(b"./", b"").end(),
+        &d,
+        &["root can only be a directory"],
+    );
+}
+
+#[test]
+fn zero_blocks_only_is_an_empty_archive() {
+    let a = Arena::new();
+    let stats = a
+        .extract(&[0u8; 10240], &ExtractOptions::default())
+        .unwrap();
+    assert_eq!(stats.entries, 0);
+    assert_eq!(fs::read_dir(&a.root).unwrap().count(), 0);
+}
+
+#[test]
+fn whiteouts_delete_inside_the_root_only() {
+    need_root!();
+    let a = Arena::new();
+    let d = ExtractOptions::default();
+    let base = Raw::new()
+        .file(b"a", b"a")
+        .header(b"d/", b'5', 0, b"", 0)
+        .file(b"d/x", b"x")
+        .header(b"l", b'2', 0, b"../canary", 0)
+        .end();
+    a.extract(&base, &d).unwrap();
+    // Deleting the symlink deletes the link, not what it points to.
+    let layer = Raw::new()
+        .file(b".wh.l", b"")
+        .file(b"d/.wh.x", b"")
+        .file(b".wh.missing", b"")
+        .end();
+    let stats = a.extract(&layer, &d).unwrap();
+    assert_eq!(stats.whiteouts, 3);
+    assert!(!a.root.join("l").exists() && !a.root.join("d/x").exists());
+    a.check_outside();
+    // An opaque marker at the root empties it: a replaced root directory.
+    let opaque = Raw::new()
+        .file(b"./.wh..wh..opq", b"")
+        .file(b"b", b"b")
+        .end();
+    a.extract(&opaque, &d).unwrap();
+    let names: Vec<_> = fs::read_dir(&a.root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["b"]);
+    a.check_outside();
+    // With whiteouts off they are plain files.
+    let plain = ExtractOptions {
+        whiteouts: false,
+        ..Default::default()
+    };
+    a.extract(&Raw::new().file(b".wh.b", b"").end(), &plain)
+        .unwrap();
+    assert!(a.root.join(".wh.b").exists() && a.root.join("b").exists());
+}
+
+#[test]
+fn replacing_entries_never_follows_what_was_there() {
+    need_root!();
+    let a = Arena::new();
+    let d = ExtractOptions::default();
+    // A file entry over a symlink to the canary replaces the symlink.
+    let s = Raw::new()
+        .header(b"f", b'2', 0, b"../canary/file", 0)
+        .file(b"f", b"mine")
+        .header(b"dir", b'2', 0, b"../canary", 0)
+        .header(b"dir/", b'5', 0, b"", 0)
+        .end();
+    a.extract(&s, &d).unwrap();
+    assert_eq!(fs::read(a.root.join("f")).unwrap(), b"mine");
+    assert!(a.root.join("dir").symlink_metadata().unwrap().is_dir());
+    a.check_outside();
+}
+
+#[test]
+fn a_file_system_without_xattrs_gives_warnings_not_failures() {
+    need_root!();
+    let t = tempfile::tempdir().unwrap();
+    let mnt = t.path().join("ramfs");
+    fs::create_dir(&mnt).unwrap();
+    // ramfs has no extended attributes at all, like zfs-fuse.
+    if let Err(e) = rustix::mount::mount(
+        "ramfs",
+        &mnt,
+        "ramfs",
+        rustix::mount::MountFlags::empty(),
+        None::<&std::ffi::CStr>,
+    ) {
+        eprintln!("skipped: cannot mount a ramfs ({e})");
+        return;
+    }
+    let cap = capability_value();
+    let stream = Raw::new()
+        .pax(&[(b"SCHILY.xattr.user.x", b"1")])
+        .header(b"d/", b'5', 0, b"", 0)
+        .pax(&[(b"SCHILY.xattr.security.capability", &cap)])
+        .file(b"d/ping", b"\x7fELF")
+        .pax(&[(b"SCHILY.xattr.system.nfs4_acl", b"?")])
+        .file(b"d/odd", b"")
+        .end();
+    let mut input = stream.as_slice();
+    let result = extract(&mut input, &mnt, &ExtractOptions::default());
+    let ping = fs::read(mnt.join("d/ping"));
+    rustix::mount::unmount(&mnt, rustix::mount::UnmountFlags::empty()).unwrap();
+    let stats = result.unwrap();
+    assert_eq!(ping.unwrap(), b"\x7fELF");
+    assert_eq!(
+        (
+            stats.xattrs_unsupported,
+            stats.capabilities_lost,
+            stats.xattrs_skipped
+        ),
+        (2, 1, 1)
+    );
+    let notes = stats.notes.lines().join("\n");
+    assert!(
+        notes.contains("./d/ping: file capabilities lost"),
+        "{notes}"
+    );
+}
+
+// ---------------------------------------------------------------- fuzzing
+
+/// Offsets of the header blocks of a valid stream (data skipped by size).
+fn header_offsets(stream: &[u8]) -> Vec<usize> {
+    let mut offsets = Vec::new();
+    let mut at = 0;
+    while at + BLOCK <= stream.len() {
+        let block: &Block = stream[at..at + BLOCK].try_into().unwrap();
+        if h::is_zero(block) {
+            break;
+        }
+        offsets.push(at);
+        let size = h::get_num(block, h::SIZE).unwrap() as usize;
+        at += BLOCK + size.div_ceil(BLOCK) * BLOCK;
+    }
+    offsets
+}
+
+fn fuzz_seed_stream() -> Vec<u8> {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("d/e")).unwrap();
+    fs::write(src.join("d/e/f"), b"data").unwrap();
+    fs::write(src.join("long".repeat(40)), b"x").unwrap();
+    fs::hard_link(src.join("d/e/f"), src.join("hard")).unwrap();
+    symlink("../canary", src.join("up")).unwrap();
+    write_sparse(src.join("sparse"), 1 << 20, &[(4096, 100)]);
+    rfs::setxattr(src.join("d"), "user.x", b"y", XattrFlags::empty()).unwrap();
+    dump_to_vec(&root_source(&src)).0
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 128, ..Default::default() })]
+
+    /// Random damage to a valid stream (with or without fixing checksums)
+    /// never panics and never writes outside the root.
+    #[test]
+    fn mutated_streams_never_escape(
+        edits in proptest::collection::vec((0usize..1 << 16, proptest::prelude::any::<u8>()), 1..12),
+        text_edits in proptest::collection::vec((0usize..1 << 16, 0usize..6), 0..4),
+        truncate_at in proptest::option::of(0usize..1 << 16),
+        reseal in proptest::prelude::any::<bool>(),
+    ) {
+        static SEED: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        let seed = SEED.get_or_init(fuzz_seed_stream);
+        let headers = header_offsets(seed);
+        let mut stream = seed.clone();
+        for (at, byte) in edits {
+            // Aim at headers more often than at data.
+            let at = if at % 2 == 0 { headers[at / 2 % headers.len()] + at % BLOCK } else { at % stream.len() };
+            stream[at] = byte;
+        }
+        // Splice hostile fragments into names and PAX records.
+        const FRAGMENTS: [&[u8]; 6] = [b"../", b"/", b"\0", b".wh.", b"999999999", b"\n"];
+        for (at, which) in text_edits {
+            let at = headers[at % headers.len()] + at % 100;
+            let fragment = FRAGMENTS[which];
+            let end = (at + fragment.len()).min(stream.len());
+            stream[at..end].copy_from_slice(&fragment[..end - at]);
+        }
+        if reseal {
+            for &at in &headers {
+                let block: &mut Block = (&mut stream[at..at + BLOCK]).try_into().unwrap();
+                h::seal(block);
+            }
+        }
+        if let Some(cut) = truncate_at {
+            stream.truncate(cut % (stream.len() + 1));
+        }
+        let a = Arena::new();
+        let _ = a.extract(&stream, &ExtractOptions::default());
+        a.check_outside();
+    }
+}

@@ -1,0 +1,757 @@
+//! `osctl ct import`: a container from an archive, treated as hostile.
+//!
+//! The archive is read once, in order, as a stream. Only known entry names are
+//! accepted; configs are parsed under a budget and checked against the trust
+//! policy before anything is created. The root file system is built under a
+//! staging name; users, groups and the container's config are created only at
+//! the commit, after every stream was received and every checksum matched. A
+//! failure undoes everything; a killed import leaves a journal that the next
+//! command replays.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+
+use crate::accounts::{self, MapRequest};
+use crate::archive::compress::{self, Compression};
+use crate::archive::meta::{
+    self, ArchiveType, EntryName, Metadata, StreamEncoding, StreamKind, StreamName,
+};
+use crate::archive::{ArchiveReader, CopyError, Entry, EntryDigest};
+use crate::error::{Context, Error, Result};
+use crate::fstar::{self, DevicePolicy, ExtractOptions};
+use crate::idmap::IdMap;
+use crate::interrupt;
+use crate::journal::{ImportRecord, Journal, Record};
+use crate::lock::Lock;
+use crate::model::{ContainerConfig, GroupConfig, UserConfig};
+use crate::names;
+use crate::pool::Pool;
+use crate::progress::Progress;
+use crate::storage;
+use crate::trust;
+use crate::yaml;
+
+/// Largest hook script kept.
+const MAX_HOOK_BYTES: u64 = 1 << 20;
+/// Most hook scripts kept.
+const MAX_HOOKS: usize = 64;
+
+#[derive(Default)]
+pub struct ImportOptions {
+    pub as_id: Option<String>,
+    pub as_user: Option<String>,
+    pub as_group: Option<String>,
+    pub trusted: bool,
+    pub progress: Option<Progress>,
+}
+
+/// Who the container will belong to, decided before anything is created.
+enum UserPlan {
+    Existing(String),
+    /// Created at the commit; maps from the archive, or allocated when None.
+    Create {
+        name: String,
+        config: Option<UserConfig>,
+    },
+}
+
+enum GroupPlan {
+    Existing(String),
+    Create(String),
+}
+
+impl UserPlan {
+    fn name(&self) -> &str {
+        match self {
+            UserPlan::Existing(n) | UserPlan::Create { name: n, .. } => n,
+        }
+    }
+}
+
+impl GroupPlan {
+    fn name(&self) -> &str {
+        match self {
+            GroupPlan::Existing(n) | GroupPlan::Create(n) => n,
+        }
+    }
+}
+
+/// What the entries before the root file system said.
+#[derive(Default)]
+struct Head {
+    metadata: Option<Metadata>,
+    user: Option<UserConfig>,
+    group: Option<GroupConfig>,
+    container: Option<ContainerConfig>,
+    hooks: Vec<(String, Vec<u8>)>,
+}
+
+/// Everything decided from the head, and held while the streams arrive.
+struct Plan {
+    id: String,
+    staging: String,
+    metadata: Metadata,
+    container: ContainerConfig,
+    user: UserPlan,
+    group: GroupPlan,
+    hooks: Vec<(String, Vec<u8>)>,
+    /// Owners of files must be below this (the user's map size).
+    max_id: Option<u32>,
+    journal: Journal,
+    _lock: Lock,
+}
+
+/// Imports the archive at `path` into `pool`; returns the new container's id.
+pub fn import(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<String> {
+    interrupt::install();
+    let file = File::open(path).ctx(|| format!("cannot open archive {}", path.display()))?;
+    let mut importer = Importer {
+        pool,
+        opts,
+        progress: opts.progress.clone().unwrap_or_else(Progress::hidden),
+        head: Head::default(),
+        plan: None,
+        digests: Vec::new(),
+        received: Vec::new(),
+        checksums: None,
+        snapshots: None,
+    };
+    let result = importer.run(ArchiveReader::new(file));
+    importer.progress.finish();
+    let result = match result {
+        Ok(id) => Ok(id),
+        Err(e) => {
+            let e = interrupt::explain(e);
+            match importer.plan.take() {
+                Some(plan) => Err(match undo(pool, plan) {
+                    Ok(()) => e,
+                    Err(u) => e.context(format!("(undoing the import failed too: {u})")),
+                }),
+                None => Err(e),
+            }
+        }
+    };
+    result.map_err(|e| e.context(format!("cannot import {}", path.display())))
+}
+
+struct Importer<'a> {
+    pool: &'a Pool,
+    opts: &'a ImportOptions,
+    progress: Progress,
+    head: Head,
+    plan: Option<Plan>,
+    /// Digests of entries read so far, for `checksums.yml`.
+    digests: Vec<EntryDigest>,
+    /// Streams received: (dataset, kind).
+    received: Vec<(String, StreamKind)>,
+    checksums: Option<Vec<EntryDigest>>,
+    snapshots: Option<Vec<String>>,
+}
+
+impl Importer<'_> {
+    fn run(&mut self, mut reader: ArchiveReader<File>) -> Result<String> {
+        while let Some(mut entry) = reader.next_entry()? {
+            let name = meta::classify(entry.name(), entry.kind())?;
+            self.entry(&mut entry, name)?;
+            if entry.remaining() > 0 {
+                return Err(Error::Archive(format!(
+                    "archive entry '{}' was not read to its end",
+                    entry.name()
+                )));
+            }
+            self.digests.extend(entry.digest());
+        }
+        let Some(plan) = &self.plan else {
+            return Err(match &self.head.metadata {
+                None => Error::Archive("metadata.yml not found: not an osctl archive".into()),
+                Some(_) => Error::Archive("the archive holds no root file system".into()),
+            });
+        };
+        self.check_complete(plan)?;
+        if let Some(expected) = &self.checksums {
+            verify_checksums(expected, &self.digests)?;
+        }
+        let snapshots = self.snapshots.take().unwrap_or_default();
+        self.finish_datasets(&snapshots)?;
+        let plan = self.plan.as_mut().expect("checked above");
+        commit(self.pool, plan)?;
+        let plan = self.plan.take().expect("checked above");
+        plan.journal.finish()?;
+        Ok(plan.id)
+    }
+
+    fn entry(&mut self, entry: &mut Entry<'_, File>, name: EntryName) -> Result<()> {
+        let shown = entry.name().to_string();
+        if self.head.metadata.is_none() && name != EntryName::Metadata {
+            return Err(Error::Archive(format!(
+                "the archive does not start with metadata.yml (it starts with '{shown}'): not an osctl archive"
+            )));
+        }
+        if let Some(metadata) = &self.head.metadata {
+            metadata.check_entry(&name)?;
+        }
+        let in_head = self.plan.is_none();
+        let late = |what: &str| Error::Archive(format!("'{shown}' comes after the {what}"));
+        match name {
+            EntryName::Metadata => {
+                if self.head.metadata.is_some() {
+                    return Err(Error::Archive("metadata.yml appears twice".into()));
+                }
+                let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
+                self.head.metadata = Some(Metadata::parse(&bytes)?);
+            }
+            EntryName::UserConfig | EntryName::GroupConfig | EntryName::ContainerConfig => {
+                if !in_head {
+                    return Err(late("root file system"));
+                }
+                let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
+                let bad = |e: Error| Error::Archive(e.to_string());
+                match name {
+                    EntryName::UserConfig => {
+                        self.head.user = Some(yaml::parse_bytes(&bytes, &shown).map_err(bad)?)
+                    }
+                    EntryName::GroupConfig => {
+                        self.head.group = Some(yaml::parse_bytes(&bytes, &shown).map_err(bad)?)
+                    }
+                    _ => {
+                        self.head.container = Some(yaml::parse_bytes(&bytes, &shown).map_err(bad)?)
+                    }
+                }
+            }
+            EntryName::Hook(rel) => {
+                if !in_head {
+                    return Err(late("root file system"));
+                }
+                if self.head.hooks.len() >= MAX_HOOKS {
+                    return Err(Error::Archive(format!(
+                        "more than {MAX_HOOKS} hook scripts"
+                    )));
+                }
+                let bytes = entry.read_to_vec(MAX_HOOK_BYTES)?;
+                self.head.hooks.push((rel, bytes));
+            }
+            EntryName::Dir(_) => {}
+            EntryName::Stream(stream) => {
+                if self.checksums.is_some() || self.snapshots.is_some() {
+                    return Err(late("checksums or snapshots"));
+                }
+                if self.plan.is_none() {
+                    self.plan = Some(self.make_plan()?);
+                }
+                self.receive(entry, &stream)?;
+            }
+            EntryName::Checksums => {
+                let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
+                self.checksums = Some(meta::parse_checksums(&bytes)?);
+            }
+            EntryName::Snapshots => {
+                let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
+                self.snapshots = Some(meta::parse_snapshots(&bytes)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides id, user and group, applies the trust policy, takes the lock
+    /// and starts the journal: everything before the first byte is written.
+    fn make_plan(&mut self) -> Result<Plan> {
+        let pool = self.pool;
+        let opts = self.opts;
+        let metadata = self
+            .head
+            .metadata
+            .clone()
+            .expect("metadata is the first entry");
+        if metadata.archive_type != ArchiveType::Full {
+            return Err(Error::Refused(
+                "the archive is a config-only (skel) archive: it holds no root file system to import".into(),
+            ));
+        }
+        let container = self.head.container.take().ok_or_else(|| {
+            Error::Archive("config/container.yml not found before the root file system".into())
+        })?;
+        let id = match (&opts.as_id, &metadata.container) {
+            (Some(id), _) | (None, Some(id)) => id.clone(),
+            (None, None) => {
+                return Err(Error::Invalid(
+                    "the archive names no container: give one with --as-id".into(),
+                ))
+            }
+        };
+        names::container_id(&id).map_err(|e| match &opts.as_id {
+            Some(_) => e,
+            None => Error::Archive(format!("metadata.yml: {e}")),
+        })?;
+        for ds in &metadata.datasets {
+            names::subdataset(ds).map_err(|e| Error::Archive(format!("metadata.yml: {e}")))?;
+        }
+        check_format(pool, &metadata)?;
+        let lock = pool.lock_ct(&id)?;
+        if pool.ct_exists(&id) || pool.storage.exists(&id)? {
+            return Err(Error::Exists(format!(
+                "container '{id}' already exists in pool '{}'",
+                pool.name
+            )));
+        }
+        let user = plan_user(pool, &id, &metadata, self.head.user.as_ref(), opts)?;
+        let group = plan_group(pool, &metadata, opts)?;
+        let hooks = std::mem::take(&mut self.head.hooks);
+        let concerns = self.concerns(&container, &user, &group, &hooks)?;
+        if !concerns.is_empty() && !opts.trusted {
+            return Err(Error::Refused(format!(
+                "the archive asks for what reaches outside the container ({}): import it with --trusted only if you trust it",
+                concerns.join("; ")
+            )));
+        }
+        let max_id = id_range(pool, &user, &container)?;
+        let staging = storage::staging_name(&id);
+        if pool.storage.exists(&staging)? {
+            // A dead import's leftover, under our lock now: ours to remove.
+            pool.storage.destroy(&staging, "")?;
+        }
+        let journal = Journal::begin(
+            pool,
+            Record::Import(ImportRecord {
+                pid: std::process::id(),
+                id: id.clone(),
+                staging: staging.clone(),
+                ..Default::default()
+            }),
+        )?;
+        Ok(Plan {
+            id,
+            staging,
+            metadata,
+            container,
+            user,
+            group,
+            hooks,
+            max_id,
+            journal,
+            _lock: lock,
+        })
+    }
+
+    fn concerns(
+        &self,
+        container: &ContainerConfig,
+        user: &UserPlan,
+        group: &GroupPlan,
+        hooks: &[(String, Vec<u8>)],
+    ) -> Result<Vec<String>> {
+        let mut concerns = trust::container_concerns(container);
+        if !hooks.is_empty() {
+            concerns.push(format!("it carries {} hook script(s)", hooks.len()));
+        }
+        if let (GroupPlan::Create(path), Some(g)) = (group, &self.head.group) {
+            concerns.extend(trust::group_concerns(path, g));
+        }
+        if let UserPlan::Create {
+            name,
+            config: Some(config),
+        } = user
+        {
+            let (u, g) = config
+                .maps()
+                .map_err(|e| Error::Archive(format!("config/user.yml: {e}")))?;
+            concerns.extend(trust::map_concerns(
+                name,
+                &[&u, &g],
+                &other_maps(self.pool)?,
+            ));
+        }
+        Ok(concerns)
+    }
+
+    fn receive(&mut self, entry: &mut Entry<'_, File>, stream: &StreamName) -> Result<()> {
+        interrupt::check()?;
+        let plan = self.plan.as_ref().expect("planned before the first stream");
+        let name = entry.name().to_string();
+        let dataset = stream.dataset_rel.as_str();
+        let has_base = self
+            .received
+            .iter()
+            .any(|(d, k)| d == dataset && *k == StreamKind::Base);
+        match stream.kind {
+            StreamKind::Base if has_base => {
+                return Err(Error::Archive(format!("'{name}': a second base stream")))
+            }
+            StreamKind::Incremental if !has_base => {
+                return Err(Error::Archive(format!(
+                    "'{name}': an incremental stream before its base"
+                )))
+            }
+            StreamKind::Incremental
+                if self
+                    .received
+                    .iter()
+                    .any(|(d, k)| d == dataset && *k == StreamKind::Incremental) =>
+            {
+                return Err(Error::Archive(format!(
+                    "'{name}': a second incremental stream"
+                )))
+            }
+            _ => {}
+        }
+        if !dataset.is_empty() && !self.received.iter().any(|(d, _)| d.is_empty()) {
+            return Err(Error::Archive(format!(
+                "'{name}' comes before the root dataset's base stream"
+            )));
+        }
+        self.progress.step(format!("receiving {name}"));
+        let storage = &self.pool.storage;
+        match stream.encoding {
+            StreamEncoding::Tar => {
+                if stream.kind == StreamKind::Base {
+                    storage.create(&plan.staging, "")?;
+                }
+                let devices = if self.opts.trusted {
+                    DevicePolicy::All
+                } else {
+                    DevicePolicy::Only(trust::is_default_device_node)
+                };
+                let opts = ExtractOptions {
+                    max_id: plan.max_id,
+                    devices,
+                    // A base stream of the original may hold files named `.wh.*`.
+                    whiteouts: stream.kind == StreamKind::Incremental,
+                };
+                let root = storage.rootfs(&plan.staging);
+                let buffered = BufReader::with_capacity(
+                    1 << 20,
+                    CountingReader {
+                        inner: &mut *entry,
+                        progress: &self.progress,
+                    },
+                );
+                let mut input = compress::decompressor(stream.compression, buffered)
+                    .ctx(|| format!("cannot read {name}"))?;
+                fstar::extract(&mut input, &root, &opts)
+                    .map_err(|e| e.context(format!("archive entry '{name}'")))?;
+                // The end blocks and the compressor's trailer (its checksum).
+                io::copy(&mut input, &mut io::sink())
+                    .map_err(|e| Error::Archive(format!("archive entry '{name}': {e}")))?;
+            }
+            StreamEncoding::Dat => {
+                let mut recv = storage.receive(&plan.staging, dataset)?;
+                let copied = if stream.compression == Compression::Off {
+                    entry
+                        .splice_to(recv.stdin())
+                        .map(|n| self.progress.add_bytes(n))
+                } else {
+                    let buffered = BufReader::with_capacity(1 << 20, &mut *entry);
+                    match compress::decompressor(stream.compression, buffered) {
+                        Ok(mut input) => {
+                            copy_decompressed(&mut input, recv.stdin(), &self.progress)
+                        }
+                        Err(e) => Err(CopyError::Source(Error::Archive(format!("{name}: {e}")))),
+                    }
+                };
+                match copied {
+                    Ok(()) => recv
+                        .finish()
+                        .map(drop)
+                        .ctx(|| format!("cannot receive {name}"))?,
+                    Err(CopyError::Sink(e)) => {
+                        return Err(Error::exec(
+                            format!("cannot receive {name}"),
+                            recv.explain(e),
+                        ))
+                    }
+                    Err(CopyError::Source(e)) => {
+                        return Err(e.context(format!("archive entry '{name}'")))
+                    }
+                }
+            }
+        }
+        self.received.push((dataset.to_string(), stream.kind));
+        Ok(())
+    }
+
+    fn check_complete(&self, plan: &Plan) -> Result<()> {
+        let datasets = std::iter::once(String::new()).chain(plan.metadata.datasets.iter().cloned());
+        for ds in datasets {
+            if !self
+                .received
+                .iter()
+                .any(|(d, k)| *d == ds && *k == StreamKind::Base)
+            {
+                let what = if ds.is_empty() {
+                    "the root dataset".to_string()
+                } else {
+                    format!("dataset '{ds}'")
+                };
+                return Err(Error::Archive(format!(
+                    "the archive has no base stream of {what}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_datasets(&self, snapshots: &[String]) -> Result<()> {
+        let plan = self.plan.as_ref().expect("planned");
+        if plan.metadata.stream_encoding() == StreamEncoding::Tar {
+            return Ok(());
+        }
+        for ds in std::iter::once(String::new()).chain(plan.metadata.datasets.iter().cloned()) {
+            self.pool
+                .storage
+                .finish_receive(&plan.staging, &ds, snapshots)?;
+        }
+        Ok(())
+    }
+}
+
+/// Decompresses into a receiver, telling a broken archive from a dying receiver.
+fn copy_decompressed(
+    input: &mut dyn Read,
+    out: &mut dyn io::Write,
+    progress: &Progress,
+) -> Result<(), CopyError> {
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Source(crate::archive::reader::read_error(e))),
+        };
+        out.write_all(&buf[..n]).map_err(CopyError::Sink)?;
+        progress.add_bytes(n as u64);
+    }
+}
+
+fn check_format(pool: &Pool, metadata: &Metadata) -> Result<()> {
+    match metadata.format.as_str() {
+        meta::FORMAT_TAR => Ok(()),
+        native if pool.storage.native_format() == Some(native) => Ok(()),
+        native => Err(Error::Refused(format!(
+            "the archive holds {native} streams, which only a {native} pool can take; pool '{}' is a {} pool \
+             (export with --format tar to move containers between kinds of pools)",
+            pool.name,
+            pool.storage.backend()
+        ))),
+    }
+}
+
+fn other_maps(pool: &Pool) -> Result<Vec<(String, IdMap)>> {
+    let mut out = Vec::new();
+    for name in pool.user_names()? {
+        if let Ok((u, g)) = pool.user(&name).and_then(|c| c.maps()) {
+            out.push((name.clone(), u));
+            out.push((name, g));
+        }
+    }
+    Ok(out)
+}
+
+fn plan_user(
+    pool: &Pool,
+    id: &str,
+    metadata: &Metadata,
+    archived: Option<&UserConfig>,
+    opts: &ImportOptions,
+) -> Result<UserPlan> {
+    if let Some(name) = &opts.as_user {
+        pool.user(name)?;
+        return Ok(UserPlan::Existing(name.clone()));
+    }
+    let Some(name) = &metadata.user else {
+        // No user in the archive: one named after the container.
+        return Ok(if pool.user_exists(id) {
+            UserPlan::Existing(id.to_string())
+        } else {
+            UserPlan::Create {
+                name: id.to_string(),
+                config: None,
+            }
+        });
+    };
+    names::user_name(name).map_err(|e| Error::Archive(format!("metadata.yml: {e}")))?;
+    let archived = archived.ok_or_else(|| {
+        Error::Archive(format!(
+            "metadata.yml names user '{name}' but config/user.yml is missing"
+        ))
+    })?;
+    let (uid_map, gid_map) = archived
+        .maps()
+        .map_err(|e| Error::Archive(format!("config/user.yml: {e}")))?;
+    if uid_map.is_empty() || gid_map.is_empty() {
+        return Err(Error::Archive(
+            "config/user.yml: the user has no uid_map or gid_map".into(),
+        ));
+    }
+    if !pool.user_exists(name) {
+        return Ok(UserPlan::Create {
+            name: name.clone(),
+            config: Some(archived.clone()),
+        });
+    }
+    let (eu, eg) = pool.user(name)?.maps()?;
+    if eu != uid_map || eg != gid_map {
+        return Err(Error::Refused(format!(
+            "user '{name}' exists in pool '{}' with other id maps (uid {eu}, gid {eg}; the archive's: uid {uid_map}, \
+             gid {gid_map}): choose a user with --as-user",
+            pool.name
+        )));
+    }
+    Ok(UserPlan::Existing(name.clone()))
+}
+
+fn plan_group(pool: &Pool, metadata: &Metadata, opts: &ImportOptions) -> Result<GroupPlan> {
+    if let Some(path) = &opts.as_group {
+        pool.group(path)?;
+        return Ok(GroupPlan::Existing(path.clone()));
+    }
+    let Some(path) = &metadata.group else {
+        return Ok(GroupPlan::Existing("/default".into()));
+    };
+    names::group_path(path).map_err(|e| Error::Archive(format!("metadata.yml: {e}")))?;
+    if pool.group_exists(path) {
+        return Ok(GroupPlan::Existing(path.clone()));
+    }
+    match names::group_parent(path) {
+        Some(parent) if !pool.group_exists(parent) => Err(Error::NotFound(format!(
+            "group '{path}' cannot be created: its parent group '{parent}' does not exist in pool '{}'",
+            pool.name
+        ))),
+        _ => Ok(GroupPlan::Create(path.clone())),
+    }
+}
+
+/// Owners of the container's files must be below this: its user's map size.
+fn id_range(pool: &Pool, user: &UserPlan, container: &ContainerConfig) -> Result<Option<u32>> {
+    if container.privileged {
+        return Ok(None);
+    }
+    let map = match user {
+        UserPlan::Existing(name) => pool.user(name)?.uid_map()?,
+        UserPlan::Create {
+            config: Some(config),
+            ..
+        } => config.uid_map()?,
+        UserPlan::Create { config: None, .. } => IdMap::single(0, crate::idmap::BLOCK),
+    };
+    Ok(map.0.iter().map(|r| r.ns.saturating_add(r.count)).max())
+}
+
+fn verify_checksums(expected: &[EntryDigest], seen: &[EntryDigest]) -> Result<()> {
+    for want in expected {
+        match seen.iter().find(|d| d.name == want.name) {
+            Some(got)
+                if got.size == want.size
+                    && got.sha256_hex.eq_ignore_ascii_case(&want.sha256_hex) => {}
+            Some(got) => {
+                return Err(Error::Archive(format!(
+                    "archive entry '{}' is damaged: checksums.yml says {} bytes with SHA-256 {}, \
+                     the archive holds {} bytes with SHA-256 {}",
+                    want.name, want.size, want.sha256_hex, got.size, got.sha256_hex
+                )))
+            }
+            None => {
+                return Err(Error::Archive(format!(
+                    "checksums.yml lists '{}', which the archive lacks",
+                    want.name
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+struct CountingReader<'a, R> {
+    inner: R,
+    progress: &'a Progress,
+}
+
+impl<R: Read> Read for CountingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.add_bytes(n as u64);
+        Ok(n)
+    }
+}
+
+/// Makes the staged container real: user, group, dataset, config, hooks.
+/// The journal names what will be created before it is.
+fn commit(pool: &Pool, plan: &mut Plan) -> Result<()> {
+    interrupt::check()?;
+    let _accounts = pool.lock_accounts()?;
+    plan.journal.update(|r| {
+        if let Record::Import(r) = r {
+            r.committing = true;
+        }
+    })?;
+    match &plan.user {
+        UserPlan::Existing(name) => {
+            pool.user(name)
+                .map_err(|e| e.context("the user went away during the import"))?;
+        }
+        UserPlan::Create { name, config } => {
+            if pool.user_exists(name) {
+                return Err(Error::Exists(format!(
+                    "user '{name}' was created by someone else during the import"
+                )));
+            }
+            plan.journal.update(|r| {
+                if let Record::Import(r) = r {
+                    r.created_user = Some(name.clone());
+                }
+            })?;
+            match config {
+                Some(config) => accounts::create_user_from(pool, name, config)?,
+                None => {
+                    accounts::create_user(pool, name, &MapRequest::default())?;
+                }
+            }
+        }
+    }
+    match &plan.group {
+        GroupPlan::Existing(path) => {
+            pool.group(path)
+                .map_err(|e| e.context("the group went away during the import"))?;
+        }
+        GroupPlan::Create(path) => {
+            if pool.group_exists(path) {
+                return Err(Error::Exists(format!(
+                    "group '{path}' was created by someone else during the import"
+                )));
+            }
+            plan.journal.update(|r| {
+                if let Record::Import(r) = r {
+                    r.created_group = Some(path.clone());
+                }
+            })?;
+            accounts::create_group(pool, path)?;
+        }
+    }
+    pool.storage.rename(&plan.staging, &plan.id)?;
+    save_hooks(pool, &plan.id, &plan.hooks)?;
+    let mut container = plan.container.clone();
+    container.user = plan.user.name().to_string();
+    container.group = plan.group.name().to_string();
+    container.dataset = Some(crate::containers::dataset_name(pool, &plan.id));
+    pool.save_ct(&plan.id, &container)
+}
+
+/// Trusted hook scripts are kept (never run by osctl-rs) next to the pool's
+/// configs, so that a later export carries them on.
+fn save_hooks(pool: &Pool, id: &str, hooks: &[(String, Vec<u8>)]) -> Result<()> {
+    for (rel, body) in hooks {
+        let path = pool.hooks_dir(id).join(rel);
+        if let Some(dir) = path.parent() {
+            crate::fsutil::create_dir_all(dir)?;
+        }
+        crate::fsutil::atomic_write(&path, body)?;
+        crate::fsutil::set_mode(&path, 0o700)?;
+    }
+    Ok(())
+}
+
+/// Undoes a failed import, as its journal records it.
+fn undo(pool: &Pool, plan: Plan) -> Result<()> {
+    crate::recovery::undo_import(pool, plan.journal.import_record(), &mut Vec::new())?;
+    plan.journal.finish()
+}
