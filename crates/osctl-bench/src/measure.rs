@@ -28,6 +28,8 @@ pub struct Contender {
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
     pub secs: Vec<f64>,
+    /// CPU seconds of each run (user + system of the contender's processes).
+    pub cpu: Vec<f64>,
     pub peak_rss_kib: Option<u64>,
     pub output_bytes: Option<u64>,
 }
@@ -35,6 +37,10 @@ pub struct Stats {
 impl Stats {
     pub fn median(&self) -> f64 {
         median(&self.secs)
+    }
+
+    pub fn median_cpu(&self) -> f64 {
+        median(&self.cpu)
     }
 }
 
@@ -73,9 +79,10 @@ impl Bench {
         for round in 0..self.runs {
             for i in round_order(contenders.len(), round) {
                 let c = &contenders[i];
-                let (secs, rss) = self.once(c, &log)?;
+                let (secs, rss, cpu) = self.once_with_cpu(c, &log)?;
                 let s = &mut stats[i];
                 s.secs.push(secs);
+                s.cpu.push(cpu);
                 if let Some(rss) = rss {
                     s.peak_rss_kib = Some(s.peak_rss_kib.unwrap_or(0).max(rss));
                 }
@@ -83,7 +90,7 @@ impl Bench {
                     s.output_bytes = fs::metadata(out).ok().map(|m| m.len());
                 }
                 eprintln!(
-                    "bench: {label}: {} run {}/{}: {secs:.2} s{}",
+                    "bench: {label}: {} run {}/{}: {secs:.2} s (CPU {cpu:.2} s){}",
                     c.name,
                     round + 1,
                     self.runs,
@@ -97,6 +104,12 @@ impl Bench {
 
     /// One timed run of a contender: its seconds and peak RSS (if measured).
     pub fn once(&self, c: &Contender, log: &Path) -> Result<(f64, Option<u64>)> {
+        let (secs, rss, _) = self.once_with_cpu(c, log)?;
+        Ok((secs, rss))
+    }
+
+    /// One timed run: seconds, peak RSS, CPU seconds.
+    pub fn once_with_cpu(&self, c: &Contender, log: &Path) -> Result<(f64, Option<u64>, f64)> {
         for step in &c.reset {
             step.execute(log)?;
         }
@@ -104,15 +117,17 @@ impl Bench {
             sys::drop_caches()?;
         }
         let mut rss: Option<u64> = None;
+        let mut cpu = 0.0;
         let started = Instant::now();
         for step in &c.timed {
             let report = step.execute(log)?;
+            cpu += report.cpu_secs;
             if let Some(k) = report.peak_rss_kib {
                 rss = Some(rss.unwrap_or(0).max(k));
             }
         }
         sys::syncfs(&c.sync)?;
-        Ok((started.elapsed().as_secs_f64(), rss))
+        Ok((started.elapsed().as_secs_f64(), rss, cpu))
     }
 }
 

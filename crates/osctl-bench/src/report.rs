@@ -47,7 +47,12 @@ pub fn mb_per_s(bytes: u64, secs: f64) -> f64 {
 
 fn timing(bytes: u64, s: &Stats) -> String {
     let m = s.median();
-    format!("{:.0} MB/s ({:.2} s)", mb_per_s(bytes, m), m)
+    format!(
+        "{:.0} MB/s ({:.2} s, CPU {:.2} s)",
+        mb_per_s(bytes, m),
+        m,
+        s.median_cpu()
+    )
 }
 
 pub fn mib(kib: u64) -> String {
@@ -322,7 +327,7 @@ mod tests {
         );
         assert_eq!(r.rows[0].ratio, "0.50×");
         assert_eq!(r.rows[0].verdict, Verdict::Fail);
-        assert_eq!(r.rows[0].ours, "500 MB/s (2.00 s)");
+        assert_eq!(r.rows[0].ours, "500 MB/s (2.00 s, CPU NaN s)");
         r.throughput(
             "zfs",
             "export".into(),

@@ -30,6 +30,9 @@ pub struct Step {
 pub struct StepReport {
     /// Peak RSS of the first stage (and of its children), from `time -v`.
     pub peak_rss_kib: Option<u64>,
+    /// User + system CPU seconds of every stage and the children they waited
+    /// for (not of daemons working for them, such as zfs-fuse).
+    pub cpu_secs: f64,
 }
 
 fn argv<I, S>(args: I) -> Vec<OsString>
@@ -174,8 +177,10 @@ impl Step {
             children.push(child);
         }
         let mut failed = Vec::new();
+        let mut cpu_secs = 0.0;
         for (child, stage) in children.iter_mut().zip(&self.stages) {
-            let status = child.wait()?;
+            let (status, cpu) = wait_with_cpu(child)?;
+            cpu_secs += cpu;
             if !status.success() {
                 failed.push(format!("{} ({status})", stage[0].to_string_lossy()));
             }
@@ -196,8 +201,37 @@ impl Step {
         } else {
             None
         };
-        Ok(StepReport { peak_rss_kib })
+        Ok(StepReport {
+            peak_rss_kib,
+            cpu_secs,
+        })
     }
+}
+
+/// Waits for a child with wait4(2), which also gives its CPU time (with its
+/// waited-for descendants'); `Child::wait` does not.
+fn wait_with_cpu(child: &mut Child) -> Result<(std::process::ExitStatus, f64)> {
+    use std::os::unix::process::ExitStatusExt;
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: pid is our own unwaited child; status and usage are valid pointers.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r == pid {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err).context("wait4");
+        }
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok((
+        std::process::ExitStatus::from_raw(status),
+        secs(usage.ru_utime) + secs(usage.ru_stime),
+    ))
 }
 
 fn reap(children: &mut [Child]) {
