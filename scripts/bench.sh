@@ -9,7 +9,10 @@
 #
 # Environment: QUICK=1, BENCH_WORKDIR (default /var/tmp/osctl-bench; the
 # generated data is kept there between runs), BENCH_SETUP=0 to skip installing
-# packages. Other arguments go to osctl-bench (see `osctl-bench --help`).
+# packages, BENCH_NICE (default -10: on a machine shared with builds and tests
+# the contenders get the CPUs first, else parallel tools measure the load more
+# than themselves; 0 to run at normal priority). Other arguments go to
+# osctl-bench (see `osctl-bench --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,4 +31,4 @@ fi
 # The bench cleans up after itself, also on Ctrl-C; this catches the rest
 # (a kill -9, a crash) so no pool or mount outlives the script.
 trap 'target/release/osctl-bench cleanup --workdir "$workdir" || true' EXIT
-target/release/osctl-bench "${args[@]}" "$@"
+nice -n "${BENCH_NICE:--10}" target/release/osctl-bench "${args[@]}" "$@"
