@@ -71,7 +71,14 @@ enum Command {
     Machine,
     /// Compress stdin to stdout with osctl's own gzip encoder (level 6, all
     /// cores): the encoder alone, for the "encoder" row
-    Gzip,
+    Gzip {
+        /// Worker threads (default: one per core)
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Input bytes per block (default: the library's)
+        #[arg(long)]
+        block_size: Option<usize>,
+    },
 }
 
 fn main() {
@@ -104,7 +111,10 @@ fn real_main() -> Result<()> {
             );
             Ok(())
         }
-        Some(Command::Gzip) => gzip_stdin(),
+        Some(Command::Gzip {
+            threads,
+            block_size,
+        }) => gzip_stdin(threads, block_size),
         Some(Command::Machine) => {
             print!("{}", report::machine());
             Ok(())
@@ -113,13 +123,14 @@ fn real_main() -> Result<()> {
     }
 }
 
-fn gzip_stdin() -> Result<()> {
+fn gzip_stdin(threads: Option<usize>, block_size: Option<usize>) -> Result<()> {
     use osctl_core::archive::compress::{GzipOptions, ParallelGzEncoder};
+    let mut options = GzipOptions::default();
+    options.threads = threads.unwrap_or(options.threads);
+    options.block_size = block_size.unwrap_or(options.block_size);
     let stdout = std::io::stdout().lock();
-    let mut encoder = ParallelGzEncoder::new(
-        std::io::BufWriter::with_capacity(1 << 20, stdout),
-        &GzipOptions::default(),
-    )?;
+    let mut encoder =
+        ParallelGzEncoder::new(std::io::BufWriter::with_capacity(1 << 20, stdout), &options)?;
     std::io::copy(&mut std::io::stdin().lock(), &mut encoder)?;
     use std::io::Write;
     encoder.finish()?.flush()?;
