@@ -8,6 +8,7 @@ pub mod cmd;
 pub mod containers;
 pub mod error;
 pub mod export;
+pub mod failpoint;
 pub mod fstar;
 pub mod fsutil;
 pub mod host;

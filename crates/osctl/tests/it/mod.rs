@@ -1,6 +1,7 @@
 mod accounts;
 mod containers;
 mod export_import;
+mod faults;
 mod hostile;
 mod loopfs;
 mod rawtar;
