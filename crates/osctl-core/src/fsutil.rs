@@ -112,13 +112,18 @@ mod tests {
     #[test]
     fn stale_temp_files_go_live_ones_stay() {
         let d = tempfile::tempdir().unwrap();
-        let live = d.path().join(format!("{TEMP_PREFIX}{}-abc", std::process::id()));
+        let live = d
+            .path()
+            .join(format!("{TEMP_PREFIX}{}-abc", std::process::id()));
         let dead = d.path().join(format!("{TEMP_PREFIX}999999999-abc"));
         let other = d.path().join("keep.yml");
         for p in [&live, &dead, &other] {
             fs::write(p, "x").unwrap();
         }
-        assert_eq!(remove_stale_temp_files(d.path()).unwrap(), vec![dead.clone()]);
+        assert_eq!(
+            remove_stale_temp_files(d.path()).unwrap(),
+            vec![dead.clone()]
+        );
         assert!(live.exists() && other.exists() && !dead.exists());
     }
 }

@@ -404,7 +404,10 @@ impl Importer<'_> {
         }
         self.progress.step(format!("receiving {name}"));
         let storage = &self.pool.storage;
-        if stream.kind == StreamKind::Base && dataset.is_empty() && stream.encoding == StreamEncoding::Tar {
+        if stream.kind == StreamKind::Base
+            && dataset.is_empty()
+            && stream.encoding == StreamEncoding::Tar
+        {
             storage.create(&plan.staging, "")?;
         }
         failpoint::hit("import-in-stream");

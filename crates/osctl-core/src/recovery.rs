@@ -27,7 +27,11 @@ pub fn is_our_snapshot(name: &str) -> bool {
 /// Returns one line per thing done.
 pub fn recover_journals(pool: &Pool) -> Result<Vec<String>> {
     let mut done = Vec::new();
-    for dir in [pool.state_dir(), pool.root.join("conf/ct"), pool.root.join("conf/user")] {
+    for dir in [
+        pool.state_dir(),
+        pool.root.join("conf/ct"),
+        pool.root.join("conf/user"),
+    ] {
         for path in crate::fsutil::remove_stale_temp_files(&dir)? {
             done.push(format!("removed temporary file {}", path.display()));
         }

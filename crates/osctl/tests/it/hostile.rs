@@ -111,7 +111,10 @@ fn subid_lines() -> Vec<String> {
         .iter()
         .flat_map(|p| {
             let text = std::fs::read_to_string(p).unwrap_or_default();
-            text.lines().filter(ours).map(String::from).collect::<Vec<_>>()
+            text.lines()
+                .filter(ours)
+                .map(String::from)
+                .collect::<Vec<_>>()
         })
         .collect()
 }

@@ -1,4 +1,5 @@
 mod accounts;
+mod concurrency;
 mod containers;
 mod export_import;
 mod faults;
