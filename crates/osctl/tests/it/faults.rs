@@ -368,7 +368,7 @@ fn export_to_a_vanishing_directory_and_import_onto_a_full_pool() {
 
     let out = env.path("vanishing");
     std::fs::create_dir_all(&out).unwrap();
-    let mut child = env
+    let child = env
         .cmd()
         .args(["ct", "export", "--compression", "gzip", "big"])
         .arg(out.join("big.tar"))
