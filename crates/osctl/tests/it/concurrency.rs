@@ -59,16 +59,7 @@ fn export_and_delete_of_one_container_do_not_mix() {
     let env = Env::new();
     let rootfs = env.busybox_rootfs("r");
     std::fs::write(rootfs.join("root/data"), vec![1u8; 32 << 20]).unwrap();
-    env.ok(&["user", "new", "u1"]);
-    env.ok(&[
-        "ct",
-        "new",
-        "--user",
-        "u1",
-        "--from-dir",
-        rootfs.to_str().unwrap(),
-        "c1",
-    ]);
+    env.ct_from("c1", &rootfs);
     env.ok(&["ct", "start", "c1"]);
     let archive = env.path("c1.tar");
     let export = spawn(

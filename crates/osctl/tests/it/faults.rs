@@ -277,16 +277,7 @@ fn kill_at_random_moments() {
     let env = Env::new();
     let rootfs = env.busybox_rootfs("big");
     std::fs::write(rootfs.join("root/data"), vec![7u8; 64 << 20]).unwrap();
-    env.ok(&["user", "new", "u1"]);
-    env.ok(&[
-        "ct",
-        "new",
-        "--user",
-        "u1",
-        "--from-dir",
-        rootfs.to_str().unwrap(),
-        "big",
-    ]);
+    env.ct_from("big", &rootfs);
     env.ok(&["ct", "start", "big"]);
     let out = env.path("out");
     std::fs::create_dir_all(&out).unwrap();
@@ -347,23 +338,8 @@ fn export_to_a_vanishing_directory_and_import_onto_a_full_pool() {
         "needs root, LXC, loop devices and mkfs.ext4"
     );
     let env = Env::new();
-    let rootfs = env.busybox_rootfs("big");
-    let mut noise = std::fs::File::create(rootfs.join("root/noise")).unwrap();
-    std::io::copy(
-        &mut std::io::Read::take(std::fs::File::open("/dev/urandom").unwrap(), 200 << 20),
-        &mut noise,
-    )
-    .unwrap();
-    env.ok(&["user", "new", "u1"]);
-    env.ok(&[
-        "ct",
-        "new",
-        "--user",
-        "u1",
-        "--from-dir",
-        rootfs.to_str().unwrap(),
-        "big",
-    ]);
+    let rootfs = env.noisy_rootfs("big", 200);
+    env.ct_from("big", &rootfs);
     env.ok(&["ct", "start", "big"]);
 
     let out = env.path("vanishing");
