@@ -48,7 +48,11 @@ fn open_storage(backend: Backend, location: &str) -> Result<(Box<dyn Storage>, P
             let root = PathBuf::from(location);
             Ok((Box::new(storage::dir::DirStorage::new(&root)), root))
         }
-        Backend::Zfs | Backend::Btrfs => Err(Error::Refused(format!(
+        Backend::Zfs => {
+            let (zfs, root) = storage::zfs::ZfsStorage::open(location)?;
+            Ok((Box::new(zfs), root))
+        }
+        Backend::Btrfs => Err(Error::Refused(format!(
             "the {backend} backend is not available in this build"
         ))),
     }
@@ -68,7 +72,8 @@ fn install_storage(backend: Backend, location: &str) -> Result<()> {
             fsutil::create_dir_all(path)?;
             fsutil::set_mode(path, 0o711)
         }
-        Backend::Zfs | Backend::Btrfs => open_storage(backend, location).map(|_| ()),
+        Backend::Zfs => storage::zfs::ZfsStorage::install(location),
+        Backend::Btrfs => open_storage(backend, location).map(|_| ()),
     }
 }
 

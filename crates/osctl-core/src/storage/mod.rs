@@ -15,6 +15,8 @@ use crate::cmd::{ChildReader, ChildWriter};
 use crate::error::{Error, Result};
 
 pub mod dir;
+pub mod zfs;
+pub mod zfs_parse;
 
 /// The directory inside a root dataset that holds the container's root file system.
 pub const ROOTFS_DIR: &str = "private";
