@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod cmd;
 pub mod containers;
+pub mod datasets;
 pub mod error;
 pub mod fsutil;
 pub mod host;

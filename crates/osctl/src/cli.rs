@@ -10,6 +10,7 @@ use serde_json::json;
 
 use osctl_core::accounts::{self, MapRequest};
 use osctl_core::containers::{self, NewContainer, RootfsSource};
+use osctl_core::datasets;
 use osctl_core::host::{Host, PoolEntry};
 use osctl_core::idmap::IdMap;
 use osctl_core::pool::Pool;
@@ -164,6 +165,19 @@ enum CtCmd {
     /// Change a setting
     #[command(subcommand)]
     Set(SetCmd),
+    /// Subdatasets of a container (zfs, btrfs), mounted inside its root file system
+    #[command(subcommand)]
+    Dataset(DatasetCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum DatasetCmd {
+    /// Create a subdataset NAME (relative, e.g. var or var/log; the parent must exist)
+    New { id: String, name: String },
+    /// List a container's subdatasets
+    Ls { id: String },
+    /// Delete a subdataset and its snapshots (not while the container runs)
+    Del { id: String, name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -456,6 +470,26 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
         CtCmd::Set(SetCmd::Privileged { id, value }) => {
             containers::set_privileged(&pool, &id, value == "on")?
         }
+        CtCmd::Dataset(cmd) => dataset_cmd(ctx, &pool, cmd)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn dataset_cmd(ctx: &Ctx, pool: &Pool, cmd: DatasetCmd) -> Result<()> {
+    match cmd {
+        DatasetCmd::New { id, name } => datasets::create(pool, &id, &name)?,
+        DatasetCmd::Ls { id } => {
+            let list = datasets::list(pool, &id)?;
+            if ctx.json {
+                return output::json(&list);
+            }
+            let rows = list
+                .into_iter()
+                .map(|d| vec![d.name, d.path])
+                .collect::<Vec<_>>();
+            output::table(&["NAME", "PATH"], &rows);
+        }
+        DatasetCmd::Del { id, name } => datasets::delete(pool, &id, &name)?,
+    }
+    Ok(())
 }
