@@ -132,20 +132,26 @@ fn install_open_and_recognise() {
     // Installing again over our own pool is fine.
     ZfsStorage::install(&ds).unwrap();
 
-    // Recognised after an unmount (as after a reboot): open mounts again.
-    zfs(&["unmount", &format!("{ds}/conf")]);
+    // Recognised after an unmount: open mounts again.
+    let conf = format!("{ds}/conf");
+    zfs(&["unmount", &conf]);
     ZfsStorage::open(&ds).unwrap();
     assert_eq!(
-        zfs(&[
-            "get",
-            "-Hp",
-            "-o",
-            "value",
-            "mounted",
-            &format!("{ds}/conf")
-        ])
-        .trim(),
+        zfs(&["get", "-Hp", "-o", "value", "mounted", &conf]).trim(),
         "yes"
+    );
+    // And after the zpool went away and came back (another host, a reboot).
+    fs::write(root.join("conf/marker"), "kept").unwrap();
+    let zpool = |args: &[&str]| Cmd::new("zpool").args(args).run().map(drop);
+    zpool(&["export", &zp.name]).unwrap();
+    assert!(!ZfsStorage::find_pools().unwrap().contains(&ds));
+    let image_dir = zp.dir().to_str().unwrap();
+    zpool(&["import", "-d", image_dir, &zp.name]).unwrap();
+    assert!(ZfsStorage::find_pools().unwrap().contains(&ds));
+    let (_, again) = ZfsStorage::open(&ds).unwrap();
+    assert_eq!(
+        fs::read_to_string(again.join("conf/marker")).unwrap(),
+        "kept"
     );
 
     // A dataset that is not ours: open refuses, install refuses when it holds
@@ -261,6 +267,16 @@ fn roundtrip_through_streams() {
         st.path("c2", "var/log").to_str().unwrap()
     );
     assert_eq!(st.containers().unwrap(), ["c1", "c2"]);
+
+    // A root dataset made by `create` takes a full stream, then the incremental.
+    let made_first = staging_name("c3");
+    st.create(&made_first, "").unwrap();
+    receive_file(&st, &made_first, "", &file("", "base")).unwrap();
+    receive_file(&st, &made_first, "", &file("", "incr")).unwrap();
+    st.finish_receive(&made_first, "", &listed).unwrap();
+    let hostname = st.rootfs(&made_first).join("etc/hostname");
+    assert_eq!(fs::read_to_string(hostname).unwrap(), "changed\n");
+    st.destroy(&made_first, "").unwrap();
 
     // Our streams are plain zfs streams: `zfs recv` takes them as they are.
     let plain = zp.ds("plain");
