@@ -23,13 +23,17 @@ pub fn remove_stale_temp_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
             continue;
         };
         let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-        let alive = pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-        if !alive {
+        if !pid.is_some_and(process_alive) {
             remove_file_if_exists(&entry.path())?;
             removed.push(entry.path());
         }
     }
     Ok(removed)
+}
+
+/// True while a process with this pid exists.
+pub fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Writes `data` to `path` so that a reader (or a crash) sees either the old

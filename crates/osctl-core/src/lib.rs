@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod archive;
 pub mod cmd;
 pub mod containers;
+pub mod datasets;
 pub mod error;
 pub mod export;
 pub mod failpoint;

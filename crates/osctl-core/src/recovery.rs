@@ -36,11 +36,18 @@ pub fn recover_journals(pool: &Pool) -> Result<Vec<String>> {
             done.push(format!("removed temporary file {}", path.display()));
         }
     }
+    let mut leftovers_removed = false;
     for (path, record) in journal::list(pool)? {
         // A held lock means the operation is alive.
         let Some(_lock) = Lock::try_acquire(&pool.ct_lock_path(record.id()))? else {
             continue;
         };
+        // A dead export's snapshot view (a zfs clone) would keep its
+        // snapshot from being destroyed.
+        if !leftovers_removed {
+            done.extend(pool.storage.remove_leftovers()?);
+            leftovers_removed = true;
+        }
         match &record {
             Record::Export(r) => undo_export(pool, r, &mut done)?,
             Record::Import(r) => undo_import(pool, r, &mut done)?,
@@ -106,6 +113,7 @@ pub(crate) fn undo_import(pool: &Pool, r: &ImportRecord, done: &mut Vec<String>)
 /// containers and our snapshots on containers no operation holds.
 pub fn check_pool(pool: &Pool) -> Result<Vec<String>> {
     let mut done = recover_journals(pool)?;
+    done.extend(pool.storage.remove_leftovers()?);
     for name in pool.storage.containers()? {
         let Some(id) = storage::staged_id(&name) else {
             continue;
