@@ -46,8 +46,8 @@ pub fn check_no_overlap(pool: &Pool, name: &str, maps: &[&IdMap]) -> Result<()> 
     Ok(())
 }
 
-/// Creates a user. The caller holds the pool's accounts lock.
-pub fn create_user(pool: &Pool, name: &str, req: &MapRequest) -> Result<UserConfig> {
+/// Checks that a new user's name is valid and free.
+fn check_new_user(pool: &Pool, name: &str) -> Result<()> {
     names::user_name(name)?;
     if pool.user_exists(name) {
         return Err(Error::Exists(format!(
@@ -55,6 +55,12 @@ pub fn create_user(pool: &Pool, name: &str, req: &MapRequest) -> Result<UserConf
             pool.name
         )));
     }
+    Ok(())
+}
+
+/// Creates a user. The caller holds the pool's accounts lock.
+pub fn create_user(pool: &Pool, name: &str, req: &MapRequest) -> Result<UserConfig> {
+    check_new_user(pool, name)?;
     let subids = SubIds::system();
     let _subid_lock = subids.lock()?;
     let block = || -> Result<IdMap> {
@@ -80,13 +86,7 @@ pub fn create_user(pool: &Pool, name: &str, req: &MapRequest) -> Result<UserConf
 /// Registers a user whose config is given (from an archive). The caller holds
 /// the accounts lock and has checked the maps.
 pub fn create_user_from(pool: &Pool, name: &str, cfg: &UserConfig) -> Result<()> {
-    names::user_name(name)?;
-    if pool.user_exists(name) {
-        return Err(Error::Exists(format!(
-            "user '{name}' already exists in pool '{}'",
-            pool.name
-        )));
-    }
+    check_new_user(pool, name)?;
     let subids = SubIds::system();
     let _subid_lock = subids.lock()?;
     save_new_user(pool, name, cfg, &subids)

@@ -19,6 +19,7 @@ use crate::archive::meta::{self, ArchiveType, Metadata};
 use crate::archive::{ArchiveWriter, EntrySink};
 use crate::containers;
 use crate::error::{Context, Error, Result};
+use crate::failpoint;
 use crate::fstar::{self, DumpSource, Manifest};
 use crate::interrupt::{self, Interruptible};
 use crate::journal::{ExportRecord, Journal, Record};
@@ -76,7 +77,8 @@ struct PartialFile {
 }
 
 impl PartialFile {
-    fn create(dest: &Path, force: bool) -> Result<(PartialFile, File)> {
+    /// Checks the destination and picks the temporary name; creates nothing.
+    fn plan(dest: &Path, force: bool) -> Result<PartialFile> {
         if !force && dest.symlink_metadata().is_ok() {
             return Err(Error::Exists(format!(
                 "file {} already exists: use --force to overwrite it",
@@ -95,19 +97,21 @@ impl PartialFile {
             name.to_string_lossy(),
             std::process::id()
         ));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .read(true)
-            .create_new(true)
-            .open(&temp)
-            .ctx(|| format!("cannot create {}", temp.display()))?;
-        let partial = PartialFile {
+        Ok(PartialFile {
             temp,
             dest: dest.to_path_buf(),
             force,
             done: false,
-        };
-        Ok((partial, file))
+        })
+    }
+
+    fn create(&self) -> Result<File> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .read(true)
+            .create_new(true)
+            .open(&self.temp)
+            .ctx(|| format!("cannot create {}", self.temp.display()))
     }
 
     fn commit(mut self) -> Result<()> {
@@ -163,7 +167,8 @@ pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Resul
             )))
         }
     };
-    let (partial, file) = PartialFile::create(dest, opts.force)?;
+    let partial = PartialFile::plan(dest, opts.force)?;
+    // Journal before the file: a crash in between leaves nothing unrecorded.
     let mut journal = Journal::begin(
         pool,
         Record::Export(ExportRecord {
@@ -173,6 +178,14 @@ pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Resul
             ..Default::default()
         }),
     )?;
+    failpoint::hit("export-after-journal");
+    let file = match partial.create() {
+        Ok(file) => file,
+        Err(e) => {
+            journal.finish()?;
+            return Err(e);
+        }
+    };
     let mut job = Job {
         pool,
         id,
@@ -182,7 +195,10 @@ pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Resul
         runtime: &runtime,
         running,
     };
-    let written = job.write(file).and_then(|()| partial.commit());
+    let written = job.write(file).and_then(|()| {
+        failpoint::hit("export-before-rename");
+        partial.commit()
+    });
     let cleaned = job.clean_up();
     opts.progress.finish();
     let outcome = match (written, cleaned) {
@@ -276,12 +292,15 @@ impl Job<'_> {
         }
 
         let base = self.take_snapshot("base")?;
+        failpoint::hit("export-after-base-snapshot");
         let manifest = self.dump(&mut w, encoding, &datasets, &base, None)?;
         if self.opts.consistent && self.running {
             self.progress(format!("stopping container '{}'", self.id));
             self.journal.update(|r| journal_export(r).stopped = true)?;
             self.runtime.stop(self.id, self.opts.stop_timeout)?;
+            failpoint::hit("export-after-stop");
             let incr = self.take_snapshot("incr")?;
+            failpoint::hit("export-after-incr-snapshot");
             // With real snapshots the container may run while the changes are dumped.
             if self.pool.storage.backend() != Backend::Dir {
                 self.start_again()?;
@@ -290,6 +309,7 @@ impl Job<'_> {
             self.start_again()?;
         }
         interrupt::check()?;
+        failpoint::hit("export-before-end");
         let snapshots = journal_export(&mut self.journal.record).snapshots.clone();
         self.destroy_snapshots()?;
         let checksums = w.checksums().to_vec();
@@ -424,6 +444,7 @@ impl Job<'_> {
                     let progress = self.opts.progress.clone();
                     w.stream_entry(&entry, |sink| {
                         if compression == Compression::Off {
+                            failpoint::hit("export-in-stream");
                             let n = sink.with_file(|file| {
                                 stream
                                     .splice_to_file(file, interrupt::check_io)
@@ -552,6 +573,7 @@ fn compress_into(
     )
     .ctx(failed)?;
     let mut counted = progress.counting(encoder);
+    failpoint::hit("export-in-stream");
     fill(&mut counted)?;
     counted
         .into_inner()

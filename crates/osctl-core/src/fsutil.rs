@@ -6,13 +6,44 @@ use std::path::Path;
 
 use crate::error::{Context, Result};
 
+/// Temporary files of [`atomic_write`] are named `.tmp-<pid>-<random>`, so
+/// that those of dead processes can be told apart and removed.
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+/// Removes temporary files of [`atomic_write`] in `dir` whose writer is no
+/// longer alive; returns their paths.
+pub fn remove_stale_temp_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if !pid.is_some_and(process_alive) {
+            remove_file_if_exists(&entry.path())?;
+            removed.push(entry.path());
+        }
+    }
+    Ok(removed)
+}
+
+/// True while a process with this pid exists.
+pub fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Writes `data` to `path` so that a reader (or a crash) sees either the old
 /// file or the new one, never a mix: temp file in the same directory, fsync,
 /// rename, fsync of the directory.
 pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
+    let prefix = format!("{TEMP_PREFIX}{}-", std::process::id());
     let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
+        .prefix(&prefix)
         .tempfile_in(dir)
         .ctx(|| format!("cannot create a temporary file in {}", dir.display()))?;
     tmp.write_all(data)
@@ -80,5 +111,23 @@ mod tests {
         atomic_write(&p, b"two").unwrap();
         assert_eq!(fs::read_to_string(&p).unwrap(), "two");
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn stale_temp_files_go_live_ones_stay() {
+        let d = tempfile::tempdir().unwrap();
+        let live = d
+            .path()
+            .join(format!("{TEMP_PREFIX}{}-abc", std::process::id()));
+        let dead = d.path().join(format!("{TEMP_PREFIX}999999999-abc"));
+        let other = d.path().join("keep.yml");
+        for p in [&live, &dead, &other] {
+            fs::write(p, "x").unwrap();
+        }
+        assert_eq!(
+            remove_stale_temp_files(d.path()).unwrap(),
+            vec![dead.clone()]
+        );
+        assert!(live.exists() && other.exists() && !dead.exists());
     }
 }

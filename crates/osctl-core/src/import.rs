@@ -19,6 +19,7 @@ use crate::archive::meta::{
 };
 use crate::archive::{ArchiveReader, CopyError, Entry, EntryDigest};
 use crate::error::{Context, Error, Result};
+use crate::failpoint;
 use crate::fstar::{self, DevicePolicy, ExtractOptions};
 use crate::idmap::IdMap;
 use crate::interrupt;
@@ -175,6 +176,7 @@ impl Importer<'_> {
         let snapshots = self.snapshots.take().unwrap_or_default();
         self.finish_datasets(&snapshots)?;
         let plan = self.plan.as_mut().expect("checked above");
+        failpoint::hit("import-before-commit");
         commit(self.pool, plan)?;
         let plan = self.plan.take().expect("checked above");
         plan.journal.finish()?;
@@ -319,6 +321,7 @@ impl Importer<'_> {
                 ..Default::default()
             }),
         )?;
+        failpoint::hit("import-after-journal");
         Ok(Plan {
             id,
             staging,
@@ -401,11 +404,15 @@ impl Importer<'_> {
         }
         self.progress.step(format!("receiving {name}"));
         let storage = &self.pool.storage;
+        if stream.kind == StreamKind::Base
+            && dataset.is_empty()
+            && stream.encoding == StreamEncoding::Tar
+        {
+            storage.create(&plan.staging, "")?;
+        }
+        failpoint::hit("import-in-stream");
         match stream.encoding {
             StreamEncoding::Tar => {
-                if stream.kind == StreamKind::Base {
-                    storage.create(&plan.staging, "")?;
-                }
                 let devices = if self.opts.trusted {
                     DevicePolicy::All
                 } else {
@@ -727,7 +734,9 @@ fn commit(pool: &Pool, plan: &mut Plan) -> Result<()> {
             accounts::create_group(pool, path)?;
         }
     }
+    failpoint::hit("import-after-accounts");
     pool.storage.rename(&plan.staging, &plan.id)?;
+    failpoint::hit("import-after-rename");
     save_hooks(pool, &plan.id, &plan.hooks)?;
     let mut container = plan.container.clone();
     container.user = plan.user.name().to_string();

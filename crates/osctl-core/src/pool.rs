@@ -53,9 +53,10 @@ fn open_storage(backend: Backend, location: &str) -> Result<(Box<dyn Storage>, P
             let storage = storage::btrfs::BtrfsStorage::open(&root)?;
             Ok((Box::new(storage), root))
         }
-        Backend::Zfs => Err(Error::Refused(format!(
-            "the {backend} backend is not available in this build"
-        ))),
+        Backend::Zfs => {
+            let (zfs, root) = storage::zfs::ZfsStorage::open(location)?;
+            Ok((Box::new(zfs), root))
+        }
     }
 }
 
@@ -76,7 +77,7 @@ fn install_storage(backend: Backend, location: &str) -> Result<()> {
             fsutil::create_dir_all(path)?;
             fsutil::set_mode(path, 0o711)
         }
-        Backend::Zfs => open_storage(backend, location).map(|_| ()),
+        Backend::Zfs => storage::zfs::ZfsStorage::install(location),
     }
 }
 

@@ -27,11 +27,27 @@ pub fn is_our_snapshot(name: &str) -> bool {
 /// Returns one line per thing done.
 pub fn recover_journals(pool: &Pool) -> Result<Vec<String>> {
     let mut done = Vec::new();
+    for dir in [
+        pool.state_dir(),
+        pool.root.join("conf/ct"),
+        pool.root.join("conf/user"),
+    ] {
+        for path in crate::fsutil::remove_stale_temp_files(&dir)? {
+            done.push(format!("removed temporary file {}", path.display()));
+        }
+    }
+    let mut leftovers_removed = false;
     for (path, record) in journal::list(pool)? {
         // A held lock means the operation is alive.
         let Some(_lock) = Lock::try_acquire(&pool.ct_lock_path(record.id()))? else {
             continue;
         };
+        // A dead export's snapshot view (a zfs clone) would keep its
+        // snapshot from being destroyed.
+        if !leftovers_removed {
+            done.extend(pool.storage.remove_leftovers()?);
+            leftovers_removed = true;
+        }
         match &record {
             Record::Export(r) => undo_export(pool, r, &mut done)?,
             Record::Import(r) => undo_import(pool, r, &mut done)?,
@@ -94,10 +110,10 @@ pub(crate) fn undo_import(pool: &Pool, r: &ImportRecord, done: &mut Vec<String>)
 }
 
 /// Everything `recover_journals` does, plus leftovers no journal names: staged
-/// containers and our snapshots on containers no operation holds, and stray
-/// temporary files of atomic writes.
+/// containers and our snapshots on containers no operation holds.
 pub fn check_pool(pool: &Pool) -> Result<Vec<String>> {
     let mut done = recover_journals(pool)?;
+    done.extend(pool.storage.remove_leftovers()?);
     for name in pool.storage.containers()? {
         let Some(id) = storage::staged_id(&name) else {
             continue;
@@ -122,18 +138,6 @@ pub fn check_pool(pool: &Pool) -> Result<Vec<String>> {
         {
             pool.storage.destroy_snapshot(&id, &snap)?;
             done.push(format!("destroyed snapshot {snap} of container '{id}'"));
-        }
-    }
-    for dir in ["conf/ct", "conf/user", "state"] {
-        let dir = pool.root.join(dir);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
-                crate::fsutil::remove_file_if_exists(&entry.path())?;
-                done.push(format!("removed temporary file {}", entry.path().display()));
-            }
         }
     }
     Ok(done)

@@ -11,6 +11,7 @@ use serde_json::json;
 use osctl_core::accounts::{self, MapRequest};
 use osctl_core::archive::compress::Compression;
 use osctl_core::containers::{self, NewContainer, RootfsSource};
+use osctl_core::datasets;
 use osctl_core::export::{self, CompressionChoice, ExportOptions, FormatChoice};
 use osctl_core::host::{Host, PoolEntry};
 use osctl_core::idmap::IdMap;
@@ -210,6 +211,19 @@ enum CtCmd {
         trusted: bool,
         file: PathBuf,
     },
+    /// Subdatasets of a container (zfs, btrfs), mounted inside its root file system
+    #[command(subcommand)]
+    Dataset(DatasetCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum DatasetCmd {
+    /// Create a subdataset NAME (relative, e.g. var or var/log; the parent must exist)
+    New { id: String, name: String },
+    /// List a container's subdatasets
+    Ls { id: String },
+    /// Delete a subdataset and its snapshots (not while the container runs)
+    Del { id: String, name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -565,6 +579,26 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
                 eprintln!("imported container '{id}'");
             }
         }
+        CtCmd::Dataset(cmd) => dataset_cmd(ctx, &pool, cmd)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn dataset_cmd(ctx: &Ctx, pool: &Pool, cmd: DatasetCmd) -> Result<()> {
+    match cmd {
+        DatasetCmd::New { id, name } => datasets::create(pool, &id, &name)?,
+        DatasetCmd::Ls { id } => {
+            let list = datasets::list(pool, &id)?;
+            if ctx.json {
+                return output::json(&list);
+            }
+            let rows = list
+                .into_iter()
+                .map(|d| vec![d.name, d.path])
+                .collect::<Vec<_>>();
+            output::table(&["NAME", "PATH"], &rows);
+        }
+        DatasetCmd::Del { id, name } => datasets::delete(pool, &id, &name)?,
+    }
+    Ok(())
 }

@@ -123,8 +123,7 @@ fn log_tail(path: &Path) -> String {
         .ok()
         .and_then(|s| {
             s.lines()
-                .filter(|l| l.contains("ERROR"))
-                .last()
+                .rfind(|l| l.contains("ERROR"))
                 .map(|l| l.rsplit(" - ").next().unwrap_or(l).trim().to_string())
         })
         .unwrap_or_default()
@@ -147,11 +146,7 @@ impl Runtime for Lxc {
         let dir = self.config_dir(&spec.id);
         fsutil::create_dir_all(&dir)?;
         fsutil::atomic_write(&dir.join("config"), render_config(spec).as_bytes())?;
-        let started = self
-            .tool("lxc-start", &spec.id)
-            .arg("-d")
-            .run()
-            .and_then(|_| Ok(()));
+        let started = self.tool("lxc-start", &spec.id).arg("-d").run().map(drop);
         if let Err(e) = started {
             let detail = log_tail(&spec.log_file);
             let err = Error::exec(format!("cannot start container '{}'", spec.id), e);

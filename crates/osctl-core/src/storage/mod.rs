@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 pub mod btrfs;
 pub mod btrfs_parse;
 pub mod dir;
+pub mod zfs;
+pub mod zfs_parse;
 
 /// The directory inside a root dataset that holds the container's root file system.
 pub const ROOTFS_DIR: &str = "private";
@@ -127,6 +129,12 @@ pub trait Storage: Send + Sync {
     /// Makes sure all of a container's datasets are mounted.
     fn mount(&self, _ct: &str) -> Result<()> {
         Ok(())
+    }
+
+    /// Removes what processes that died left inside the storage (e.g. clones
+    /// showing snapshots); returns one line per thing removed.
+    fn remove_leftovers(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
     }
 
     /// Every container name the storage holds, staging names included.

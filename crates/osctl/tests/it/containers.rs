@@ -4,7 +4,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::support::{can_run_containers, is_root, make_busybox_rootfs, Env};
+use super::support::{can_run_containers, is_root, Env};
 use crate::require;
 
 #[test]
@@ -89,29 +89,8 @@ fn init_ignoring_signals_is_killed_after_timeout() {
         "needs root, LXC, uidmap and busybox-static"
     );
     let env = Env::new();
-    let rootfs = env.path("stubborn");
-    make_busybox_rootfs(&rootfs, "");
-    std::fs::remove_file(rootfs.join("sbin/init")).unwrap();
-    std::fs::write(
-        rootfs.join("sbin/init"),
-        "#!/bin/sh\ntrap '' PWR TERM INT HUP USR1 USR2\nwhile true; do sleep 1; done\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        rootfs.join("sbin/init"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
-    env.ok(&["user", "new", "u1"]);
-    env.ok(&[
-        "ct",
-        "new",
-        "--user",
-        "u1",
-        "--from-dir",
-        rootfs.to_str().unwrap(),
-        "stubborn",
-    ]);
+    let rootfs = env.stubborn_rootfs("stubborn");
+    env.ct_from("stubborn", &rootfs);
     env.ok(&["ct", "start", "stubborn"]);
     assert_eq!(env.state("stubborn"), "running");
     let t = Instant::now();
@@ -132,30 +111,9 @@ fn concurrent_operations_on_one_container_are_serialised() {
         "needs root, LXC, uidmap and busybox-static"
     );
     let env = Env::new();
-    let rootfs = env.path("slow");
-    make_busybox_rootfs(&rootfs, "");
     // An init that ignores SIGPWR keeps `ct stop` holding the lock until its timeout.
-    std::fs::remove_file(rootfs.join("sbin/init")).unwrap();
-    std::fs::write(
-        rootfs.join("sbin/init"),
-        "#!/bin/sh\ntrap '' PWR TERM\nwhile true; do sleep 1; done\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        rootfs.join("sbin/init"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
-    env.ok(&["user", "new", "u1"]);
-    env.ok(&[
-        "ct",
-        "new",
-        "--user",
-        "u1",
-        "--from-dir",
-        rootfs.to_str().unwrap(),
-        "slow",
-    ]);
+    let rootfs = env.stubborn_rootfs("slow");
+    env.ct_from("slow", &rootfs);
     env.ok(&["ct", "start", "slow"]);
 
     let t = Instant::now();
@@ -180,15 +138,7 @@ fn concurrent_operations_on_one_container_are_serialised() {
     );
 
     // With a short lock timeout the second operation is refused clearly instead.
-    env.ok(&[
-        "ct",
-        "new",
-        "--user",
-        "u1",
-        "--from-dir",
-        rootfs.to_str().unwrap(),
-        "slow",
-    ]);
+    env.ct_from("slow", &rootfs);
     env.ok(&["ct", "start", "slow"]);
     let mut stop = env
         .cmd()
@@ -217,16 +167,7 @@ fn configs_survive_kill_during_writes() {
     let env = Env::new();
     let rootfs = env.path("r");
     std::fs::create_dir_all(rootfs.join("etc")).unwrap();
-    env.ok(&["user", "new", "u1"]);
-    env.ok(&[
-        "ct",
-        "new",
-        "--user",
-        "u1",
-        "--from-dir",
-        rootfs.to_str().unwrap(),
-        "c1",
-    ]);
+    env.ct_from("c1", &rootfs);
     let config = env.root().join("pools/default/conf/ct/c1.yml");
     for i in 0..60u64 {
         let value = if i % 2 == 0 { "on" } else { "off" };

@@ -70,16 +70,7 @@ fn round_trip_of_every_file_kind_for_each_compression() {
     let env = Env::new();
     let src = env.path("src");
     tree::every_kind(&src);
-    env.ok(&["user", "new", "u1"]);
-    env.ok(&[
-        "ct",
-        "new",
-        "--user",
-        "u1",
-        "--from-dir",
-        src.to_str().unwrap(),
-        "orig",
-    ]);
+    env.ct_from("orig", &src);
     let orig = rootfs_of(&env, "orig");
     tree::assert_same(&src, &orig);
     for (compression, entry) in [
@@ -346,9 +337,7 @@ fn writer_rootfs(env: &Env) -> PathBuf {
         &root,
         "::respawn:/bin/sh -c 'i=0; while true; do i=$((i+1)); echo $i >> /root/log; echo $i > /root/c.tmp; mv /root/c.tmp /root/counter; done'\n",
     );
-    for applet in ["mv"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
+    std::os::unix::fs::symlink("busybox", root.join("bin/mv")).unwrap();
     root
 }
 
@@ -376,16 +365,7 @@ fn consistent_export_of_a_running_container_with_writes_in_flight() {
     );
     let env = Env::new();
     let root = writer_rootfs(&env);
-    env.ok(&["user", "new", "u1"]);
-    env.ok(&[
-        "ct",
-        "new",
-        "--user",
-        "u1",
-        "--from-dir",
-        root.to_str().unwrap(),
-        "busy",
-    ]);
+    env.ct_from("busy", &root);
     env.ok(&["ct", "start", "busy"]);
     let live = rootfs_of(&env, "busy");
     assert!(wait_until(10, || std::fs::read_to_string(
@@ -482,24 +462,9 @@ fn export_into_a_full_file_system_fails_cleanly() {
         "needs root, LXC, loop devices and mkfs.ext4"
     );
     let env = Env::new();
-    let root = env.busybox_rootfs("big");
     // Incompressible data that cannot fit into the small file system.
-    let mut f = std::fs::File::create(root.join("root/noise")).unwrap();
-    std::io::copy(
-        &mut std::fs::File::open("/dev/urandom").unwrap().take(48 << 20),
-        &mut f,
-    )
-    .unwrap();
-    env.ok(&["user", "new", "u1"]);
-    env.ok(&[
-        "ct",
-        "new",
-        "--user",
-        "u1",
-        "--from-dir",
-        root.to_str().unwrap(),
-        "big",
-    ]);
+    let root = env.noisy_rootfs("big", 48);
+    env.ct_from("big", &root);
     env.ok(&["ct", "start", "big"]);
     let small = LoopFs::new(env.dir.path(), "ext4", 24);
     let target = small.mnt.join("big.tar");
@@ -516,23 +481,8 @@ fn export_killed_by_sigterm_cleans_up() {
         "needs root, LXC, uidmap and busybox-static"
     );
     let env = Env::new();
-    let root = env.busybox_rootfs("big");
-    let mut f = std::fs::File::create(root.join("root/noise")).unwrap();
-    std::io::copy(
-        &mut std::fs::File::open("/dev/urandom").unwrap().take(400 << 20),
-        &mut f,
-    )
-    .unwrap();
-    env.ok(&["user", "new", "u1"]);
-    env.ok(&[
-        "ct",
-        "new",
-        "--user",
-        "u1",
-        "--from-dir",
-        root.to_str().unwrap(),
-        "big",
-    ]);
+    let root = env.noisy_rootfs("big", 400);
+    env.ct_from("big", &root);
     env.ok(&["ct", "start", "big"]);
     let out_dir = env.path("out");
     std::fs::create_dir_all(&out_dir).unwrap();

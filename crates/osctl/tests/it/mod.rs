@@ -1,6 +1,8 @@
 mod accounts;
+mod concurrency;
 mod containers;
 mod export_import;
+mod faults;
 mod hostile;
 mod loopfs;
 mod rawtar;

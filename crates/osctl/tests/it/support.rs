@@ -130,21 +130,42 @@ impl Env {
         root
     }
 
-    /// User `u1` and a container `id` made from a busybox rootfs.
-    pub fn busybox_ct(&self, id: &str) -> PathBuf {
-        let rootfs = self.busybox_rootfs(&format!("rootfs-{id}"));
+    /// Container `id` made from `rootfs`, owned by user `u1` (created on
+    /// first use).
+    pub fn ct_from(&self, id: &str, rootfs: &Path) {
         if !self.root().join("pools/default/conf/user/u1.yml").exists() {
             self.ok(&["user", "new", "u1"]);
         }
-        self.ok(&[
-            "ct",
-            "new",
-            "--user",
-            "u1",
-            "--from-dir",
-            rootfs.to_str().unwrap(),
-            id,
-        ]);
+        let rootfs = rootfs.to_str().unwrap();
+        self.ok(&["ct", "new", "--user", "u1", "--from-dir", rootfs, id]);
+    }
+
+    /// User `u1` and a container `id` made from a busybox rootfs.
+    pub fn busybox_ct(&self, id: &str) -> PathBuf {
+        let rootfs = self.busybox_rootfs(&format!("rootfs-{id}"));
+        self.ct_from(id, &rootfs);
+        rootfs
+    }
+
+    /// A busybox rootfs whose init ignores the signals that ask it to stop.
+    pub fn stubborn_rootfs(&self, name: &str) -> PathBuf {
+        let rootfs = self.path(name);
+        make_busybox_rootfs(&rootfs, "");
+        let init = rootfs.join("sbin/init");
+        std::fs::remove_file(&init).unwrap();
+        let script =
+            "#!/bin/sh\ntrap '' PWR TERM INT HUP USR1 USR2\nwhile true; do sleep 1; done\n";
+        std::fs::write(&init, script).unwrap();
+        set_mode(&init, 0o755);
+        rootfs
+    }
+
+    /// A busybox rootfs with `mib` MiB of random data in /root/noise.
+    pub fn noisy_rootfs(&self, name: &str, mib: u64) -> PathBuf {
+        let rootfs = self.busybox_rootfs(name);
+        let mut noise = std::fs::File::create(rootfs.join("root/noise")).unwrap();
+        let random = std::fs::File::open("/dev/urandom").unwrap();
+        std::io::copy(&mut std::io::Read::take(random, mib << 20), &mut noise).unwrap();
         rootfs
     }
 }

@@ -1,0 +1,1001 @@
+//! ZFS pools, through the `zfs` command of OpenZFS 2.x or zfs-fuse.
+//!
+//! A pool lives in a dataset `PATH` of the user's choice, marked as ours by the
+//! user property [`POOL_PROPERTY`] so that it is recognised again after a reboot
+//! or a `zpool import`. Below it:
+//!
+//! ```text
+//! PATH                 mounted at ROOT: the pool root, holds state/
+//! PATH/conf            ROOT/conf         configs
+//! PATH/log             ROOT/log          container logs
+//! PATH/ct              ROOT/ct
+//! PATH/ct/<id>         ROOT/ct/<id>      a container's root dataset, holds private/
+//! PATH/ct/<id>/<rel>   ROOT/ct/<id>/private/<rel>   its subdatasets
+//! PATH/views           ROOT/views        read-only clones of snapshots (zfs-fuse)
+//! ```
+//!
+//! Only a container's direct subdatasets (`var`) have their mountpoint set; all
+//! other datasets inherit theirs, so that renaming a container or moving the
+//! pool root changes few properties. Mounting a container puts mountpoints
+//! right where they are not.
+//!
+//! Every property is read with `zfs get -Hp` and parsed in [`super::zfs_parse`].
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use super::zfs_parse::{self, Dataset, Mountpoint, ZfsFeatures, GET_COLUMNS};
+use super::{Backend, SnapshotView, Storage, ROOTFS_DIR};
+use crate::cmd::{ChildReader, ChildWriter, Cmd, ExecError};
+use crate::error::{Context, Error, Result};
+use crate::fsutil;
+
+/// The user property marking a pool's dataset; its value is the layout version.
+pub const POOL_PROPERTY: &str = "org.osctl-rs:pool";
+const LAYOUT_VERSION: &str = "1";
+
+/// Child datasets of the pool dataset, each mounted at `ROOT/<name>`.
+const LAYOUT: [&str; 4] = ["conf", "log", "ct", VIEWS];
+const CT: &str = "ct";
+const VIEWS: &str = "views";
+
+/// Pipe capacity for `zfs send` output: fewer wake-ups on large streams.
+const SEND_PIPE_SIZE: usize = 1 << 20;
+
+/// Properties read for every dataset tree we look at.
+const TREE_PROPERTIES: &str = "type,mountpoint,mounted,compression";
+
+/// How often to retry destroying or unmounting a busy dataset. zfs-fuse reports
+/// "dataset is busy" for a short while after files of a dataset were accessed.
+const BUSY_RETRIES: u32 = 5;
+const BUSY_FIRST_DELAY: Duration = Duration::from_millis(100);
+
+pub struct ZfsStorage {
+    /// The pool dataset, `PATH`.
+    dataset: String,
+    /// Its mountpoint, the pool root.
+    root: PathBuf,
+    features: OnceLock<ZfsFeatures>,
+}
+
+impl std::fmt::Debug for ZfsStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZfsStorage")
+            .field("dataset", &self.dataset)
+            .field("root", &self.root)
+            .finish()
+    }
+}
+
+fn zfs<I, S>(args: I) -> Cmd
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    Cmd::new("zfs").args(args)
+}
+
+/// Turns a failed `zfs` run into our error kinds. `action` says what failed and
+/// names the dataset ("cannot create dataset 'tank/osctl/ct/web1'").
+fn classify(action: String, err: ExecError) -> Error {
+    let stderr = err.stderr().to_ascii_lowercase();
+    let reason = zfs_parse::error_reason(err.stderr());
+    if stderr.contains("does not exist") {
+        Error::NotFound(format!("{action}: {reason}"))
+    } else if stderr.contains("already exists") {
+        Error::Exists(format!("{action}: {reason}"))
+    } else if stderr.contains("out of space") || stderr.contains("no space left") {
+        Error::io(
+            format!("{action}: the zpool is full"),
+            std::io::Error::from_raw_os_error(libc::ENOSPC),
+        )
+    } else if stderr.contains("busy") {
+        Error::Busy(format!("{action}: {reason}"))
+    } else {
+        Error::exec(action, err)
+    }
+}
+
+fn run(cmd: Cmd, action: impl FnOnce() -> String) -> Result<String> {
+    cmd.run().map_err(|e| classify(action(), e))
+}
+
+fn parse_output(output: &str, action: impl FnOnce() -> String) -> Result<Vec<Dataset>> {
+    zfs_parse::parse_get(output).map_err(|e| {
+        Error::io(
+            action(),
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        )
+    })
+}
+
+/// How far below a dataset `zfs get` looks.
+#[derive(Clone, Copy)]
+enum Depth {
+    Itself,
+    Children,
+    All,
+}
+
+/// Properties of a dataset (and what is below it, snapshots included); None
+/// when it does not exist.
+fn query(name: &str, properties: &str, depth: Depth) -> Result<Option<Vec<Dataset>>> {
+    let mut cmd = zfs(["get", "-Hp", "-o", GET_COLUMNS]);
+    cmd = match depth {
+        Depth::Itself => cmd,
+        Depth::Children => cmd.args(["-d", "1"]),
+        Depth::All => cmd.arg("-r"),
+    };
+    let action = || format!("cannot read properties of dataset '{name}'");
+    match run(cmd.arg(properties).arg(name), action) {
+        Ok(out) => parse_output(&out, action).map(Some),
+        Err(Error::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Mounts a file system; one that is mounted already is fine.
+fn mount(name: &str) -> Result<()> {
+    match zfs(["mount", name]).run() {
+        Ok(_) => Ok(()),
+        Err(e) if e.stderr().contains("already mounted") => Ok(()),
+        Err(e) => Err(classify(format!("cannot mount dataset '{name}'"), e)),
+    }
+}
+
+/// Runs a `zfs` command, retrying a few times while zfs says busy: zfs-fuse
+/// does so for a moment after a dataset was mounted or its files were used.
+/// `between` runs before each retry (e.g. to unmount).
+fn run_patiently(cmd: &Cmd, action: impl Fn() -> String, between: impl Fn()) -> Result<String> {
+    let mut delay = BUSY_FIRST_DELAY;
+    for _ in 0..BUSY_RETRIES {
+        match run(cmd.clone(), &action) {
+            Err(Error::Busy(_)) => {
+                std::thread::sleep(delay);
+                delay *= 2;
+                between();
+            }
+            done => return done,
+        }
+    }
+    run(cmd.clone(), &action).map_err(|e| match e {
+        Error::Busy(m) => Error::Busy(format!(
+            "{m} (still after {BUSY_RETRIES} retries: is a process using its files?)"
+        )),
+        other => other,
+    })
+}
+
+/// Unmounts the mounted file systems of a tree, children first.
+fn unmount_tree(datasets: &[Dataset]) -> Result<()> {
+    for name in mounted_children_first(datasets) {
+        let unmount = zfs(["unmount", name]);
+        match run_patiently(
+            &unmount,
+            || format!("cannot unmount dataset '{name}'"),
+            || {},
+        ) {
+            Ok(_) => {}
+            Err(Error::Exec { source, .. })
+                if source.stderr().contains("not currently mounted") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn mounted_children_first(datasets: &[Dataset]) -> Vec<&str> {
+    let mut mounted: Vec<&str> = datasets
+        .iter()
+        .filter(|d| d.is_filesystem() && d.is_mounted())
+        .map(|d| d.name.as_str())
+        .collect();
+    mounted.sort_by(|a, b| b.cmp(a));
+    mounted
+}
+
+/// Between retries of a busy command: one attempt to unmount what of a
+/// dataset's tree is mounted. Errors are left to the command retried.
+fn try_unmount(name: &str) {
+    if let Ok(Some(tree)) = query(name, "type,mounted", Depth::All) {
+        for mounted in mounted_children_first(&tree) {
+            let _ = zfs(["unmount", mounted]).run();
+        }
+    }
+}
+
+/// Destroys a dataset (with `-r`: its children and snapshots too). Missing is
+/// fine; busy is retried a few times, unmounting in between.
+fn destroy_dataset(name: &str, recursive: bool) -> Result<()> {
+    let mut cmd = zfs(["destroy"]);
+    if recursive {
+        cmd = cmd.arg("-r");
+    }
+    let cmd = cmd.arg(name);
+    let action = || format!("cannot destroy dataset '{name}'");
+    match run_patiently(&cmd, action, || try_unmount(name)) {
+        Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A dataset name as the user gives it: `pool/a/b`, no snapshot, no tricks.
+fn check_dataset_name(name: &str) -> Result<()> {
+    let component_ok = |c: &str| {
+        !c.is_empty()
+            && c != "."
+            && c != ".."
+            && c.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "_-.:".contains(ch))
+    };
+    let starts_with_letter = name.starts_with(|c: char| c.is_ascii_alphabetic());
+    // Leave room below it for ct/<id>.importing/<rel>@<snap> (ZFS allows 255).
+    if name.len() > 128 || !starts_with_letter || !name.split('/').all(component_ok) {
+        return Err(Error::Invalid(format!(
+            "invalid zfs dataset '{}': use POOL/PATH with components of letters, digits, '_', '-', '.', ':'",
+            name.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+/// A container id or a staging name (`<id>.importing`).
+fn check_ct_name(ct: &str) -> Result<()> {
+    let ok = !ct.is_empty()
+        && ct.len() <= crate::names::MAX_NAME + 20
+        && !ct.starts_with('.')
+        && ct
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "invalid container name '{}'",
+            ct.escape_debug()
+        )))
+    }
+}
+
+/// Snapshot names come from archives (`snapshots.yml`): a narrow alphabet keeps
+/// out `%` (ranges in `zfs destroy`), `,` (lists), `@`, `/` and `#`.
+fn check_snapshot_name(snap: &str) -> Result<()> {
+    let ok = !snap.is_empty()
+        && snap.len() <= 128
+        && snap
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "invalid snapshot name '{}'",
+            snap.escape_debug()
+        )))
+    }
+}
+
+/// Finds what `zfs` can do by asking it: the usage text of `zfs send` (its
+/// options) and `zfs version` (absent on zfs-fuse).
+pub fn detect_features() -> Result<ZfsFeatures> {
+    // Without arguments `zfs send` prints its usage on stderr and fails.
+    let usage = match zfs(["send"]).run() {
+        Ok(out) => out,
+        Err(e) if e.is_not_found() => {
+            return Err(Error::exec("cannot find out what zfs can do", e))
+        }
+        Err(e) => e.stderr().to_string(),
+    };
+    let version = zfs(["version"]).run().ok();
+    Ok(ZfsFeatures::from_outputs(&usage, version.as_deref()))
+}
+
+impl ZfsStorage {
+    /// Opens the pool in `dataset`; returns the storage and the pool root (the
+    /// dataset's mountpoint, where `conf/`, `log/` and `state/` are). Mounts
+    /// what is not mounted and creates layout datasets that are missing.
+    pub fn open(dataset: &str) -> Result<(ZfsStorage, PathBuf)> {
+        check_dataset_name(dataset)?;
+        let tree = query(
+            dataset,
+            &format!("{TREE_PROPERTIES},{POOL_PROPERTY}"),
+            Depth::Children,
+        )?
+        .ok_or_else(|| missing_dataset(dataset))?;
+        let top = top_of(&tree, dataset)?;
+        if top.local_value(POOL_PROPERTY).is_none() {
+            return Err(Error::Refused(format!(
+                "zfs dataset '{dataset}' is not an osctl pool (no {POOL_PROPERTY} property); \
+                 install it with `osctl pool install --backend zfs --dataset {dataset}`"
+            )));
+        }
+        let root = Self::root_of(top)?;
+        let storage = ZfsStorage {
+            dataset: dataset.to_string(),
+            root: root.clone(),
+            features: OnceLock::new(),
+        };
+        storage.ensure_layout(&tree)?;
+        Ok((storage, root))
+    }
+
+    /// Prepares `dataset` for a pool: creates it (with parents) where missing,
+    /// refuses one that holds something and is not ours, marks it and creates
+    /// the layout datasets. Installing over an existing pool of ours is fine.
+    pub fn install(dataset: &str) -> Result<()> {
+        check_dataset_name(dataset)?;
+        let properties = format!("{TREE_PROPERTIES},{POOL_PROPERTY}");
+        let tree = match query(dataset, &properties, Depth::Children)? {
+            Some(tree) => tree,
+            None => {
+                run(zfs(["create", "-p", dataset]), || {
+                    format!("cannot create zfs dataset '{dataset}'")
+                })?;
+                query(dataset, &properties, Depth::Children)?
+                    .ok_or_else(|| missing_dataset(dataset))?
+            }
+        };
+        let top = top_of(&tree, dataset)?;
+        if !top.is_filesystem() {
+            return Err(Error::Refused(format!(
+                "zfs dataset '{dataset}' is not a file system"
+            )));
+        }
+        let root = Self::root_of(top)?;
+        if top.local_value(POOL_PROPERTY).is_none() {
+            if !top.is_mounted() {
+                mount(dataset)?;
+            }
+            let children: Vec<&str> = tree
+                .iter()
+                .filter(|d| d.name != dataset && d.snapshot_of().is_none())
+                .map(|d| d.name.as_str())
+                .collect();
+            if !children.is_empty() || !list_dir(&root)?.is_empty() {
+                return Err(Error::Refused(format!(
+                    "zfs dataset '{dataset}' is not empty and not an osctl pool{}",
+                    match children.first() {
+                        Some(child) => format!(" (it has child dataset '{child}')"),
+                        None => format!(" (files in {})", root.display()),
+                    }
+                )));
+            }
+            run(
+                zfs([
+                    "set".to_string(),
+                    format!("{POOL_PROPERTY}={LAYOUT_VERSION}"),
+                    dataset.to_string(),
+                ]),
+                || format!("cannot mark zfs dataset '{dataset}' as an osctl pool"),
+            )?;
+        }
+        Self::open(dataset).map(drop)
+    }
+
+    /// Datasets marked as osctl pools in every imported zpool (to recognise
+    /// pools after a reboot or `zpool import`).
+    pub fn find_pools() -> Result<Vec<String>> {
+        let out = run(
+            zfs([
+                "get",
+                "-Hp",
+                "-o",
+                GET_COLUMNS,
+                "-s",
+                "local",
+                POOL_PROPERTY,
+            ]),
+            || "cannot look for osctl pools in zfs".to_string(),
+        )?;
+        let sets = parse_output(&out, || "cannot look for osctl pools in zfs".into())?;
+        Ok(sets
+            .into_iter()
+            .filter(|d| d.local_value(POOL_PROPERTY).is_some() && d.snapshot_of().is_none())
+            .map(|d| d.name)
+            .collect())
+    }
+
+    fn root_of(top: &Dataset) -> Result<PathBuf> {
+        match top.mountpoint() {
+            Some(Mountpoint::Path(p)) => Ok(p),
+            _ => Err(Error::Refused(format!(
+                "zfs dataset '{}' has mountpoint '{}': osctl needs it mounted by zfs \
+                 (zfs set mountpoint=/{} {})",
+                top.name,
+                top.value("mountpoint").unwrap_or("-"),
+                top.name,
+                top.name
+            ))),
+        }
+    }
+
+    /// Mounts the pool dataset and its layout datasets, creating missing ones
+    /// and putting inherited mountpoints back where they were changed.
+    fn ensure_layout(&self, tree: &[Dataset]) -> Result<()> {
+        let find = |name: &str| tree.iter().find(|d| d.name == name);
+        if !find(&self.dataset).is_some_and(Dataset::is_mounted) {
+            mount(&self.dataset)?;
+        }
+        for child in LAYOUT {
+            let name = format!("{}/{child}", self.dataset);
+            let expected = Mountpoint::Path(self.root.join(child));
+            match find(&name) {
+                None => {
+                    run(zfs(["create", &name]), || {
+                        format!("cannot create zfs dataset '{name}'")
+                    })?;
+                    mount(&name)?;
+                }
+                Some(d) => {
+                    if d.mountpoint() != Some(expected) {
+                        run(zfs(["inherit", "mountpoint", &name]), || {
+                            format!("cannot reset the mountpoint of zfs dataset '{name}'")
+                        })?;
+                    }
+                    if !d.is_mounted() {
+                        mount(&name)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The pool dataset.
+    pub fn dataset(&self) -> &str {
+        &self.dataset
+    }
+
+    /// What the installed ZFS can do (detected once).
+    pub fn features(&self) -> Result<&ZfsFeatures> {
+        if let Some(f) = self.features.get() {
+            return Ok(f);
+        }
+        let detected = detect_features()?;
+        Ok(self.features.get_or_init(|| detected))
+    }
+
+    /// The dataset of a container (`rel` ""), or of one of its subdatasets.
+    pub fn dataset_of(&self, ct: &str, rel: &str) -> Result<String> {
+        check_ct_name(ct)?;
+        let root = format!("{}/{CT}/{ct}", self.dataset);
+        if rel.is_empty() {
+            Ok(root)
+        } else {
+            crate::names::subdataset(rel)?;
+            Ok(format!("{root}/{rel}"))
+        }
+    }
+
+    /// The container's file systems as `(rel, dataset)`, parents first.
+    fn filesystems(&self, ct: &str) -> Result<Vec<(String, Dataset)>> {
+        let root = self.dataset_of(ct, "")?;
+        let mut out: Vec<(String, Dataset)> = self
+            .dataset_tree(ct)?
+            .into_iter()
+            .filter(Dataset::is_filesystem)
+            .filter_map(|d| {
+                let rel = if d.name == root {
+                    String::new()
+                } else {
+                    d.name.strip_prefix(&root)?.strip_prefix('/')?.to_string()
+                };
+                Some((rel, d))
+            })
+            .collect();
+        // A parent's name is a prefix of its children's: it sorts first.
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Puts mountpoints where the layout wants them and mounts, parents first,
+    /// the container's file systems that `wanted` selects.
+    fn mount_where(&self, ct: &str, wanted: impl Fn(&str) -> bool) -> Result<()> {
+        let mut sets = self.filesystems(ct)?;
+        let mut next = 0;
+        while let Some((rel, ds)) = sets.get(next) {
+            next += 1;
+            if !wanted(rel) {
+                continue;
+            }
+            let expected = self.path(ct, rel);
+            let name = ds.name.clone();
+            if ds.mountpoint() == Some(Mountpoint::Path(expected.clone())) {
+                if !ds.is_mounted() {
+                    mount(&name)?;
+                }
+                continue;
+            }
+            let cmd = if has_explicit_mountpoint(rel) {
+                zfs([
+                    "set".as_ref(),
+                    mountpoint_arg(&expected).as_os_str(),
+                    name.as_ref(),
+                ])
+            } else {
+                zfs(["inherit", "mountpoint", &name])
+            };
+            run(cmd, || {
+                format!("cannot set the mountpoint of dataset '{name}'")
+            })?;
+            // OpenZFS mounts on `set mountpoint`, zfs-fuse does not.
+            mount(&name)?;
+            // Children inheriting the mountpoint moved along: look again, and
+            // leave alone what is right now (each needless change of a
+            // mountpoint re-creates its directory, touching the parent's mtime).
+            sets = self.filesystems(ct)?;
+        }
+        Ok(())
+    }
+
+    /// Mounts the datasets from the container's root down to `rel`.
+    fn mount_chain(&self, ct: &str, rel: &str) -> Result<()> {
+        self.mount_where(ct, |r| {
+            r.is_empty() || r == rel || rel.strip_prefix(r).is_some_and(|s| s.starts_with('/'))
+        })
+    }
+
+    /// Every dataset of a container, snapshots included.
+    fn dataset_tree(&self, ct: &str) -> Result<Vec<Dataset>> {
+        self.query_container(ct, TREE_PROPERTIES, Depth::All)
+    }
+
+    fn query_container(&self, ct: &str, properties: &str, depth: Depth) -> Result<Vec<Dataset>> {
+        let root = self.dataset_of(ct, "")?;
+        query(&root, properties, depth)?
+            .ok_or_else(|| Error::NotFound(format!("container '{ct}' has no dataset '{root}'")))
+    }
+
+    fn destroy_snapshot_on(&self, dataset: &str, snap: &str) -> Result<()> {
+        let name = format!("{dataset}@{snap}");
+        match run(zfs(["destroy", &name]), || {
+            format!("cannot destroy snapshot '{name}'")
+        }) {
+            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a mounted dataset holds nothing but what `create` put there:
+    /// an empty `private/` in a root dataset, nothing in a subdataset.
+    fn as_created(&self, ct: &str, rel: &str) -> Result<bool> {
+        let dir = self.path(ct, rel);
+        if rel.is_empty() {
+            let entries = list_dir(&dir)?;
+            Ok(entries.is_empty()
+                || (entries == [ROOTFS_DIR] && list_dir(&dir.join(ROOTFS_DIR))?.is_empty()))
+        } else {
+            Ok(list_dir(&dir)?.is_empty())
+        }
+    }
+
+    /// Destroys read-only snapshot clones left behind by processes that died
+    /// while showing them (their pid is in the clone's name). Returns their names.
+    pub fn cleanup_stale_views(&self) -> Result<Vec<String>> {
+        let views = format!("{}/{VIEWS}", self.dataset);
+        let Some(tree) = query(&views, "type", Depth::Children)? else {
+            return Ok(Vec::new());
+        };
+        let mut removed = Vec::new();
+        for d in tree.iter().filter(|d| d.is_filesystem() && d.name != views) {
+            let pid = d
+                .name
+                .rsplit('/')
+                .next()
+                .and_then(|leaf| leaf.split('_').nth(1))
+                .and_then(|pid| pid.parse::<u32>().ok());
+            if !pid.is_some_and(crate::fsutil::process_alive) {
+                destroy_dataset(&d.name, true)?;
+                removed.push(d.name.clone());
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn missing_dataset(name: &str) -> Error {
+    Error::NotFound(format!("zfs dataset '{name}' does not exist"))
+}
+
+/// The dataset itself in the output of a query on it.
+fn top_of<'a>(tree: &'a [Dataset], name: &str) -> Result<&'a Dataset> {
+    tree.iter()
+        .find(|d| d.name == name)
+        .ok_or_else(|| missing_dataset(name))
+}
+
+/// Only a container's direct subdatasets (`var`) set their mountpoint, to their
+/// place inside `private/`; the root dataset and nested subdatasets (`var/log`)
+/// inherit theirs, so that a rename moves them without property changes.
+fn has_explicit_mountpoint(rel: &str) -> bool {
+    !rel.is_empty() && !rel.contains('/')
+}
+
+fn mountpoint_arg(path: &Path) -> std::ffi::OsString {
+    let mut arg = std::ffi::OsString::from("mountpoint=");
+    arg.push(path);
+    arg
+}
+
+/// Names in a directory (at most a few: enough to tell "empty" and "one").
+fn list_dir(dir: &Path) -> Result<Vec<String>> {
+    let read = || format!("cannot read directory {}", dir.display());
+    std::fs::read_dir(dir)
+        .ctx(read)?
+        .take(2)
+        .map(|e| {
+            e.map(|e| e.file_name().to_string_lossy().into_owned())
+                .ctx(read)
+        })
+        .collect()
+}
+
+/// Unique names for snapshot clones: `v_<pid>_<n>_<container>`.
+fn view_name(ct: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("v_{}_{n}_{ct}", std::process::id())
+}
+
+impl Storage for ZfsStorage {
+    fn backend(&self) -> Backend {
+        Backend::Zfs
+    }
+
+    fn native_format(&self) -> Option<&'static str> {
+        Some("zfs")
+    }
+
+    fn remove_leftovers(&self) -> Result<Vec<String>> {
+        Ok(self
+            .cleanup_stale_views()?
+            .into_iter()
+            .map(|clone| format!("destroyed snapshot view {clone}"))
+            .collect())
+    }
+
+    fn create(&self, ct: &str, rel: &str) -> Result<()> {
+        let name = self.dataset_of(ct, rel)?;
+        let action = || format!("cannot create dataset '{name}'");
+        if rel.is_empty() {
+            run(zfs(["create", &name]), action)?;
+            let made = (|| {
+                self.mount_chain(ct, "")?;
+                let dir = self.path(ct, "");
+                fsutil::set_mode(&dir, 0o700)?;
+                let rootfs = dir.join(ROOTFS_DIR);
+                std::fs::create_dir(&rootfs)
+                    .ctx(|| format!("cannot create {}", rootfs.display()))?;
+                fsutil::set_mode(&rootfs, 0o755)
+            })();
+            if let Err(e) = made {
+                let _ = destroy_dataset(&name, true);
+                return Err(e.context(format!("dataset '{name}'")));
+            }
+            Ok(())
+        } else {
+            // The parent must be mounted before the child mounts inside it.
+            let parent = rel.rsplit_once('/').map_or("", |(p, _)| p);
+            self.mount_chain(ct, parent)?;
+            let mut cmd = zfs(["create"]);
+            if has_explicit_mountpoint(rel) {
+                cmd = cmd.arg("-o").arg(mountpoint_arg(&self.path(ct, rel)));
+            }
+            run(cmd.arg(&name), action)?;
+            self.mount_chain(ct, rel)
+        }
+    }
+
+    fn exists(&self, ct: &str) -> Result<bool> {
+        let name = self.dataset_of(ct, "")?;
+        Ok(query(&name, "type", Depth::Itself)?.is_some())
+    }
+
+    fn subdatasets(&self, ct: &str) -> Result<Vec<String>> {
+        Ok(self
+            .filesystems(ct)?
+            .into_iter()
+            .map(|(rel, _)| rel)
+            .filter(|rel| !rel.is_empty())
+            .collect())
+    }
+
+    fn destroy(&self, ct: &str, rel: &str) -> Result<()> {
+        let name = self.dataset_of(ct, rel)?;
+        destroy_dataset(&name, true)?;
+        if rel.is_empty() {
+            // zfs removes mountpoint directories it made; an old one may stay.
+            let _ = std::fs::remove_dir(self.path(ct, ""));
+        }
+        Ok(())
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let (old, new) = (self.dataset_of(from, "")?, self.dataset_of(to, "")?);
+        if query(&new, "type", Depth::Itself)?.is_some() {
+            return Err(Error::Exists(format!(
+                "cannot rename container '{from}' to '{to}': dataset '{new}' already exists"
+            )));
+        }
+        // Renaming mounted datasets would remount subdatasets at their old,
+        // explicitly set mountpoints: unmount, rename, then mount afresh.
+        unmount_tree(&self.dataset_tree(from)?)?;
+        run_patiently(
+            &zfs(["rename", &old, &new]),
+            || format!("cannot rename dataset '{old}' to '{new}'"),
+            || try_unmount(&old),
+        )?;
+        let _ = std::fs::remove_dir(self.path(from, ""));
+        self.mount(to)
+    }
+
+    fn path(&self, ct: &str, rel: &str) -> PathBuf {
+        let root = self.root.join(CT).join(ct);
+        if rel.is_empty() {
+            root
+        } else {
+            root.join(ROOTFS_DIR).join(rel)
+        }
+    }
+
+    fn mount(&self, ct: &str) -> Result<()> {
+        self.mount_where(ct, |_| true)
+    }
+
+    fn containers(&self) -> Result<Vec<String>> {
+        let parent = format!("{}/{CT}", self.dataset);
+        let tree =
+            query(&parent, "type", Depth::Children)?.ok_or_else(|| missing_dataset(&parent))?;
+        let mut names: Vec<String> = tree
+            .iter()
+            .filter(|d| d.is_filesystem())
+            .filter_map(|d| d.name.strip_prefix(&parent)?.strip_prefix('/'))
+            .map(String::from)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn snapshot(&self, ct: &str, snap: &str) -> Result<()> {
+        check_snapshot_name(snap)?;
+        let name = format!("{}@{snap}", self.dataset_of(ct, "")?);
+        // -r: one atomic snapshot of the root and every subdataset.
+        run(zfs(["snapshot", "-r", &name]), || {
+            format!("cannot snapshot container '{ct}' as '{name}'")
+        })
+        .map(drop)
+    }
+
+    fn destroy_snapshot(&self, ct: &str, snap: &str) -> Result<()> {
+        check_snapshot_name(snap)?;
+        let tree = match self.dataset_tree(ct) {
+            Ok(tree) => tree,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut holders: Vec<&str> = tree
+            .iter()
+            .filter_map(|d| d.snapshot_of())
+            .filter(|(_, s)| *s == snap)
+            .map(|(ds, _)| ds)
+            .collect();
+        // Children first, as `zfs destroy -r` would.
+        holders.sort_by(|a, b| b.cmp(a));
+        for ds in holders {
+            self.destroy_snapshot_on(ds, snap)?;
+        }
+        Ok(())
+    }
+
+    fn snapshots(&self, ct: &str) -> Result<Vec<String>> {
+        let root = self.dataset_of(ct, "")?;
+        let tree = self.query_container(ct, "type", Depth::Children)?;
+        Ok(tree
+            .iter()
+            .filter_map(|d| d.snapshot_of())
+            .filter(|(ds, _)| *ds == root)
+            .map(|(_, snap)| snap.to_string())
+            .collect())
+    }
+
+    fn snapshot_view(&self, ct: &str, rel: &str, snap: &str) -> Result<SnapshotView> {
+        check_snapshot_name(snap)?;
+        let name = self.dataset_of(ct, rel)?;
+        // OpenZFS shows snapshots under .zfs (mounted on access); zfs-fuse has
+        // no .zfs directory, so there a read-only clone shows the snapshot.
+        let snapdir = self.path(ct, rel).join(".zfs/snapshot").join(snap);
+        if snapdir.is_dir() {
+            return Ok(SnapshotView::new(snapdir));
+        }
+        let leaf = view_name(ct);
+        let clone = format!("{}/{VIEWS}/{leaf}", self.dataset);
+        let origin = format!("{name}@{snap}");
+        run(zfs(["clone", "-o", "readonly=on", &origin, &clone]), || {
+            format!("cannot show snapshot '{origin}'")
+        })?;
+        let shown = mount(&clone);
+        let release_name = clone.clone();
+        let view = SnapshotView::with_release(self.root.join(VIEWS).join(leaf), move || {
+            // Best effort: a clone left behind is found by cleanup_stale_views.
+            let _ = destroy_dataset(&release_name, false);
+        });
+        shown.map(|()| view)
+    }
+
+    fn can_send_compressed(&self, ct: &str, rel: &str) -> Result<bool> {
+        if !self.features()?.send_compressed() {
+            return Ok(false);
+        }
+        let name = self.dataset_of(ct, rel)?;
+        let sets =
+            query(&name, "compression", Depth::Itself)?.ok_or_else(|| missing_dataset(&name))?;
+        Ok(sets
+            .first()
+            .and_then(|d| d.value("compression"))
+            .is_some_and(|c| c != "off"))
+    }
+
+    fn send(
+        &self,
+        ct: &str,
+        rel: &str,
+        snap: &str,
+        from: Option<&str>,
+        compressed: bool,
+    ) -> Result<ChildReader> {
+        check_snapshot_name(snap)?;
+        let name = self.dataset_of(ct, rel)?;
+        if compressed && !self.features()?.send_compressed() {
+            return Err(Error::Refused(format!(
+                "cannot send dataset '{name}' compressed: `zfs send -c` is missing in {}",
+                self.features()?.describe()
+            )));
+        }
+        let mut snapshots = vec![format!("{name}@{snap}")];
+        if let Some(from) = from {
+            check_snapshot_name(from)?;
+            snapshots.push(format!("{name}@{from}"));
+        }
+        // Missing snapshots are reported here, clearly, not at the stream's end.
+        let mut check = zfs(["get", "-Hp", "-o", GET_COLUMNS, "type"]);
+        check = check.args(&snapshots);
+        run(check, || format!("cannot send dataset '{name}'"))?;
+
+        let mut cmd = zfs(["send"]);
+        if compressed {
+            cmd = cmd.arg("-c");
+        }
+        if let Some(base) = snapshots.get(1) {
+            // -i, not -I: snapshots taken in between stay out of the stream.
+            cmd = cmd.args(["-i", base]);
+        }
+        let reader = cmd
+            .arg(&snapshots[0])
+            .spawn_reader()
+            .ctx(|| format!("cannot send dataset '{name}'"))?;
+        reader.enlarge_pipe(SEND_PIPE_SIZE);
+        Ok(reader)
+    }
+
+    /// `zfs recv -u -F`: unmounted, so that nothing touches the dataset between
+    /// the base and the incremental stream (on zfs-fuse a mere atime update
+    /// breaks the incremental), and forced, so that an incremental stream rolls
+    /// back whatever changed. A subdataset's parent must exist.
+    fn receive(&self, ct: &str, rel: &str) -> Result<ChildWriter> {
+        let name = self.dataset_of(ct, rel)?;
+        if let Some(tree) = query(&name, "type,mounted", Depth::All)? {
+            let alone = tree.iter().all(|d| d.name == name);
+            let mounted = tree.iter().any(|d| d.name == name && d.is_mounted());
+            if alone && mounted && self.as_created(ct, rel)? {
+                // Left as `create` made it, the dataset can only take a full
+                // stream, which replaces it anyway; and receiving a full stream
+                // over an existing dataset fails now and then on zfs-fuse
+                // ("I/O error"), into a new one it does not.
+                destroy_dataset(&name, false)?;
+            } else {
+                unmount_tree(&tree)?;
+            }
+        }
+        zfs(["recv", "-u", "-F", &name])
+            .spawn_writer()
+            .ctx(|| format!("cannot receive into dataset '{name}'"))
+    }
+
+    fn finish_receive(&self, ct: &str, rel: &str, snapshots: &[String]) -> Result<()> {
+        let name = self.dataset_of(ct, rel)?;
+        for snap in snapshots {
+            check_snapshot_name(snap)?;
+        }
+        for snap in snapshots {
+            self.destroy_snapshot_on(&name, snap)?;
+        }
+        self.mount_chain(ct, rel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dataset_names() {
+        for good in ["tank", "tank/osctl", "t-1/a.b/c_d:e"] {
+            assert!(check_dataset_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "", "/tank", "tank/", "tank//a", "tank@s", "tank/a b", "1tank", "tank/..", "tank#b",
+        ] {
+            assert!(check_dataset_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn container_and_snapshot_names() {
+        assert!(check_ct_name("web1").is_ok());
+        assert!(check_ct_name("web1.importing").is_ok());
+        for bad in ["", ".x", "a/b", "a@b", "A"] {
+            assert!(check_ct_name(bad).is_err(), "{bad}");
+        }
+        assert!(check_snapshot_name("osctl-base-1700000000").is_ok());
+        for bad in ["", "a%b", "a,b", "a@b", "a/b", "a#b", "a b"] {
+            assert!(check_snapshot_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn classification() {
+        let failed = |stderr: &str| {
+            Cmd::new("sh")
+                .args(["-c", "printf '%s' \"$0\" >&2; exit 1", stderr])
+                .run()
+                .unwrap_err()
+        };
+        let e = classify(
+            "cannot create dataset 'p/ct/a/b'".into(),
+            failed("cannot create 'p/ct/a/b': parent does not exist\n"),
+        );
+        assert!(
+            matches!(&e, Error::NotFound(m) if m == "cannot create dataset 'p/ct/a/b': parent does not exist"),
+            "{e}"
+        );
+        let e = classify(
+            "x 'p/a'".into(),
+            failed("cannot create 'p/a': dataset already exists\n"),
+        );
+        assert!(matches!(e, Error::Exists(_)));
+        let e = classify(
+            "cannot receive into dataset 'p/a'".into(),
+            failed("cannot receive new filesystem stream: out of space\n"),
+        );
+        match e {
+            Error::Io { context, source } => {
+                assert!(context.contains("'p/a'") && context.contains("full"));
+                assert_eq!(source.kind(), std::io::ErrorKind::StorageFull);
+            }
+            other => panic!("{other}"),
+        }
+        let e = classify(
+            "d".into(),
+            failed("cannot destroy 'p/a': dataset is busy\n"),
+        );
+        assert!(matches!(e, Error::Busy(_)));
+        let e = classify(
+            "cannot receive into dataset 'p/a'".into(),
+            failed("cannot receive: invalid stream (bad magic number)\n"),
+        );
+        assert!(matches!(&e, Error::Exec { .. }));
+        assert!(e.to_string().contains("'p/a'") && e.to_string().contains("bad magic"));
+    }
+
+    #[test]
+    fn view_names_are_unique_and_carry_the_pid() {
+        let (a, b) = (view_name("web1"), view_name("web1"));
+        assert_ne!(a, b);
+        assert_eq!(
+            a.split('_').nth(1),
+            Some(std::process::id().to_string().as_str())
+        );
+    }
+}

@@ -1,0 +1,468 @@
+//! The zfs storage backend against real ZFS (zfs-fuse here and in CI, OpenZFS
+//! where it is the machine's ZFS). Every test makes its own file-backed zpool
+//! and destroys it at the end, also when it fails. Needs root; skipped with a
+//! message where ZFS cannot run.
+
+#[path = "support/zpool.rs"]
+mod zpool;
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use osctl_core::cmd::Cmd;
+use osctl_core::error::Error;
+use osctl_core::storage::zfs::{ZfsStorage, POOL_PROPERTY};
+use osctl_core::storage::{staging_name, Storage};
+
+use zpool::{assert_same_tree, zfs, TestZpool};
+
+macro_rules! zpool_or_skip {
+    ($megabytes:expr) => {
+        match TestZpool::create($megabytes) {
+            Some(zp) => zp,
+            None => return,
+        }
+    };
+}
+
+fn install(zp: &TestZpool) -> (ZfsStorage, std::path::PathBuf) {
+    let ds = zp.ds("osctl");
+    ZfsStorage::install(&ds).expect("install");
+    ZfsStorage::open(&ds).expect("open")
+}
+
+/// Files of every kind the streams must carry.
+fn populate(dir: &Path, tag: &str) {
+    fs::create_dir_all(dir.join("etc")).unwrap();
+    fs::write(dir.join("etc/hostname"), format!("{tag}\n")).unwrap();
+    let secret = dir.join("etc/shadow");
+    fs::write(&secret, "root:*:1:0:99999:7:::\n").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::chown(&secret, Some(0), Some(42)).unwrap();
+    let owned = dir.join("home");
+    fs::create_dir(&owned).unwrap();
+    std::os::unix::fs::chown(&owned, Some(1000), Some(1000)).unwrap();
+    let suid = dir.join("su");
+    fs::write(&suid, "#!/bin/true\n").unwrap();
+    fs::set_permissions(&suid, fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::hard_link(dir.join("etc/hostname"), dir.join("hostname.link")).unwrap();
+    symlink("etc/hostname", dir.join("hostname.sym")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        dir.join("null"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
+    // Holes and a bigger file.
+    let mut big = File::create(dir.join("big")).unwrap();
+    for i in 0..256u32 {
+        big.write_all(&[i as u8; 4096]).unwrap();
+    }
+    big.set_len(8 << 20).unwrap();
+}
+
+fn send_to_file(st: &ZfsStorage, ct: &str, rel: &str, snap: &str, from: Option<&str>, file: &Path) {
+    let mut reader = st.send(ct, rel, snap, from, false).expect("send");
+    let mut out = File::create(file).unwrap();
+    reader.copy_to_file(&mut out).expect("stream to file");
+}
+
+fn receive_file(st: &ZfsStorage, ct: &str, rel: &str, file: &Path) -> osctl_core::Result<()> {
+    let mut writer = st.receive(ct, rel)?;
+    let copied = io::copy(&mut File::open(file).unwrap(), writer.stdin());
+    match copied {
+        Ok(_) => writer.finish().map(drop),
+        Err(e) => Err(writer.explain(e)),
+    }
+    .map_err(|e| Error::exec(format!("cannot receive into {ct}/{rel}"), e))
+}
+
+fn snapshot_names(dataset: &str) -> Vec<String> {
+    zfs(&["get", "-Hp", "-r", "-o", "name", "type", dataset])
+        .lines()
+        .filter(|l| l.contains('@'))
+        .map(String::from)
+        .collect()
+}
+
+fn view_clones(zp: &TestZpool) -> Vec<String> {
+    zfs(&[
+        "get",
+        "-Hp",
+        "-d",
+        "1",
+        "-o",
+        "name",
+        "type",
+        &zp.ds("osctl/views"),
+    ])
+    .lines()
+    .filter(|l| *l != zp.ds("osctl/views"))
+    .map(String::from)
+    .collect()
+}
+
+#[test]
+fn install_open_and_recognise() {
+    let zp = zpool_or_skip!(128);
+    let ds = zp.ds("deep/osctl");
+    // Missing: created with its parents.
+    ZfsStorage::install(&ds).unwrap();
+    let (st, root) = ZfsStorage::open(&ds).unwrap();
+    assert_eq!(root, zp.mnt.join("deep/osctl"));
+    assert_eq!(st.dataset(), ds);
+    for child in ["conf", "log", "ct", "views"] {
+        let out = zfs(&[
+            "get",
+            "-Hp",
+            "-o",
+            "value",
+            "mounted",
+            &format!("{ds}/{child}"),
+        ]);
+        assert_eq!(out.trim(), "yes", "{child}");
+        assert!(root.join(child).is_dir());
+    }
+    assert!(ZfsStorage::find_pools().unwrap().contains(&ds));
+    // Installing again over our own pool is fine.
+    ZfsStorage::install(&ds).unwrap();
+
+    // Recognised after an unmount: open mounts again.
+    let conf = format!("{ds}/conf");
+    zfs(&["unmount", &conf]);
+    ZfsStorage::open(&ds).unwrap();
+    assert_eq!(
+        zfs(&["get", "-Hp", "-o", "value", "mounted", &conf]).trim(),
+        "yes"
+    );
+    // And after the zpool went away and came back (another host, a reboot).
+    fs::write(root.join("conf/marker"), "kept").unwrap();
+    let zpool = |args: &[&str]| Cmd::new("zpool").args(args).run().map(drop);
+    zpool(&["export", &zp.name]).unwrap();
+    assert!(!ZfsStorage::find_pools().unwrap().contains(&ds));
+    let image_dir = zp.dir().to_str().unwrap();
+    zpool(&["import", "-d", image_dir, &zp.name]).unwrap();
+    assert!(ZfsStorage::find_pools().unwrap().contains(&ds));
+    let (_, again) = ZfsStorage::open(&ds).unwrap();
+    assert_eq!(
+        fs::read_to_string(again.join("conf/marker")).unwrap(),
+        "kept"
+    );
+
+    // A dataset that is not ours: open refuses, install refuses when it holds
+    // something, accepts it when empty.
+    let foreign = zp.ds("foreign");
+    zfs(&["create", &foreign]);
+    fs::write(zp.mnt.join("foreign/data"), "x").unwrap();
+    let e = ZfsStorage::open(&foreign).unwrap_err();
+    assert!(
+        matches!(&e, Error::Refused(m) if m.contains(POOL_PROPERTY)),
+        "{e}"
+    );
+    let e = ZfsStorage::install(&foreign).unwrap_err();
+    assert!(
+        matches!(&e, Error::Refused(m) if m.contains("not empty")),
+        "{e}"
+    );
+    let empty = zp.ds("empty");
+    zfs(&["create", &empty]);
+    ZfsStorage::install(&empty).unwrap();
+
+    let e = ZfsStorage::open(&zp.ds("missing")).unwrap_err();
+    assert!(matches!(e, Error::NotFound(_)), "{e}");
+    let e = ZfsStorage::open("bad name").unwrap_err();
+    assert!(matches!(e, Error::Invalid(_)), "{e}");
+}
+
+#[test]
+fn roundtrip_through_streams() {
+    let zp = zpool_or_skip!(256);
+    let (st, root) = install(&zp);
+    let ct = "c1";
+    st.create(ct, "").unwrap();
+    st.create(ct, "var").unwrap();
+    st.create(ct, "var/log").unwrap();
+    assert_eq!(st.subdatasets(ct).unwrap(), ["var", "var/log"]);
+    assert_eq!(st.path(ct, ""), root.join("ct/c1"));
+    assert_eq!(st.rootfs(ct), root.join("ct/c1/private"));
+    assert_eq!(st.path(ct, "var/log"), root.join("ct/c1/private/var/log"));
+    populate(&st.rootfs(ct), "root");
+    populate(&st.path(ct, "var"), "var");
+    populate(&st.path(ct, "var/log"), "log");
+
+    st.snapshot(ct, "base").unwrap();
+    // Changes after the base snapshot: the incremental streams carry them.
+    fs::write(st.rootfs(ct).join("etc/hostname"), "changed\n").unwrap();
+    fs::remove_file(st.path(ct, "var/log").join("su")).unwrap();
+    fs::write(st.path(ct, "var/log").join("new"), "appended\n").unwrap();
+    st.snapshot(ct, "incr").unwrap();
+    assert_eq!(st.snapshots(ct).unwrap(), ["base", "incr"]);
+
+    // A read-only view of the base snapshot shows the old content.
+    {
+        let view = st.snapshot_view(ct, "", "base").unwrap();
+        let old = fs::read_to_string(view.path().join("private/etc/hostname")).unwrap();
+        assert_eq!(old, "root\n");
+        assert!(
+            fs::write(view.path().join("private/x"), "x").is_err(),
+            "read-only"
+        );
+        let log_view = st.snapshot_view(ct, "var/log", "base").unwrap();
+        assert!(log_view.path().join("su").exists());
+        assert!(!log_view.path().join("new").exists());
+    }
+    assert_eq!(view_clones(&zp), Vec::<String>::new(), "views released");
+
+    // Streams to files, base and incremental, per dataset.
+    let streams = zp.dir().join("streams");
+    fs::create_dir(&streams).unwrap();
+    let file = |rel: &str, kind: &str| streams.join(format!("{}-{kind}", rel.replace('/', "_")));
+    for rel in ["", "var", "var/log"] {
+        send_to_file(&st, ct, rel, "base", None, &file(rel, "base"));
+        send_to_file(&st, ct, rel, "incr", Some("base"), &file(rel, "incr"));
+    }
+
+    // Received into a staging container: the root into a new dataset, `var`
+    // into one made beforehand (as an importer may do), `var/log` new.
+    let staging = staging_name("c2");
+    for rel in ["", "var", "var/log"] {
+        if rel == "var" {
+            st.create(&staging, "var").unwrap();
+        }
+        receive_file(&st, &staging, rel, &file(rel, "base")).unwrap();
+        receive_file(&st, &staging, rel, &file(rel, "incr")).unwrap();
+    }
+    let listed = ["incr".to_string(), "base".to_string()];
+    for rel in ["", "var", "var/log"] {
+        st.finish_receive(&staging, rel, &listed).unwrap();
+    }
+    assert_eq!(
+        snapshot_names(&st.dataset_of(&staging, "").unwrap()),
+        Vec::<String>::new()
+    );
+    assert_eq!(st.subdatasets(&staging).unwrap(), ["var", "var/log"]);
+    assert_same_tree(&st.path(&staging, ""), &st.path(ct, ""));
+    assert!(st.containers().unwrap().contains(&staging));
+
+    // Staging name to final id: the subdatasets follow to their new places.
+    st.rename(&staging, "c2").unwrap();
+    assert!(!st.exists(&staging).unwrap());
+    assert!(!st.path(&staging, "").exists());
+    assert_same_tree(&st.path("c2", ""), &st.path(ct, ""));
+    let mountpoint = zfs(&[
+        "get",
+        "-Hp",
+        "-o",
+        "value",
+        "mountpoint",
+        &st.dataset_of("c2", "var/log").unwrap(),
+    ]);
+    assert_eq!(
+        mountpoint.trim(),
+        st.path("c2", "var/log").to_str().unwrap()
+    );
+    assert_eq!(st.containers().unwrap(), ["c1", "c2"]);
+
+    // A root dataset made by `create` takes a full stream, then the incremental.
+    let made_first = staging_name("c3");
+    st.create(&made_first, "").unwrap();
+    receive_file(&st, &made_first, "", &file("", "base")).unwrap();
+    receive_file(&st, &made_first, "", &file("", "incr")).unwrap();
+    st.finish_receive(&made_first, "", &listed).unwrap();
+    let hostname = st.rootfs(&made_first).join("etc/hostname");
+    assert_eq!(fs::read_to_string(hostname).unwrap(), "changed\n");
+    st.destroy(&made_first, "").unwrap();
+
+    // Our streams are plain zfs streams: `zfs recv` takes them as they are.
+    let plain = zp.ds("plain");
+    for kind in ["base", "incr"] {
+        let mut w = Cmd::new("zfs")
+            .args(["recv", &plain])
+            .spawn_writer()
+            .unwrap();
+        io::copy(&mut File::open(file("var/log", kind)).unwrap(), w.stdin()).unwrap();
+        w.finish().unwrap();
+    }
+    assert_eq!(
+        fs::read_to_string(zp.mnt.join("plain/new")).unwrap(),
+        "appended\n"
+    );
+
+    // Snapshots go on every dataset; a missing one is fine to destroy.
+    st.destroy_snapshot(ct, "incr").unwrap();
+    st.destroy_snapshot(ct, "incr").unwrap();
+    assert_eq!(
+        snapshot_names(&st.dataset_of(ct, "").unwrap()),
+        ["c1@base", "c1/var@base", "c1/var/log@base"].map(|s| format!("{}/ct/{s}", st.dataset()))
+    );
+
+    st.destroy("c2", "var/log").unwrap();
+    assert_eq!(st.subdatasets("c2").unwrap(), ["var"]);
+    st.destroy("c2", "").unwrap();
+    st.destroy(ct, "").unwrap();
+    assert_eq!(st.containers().unwrap(), Vec::<String>::new());
+    assert!(!st.path(ct, "").exists());
+}
+
+#[test]
+fn compressed_send_only_where_zfs_has_it() {
+    let zp = zpool_or_skip!(128);
+    let (st, _) = install(&zp);
+    st.create("c1", "").unwrap();
+    let features = st.features().unwrap().clone();
+    let ds = st.dataset_of("c1", "").unwrap();
+
+    zfs(&["set", "compression=off", &ds]);
+    assert!(!st.can_send_compressed("c1", "").unwrap());
+    zfs(&["set", "compression=on", &ds]);
+    assert_eq!(
+        st.can_send_compressed("c1", "").unwrap(),
+        features.send_compressed()
+    );
+    st.snapshot("c1", "s").unwrap();
+    if features.send_compressed() {
+        let mut r = st.send("c1", "", "s", None, true).unwrap();
+        io::copy(&mut r, &mut io::sink()).unwrap();
+    } else {
+        // zfs-fuse: `zfs send` knows only -R -D -p -i -I.
+        assert!(!features.send_flags.contains(&'c'));
+        let e = st.send("c1", "", "s", None, true).err().expect("refused");
+        assert!(matches!(&e, Error::Refused(m) if m.contains(&ds)), "{e}");
+    }
+    eprintln!(
+        "detected: {} (zfs send flags {:?})",
+        features.describe(),
+        features.send_flags
+    );
+}
+
+#[test]
+fn errors_name_the_dataset() {
+    let zp = zpool_or_skip!(128);
+    let (st, _) = install(&zp);
+    let ds = st.dataset_of("c1", "").unwrap();
+
+    // Destroying what is missing is fine.
+    st.destroy("nothing", "").unwrap();
+    st.destroy_snapshot("nothing", "s").unwrap();
+
+    st.create("c1", "").unwrap();
+    let e = st.create("c1", "").unwrap_err();
+    assert!(matches!(&e, Error::Exists(m) if m.contains(&ds)), "{e}");
+    let e = st.create("c1", "a/b").unwrap_err();
+    assert!(
+        matches!(&e, Error::NotFound(m) if m.contains(&format!("{ds}/a/b"))),
+        "{e}"
+    );
+    let e = st.subdatasets("nothing").unwrap_err();
+    assert!(matches!(e, Error::NotFound(_)), "{e}");
+
+    st.snapshot("c1", "s").unwrap();
+    let e = st.snapshot("c1", "s").unwrap_err();
+    assert!(matches!(&e, Error::Exists(m) if m.contains(&ds)), "{e}");
+    let e = st
+        .send("c1", "", "nope", None, false)
+        .err()
+        .expect("missing snapshot");
+    assert!(matches!(&e, Error::NotFound(m) if m.contains(&ds)), "{e}");
+    let e = st
+        .snapshot_view("c1", "", "nope")
+        .err()
+        .expect("missing snapshot");
+    assert!(matches!(&e, Error::NotFound(m) if m.contains(&ds)), "{e}");
+
+    // Names from archives cannot smuggle in zfs syntax.
+    for bad in ["a%b", "a,b", "a@b", "../x"] {
+        let e = st.finish_receive("c1", "", &[bad.to_string()]).unwrap_err();
+        assert!(matches!(e, Error::Invalid(_)), "{bad}: {e}");
+    }
+    assert!(matches!(st.create("c1", "../x"), Err(Error::Invalid(_))));
+    assert!(matches!(st.create("a/b", ""), Err(Error::Invalid(_))));
+
+    st.create("c2", "").unwrap();
+    let e = st.rename("c1", "c2").unwrap_err();
+    assert!(matches!(&e, Error::Exists(m) if m.contains("c2")), "{e}");
+
+    // Garbage is refused by zfs recv, and the error names the dataset.
+    let garbage = zp.dir().join("garbage");
+    fs::write(&garbage, vec![0x5au8; 64 << 10]).unwrap();
+    let staging = staging_name("c3");
+    let e = receive_file(&st, &staging, "", &garbage).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains(&st.dataset_of(&staging, "").unwrap()), "{msg}");
+    assert!(!st.exists(&staging).unwrap(), "nothing left behind");
+}
+
+#[test]
+fn busy_dataset_is_a_clean_error() {
+    let zp = zpool_or_skip!(128);
+    let (st, _) = install(&zp);
+    st.create("c1", "").unwrap();
+    st.create("c1", "var").unwrap();
+    // A process whose working directory is inside the dataset keeps it busy.
+    let mut holder = std::process::Command::new("sleep")
+        .arg("60")
+        .current_dir(st.path("c1", "var"))
+        .spawn()
+        .unwrap();
+    let e = st.destroy("c1", "").unwrap_err();
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert!(matches!(&e, Error::Busy(m) if m.contains("c1")), "{e}");
+    // Once it is gone, destroying works.
+    st.destroy("c1", "").unwrap();
+    assert!(!st.exists("c1").unwrap());
+}
+
+#[test]
+fn full_zpool_is_a_clean_error() {
+    let zp = zpool_or_skip!(64);
+    let (st, _) = install(&zp);
+    st.create("c1", "").unwrap();
+    st.snapshot("c1", "s").unwrap();
+    let stream = zp.dir().join("c1.zfs");
+    send_to_file(&st, "c1", "", "s", None, &stream);
+
+    // Fill the zpool until the kernel says ENOSPC.
+    let filler = st.rootfs("c1").join("filler");
+    let mut out = File::create(&filler).unwrap();
+    let chunk = vec![0xa5u8; 1 << 20];
+    let err = loop {
+        if let Err(e) = out.write_all(&chunk).and_then(|_| out.sync_data()) {
+            break e;
+        }
+    };
+    drop(out);
+    assert_eq!(err.kind(), io::ErrorKind::StorageFull, "{err}");
+
+    let ds = st.dataset_of("c2", "").unwrap();
+    let e = st.create("c2", "").unwrap_err();
+    let msg = e.to_string();
+    match &e {
+        Error::Io { source, .. } => assert_eq!(source.kind(), io::ErrorKind::StorageFull),
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+    assert!(msg.contains(&ds) && msg.contains("full"), "{msg}");
+    assert!(!msg.contains('\n'), "one line: {msg}");
+
+    // Space back: creating works again, nothing was left half made.
+    fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match st.create("c2", "") {
+            Ok(()) => break,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("space did not come back: {e}"),
+        }
+    }
+    assert_eq!(st.containers().unwrap(), ["c1", "c2"]);
+    receive_file(&st, "c3", "", &stream).unwrap();
+}
