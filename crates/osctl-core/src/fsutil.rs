@@ -31,6 +31,30 @@ pub fn remove_stale_temp_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     Ok(removed)
 }
 
+/// Runs `change` (which adds or removes entries in `dir`) and then gives
+/// `dir` back its access and modification times, which the change moved.
+pub fn keeping_times<T>(dir: &Path, change: impl FnOnce() -> Result<T>) -> Result<T> {
+    use rustix::fs::{statat, utimensat, AtFlags, Timestamps, CWD};
+    let before = statat(CWD, dir, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(std::io::Error::from)
+        .ctx(|| format!("cannot stat {}", dir.display()))?;
+    let value = change()?;
+    let times = Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: before.st_atime as _,
+            tv_nsec: before.st_atime_nsec as _,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: before.st_mtime as _,
+            tv_nsec: before.st_mtime_nsec as _,
+        },
+    };
+    utimensat(CWD, dir, &times, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(std::io::Error::from)
+        .ctx(|| format!("cannot restore the times of {}", dir.display()))?;
+    Ok(value)
+}
+
 /// True while a process with this pid exists.
 pub fn process_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()

@@ -82,8 +82,10 @@ fn undo_export(pool: &Pool, r: &ExportRecord, done: &mut Vec<String>) -> Result<
 /// that did not complete, the container's storage and hooks and the user and
 /// group it created.
 pub(crate) fn undo_import(pool: &Pool, r: &ImportRecord, done: &mut Vec<String>) -> Result<()> {
-    if pool.storage.exists(&r.staging)? {
-        pool.storage.destroy(&r.staging, "")?;
+    // Also when only some of it exists (a stream half received).
+    let staged = pool.storage.exists(&r.staging)?;
+    pool.storage.destroy(&r.staging, "")?;
+    if staged {
         done.push(format!("removed staged container '{}'", r.staging));
     }
     let committed = pool.ct_exists(&r.id);

@@ -815,10 +815,14 @@ impl<'w, 'm> Walker<'w, 'm> {
                         .map_err(read_error)?;
                 }
             }
+            // From offset 0 with pread: probing for holes moved the file
+            // position (SEEK_HOLE leaves it at the hole), and a file whose
+            // st_blocks undercounts (compression, zfs-fuse's attribute cache)
+            // is probed and then read whole.
             _ => {
                 got = self
                     .out
-                    .copy_from_fd(fd.as_fd(), None, data)
+                    .copy_from_fd(fd.as_fd(), Some(0), data)
                     .map_err(read_error)?
             }
         }
@@ -878,11 +882,36 @@ fn open_for_reading(
     Ok(Some(fd))
 }
 
-/// Data segments of a file found with SEEK_DATA/SEEK_HOLE, or None when its
-/// holes are too small to bother. A file ending in a hole gets a last
-/// zero-length segment at its end, as GNU tar writes it (its extractor
-/// sets the size from it).
+/// Data segments of a file whose allocation (st_blocks) is well below its
+/// size, or None when its holes are too small to bother. Holes come from
+/// SEEK_DATA/SEEK_HOLE; where those see none although st_blocks says there
+/// are some (file systems without SEEK_HOLE, such as zfs-fuse), from runs of
+/// zero blocks, as GNU tar finds them. A file ending in a hole gets a last
+/// zero-length segment at its end, as GNU tar writes it (its extractor sets
+/// the size from it).
 fn sparse_segments(fd: BorrowedFd<'_>, size: u64) -> io::Result<Option<Vec<(u64, u64)>>> {
+    let mut segments = seek_segments(fd, size)?;
+    if segments == [(0, size)] {
+        segments = zero_run_segments(fd, size)?;
+    }
+    let data: u64 = segments.iter().map(|s| s.1).sum();
+    if size - data < SPARSE_MIN_HOLES {
+        return Ok(None);
+    }
+    let mut min_gap = 4096u64;
+    while segments.len() > SPARSE_MAX_SEGMENTS {
+        segments = fill_small_holes(&segments, min_gap);
+        min_gap *= 2;
+    }
+    if segments.last().is_none_or(|&(o, l)| o + l < size) {
+        segments.push((size, 0));
+    }
+    Ok(Some(segments))
+}
+
+/// Data segments as SEEK_DATA/SEEK_HOLE report them. (They move the file
+/// position; content is read with pread.)
+fn seek_segments(fd: BorrowedFd<'_>, size: u64) -> io::Result<Vec<(u64, u64)>> {
     let mut segments: Vec<(u64, u64)> = Vec::new();
     let mut pos = 0u64;
     while pos < size {
@@ -902,19 +931,56 @@ fn sparse_segments(fd: BorrowedFd<'_>, size: u64) -> io::Result<Option<Vec<(u64,
         segments.push((data, hole - data));
         pos = hole;
     }
-    let data: u64 = segments.iter().map(|s| s.1).sum();
-    if size - data < SPARSE_MIN_HOLES {
-        return Ok(None);
+    Ok(segments)
+}
+
+/// Data segments around runs of all-zero 4 KiB blocks of at least
+/// `SPARSE_MIN_HOLES`, found by reading the file.
+fn zero_run_segments(fd: BorrowedFd<'_>, size: u64) -> io::Result<Vec<(u64, u64)>> {
+    const BLOCK: usize = 4096;
+    let mut buf = vec![0u8; super::IO_BUFFER];
+    // Runs of zeros long enough to be holes, as [start, end).
+    let mut holes: Vec<(u64, u64)> = Vec::new();
+    let mut keep_hole = |start: u64, end: u64| {
+        if end - start >= SPARSE_MIN_HOLES {
+            holes.push((start, end));
+        }
+    };
+    let mut run_start: Option<u64> = None;
+    let mut pos = 0u64;
+    while pos < size {
+        let want = ((size - pos) as usize).min(buf.len());
+        let n = match rustix::io::pread(fd, &mut buf[..want], pos) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for (i, block) in buf[..n].chunks(BLOCK).enumerate() {
+            let at = pos + (i * BLOCK) as u64;
+            if block.iter().all(|&b| b == 0) {
+                run_start.get_or_insert(at);
+            } else if let Some(start) = run_start.take() {
+                keep_hole(start, at);
+            }
+        }
+        pos += n as u64;
     }
-    let mut min_gap = 4096u64;
-    while segments.len() > SPARSE_MAX_SEGMENTS {
-        segments = fill_small_holes(&segments, min_gap);
-        min_gap *= 2;
+    if let Some(start) = run_start {
+        keep_hole(start, pos);
     }
-    if segments.last().is_none_or(|&(o, l)| o + l < size) {
-        segments.push((size, 0));
+    let mut segments = Vec::new();
+    let mut from = 0u64;
+    for (start, end) in holes {
+        if start > from {
+            segments.push((from, start - from));
+        }
+        from = end;
     }
-    Ok(Some(segments))
+    if from < size {
+        segments.push((from, size - from));
+    }
+    Ok(segments)
 }
 
 /// Merges segments separated by holes smaller than `min_gap`.
@@ -960,6 +1026,23 @@ mod tests {
         assert_eq!(below(b"var/log", b"var/log"), None);
         assert_eq!(below(b"varx/log", b"var"), None);
         assert_eq!(below(b"", b""), None);
+    }
+
+    #[test]
+    fn zero_runs_become_holes() {
+        use std::io::Write;
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&[1u8; 8 << 10]).unwrap();
+        f.write_all(&vec![0u8; 128 << 10]).unwrap(); // written zeros: a hole
+        f.write_all(&[2u8; 4 << 10]).unwrap();
+        f.write_all(&vec![0u8; 16 << 10]).unwrap(); // too short to be one
+        f.write_all(&[3u8; 100]).unwrap();
+        f.write_all(&vec![0u8; 70 << 10]).unwrap(); // a hole at the end
+        let size = f.metadata().unwrap().len();
+        let segs = zero_run_segments(f.as_fd(), size).unwrap();
+        assert_eq!(segs, vec![(0, 8 << 10), (136 << 10, (20 << 10) + 4096)]);
+        // Without holes, one segment; the caller then dumps the file whole.
+        assert_eq!(seek_segments(f.as_fd(), size).unwrap(), vec![(0, size)]);
     }
 
     #[test]

@@ -374,6 +374,13 @@ impl Storage for BtrfsStorage {
                 names.push(name);
             }
         }
+        // A half-received import may exist only as received streams.
+        for name in list_dir(&self.snap_dir)? {
+            if !names.contains(&name) && check_container_name(&name).is_ok() {
+                names.push(name);
+            }
+        }
+        names.sort();
         Ok(names)
     }
 
@@ -567,20 +574,30 @@ impl Storage for BtrfsStorage {
             if fs::symlink_metadata(&dir).is_ok() {
                 return Err(Error::Exists(format!("{label} already exists")));
             }
+        }
+        let place = || {
+            Cmd::new("btrfs")
+                .args(["subvolume", "snapshot"])
+                .arg(&received)
+                .arg(&dir)
+                .run()
+                .map(drop)
+                .ctx(|| format!("cannot put the received {label} in place"))
+        };
+        if rel.is_empty() {
+            place()?;
         } else {
             // The parent's stream has no entry where a nested subvolume was
             // (btrfs sends none); directories above it may be plain ones.
             let rootfs = self.ct_path(ct).join(ROOTFS_DIR);
             let parent = dir.parent().unwrap_or(&rootfs);
             fsutil::create_dir_all(parent)?;
-            take_empty_dir(&dir, &label)?;
+            // The parent directory's times are part of the received tree.
+            fsutil::keeping_times(parent, || {
+                take_empty_dir(&dir, &label)?;
+                place()
+            })?;
         }
-        Cmd::new("btrfs")
-            .args(["subvolume", "snapshot"])
-            .arg(&received)
-            .arg(&dir)
-            .run()
-            .ctx(|| format!("cannot put the received {label} in place"))?;
         if rel.is_empty() {
             fsutil::set_mode(&dir, 0o700)?;
         }

@@ -38,6 +38,8 @@ fn valid() -> Parts {
             Entry::dir("./"),
             Entry::dir("./etc/"),
             Entry::file("./etc/hostname", b"victim\n"),
+            Entry::dir("./bin/"),
+            Entry::file("./bin/suid", b"#!/bin/sh\n").mode(0o4755),
         ],
         rootfs_bytes: None,
         base_name: "rootfs/base.tar.gz".into(),
@@ -175,6 +177,10 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
         b"victim\n"
     );
     assert_eq!(env.state("control"), "stopped");
+    // Setuid files inside the container's map are kept as they are.
+    use std::os::unix::fs::MetadataExt;
+    let suid = std::fs::metadata(Path::new(&rootfs).join("bin/suid")).unwrap();
+    assert_eq!((suid.mode() & 0o7777, suid.uid()), (0o4755, 0));
 
     let gz = |entries: Vec<Entry>| valid().with(|p| p.rootfs = entries).build();
     let inner = |extra: Vec<Entry>| {
@@ -418,6 +424,14 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             inner(vec![Entry::file("./etc/owned", b"x").owner(70000, 0)]),
             vec![],
             "70000",
+        ),
+        (
+            "rootfs-setuid-outside-map",
+            inner(vec![Entry::file("./bin/su", b"#!/bin/sh\n")
+                .mode(0o4755)
+                .owner(0, 200_000)]),
+            vec![],
+            "200000",
         ),
         (
             "rootfs-device",

@@ -29,6 +29,11 @@ impl LoopFs {
     /// Makes and mounts a file system of `size_mb` MiB of type `fstype`
     /// (`ext4`, `btrfs`) in `dir`.
     pub fn new(dir: &Path, fstype: &str, size_mb: u64) -> LoopFs {
+        LoopFs::with_options(dir, fstype, size_mb, "loop")
+    }
+
+    /// Like [`LoopFs::new`], mounted with `options` (which must include `loop`).
+    pub fn with_options(dir: &Path, fstype: &str, size_mb: u64, options: &str) -> LoopFs {
         let image = dir.join(format!("{fstype}.img"));
         let mnt = dir.join(format!("{fstype}-mnt"));
         std::fs::create_dir_all(&mnt).unwrap();
@@ -42,7 +47,7 @@ impl LoopFs {
         );
         assert!(
             run(Command::new("mount")
-                .args(["-o", "loop"])
+                .args(["-o", options])
                 .arg(&image)
                 .arg(&mnt)),
             "mount -o loop {} failed",

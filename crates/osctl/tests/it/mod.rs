@@ -1,4 +1,5 @@
 mod accounts;
+mod backends;
 mod concurrency;
 mod containers;
 mod export_import;

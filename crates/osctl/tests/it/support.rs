@@ -170,48 +170,42 @@ impl Env {
     }
 }
 
+impl Env {
+    /// Names the `osctl ... -j <what> ls` lists under `key`; empty on failure.
+    fn names(&self, args: &[&str], key: &str) -> Vec<String> {
+        let out = self.run(args);
+        serde_json::from_slice::<Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|x| x[key].as_str().map(String::from))
+            .collect()
+    }
+
+    /// Deletes a pool's containers and users (so that /etc/subuid is left as
+    /// found), then forgets the pool.
+    pub fn clean_pool(&self, pool: &str) {
+        for id in self.names(&["--pool", pool, "-j", "ct", "ls"], "id") {
+            self.run(&["--pool", pool, "ct", "del", "--force", &id]);
+        }
+        for user in self.names(&["--pool", pool, "-j", "user", "ls"], "name") {
+            self.run(&["--pool", pool, "user", "del", &user]);
+        }
+        self.run(&["pool", "uninstall", pool]);
+    }
+}
+
 impl Drop for Env {
     fn drop(&mut self) {
         if !self.root().join("pools.yml").exists() {
             return;
         }
-        let pools: Vec<String> = self
-            .run(&["-j", "pool", "ls"])
-            .stdout
-            .as_slice()
-            .pipe(|s| serde_json::from_slice::<Value>(s).ok())
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|p| p["name"].as_str().map(String::from))
-            .collect();
-        for pool in pools {
-            let list = |what: &str, key: &str| -> Vec<String> {
-                let out = self.run(&["--pool", &pool, "-j", what, "ls"]);
-                serde_json::from_slice::<Value>(&out.stdout)
-                    .ok()
-                    .and_then(|v| v.as_array().cloned())
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|x| x[key].as_str().map(String::from))
-                    .collect()
-            };
-            for id in list("ct", "id") {
-                self.run(&["--pool", &pool, "ct", "del", "--force", &id]);
-            }
-            for user in list("user", "name") {
-                self.run(&["--pool", &pool, "user", "del", &user]);
-            }
+        for pool in self.names(&["-j", "pool", "ls"], "name") {
+            self.clean_pool(&pool);
         }
     }
 }
-
-trait Pipe: Sized {
-    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
-        f(self)
-    }
-}
-impl<T> Pipe for T {}
 
 pub fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;

@@ -81,19 +81,18 @@ fn digest(path: &Path) -> u64 {
 /// Every path under `root` (relative, "" for the root) with its node.
 pub fn scan(root: &Path) -> BTreeMap<String, Node> {
     let mut out = BTreeMap::new();
-    let mut first_of_inode: BTreeMap<u64, String> = BTreeMap::new();
+    // Hard-linked files by inode; a group is named by its smallest path, as
+    // readdir order differs between file systems.
+    let mut inode_of: BTreeMap<String, u64> = BTreeMap::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let full = root.join(&rel);
         let meta = std::fs::symlink_metadata(&full).unwrap();
         let kind = kind_of(meta.file_type());
         let key = rel.to_string_lossy().into_owned();
-        let link_group = (kind == "file" && meta.nlink() > 1).then(|| {
-            first_of_inode
-                .entry(meta.ino())
-                .or_insert_with(|| key.clone())
-                .clone()
-        });
+        if kind == "file" && meta.nlink() > 1 {
+            inode_of.insert(key.clone(), meta.ino());
+        }
         out.insert(
             key,
             Node {
@@ -111,7 +110,7 @@ pub fn scan(root: &Path) -> BTreeMap<String, Node> {
                     0
                 },
                 xattrs: xattrs(&full),
-                link_group,
+                link_group: None,
                 blocks: meta.blocks(),
             },
         );
@@ -120,6 +119,13 @@ pub fn scan(root: &Path) -> BTreeMap<String, Node> {
                 stack.push(rel.join(e.unwrap().file_name()));
             }
         }
+    }
+    let mut group_of: BTreeMap<u64, String> = BTreeMap::new();
+    for (path, ino) in &inode_of {
+        group_of.entry(*ino).or_insert_with(|| path.clone());
+    }
+    for (path, ino) in &inode_of {
+        out.get_mut(path).unwrap().link_group = Some(group_of[ino].clone());
     }
     out
 }
@@ -130,8 +136,9 @@ pub fn assert_same(orig: &Path, copy: &Path) {
     compare(orig, copy, false)
 }
 
-/// Like [`assert_same`], for copies made through formats with whole-second
-/// times and no xattrs (GNU tar's default format, as the original uses).
+/// Like [`assert_same`], for copies through formats or file systems with
+/// whole-second times and no xattrs (GNU tar's default format, as the
+/// original uses; zfs-fuse).
 pub fn assert_same_in_seconds(orig: &Path, copy: &Path) {
     compare(orig, copy, true)
 }
@@ -161,12 +168,23 @@ fn compare(orig: &Path, copy: &Path, seconds: bool) {
             ..n.clone()
         };
         assert_eq!(strip(na), strip(nb), "'{path}' differs");
-        assert!(
-            nb.blocks <= na.blocks + 64,
-            "'{path}' takes {} blocks in the copy, {} in the original",
-            nb.blocks,
-            na.blocks
-        );
+        if seconds {
+            // zfs-fuse reports allocation late (an attribute cache): there,
+            // only check that large holes stay holes.
+            assert!(
+                nb.size < 64 << 20 || nb.blocks * 512 < nb.size / 4,
+                "'{path}' takes {} blocks in the copy for {} bytes",
+                nb.blocks,
+                nb.size
+            );
+        } else {
+            assert!(
+                nb.blocks <= na.blocks + 64,
+                "'{path}' takes {} blocks in the copy, {} in the original",
+                nb.blocks,
+                na.blocks
+            );
+        }
     }
 }
 
@@ -201,6 +219,13 @@ fn set_mtime(path: &Path, sec: i64, nsec: i64) {
 
 /// A root file system holding every file kind an archive must carry.
 pub fn every_kind(root: &Path) {
+    every_kind_but_xattrs(root);
+    set_xattrs(root);
+}
+
+/// [`every_kind`] without extended attributes, for file systems that have
+/// none (zfs-fuse).
+pub fn every_kind_but_xattrs(root: &Path) {
     let p = |s: &str| root.join(s);
     for d in ["etc", "usr/bin", "var/empty", "dev", "home/user", "odd"] {
         std::fs::create_dir_all(p(d)).unwrap();
@@ -252,6 +277,13 @@ pub fn every_kind(root: &Path) {
     std::fs::write(root.join(odd_name), "odd").unwrap();
     let long = "l".repeat(200);
     std::fs::write(p(&long), "long").unwrap();
+    set_mtime(&p("etc/hostname"), 1_600_000_000, 123_456_789);
+    set_mtime(&p("etc/abs-link"), 1_500_000_000, 5);
+    set_mtime(&p("etc"), 1_400_000_000, 987_654_321);
+}
+
+fn set_xattrs(root: &Path) {
+    let p = |s: &str| root.join(s);
     rustix::fs::setxattr(
         p("etc/hostname"),
         "user.note",
@@ -268,7 +300,4 @@ pub fn every_kind(root: &Path) {
         rustix::fs::XattrFlags::empty(),
     )
     .unwrap();
-    set_mtime(&p("etc/hostname"), 1_600_000_000, 123_456_789);
-    set_mtime(&p("etc/abs-link"), 1_500_000_000, 5);
-    set_mtime(&p("etc"), 1_400_000_000, 987_654_321);
 }

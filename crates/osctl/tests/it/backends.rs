@@ -1,0 +1,677 @@
+//! Export and import on zfs and btrfs pools, and moves between kinds of
+//! pools: native streams with subdatasets, consistent exports of running
+//! containers, archives as the original osctl writes them, failures.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::loopfs::{can_loop_mount, LoopFs};
+use super::support::{can_run_containers, have, is_root, make_busybox_rootfs, wait_until, Env};
+use super::tree;
+use crate::require;
+
+#[path = "../../../osctl-core/tests/support/zpool.rs"]
+#[allow(dead_code)]
+mod zpool;
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Kind {
+    Dir,
+    Btrfs,
+    Zfs,
+}
+
+/// A pool of some kind installed in an environment, with what holds it (a
+/// loop-mounted file system, a zpool). Its containers and users are deleted
+/// before those go away.
+struct Pool<'e> {
+    env: &'e Env,
+    name: String,
+    kind: Kind,
+    _fs: Option<LoopFs>,
+    _zpool: Option<zpool::TestZpool>,
+}
+
+impl<'e> Pool<'e> {
+    /// The pool, or None (the test is skipped) where the machine lacks the parts.
+    fn new(env: &'e Env, kind: Kind) -> Option<Pool<'e>> {
+        let name = format!("{kind:?}").to_lowercase();
+        let (fs, zpool, args): (_, _, Vec<String>) = match kind {
+            Kind::Dir => (
+                None,
+                None,
+                vec![
+                    "--path".into(),
+                    env.path("dirpool").to_string_lossy().into(),
+                ],
+            ),
+            Kind::Btrfs => {
+                if !(can_loop_mount() && have("mkfs.btrfs")) {
+                    eprintln!("SKIPPED: btrfs needs root, loop devices and btrfs-progs");
+                    return None;
+                }
+                // Compressed, as many btrfs hosts are: st_blocks then undercounts
+                // file sizes, and `auto` exports btrfs's compressed stream.
+                let fs = LoopFs::with_options(env.dir.path(), "btrfs", 1024, "loop,compress=zstd");
+                let path = fs.mnt.join("pool").to_string_lossy().into_owned();
+                (Some(fs), None, vec!["--path".into(), path])
+            }
+            Kind::Zfs => {
+                let zpool = zpool::TestZpool::create(1024)?;
+                let ds = zpool.ds("osctl");
+                (None, Some(zpool), vec!["--dataset".into(), ds])
+            }
+        };
+        let mut install = vec!["pool", "install", "--backend", &name];
+        install.extend(args.iter().map(String::as_str));
+        install.push(&name);
+        env.ok(&install);
+        env.ok(&["--pool", &name, "user", "new", "u1"]);
+        Some(Pool {
+            env,
+            name,
+            kind,
+            _fs: fs,
+            _zpool: zpool,
+        })
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let mut full = vec!["--pool", self.name.as_str()];
+        full.extend_from_slice(args);
+        self.env.ok(&full)
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let mut full = vec!["--pool", self.name.as_str()];
+        full.extend_from_slice(args);
+        self.env.fails(&full, 1)
+    }
+
+    fn show(&self, id: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["-j", "ct", "show", id])).unwrap()
+    }
+
+    fn rootfs(&self, id: &str) -> PathBuf {
+        PathBuf::from(self.show(id)["rootfs"].as_str().unwrap())
+    }
+
+    /// `ct new` from a directory; privileged on zfs-fuse, which has no idmapped mounts.
+    fn new_ct(&self, id: &str, rootfs: &Path) {
+        let mut args = vec![
+            "ct",
+            "new",
+            "--user",
+            "u1",
+            "--from-dir",
+            rootfs.to_str().unwrap(),
+        ];
+        if self.kind == Kind::Zfs {
+            args.push("--privileged");
+        }
+        args.push(id);
+        self.ok(&args);
+    }
+
+    /// Compares trees as precisely as the pool keeps them (zfs-fuse: whole
+    /// seconds, no xattrs).
+    fn assert_same(&self, a: &Path, b: &Path) {
+        match self.kind {
+            Kind::Zfs => tree::assert_same_in_seconds(a, b),
+            _ => tree::assert_same(a, b),
+        }
+    }
+
+    /// The trust an import of this pool's containers needs: device nodes in
+    /// the test trees, and running privileged on zfs-fuse.
+    fn import(&self, id: &str, archive: &Path) {
+        self.ok(&[
+            "ct",
+            "import",
+            "--trusted",
+            "--as-id",
+            id,
+            archive.to_str().unwrap(),
+        ]);
+    }
+
+    /// Nothing of ours is left: no snapshot, staged container or journal.
+    fn assert_clean(&self) {
+        let left = self.ok(&["-j", "pool", "check"]);
+        assert_eq!(left.trim(), "[]", "pool check found: {left}");
+        if let Some(z) = &self._zpool {
+            let snaps = zpool::zfs(&["list", "-H", "-o", "name", "-t", "snapshot", "-r", &z.name]);
+            assert!(snaps.trim().is_empty(), "snapshots left: {snaps}");
+            let staged = zpool::zfs(&["list", "-H", "-o", "name", "-r", &z.name]);
+            assert!(
+                !staged.contains(".importing"),
+                "staged datasets left: {staged}"
+            );
+        }
+        if let Some(fs) = &self._fs {
+            let snaps = fs.mnt.join("pool/snapshots");
+            let left: Vec<_> = std::fs::read_dir(&snaps)
+                .map(|d| {
+                    d.flatten()
+                        .flat_map(|e| std::fs::read_dir(e.path()).into_iter().flatten().flatten())
+                        .map(|e| e.path())
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert!(left.is_empty(), "btrfs snapshots left: {left:?}");
+        }
+    }
+}
+
+impl Drop for Pool<'_> {
+    fn drop(&mut self) {
+        self.env.clean_pool(&self.name);
+    }
+}
+
+/// A root file system with every file kind the pool can keep, plus files in
+/// subdatasets `srv` and `srv/data` on pools that have them.
+fn rich_container(pool: &Pool, id: &str) {
+    let src = pool.env.path(&format!("src-{}-{id}", pool.name));
+    match pool.kind {
+        Kind::Zfs => tree::every_kind_but_xattrs(&src),
+        _ => tree::every_kind(&src),
+    }
+    pool.new_ct(id, &src);
+    if pool.kind != Kind::Dir {
+        pool.ok(&["ct", "dataset", "new", id, "srv"]);
+        pool.ok(&["ct", "dataset", "new", id, "srv/data"]);
+        let rootfs = pool.rootfs(id);
+        std::fs::write(rootfs.join("srv/in-srv"), "srv").unwrap();
+        std::fs::write(rootfs.join("srv/data/in-data"), vec![5u8; 1 << 20]).unwrap();
+        std::os::unix::fs::chown(rootfs.join("srv/data/in-data"), Some(33), Some(33)).unwrap();
+    }
+}
+
+fn round_trips(kind: Kind) {
+    require!(is_root(), "needs root");
+    let env = Env::new();
+    let Some(pool) = Pool::new(&env, kind) else {
+        return;
+    };
+    rich_container(&pool, "orig");
+    let orig = pool.rootfs("orig");
+    let stem = match kind {
+        Kind::Dir => "tar",
+        _ => "dat",
+    };
+    for compression in ["off", "gzip", "zstd", "auto"] {
+        let archive = env.path(&format!("{}-{compression}.tar", pool.name));
+        pool.ok(&[
+            "ct",
+            "export",
+            "--compression",
+            compression,
+            "orig",
+            archive.to_str().unwrap(),
+        ]);
+        let listing = String::from_utf8(
+            Command::new("tar")
+                .arg("-tf")
+                .arg(&archive)
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        assert!(
+            listing.contains(&format!("rootfs/base.{stem}")),
+            "{listing}"
+        );
+        if kind != Kind::Dir {
+            assert!(
+                listing.contains(&format!("rootfs/srv/data/base.{stem}")),
+                "{listing}"
+            );
+        }
+        let id = format!("copy-{compression}");
+        pool.import(&id, &archive);
+        pool.assert_same(&orig, &pool.rootfs(&id));
+        assert_eq!(pool.show(&id)["datasets"], pool.show("orig")["datasets"]);
+    }
+    pool.assert_clean();
+}
+
+#[test]
+fn round_trips_on_zfs() {
+    round_trips(Kind::Zfs);
+}
+
+#[test]
+fn round_trips_on_btrfs() {
+    round_trips(Kind::Btrfs);
+}
+
+/// See `export_import::writer_rootfs`: `counter` trails the log by at most one.
+fn writer_rootfs(env: &Env, name: &str) -> PathBuf {
+    let root = env.path(name);
+    make_busybox_rootfs(
+        &root,
+        "::respawn:/bin/sh -c 'i=0; while true; do i=$((i+1)); echo $i >> /root/log; echo $i > /root/c.tmp; mv /root/c.tmp /root/counter; done'\n",
+    );
+    std::os::unix::fs::symlink("busybox", root.join("bin/mv")).unwrap();
+    root
+}
+
+fn assert_consistent(rootfs: &Path) {
+    let log = std::fs::read_to_string(rootfs.join("root/log")).unwrap();
+    let last: u64 = log.lines().last().unwrap().parse().unwrap();
+    let counter: u64 = std::fs::read_to_string(rootfs.join("root/counter"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        counter == last || counter + 1 == last,
+        "counter {counter}, log ends at {last}"
+    );
+    assert_eq!(log.lines().count() as u64, last, "no line lost or torn");
+}
+
+fn consistent_export_of_running_container(kind: Kind) {
+    require!(
+        can_run_containers(),
+        "needs root, LXC, uidmap and busybox-static"
+    );
+    let env = Env::new();
+    let Some(pool) = Pool::new(&env, kind) else {
+        return;
+    };
+    let root = writer_rootfs(&env, "writer");
+    pool.new_ct("busy", &root);
+    pool.ok(&["ct", "start", "busy"]);
+    let live = pool.rootfs("busy");
+    assert!(wait_until(20, || std::fs::read_to_string(
+        live.join("root/log")
+    )
+    .map(|l| l.lines().count() > 100)
+    .unwrap_or(false)));
+    let archive = env.path("busy.tar");
+    pool.ok(&["ct", "export", "busy", archive.to_str().unwrap()]);
+    assert_eq!(pool.show("busy")["state"], "running");
+    let listing = String::from_utf8(
+        Command::new("tar")
+            .arg("-tf")
+            .arg(&archive)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(listing.contains("rootfs/incremental."), "{listing}");
+    pool.import("snap", &archive);
+    assert_consistent(&pool.rootfs("snap"));
+    pool.ok(&["ct", "start", "snap"]);
+    assert_eq!(pool.show("snap")["state"], "running");
+    pool.assert_clean();
+}
+
+#[test]
+fn consistent_export_of_a_running_container_on_zfs() {
+    consistent_export_of_running_container(Kind::Zfs);
+}
+
+#[test]
+fn consistent_export_of_a_running_container_on_btrfs() {
+    consistent_export_of_running_container(Kind::Btrfs);
+}
+
+#[test]
+fn containers_move_between_kinds_of_pools_as_tar() {
+    require!(is_root(), "needs root");
+    let env = Env::new();
+    let (Some(dir), Some(zfs), Some(btrfs)) = (
+        Pool::new(&env, Kind::Dir),
+        Pool::new(&env, Kind::Zfs),
+        Pool::new(&env, Kind::Btrfs),
+    ) else {
+        return;
+    };
+    let src = env.path("src");
+    tree::every_kind_but_xattrs(&src);
+    dir.new_ct("mover", &src);
+    let mut from = &dir;
+    for to in [&zfs, &btrfs, &dir] {
+        let archive = env.path(&format!("{}-to-{}.tar", from.name, to.name));
+        from.ok(&[
+            "ct",
+            "export",
+            "--format",
+            "tar",
+            "mover",
+            archive.to_str().unwrap(),
+        ]);
+        // A native archive cannot go to another kind of pool; tar can.
+        // Each pool has its own user u1, with its own ids.
+        let id = format!("from-{}", from.name);
+        let archive = archive.to_str().unwrap();
+        to.ok(&[
+            "ct",
+            "import",
+            "--trusted",
+            "--as-user",
+            "u1",
+            "--as-id",
+            &id,
+            archive,
+        ]);
+        // zfs-fuse keeps whole seconds only; compare as coarsely when it was on the way.
+        tree::assert_same_in_seconds(&src, &to.rootfs(&id));
+        from = to;
+        if to.kind != Kind::Dir {
+            to.ok(&["ct", "del", &id]);
+            to.new_ct("mover", &src);
+        }
+    }
+    let native = env.path("native-zfs.tar");
+    zfs.ok(&["ct", "export", "mover", native.to_str().unwrap()]);
+    let err = btrfs.fails(&[
+        "ct",
+        "import",
+        "--trusted",
+        "--as-id",
+        "x",
+        native.to_str().unwrap(),
+    ]);
+    assert!(err.contains("only a zfs pool can take"), "{err}");
+    let err = dir.fails(&[
+        "ct",
+        "import",
+        "--trusted",
+        "--as-id",
+        "x",
+        native.to_str().unwrap(),
+    ]);
+    assert!(err.contains("only a zfs pool can take"), "{err}");
+    for p in [&dir, &zfs, &btrfs] {
+        p.assert_clean();
+    }
+}
+
+/// An archive made the way vpsAdminOS's osctl makes one: `zfs send` streams,
+/// one gzipped and one raw, a subdataset, GNU tar in the original's order.
+#[test]
+fn original_zfs_archive_imports() {
+    require!(is_root(), "needs root");
+    let env = Env::new();
+    let Some(pool) = Pool::new(&env, Kind::Zfs) else {
+        return;
+    };
+    let z = pool._zpool.as_ref().unwrap();
+    let (src, var) = (z.ds("legacy"), z.ds("legacy/var"));
+    zpool::zfs(&["create", &src]);
+    zpool::zfs(&["create", &var]);
+    let src_mnt = z.mnt.join("legacy");
+    let rootfs = src_mnt.join("private");
+    make_busybox_rootfs(&rootfs, "::respawn:/bin/sleep 1000000\n");
+    std::fs::write(src_mnt.join("var/in-var"), "var data\n").unwrap();
+    zpool::zfs(&["snapshot", "-r", &format!("{src}@osctl-base-1690000000")]);
+    let stage = env.path("stage");
+    std::fs::create_dir_all(stage.join("config")).unwrap();
+    std::fs::create_dir_all(stage.join("rootfs/var")).unwrap();
+    let send = |ds: &str, out: &Path, gzip: bool| {
+        let cmd = format!(
+            "zfs send {ds}@osctl-base-1690000000 {} > {}",
+            if gzip { "| gzip" } else { "" },
+            out.display()
+        );
+        assert!(Command::new("sh")
+            .args(["-c", &cmd])
+            .status()
+            .unwrap()
+            .success());
+    };
+    send(&src, &stage.join("rootfs/base.dat.gz"), true);
+    send(&var, &stage.join("rootfs/var/base.dat"), false);
+    // zfs-fuse calls a dataset busy for a moment after it was used.
+    assert!(wait_until(10, || Command::new("zfs")
+        .args(["destroy", "-r", &src])
+        .status()
+        .unwrap()
+        .success()));
+    std::fs::write(stage.join("metadata.yml"), "---\ntype: full\nformat: zfs\nuser: legacy\ngroup: \"/default\"\ncontainer: legacy-ct\ndatasets:\n- var\nexported_at: 1690000000\n").unwrap();
+    std::fs::write(stage.join("config/user.yml"), "---\nugid: 100123\nuid_map:\n- 0:3400000000:65536\ngid_map:\n- 0:3400000000:65536\nstandalone: true\nattrs: {}\n").unwrap();
+    std::fs::write(
+        stage.join("config/group.yml"),
+        "---\ncgparams: []\nattrs: {}\n",
+    )
+    .unwrap();
+    std::fs::write(stage.join("config/container.yml"), "---\nuser: legacy\ngroup: \"/default\"\ndataset: tank/ct/legacy-ct\ndistribution: alpine\nversion: '3.18'\narch: x86_64\nnet_interfaces: []\ncgparams: []\ndevices: []\nprlimits: []\nmounts: []\nautostart:\nephemeral: false\nhostname:\ndns_resolvers:\nnesting: false\nseccomp_profile:\ninit_cmd:\nraw: {}\nattrs: {}\n").unwrap();
+    std::fs::write(
+        stage.join("snapshots.yml"),
+        "---\n- osctl-base-1690000000\n",
+    )
+    .unwrap();
+    let archive = env.path("legacy.tar");
+    let st = Command::new("tar")
+        .args(["--no-recursion", "-cf"])
+        .arg(&archive)
+        .arg("-C")
+        .arg(&stage)
+        .args([
+            "metadata.yml",
+            "config/",
+            "config/user.yml",
+            "config/group.yml",
+            "config/container.yml",
+        ])
+        .args([
+            "rootfs/",
+            "rootfs/base.dat.gz",
+            "rootfs/var/",
+            "rootfs/var/base.dat",
+            "snapshots.yml",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The archive's container runs privileged on zfs-fuse only after consent.
+    pool.ok(&["ct", "import", archive.to_str().unwrap()]);
+    let ct = pool.show("legacy-ct");
+    assert_eq!(ct["user"], "legacy");
+    assert_eq!(ct["datasets"], serde_json::json!(["var"]));
+    let imported = pool.rootfs("legacy-ct");
+    assert_eq!(
+        std::fs::read_to_string(imported.join("var/in-var")).unwrap(),
+        "var data\n"
+    );
+    assert!(imported.join("bin/busybox").is_file());
+    pool.assert_clean();
+    pool.ok(&["ct", "set", "privileged", "legacy-ct", "on"]);
+    pool.ok(&["ct", "start", "legacy-ct"]);
+    let out = pool.ok(&["ct", "exec", "legacy-ct", "--", "cat", "/var/in-var"]);
+    assert_eq!(out, "var data\n");
+}
+
+/// A directory with a `zfs` (or `btrfs`) that runs the real one, except that
+/// `send` writes a little and then dies: a stream that breaks mid-way.
+fn dying_sender(env: &Env, program: &str) -> PathBuf {
+    let dir = env.path("fake-bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", &format!("command -v {program}")])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = send ]; then \"{real}\" \"$@\" | head -c 4096; echo 'send: stream broke' >&2; exit 1; fi\nexec \"{real}\" \"$@\"\n"
+    );
+    let path = dir.join(program);
+    std::fs::write(&path, script).unwrap();
+    super::support::set_mode(&path, 0o755);
+    dir
+}
+
+fn failures_leave_nothing(kind: Kind) {
+    require!(
+        can_run_containers(),
+        "needs root, LXC, uidmap and busybox-static"
+    );
+    let env = Env::new();
+    let Some(pool) = Pool::new(&env, kind) else {
+        return;
+    };
+    let program = if kind == Kind::Zfs { "zfs" } else { "btrfs" };
+    let root = env.busybox_rootfs("r");
+    pool.new_ct("c1", &root);
+    pool.ok(&["ct", "dataset", "new", "c1", "srv"]);
+    pool.ok(&["ct", "start", "c1"]);
+
+    // The sender dies mid-stream.
+    let fake = dying_sender(&env, program);
+    let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap());
+    let out_dir = env.path("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = env
+        .cmd()
+        .env("PATH", &path)
+        .args(["--pool", &pool.name, "ct", "export", "c1"])
+        .arg(out_dir.join("c1.tar"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("stream broke") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert_eq!(pool.show("c1")["state"], "running");
+    assert_eq!(
+        std::fs::read_dir(&out_dir).unwrap().count(),
+        0,
+        "no partial archive"
+    );
+    pool.assert_clean();
+
+    // A broken stream in an archive: the import fails and leaves nothing.
+    let archive = env.path("c1.tar");
+    pool.ok(&[
+        "ct",
+        "export",
+        "--compression",
+        "off",
+        "c1",
+        archive.to_str().unwrap(),
+    ]);
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let at = bytes.windows(8).position(|w| w == b"base.dat").unwrap();
+    // Well past the header, inside the stream's data.
+    let inside = at + 512 + 2048;
+    for b in &mut bytes[inside..inside + 64] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&archive, &bytes).unwrap();
+    let err = pool.fails(&[
+        "ct",
+        "import",
+        "--trusted",
+        "--as-id",
+        "broken",
+        archive.to_str().unwrap(),
+    ]);
+    assert!(err.contains("rootfs/base.dat"), "{err}");
+    assert!(
+        pool.env
+            .run(&["--pool", &pool.name, "ct", "show", "broken"])
+            .status
+            .code()
+            == Some(1)
+    );
+    pool.assert_clean();
+
+    // An id whose dataset exists already (not a container of ours) is refused, untouched.
+    pool.ok(&["ct", "export", "--force", "c1", archive.to_str().unwrap()]);
+    if let Some(z) = &pool._zpool {
+        let stray = z.ds("osctl/ct/stray");
+        zpool::zfs(&["create", &stray]);
+        let err = pool.fails(&[
+            "ct",
+            "import",
+            "--trusted",
+            "--as-id",
+            "stray",
+            archive.to_str().unwrap(),
+        ]);
+        assert!(err.contains("container 'stray' already exists"), "{err}");
+        assert_eq!(
+            zpool::zfs(&["list", "-H", "-o", "name", &stray]).trim(),
+            stray
+        );
+        // zfs-fuse calls a dataset busy for a moment after it was looked at.
+        let destroy = || {
+            Command::new("zfs")
+                .args(["destroy", &stray])
+                .status()
+                .unwrap()
+                .success()
+        };
+        assert!(wait_until(10, destroy));
+    }
+    pool.assert_clean();
+}
+
+#[test]
+fn failures_leave_nothing_on_zfs() {
+    failures_leave_nothing(Kind::Zfs);
+}
+
+#[test]
+fn failures_leave_nothing_on_btrfs() {
+    failures_leave_nothing(Kind::Btrfs);
+}
+
+#[test]
+fn import_onto_a_full_zpool_leaves_nothing() {
+    require!(is_root(), "needs root");
+    let env = Env::new();
+    let Some(big) = Pool::new(&env, Kind::Dir) else {
+        return;
+    };
+    let root = env.noisy_rootfs("noisy", 120);
+    big.new_ct("big", &root);
+    let archive = env.path("big.tar");
+    big.ok(&[
+        "ct",
+        "export",
+        "--format",
+        "tar",
+        "big",
+        archive.to_str().unwrap(),
+    ]);
+    let Some(z) = zpool::TestZpool::create(96) else {
+        return;
+    };
+    env.ok(&[
+        "pool",
+        "install",
+        "--backend",
+        "zfs",
+        "--dataset",
+        &z.ds("osctl"),
+        "tiny",
+    ]);
+    let err = env.fails(
+        &["--pool", "tiny", "ct", "import", archive.to_str().unwrap()],
+        1,
+    );
+    assert!(err.to_lowercase().contains("space"), "{err}");
+    let left = zpool::zfs(&["list", "-H", "-o", "name", "-r", &z.ds("osctl/ct")]);
+    assert_eq!(left.trim(), z.ds("osctl/ct"), "datasets left: {left}");
+    assert_eq!(env.ok(&["--pool", "tiny", "-j", "ct", "ls"]).trim(), "[]");
+    assert_eq!(env.ok(&["--pool", "tiny", "-j", "user", "ls"]).trim(), "[]");
+    assert_eq!(
+        env.ok(&["--pool", "tiny", "-j", "pool", "check"]).trim(),
+        "[]"
+    );
+    env.clean_pool("tiny");
+}
