@@ -7,12 +7,17 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// How much of a child's stderr is kept for the error message.
 const STDERR_TAIL: usize = 16 * 1024;
+
+/// How often [`Cmd::run_with_files`] looks at its child and calls its `poll`.
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -171,6 +176,73 @@ impl Cmd {
         })
     }
 
+    /// Runs with stdin and stdout connected to files (`None`: `/dev/null`),
+    /// e.g. `zfs send` writing straight into an archive, or `zfs recv` reading
+    /// from one: no pipe, no copy through us. The child gets duplicates of the
+    /// handles, sharing their file offsets, so the caller sees how far it got.
+    ///
+    /// While the child runs, `poll` is called every few milliseconds (to check
+    /// for an interrupt, to report progress); an error from it kills the child
+    /// and is returned as [`ExecError::Io`]. The child is also killed if the
+    /// thread waiting for it dies: unlike a pipe's reader, a file does not stop
+    /// a writer whose consumer is gone. A non-zero exit is [`ExecError::Failed`].
+    pub fn run_with_files(
+        &self,
+        stdin: Option<&File>,
+        stdout: Option<&File>,
+        mut poll: impl FnMut() -> io::Result<()>,
+    ) -> Result<(), ExecError> {
+        let stdio = |file: Option<&File>| -> Result<Stdio, ExecError> {
+            match file {
+                Some(file) => file
+                    .try_clone()
+                    .map(Stdio::from)
+                    .map_err(|e| self.io_error(e)),
+                None => Ok(Stdio::null()),
+            }
+        };
+        let mut command = self.command();
+        command
+            .stdin(stdio(stdin)?)
+            .stdout(stdio(stdout)?)
+            .stderr(Stdio::piped());
+        let parent = rustix::process::getpid();
+        // SAFETY: the closure runs between fork and exec and makes only
+        // async-signal-safe system calls (prctl, getppid), no allocation.
+        unsafe {
+            command.pre_exec(move || {
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))?;
+                // The parent may have died before the prctl took effect.
+                if rustix::process::getppid() != Some(parent) {
+                    return Err(io::Error::other("the parent process is gone"));
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(|source| ExecError::Spawn {
+            command: self.display(),
+            source,
+        })?;
+        let stderr = StderrDrain::start(&mut child);
+        loop {
+            let outcome = poll().and_then(|()| child.try_wait());
+            match outcome {
+                Ok(Some(status)) => return self.check(status, stderr.collect()),
+                Ok(None) => std::thread::sleep(POLL_INTERVAL),
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    // Not collected: what the child started may still hold
+                    // its stderr open; the drain thread ends with them.
+                    drop(stderr);
+                    return Err(self.io_error(e));
+                }
+            }
+        }
+    }
+
     /// Starts the program with its stdout readable as a stream.
     pub fn spawn_reader(&self) -> Result<ChildReader, ExecError> {
         let mut child = self.spawn_with(Stdio::null(), Stdio::piped())?;
@@ -221,6 +293,36 @@ impl Cmd {
                 stderr,
             })
         }
+    }
+}
+
+/// How far a child got through a file whose offset it shares (a handle given
+/// to [`Cmd::run_with_files`]): for progress while it runs, and to see where
+/// it stopped.
+pub struct OffsetWatch<'a> {
+    file: &'a File,
+    last: u64,
+}
+
+impl<'a> OffsetWatch<'a> {
+    pub fn new(file: &'a File) -> io::Result<Self> {
+        let mut watch = OffsetWatch { file, last: 0 };
+        watch.last = watch.offset()?;
+        Ok(watch)
+    }
+
+    /// The file's offset now.
+    pub fn offset(&self) -> io::Result<u64> {
+        let mut shared = self.file;
+        shared.stream_position()
+    }
+
+    /// Bytes the offset moved forward since the last call (or the start).
+    pub fn advance(&mut self) -> io::Result<u64> {
+        let now = self.offset()?;
+        let moved = now.saturating_sub(self.last);
+        self.last = self.last.max(now);
+        Ok(moved)
     }
 }
 
@@ -489,6 +591,70 @@ mod tests {
             .splice_to_file(&mut out, || Err(io::Error::other("stop")))
             .unwrap_err();
         assert_eq!(stop.to_string(), "stop");
+    }
+
+    #[test]
+    fn files_as_stdin_and_stdout_share_their_offsets() {
+        use std::io::{Seek, SeekFrom};
+        let dir = tempfile::tempdir().unwrap();
+        let mut input = File::create_new(dir.path().join("in")).unwrap();
+        input.write_all(b"skip:0123456789rest").unwrap();
+        let input = File::open(dir.path().join("in")).unwrap();
+        (&input).seek(SeekFrom::Start(5)).unwrap();
+        let mut output = File::create_new(dir.path().join("out")).unwrap();
+        output.write_all(b"head:").unwrap();
+        let mut written = OffsetWatch::new(&output).unwrap();
+        let mut seen = 0;
+        Cmd::new("head")
+            .args(["-c", "10"])
+            .run_with_files(Some(&input), Some(&output), || {
+                seen += written.advance()?;
+                Ok(())
+            })
+            .unwrap();
+        seen += written.advance().unwrap();
+        assert_eq!(seen, 10);
+        // Both offsets moved by what the child read and wrote.
+        assert_eq!((&input).stream_position().unwrap(), 15);
+        assert_eq!(output.stream_position().unwrap(), 15);
+        output.write_all(b":tail").unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("out")).unwrap(),
+            b"head:0123456789:tail"
+        );
+    }
+
+    #[test]
+    fn files_run_reports_failure_and_writes_nothing_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = File::create_new(dir.path().join("out")).unwrap();
+        let err = Cmd::new("sh")
+            .args(["-c", "printf abc; echo broke >&2; exit 4"])
+            .run_with_files(None, Some(&output), || Ok(()))
+            .unwrap_err();
+        assert!(matches!(err, ExecError::Failed { .. }), "{err}");
+        assert!(err.to_string().contains("broke"), "{err}");
+        assert_eq!(std::fs::read(dir.path().join("out")).unwrap(), b"abc");
+    }
+
+    #[test]
+    fn files_run_stops_when_poll_fails() {
+        let started = std::time::Instant::now();
+        let mut polls = 0;
+        let err = Cmd::new("sleep")
+            .arg("10")
+            .run_with_files(None, None, || {
+                polls += 1;
+                if polls > 3 {
+                    Err(io::Error::other("interrupted by SIGINT"))
+                } else {
+                    Ok(())
+                }
+            })
+            .unwrap_err();
+        assert!(matches!(err, ExecError::Io { .. }), "{err}");
+        assert!(err.to_string().contains("SIGINT"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]
