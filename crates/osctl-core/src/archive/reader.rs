@@ -378,6 +378,66 @@ impl Entry<'_, File> {
         self.current_mut().hasher = hasher.finish(end).map_err(hash_error)?;
         Ok(end - start)
     }
+
+    /// Hands the rest of the data to `consume`, to be read by someone else
+    /// (e.g. a child given it as stdin): `consume` gets a new read-only handle
+    /// of the archive file with its own file offset, positioned at the data,
+    /// that position and the number of bytes left. Meanwhile a thread hashes
+    /// that region with `pread`. When `consume` succeeds, the reader goes on
+    /// after the entry, whatever was read; whether exactly the data was read
+    /// is for `consume` to check. When it fails, nothing changed here.
+    ///
+    /// `Ok(None)`, without calling `consume`, when the archive is not a
+    /// regular file (a pipe) or cannot be opened again.
+    pub fn take_over<T>(
+        &mut self,
+        consume: impl FnOnce(File, u64, u64) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let input = &self.reader.input;
+        if !input.metadata().is_ok_and(|m| m.is_file()) {
+            return Ok(None);
+        }
+        let Ok(mut own) = reopen(input) else {
+            return Ok(None);
+        };
+        let name = self.name().to_string();
+        let read_failed = |e: io::Error| Error::io("cannot read the archive", e);
+        let start = (&*input).stream_position().map_err(read_failed)?;
+        let len = self.remaining();
+        let end = start + len;
+        own.seek(SeekFrom::Start(start)).map_err(read_failed)?;
+        let hasher = RegionHasher::spawn(input, start, Some(end), self.current().hasher.clone())
+            .map_err(|e| Error::io(format!("cannot hash archive entry '{name}'"), e))?;
+        let value = match consume(own, start, len) {
+            Ok(value) => value,
+            Err(e) => {
+                hasher.cancel();
+                return Err(e);
+            }
+        };
+        let hashed = hasher.finish(end).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                truncated(format!("entry '{name}' is cut off ({e})"))
+            } else {
+                Error::io(format!("cannot hash archive entry '{name}'"), e)
+            }
+        })?;
+        self.reader
+            .input
+            .seek(SeekFrom::Start(end))
+            .map_err(read_failed)?;
+        let current = self.current_mut();
+        current.hasher = hashed;
+        current.remaining = 0;
+        Ok(Some(value))
+    }
+}
+
+/// A handle of the same file with a file offset of its own (a `dup` would
+/// share the offset).
+fn reopen(file: &File) -> io::Result<File> {
+    use std::os::fd::AsRawFd;
+    File::open(format!("/proc/self/fd/{}", file.as_raw_fd()))
 }
 
 impl<R: Read> Read for Entry<'_, R> {

@@ -297,6 +297,111 @@ fn splice_to_reports_a_truncated_archive() {
     assert!(err.to_string().contains("truncated"), "{err}");
 }
 
+#[test]
+fn take_over_hands_out_the_region_and_reads_on_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = sample_data(3 << 20, 5);
+    let path = dir.path().join("a.tar");
+    std::fs::write(
+        &path,
+        [
+            file_block("x", b"first"),
+            file_block("rootfs/base.dat", &data),
+            file_block("snapshots.yml", b"- s\n"),
+            end_marker(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let out = dir.path().join("received");
+    let mut reader = ArchiveReader::new(File::open(&path).unwrap());
+    reader.next_entry().unwrap().unwrap();
+    let mut entry = reader.next_entry().unwrap().unwrap();
+    let taken = entry
+        .take_over(|input, start, len| {
+            assert_eq!(start, 3 * 512);
+            assert_eq!(len, data.len() as u64);
+            // A child reads it on its own, through the handle's offset.
+            let output = File::create_new(&out).unwrap();
+            crate::cmd::Cmd::new("head")
+                .args(["-c", &len.to_string()])
+                .run_with_files(Some(&input), Some(&output), || Ok(()))
+                .unwrap();
+            Ok((&input).stream_position().unwrap())
+        })
+        .unwrap();
+    assert_eq!(taken, Some(3 * 512 + data.len() as u64));
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    assert_eq!(entry.remaining(), 0);
+    assert_eq!(
+        entry.digest().unwrap().sha256_hex,
+        hex(&Sha256::digest(&data))
+    );
+    let mut next = reader.next_entry().unwrap().unwrap();
+    assert_eq!(next.name(), "snapshots.yml");
+    assert_eq!(next.read_to_vec(100).unwrap(), b"- s\n");
+    assert!(reader.next_entry().unwrap().is_none());
+}
+
+#[test]
+fn take_over_failing_leaves_the_entry_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.tar");
+    let data = sample_data(100_000, 6);
+    std::fs::write(
+        &path,
+        [file_block("rootfs/base.dat", &data), end_marker()].concat(),
+    )
+    .unwrap();
+    let mut reader = ArchiveReader::new(File::open(&path).unwrap());
+    let mut entry = reader.next_entry().unwrap().unwrap();
+    let err = entry
+        .take_over(|_, _, _| -> Result<()> { Err(Error::Invalid("no".into())) })
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid(_)));
+    assert_eq!(entry.remaining(), data.len() as u64);
+    let mut read = Vec::new();
+    entry.read_to_end(&mut read).unwrap();
+    assert_eq!(read, data);
+    assert_eq!(
+        entry.digest().unwrap().sha256_hex,
+        hex(&Sha256::digest(&data))
+    );
+}
+
+#[test]
+fn take_over_refuses_pipes_and_reports_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = file_block("rootfs/base.dat", &sample_data(200_000, 1));
+    // A pipe: not for taking over, `consume` is not called.
+    let (pipe_out, mut pipe_in) = std::io::pipe().unwrap();
+    let writer = std::thread::spawn({
+        let bytes = bytes.clone();
+        move || {
+            let _ = std::io::Write::write_all(&mut pipe_in, &bytes);
+        }
+    });
+    let input: File = std::os::fd::OwnedFd::from(pipe_out).into();
+    let mut reader = ArchiveReader::new(input);
+    let mut entry = reader.next_entry().unwrap().unwrap();
+    let none = entry
+        .take_over(|_, _, _| -> Result<()> { panic!("called on a pipe") })
+        .unwrap();
+    assert!(none.is_none());
+    entry.copy_to(&mut std::io::sink()).unwrap();
+    writer.join().unwrap();
+
+    let path = dir.path().join("a.tar");
+    std::fs::write(&path, &bytes[..100_000]).unwrap();
+    let mut reader = ArchiveReader::new(File::open(&path).unwrap());
+    let mut entry = reader.next_entry().unwrap().unwrap();
+    let err = entry.take_over(|_, _, _| Ok(())).unwrap_err();
+    assert!(
+        matches!(&err, Error::Archive(m) if m.contains("truncated")),
+        "{err}"
+    );
+}
+
 fn run_reader_on(bytes: &[u8]) {
     let mut reader = ArchiveReader::new(bytes);
     for _ in 0..64 {
