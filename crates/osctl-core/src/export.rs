@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::archive::compress::{CompressOptions, Compression, Encoder};
 use crate::archive::meta::{self, ArchiveType, Metadata};
 use crate::archive::{ArchiveWriter, EntrySink};
+use crate::cmd::{Cmd, ExecError, OffsetWatch};
 use crate::containers;
 use crate::error::{Context, Error, Result};
 use crate::failpoint;
@@ -433,30 +434,26 @@ impl Job<'_> {
                         "{stem} of {}",
                         if rel.is_empty() { "rootfs" } else { rel }
                     ));
-                    let mut stream = self.pool.storage.send(
+                    let send = self.pool.storage.send_cmd(
                         self.id,
                         rel,
                         snap,
                         since.map(|s| s.0),
                         compressed_send,
                     )?;
-                    stream.enlarge_pipe(1 << 20);
                     let progress = self.opts.progress.clone();
+                    let failed = || format!("cannot dump {entry}");
                     w.stream_entry(&entry, |sink| {
                         if compression == Compression::Off {
                             failpoint::hit("export-in-stream");
-                            let n = sink.with_file(|file| {
-                                stream
-                                    .splice_to_file(file, interrupt::check_io)
-                                    .ctx(|| format!("cannot dump {entry}"))
-                            })?;
-                            progress.add_bytes(n);
-                            Ok(())
+                            sink.with_file(|file| {
+                                send_into_file(&send, file, &progress).ctx(failed)
+                            })
                         } else {
+                            let mut stream = send.spawn_reader().ctx(failed)?;
+                            stream.enlarge_pipe(1 << 20);
                             compress_into(sink, compression, &progress, |out| {
-                                io::copy(&mut stream, out)
-                                    .map(drop)
-                                    .ctx(|| format!("cannot dump {entry}"))
+                                io::copy(&mut stream, out).map(drop).ctx(failed)
                             })
                         }
                     })?;
@@ -554,6 +551,22 @@ fn journal_export(record: &mut Record) -> &mut ExportRecord {
         Record::Export(r) => r,
         Record::Import(_) => unreachable!("an export holds an export record"),
     }
+}
+
+/// Runs a native sender with the archive file as its stdout, positioned at
+/// the entry's data: the stream goes straight into the archive, without a
+/// pipe, and the child's writes move the shared file offset, which ends where
+/// the stream ends. Stops at a signal (the child is killed).
+fn send_into_file(send: &Cmd, file: &File, progress: &Progress) -> io::Result<()> {
+    let mut written = OffsetWatch::new(file)?;
+    send.run_with_files(None, Some(file), || {
+        interrupt::check_io()?;
+        progress.add_bytes(written.advance()?);
+        Ok(())
+    })
+    .map_err(ExecError::into_io)?;
+    progress.add_bytes(written.advance()?);
+    Ok(())
 }
 
 /// Runs `fill` with a writer that compresses into the sink, stops at a signal

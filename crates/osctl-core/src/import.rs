@@ -18,6 +18,7 @@ use crate::archive::meta::{
     self, ArchiveType, EntryName, Metadata, StreamEncoding, StreamKind, StreamName,
 };
 use crate::archive::{ArchiveReader, CopyError, Entry, EntryDigest};
+use crate::cmd::OffsetWatch;
 use crate::error::{Context, Error, Result};
 use crate::failpoint;
 use crate::fstar::{self, DevicePolicy, ExtractOptions};
@@ -411,7 +412,12 @@ impl Importer<'_> {
             storage.create(&plan.staging, "")?;
         }
         failpoint::hit("import-in-stream");
+        let in_place = stream.encoding == StreamEncoding::Dat
+            && stream.compression == Compression::Off
+            && self.receive_in_place(entry, &plan.staging, dataset)?;
         match stream.encoding {
+            // Received straight from the archive file: nothing left to copy.
+            _ if in_place => {}
             StreamEncoding::Tar => {
                 let devices = if self.opts.trusted {
                     DevicePolicy::All
@@ -476,6 +482,42 @@ impl Importer<'_> {
         Ok(())
     }
 
+    /// Receives an uncompressed native stream with the archive file itself as
+    /// the receiver's stdin, positioned at the entry's data: no pipe, no copy
+    /// through us (the data is hashed by a thread reading it back). The
+    /// receiver must then have stopped exactly at the entry's end: short of it,
+    /// the entry held more than the stream; past it, the stream ran on into
+    /// the archive's next members. False (nothing done) where the storage
+    /// checks its streams on the way in or the archive is not a regular file.
+    fn receive_in_place(
+        &self,
+        entry: &mut Entry<'_, File>,
+        staging: &str,
+        dataset: &str,
+    ) -> Result<bool> {
+        let storage = &self.pool.storage;
+        if !storage.receives_from_file() {
+            return Ok(false);
+        }
+        let name = entry.name().to_string();
+        let received = entry.take_over(|input, start, len| {
+            let receive = storage.receive_cmd(staging, dataset)?;
+            let failed = || format!("cannot receive {name}");
+            let mut read = OffsetWatch::new(&input).ctx(failed)?;
+            receive
+                .run_with_files(Some(&input), None, || {
+                    interrupt::check_io()?;
+                    self.progress.add_bytes(read.advance()?);
+                    Ok(())
+                })
+                .map_err(|e| Error::exec(failed(), e))?;
+            self.progress.add_bytes(read.advance().ctx(failed)?);
+            let end = read.offset().ctx(failed)?;
+            check_stream_end(&name, end.saturating_sub(start), len)
+        })?;
+        Ok(received.is_some())
+    }
+
     fn check_complete(&self, plan: &Plan) -> Result<()> {
         let datasets = std::iter::once(String::new()).chain(plan.metadata.datasets.iter().cloned());
         for ds in datasets {
@@ -527,6 +569,23 @@ fn copy_decompressed(
         };
         out.write_all(&buf[..n]).map_err(CopyError::Sink)?;
         progress.add_bytes(n as u64);
+    }
+}
+
+/// A receiver that read a stream from the archive file itself must have read
+/// exactly the entry's `len` bytes; it `read` that many from the entry's start.
+fn check_stream_end(name: &str, read: u64, len: u64) -> Result<()> {
+    match read.cmp(&len) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Less => Err(Error::Archive(format!(
+            "archive entry '{name}': its stream ends after {read} of the entry's {len} bytes \
+             (data after the end of the stream)"
+        ))),
+        std::cmp::Ordering::Greater => Err(Error::Archive(format!(
+            "archive entry '{name}': its stream does not end within the entry's {len} bytes \
+             (the receiver read {} bytes past it, into the archive's next members)",
+            read - len
+        ))),
     }
 }
 

@@ -246,6 +246,8 @@ fn roundtrip_through_streams() {
         Vec::<String>::new()
     );
     assert_eq!(st.subdatasets(&staging).unwrap(), ["var", "var/log"]);
+    // Left unmounted (the rename mounts); shown here, and renamed mounted.
+    st.mount(&staging).unwrap();
     assert_same_tree(&st.path(&staging, ""), &st.path(ct, ""));
     assert!(st.containers().unwrap().contains(&staging));
 
@@ -274,6 +276,7 @@ fn roundtrip_through_streams() {
     receive_file(&st, &made_first, "", &file("", "base")).unwrap();
     receive_file(&st, &made_first, "", &file("", "incr")).unwrap();
     st.finish_receive(&made_first, "", &listed).unwrap();
+    st.mount(&made_first).unwrap();
     let hostname = st.rootfs(&made_first).join("etc/hostname");
     assert_eq!(fs::read_to_string(hostname).unwrap(), "changed\n");
     st.destroy(&made_first, "").unwrap();
@@ -465,4 +468,67 @@ fn full_zpool_is_a_clean_error() {
     }
     assert_eq!(st.containers().unwrap(), ["c1", "c2"]);
     receive_file(&st, "c3", "", &stream).unwrap();
+}
+
+/// What export and import rely on for the zero-copy paths: `zfs send` may
+/// write into a file at its offset (appending there), and `zfs recv` given a
+/// file reads exactly one stream from its offset, whatever follows it.
+#[test]
+fn streams_straight_into_and_out_of_files() {
+    use std::io::{Seek, SeekFrom};
+    let zp = zpool_or_skip!(160);
+    let (st, _) = install(&zp);
+    st.create("c1", "").unwrap();
+    populate(&st.rootfs("c1"), "one");
+    st.snapshot("c1", "base").unwrap();
+    fs::write(st.rootfs("c1").join("etc/hostname"), "two\n").unwrap();
+    st.snapshot("c1", "incr").unwrap();
+
+    // Sent into a file after other data, as into an archive entry.
+    let piped = zp.dir().join("piped");
+    send_to_file(&st, "c1", "", "base", None, &piped);
+    let expected = fs::read(&piped).unwrap();
+    let archive = zp.dir().join("archive");
+    let mut out = File::create_new(&archive).unwrap();
+    out.write_all(&[b'h'; 1536]).unwrap();
+    let mut polls = 0;
+    st.send_cmd("c1", "", "base", None, false)
+        .unwrap()
+        .run_with_files(None, Some(&out), || {
+            polls += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert!(polls > 0);
+    let base_end = out.stream_position().unwrap();
+    assert_eq!(base_end, 1536 + expected.len() as u64, "the offset moved");
+    let incr_file = zp.dir().join("incr");
+    send_to_file(&st, "c1", "", "incr", Some("base"), &incr_file);
+    out.write_all(&fs::read(&incr_file).unwrap()).unwrap();
+    let incr_end = out.stream_position().unwrap();
+    // What follows in an archive: padding, headers, other members.
+    out.write_all(&[0u8; 512]).unwrap();
+    out.write_all(&[b't'; 4096]).unwrap();
+    drop(out);
+    assert_eq!(
+        &fs::read(&archive).unwrap()[1536..base_end as usize],
+        expected
+    );
+
+    // Received from that file: each receiver stops right at its stream's end.
+    assert!(st.receives_from_file());
+    let staging = staging_name("c2");
+    let input = File::open(&archive).unwrap();
+    (&input).seek(SeekFrom::Start(1536)).unwrap();
+    for end in [base_end, incr_end] {
+        st.receive_cmd(&staging, "")
+            .unwrap()
+            .run_with_files(Some(&input), None, || Ok(()))
+            .unwrap();
+        assert_eq!((&input).stream_position().unwrap(), end);
+    }
+    st.finish_receive(&staging, "", &["incr".into(), "base".into()])
+        .unwrap();
+    st.rename(&staging, "c2").unwrap();
+    assert_same_tree(&st.path("c2", ""), &st.path("c1", ""));
 }

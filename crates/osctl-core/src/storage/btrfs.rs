@@ -32,7 +32,7 @@ use std::sync::OnceLock;
 
 use super::btrfs_parse::{self, CompressionProperty};
 use super::{Backend, SnapshotView, Storage, ROOTFS_DIR};
-use crate::cmd::{ChildReader, ChildWriter, Cmd};
+use crate::cmd::{ChildWriter, Cmd};
 use crate::error::{Context, Error, Result};
 use crate::fsutil;
 use crate::names;
@@ -45,8 +45,6 @@ const SUBVOLUME_ROOT_INO: u64 = 256;
 const SEND_STREAM_VERSION: &str = "/sys/fs/btrfs/features/send_stream_version";
 /// Send protocol 2 carries compressed extents as they are on disk.
 const COMPRESSED_SEND_PROTOCOL: u32 = 2;
-/// Pipe capacity for `btrfs send` (fewer wake-ups on large streams).
-const SEND_PIPE_SIZE: usize = 1 << 20;
 /// The directory, inside a container's snapshot directory, of received streams.
 const RECEIVE_DIR: &str = ".recv";
 
@@ -492,15 +490,14 @@ impl Storage for BtrfsStorage {
 
     /// `btrfs send [--proto 2 --compressed-data] [-p FROM] SNAP`. Protocol 1
     /// unless compressed, so that older receivers can read the stream.
-    fn send(
+    fn send_cmd(
         &self,
         ct: &str,
         rel: &str,
         snap: &str,
         from: Option<&str>,
         compressed: bool,
-    ) -> Result<ChildReader> {
-        let label = dataset_label(ct, rel);
+    ) -> Result<Cmd> {
         let path = self.existing_snapshot(ct, rel, snap)?;
         let mut cmd = Cmd::new("btrfs").arg("send");
         if compressed {
@@ -509,12 +506,7 @@ impl Storage for BtrfsStorage {
         if let Some(from) = from {
             cmd = cmd.arg("-p").arg(self.existing_snapshot(ct, rel, from)?);
         }
-        let reader = cmd
-            .arg(&path)
-            .spawn_reader()
-            .ctx(|| format!("cannot send snapshot '{snap}' of {label}"))?;
-        reader.enlarge_pipe(SEND_PIPE_SIZE);
-        Ok(reader)
+        Ok(cmd.arg(&path))
     }
 
     /// `btrfs receive -C` (chroot) into the dataset's receive directory: the

@@ -11,8 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cmd::{ChildReader, ChildWriter};
-use crate::error::{Error, Result};
+use crate::cmd::{ChildReader, ChildWriter, Cmd};
+use crate::error::{Context, Error, Result};
 
 pub mod btrfs;
 pub mod btrfs_parse;
@@ -22,6 +22,9 @@ pub mod zfs_parse;
 
 /// The directory inside a root dataset that holds the container's root file system.
 pub const ROOTFS_DIR: &str = "private";
+
+/// Pipe capacity for native streams read from a pipe: fewer wake-ups.
+const SEND_PIPE_SIZE: usize = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -159,7 +162,23 @@ pub trait Storage: Send + Sync {
         Ok(false)
     }
 
-    /// Starts a native stream of a dataset at `snap`, incremental from `from`.
+    /// The command writing a native stream of a dataset at `snap`,
+    /// incremental from `from`, to its stdout. Missing snapshots are reported
+    /// here, before anything runs. The caller runs it with stdout into a pipe
+    /// ([`Storage::send`]) or straight into a file ([`Cmd::run_with_files`]).
+    fn send_cmd(
+        &self,
+        ct: &str,
+        rel: &str,
+        snap: &str,
+        from: Option<&str>,
+        compressed: bool,
+    ) -> Result<Cmd> {
+        let _ = (ct, rel, snap, from, compressed);
+        Err(self.no_native_streams())
+    }
+
+    /// Starts [`Storage::send_cmd`] with its stream readable from a pipe.
     fn send(
         &self,
         ct: &str,
@@ -168,8 +187,17 @@ pub trait Storage: Send + Sync {
         from: Option<&str>,
         compressed: bool,
     ) -> Result<ChildReader> {
-        let _ = (ct, rel, snap, from, compressed);
-        Err(self.no_native_streams())
+        let cmd = self.send_cmd(ct, rel, snap, from, compressed)?;
+        let reader = cmd.spawn_reader().ctx(|| {
+            let dataset = if rel.is_empty() {
+                String::new()
+            } else {
+                format!(", dataset '{rel}'")
+            };
+            format!("cannot send snapshot '{snap}' of container '{ct}'{dataset}")
+        })?;
+        reader.enlarge_pipe(SEND_PIPE_SIZE);
+        Ok(reader)
     }
 
     /// Starts receiving a native stream into a dataset (base, then incremental).
@@ -178,8 +206,25 @@ pub trait Storage: Send + Sync {
         Err(self.no_native_streams())
     }
 
+    /// Whether [`Storage::receive_cmd`] exists: the receiver takes a stream
+    /// unchecked, so it may read it straight from the archive file. Backends
+    /// whose streams are checked on their way in say no.
+    fn receives_from_file(&self) -> bool {
+        false
+    }
+
+    /// Prepares a dataset for a native stream as [`Storage::receive`] does,
+    /// and returns the command that receives the stream from its stdin, for
+    /// [`Cmd::run_with_files`]. Only where [`Storage::receives_from_file`].
+    fn receive_cmd(&self, ct: &str, rel: &str) -> Result<Cmd> {
+        let _ = (ct, rel);
+        Err(self.no_native_streams())
+    }
+
     /// After all streams of a dataset are received: removes the snapshots the
-    /// streams brought (`snapshots`, newest first) and mounts the dataset.
+    /// streams brought (`snapshots`, newest first). The dataset may be left
+    /// unmounted: the import's commit renames the container, which mounts it
+    /// at its final place ([`Storage::mount`] shows it before that).
     fn finish_receive(&self, ct: &str, rel: &str, snapshots: &[String]) -> Result<()> {
         let _ = (ct, rel, snapshots);
         Err(self.no_native_streams())

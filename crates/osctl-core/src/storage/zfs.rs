@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use super::zfs_parse::{self, Dataset, Mountpoint, ZfsFeatures, GET_COLUMNS};
 use super::{Backend, SnapshotView, Storage, ROOTFS_DIR};
-use crate::cmd::{ChildReader, ChildWriter, Cmd, ExecError};
+use crate::cmd::{ChildWriter, Cmd, ExecError};
 use crate::error::{Context, Error, Result};
 use crate::fsutil;
 
@@ -40,9 +40,6 @@ const LAYOUT_VERSION: &str = "1";
 const LAYOUT: [&str; 4] = ["conf", "log", "ct", VIEWS];
 const CT: &str = "ct";
 const VIEWS: &str = "views";
-
-/// Pipe capacity for `zfs send` output: fewer wake-ups on large streams.
-const SEND_PIPE_SIZE: usize = 1 << 20;
 
 /// Properties read for every dataset tree we look at.
 const TREE_PROPERTIES: &str = "type,mountpoint,mounted,compression";
@@ -837,14 +834,14 @@ impl Storage for ZfsStorage {
             .is_some_and(|c| c != "off"))
     }
 
-    fn send(
+    fn send_cmd(
         &self,
         ct: &str,
         rel: &str,
         snap: &str,
         from: Option<&str>,
         compressed: bool,
-    ) -> Result<ChildReader> {
+    ) -> Result<Cmd> {
         check_snapshot_name(snap)?;
         let name = self.dataset_of(ct, rel)?;
         if compressed && !self.features()?.send_compressed() {
@@ -871,19 +868,21 @@ impl Storage for ZfsStorage {
             // -i, not -I: snapshots taken in between stay out of the stream.
             cmd = cmd.args(["-i", base]);
         }
-        let reader = cmd
-            .arg(&snapshots[0])
-            .spawn_reader()
-            .ctx(|| format!("cannot send dataset '{name}'"))?;
-        reader.enlarge_pipe(SEND_PIPE_SIZE);
-        Ok(reader)
+        Ok(cmd.arg(&snapshots[0]))
+    }
+
+    /// `zfs recv` reads each record with its exact length and stops at the
+    /// stream's END record, so it may read from the archive file itself: its
+    /// file offset then tells where the stream ended.
+    fn receives_from_file(&self) -> bool {
+        true
     }
 
     /// `zfs recv -u -F`: unmounted, so that nothing touches the dataset between
     /// the base and the incremental stream (on zfs-fuse a mere atime update
     /// breaks the incremental), and forced, so that an incremental stream rolls
     /// back whatever changed. A subdataset's parent must exist.
-    fn receive(&self, ct: &str, rel: &str) -> Result<ChildWriter> {
+    fn receive_cmd(&self, ct: &str, rel: &str) -> Result<Cmd> {
         let name = self.dataset_of(ct, rel)?;
         if let Some(tree) = query(&name, "type,mounted", Depth::All)? {
             let alone = tree.iter().all(|d| d.name == name);
@@ -898,11 +897,19 @@ impl Storage for ZfsStorage {
                 unmount_tree(&tree)?;
             }
         }
-        zfs(["recv", "-u", "-F", &name])
+        Ok(zfs(["recv", "-u", "-F", &name]))
+    }
+
+    fn receive(&self, ct: &str, rel: &str) -> Result<ChildWriter> {
+        let name = self.dataset_of(ct, rel)?;
+        self.receive_cmd(ct, rel)?
             .spawn_writer()
             .ctx(|| format!("cannot receive into dataset '{name}'"))
     }
 
+    /// Leaves the dataset unmounted, as received: the rename at the commit
+    /// would unmount it again (and zfs-fuse then reports the dataset busy for
+    /// a moment), and mounts it at its final place anyway.
     fn finish_receive(&self, ct: &str, rel: &str, snapshots: &[String]) -> Result<()> {
         let name = self.dataset_of(ct, rel)?;
         for snap in snapshots {
@@ -911,7 +918,7 @@ impl Storage for ZfsStorage {
         for snap in snapshots {
             self.destroy_snapshot_on(&name, snap)?;
         }
-        self.mount_chain(ct, rel)
+        Ok(())
     }
 }
 

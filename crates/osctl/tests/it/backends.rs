@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::loopfs::{can_loop_mount, LoopFs};
+use super::rawtar;
 use super::support::{can_run_containers, have, is_root, make_busybox_rootfs, wait_until, Env};
 use super::tree;
 use crate::require;
@@ -527,31 +528,35 @@ fn failures_leave_nothing(kind: Kind) {
     pool.ok(&["ct", "dataset", "new", "c1", "srv"]);
     pool.ok(&["ct", "start", "c1"]);
 
-    // The sender dies mid-stream.
+    // The sender dies mid-stream: into a pipe (compressed), or writing
+    // straight into the archive (off).
     let fake = dying_sender(&env, program);
     let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap());
     let out_dir = env.path("out");
     std::fs::create_dir_all(&out_dir).unwrap();
-    let out = env
-        .cmd()
-        .env("PATH", &path)
-        .args(["--pool", &pool.name, "ct", "export", "c1"])
-        .arg(out_dir.join("c1.tar"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("stream broke") && err.lines().count() == 1,
-        "{err}"
-    );
-    assert_eq!(pool.show("c1")["state"], "running");
-    assert_eq!(
-        std::fs::read_dir(&out_dir).unwrap().count(),
-        0,
-        "no partial archive"
-    );
-    pool.assert_clean();
+    for compression in ["auto", "off"] {
+        let out = env
+            .cmd()
+            .env("PATH", &path)
+            .args(["--pool", &pool.name, "ct", "export", "--compression"])
+            .args([compression, "c1"])
+            .arg(out_dir.join("c1.tar"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{compression}: {err}");
+        assert!(
+            err.contains("stream broke") && err.lines().count() == 1,
+            "{compression}: {err}"
+        );
+        assert_eq!(pool.show("c1")["state"], "running");
+        assert_eq!(
+            std::fs::read_dir(&out_dir).unwrap().count(),
+            0,
+            "{compression}: no partial archive"
+        );
+        pool.assert_clean();
+    }
 
     // A broken stream in an archive: the import fails and leaves nothing.
     let archive = env.path("c1.tar");
@@ -628,6 +633,82 @@ fn failures_leave_nothing_on_zfs() {
 #[test]
 fn failures_leave_nothing_on_btrfs() {
     failures_leave_nothing(Kind::Btrfs);
+}
+
+/// `rootfs/base.dat` with `extra` bytes appended to its data (header size
+/// adjusted; checksums.yml is left as it was).
+fn with_data_after_stream(archive: &[u8], extra: &[u8]) -> Vec<u8> {
+    let padded = |n: usize| n.div_ceil(512) * 512;
+    let mut at = 0;
+    loop {
+        let header = &archive[at..at + 512];
+        let name_len = header[..100].iter().position(|&b| b == 0).unwrap_or(100);
+        let size_field = std::str::from_utf8(&header[124..135]).unwrap();
+        let size =
+            usize::from_str_radix(size_field.trim_matches(|c| c == '\0' || c == ' '), 8).unwrap();
+        if &header[..name_len] == b"rootfs/base.dat" {
+            let data_end = at + 512 + size;
+            let mut data = archive[at + 512..data_end].to_vec();
+            data.extend_from_slice(extra);
+            let entry = rawtar::Entry::file("rootfs/base.dat", &data);
+            let mut out = archive[..at].to_vec();
+            out.extend_from_slice(&rawtar::header(&entry));
+            out.extend_from_slice(&data);
+            out.resize(padded(out.len()), 0);
+            out.extend_from_slice(&archive[at + 512 + padded(size)..]);
+            return out;
+        }
+        at += 512 + padded(size);
+    }
+}
+
+/// On zfs an uncompressed stream is received straight from the archive file,
+/// and the receiver must stop exactly at the end of its entry: an entry that
+/// holds more than the stream is refused, and leaves nothing behind.
+#[test]
+fn zfs_stream_entry_with_data_after_the_stream_is_refused() {
+    require!(is_root(), "needs root");
+    let env = Env::new();
+    let Some(pool) = Pool::new(&env, Kind::Zfs) else {
+        return;
+    };
+    let root = env.busybox_rootfs("r");
+    pool.new_ct("c1", &root);
+    let archive = env.path("c1.tar");
+    pool.ok(&[
+        "ct",
+        "export",
+        "--compression",
+        "off",
+        "c1",
+        archive.to_str().unwrap(),
+    ]);
+    pool.import("copy", &archive);
+    pool.assert_same(&pool.rootfs("c1"), &pool.rootfs("copy"));
+
+    let spoiled = env.path("spoiled.tar");
+    let bytes = std::fs::read(&archive).unwrap();
+    std::fs::write(&spoiled, with_data_after_stream(&bytes, &[0x5a; 3000])).unwrap();
+    let err = pool.fails(&[
+        "ct",
+        "import",
+        "--trusted",
+        "--as-id",
+        "spoiled",
+        spoiled.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("rootfs/base.dat") && err.contains("data after the end of the stream"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        env.run(&["--pool", &pool.name, "ct", "show", "spoiled"])
+            .status
+            .code()
+            == Some(1)
+    );
+    pool.assert_clean();
 }
 
 #[test]
