@@ -434,29 +434,26 @@ impl Job<'_> {
                         "{stem} of {}",
                         if rel.is_empty() { "rootfs" } else { rel }
                     ));
-                    let send = self.pool.storage.send_cmd(
-                        self.id,
-                        rel,
-                        snap,
-                        since.map(|s| s.0),
-                        compressed_send,
-                    )?;
+                    let storage = &self.pool.storage;
+                    let from = since.map(|s| s.0);
                     let progress = self.opts.progress.clone();
                     let failed = || format!("cannot dump {entry}");
-                    w.stream_entry(&entry, |sink| {
-                        if compression == Compression::Off {
+                    if compression == Compression::Off {
+                        let send = storage.send_cmd(self.id, rel, snap, from, compressed_send)?;
+                        w.stream_entry(&entry, |sink| {
                             failpoint::hit("export-in-stream");
                             sink.with_file(|file| {
                                 send_into_file(&send, file, &progress).ctx(failed)
                             })
-                        } else {
-                            let mut stream = send.spawn_reader().ctx(failed)?;
-                            stream.enlarge_pipe(1 << 20);
+                        })?;
+                    } else {
+                        let mut stream = storage.send(self.id, rel, snap, from, compressed_send)?;
+                        w.stream_entry(&entry, |sink| {
                             compress_into(sink, compression, &progress, |out| {
                                 io::copy(&mut stream, out).map(drop).ctx(failed)
                             })
-                        }
-                    })?;
+                        })?;
+                    }
                 }
                 Ok(Manifest::default())
             }
