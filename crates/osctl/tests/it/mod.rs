@@ -1,4 +1,5 @@
 mod accounts;
+mod archive_cmds;
 mod containers;
 mod export_import;
 mod hostile;
