@@ -11,6 +11,7 @@
 //! zfs and btrfs send streams, and compares every entry's size and SHA-256
 //! with `checksums.yml` when the archive has one.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
@@ -32,6 +33,10 @@ pub mod fuzz;
 /// Largest hook script and most hook scripts, as the importer allows.
 const MAX_HOOK_BYTES: u64 = 1 << 20;
 const MAX_HOOKS: usize = 64;
+/// Most entries in an archive we read: an export writes a dozen, plus a
+/// few per subdataset and hook. Keeps the listing and the checks of order
+/// bounded whatever the input.
+const MAX_ENTRIES: usize = 10_000;
 
 /// `DRR_BEGIN`'s magic number, first in a zfs send stream's first record.
 const ZFS_MAGIC: u64 = 0x0002_f5ba_cbac;
@@ -249,7 +254,9 @@ struct Scan {
     container: Option<Value>,
     hooks: Vec<String>,
     entries: Vec<EntryInfo>,
+    /// Entries in order, and as a set (to refuse duplicates).
     seen: Vec<EntryName>,
+    names: HashSet<EntryName>,
     /// Digests of file entries read before `checksums.yml`.
     digests: Vec<EntryDigest>,
     checksums: Option<Vec<EntryDigest>>,
@@ -269,6 +276,7 @@ impl Scan {
             hooks: Vec::new(),
             entries: Vec::new(),
             seen: Vec::new(),
+            names: HashSet::new(),
             digests: Vec::new(),
             checksums: None,
             snapshots: None,
@@ -342,11 +350,17 @@ impl Scan {
             }
             let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
             self.metadata = Some(Metadata::parse(&bytes)?);
+            self.names.insert(EntryName::Metadata);
             self.record(entry, name);
             return Ok(());
         };
         metadata.check_entry(&name)?;
-        if self.seen.contains(&name) {
+        if self.seen.len() >= MAX_ENTRIES {
+            return Err(Error::Archive(format!(
+                "the archive has more than {MAX_ENTRIES} entries"
+            )));
+        }
+        if !self.names.insert(name.clone()) {
             return Err(Error::Archive(format!("'{shown}' appears twice")));
         }
         if self.checksums.is_some() && name != EntryName::Snapshots {

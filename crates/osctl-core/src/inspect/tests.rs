@@ -407,3 +407,24 @@ proptest! {
         fuzz::extract(&apply(corpus[which % corpus.len()].clone(), &edits), scratch.path());
     }
 }
+
+#[test]
+fn entries_are_bounded() {
+    // Hook directories cost the importer nothing, so it takes any number;
+    // the listing here is bounded instead.
+    let file = tempfile::tempfile().unwrap();
+    let mut w = crate::archive::ArchiveWriter::new(file).unwrap();
+    let metadata = b"---\ntype: skel\nformat: tar\ncontainer: c\n";
+    w.add_file(meta::METADATA, metadata).unwrap();
+    w.add_dir(meta::HOOKS_DIR).unwrap();
+    for i in 0..MAX_ENTRIES {
+        w.add_dir(&format!("hooks/d{i}")).unwrap();
+    }
+    let mut file = w.finish().unwrap();
+    let mut bytes = Vec::new();
+    use std::io::{Seek, SeekFrom};
+    file.seek(SeekFrom::Start(0)).unwrap();
+    file.read_to_end(&mut bytes).unwrap();
+    let err = show_from(&bytes[..]).unwrap_err().to_string();
+    assert!(err.contains("more than 10000 entries"), "{err}");
+}
