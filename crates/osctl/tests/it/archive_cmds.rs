@@ -7,8 +7,9 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use super::loopfs::{can_loop_mount, LoopFs};
 use super::rawtar::{self, Entry};
-use super::support::{is_root, Env};
+use super::support::{have, is_root, Env};
 use crate::require;
 
 /// One entry of an outer archive, as the tests below take them apart.
@@ -359,4 +360,52 @@ fn verify_of_a_file_that_is_no_archive() {
         err.contains("cannot open archive /nonexistent/x.tar"),
         "{err}"
     );
+}
+
+#[test]
+fn a_btrfs_export_verifies_its_send_stream() {
+    require!(
+        can_loop_mount() && have("mkfs.btrfs") && have("btrfs"),
+        "needs root, loop devices and btrfs-progs"
+    );
+    let env = Env::new();
+    let bt = LoopFs::new(env.dir.path(), "btrfs", 256);
+    let pool = bt.mnt.join("pool");
+    env.ok(&[
+        "pool",
+        "install",
+        "--backend",
+        "btrfs",
+        "--path",
+        pool.to_str().unwrap(),
+        "bt",
+    ]);
+    let rootfs = env.busybox_rootfs("rootfs");
+    env.ok(&["--pool", "bt", "user", "new", "u1"]);
+    env.ok(&[
+        "--pool",
+        "bt",
+        "ct",
+        "new",
+        "--user",
+        "u1",
+        "--from-dir",
+        rootfs.to_str().unwrap(),
+        "b1",
+    ]);
+    let archive = env.path("b1.tar");
+    env.ok(&[
+        "--pool",
+        "bt",
+        "ct",
+        "export",
+        "b1",
+        archive.to_str().unwrap(),
+    ]);
+    let out = env.ok(&["archive", "verify", archive.to_str().unwrap()]);
+    assert!(out.contains("format btrfs"), "{out}");
+    assert!(out.contains("btrfs send stream v"), "{out}");
+    assert!(out.contains("checksums verified"), "{out}");
+    env.ok(&["--pool", "bt", "ct", "del", "b1"]);
+    env.ok(&["--pool", "bt", "user", "del", "u1"]);
 }
