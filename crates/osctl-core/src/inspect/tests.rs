@@ -353,11 +353,15 @@ fn apply(mut input: Vec<u8>, edits: &[Edit]) -> Vec<u8> {
         match *edit {
             Edit::Byte(at, b) => input[at % len] = b,
             Edit::Header(which, offset, b) => {
-                // Headers of the outer tar, and of a tar inside it.
-                let mut headers = header_offsets(&input);
-                if let Some(&first) = headers.first() {
-                    let inner = header_offsets(&input[first + 512..]);
-                    headers.extend(inner.iter().map(|h| h + first + 512));
+                // Headers of the outer tar, and of the uncompressed tar
+                // streams inside it.
+                let outer = header_offsets(&input);
+                let mut headers = outer.clone();
+                for data in outer.iter().map(|h| h + 512) {
+                    if input.get(data + 257..data + 262) == Some(b"ustar") {
+                        let inner = header_offsets(&input[data..]);
+                        headers.extend(inner.iter().map(|h| h + data));
+                    }
                 }
                 if let Some(&h) = headers.get(which % headers.len().max(1)) {
                     if h + 512 <= len {
