@@ -33,11 +33,6 @@ use crate::storage;
 use crate::trust;
 use crate::yaml;
 
-/// Largest hook script kept.
-const MAX_HOOK_BYTES: u64 = 1 << 20;
-/// Most hook scripts kept.
-const MAX_HOOKS: usize = 64;
-
 #[derive(Default)]
 pub struct ImportOptions {
     pub as_id: Option<String>,
@@ -171,7 +166,7 @@ impl Importer<'_> {
         };
         self.check_complete(plan)?;
         if let Some(expected) = &self.checksums {
-            verify_checksums(expected, &self.digests)?;
+            crate::inspect::check_checksums(expected, &self.digests)?;
         }
         let snapshots = self.snapshots.take().unwrap_or_default();
         self.finish_datasets(&snapshots)?;
@@ -225,12 +220,13 @@ impl Importer<'_> {
                 if !in_head {
                     return Err(late("root file system"));
                 }
-                if self.head.hooks.len() >= MAX_HOOKS {
+                if self.head.hooks.len() >= meta::MAX_HOOKS {
                     return Err(Error::Archive(format!(
-                        "more than {MAX_HOOKS} hook scripts"
+                        "more than {} hook scripts",
+                        meta::MAX_HOOKS
                     )));
                 }
-                let bytes = entry.read_to_vec(MAX_HOOK_BYTES)?;
+                let bytes = entry.read_to_vec(meta::MAX_HOOK_BYTES)?;
                 self.head.hooks.push((rel, bytes));
             }
             EntryName::Dir(_) => {}
@@ -642,30 +638,6 @@ fn id_range(pool: &Pool, user: &UserPlan, container: &ContainerConfig) -> Result
         UserPlan::Create { config: None, .. } => IdMap::single(0, crate::idmap::BLOCK),
     };
     Ok(map.0.iter().map(|r| r.ns.saturating_add(r.count)).max())
-}
-
-fn verify_checksums(expected: &[EntryDigest], seen: &[EntryDigest]) -> Result<()> {
-    for want in expected {
-        match seen.iter().find(|d| d.name == want.name) {
-            Some(got)
-                if got.size == want.size
-                    && got.sha256_hex.eq_ignore_ascii_case(&want.sha256_hex) => {}
-            Some(got) => {
-                return Err(Error::Archive(format!(
-                    "archive entry '{}' is damaged: checksums.yml says {} bytes with SHA-256 {}, \
-                     the archive holds {} bytes with SHA-256 {}",
-                    want.name, want.size, want.sha256_hex, got.size, got.sha256_hex
-                )))
-            }
-            None => {
-                return Err(Error::Archive(format!(
-                    "checksums.yml lists '{}', which the archive lacks",
-                    want.name
-                )))
-            }
-        }
-    }
-    Ok(())
 }
 
 struct CountingReader<'a, R> {

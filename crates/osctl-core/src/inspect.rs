@@ -30,9 +30,6 @@ use crate::yaml;
 
 pub mod fuzz;
 
-/// Largest hook script and most hook scripts, as the importer allows.
-const MAX_HOOK_BYTES: u64 = 1 << 20;
-const MAX_HOOKS: usize = 64;
 /// Most entries in an archive we read: an export writes a dozen, plus a
 /// few per subdataset and hook. Keeps the listing and the checks of order
 /// bounded whatever the input.
@@ -383,13 +380,14 @@ impl Scan {
                 if self.phase > Phase::Head {
                     return Err(late("root file system"));
                 }
-                if self.hooks.len() >= MAX_HOOKS {
+                if self.hooks.len() >= meta::MAX_HOOKS {
                     return Err(Error::Archive(format!(
-                        "more than {MAX_HOOKS} hook scripts"
+                        "more than {} hook scripts",
+                        meta::MAX_HOOKS
                     )));
                 }
                 // Only its size matters here; the digest needs the bytes read.
-                entry.read_to_vec(MAX_HOOK_BYTES)?;
+                entry.read_to_vec(meta::MAX_HOOK_BYTES)?;
                 self.hooks.push(rel.clone());
             }
             EntryName::Dir(_) => {}

@@ -599,7 +599,6 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-<<<<<<< HEAD
 fn dataset_cmd(ctx: &Ctx, pool: &Pool, cmd: DatasetCmd) -> Result<()> {
     match cmd {
         DatasetCmd::New { id, name } => datasets::create(pool, &id, &name)?,
@@ -616,7 +615,9 @@ fn dataset_cmd(ctx: &Ctx, pool: &Pool, cmd: DatasetCmd) -> Result<()> {
         }
         DatasetCmd::Del { id, name } => datasets::delete(pool, &id, &name)?,
     }
-=======
+    Ok(())
+}
+
 /// `archive show` and `archive verify`: no pool involved, the archive only.
 fn archive_cmd(ctx: &Ctx, cmd: ArchiveCmd) -> Result<()> {
     let stdin = |file: &PathBuf| file.as_os_str() == "-";
@@ -709,6 +710,5 @@ fn print_summary(file: &std::path::Path, s: &inspect::ArchiveSummary) -> Result<
         })
         .collect();
     output::table(&["KIND", "SIZE", "COMPRESSION", "NAME"], &rows);
->>>>>>> verify
     Ok(())
 }

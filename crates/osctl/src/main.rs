@@ -9,6 +9,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Output into a closed pipe (`osctl -j ct ls | head`) ends us quietly, as
+    // any Unix tool, instead of a panic in println!.
+    // SAFETY: setting a signal's disposition to its default is always sound.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = match cli::Args::try_parse() {
         Ok(a) => a,
         Err(e) => {

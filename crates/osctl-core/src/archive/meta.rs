@@ -32,6 +32,9 @@ pub const KNOWN_FORMATS: [&str; 3] = [FORMAT_ZFS, FORMAT_TAR, FORMAT_BTRFS];
 
 /// Largest YAML document accepted from an archive.
 pub const MAX_DOCUMENT: u64 = yaml::MAX_YAML_BYTES as u64;
+/// Most hook scripts an archive may carry, and the largest one.
+pub const MAX_HOOKS: usize = 64;
+pub const MAX_HOOK_BYTES: u64 = 1 << 20;
 /// Most snapshots a `snapshots.yml` may list.
 const MAX_SNAPSHOTS: usize = 1000;
 /// Most subdatasets a `metadata.yml` may list: every entry is checked
