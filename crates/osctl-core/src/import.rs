@@ -149,6 +149,10 @@ impl Importer<'_> {
     fn run(&mut self, mut reader: ArchiveReader<File>) -> Result<String> {
         while let Some(mut entry) = reader.next_entry()? {
             let name = meta::classify(entry.name(), entry.kind())?;
+            // checksums.yml covers the files before it; directories carry no data.
+            let covered = entry.kind() == crate::archive::EntryKind::File
+                && self.checksums.is_none()
+                && name != EntryName::Checksums;
             self.entry(&mut entry, name)?;
             if entry.remaining() > 0 {
                 return Err(Error::Archive(format!(
@@ -156,7 +160,9 @@ impl Importer<'_> {
                     entry.name()
                 )));
             }
-            self.digests.extend(entry.digest());
+            if covered {
+                self.digests.extend(entry.digest());
+            }
         }
         let Some(plan) = &self.plan else {
             return Err(match &self.head.metadata {

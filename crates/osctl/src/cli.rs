@@ -347,10 +347,10 @@ fn pool_cmd(ctx: &Ctx, cmd: PoolCmd) -> Result<()> {
                 return output::json(&done);
             }
             if done.is_empty() {
-                println!("pool '{}': nothing left behind", pool.name);
+                outln!("pool '{}': nothing left behind", pool.name);
             }
             for line in done {
-                println!("{line}");
+                outln!("{line}");
             }
         }
     }
@@ -645,9 +645,9 @@ fn archive_cmd(ctx: &Ctx, cmd: ArchiveCmd) -> Result<()> {
                 return output::json(&report);
             }
             for line in report.lines() {
-                println!("{line}");
+                outln!("{line}");
             }
-            println!("{}", report.verdict(&file.to_string_lossy()));
+            outln!("{}", report.verdict(&file.to_string_lossy()));
             Ok(())
         }
     }
@@ -690,13 +690,13 @@ fn print_summary(file: &std::path::Path, s: &inspect::ArchiveSummary) -> Result<
         ("config/container.yml", &s.container),
     ] {
         if let Some(value) = config {
-            println!("\n{name}:");
+            outln!("\n{name}:");
             for line in yaml::to_string(value)?.lines().skip(1) {
-                println!("  {line}");
+                outln!("  {line}");
             }
         }
     }
-    println!();
+    outln!();
     let rows: Vec<Vec<String>> = s
         .entries
         .iter()
