@@ -5,10 +5,10 @@
 mod support_btrfs;
 
 use std::fs::{self, File};
-use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use osctl_core::archive::CopyError;
 use osctl_core::cmd::Cmd;
 use osctl_core::host::{Host, PoolEntry};
 use osctl_core::pool::Pool;
@@ -70,13 +70,16 @@ impl Fixture {
 
     /// Feeds a stream file to the storage's receiver, as an import does.
     fn receive(&self, ct: &str, rel: &str, file: &Path) -> osctl_core::Result<()> {
-        let mut writer = self.storage().receive(ct, rel)?;
-        let copied = io::copy(&mut File::open(file).unwrap(), writer.stdin());
-        match copied {
-            Ok(_) => writer.finish().map(drop),
-            Err(e) => Err(writer.explain(e)),
+        let mut receiver = self.storage().receive(ct, rel)?;
+        let what = format!("into '{ct}'");
+        match receiver.copy_from(&mut File::open(file).unwrap(), drop) {
+            Ok(_) => receiver.finish(&what),
+            Err(CopyError::Sink(e)) => Err(Error::exec(
+                format!("cannot receive {what}"),
+                receiver.explain(e),
+            )),
+            Err(CopyError::Source(e)) => Err(e),
         }
-        .map_err(|e| Error::exec(format!("cannot receive into '{ct}'"), e))
     }
 
     fn snapshots_dir(&self) -> PathBuf {
@@ -333,10 +336,12 @@ fn broken_streams_leave_nothing_after_destroy() {
         "{msg}"
     );
 
+    // Garbage does not get past the stream guard.
     let garbage = fx.stream_file("garbage.dat");
     fs::write(&garbage, b"this is not a btrfs stream, not at all").unwrap();
     let err = fx.receive(&staging, "var/log", &garbage).unwrap_err();
-    assert!(err.to_string().contains("btrfs receive"), "{err}");
+    assert!(matches!(err, Error::Archive(_)), "{err}");
+    assert!(err.to_string().contains("not a btrfs send stream"), "{err}");
 
     s.destroy(&staging, "").unwrap();
     assert_eq!(s.containers().unwrap(), ["c1"]);
