@@ -966,3 +966,109 @@ fn streams_reaching_other_subvolumes_are_refused() {
     }
     fx.assert_empty();
 }
+
+/// What the guard costs, on a real stream of a tree of files (`/usr/bin`, or
+/// `OSCTL_BENCH_TREE`): the guard alone over the stream in memory, and
+/// `btrfs receive` fed by the guarded userspace copy, by an unguarded
+/// userspace copy, and reading the file itself. Run with
+/// `cargo test --release -p osctl-core --test btrfs -- --ignored --nocapture guard_throughput`.
+#[test]
+#[ignore = "a measurement, not a test"]
+fn guard_throughput() {
+    use std::time::Instant;
+
+    use osctl_core::storage::Receiver;
+
+    let Some(fx) = Fixture::new("") else { return };
+    let s = fx.storage();
+    let tree = std::env::var("OSCTL_BENCH_TREE").unwrap_or_else(|_| "/usr/bin".into());
+    s.create("c1", "").unwrap();
+    Cmd::new("cp")
+        .arg("-a")
+        .arg(format!("{tree}/."))
+        .arg(s.rootfs("c1"))
+        .run()
+        .unwrap();
+    s.snapshot("c1", "base").unwrap();
+    let file = fx.send("c1", "", "base", None, false);
+    let bytes = fs::read(&file).unwrap();
+    let mb = bytes.len() as f64 / 1e6;
+    let rate = |secs: f64| format!("{:7.0} MB/s ({secs:.2} s)", mb / secs);
+    println!("stream of {tree}: {mb:.0} MB");
+
+    let start = Instant::now();
+    let mut guard = StreamGuard::base("bench");
+    for chunk in bytes.chunks(1 << 20) {
+        guard.check(chunk).unwrap();
+    }
+    guard.finish().unwrap();
+    println!(
+        "guard alone, in memory:        {}",
+        rate(start.elapsed().as_secs_f64())
+    );
+
+    let target = fx.fs.path().join("bench");
+    fs::create_dir(&target).unwrap();
+    let drop_received = || {
+        Cmd::new("btrfs")
+            .args(["subvolume", "delete"])
+            .arg(target.join("base"))
+            .run()
+            .unwrap();
+        // Until the space is free again (the image is small).
+        Cmd::new("btrfs")
+            .args(["subvolume", "sync"])
+            .arg(fx.fs.path())
+            .run()
+            .unwrap();
+    };
+    let receive_through = |guarded: bool| {
+        Cmd::new("sync").run().unwrap();
+        let start = Instant::now();
+        let writer = Cmd::new("btrfs")
+            .args(["receive", "-C"])
+            .arg(&target)
+            .spawn_writer()
+            .unwrap();
+        struct Guarded(StreamGuard);
+        impl osctl_core::storage::StreamCheck for Guarded {
+            fn check(&mut self, bytes: &[u8]) -> osctl_core::Result<()> {
+                self.0.check(bytes)
+            }
+            fn finish(&mut self) -> osctl_core::Result<()> {
+                self.0.finish().map(drop)
+            }
+        }
+        let mut receiver = if guarded {
+            Receiver::checked(writer, Box::new(Guarded(StreamGuard::base("bench"))))
+        } else {
+            Receiver::direct(writer)
+        };
+        receiver
+            .copy_from(&mut File::open(&file).unwrap(), drop)
+            .unwrap();
+        receiver.finish("the bench stream").unwrap();
+        start.elapsed().as_secs_f64()
+    };
+    for round in 1..=2 {
+        let secs = receive_through(true);
+        drop_received();
+        println!("round {round}: guarded copy -> receive:  {}", rate(secs));
+        let secs = receive_through(false);
+        drop_received();
+        println!("round {round}: plain copy -> receive:    {}", rate(secs));
+        Cmd::new("sync").run().unwrap();
+        let start = Instant::now();
+        Cmd::new("btrfs")
+            .args(["receive", "-C", "-f"])
+            .arg(&file)
+            .arg(&target)
+            .run()
+            .unwrap();
+        let secs = start.elapsed().as_secs_f64();
+        drop_received();
+        println!("round {round}: receive -f FILE:          {}", rate(secs));
+    }
+    s.destroy_snapshot("c1", "base").unwrap();
+    s.destroy("c1", "").unwrap();
+}

@@ -34,7 +34,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use super::btrfs_parse::{self, CompressionProperty};
 use super::btrfs_stream::{self, StreamGuard, SubvolumeId};
@@ -65,7 +65,14 @@ pub struct BtrfsStorage {
     /// Whether btrfs-progs and the kernel can send compressed data, asked once.
     compressed_send: OnceLock<bool>,
     /// Streams received per (container, dataset), for the checks of the next.
-    received: Arc<Mutex<HashMap<(String, String), Received>>>,
+    received: ReceivedMemory,
+}
+
+type ReceivedMemory = Arc<Mutex<HashMap<(String, String), Received>>>;
+
+fn lock(memory: &ReceivedMemory) -> MutexGuard<'_, HashMap<(String, String), Received>> {
+    // A panic elsewhere leaves the map whole: every change is one insert or removal.
+    memory.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What a dataset got so far in this process.
@@ -268,15 +275,13 @@ impl BtrfsStorage {
             progs && kernel
         })
     }
-}
 
-impl BtrfsStorage {
     /// The check for the next stream of a dataset: a base stream first, then
     /// one incremental stream based on what the base created.
     fn stream_guard(&self, ct: &str, rel: &str) -> Result<StreamGuard> {
         let label = dataset_label(ct, rel);
         let key = (ct.to_string(), rel.to_string());
-        let so_far = self.received_memory().get(&key).copied();
+        let so_far = lock(&self.received).get(&key).copied();
         match so_far {
             None => Ok(StreamGuard::base(label)),
             Some(Received::Base(parent)) => {
@@ -321,14 +326,10 @@ impl BtrfsStorage {
         }
     }
 
-    fn received_memory(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Received>> {
-        self.received.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Forgets the streams of a dataset and of the datasets below it.
     fn forget_received(&self, ct: &str, rel: &str) {
         let children = format!("{rel}/");
-        self.received_memory().retain(|(c, r), _| {
+        lock(&self.received).retain(|(c, r), _| {
             !(c == ct && (rel.is_empty() || r == rel || r.starts_with(&children)))
         });
     }
@@ -337,7 +338,7 @@ impl BtrfsStorage {
 /// A receive's check: the stream guard, and where to remember what it let in.
 struct GuardedReceive {
     guard: StreamGuard,
-    memory: Arc<Mutex<HashMap<(String, String), Received>>>,
+    memory: ReceivedMemory,
     key: (String, String),
 }
 
@@ -352,10 +353,7 @@ impl StreamCheck for GuardedReceive {
             None => Received::Base(created),
             Some(_) => Received::Both,
         };
-        self.memory
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(self.key.clone(), now);
+        lock(&self.memory).insert(self.key.clone(), now);
         Ok(())
     }
 }
@@ -726,8 +724,7 @@ impl Storage for BtrfsStorage {
             .ctx(|| format!("cannot delete the received snapshots of {label}"))?;
         let _ = fs::remove_dir(self.snap_dir.join(ct).join(RECEIVE_DIR));
         self.tidy_snapshot_dirs(ct);
-        self.received_memory()
-            .remove(&(ct.to_string(), rel.to_string()));
+        lock(&self.received).remove(&(ct.to_string(), rel.to_string()));
         Ok(())
     }
 }

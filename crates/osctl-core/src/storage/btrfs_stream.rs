@@ -26,6 +26,14 @@
 //! - commands and attributes this check does not know (it could not tell what
 //!   they refer to), and attributes given twice (`btrfs receive` takes the last).
 //!
+//! Cost: the stream goes through userspace instead of being spliced from the
+//! archive. The check itself runs at about 1.7 GB/s on one core here; a 289 MB
+//! stream (of `/usr/bin`) went into `btrfs receive` at 190-310 MB/s through
+//! the checked copy, 220-350 MB/s through the same copy unchecked, 260-430
+//! MB/s with `btrfs receive -f` reading the file itself (2 shared cores,
+//! noisy; `guard_throughput` in `tests/btrfs.rs`). `btrfs receive` is what
+//! takes the time.
+//!
 //! The wire format: the magic `btrfs-stream\0`, a le32 version, then commands:
 //! a le32 payload length, a le16 command, a le32 CRC-32C (of the header with
 //! the CRC zeroed and the payload); the payload is attributes (le16 type, le16
@@ -305,7 +313,7 @@ impl StreamGuard {
             if total > limit {
                 let kind = le16(&self.pending[4..6]);
                 return Err(self.refuse_command(
-                    Some(kind),
+                    kind,
                     format!(
                         "{total} bytes long, more than the {limit} a version {version} stream holds in one command"
                     ),
@@ -362,7 +370,7 @@ impl StreamGuard {
         let kind = le16(&raw[4..6]);
         let verdict = self.judge_raw(version, kind, &raw);
         self.pending = raw;
-        verdict.map_err(|why| self.refuse_command(Some(kind), why))?;
+        verdict.map_err(|why| self.refuse_command(kind, why))?;
         if kind == C_END {
             self.phase = Phase::Ended;
         }
@@ -441,17 +449,14 @@ impl StreamGuard {
     }
 
     /// An error naming the command being read (number, name, offset).
-    fn refuse_command(&self, kind: Option<u16>, why: String) -> Error {
-        let name = match kind {
-            Some(kind) => match COMMAND_NAMES.get(kind as usize) {
-                Some(name) => format!(" ({name})"),
-                None => format!(" (number {kind})"),
-            },
-            None => String::new(),
+    fn refuse_command(&self, kind: u16, why: String) -> Error {
+        let name = match COMMAND_NAMES.get(kind as usize) {
+            Some(name) => name.to_string(),
+            None => format!("number {kind}"),
         };
         self.refuse_at(
             self.pending_offset,
-            format!("command #{}{name}: {why}", self.commands),
+            format!("command #{} ({name}): {why}", self.commands),
         )
     }
 

@@ -176,7 +176,8 @@ pub trait Storage: Send + Sync {
         Err(self.no_native_streams())
     }
 
-    /// Starts receiving a native stream into a dataset (base, then incremental).
+    /// Starts receiving a native stream into a dataset (base, then
+    /// incremental), through the backend's check of streams if it has one.
     fn receive(&self, ct: &str, rel: &str) -> Result<Receiver> {
         let _ = (ct, rel);
         Err(self.no_native_streams())
