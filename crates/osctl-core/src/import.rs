@@ -444,24 +444,28 @@ impl Importer<'_> {
             }
             StreamEncoding::Dat => {
                 let mut recv = storage.receive(&plan.staging, dataset)?;
-                let copied = if stream.compression == Compression::Off {
-                    entry
-                        .splice_to(recv.stdin())
-                        .map(|n| self.progress.add_bytes(n))
-                } else {
-                    let buffered = BufReader::with_capacity(1 << 20, &mut *entry);
-                    match compress::decompressor(stream.compression, buffered) {
-                        Ok(mut input) => {
-                            copy_decompressed(&mut input, recv.stdin(), &self.progress)
+                // Spliced without a copy when the receiver takes the stream
+                // unchecked (zfs); through userspace when it must pass a check
+                // first (btrfs), or be decompressed.
+                let splice = stream.compression == Compression::Off;
+                let copied = match recv.splice_target() {
+                    Some(stdin) if splice => {
+                        entry.splice_to(stdin).map(|n| self.progress.add_bytes(n))
+                    }
+                    _ => {
+                        let buffered = BufReader::with_capacity(1 << 20, &mut *entry);
+                        match compress::decompressor(stream.compression, buffered) {
+                            Ok(mut input) => recv
+                                .copy_from(&mut input, |n| self.progress.add_bytes(n))
+                                .map(drop),
+                            Err(e) => {
+                                Err(CopyError::Source(Error::Archive(format!("{name}: {e}"))))
+                            }
                         }
-                        Err(e) => Err(CopyError::Source(Error::Archive(format!("{name}: {e}")))),
                     }
                 };
                 match copied {
-                    Ok(()) => recv
-                        .finish()
-                        .map(drop)
-                        .ctx(|| format!("cannot receive {name}"))?,
+                    Ok(()) => recv.finish(&name)?,
                     Err(CopyError::Sink(e)) => {
                         return Err(Error::exec(
                             format!("cannot receive {name}"),
@@ -510,25 +514,6 @@ impl Importer<'_> {
                 .finish_receive(&plan.staging, &ds, snapshots)?;
         }
         Ok(())
-    }
-}
-
-/// Decompresses into a receiver, telling a broken archive from a dying receiver.
-fn copy_decompressed(
-    input: &mut dyn Read,
-    out: &mut dyn io::Write,
-    progress: &Progress,
-) -> Result<(), CopyError> {
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(CopyError::Source(crate::archive::reader::read_error(e))),
-        };
-        out.write_all(&buf[..n]).map_err(CopyError::Sink)?;
-        progress.add_bytes(n as u64);
     }
 }
 

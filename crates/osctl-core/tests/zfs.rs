@@ -12,6 +12,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use osctl_core::archive::CopyError;
 use osctl_core::cmd::Cmd;
 use osctl_core::error::Error;
 use osctl_core::storage::zfs::{ZfsStorage, POOL_PROPERTY};
@@ -73,13 +74,16 @@ fn send_to_file(st: &ZfsStorage, ct: &str, rel: &str, snap: &str, from: Option<&
 }
 
 fn receive_file(st: &ZfsStorage, ct: &str, rel: &str, file: &Path) -> osctl_core::Result<()> {
-    let mut writer = st.receive(ct, rel)?;
-    let copied = io::copy(&mut File::open(file).unwrap(), writer.stdin());
-    match copied {
-        Ok(_) => writer.finish().map(drop),
-        Err(e) => Err(writer.explain(e)),
+    let mut receiver = st.receive(ct, rel)?;
+    let what = format!("into {ct}/{rel}");
+    match receiver.copy_from(&mut File::open(file).unwrap(), drop) {
+        Ok(_) => receiver.finish(&what),
+        Err(CopyError::Sink(e)) => Err(Error::exec(
+            format!("cannot receive {what}"),
+            receiver.explain(e),
+        )),
+        Err(CopyError::Source(e)) => Err(e),
     }
-    .map_err(|e| Error::exec(format!("cannot receive into {ct}/{rel}"), e))
 }
 
 fn snapshot_names(dataset: &str) -> Vec<String> {

@@ -27,8 +27,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::zfs_parse::{self, Dataset, Mountpoint, ZfsFeatures, GET_COLUMNS};
-use super::{Backend, SnapshotView, Storage, ROOTFS_DIR};
-use crate::cmd::{ChildReader, ChildWriter, Cmd, ExecError};
+use super::{Backend, Receiver, SnapshotView, Storage, ROOTFS_DIR};
+use crate::cmd::{ChildReader, Cmd, ExecError};
 use crate::error::{Context, Error, Result};
 use crate::fsutil;
 
@@ -883,7 +883,7 @@ impl Storage for ZfsStorage {
     /// the base and the incremental stream (on zfs-fuse a mere atime update
     /// breaks the incremental), and forced, so that an incremental stream rolls
     /// back whatever changed. A subdataset's parent must exist.
-    fn receive(&self, ct: &str, rel: &str) -> Result<ChildWriter> {
+    fn receive(&self, ct: &str, rel: &str) -> Result<Receiver> {
         let name = self.dataset_of(ct, rel)?;
         if let Some(tree) = query(&name, "type,mounted", Depth::All)? {
             let alone = tree.iter().all(|d| d.name == name);
@@ -900,6 +900,7 @@ impl Storage for ZfsStorage {
         }
         zfs(["recv", "-u", "-F", &name])
             .spawn_writer()
+            .map(Receiver::direct)
             .ctx(|| format!("cannot receive into dataset '{name}'"))
     }
 

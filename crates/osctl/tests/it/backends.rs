@@ -675,3 +675,200 @@ fn import_onto_a_full_zpool_leaves_nothing() {
     );
     env.clean_pool("tiny");
 }
+
+/// Whether a regular file below `dir`, outside `skip`, holds `needle`.
+fn holds_outside(dir: &Path, skip: &Path, needle: &[u8]) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let path = e.path();
+        let ft = e.file_type().unwrap();
+        if path == skip {
+            false
+        } else if ft.is_dir() {
+            holds_outside(&path, skip, needle)
+        } else {
+            ft.is_file()
+                && std::fs::read(&path)
+                    .is_ok_and(|data| data.windows(needle.len()).any(|w| w == needle))
+        }
+    })
+}
+
+/// The UUID of the subvolume at `path`, as `btrfs subvolume show` prints it.
+fn subvolume_uuid(path: &Path) -> [u8; 16] {
+    let out = Command::new("btrfs")
+        .args(["subvolume", "show"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let hex: String = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("UUID:"))
+        .unwrap()
+        .trim()
+        .replace('-', "");
+    let mut uuid = [0u8; 16];
+    for (i, byte) in uuid.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+    }
+    uuid
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A btrfs archive made from a real export of container `a`, with an
+/// incremental stream added whose parent is container `b`'s subvolume (its
+/// UUID is all it takes): `btrfs receive -C` alone would make a copy of `b`
+/// the imported container. The import refuses it, leaves nothing behind, and
+/// `b`'s data is found nowhere but in `b`.
+#[test]
+fn btrfs_import_cannot_take_another_containers_data() {
+    use osctl_core::storage::btrfs_stream as stream;
+    require!(is_root(), "needs root");
+    let env = Env::new();
+    let Some(pool) = Pool::new(&env, Kind::Btrfs) else {
+        return;
+    };
+    const SECRET: &[u8] = b"only container b may read this";
+    for id in ["a", "b"] {
+        let src = env.path(&format!("src-{id}"));
+        tree::every_kind(&src);
+        if id == "b" {
+            std::fs::write(src.join("secret-of-b"), SECRET).unwrap();
+        }
+        pool.new_ct(id, &src);
+    }
+    let archive = env.path("a.tar");
+    pool.ok(&[
+        "ct",
+        "export",
+        "--compression",
+        "off",
+        "a",
+        archive.to_str().unwrap(),
+    ]);
+    let stage = env.path("stage");
+    std::fs::create_dir(&stage).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&stage),
+    );
+    let listing = String::from_utf8(
+        Command::new("tar")
+            .arg("-tf")
+            .arg(&archive)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+
+    let b_dataset = pool.rootfs("b").parent().unwrap().to_path_buf();
+    let b_uuid = subvolume_uuid(&b_dataset);
+    let incremental = [
+        stream::encode_stream_header(1),
+        stream::encode_command(
+            1,
+            stream::C_SNAPSHOT,
+            &[
+                (stream::A_PATH, b"osctl-incr-1"),
+                (stream::A_UUID, &[0x5a; 16]),
+                (stream::A_CTRANSID, &9u64.to_le_bytes()),
+                (stream::A_CLONE_UUID, &b_uuid),
+                (stream::A_CLONE_CTRANSID, &1u64.to_le_bytes()),
+            ],
+        ),
+        stream::encode_command(1, stream::C_END, &[]),
+    ]
+    .concat();
+    std::fs::write(stage.join("rootfs/incremental.dat"), &incremental).unwrap();
+    let snapshots = std::fs::read_to_string(stage.join("snapshots.yml")).unwrap();
+    std::fs::write(
+        stage.join("snapshots.yml"),
+        snapshots.replacen("---\n", "---\n- osctl-incr-1\n", 1),
+    )
+    .unwrap();
+    // The archive's order, the incremental stream after the base, no checksums.
+    let mut entries: Vec<&str> = Vec::new();
+    for name in listing.lines() {
+        match name.trim_start_matches("./") {
+            "checksums.yml" | "snapshots.yml" => {}
+            "rootfs/base.dat" => entries.extend(["rootfs/base.dat", "rootfs/incremental.dat"]),
+            other => entries.push(other),
+        }
+    }
+    entries.push("snapshots.yml");
+    let evil = env.path("evil.tar");
+    run_ok(
+        Command::new("tar")
+            .args(["--no-recursion", "-cf"])
+            .arg(&evil)
+            .arg("-C")
+            .arg(&stage)
+            .args(&entries),
+    );
+
+    let err = pool.fails(&[
+        "ct",
+        "import",
+        "--trusted",
+        "--as-id",
+        "thief",
+        evil.to_str().unwrap(),
+    ]);
+    let b_shown = stream::format_uuid(&b_uuid);
+    assert!(
+        err.contains("rootfs/incremental.dat")
+            && err.contains("btrfs stream refused")
+            && err.contains("(snapshot): its parent is subvolume")
+            && err.contains(&b_shown),
+        "{err}"
+    );
+    assert_eq!(
+        env.run(&["--pool", &pool.name, "ct", "show", "thief"])
+            .status
+            .code(),
+        Some(1)
+    );
+    pool.assert_clean();
+    let fs = pool._fs.as_ref().unwrap();
+    assert!(!holds_outside(&fs.mnt.join("pool"), &b_dataset, SECRET));
+    // The archive's own streams are fine: without the hostile one it imports.
+    pool.import("a-again", &archive);
+
+    // Without the guard: `btrfs receive -C` makes a copy of b from the same streams.
+    let scratch = fs.mnt.join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    for file in ["rootfs/base.dat", "rootfs/incremental.dat"] {
+        run_ok(
+            Command::new("btrfs")
+                .args(["receive", "-C", "-f"])
+                .arg(stage.join(file))
+                .arg(&scratch),
+        );
+    }
+    assert_eq!(
+        std::fs::read(scratch.join("osctl-incr-1/private/secret-of-b")).unwrap(),
+        SECRET
+    );
+    for entry in std::fs::read_dir(&scratch).unwrap() {
+        run_ok(
+            Command::new("btrfs")
+                .args(["subvolume", "delete"])
+                .arg(entry.unwrap().path()),
+        );
+    }
+}
