@@ -7,9 +7,10 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use super::loopfs::{can_loop_mount, LoopFs};
+use testkit::loopfs::LoopFs;
+
 use super::rawtar::{self, Entry};
-use super::support::{have, is_root, Env};
+use super::support::{is_root, Env};
 use crate::require;
 
 /// One entry of an outer archive, as the tests below take them apart.
@@ -364,13 +365,11 @@ fn verify_of_a_file_that_is_no_archive() {
 
 #[test]
 fn a_btrfs_export_verifies_its_send_stream() {
-    require!(
-        can_loop_mount() && have("mkfs.btrfs") && have("btrfs"),
-        "needs root, loop devices and btrfs-progs"
-    );
+    let Some(bt) = LoopFs::new("btrfs", 256, "") else {
+        return;
+    };
     let env = Env::new();
-    let bt = LoopFs::new(env.dir.path(), "btrfs", 256);
-    let pool = bt.mnt.join("pool");
+    let pool = bt.path().join("pool");
     env.ok(&[
         "pool",
         "install",

@@ -5,14 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::loopfs::{can_loop_mount, LoopFs};
-use super::support::{can_run_containers, have, is_root, make_busybox_rootfs, wait_until, Env};
-use super::tree;
-use crate::require;
+use testkit::loopfs::LoopFs;
+use testkit::tree::{self, build_every_kind, Options, Precision};
+use testkit::zpool::{self, TestZpool};
 
-#[path = "../../../osctl-core/tests/support/zpool.rs"]
-#[allow(dead_code)]
-mod zpool;
+use super::support::{can_run_containers, is_root, make_busybox_rootfs, wait_until, Env};
+use crate::require;
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Kind {
@@ -29,7 +27,7 @@ struct Pool<'e> {
     name: String,
     kind: Kind,
     _fs: Option<LoopFs>,
-    _zpool: Option<zpool::TestZpool>,
+    _zpool: Option<TestZpool>,
 }
 
 impl<'e> Pool<'e> {
@@ -46,18 +44,14 @@ impl<'e> Pool<'e> {
                 ],
             ),
             Kind::Btrfs => {
-                if !(can_loop_mount() && have("mkfs.btrfs")) {
-                    eprintln!("SKIPPED: btrfs needs root, loop devices and btrfs-progs");
-                    return None;
-                }
                 // Compressed, as many btrfs hosts are: st_blocks then undercounts
                 // file sizes, and `auto` exports btrfs's compressed stream.
-                let fs = LoopFs::with_options(env.dir.path(), "btrfs", 1024, "loop,compress=zstd");
-                let path = fs.mnt.join("pool").to_string_lossy().into_owned();
+                let fs = LoopFs::new("btrfs", 1024, "compress=zstd")?;
+                let path = fs.path().join("pool").to_string_lossy().into_owned();
                 (Some(fs), None, vec!["--path".into(), path])
             }
             Kind::Zfs => {
-                let zpool = zpool::TestZpool::create(1024)?;
+                let zpool = TestZpool::create(1024)?;
                 let ds = zpool.ds("osctl");
                 (None, Some(zpool), vec!["--dataset".into(), ds])
             }
@@ -113,13 +107,22 @@ impl<'e> Pool<'e> {
         self.ok(&args);
     }
 
-    /// Compares trees as precisely as the pool keeps them (zfs-fuse: whole
-    /// seconds, no xattrs).
+    /// Compares trees as precisely as the pool keeps them.
     fn assert_same(&self, a: &Path, b: &Path) {
-        match self.kind {
-            Kind::Zfs => tree::assert_same_in_seconds(a, b),
-            _ => tree::assert_same(a, b),
-        }
+        let precision = match self.kind {
+            Kind::Zfs => Precision::ZFS_FUSE,
+            _ => Precision::EXACT,
+        };
+        tree::assert_same(a, b, &precision);
+    }
+
+    /// Every kind of file this pool can hold (zfs-fuse has no xattrs).
+    fn every_kind(&self, dir: &Path, tag: &str) {
+        let options = Options {
+            xattrs: self.kind != Kind::Zfs,
+            ..Options::rootfs(tag)
+        };
+        build_every_kind(dir, &options);
     }
 
     /// The trust an import of this pool's containers needs: device nodes in
@@ -149,7 +152,7 @@ impl<'e> Pool<'e> {
             );
         }
         if let Some(fs) = &self._fs {
-            let snaps = fs.mnt.join("pool/snapshots");
+            let snaps = fs.path().join("pool/snapshots");
             let left: Vec<_> = std::fs::read_dir(&snaps)
                 .map(|d| {
                     d.flatten()
@@ -173,10 +176,7 @@ impl Drop for Pool<'_> {
 /// subdatasets `srv` and `srv/data` on pools that have them.
 fn rich_container(pool: &Pool, id: &str) {
     let src = pool.env.path(&format!("src-{}-{id}", pool.name));
-    match pool.kind {
-        Kind::Zfs => tree::every_kind_but_xattrs(&src),
-        _ => tree::every_kind(&src),
-    }
+    pool.every_kind(&src, id);
     pool.new_ct(id, &src);
     if pool.kind != Kind::Dir {
         pool.ok(&["ct", "dataset", "new", id, "srv"]);
@@ -333,7 +333,12 @@ fn containers_move_between_kinds_of_pools_as_tar() {
         return;
     };
     let src = env.path("src");
-    tree::every_kind_but_xattrs(&src);
+    // No xattrs: the zfs pool is on the way.
+    let options = Options {
+        xattrs: false,
+        ..Options::rootfs("mover")
+    };
+    build_every_kind(&src, &options);
     dir.new_ct("mover", &src);
     let mut from = &dir;
     for to in [&zfs, &btrfs, &dir] {
@@ -360,8 +365,8 @@ fn containers_move_between_kinds_of_pools_as_tar() {
             &id,
             archive,
         ]);
-        // zfs-fuse keeps whole seconds only; compare as coarsely when it was on the way.
-        tree::assert_same_in_seconds(&src, &to.rootfs(&id));
+        // Compared as coarsely as zfs-fuse keeps things: it was on the way.
+        tree::assert_same(&src, &to.rootfs(&id), &Precision::ZFS_FUSE);
         from = to;
         if to.kind != Kind::Dir {
             to.ok(&["ct", "del", &id]);
@@ -648,7 +653,7 @@ fn import_onto_a_full_zpool_leaves_nothing() {
         "big",
         archive.to_str().unwrap(),
     ]);
-    let Some(z) = zpool::TestZpool::create(96) else {
+    let Some(z) = TestZpool::create(96) else {
         return;
     };
     env.ok(&[
@@ -742,7 +747,7 @@ fn btrfs_import_cannot_take_another_containers_data() {
     const SECRET: &[u8] = b"only container b may read this";
     for id in ["a", "b"] {
         let src = env.path(&format!("src-{id}"));
-        tree::every_kind(&src);
+        pool.every_kind(&src, id);
         if id == "b" {
             std::fs::write(src.join("secret-of-b"), SECRET).unwrap();
         }
@@ -845,12 +850,12 @@ fn btrfs_import_cannot_take_another_containers_data() {
     );
     pool.assert_clean();
     let fs = pool._fs.as_ref().unwrap();
-    assert!(!holds_outside(&fs.mnt.join("pool"), &b_dataset, SECRET));
+    assert!(!holds_outside(&fs.path().join("pool"), &b_dataset, SECRET));
     // The archive's own streams are fine: without the hostile one it imports.
     pool.import("a-again", &archive);
 
     // Without the guard: `btrfs receive -C` makes a copy of b from the same streams.
-    let scratch = fs.mnt.join("scratch");
+    let scratch = fs.path().join("scratch");
     std::fs::create_dir(&scratch).unwrap();
     for file in ["rootfs/base.dat", "rootfs/incremental.dat"] {
         run_ok(

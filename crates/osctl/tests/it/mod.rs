@@ -6,7 +6,5 @@ mod containers;
 mod export_import;
 mod faults;
 mod hostile;
-mod loopfs;
 mod rawtar;
 mod support;
-mod tree;
