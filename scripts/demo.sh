@@ -31,15 +31,14 @@ osctl ct new --user demo --from-dir "$rootfs" web1
 osctl ct start web1
 osctl ct exec web1 -- sh -c 'echo "hello from $(hostname), uid $(id -u) inside" | tee /root/greeting'
 osctl ct ls
-if osctl ct export --help >/dev/null 2>&1; then
-  echo "== consistent export of the running container, import as a clone"
-  osctl ct export web1 "$work/web1.tar"
-  tar -tvf "$work/web1.tar"
-  osctl ct import --as-id web2 "$work/web1.tar"
-  osctl ct start web2
-  osctl ct exec web2 -- cat /root/greeting
-  osctl ct stop web2
-fi
+echo "== consistent export of the running container (a short stop only), import as a clone"
+osctl ct export web1 "$work/web1.tar"
+tar -tvf "$work/web1.tar"
+osctl archive verify "$work/web1.tar"
+osctl ct import --as-id web2 "$work/web1.tar"
+osctl ct start web2
+osctl ct exec web2 -- cat /root/greeting
+osctl ct stop web2
 osctl ct stop web1
 osctl ct ls
 echo "== done; remove with: OSCTL_ROOT=$OSCTL_ROOT target/release/osctl ct del web1 (and web2), user del demo"

@@ -89,10 +89,14 @@ impl PartialFile {
         let name = dest
             .file_name()
             .ok_or_else(|| Error::Invalid(format!("{} is not a file name", dest.display())))?;
+        // Absolute: the journal keeps this name for a later command, which
+        // may run elsewhere, to remove.
         let dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        let dir = std::path::absolute(&dir)
+            .ctx(|| format!("cannot resolve the directory of {}", dest.display()))?;
         let temp = dir.join(format!(
             ".{}.partial-{}",
             name.to_string_lossy(),

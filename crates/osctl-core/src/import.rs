@@ -34,11 +34,6 @@ use crate::storage;
 use crate::trust;
 use crate::yaml;
 
-/// Largest hook script kept.
-const MAX_HOOK_BYTES: u64 = 1 << 20;
-/// Most hook scripts kept.
-const MAX_HOOKS: usize = 64;
-
 #[derive(Default)]
 pub struct ImportOptions {
     pub as_id: Option<String>,
@@ -155,6 +150,10 @@ impl Importer<'_> {
     fn run(&mut self, mut reader: ArchiveReader<File>) -> Result<String> {
         while let Some(mut entry) = reader.next_entry()? {
             let name = meta::classify(entry.name(), entry.kind())?;
+            // checksums.yml covers the files before it; directories carry no data.
+            let covered = entry.kind() == crate::archive::EntryKind::File
+                && self.checksums.is_none()
+                && name != EntryName::Checksums;
             self.entry(&mut entry, name)?;
             if entry.remaining() > 0 {
                 return Err(Error::Archive(format!(
@@ -162,7 +161,9 @@ impl Importer<'_> {
                     entry.name()
                 )));
             }
-            self.digests.extend(entry.digest());
+            if covered {
+                self.digests.extend(entry.digest());
+            }
         }
         let Some(plan) = &self.plan else {
             return Err(match &self.head.metadata {
@@ -172,7 +173,7 @@ impl Importer<'_> {
         };
         self.check_complete(plan)?;
         if let Some(expected) = &self.checksums {
-            verify_checksums(expected, &self.digests)?;
+            crate::inspect::check_checksums(expected, &self.digests)?;
         }
         let snapshots = self.snapshots.take().unwrap_or_default();
         self.finish_datasets(&snapshots)?;
@@ -226,12 +227,13 @@ impl Importer<'_> {
                 if !in_head {
                     return Err(late("root file system"));
                 }
-                if self.head.hooks.len() >= MAX_HOOKS {
+                if self.head.hooks.len() >= meta::MAX_HOOKS {
                     return Err(Error::Archive(format!(
-                        "more than {MAX_HOOKS} hook scripts"
+                        "more than {} hook scripts",
+                        meta::MAX_HOOKS
                     )));
                 }
-                let bytes = entry.read_to_vec(MAX_HOOK_BYTES)?;
+                let bytes = entry.read_to_vec(meta::MAX_HOOK_BYTES)?;
                 self.head.hooks.push((rel, bytes));
             }
             EntryName::Dir(_) => {}
@@ -448,24 +450,28 @@ impl Importer<'_> {
             }
             StreamEncoding::Dat => {
                 let mut recv = storage.receive(&plan.staging, dataset)?;
-                let copied = if stream.compression == Compression::Off {
-                    entry
-                        .splice_to(recv.stdin())
-                        .map(|n| self.progress.add_bytes(n))
-                } else {
-                    let buffered = BufReader::with_capacity(1 << 20, &mut *entry);
-                    match compress::decompressor(stream.compression, buffered) {
-                        Ok(mut input) => {
-                            copy_decompressed(&mut input, recv.stdin(), &self.progress)
+                // Spliced without a copy when the receiver takes the stream
+                // unchecked (zfs); through userspace when it must pass a check
+                // first (btrfs), or be decompressed.
+                let splice = stream.compression == Compression::Off;
+                let copied = match recv.splice_target() {
+                    Some(stdin) if splice => {
+                        entry.splice_to(stdin).map(|n| self.progress.add_bytes(n))
+                    }
+                    _ => {
+                        let buffered = BufReader::with_capacity(1 << 20, &mut *entry);
+                        match compress::decompressor(stream.compression, buffered) {
+                            Ok(mut input) => recv
+                                .copy_from(&mut input, |n| self.progress.add_bytes(n))
+                                .map(drop),
+                            Err(e) => {
+                                Err(CopyError::Source(Error::Archive(format!("{name}: {e}"))))
+                            }
                         }
-                        Err(e) => Err(CopyError::Source(Error::Archive(format!("{name}: {e}")))),
                     }
                 };
                 match copied {
-                    Ok(()) => recv
-                        .finish()
-                        .map(drop)
-                        .ctx(|| format!("cannot receive {name}"))?,
+                    Ok(()) => recv.finish(&name)?,
                     Err(CopyError::Sink(e)) => {
                         return Err(Error::exec(
                             format!("cannot receive {name}"),
@@ -550,25 +556,6 @@ impl Importer<'_> {
                 .finish_receive(&plan.staging, &ds, snapshots)?;
         }
         Ok(())
-    }
-}
-
-/// Decompresses into a receiver, telling a broken archive from a dying receiver.
-fn copy_decompressed(
-    input: &mut dyn Read,
-    out: &mut dyn io::Write,
-    progress: &Progress,
-) -> Result<(), CopyError> {
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(CopyError::Source(crate::archive::reader::read_error(e))),
-        };
-        out.write_all(&buf[..n]).map_err(CopyError::Sink)?;
-        progress.add_bytes(n as u64);
     }
 }
 
@@ -701,30 +688,6 @@ fn id_range(pool: &Pool, user: &UserPlan, container: &ContainerConfig) -> Result
         UserPlan::Create { config: None, .. } => IdMap::single(0, crate::idmap::BLOCK),
     };
     Ok(map.0.iter().map(|r| r.ns.saturating_add(r.count)).max())
-}
-
-fn verify_checksums(expected: &[EntryDigest], seen: &[EntryDigest]) -> Result<()> {
-    for want in expected {
-        match seen.iter().find(|d| d.name == want.name) {
-            Some(got)
-                if got.size == want.size
-                    && got.sha256_hex.eq_ignore_ascii_case(&want.sha256_hex) => {}
-            Some(got) => {
-                return Err(Error::Archive(format!(
-                    "archive entry '{}' is damaged: checksums.yml says {} bytes with SHA-256 {}, \
-                     the archive holds {} bytes with SHA-256 {}",
-                    want.name, want.size, want.sha256_hex, got.size, got.sha256_hex
-                )))
-            }
-            None => {
-                return Err(Error::Archive(format!(
-                    "checksums.yml lists '{}', which the archive lacks",
-                    want.name
-                )))
-            }
-        }
-    }
-    Ok(())
 }
 
 struct CountingReader<'a, R> {

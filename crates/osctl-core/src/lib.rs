@@ -15,6 +15,7 @@ pub mod fsutil;
 pub mod host;
 pub mod idmap;
 pub mod import;
+pub mod inspect;
 pub mod interrupt;
 pub mod journal;
 pub mod lock;

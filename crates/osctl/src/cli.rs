@@ -16,10 +16,12 @@ use osctl_core::export::{self, CompressionChoice, ExportOptions, FormatChoice};
 use osctl_core::host::{Host, PoolEntry};
 use osctl_core::idmap::IdMap;
 use osctl_core::import::{self, ImportOptions};
+use osctl_core::inspect;
 use osctl_core::pool::Pool;
 use osctl_core::progress::Progress;
 use osctl_core::recovery;
 use osctl_core::storage::Backend;
+use osctl_core::yaml;
 
 use crate::output;
 
@@ -57,6 +59,18 @@ enum Top {
     /// Containers
     #[command(subcommand, name = "ct")]
     Ct(CtCmd),
+    /// Archives: look inside or check one without importing it
+    #[command(subcommand)]
+    Archive(ArchiveCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum ArchiveCmd {
+    /// Print the metadata, configs and entries of an archive ("-": standard input)
+    Show { file: PathBuf },
+    /// Check an archive's structure, streams and checksums without importing it
+    /// ("-": standard input)
+    Verify { file: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -266,6 +280,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Top::User(c) => user_cmd(&ctx, c)?,
         Top::Group(c) => group_cmd(&ctx, c)?,
         Top::Ct(c) => return ct_cmd(&ctx, c),
+        Top::Archive(c) => archive_cmd(&ctx, c)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -332,10 +347,10 @@ fn pool_cmd(ctx: &Ctx, cmd: PoolCmd) -> Result<()> {
                 return output::json(&done);
             }
             if done.is_empty() {
-                println!("pool '{}': nothing left behind", pool.name);
+                outln!("pool '{}': nothing left behind", pool.name);
             }
             for line in done {
-                println!("{line}");
+                outln!("{line}");
             }
         }
     }
@@ -600,5 +615,100 @@ fn dataset_cmd(ctx: &Ctx, pool: &Pool, cmd: DatasetCmd) -> Result<()> {
         }
         DatasetCmd::Del { id, name } => datasets::delete(pool, &id, &name)?,
     }
+    Ok(())
+}
+
+/// `archive show` and `archive verify`: no pool involved, the archive only.
+fn archive_cmd(ctx: &Ctx, cmd: ArchiveCmd) -> Result<()> {
+    let stdin = |file: &PathBuf| file.as_os_str() == "-";
+    match cmd {
+        ArchiveCmd::Show { file } => {
+            let summary = if stdin(&file) {
+                inspect::show_from(std::io::stdin())
+                    .map_err(|e| e.context("archive on standard input"))?
+            } else {
+                inspect::show(&file)?
+            };
+            if ctx.json {
+                return output::json(&summary);
+            }
+            print_summary(&file, &summary)
+        }
+        ArchiveCmd::Verify { file } => {
+            let report = if stdin(&file) {
+                inspect::verify_from(std::io::stdin())
+                    .map_err(|e| e.context("archive on standard input"))?
+            } else {
+                inspect::verify(&file)?
+            };
+            if ctx.json {
+                return output::json(&report);
+            }
+            for line in report.lines() {
+                outln!("{line}");
+            }
+            outln!("{}", report.verdict(&file.to_string_lossy()));
+            Ok(())
+        }
+    }
+}
+
+fn print_summary(file: &std::path::Path, s: &inspect::ArchiveSummary) -> Result<()> {
+    let m = &s.metadata;
+    let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    output::pairs(&[
+        ("file", file.to_string_lossy().into_owned()),
+        ("size", format!("{} bytes", s.archive_bytes)),
+        ("type", format!("{:?}", m.archive_type).to_lowercase()),
+        ("format", m.format.clone()),
+        ("container", or_none(&m.container)),
+        ("user", or_none(&m.user)),
+        ("group", or_none(&m.group)),
+        ("datasets", list(&m.datasets)),
+        ("exported_at", m.exported_at.to_string()),
+        ("hooks", list(&s.hooks)),
+        ("snapshots", s.snapshots.as_deref().map_or("-".into(), list)),
+        (
+            "checksums",
+            if s.checksums {
+                "checksums.yml present".into()
+            } else {
+                "no checksums.yml".into()
+            },
+        ),
+    ]);
+    for (name, config) in [
+        ("config/user.yml", &s.user),
+        ("config/group.yml", &s.group),
+        ("config/container.yml", &s.container),
+    ] {
+        if let Some(value) = config {
+            outln!("\n{name}:");
+            for line in yaml::to_string(value)?.lines().skip(1) {
+                outln!("  {line}");
+            }
+        }
+    }
+    outln!();
+    let rows: Vec<Vec<String>> = s
+        .entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.kind.to_string(),
+                e.size.to_string(),
+                e.compression.unwrap_or("-").to_string(),
+                e.name.clone(),
+            ]
+        })
+        .collect();
+    output::table(&["KIND", "SIZE", "COMPRESSION", "NAME"], &rows);
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! `osctl`: the command line over `osctl-core`. Parsing, printing and exit
 //! codes live here; everything else is in the library.
 
-mod cli;
+#[macro_use]
 mod output;
+mod cli;
 
 use std::process::ExitCode;
 

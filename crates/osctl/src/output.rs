@@ -3,6 +3,28 @@
 
 use serde::Serialize;
 
+/// `println!` that ends the program quietly when stdout is a closed pipe
+/// (`osctl -j ct ls | head`) instead of panicking. SIGPIPE stays ignored: a
+/// receiving child that dies must be an error we report, not our death.
+macro_rules! outln {
+    () => {
+        $crate::output::write_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_line(format_args!($($arg)*))
+    };
+}
+
+pub fn write_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{args}") {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("error: cannot write to standard output: {e}");
+        }
+        std::process::exit(1);
+    }
+}
+
 /// The error as one line: causes joined, newlines folded.
 pub fn one_line(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
@@ -29,7 +51,7 @@ pub fn is_usage(e: &anyhow::Error) -> bool {
 }
 
 pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -54,7 +76,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
                 }
             })
             .collect();
-        println!("{}", text.join("  "));
+        outln!("{}", text.join("  "));
     };
     line(header.to_vec());
     for row in rows {
@@ -66,6 +88,6 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
 pub fn pairs(items: &[(&str, String)]) {
     let width = items.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     for (k, v) in items {
-        println!("{:<width$} {v}", format!("{k}:"));
+        outln!("{:<width$} {v}", format!("{k}:"));
     }
 }

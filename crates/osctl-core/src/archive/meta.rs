@@ -32,8 +32,15 @@ pub const KNOWN_FORMATS: [&str; 3] = [FORMAT_ZFS, FORMAT_TAR, FORMAT_BTRFS];
 
 /// Largest YAML document accepted from an archive.
 pub const MAX_DOCUMENT: u64 = yaml::MAX_YAML_BYTES as u64;
+/// Most hook scripts an archive may carry, and the largest one.
+pub const MAX_HOOKS: usize = 64;
+pub const MAX_HOOK_BYTES: u64 = 1 << 20;
 /// Most snapshots a `snapshots.yml` may list.
 const MAX_SNAPSHOTS: usize = 1000;
+/// Most subdatasets a `metadata.yml` may list: every entry is checked
+/// against the list, so a list as long as the YAML budget allows (~100,000)
+/// made reading an archive of as many entries take minutes.
+const MAX_DATASETS: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -121,6 +128,12 @@ impl Metadata {
             {
                 return Err(bad(format!("{what} is an empty or malformed name")));
             }
+        }
+        if self.datasets.len() > MAX_DATASETS {
+            return Err(bad(format!(
+                "lists {} subdatasets, more than {MAX_DATASETS}",
+                self.datasets.len()
+            )));
         }
         let mut seen = HashSet::new();
         for ds in &self.datasets {

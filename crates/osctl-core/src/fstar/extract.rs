@@ -183,6 +183,81 @@ fn normalize(name: &[u8], what: &str) -> Result<Vec<u8>> {
     Ok(rel)
 }
 
+/// What an entry asks for, as far as the checks that need no file system tell.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Action {
+    /// A whiteout (only when whiteouts apply) in the entry's directory.
+    Whiteout(Whiteout),
+    /// The root directory itself.
+    Root,
+    /// Any other entry, created at its path.
+    Create,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Whiteout {
+    /// `.wh..wh..opq`: empties the directory.
+    Opaque,
+    /// Another `.wh..wh.` marker, ignored: holds the marker.
+    Unknown(Vec<u8>),
+    /// `.wh.<name>`: removes `<name>`.
+    Remove(Vec<u8>),
+}
+
+/// The checks of an entry's names (path, link targets, whiteout) that need
+/// no file system: the extractor runs them before touching anything, and
+/// [`super::walk`] runs the same on a stream it only reads. Returns the
+/// normalized path and what the entry asks for.
+pub(super) fn check_entry(e: &InEntry, whiteouts: bool) -> Result<(Vec<u8>, Action)> {
+    let rel = normalize(&e.name, "name")?;
+    if whiteouts && e.kind != InKind::Dir {
+        let (_, base) = split_last(&rel);
+        if let Some(name) = base.strip_prefix(b".wh.") {
+            let whiteout = if base == b".wh..wh..opq" {
+                Whiteout::Opaque
+            } else if base.starts_with(b".wh..wh.") {
+                Whiteout::Unknown(base.to_vec())
+            } else if name.is_empty() || name == b"." || name == b".." {
+                return Err(refused("malformed whiteout"));
+            } else {
+                Whiteout::Remove(name.to_vec())
+            };
+            return Ok((rel, Action::Whiteout(whiteout)));
+        }
+    }
+    if rel.is_empty() {
+        if e.kind != InKind::Dir {
+            return Err(refused("the root can only be a directory"));
+        }
+        return Ok((rel, Action::Root));
+    }
+    let action = match e.kind {
+        InKind::HardLink => {
+            hardlink_target(&e.link)?;
+            Action::Create
+        }
+        InKind::Symlink => {
+            if e.link.is_empty() || e.link.contains(&0) || e.link.len() > limits::PATH {
+                return Err(refused(
+                    "symbolic link with an empty, too long or NUL-containing target",
+                ));
+            }
+            Action::Create
+        }
+        _ => Action::Create,
+    };
+    Ok((rel, action))
+}
+
+/// A hard link's target, normalized: never the root.
+fn hardlink_target(link: &[u8]) -> Result<Vec<u8>> {
+    let target = normalize(link, "hard link target")?;
+    if target.is_empty() {
+        return Err(refused("hard link to the root refused"));
+    }
+    Ok(target)
+}
+
 /// Maps the errors of resolving a parent directory to what they mean here.
 fn parent_error(e: io::Error, rel: &[u8]) -> Error {
     match e.raw_os_error() {
@@ -260,21 +335,16 @@ impl Extractor<'_> {
     }
 
     fn apply(&mut self, reader: &mut TarReader<'_>, e: &InEntry) -> Result<()> {
-        let rel = normalize(&e.name, "name")?;
-        if self.opts.whiteouts && e.kind != InKind::Dir {
-            let (dir, base) = split_last(&rel);
-            if base.starts_with(b".wh.") {
-                return self.whiteout(dir, base);
-            }
+        let (rel, action) = check_entry(e, self.opts.whiteouts)?;
+        if let Action::Whiteout(whiteout) = action {
+            let (dir, _) = split_last(&rel);
+            return self.whiteout(dir, whiteout);
         }
         if e.kind != InKind::HardLink {
             self.check_id("uid", e.uid)?;
             self.check_id("gid", e.gid)?;
         }
-        if rel.is_empty() {
-            if e.kind != InKind::Dir {
-                return Err(refused("the root can only be a directory"));
-            }
+        if action == Action::Root {
             let root = fs::openat(&self.root, ".", DIR_FLAGS, Mode::empty())
                 .map_err(errno)
                 .ctx(|| "cannot open the root")?;
@@ -299,7 +369,7 @@ impl Extractor<'_> {
     }
 
     /// `.wh.<name>` deletes `<name>`; `.wh..wh..opq` empties its directory.
-    fn whiteout(&mut self, dir: &[u8], marker: &[u8]) -> Result<()> {
+    fn whiteout(&mut self, dir: &[u8], whiteout: Whiteout) -> Result<()> {
         self.cached_parent = None;
         let root = self.root.as_fd();
         let dir_fd = match self.resolver.open_dir(root, dir) {
@@ -308,29 +378,28 @@ impl Extractor<'_> {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
             Err(e) => return Err(parent_error(e, dir)),
         };
-        if marker == b".wh..wh..opq" {
-            self.stats.whiteouts += 1;
-            return self
-                .resolver
-                .clear_dir(root, dir)
-                .ctx(|| format!("cannot empty directory {}", show_path(dir)));
+        match whiteout {
+            Whiteout::Opaque => {
+                self.stats.whiteouts += 1;
+                self.resolver
+                    .clear_dir(root, dir)
+                    .ctx(|| format!("cannot empty directory {}", show_path(dir)))
+            }
+            Whiteout::Unknown(marker) => {
+                self.stats.notes.add(format!(
+                    "{}: unknown whiteout marker ignored",
+                    show_path(&join(dir, &marker))
+                ));
+                Ok(())
+            }
+            Whiteout::Remove(name) => {
+                self.stats.whiteouts += 1;
+                self.resolver
+                    .remove(root, dir_fd.as_fd(), dir, &name)
+                    .map(|_| ())
+                    .ctx(|| format!("cannot remove {}", show_path(&join(dir, &name))))
+            }
         }
-        if marker.starts_with(b".wh..wh.") {
-            self.stats.notes.add(format!(
-                "{}: unknown whiteout marker ignored",
-                show_path(&join(dir, marker))
-            ));
-            return Ok(());
-        }
-        let name = &marker[4..];
-        if name.is_empty() || name == b"." || name == b".." {
-            return Err(refused("malformed whiteout"));
-        }
-        self.stats.whiteouts += 1;
-        self.resolver
-            .remove(root, dir_fd.as_fd(), dir, name)
-            .map(|_| ())
-            .ctx(|| format!("cannot remove {}", show_path(&join(dir, name))))
     }
 
     /// Makes room for a new entry `name`: removes a non-directory, or a
@@ -502,10 +571,7 @@ impl Extractor<'_> {
         name: &[u8],
         e: &InEntry,
     ) -> Result<()> {
-        let target = normalize(&e.link, "hard link target")?;
-        if target.is_empty() {
-            return Err(refused("hard link to the root refused"));
-        }
+        let target = hardlink_target(&e.link)?;
         if target == rel {
             return Ok(());
         }
@@ -558,11 +624,6 @@ impl Extractor<'_> {
         e: &InEntry,
     ) -> Result<()> {
         let rel = join(parent_rel, name);
-        if e.link.is_empty() || e.link.contains(&0) || e.link.len() > limits::PATH {
-            return Err(refused(
-                "symbolic link with an empty, too long or NUL-containing target",
-            ));
-        }
         self.make_room(parent, parent_rel, name, false)?;
         // The target is data: any text is allowed, we never follow it.
         fs::symlinkat(e.link.as_slice(), parent, name)

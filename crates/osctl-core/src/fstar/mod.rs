@@ -11,6 +11,8 @@
 //!   root file system. The stream is hostile input: nothing it says can make
 //!   us write outside `root`, follow a symbolic link, or create a device node
 //!   or an owner the caller did not allow.
+//! - [`walk`] reads a stream through with the same checks of headers and
+//!   names, writing nothing (`osctl archive verify`).
 //!
 //! Input and output are plain `Read`/`Write`; compression is the caller's.
 
@@ -20,6 +22,7 @@ mod header;
 mod manifest;
 mod read;
 mod safefs;
+mod walk;
 mod write;
 
 #[cfg(test)]
@@ -28,6 +31,7 @@ mod tests;
 pub use dump::{dump_changes, dump_full, DumpSource, DumpStats};
 pub use extract::{extract, DevicePolicy, ExtractOptions, ExtractStats};
 pub use manifest::Manifest;
+pub use walk::{walk, WalkStats};
 
 /// Bounds that keep a hostile stream from exhausting memory.
 pub(crate) mod limits {

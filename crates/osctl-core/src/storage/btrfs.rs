@@ -19,20 +19,27 @@
 //! component: an import then finds each stream's subvolume under the snapshot
 //! name the archive's `snapshots.yml` records.
 //!
+//! Streams from archives pass [`StreamGuard`] on their way to `btrfs receive`
+//! (see [`super::btrfs_stream`] for why): a base stream must create its own
+//! subvolume, an incremental one must be based on what the dataset's base
+//! stream created, and neither may clone from anything else.
+//!
 //! Nested subvolumes are found with `btrfs subvolume list -o` (the kernel's
 //! subvolume tree, no walk through the rootfs); every path it yields is checked
 //! (plain names, no symlink on the way, a subvolume at the end) before it is
 //! used, since users inside a container may create subvolumes with any name.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use super::btrfs_parse::{self, CompressionProperty};
-use super::{Backend, SnapshotView, Storage, ROOTFS_DIR};
-use crate::cmd::{ChildWriter, Cmd};
+use super::btrfs_stream::{self, StreamGuard, SubvolumeId};
+use super::{Backend, Receiver, SnapshotView, Storage, StreamCheck, ROOTFS_DIR};
+use crate::cmd::Cmd;
 use crate::error::{Context, Error, Result};
 use crate::fsutil;
 use crate::names;
@@ -55,6 +62,24 @@ pub struct BtrfsStorage {
     snap_dir: PathBuf,
     /// Whether btrfs-progs and the kernel can send compressed data, asked once.
     compressed_send: OnceLock<bool>,
+    /// Streams received per (container, dataset), for the checks of the next.
+    received: ReceivedMemory,
+}
+
+type ReceivedMemory = Arc<Mutex<HashMap<(String, String), Received>>>;
+
+fn lock(memory: &ReceivedMemory) -> MutexGuard<'_, HashMap<(String, String), Received>> {
+    // A panic elsewhere leaves the map whole: every change is one insert or removal.
+    memory.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What a dataset got so far in this process.
+#[derive(Clone, Copy)]
+enum Received {
+    /// A base stream, which created this subvolume.
+    Base(SubvolumeId),
+    /// A base and an incremental stream: nothing more may come.
+    Both,
 }
 
 impl BtrfsStorage {
@@ -71,6 +96,7 @@ impl BtrfsStorage {
             ct_dir: pool_root.join("ct"),
             snap_dir: pool_root.join("snapshots"),
             compressed_send: OnceLock::new(),
+            received: Arc::default(),
         })
     }
 
@@ -247,6 +273,87 @@ impl BtrfsStorage {
             progs && kernel
         })
     }
+
+    /// The check for the next stream of a dataset: a base stream first, then
+    /// one incremental stream based on what the base created.
+    fn stream_guard(&self, ct: &str, rel: &str) -> Result<StreamGuard> {
+        let label = dataset_label(ct, rel);
+        let key = (ct.to_string(), rel.to_string());
+        let so_far = lock(&self.received).get(&key).copied();
+        match so_far {
+            None => Ok(StreamGuard::base(label)),
+            Some(Received::Base(parent)) => {
+                self.check_parent_is_unique(&parent, ct, rel)?;
+                Ok(StreamGuard::incremental(label, parent))
+            }
+            Some(Received::Both) => Err(Error::Archive(format!(
+                "{label}: a third stream (a base and an incremental stream were received)"
+            ))),
+        }
+    }
+
+    /// `btrfs receive` finds an incremental stream's parent and clone sources
+    /// by received UUID and takes the first subvolume it finds: the one our
+    /// base stream created must be the only one on the file system with its
+    /// UUID, or an archive that names the received UUID of someone else's
+    /// subvolume in its base stream would get that subvolume as its parent.
+    fn check_parent_is_unique(&self, parent: &SubvolumeId, ct: &str, rel: &str) -> Result<()> {
+        let label = dataset_label(ct, rel);
+        let listed = Cmd::new("btrfs")
+            .args(["subvolume", "list", "-R"])
+            .arg(&self.snap_dir)
+            .run()
+            .ctx(|| format!("cannot list the subvolumes of the file system of {label}"))?;
+        let holders = btrfs_stream::received_uuid_holders(&listed, &parent.uuid)?;
+        // Ours is `snapshots/<ct>/.recv/<dataset>/<snapshot>` (paths are
+        // relative to the file system's top level, which may be above the pool).
+        let ours = Path::new(ct).join(RECEIVE_DIR).join(encode_dataset(rel));
+        let is_ours = |path: &String| {
+            Path::new(path)
+                .parent()
+                .is_some_and(|dir| dir.ends_with(&ours))
+        };
+        match holders.as_slice() {
+            [only] if is_ours(only) => Ok(()),
+            _ => Err(Error::Refused(format!(
+                "{label}: the base stream's subvolume {parent} is not the only one with its UUID on the \
+                 file system (received UUID of: {}), so `btrfs receive` could take another one as the \
+                 incremental stream's parent; is the same archive being imported twice at once?",
+                holders.join(", ")
+            ))),
+        }
+    }
+
+    /// Forgets the streams of a dataset and of the datasets below it.
+    fn forget_received(&self, ct: &str, rel: &str) {
+        let children = format!("{rel}/");
+        lock(&self.received).retain(|(c, r), _| {
+            !(c == ct && (rel.is_empty() || r == rel || r.starts_with(&children)))
+        });
+    }
+}
+
+/// A receive's check: the stream guard, and where to remember what it let in.
+struct GuardedReceive {
+    guard: StreamGuard,
+    memory: ReceivedMemory,
+    key: (String, String),
+}
+
+impl StreamCheck for GuardedReceive {
+    fn check(&mut self, bytes: &[u8]) -> Result<()> {
+        self.guard.check(bytes)
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let created = self.guard.finish()?;
+        let now = match self.guard.parent() {
+            None => Received::Base(created),
+            Some(_) => Received::Both,
+        };
+        lock(&self.memory).insert(self.key.clone(), now);
+        Ok(())
+    }
 }
 
 impl Storage for BtrfsStorage {
@@ -302,6 +409,7 @@ impl Storage for BtrfsStorage {
 
     fn destroy(&self, ct: &str, rel: &str) -> Result<()> {
         let dir = self.dataset_dir(ct, rel)?;
+        self.forget_received(ct, rel);
         let label = dataset_label(ct, rel);
         remove_tree(&dir).ctx(|| format!("cannot destroy {label}"))?;
         if rel.is_empty() {
@@ -509,21 +617,32 @@ impl Storage for BtrfsStorage {
         Ok(cmd.arg(&path))
     }
 
-    /// `btrfs receive -C` (chroot) into the dataset's receive directory: the
-    /// paths in the stream (from an archive, untrusted) cannot reach anything
-    /// outside it.
-    fn receive(&self, ct: &str, rel: &str) -> Result<ChildWriter> {
+    /// `btrfs receive -C` (chroot) into the dataset's receive directory,
+    /// behind a [`StreamGuard`]: the chroot keeps the stream's own paths
+    /// inside that directory, the guard keeps it from naming any subvolume but
+    /// its own and its base (which `btrfs receive` would look up across the
+    /// whole file system, chroot or not).
+    fn receive(&self, ct: &str, rel: &str) -> Result<Receiver> {
         check_container_name(ct)?;
         if !rel.is_empty() {
             names::subdataset(rel)?;
         }
+        let guard = self.stream_guard(ct, rel)?;
         let dir = self.receive_dir(ct, rel);
         self.create_snapshot_dir(&dir)?;
-        Cmd::new("btrfs")
+        let writer = Cmd::new("btrfs")
             .args(["receive", "-C"])
             .arg(&dir)
             .spawn_writer()
-            .ctx(|| format!("cannot receive {}", dataset_label(ct, rel)))
+            .ctx(|| format!("cannot receive {}", dataset_label(ct, rel)))?;
+        Ok(Receiver::checked(
+            writer,
+            Box::new(GuardedReceive {
+                guard,
+                memory: Arc::clone(&self.received),
+                key: (ct.to_string(), rel.to_string()),
+            }),
+        ))
     }
 
     /// Makes the newest received snapshot the dataset (a writable snapshot of
@@ -597,6 +716,7 @@ impl Storage for BtrfsStorage {
             .ctx(|| format!("cannot delete the received snapshots of {label}"))?;
         let _ = fs::remove_dir(self.snap_dir.join(ct).join(RECEIVE_DIR));
         self.tidy_snapshot_dirs(ct);
+        lock(&self.received).remove(&(ct.to_string(), rel.to_string()));
         Ok(())
     }
 }

@@ -9,13 +9,17 @@
 //! Snapshots are taken of all of a container's datasets at once. Native streams
 //! (`zfs send`, `btrfs send`) exist only on backends that have them.
 
+use std::io;
 use std::path::{Path, PathBuf};
+use std::process::ChildStdin;
 
-use crate::cmd::{ChildReader, ChildWriter, Cmd};
+use crate::archive::CopyError;
+use crate::cmd::{ChildReader, ChildWriter, Cmd, ExecError};
 use crate::error::{Context, Error, Result};
 
 pub mod btrfs;
 pub mod btrfs_parse;
+pub mod btrfs_stream;
 pub mod dir;
 pub mod zfs;
 pub mod zfs_parse;
@@ -200,8 +204,9 @@ pub trait Storage: Send + Sync {
         Ok(reader)
     }
 
-    /// Starts receiving a native stream into a dataset (base, then incremental).
-    fn receive(&self, ct: &str, rel: &str) -> Result<ChildWriter> {
+    /// Starts receiving a native stream into a dataset (base, then
+    /// incremental), through the backend's check of streams if it has one.
+    fn receive(&self, ct: &str, rel: &str) -> Result<Receiver> {
         let _ = (ct, rel);
         Err(self.no_native_streams())
     }
@@ -236,6 +241,106 @@ pub trait Storage: Send + Sync {
             "{} pools have no native streams; use the tar format",
             self.backend()
         ))
+    }
+}
+
+/// Pieces in which [`Receiver::copy_from`] moves a stream.
+const COPY_BUFFER: usize = 1 << 20;
+
+/// Where a native stream goes: the receiving program's stdin, behind a check
+/// on backends whose receiver must not see some streams (btrfs: see
+/// [`btrfs_stream`]). Unchecked streams may be spliced in without a copy
+/// through userspace. Dropping it unfinished kills the receiver.
+pub struct Receiver {
+    writer: ChildWriter,
+    check: Option<Box<dyn StreamCheck>>,
+}
+
+/// Looks at every byte of a native stream before the receiver gets it.
+pub trait StreamCheck: Send {
+    /// The next bytes of the stream. An error means that they must not reach
+    /// the receiver, nor anything after them.
+    fn check(&mut self, bytes: &[u8]) -> Result<()>;
+
+    /// After the receiver took the whole stream and succeeded: refuses a
+    /// stream that ended early, remembers what later streams may refer to.
+    fn finish(&mut self) -> Result<()>;
+}
+
+impl Receiver {
+    /// A receiver that takes streams as they are.
+    pub fn direct(writer: ChildWriter) -> Receiver {
+        Receiver {
+            writer,
+            check: None,
+        }
+    }
+
+    /// A receiver whose streams must pass `check` first.
+    pub fn checked(writer: ChildWriter, check: Box<dyn StreamCheck>) -> Receiver {
+        Receiver {
+            writer,
+            check: Some(check),
+        }
+    }
+
+    /// The receiver's stdin, to splice the stream into, when there is no check.
+    pub fn splice_target(&mut self) -> Option<&mut ChildStdin> {
+        match self.check {
+            None => Some(self.writer.stdin()),
+            Some(_) => None,
+        }
+    }
+
+    /// Checks the next bytes of the stream, then passes them on. A refusal is
+    /// the source's fault ([`CopyError::Source`]), a write error the receiver's.
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<(), CopyError> {
+        if let Some(check) = &mut self.check {
+            check.check(bytes).map_err(CopyError::Source)?;
+        }
+        io::Write::write_all(self.writer.stdin(), bytes).map_err(CopyError::Sink)
+    }
+
+    /// Copies all of `input` in (through the check), telling `progress` the
+    /// size of each piece. Read errors are the source's.
+    pub fn copy_from(
+        &mut self,
+        input: &mut dyn io::Read,
+        mut progress: impl FnMut(u64),
+    ) -> Result<u64, CopyError> {
+        let mut buf = vec![0u8; COPY_BUFFER];
+        let mut total = 0u64;
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(CopyError::Source(crate::archive::reader::read_error(e))),
+            };
+            self.write_all(&buf[..n])?;
+            total += n as u64;
+            progress(n as u64);
+        }
+    }
+
+    /// Closes the receiver's input and waits for it; then the check may still
+    /// refuse the stream (cut short). `what` names the stream in messages.
+    pub fn finish(self, what: &str) -> Result<()> {
+        let Receiver { writer, check } = self;
+        writer
+            .finish()
+            .map_err(|e| Error::exec(format!("cannot receive {what}"), e))?;
+        match check {
+            Some(mut check) => check
+                .finish()
+                .map_err(|e| e.context(format!("cannot receive {what}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Turns a write error into the receiver's own error when it has died.
+    pub fn explain(self, err: io::Error) -> ExecError {
+        self.writer.explain(err)
     }
 }
 

@@ -27,8 +27,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::zfs_parse::{self, Dataset, Mountpoint, ZfsFeatures, GET_COLUMNS};
-use super::{Backend, SnapshotView, Storage, ROOTFS_DIR};
-use crate::cmd::{ChildWriter, Cmd, ExecError};
+use super::{Backend, Receiver, SnapshotView, Storage, ROOTFS_DIR};
+use crate::cmd::{Cmd, ExecError};
 use crate::error::{Context, Error, Result};
 use crate::fsutil;
 
@@ -900,10 +900,11 @@ impl Storage for ZfsStorage {
         Ok(zfs(["recv", "-u", "-F", &name]))
     }
 
-    fn receive(&self, ct: &str, rel: &str) -> Result<ChildWriter> {
+    fn receive(&self, ct: &str, rel: &str) -> Result<Receiver> {
         let name = self.dataset_of(ct, rel)?;
         self.receive_cmd(ct, rel)?
             .spawn_writer()
+            .map(Receiver::direct)
             .ctx(|| format!("cannot receive into dataset '{name}'"))
     }
 

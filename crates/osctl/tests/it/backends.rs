@@ -5,15 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::loopfs::{can_loop_mount, LoopFs};
 use super::rawtar;
-use super::support::{can_run_containers, have, is_root, make_busybox_rootfs, wait_until, Env};
-use super::tree;
-use crate::require;
+use testkit::loopfs::LoopFs;
+use testkit::tree::{self, build_every_kind, Options, Precision};
+use testkit::zpool::{self, TestZpool};
 
-#[path = "../../../osctl-core/tests/support/zpool.rs"]
-#[allow(dead_code)]
-mod zpool;
+use super::support::{can_run_containers, is_root, make_busybox_rootfs, wait_until, Env};
+use crate::require;
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Kind {
@@ -30,7 +28,7 @@ struct Pool<'e> {
     name: String,
     kind: Kind,
     _fs: Option<LoopFs>,
-    _zpool: Option<zpool::TestZpool>,
+    _zpool: Option<TestZpool>,
 }
 
 impl<'e> Pool<'e> {
@@ -47,18 +45,14 @@ impl<'e> Pool<'e> {
                 ],
             ),
             Kind::Btrfs => {
-                if !(can_loop_mount() && have("mkfs.btrfs")) {
-                    eprintln!("SKIPPED: btrfs needs root, loop devices and btrfs-progs");
-                    return None;
-                }
                 // Compressed, as many btrfs hosts are: st_blocks then undercounts
                 // file sizes, and `auto` exports btrfs's compressed stream.
-                let fs = LoopFs::with_options(env.dir.path(), "btrfs", 1024, "loop,compress=zstd");
-                let path = fs.mnt.join("pool").to_string_lossy().into_owned();
+                let fs = LoopFs::new("btrfs", 1024, "compress=zstd")?;
+                let path = fs.path().join("pool").to_string_lossy().into_owned();
                 (Some(fs), None, vec!["--path".into(), path])
             }
             Kind::Zfs => {
-                let zpool = zpool::TestZpool::create(1024)?;
+                let zpool = TestZpool::create(1024)?;
                 let ds = zpool.ds("osctl");
                 (None, Some(zpool), vec!["--dataset".into(), ds])
             }
@@ -114,13 +108,22 @@ impl<'e> Pool<'e> {
         self.ok(&args);
     }
 
-    /// Compares trees as precisely as the pool keeps them (zfs-fuse: whole
-    /// seconds, no xattrs).
+    /// Compares trees as precisely as the pool keeps them.
     fn assert_same(&self, a: &Path, b: &Path) {
-        match self.kind {
-            Kind::Zfs => tree::assert_same_in_seconds(a, b),
-            _ => tree::assert_same(a, b),
-        }
+        let precision = match self.kind {
+            Kind::Zfs => Precision::ZFS_FUSE,
+            _ => Precision::EXACT,
+        };
+        tree::assert_same(a, b, &precision);
+    }
+
+    /// Every kind of file this pool can hold (zfs-fuse has no xattrs).
+    fn every_kind(&self, dir: &Path, tag: &str) {
+        let options = Options {
+            xattrs: self.kind != Kind::Zfs,
+            ..Options::rootfs(tag)
+        };
+        build_every_kind(dir, &options);
     }
 
     /// The trust an import of this pool's containers needs: device nodes in
@@ -150,7 +153,7 @@ impl<'e> Pool<'e> {
             );
         }
         if let Some(fs) = &self._fs {
-            let snaps = fs.mnt.join("pool/snapshots");
+            let snaps = fs.path().join("pool/snapshots");
             let left: Vec<_> = std::fs::read_dir(&snaps)
                 .map(|d| {
                     d.flatten()
@@ -174,10 +177,7 @@ impl Drop for Pool<'_> {
 /// subdatasets `srv` and `srv/data` on pools that have them.
 fn rich_container(pool: &Pool, id: &str) {
     let src = pool.env.path(&format!("src-{}-{id}", pool.name));
-    match pool.kind {
-        Kind::Zfs => tree::every_kind_but_xattrs(&src),
-        _ => tree::every_kind(&src),
-    }
+    pool.every_kind(&src, id);
     pool.new_ct(id, &src);
     if pool.kind != Kind::Dir {
         pool.ok(&["ct", "dataset", "new", id, "srv"]);
@@ -334,7 +334,12 @@ fn containers_move_between_kinds_of_pools_as_tar() {
         return;
     };
     let src = env.path("src");
-    tree::every_kind_but_xattrs(&src);
+    // No xattrs: the zfs pool is on the way.
+    let options = Options {
+        xattrs: false,
+        ..Options::rootfs("mover")
+    };
+    build_every_kind(&src, &options);
     dir.new_ct("mover", &src);
     let mut from = &dir;
     for to in [&zfs, &btrfs, &dir] {
@@ -361,8 +366,8 @@ fn containers_move_between_kinds_of_pools_as_tar() {
             &id,
             archive,
         ]);
-        // zfs-fuse keeps whole seconds only; compare as coarsely when it was on the way.
-        tree::assert_same_in_seconds(&src, &to.rootfs(&id));
+        // Compared as coarsely as zfs-fuse keeps things: it was on the way.
+        tree::assert_same(&src, &to.rootfs(&id), &Precision::ZFS_FUSE);
         from = to;
         if to.kind != Kind::Dir {
             to.ok(&["ct", "del", &id]);
@@ -729,7 +734,7 @@ fn import_onto_a_full_zpool_leaves_nothing() {
         "big",
         archive.to_str().unwrap(),
     ]);
-    let Some(z) = zpool::TestZpool::create(96) else {
+    let Some(z) = TestZpool::create(96) else {
         return;
     };
     env.ok(&[
@@ -755,4 +760,201 @@ fn import_onto_a_full_zpool_leaves_nothing() {
         "[]"
     );
     env.clean_pool("tiny");
+}
+
+/// Whether a regular file below `dir`, outside `skip`, holds `needle`.
+fn holds_outside(dir: &Path, skip: &Path, needle: &[u8]) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let path = e.path();
+        let ft = e.file_type().unwrap();
+        if path == skip {
+            false
+        } else if ft.is_dir() {
+            holds_outside(&path, skip, needle)
+        } else {
+            ft.is_file()
+                && std::fs::read(&path)
+                    .is_ok_and(|data| data.windows(needle.len()).any(|w| w == needle))
+        }
+    })
+}
+
+/// The UUID of the subvolume at `path`, as `btrfs subvolume show` prints it.
+fn subvolume_uuid(path: &Path) -> [u8; 16] {
+    let out = Command::new("btrfs")
+        .args(["subvolume", "show"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let hex: String = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("UUID:"))
+        .unwrap()
+        .trim()
+        .replace('-', "");
+    let mut uuid = [0u8; 16];
+    for (i, byte) in uuid.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+    }
+    uuid
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A btrfs archive made from a real export of container `a`, with an
+/// incremental stream added whose parent is container `b`'s subvolume (its
+/// UUID is all it takes): `btrfs receive -C` alone would make a copy of `b`
+/// the imported container. The import refuses it, leaves nothing behind, and
+/// `b`'s data is found nowhere but in `b`.
+#[test]
+fn btrfs_import_cannot_take_another_containers_data() {
+    use osctl_core::storage::btrfs_stream as stream;
+    require!(is_root(), "needs root");
+    let env = Env::new();
+    let Some(pool) = Pool::new(&env, Kind::Btrfs) else {
+        return;
+    };
+    const SECRET: &[u8] = b"only container b may read this";
+    for id in ["a", "b"] {
+        let src = env.path(&format!("src-{id}"));
+        pool.every_kind(&src, id);
+        if id == "b" {
+            std::fs::write(src.join("secret-of-b"), SECRET).unwrap();
+        }
+        pool.new_ct(id, &src);
+    }
+    let archive = env.path("a.tar");
+    pool.ok(&[
+        "ct",
+        "export",
+        "--compression",
+        "off",
+        "a",
+        archive.to_str().unwrap(),
+    ]);
+    let stage = env.path("stage");
+    std::fs::create_dir(&stage).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&stage),
+    );
+    let listing = String::from_utf8(
+        Command::new("tar")
+            .arg("-tf")
+            .arg(&archive)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+
+    let b_dataset = pool.rootfs("b").parent().unwrap().to_path_buf();
+    let b_uuid = subvolume_uuid(&b_dataset);
+    let incremental = [
+        stream::encode_stream_header(1),
+        stream::encode_command(
+            1,
+            stream::C_SNAPSHOT,
+            &[
+                (stream::A_PATH, b"osctl-incr-1"),
+                (stream::A_UUID, &[0x5a; 16]),
+                (stream::A_CTRANSID, &9u64.to_le_bytes()),
+                (stream::A_CLONE_UUID, &b_uuid),
+                (stream::A_CLONE_CTRANSID, &1u64.to_le_bytes()),
+            ],
+        ),
+        stream::encode_command(1, stream::C_END, &[]),
+    ]
+    .concat();
+    std::fs::write(stage.join("rootfs/incremental.dat"), &incremental).unwrap();
+    let snapshots = std::fs::read_to_string(stage.join("snapshots.yml")).unwrap();
+    std::fs::write(
+        stage.join("snapshots.yml"),
+        snapshots.replacen("---\n", "---\n- osctl-incr-1\n", 1),
+    )
+    .unwrap();
+    // The archive's order, the incremental stream after the base, no checksums.
+    let mut entries: Vec<&str> = Vec::new();
+    for name in listing.lines() {
+        match name.trim_start_matches("./") {
+            "checksums.yml" | "snapshots.yml" => {}
+            "rootfs/base.dat" => entries.extend(["rootfs/base.dat", "rootfs/incremental.dat"]),
+            other => entries.push(other),
+        }
+    }
+    entries.push("snapshots.yml");
+    let evil = env.path("evil.tar");
+    run_ok(
+        Command::new("tar")
+            .args(["--no-recursion", "-cf"])
+            .arg(&evil)
+            .arg("-C")
+            .arg(&stage)
+            .args(&entries),
+    );
+
+    let err = pool.fails(&[
+        "ct",
+        "import",
+        "--trusted",
+        "--as-id",
+        "thief",
+        evil.to_str().unwrap(),
+    ]);
+    let b_shown = stream::format_uuid(&b_uuid);
+    assert!(
+        err.contains("rootfs/incremental.dat")
+            && err.contains("btrfs stream refused")
+            && err.contains("(snapshot): its parent is subvolume")
+            && err.contains(&b_shown),
+        "{err}"
+    );
+    assert_eq!(
+        env.run(&["--pool", &pool.name, "ct", "show", "thief"])
+            .status
+            .code(),
+        Some(1)
+    );
+    pool.assert_clean();
+    let fs = pool._fs.as_ref().unwrap();
+    assert!(!holds_outside(&fs.path().join("pool"), &b_dataset, SECRET));
+    // The archive's own streams are fine: without the hostile one it imports.
+    pool.import("a-again", &archive);
+
+    // Without the guard: `btrfs receive -C` makes a copy of b from the same streams.
+    let scratch = fs.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    for file in ["rootfs/base.dat", "rootfs/incremental.dat"] {
+        run_ok(
+            Command::new("btrfs")
+                .args(["receive", "-C", "-f"])
+                .arg(stage.join(file))
+                .arg(&scratch),
+        );
+    }
+    assert_eq!(
+        std::fs::read(scratch.join("osctl-incr-1/private/secret-of-b")).unwrap(),
+        SECRET
+    );
+    for entry in std::fs::read_dir(&scratch).unwrap() {
+        run_ok(
+            Command::new("btrfs")
+                .args(["subvolume", "delete"])
+                .arg(entry.unwrap().path()),
+        );
+    }
 }

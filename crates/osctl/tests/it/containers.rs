@@ -1,8 +1,10 @@
 //! Containers under LXC: lifecycle, exec, stop, locking, crash safety.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+use testkit::tree::{self, build_every_kind, Options, Precision};
 
 use super::support::{can_run_containers, is_root, Env};
 use crate::require;
@@ -190,93 +192,12 @@ fn configs_survive_kill_during_writes() {
     assert_eq!(env.json(&["ct", "show", "c1"])["user"], "u1");
 }
 
-/// A tree with every file kind `--from-tar` must keep.
-fn every_kind_tree(dir: &Path) {
-    use std::os::unix::fs::symlink;
-    std::fs::create_dir_all(dir.join("etc")).unwrap();
-    std::fs::write(dir.join("etc/owned"), "x").unwrap();
-    std::os::unix::fs::chown(dir.join("etc/owned"), Some(1000), Some(1001)).unwrap();
-    std::fs::write(dir.join("etc/suid"), "#!/bin/sh\n").unwrap();
-    std::fs::set_permissions(
-        dir.join("etc/suid"),
-        std::fs::Permissions::from_mode(0o4755),
-    )
-    .unwrap();
-    std::fs::hard_link(dir.join("etc/owned"), dir.join("etc/hardlink")).unwrap();
-    symlink("/etc/owned", dir.join("etc/symlink")).unwrap();
-    let f = std::fs::File::create(dir.join("sparse")).unwrap();
-    f.set_len(64 << 20).unwrap();
-    use std::os::unix::fs::FileExt;
-    f.write_all_at(b"end", (64 << 20) - 3).unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        dir.join("null"),
-        rustix::fs::FileType::CharacterDevice,
-        rustix::fs::Mode::from_raw_mode(0o666),
-        rustix::fs::makedev(1, 3),
-    )
-    .unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        dir.join("fifo"),
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
-    rustix::fs::setxattr(
-        dir.join("etc/owned"),
-        "user.note",
-        b"kept",
-        rustix::fs::XattrFlags::empty(),
-    )
-    .unwrap();
-}
-
-fn check_every_kind(root: &Path) {
-    let meta = |p: &str| std::fs::symlink_metadata(root.join(p)).unwrap();
-    assert_eq!(
-        (meta("etc/owned").uid(), meta("etc/owned").gid()),
-        (1000, 1001)
-    );
-    assert_eq!(meta("etc/suid").mode() & 0o7777, 0o4755);
-    assert_eq!(meta("etc/owned").ino(), meta("etc/hardlink").ino());
-    assert_eq!(
-        std::fs::read_link(root.join("etc/symlink")).unwrap(),
-        Path::new("/etc/owned")
-    );
-    assert_eq!(meta("sparse").len(), 64 << 20);
-    assert!(
-        meta("sparse").blocks() * 512 < 1 << 20,
-        "sparse file stays sparse"
-    );
-    assert!(meta("null").file_type().is_char_device_like());
-    assert_eq!(meta("null").rdev(), rustix::fs::makedev(1, 3));
-    assert!(meta("fifo").file_type().is_fifo_like());
-    let mut buf = [0u8; 16];
-    let n = rustix::fs::getxattr(root.join("etc/owned"), "user.note", &mut buf).unwrap();
-    assert_eq!(&buf[..n], b"kept");
-}
-
-trait KindExt {
-    fn is_char_device_like(&self) -> bool;
-    fn is_fifo_like(&self) -> bool;
-}
-impl KindExt for std::fs::FileType {
-    fn is_char_device_like(&self) -> bool {
-        std::os::unix::fs::FileTypeExt::is_char_device(self)
-    }
-    fn is_fifo_like(&self) -> bool {
-        std::os::unix::fs::FileTypeExt::is_fifo(self)
-    }
-}
-
 #[test]
 fn from_tar_keeps_every_file_kind_for_each_compression() {
     require!(is_root(), "needs root (owners, device nodes)");
     let env = Env::new();
     let tree = env.path("tree");
-    every_kind_tree(&tree);
+    build_every_kind(&tree, &Options::rootfs("from-tar"));
     env.ok(&["user", "new", "u1"]);
     for (i, (ext, flag)) in [("tar", ""), ("tar.gz", "-z"), ("tar.zst", "--zstd")]
         .iter()
@@ -317,7 +238,7 @@ fn from_tar_keeps_every_file_kind_for_each_compression() {
             .as_str()
             .unwrap()
             .to_string();
-        check_every_kind(Path::new(&rootfs));
+        tree::assert_same(&tree, Path::new(&rootfs), &Precision::EXACT);
     }
     // A missing tarball creates nothing.
     let err = env.fails(

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::loopfs::{can_loop_mount, LoopFs};
+use testkit::loopfs::{self, LoopFs};
+use testkit::tree::{self, build_every_kind, Mtimes, Options, Precision};
+
 use super::support::{can_run_containers, is_root, make_busybox_rootfs, wait_until, Env};
-use super::tree;
 use crate::require;
 
 fn rootfs_of(env: &Env, id: &str) -> PathBuf {
@@ -69,10 +70,10 @@ fn round_trip_of_every_file_kind_for_each_compression() {
     require!(is_root(), "needs root (owners, devices, xattrs)");
     let env = Env::new();
     let src = env.path("src");
-    tree::every_kind(&src);
+    build_every_kind(&src, &Options::rootfs("rootfs"));
     env.ct_from("orig", &src);
     let orig = rootfs_of(&env, "orig");
-    tree::assert_same(&src, &orig);
+    tree::assert_same(&src, &orig, &Precision::EXACT);
     for (compression, entry) in [
         ("off", "rootfs/base.tar"),
         ("gzip", "rootfs/base.tar.gz"),
@@ -111,7 +112,7 @@ fn round_trip_of_every_file_kind_for_each_compression() {
             &id,
             archive.to_str().unwrap(),
         ]);
-        tree::assert_same(&orig, &rootfs_of(&env, &id));
+        tree::assert_same(&orig, &rootfs_of(&env, &id), &Precision::EXACT);
         if entry.ends_with(".gz") {
             let gz = entry_bytes(&archive, entry);
             assert!(gzip_t(&gz, env.dir.path()), "gzip -t passes");
@@ -218,7 +219,7 @@ fn archive_layout_is_the_originals() {
         .status()
         .unwrap();
     assert!(status.success());
-    tree::assert_same(&rootfs_of(&env, "lay"), &out);
+    tree::assert_same(&rootfs_of(&env, "lay"), &out, &Precision::EXACT);
 }
 
 #[test]
@@ -458,7 +459,7 @@ fn nothing_left(env: &Env, dir: &Path) {
 #[test]
 fn export_into_a_full_file_system_fails_cleanly() {
     require!(
-        can_run_containers() && can_loop_mount(),
+        can_run_containers() && loopfs::can_mount("ext4"),
         "needs root, LXC, loop devices and mkfs.ext4"
     );
     let env = Env::new();
@@ -466,12 +467,12 @@ fn export_into_a_full_file_system_fails_cleanly() {
     let root = env.noisy_rootfs("big", 48);
     env.ct_from("big", &root);
     env.ok(&["ct", "start", "big"]);
-    let small = LoopFs::new(env.dir.path(), "ext4", 24);
-    let target = small.mnt.join("big.tar");
+    let small = LoopFs::new("ext4", 24, "").expect("checked above");
+    let target = small.path().join("big.tar");
     let err = env.fails(&["ct", "export", "big", target.to_str().unwrap()], 1);
     assert!(err.contains("No space left on device"), "{err}");
     assert_eq!(env.state("big"), "running");
-    nothing_left(&env, &small.mnt);
+    nothing_left(&env, small.path());
 }
 
 #[test]
@@ -560,7 +561,13 @@ fn original_style_tar_archive_imports() {
     env.ok(&["ct", "import", archive.to_str().unwrap()]);
     let ct = env.json(&["ct", "show", "legacy-ct"]);
     assert_eq!(ct["user"], "legacy");
-    tree::assert_same_in_seconds(&rootfs, &rootfs_of(&env, "legacy-ct"));
+    // GNU tar's default format: whole seconds, no xattrs.
+    let gnu_format = Precision {
+        mtimes: Mtimes::Seconds,
+        xattrs: false,
+        ..Precision::EXACT
+    };
+    tree::assert_same(&rootfs, &rootfs_of(&env, "legacy-ct"), &gnu_format);
     let conf =
         std::fs::read_to_string(env.root().join("pools/default/conf/ct/legacy-ct.yml")).unwrap();
     assert!(conf.contains("distribution: debian"), "{conf}");

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use super::loopfs::{can_loop_mount, LoopFs};
-use super::support::{can_run_containers, have, wait_until, Env};
+use testkit::loopfs::{self, LoopFs};
+
+use super::support::{can_run_containers, wait_until, Env};
 use crate::require;
 
 const EXPORT_POINTS: &[&str] = &[
@@ -31,8 +32,15 @@ const IMPORT_POINTS: &[&str] = &[
 
 /// Runs osctl with a failpoint; it must die of SIGKILL there.
 fn killed_at(env: &Env, point: &str, args: &[&str]) {
+    killed_in(env, Path::new("."), point, args)
+}
+
+/// [`killed_at`] with `cwd` as the working directory (the recovery that
+/// follows runs in another, so relative paths must not matter).
+fn killed_in(env: &Env, cwd: &Path, point: &str, args: &[&str]) {
     let out: Output = env
         .cmd()
+        .current_dir(cwd)
         .env("OSCTL_FAILPOINT", point)
         .args(args)
         .output()
@@ -112,17 +120,11 @@ fn export_crashes(env: &Env, pool: &str) {
     std::fs::create_dir_all(&out).unwrap();
     let file = out.join("victim.tar");
     for point in EXPORT_POINTS {
-        killed_at(
+        killed_in(
             env,
+            &out,
             point,
-            &[
-                "--pool",
-                pool,
-                "ct",
-                "export",
-                "victim",
-                file.to_str().unwrap(),
-            ],
+            &["--pool", pool, "ct", "export", "victim", "victim.tar"],
         );
         assert_recovered(env, pool, point);
         let state = env.json(&["--pool", pool, "ct", "show", "victim"])["state"].clone();
@@ -246,12 +248,13 @@ fn crashes_at_every_step_on_the_dir_pool() {
 #[test]
 fn crashes_at_every_step_on_a_btrfs_pool() {
     require!(
-        can_run_containers() && can_loop_mount() && have("mkfs.btrfs"),
-        "needs root, LXC, loop devices and btrfs-progs"
+        can_run_containers(),
+        "needs root, LXC, uidmap and busybox-static"
     );
     // The file system outlives the environment, whose clean-up needs it.
-    let image_dir = tempfile::tempdir().unwrap();
-    let fs = LoopFs::new(image_dir.path(), "btrfs", 512);
+    let Some(fs) = LoopFs::new("btrfs", 512, "") else {
+        return;
+    };
     let env = Env::new();
     env.ok(&[
         "pool",
@@ -259,7 +262,7 @@ fn crashes_at_every_step_on_a_btrfs_pool() {
         "--backend",
         "btrfs",
         "--path",
-        fs.mnt.join("pool").to_str().unwrap(),
+        fs.path().join("pool").to_str().unwrap(),
         "bt",
     ]);
     env.ok(&["--pool", "bt", "user", "new", "u1"]);
@@ -334,7 +337,7 @@ fn kill_at_random_moments() {
 #[test]
 fn export_to_a_vanishing_directory_and_import_onto_a_full_pool() {
     require!(
-        can_run_containers() && can_loop_mount(),
+        can_run_containers() && loopfs::can_mount("ext4"),
         "needs root, LXC, loop devices and mkfs.ext4"
     );
     let env = Env::new();
@@ -368,12 +371,12 @@ fn export_to_a_vanishing_directory_and_import_onto_a_full_pool() {
     // A pool too small for the container.
     let archive = env.path("big.tar");
     env.ok(&["ct", "export", "big", archive.to_str().unwrap()]);
-    let small = LoopFs::new(env.dir.path(), "ext4", 64);
+    let small = LoopFs::new("ext4", 64, "").expect("checked above");
     env.ok(&[
         "pool",
         "install",
         "--path",
-        small.mnt.join("pool").to_str().unwrap(),
+        small.path().join("pool").to_str().unwrap(),
         "small",
     ]);
     let err = env.fails(
@@ -396,7 +399,7 @@ fn export_to_a_vanishing_directory_and_import_onto_a_full_pool() {
             .len(),
         0
     );
-    let ct_dir = small.mnt.join("pool/ct");
+    let ct_dir = small.path().join("pool/ct");
     let left: Vec<_> = std::fs::read_dir(&ct_dir)
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();

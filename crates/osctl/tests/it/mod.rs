@@ -1,11 +1,10 @@
 mod accounts;
+mod archive_cmds;
 mod backends;
 mod concurrency;
 mod containers;
 mod export_import;
 mod faults;
 mod hostile;
-mod loopfs;
 mod rawtar;
 mod support;
-mod tree;

@@ -20,15 +20,7 @@ macro_rules! require {
     };
 }
 
-pub fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-pub fn have(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
-        .unwrap_or(false)
-}
+pub use testkit::{have, is_root};
 
 /// Root, LXC and a static busybox: what booting a test container takes.
 pub fn can_run_containers() -> bool {

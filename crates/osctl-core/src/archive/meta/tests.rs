@@ -323,3 +323,21 @@ fn check_entry_against_metadata() {
     assert!(skel.check_entry(&EntryName::Dir(DirName::Rootfs)).is_err());
     skel.check_entry(&EntryName::ContainerConfig).unwrap();
 }
+
+#[test]
+fn the_list_of_subdatasets_is_bounded() {
+    // Found while fuzzing: each entry is checked against the list, so a list
+    // of ~100,000 subdatasets (what the YAML budget allows) and as many
+    // entries kept a reader busy for minutes.
+    let many = |n: usize| Metadata {
+        datasets: (0..n).map(|i| format!("d{i}")).collect(),
+        ..sample()
+    };
+    assert!(many(MAX_DATASETS).validate().is_ok());
+    let text = many(MAX_DATASETS + 1).to_yaml().unwrap();
+    let err = Metadata::parse(text.as_bytes()).unwrap_err().to_string();
+    assert!(
+        err.contains("lists 1001 subdatasets, more than 1000"),
+        "{err}"
+    );
+}
