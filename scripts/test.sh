@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --bins
-cargo test --release --workspace -- --test-threads="${TEST_THREADS:-4}" "$@"
+cargo test --release --workspace --no-fail-fast -- --test-threads="${TEST_THREADS:-4}" "$@"
