@@ -221,6 +221,7 @@ fn sparse_file(path: &Path) -> Result<()> {
 /// zpools, mounts, our own zfs-fuse daemon. Errors are reported, not fatal.
 pub fn cleanup(wd: &Workdir) {
     stop_containers(&wd.state().join("lxc"));
+    release_subids(wd);
     for pool in our_zpools(wd) {
         let mut destroyed = false;
         for _ in 0..5 {
@@ -244,6 +245,36 @@ pub fn cleanup(wd: &Workdir) {
     stop_own_zfs_fuse(wd);
     for image in [wd.zfs().join("pool.img"), wd.btrfs().join("fs.img")] {
         let _ = fs::remove_file(image);
+    }
+}
+
+/// Removes the /etc/subuid and /etc/subgid lines of the users of the run's
+/// zfs and btrfs pools, which go away with their file systems below (the dir
+/// pool and its user are kept for the next run). Best effort: a pool that
+/// cannot be opened any more is skipped.
+fn release_subids(wd: &Workdir) {
+    use osctl_core::host::Host;
+    use osctl_core::pool::Pool;
+    use osctl_core::storage::Backend;
+    let host = Host::at(wd.state());
+    let subids = osctl_core::subid::SubIds::system();
+    for entry in host.pools().unwrap_or_default() {
+        if entry.backend == Backend::Dir {
+            continue;
+        }
+        let Ok(pool) = Pool::open(&host, &entry) else {
+            continue;
+        };
+        for name in pool.user_names().unwrap_or_default() {
+            let maps = pool.user(&name).and_then(|user| user.maps());
+            let released = maps.and_then(|(uids, gids)| {
+                let _lock = subids.lock()?;
+                subids.remove(&uids, &gids)
+            });
+            if let Err(e) = released {
+                eprintln!("bench: cleanup: subordinate ids of user {name}: {e}");
+            }
+        }
     }
 }
 
