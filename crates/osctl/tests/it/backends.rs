@@ -126,6 +126,14 @@ impl<'e> Pool<'e> {
         build_every_kind(dir, &options);
     }
 
+    /// `ct export [options] id archive`, which must succeed.
+    fn export(&self, options: &[&str], id: &str, archive: &Path) {
+        let mut args = vec!["ct", "export"];
+        args.extend_from_slice(options);
+        args.extend([id, archive.to_str().unwrap()]);
+        self.ok(&args);
+    }
+
     /// The trust an import of this pool's containers needs: device nodes in
     /// the test trees, and running privileged on zfs-fuse.
     fn import(&self, id: &str, archive: &Path) {
@@ -203,14 +211,7 @@ fn round_trips(kind: Kind) {
     };
     for compression in ["off", "gzip", "zstd", "auto"] {
         let archive = env.path(&format!("{}-{compression}.tar", pool.name));
-        pool.ok(&[
-            "ct",
-            "export",
-            "--compression",
-            compression,
-            "orig",
-            archive.to_str().unwrap(),
-        ]);
+        pool.export(&["--compression", compression], "orig", &archive);
         let listing = String::from_utf8(
             Command::new("tar")
                 .arg("-tf")
@@ -344,14 +345,7 @@ fn containers_move_between_kinds_of_pools_as_tar() {
     let mut from = &dir;
     for to in [&zfs, &btrfs, &dir] {
         let archive = env.path(&format!("{}-to-{}.tar", from.name, to.name));
-        from.ok(&[
-            "ct",
-            "export",
-            "--format",
-            "tar",
-            "mover",
-            archive.to_str().unwrap(),
-        ]);
+        from.export(&["--format", "tar"], "mover", &archive);
         // A native archive cannot go to another kind of pool; tar can.
         // Each pool has its own user u1, with its own ids.
         let id = format!("from-{}", from.name);
@@ -565,14 +559,7 @@ fn failures_leave_nothing(kind: Kind) {
 
     // A broken stream in an archive: the import fails and leaves nothing.
     let archive = env.path("c1.tar");
-    pool.ok(&[
-        "ct",
-        "export",
-        "--compression",
-        "off",
-        "c1",
-        archive.to_str().unwrap(),
-    ]);
+    pool.export(&["--compression", "off"], "c1", &archive);
     let mut bytes = std::fs::read(&archive).unwrap();
     let at = bytes.windows(8).position(|w| w == b"base.dat").unwrap();
     // Well past the header, inside the stream's data.
@@ -680,14 +667,7 @@ fn zfs_stream_entry_with_data_after_the_stream_is_refused() {
     let root = env.busybox_rootfs("r");
     pool.new_ct("c1", &root);
     let archive = env.path("c1.tar");
-    pool.ok(&[
-        "ct",
-        "export",
-        "--compression",
-        "off",
-        "c1",
-        archive.to_str().unwrap(),
-    ]);
+    pool.export(&["--compression", "off"], "c1", &archive);
     pool.import("copy", &archive);
     pool.assert_same(&pool.rootfs("c1"), &pool.rootfs("copy"));
 
@@ -726,14 +706,7 @@ fn import_onto_a_full_zpool_leaves_nothing() {
     let root = env.noisy_rootfs("noisy", 120);
     big.new_ct("big", &root);
     let archive = env.path("big.tar");
-    big.ok(&[
-        "ct",
-        "export",
-        "--format",
-        "tar",
-        "big",
-        archive.to_str().unwrap(),
-    ]);
+    big.export(&["--format", "tar"], "big", &archive);
     let Some(z) = TestZpool::create(96) else {
         return;
     };
@@ -835,14 +808,7 @@ fn btrfs_import_cannot_take_another_containers_data() {
         pool.new_ct(id, &src);
     }
     let archive = env.path("a.tar");
-    pool.ok(&[
-        "ct",
-        "export",
-        "--compression",
-        "off",
-        "a",
-        archive.to_str().unwrap(),
-    ]);
+    pool.export(&["--compression", "off"], "a", &archive);
     let stage = env.path("stage");
     std::fs::create_dir(&stage).unwrap();
     run_ok(
