@@ -31,6 +31,7 @@ use crate::names;
 use crate::pool::Pool;
 use crate::progress::Progress;
 use crate::storage;
+use crate::subid::SubIds;
 use crate::trust;
 use crate::yaml;
 
@@ -365,6 +366,7 @@ impl Importer<'_> {
                 name,
                 &[&u, &g],
                 &other_maps(self.pool)?,
+                &SubIds::system().taken()?,
             ));
         }
         Ok(concerns)

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use crate::idmap::IdMap;
+use crate::idmap::{IdMap, IdRange};
 use crate::model::{ContainerConfig, GroupConfig};
 
 /// Character devices every container may have: null, zero, full, random,
@@ -73,20 +73,44 @@ fn describe_device(dev: &Value) -> String {
     format!("{} {}:{}", field("type"), field("major"), field("minor"))
 }
 
-/// Reasons why an id map needs trust; `others` are other users' maps.
-pub fn map_concerns(name: &str, maps: &[&IdMap], others: &[(String, IdMap)]) -> Vec<String> {
+/// Reasons why an id map needs trust: it reaches host root, overlaps
+/// another user of the pool (`others`), or overlaps host ids given out
+/// outside the pool (`host_taken`: the /etc/subuid and /etc/subgid lines,
+/// which hold every pool's users and the system's own ranges).
+pub fn map_concerns(
+    name: &str,
+    maps: &[&IdMap],
+    others: &[(String, IdMap)],
+    host_taken: &[IdRange],
+) -> Vec<String> {
     let mut out = Vec::new();
     if maps.iter().any(|m| m.reaches_host_root()) {
         out.push(format!(
             "user '{name}' maps host id 0 (host root) into the container"
         ));
     }
+    let mut overlaps_a_user = false;
     for (other, theirs) in others {
         if other != name && maps.iter().any(|m| m.overlaps(theirs)) {
+            overlaps_a_user = true;
             out.push(format!(
                 "user '{name}' overlaps the id range of user '{other}'"
             ));
         }
+    }
+    // The pool's users are in those files too: said once, by name, above.
+    let ours = |r: &IdRange| maps.iter().any(|m| m.0.iter().any(|a| a.overlaps_host(r)));
+    if let Some(r) = host_taken
+        .iter()
+        .find(|r| ours(r))
+        .filter(|_| !overlaps_a_user)
+    {
+        out.push(format!(
+            "user '{name}' overlaps host ids {}-{}, given out on this host in /etc/subuid \
+             or /etc/subgid (to another pool's user or by the system)",
+            r.host,
+            r.host_end() - 1
+        ));
     }
     out
 }
@@ -163,10 +187,26 @@ mod tests {
     #[test]
     fn maps() {
         let root = IdMap::single(0, 65536);
-        assert_eq!(map_concerns("a", &[&root], &[]).len(), 1);
+        assert_eq!(map_concerns("a", &[&root], &[], &[]).len(), 1);
         let mine = IdMap::single(200000, 65536);
         let others = vec![("b".to_string(), IdMap::single(250000, 10))];
-        assert_eq!(map_concerns("a", &[&mine], &others).len(), 1);
-        assert!(map_concerns("b", &[&IdMap::single(250000, 10)], &others).is_empty());
+        assert_eq!(map_concerns("a", &[&mine], &others, &[]).len(), 1);
+        assert!(map_concerns("b", &[&IdMap::single(250000, 10)], &others, &[]).is_empty());
+
+        // Host-wide lines: a range of another pool (or the system's) is a
+        // concern; b's own line is not said twice.
+        let line = |host, count| IdRange { ns: 0, host, count };
+        let host_taken = [line(250000, 10), line(300000, 65536)];
+        let concerns = map_concerns("a", &[&mine], &others, &host_taken);
+        assert_eq!(concerns.len(), 1, "{concerns:?}");
+        assert!(concerns[0].contains("user 'b'"), "{concerns:?}");
+        let elsewhere = IdMap::single(330000, 10);
+        let concerns = map_concerns("c", &[&elsewhere], &others, &host_taken);
+        assert_eq!(concerns.len(), 1, "{concerns:?}");
+        assert!(
+            concerns[0].contains("host ids 300000-365535"),
+            "{concerns:?}"
+        );
+        assert!(map_concerns("c", &[&IdMap::single(400000, 10)], &others, &host_taken).is_empty());
     }
 }

@@ -62,7 +62,7 @@ fn pool_install_ls_uninstall() {
 
 #[test]
 fn user_lifecycle_and_allocation() {
-    let env = Env::new();
+    let env = Env::with_private_subids();
     env.ok(&["user", "new", "a"]);
     env.ok(&["user", "new", "b"]);
     let a = env.json(&["user", "show", "a"]);
@@ -84,14 +84,14 @@ fn user_lifecycle_and_allocation() {
     );
     // The subuid lines LXC needs are there, and gone again after del.
     let line = format!("root:{}:65536", host(&a));
-    assert!(std::fs::read_to_string("/etc/subuid")
+    assert!(std::fs::read_to_string(env.subuid_file())
         .unwrap()
         .lines()
         .any(|l| l == line));
     env.ok(&["user", "del", "a"]);
     let err = env.fails(&["user", "show", "a"], 1);
     assert!(err.contains("user 'a' not found"), "{err}");
-    let remaining = std::fs::read_to_string("/etc/subuid").unwrap();
+    let remaining = std::fs::read_to_string(env.subuid_file()).unwrap();
     assert!(!remaining.lines().any(|l| l == line), "subuid line removed");
     let err = env.fails(&["user", "new", "b"], 1);
     assert!(err.contains("already exists"), "{err}");

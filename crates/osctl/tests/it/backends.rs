@@ -719,8 +719,17 @@ fn import_onto_a_full_zpool_leaves_nothing() {
         &z.ds("osctl"),
         "tiny",
     ]);
+    // Trusted: its user's ids are those of the source pool's user, on this
+    // same host; the import creates that user and must remove it again.
     let err = env.fails(
-        &["--pool", "tiny", "ct", "import", archive.to_str().unwrap()],
+        &[
+            "--pool",
+            "tiny",
+            "ct",
+            "import",
+            "--trusted",
+            archive.to_str().unwrap(),
+        ],
         1,
     );
     assert!(err.to_lowercase().contains("space"), "{err}");

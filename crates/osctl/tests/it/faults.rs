@@ -379,8 +379,17 @@ fn export_to_a_vanishing_directory_and_import_onto_a_full_pool() {
         small.path().join("pool").to_str().unwrap(),
         "small",
     ]);
+    // Trusted: its user's ids are those of the source pool's user, on this
+    // same host; the import creates that user and must remove it again.
     let err = env.fails(
-        &["--pool", "small", "ct", "import", archive.to_str().unwrap()],
+        &[
+            "--pool",
+            "small",
+            "ct",
+            "import",
+            "--trusted",
+            archive.to_str().unwrap(),
+        ],
         1,
     );
     assert!(err.contains("No space left on device"), "{err}");

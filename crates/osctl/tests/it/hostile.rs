@@ -571,6 +571,21 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             "overlaps",
         ),
         (
+            // Host ids of a user of another pool on this host.
+            "map-of-another-pool",
+            valid()
+                .with(|p| {
+                    p.metadata = p.metadata.replace("user: hostile", "user: newcomer");
+                    p.user = Some(
+                        "---\nuid_map:\n- 0:3900200000:65536\ngid_map:\n- 0:3900200000:65536\n"
+                            .into(),
+                    );
+                })
+                .build(),
+            vec!["--as-id", "other4"],
+            "overlaps host ids 3900200000-3900265535",
+        ),
+        (
             "missing-parent-group",
             valid()
                 .with(|p| p.metadata = p.metadata.replace("group: /default", "group: /a/b"))
@@ -606,6 +621,8 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
         ),
     ];
     env.ok(&["user", "new", "--map", "0:3800000000:65536", "u-existing"]);
+    let another_pool = Env::new();
+    another_pool.ok(&["user", "new", "--map", "0:3900200000:65536", "u-elsewhere"]);
     assert!(cases.len() >= 25);
     let failures: Vec<String> = cases
         .iter()

@@ -38,6 +38,8 @@ pub fn busybox() -> Option<PathBuf> {
 /// stops and deletes its containers and users, so /etc/subuid is left as found.
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// Where this host's subuid and subgid files are, when not in /etc.
+    subid_dir: Option<PathBuf>,
 }
 
 impl Env {
@@ -49,7 +51,33 @@ impl Env {
             .expect("temp dir");
         // LXC must traverse the path as the container's root.
         set_mode(dir.path(), 0o755);
-        Env { dir }
+        Env {
+            dir,
+            subid_dir: None,
+        }
+    }
+
+    /// A host whose subuid and subgid files are its own copies of /etc's:
+    /// for tests that assert on those lines, which parallel tests also add
+    /// and remove (an import may add one just like a line freed earlier).
+    pub fn with_private_subids() -> Env {
+        let mut env = Env::new();
+        let etc = env.path("etc");
+        std::fs::create_dir(&etc).unwrap();
+        for name in ["subuid", "subgid"] {
+            let lines = std::fs::read_to_string(Path::new("/etc").join(name)).unwrap_or_default();
+            std::fs::write(etc.join(name), lines).unwrap();
+        }
+        env.subid_dir = Some(etc);
+        env
+    }
+
+    /// This host's /etc/subuid.
+    pub fn subuid_file(&self) -> PathBuf {
+        self.subid_dir
+            .as_deref()
+            .unwrap_or(Path::new("/etc"))
+            .join("subuid")
     }
 
     pub fn root(&self) -> PathBuf {
@@ -63,6 +91,9 @@ impl Env {
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_osctl"));
         c.env("OSCTL_ROOT", self.root());
+        if let Some(dir) = &self.subid_dir {
+            c.env("OSCTL_SUBID_DIR", dir);
+        }
         c
     }
 
