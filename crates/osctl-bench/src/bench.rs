@@ -474,6 +474,26 @@ impl Runner<'_> {
         }
     }
 
+    /// Runs our command (when there is one to run) against the raw tools,
+    /// in the bench's alternating order; returns our figures and theirs, and
+    /// keeps the highest peak RSS of ours in `peak_rss`.
+    fn race(
+        &self,
+        label: &str,
+        ours: Option<Contender>,
+        raw: Vec<Contender>,
+        peak_rss: &mut Option<u64>,
+    ) -> Result<(Option<Stats>, Vec<Stats>)> {
+        let ours_ran = ours.is_some();
+        let contenders: Vec<Contender> = ours.into_iter().chain(raw).collect();
+        let mut stats = self.bench.compare(label, &contenders)?;
+        let ours = ours_ran.then(|| stats.remove(0));
+        if let Some(kib) = ours.as_ref().and_then(|s| s.peak_rss_kib) {
+            *peak_rss = Some(peak_rss.unwrap_or(0).max(kib));
+        }
+        Ok((ours, stats))
+    }
+
     fn our_export(&self, b: &Backend, ct: &Ct, compression: &str, out: &Path) -> Contender {
         Contender {
             name: format!("osctl export {compression}"),
@@ -563,22 +583,18 @@ impl Runner<'_> {
         let ours_gz_file = out.join(format!("{name}-osctl-gzip.tar"));
         let mut export_rss: Option<u64> = None;
         let mut import_rss: Option<u64> = None;
-        let keep_max = |acc: &mut Option<u64>, s: &Stats| {
-            if let Some(k) = s.peak_rss_kib {
-                *acc = Some(acc.unwrap_or(0).max(k));
-            }
-        };
 
         // export --compression off
-        let mut contenders = vec![raw_off.clone()];
-        if self.has_export {
-            contenders.insert(0, self.our_export(b, ct, "off", &ours_off_file));
-        }
-        let stats = self
-            .bench
-            .compare(&format!("{name} export off"), &contenders)?;
-        let (ours, raw) = split_ours(&stats, self.has_export);
-        ours.iter().for_each(|s| keep_max(&mut export_rss, s));
+        let ours = self
+            .has_export
+            .then(|| self.our_export(b, ct, "off", &ours_off_file));
+        let (ours, raw) = self.race(
+            &format!("{name} export off"),
+            ours,
+            vec![raw_off.clone()],
+            &mut export_rss,
+        )?;
+        let ours = ours.as_ref();
         self.report.throughput(
             name,
             format!(
@@ -587,12 +603,12 @@ impl Runner<'_> {
             ),
             bytes,
             ours,
-            raw[0],
+            &raw[0],
             SAME_SPEED,
         );
 
         // export --compression gzip
-        let mut contenders = vec![
+        let raws = vec![
             self.raw_dump(
                 b,
                 ct,
@@ -608,14 +624,11 @@ impl Runner<'_> {
                 &out.join(format!("{name}-raw-pigz.gz")),
             ),
         ];
-        if self.has_export {
-            contenders.insert(0, self.our_export(b, ct, "gzip", &ours_gz_file));
-        }
-        let stats = self
-            .bench
-            .compare(&format!("{name} export gzip"), &contenders)?;
-        let (ours, raw) = split_ours(&stats, self.has_export);
-        ours.iter().for_each(|s| keep_max(&mut export_rss, s));
+        let ours = self
+            .has_export
+            .then(|| self.our_export(b, ct, "gzip", &ours_gz_file));
+        let (ours, raw) = self.race(&format!("{name} export gzip"), ours, raws, &mut export_rss)?;
+        let ours = ours.as_ref();
         self.report.throughput(
             name,
             format!(
@@ -624,7 +637,7 @@ impl Runner<'_> {
             ),
             bytes,
             ours,
-            raw[0],
+            &raw[0],
             GZIP_SPEEDUP,
         );
         self.report.throughput(
@@ -635,7 +648,7 @@ impl Runner<'_> {
             ),
             bytes,
             ours,
-            raw[1],
+            &raw[1],
             SAME_SPEED,
         );
         self.report.size(
@@ -670,22 +683,20 @@ impl Runner<'_> {
 
         // import
         let raw_import = self.raw_load(b, &describe_load(b.kind, None), None, &raw_off_file);
-        let mut contenders = vec![raw_import];
-        let can_import = self.has_import && ours_off_file.exists();
-        if can_import {
-            contenders.insert(0, self.our_import(b, &ours_off_file));
-        }
-        let stats = self
-            .bench
-            .compare(&format!("{name} import off"), &contenders)?;
-        let (ours, raw) = split_ours(&stats, can_import);
-        ours.iter().for_each(|s| keep_max(&mut import_rss, s));
+        let ours =
+            (self.has_import && ours_off_file.exists()).then(|| self.our_import(b, &ours_off_file));
+        let (ours, raw) = self.race(
+            &format!("{name} import off"),
+            ours,
+            vec![raw_import],
+            &mut import_rss,
+        )?;
         self.report.throughput(
             name,
             format!("import (archive off) vs `{}`", describe_load(b.kind, None)),
             bytes,
-            ours,
-            raw[0],
+            ours.as_ref(),
+            &raw[0],
             SAME_SPEED,
         );
 
@@ -696,16 +707,15 @@ impl Runner<'_> {
             Some(gunzip),
             &raw_gz_file,
         );
-        let mut contenders = vec![raw_import];
-        let can_import = self.has_import && ours_gz_file.exists();
-        if can_import {
-            contenders.insert(0, self.our_import(b, &ours_gz_file));
-        }
-        let stats = self
-            .bench
-            .compare(&format!("{name} import gzip"), &contenders)?;
-        let (ours, raw) = split_ours(&stats, can_import);
-        ours.iter().for_each(|s| keep_max(&mut import_rss, s));
+        let ours =
+            (self.has_import && ours_gz_file.exists()).then(|| self.our_import(b, &ours_gz_file));
+        let (ours, raw) = self.race(
+            &format!("{name} import gzip"),
+            ours,
+            vec![raw_import],
+            &mut import_rss,
+        )?;
+        let imported = ours.is_some();
         self.report.throughput(
             name,
             format!(
@@ -713,14 +723,14 @@ impl Runner<'_> {
                 describe_load(b.kind, Some("gunzip -c"))
             ),
             bytes,
-            ours,
-            raw[0],
+            ours.as_ref(),
+            &raw[0],
             SAME_SPEED,
         );
         for c in self.raw_recv(b).reset {
             c.execute(&self.bench.logs.join(format!("{name}-cleanup.log")))?;
         }
-        if can_import {
+        if imported {
             self.osctl
                 .run(Some(&b.pool), ["ct", "del", "--force", IMPORTED_CT])?;
         }
@@ -900,15 +910,6 @@ impl Runner<'_> {
             );
         }
         Ok(())
-    }
-}
-
-/// Ours is first when it ran; the raw tools follow.
-fn split_ours(stats: &[Stats], ours_ran: bool) -> (Option<&Stats>, Vec<&Stats>) {
-    if ours_ran {
-        (stats.first(), stats[1..].iter().collect())
-    } else {
-        (None, stats.iter().collect())
     }
 }
 
