@@ -14,10 +14,10 @@ use std::path::PathBuf;
 use rustix::fs::{self as fs, FileType, Mode, OFlags, SeekFrom};
 use rustix::io::Errno;
 
-use super::header::BLOCK;
+use super::header::{TarKind, BLOCK};
 use super::manifest::{key_of, Kind, Manifest, Recorded};
 use super::safefs::{self, join, Meta, XattrReader, XattrSource, DIR_FLAGS};
-use super::write::{OutEntry, OutKind, TarWriter};
+use super::write::{OutEntry, TarWriter};
 use super::{limits, show_path, Notes, Timestamp};
 use crate::error::{Context, Error, Result};
 
@@ -428,19 +428,7 @@ impl<'w, 'm> Walker<'w, 'm> {
         };
         let path = join(dir, &marker);
         self.stats.whiteouts += 1;
-        self.put(&OutEntry {
-            path: &path,
-            kind: OutKind::File,
-            mode: 0,
-            uid: 0,
-            gid: 0,
-            mtime: Timestamp::default(),
-            size: 0,
-            link: b"",
-            dev: (0, 0),
-            xattrs: &[],
-            sparse_realsize: None,
-        })
+        self.put(&OutEntry::bare(&path, TarKind::File))
     }
 
     /// Writes a directory's entry and returns its frame.
@@ -463,17 +451,12 @@ impl<'w, 'm> Walker<'w, 'm> {
             };
             self.stats.dirs += 1;
             self.put(&OutEntry {
-                path: rel,
-                kind: OutKind::Dir,
                 mode: state.mode,
                 uid: state.uid,
                 gid: state.gid,
                 mtime: timestamp_of_ns(state.mtime_ns),
-                size: 0,
-                link: b"",
-                dev: (0, 0),
                 xattrs: &xattrs,
-                sparse_realsize: None,
+                ..OutEntry::bare(rel, TarKind::Dir)
             })?;
         }
         if verdict == Verdict::Replaced {
@@ -695,22 +678,10 @@ impl<'w, 'm> Walker<'w, 'm> {
         if verdict == Verdict::Same {
             return Ok(None);
         }
-        let mut entry = OutEntry {
-            path: rel,
-            kind: OutKind::File,
-            mode: meta.perm(),
-            uid: meta.uid,
-            gid: meta.gid,
-            mtime: meta.mtime,
-            size: 0,
-            link: b"",
-            dev: (0, 0),
-            xattrs: &[],
-            sparse_realsize: None,
-        };
+        let mut entry = owned_entry(rel, TarKind::File, &meta);
         if let Some(first) = &first_link {
             self.stats.hardlinks += 1;
-            entry.kind = OutKind::HardLink;
+            entry.kind = TarKind::HardLink;
             entry.link = first;
             return self.put(&entry).map(|()| None);
         }
@@ -727,21 +698,21 @@ impl<'w, 'm> Walker<'w, 'm> {
         match kind {
             Kind::Symlink => {
                 self.stats.symlinks += 1;
-                entry.kind = OutKind::Symlink;
+                entry.kind = TarKind::Symlink;
                 entry.link = &target;
             }
             Kind::Char | Kind::Block => {
                 self.stats.devices += 1;
                 entry.kind = if kind == Kind::Char {
-                    OutKind::Char
+                    TarKind::Char
                 } else {
-                    OutKind::Block
+                    TarKind::Block
                 };
                 entry.dev = (fs::major(meta.rdev as _), fs::minor(meta.rdev as _));
             }
             _ => {
                 self.stats.fifos += 1;
-                entry.kind = OutKind::Fifo;
+                entry.kind = TarKind::Fifo;
             }
         }
         self.put(&entry).map(|()| None)
@@ -790,17 +761,10 @@ impl<'w, 'm> Walker<'w, 'm> {
         let map_len = map_text.as_ref().map_or(0, |t| t.len() as u64);
         self.stats.files += 1;
         self.put(&OutEntry {
-            path: rel,
-            kind: OutKind::File,
-            mode: meta.perm(),
-            uid: meta.uid,
-            gid: meta.gid,
-            mtime: meta.mtime,
             size: map_len + data,
-            link: b"",
-            dev: (0, 0),
             xattrs: &xattrs,
             sparse_realsize: segments.as_ref().map(|_| meta.size),
+            ..owned_entry(rel, TarKind::File, meta)
         })?;
         let read_error = |e| Error::io(format!("cannot read {}", show_path(rel)), e);
         let mut got = 0u64;
@@ -1005,6 +969,17 @@ fn sparse_map_text(segments: &[(u64, u64)]) -> Vec<u8> {
     let mut bytes = text.into_bytes();
     bytes.resize(bytes.len().div_ceil(BLOCK) * BLOCK, 0);
     bytes
+}
+
+/// An entry at `rel` with the owner, mode and time of `meta`.
+fn owned_entry<'a>(rel: &'a [u8], kind: TarKind, meta: &Meta) -> OutEntry<'a> {
+    OutEntry {
+        mode: meta.perm(),
+        uid: meta.uid,
+        gid: meta.gid,
+        mtime: meta.mtime,
+        ..OutEntry::bare(rel, kind)
+    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
-use super::read::{InEntry, InKind, TarReader};
+use super::header::TarKind;
+use super::read::{InEntry, TarReader};
 use super::safefs::{self, join, split_last, Meta, Resolver, DIR_FLAGS};
 use super::{limits, show_bytes, show_path, Notes, Timestamp, IO_BUFFER};
 use crate::error::{Context, Error, Result};
@@ -210,7 +211,7 @@ pub(super) enum Whiteout {
 /// normalized path and what the entry asks for.
 pub(super) fn check_entry(e: &InEntry, whiteouts: bool) -> Result<(Vec<u8>, Action)> {
     let rel = normalize(&e.name, "name")?;
-    if whiteouts && e.kind != InKind::Dir {
+    if whiteouts && e.kind != TarKind::Dir {
         let (_, base) = split_last(&rel);
         if let Some(name) = base.strip_prefix(b".wh.") {
             let whiteout = if base == b".wh..wh..opq" {
@@ -226,17 +227,17 @@ pub(super) fn check_entry(e: &InEntry, whiteouts: bool) -> Result<(Vec<u8>, Acti
         }
     }
     if rel.is_empty() {
-        if e.kind != InKind::Dir {
+        if e.kind != TarKind::Dir {
             return Err(refused("the root can only be a directory"));
         }
         return Ok((rel, Action::Root));
     }
     let action = match e.kind {
-        InKind::HardLink => {
+        TarKind::HardLink => {
             hardlink_target(&e.link)?;
             Action::Create
         }
-        InKind::Symlink => {
+        TarKind::Symlink => {
             if e.link.is_empty() || e.link.contains(&0) || e.link.len() > limits::PATH {
                 return Err(refused(
                     "symbolic link with an empty, too long or NUL-containing target",
@@ -340,7 +341,7 @@ impl Extractor<'_> {
             let (dir, _) = split_last(&rel);
             return self.whiteout(dir, whiteout);
         }
-        if e.kind != InKind::HardLink {
+        if e.kind != TarKind::HardLink {
             self.check_id("uid", e.uid)?;
             self.check_id("gid", e.gid)?;
         }
@@ -353,14 +354,14 @@ impl Extractor<'_> {
         let (parent_rel, name) = split_last(&rel);
         let parent = self.take_parent(parent_rel)?;
         let result = match e.kind {
-            InKind::Dir => {
+            TarKind::Dir => {
                 // The new directory becomes the cached parent instead.
                 return self.dir(parent, &rel, name, e);
             }
-            InKind::File => self.file(reader, parent.as_fd(), parent_rel, name, e),
-            InKind::HardLink => self.hardlink(parent.as_fd(), parent_rel, &rel, name, e),
-            InKind::Symlink => self.symlink(parent.as_fd(), parent_rel, name, e),
-            InKind::Char | InKind::Block | InKind::Fifo => {
+            TarKind::File => self.file(reader, parent.as_fd(), parent_rel, name, e),
+            TarKind::HardLink => self.hardlink(parent.as_fd(), parent_rel, &rel, name, e),
+            TarKind::Symlink => self.symlink(parent.as_fd(), parent_rel, name, e),
+            TarKind::Char | TarKind::Block | TarKind::Fifo => {
                 self.node(parent.as_fd(), parent_rel, name, e)
             }
         };
@@ -643,12 +644,12 @@ impl Extractor<'_> {
     ) -> Result<()> {
         let rel = join(parent_rel, name);
         let file_type = match e.kind {
-            InKind::Char => FileType::CharacterDevice,
-            InKind::Block => FileType::BlockDevice,
+            TarKind::Char => FileType::CharacterDevice,
+            TarKind::Block => FileType::BlockDevice,
             _ => FileType::Fifo,
         };
         let device = file_type != FileType::Fifo;
-        let (letter, what) = if e.kind == InKind::Char {
+        let (letter, what) = if e.kind == TarKind::Char {
             ('c', "character")
         } else {
             ('b', "block")

@@ -6,6 +6,33 @@
 
 pub(crate) const BLOCK: usize = 512;
 
+/// The kinds of entry a root file system's stream holds, read or written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TarKind {
+    File,
+    HardLink,
+    Symlink,
+    Char,
+    Block,
+    Dir,
+    Fifo,
+}
+
+impl TarKind {
+    /// The typeflag we write for it (the reader also takes other spellings).
+    pub(crate) fn typeflag(self) -> u8 {
+        match self {
+            TarKind::File => b'0',
+            TarKind::HardLink => b'1',
+            TarKind::Symlink => b'2',
+            TarKind::Char => b'3',
+            TarKind::Block => b'4',
+            TarKind::Dir => b'5',
+            TarKind::Fifo => b'6',
+        }
+    }
+}
+
 pub(crate) const NAME: (usize, usize) = (0, 100);
 pub(crate) const MODE: (usize, usize) = (100, 8);
 pub(crate) const UID: (usize, usize) = (108, 8);

@@ -5,20 +5,9 @@
 
 use std::io::{self, BufReader, Read};
 
-use super::header::{self as h, Block, BLOCK};
+use super::header::{self as h, Block, TarKind, BLOCK};
 use super::{limits, Timestamp, IO_BUFFER};
 use crate::error::{Error, Result};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum InKind {
-    File,
-    HardLink,
-    Symlink,
-    Char,
-    Block,
-    Dir,
-    Fifo,
-}
 
 /// Data segments of a sparse file: (offset, length) pairs in file order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +20,7 @@ pub(crate) struct SparseMap {
 pub(crate) struct InEntry {
     /// The name as the archive gives it (after PAX/GNU overrides).
     pub name: Vec<u8>,
-    pub kind: InKind,
+    pub kind: TarKind,
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
@@ -368,15 +357,15 @@ impl<'a> TarReader<'a> {
             .unwrap_or_else(|| h::get_str(block, h::LINKNAME).to_vec());
 
         let kind = match typeflag {
-            b'0' | b'7' | b'S' => InKind::File,
-            0 if name.ends_with(b"/") => InKind::Dir,
-            0 => InKind::File,
-            b'1' => InKind::HardLink,
-            b'2' => InKind::Symlink,
-            b'3' => InKind::Char,
-            b'4' => InKind::Block,
-            b'5' | b'D' => InKind::Dir,
-            b'6' => InKind::Fifo,
+            b'0' | b'7' | b'S' => TarKind::File,
+            0 if name.ends_with(b"/") => TarKind::Dir,
+            0 => TarKind::File,
+            b'1' => TarKind::HardLink,
+            b'2' => TarKind::Symlink,
+            b'3' => TarKind::Char,
+            b'4' => TarKind::Block,
+            b'5' | b'D' => TarKind::Dir,
+            b'6' => TarKind::Fifo,
             other => {
                 return Err(bad(format!(
                     "unsupported entry type {:?} for {}",
@@ -402,7 +391,7 @@ impl<'a> TarReader<'a> {
             },
         };
         let mut size = pax.size.unwrap_or(header_size);
-        let dev = if matches!(kind, InKind::Char | InKind::Block) {
+        let dev = if matches!(kind, TarKind::Char | TarKind::Block) {
             let major = pax
                 .devmajor
                 .map_or_else(|| num(h::DEVMAJOR, "device major"), Ok)?;
@@ -419,7 +408,7 @@ impl<'a> TarReader<'a> {
 
         let sparse = if typeflag == b'S' {
             Some(self.old_gnu_sparse_map(block)?)
-        } else if pax_sparse && kind == InKind::File {
+        } else if pax_sparse && kind == TarKind::File {
             if sparse_v1 {
                 let realsize = pax
                     .sparse_realsize

@@ -7,7 +7,8 @@
 use std::io::Read;
 
 use super::extract::{check_entry, Action, Whiteout};
-use super::read::{InKind, TarReader};
+use super::header::TarKind;
+use super::read::TarReader;
 use super::show_bytes;
 use crate::error::Result;
 
@@ -47,20 +48,20 @@ pub fn walk(input: &mut dyn Read, whiteouts: bool) -> Result<WalkStats> {
             }
             continue;
         }
-        if entry.kind != InKind::HardLink {
+        if entry.kind != TarKind::HardLink {
             // A hard link's owner is its target's (the extractor ignores it).
             stats.max_id = stats.max_id.max(entry.uid).max(entry.gid);
         }
         match entry.kind {
-            InKind::File => {
+            TarKind::File => {
                 stats.files += 1;
                 stats.file_bytes += entry.size;
             }
-            InKind::Dir => stats.dirs += 1,
-            InKind::Symlink => stats.symlinks += 1,
-            InKind::HardLink => stats.hardlinks += 1,
-            InKind::Char | InKind::Block => stats.devices += 1,
-            InKind::Fifo => stats.fifos += 1,
+            TarKind::Dir => stats.dirs += 1,
+            TarKind::Symlink => stats.symlinks += 1,
+            TarKind::HardLink => stats.hardlinks += 1,
+            TarKind::Char | TarKind::Block => stats.devices += 1,
+            TarKind::Fifo => stats.fifos += 1,
         }
         // The reader skips the data (and checks it is all there) on the
         // next call.

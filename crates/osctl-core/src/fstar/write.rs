@@ -4,41 +4,15 @@
 use std::io::{self, Write};
 use std::os::fd::BorrowedFd;
 
-use super::header::{self as h, Block, BLOCK};
+use super::header::{self as h, Block, TarKind, BLOCK};
 use super::{Timestamp, IO_BUFFER};
-
-/// Type of an entry as written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum OutKind {
-    File,
-    HardLink,
-    Symlink,
-    Char,
-    Block,
-    Dir,
-    Fifo,
-}
-
-impl OutKind {
-    fn typeflag(self) -> u8 {
-        match self {
-            OutKind::File => b'0',
-            OutKind::HardLink => b'1',
-            OutKind::Symlink => b'2',
-            OutKind::Char => b'3',
-            OutKind::Block => b'4',
-            OutKind::Dir => b'5',
-            OutKind::Fifo => b'6',
-        }
-    }
-}
 
 /// One entry's header. `path` is relative to the archive root without "./"
 /// (empty for the root); the writer adds "./" and a trailing "/" for
 /// directories, as `tar -C rootfs .` does.
 pub(crate) struct OutEntry<'a> {
     pub path: &'a [u8],
-    pub kind: OutKind,
+    pub kind: TarKind,
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
@@ -51,6 +25,26 @@ pub(crate) struct OutEntry<'a> {
     pub xattrs: &'a [(Vec<u8>, Vec<u8>)],
     /// Real size of a sparse file written in GNU sparse format 1.0.
     pub sparse_realsize: Option<u64>,
+}
+
+impl<'a> OutEntry<'a> {
+    /// An entry of `kind` at `path` and nothing else: root's, mode 0, time 0,
+    /// no data, link, device or xattrs. Callers fill in what they have.
+    pub fn bare(path: &'a [u8], kind: TarKind) -> OutEntry<'a> {
+        OutEntry {
+            path,
+            kind,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime: Timestamp::default(),
+            size: 0,
+            link: b"",
+            dev: (0, 0),
+            xattrs: &[],
+            sparse_realsize: None,
+        }
+    }
 }
 
 pub(crate) struct TarWriter<'a> {
@@ -157,7 +151,7 @@ impl<'a> TarWriter<'a> {
 
     /// Writes the PAX extended header (when needed) and the ustar header.
     pub fn header(&mut self, e: &OutEntry<'_>) -> io::Result<()> {
-        let name = archive_name(e.path, e.kind == OutKind::Dir);
+        let name = archive_name(e.path, e.kind == TarKind::Dir);
         let mut block: Block = [0; BLOCK];
         let mut pax = Vec::new();
 
@@ -184,7 +178,7 @@ impl<'a> TarWriter<'a> {
         }
 
         let link = match e.kind {
-            OutKind::HardLink => archive_name(e.link, false),
+            TarKind::HardLink => archive_name(e.link, false),
             _ => e.link.to_vec(),
         };
         if link.len() > h::LINKNAME.1 {
@@ -216,7 +210,7 @@ impl<'a> TarWriter<'a> {
         }
         block[h::TYPEFLAG] = e.kind.typeflag();
         block[h::MAGIC.0..h::MAGIC.0 + 8].copy_from_slice(h::USTAR_MAGIC);
-        if matches!(e.kind, OutKind::Char | OutKind::Block) {
+        if matches!(e.kind, TarKind::Char | TarKind::Block) {
             h::put_num(&mut block, h::DEVMAJOR, e.dev.0 as u64);
             h::put_num(&mut block, h::DEVMINOR, e.dev.1 as u64);
         }
@@ -322,17 +316,9 @@ mod tests {
 
     fn entry(path: &[u8]) -> OutEntry<'_> {
         OutEntry {
-            path,
-            kind: OutKind::File,
             mode: 0o644,
-            uid: 0,
-            gid: 0,
             mtime: Timestamp { sec: 1, nsec: 0 },
-            size: 0,
-            link: b"",
-            dev: (0, 0),
-            xattrs: &[],
-            sparse_realsize: None,
+            ..OutEntry::bare(path, TarKind::File)
         }
     }
 
