@@ -10,7 +10,9 @@ use testkit::loopfs::LoopFs;
 use testkit::tree::{self, build_every_kind, Options, Precision};
 use testkit::zpool::{self, TestZpool};
 
-use super::support::{can_run_containers, is_root, make_busybox_rootfs, wait_until, Env};
+use super::support::{
+    assert_consistent, can_run_containers, is_root, make_busybox_rootfs, wait_until, Env,
+};
 use crate::require;
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -249,32 +251,6 @@ fn round_trips_on_btrfs() {
     round_trips(Kind::Btrfs);
 }
 
-/// See `export_import::writer_rootfs`: `counter` trails the log by at most one.
-fn writer_rootfs(env: &Env, name: &str) -> PathBuf {
-    let root = env.path(name);
-    make_busybox_rootfs(
-        &root,
-        "::respawn:/bin/sh -c 'i=0; while true; do i=$((i+1)); echo $i >> /root/log; echo $i > /root/c.tmp; mv /root/c.tmp /root/counter; done'\n",
-    );
-    std::os::unix::fs::symlink("busybox", root.join("bin/mv")).unwrap();
-    root
-}
-
-fn assert_consistent(rootfs: &Path) {
-    let log = std::fs::read_to_string(rootfs.join("root/log")).unwrap();
-    let last: u64 = log.lines().last().unwrap().parse().unwrap();
-    let counter: u64 = std::fs::read_to_string(rootfs.join("root/counter"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(
-        counter == last || counter + 1 == last,
-        "counter {counter}, log ends at {last}"
-    );
-    assert_eq!(log.lines().count() as u64, last, "no line lost or torn");
-}
-
 fn consistent_export_of_running_container(kind: Kind) {
     require!(
         can_run_containers(),
@@ -284,7 +260,7 @@ fn consistent_export_of_running_container(kind: Kind) {
     let Some(pool) = Pool::new(&env, kind) else {
         return;
     };
-    let root = writer_rootfs(&env, "writer");
+    let root = env.writer_rootfs("writer");
     pool.new_ct("busy", &root);
     pool.ok(&["ct", "start", "busy"]);
     let live = pool.rootfs("busy");

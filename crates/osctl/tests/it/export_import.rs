@@ -9,7 +9,7 @@ use std::time::Duration;
 use testkit::loopfs::{self, LoopFs};
 use testkit::tree::{self, build_every_kind, Mtimes, Options, Precision};
 
-use super::support::{can_run_containers, is_root, make_busybox_rootfs, wait_until, Env};
+use super::support::{assert_consistent, can_run_containers, is_root, wait_until, Env};
 use crate::require;
 
 fn rootfs_of(env: &Env, id: &str) -> PathBuf {
@@ -329,35 +329,6 @@ fn import_creates_or_reuses_users_and_groups() {
     );
 }
 
-/// A container whose init keeps two files in step: `log` gets a line, then
-/// `counter` is replaced with the same number. In any consistent state the
-/// counter is the log's last line or the one before.
-fn writer_rootfs(env: &Env) -> PathBuf {
-    let root = env.path("writer");
-    make_busybox_rootfs(
-        &root,
-        "::respawn:/bin/sh -c 'i=0; while true; do i=$((i+1)); echo $i >> /root/log; echo $i > /root/c.tmp; mv /root/c.tmp /root/counter; done'\n",
-    );
-    std::os::unix::fs::symlink("busybox", root.join("bin/mv")).unwrap();
-    root
-}
-
-fn assert_consistent(rootfs: &Path) -> u64 {
-    let log = std::fs::read_to_string(rootfs.join("root/log")).unwrap();
-    let last: u64 = log.lines().last().unwrap().parse().unwrap();
-    let counter: u64 = std::fs::read_to_string(rootfs.join("root/counter"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(
-        counter == last || counter + 1 == last,
-        "counter {counter}, log ends at {last}"
-    );
-    assert_eq!(log.lines().count() as u64, last, "no line lost or torn");
-    last
-}
-
 #[test]
 fn consistent_export_of_a_running_container_with_writes_in_flight() {
     require!(
@@ -365,7 +336,7 @@ fn consistent_export_of_a_running_container_with_writes_in_flight() {
         "needs root, LXC, uidmap and busybox-static"
     );
     let env = Env::new();
-    let root = writer_rootfs(&env);
+    let root = env.writer_rootfs("writer");
     env.ct_from("busy", &root);
     env.ok(&["ct", "start", "busy"]);
     let live = rootfs_of(&env, "busy");

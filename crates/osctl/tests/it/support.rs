@@ -183,6 +183,20 @@ impl Env {
         rootfs
     }
 
+    /// A busybox rootfs whose init keeps two files in step: `log` gets a
+    /// line, then `counter` is replaced with the same number. In any
+    /// consistent state the counter is the log's last line or the one before
+    /// ([`assert_consistent`]).
+    pub fn writer_rootfs(&self, name: &str) -> PathBuf {
+        let root = self.path(name);
+        make_busybox_rootfs(
+            &root,
+            "::respawn:/bin/sh -c 'i=0; while true; do i=$((i+1)); echo $i >> /root/log; echo $i > /root/c.tmp; mv /root/c.tmp /root/counter; done'\n",
+        );
+        symlink("busybox", root.join("bin/mv")).unwrap();
+        root
+    }
+
     /// A busybox rootfs with `mib` MiB of random data in /root/noise.
     pub fn noisy_rootfs(&self, name: &str, mib: u64) -> PathBuf {
         let rootfs = self.busybox_rootfs(name);
@@ -262,6 +276,25 @@ const APPLETS: &[&str] = &[
 ];
 
 /// A minimal root file system: static busybox, its applets, and an inittab.
+/// Checks a copy of a [`Env::writer_rootfs`] container: the counter is the
+/// log's last line or the one before, and no line is lost or torn. Returns
+/// the number of lines.
+pub fn assert_consistent(rootfs: &Path) -> u64 {
+    let log = std::fs::read_to_string(rootfs.join("root/log")).unwrap();
+    let last: u64 = log.lines().last().unwrap().parse().unwrap();
+    let counter: u64 = std::fs::read_to_string(rootfs.join("root/counter"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        counter == last || counter + 1 == last,
+        "counter {counter}, log ends at {last}"
+    );
+    assert_eq!(log.lines().count() as u64, last, "no line lost or torn");
+    last
+}
+
 pub fn make_busybox_rootfs(root: &Path, inittab: &str) {
     let bb = busybox().expect("busybox-static is installed");
     for d in [
