@@ -473,16 +473,10 @@ impl Importer<'_> {
                     }
                 };
                 match copied {
-                    Ok(()) => recv.finish(&name)?,
-                    Err(CopyError::Sink(e)) => {
-                        return Err(Error::exec(
-                            format!("cannot receive {name}"),
-                            recv.explain(e),
-                        ))
-                    }
                     Err(CopyError::Source(e)) => {
                         return Err(e.context(format!("archive entry '{name}'")))
                     }
+                    copied => recv.end(copied, &name)?,
                 }
             }
         }

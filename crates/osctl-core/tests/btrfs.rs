@@ -6,7 +6,6 @@ use std::fs::{self, File};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use osctl_core::archive::CopyError;
 use osctl_core::cmd::Cmd;
 use osctl_core::host::{Host, PoolEntry};
 use osctl_core::pool::Pool;
@@ -84,15 +83,8 @@ impl Fixture {
     /// Feeds a stream file to the storage's receiver, as an import does.
     fn receive(&self, ct: &str, rel: &str, file: &Path) -> osctl_core::Result<()> {
         let mut receiver = self.storage().receive(ct, rel)?;
-        let what = format!("into '{ct}'");
-        match receiver.copy_from(&mut File::open(file).unwrap(), drop) {
-            Ok(_) => receiver.finish(&what),
-            Err(CopyError::Sink(e)) => Err(Error::exec(
-                format!("cannot receive {what}"),
-                receiver.explain(e),
-            )),
-            Err(CopyError::Source(e)) => Err(e),
-        }
+        let copied = receiver.copy_from(&mut File::open(file).unwrap(), drop);
+        receiver.end(copied.map(drop), &format!("into '{ct}'"))
     }
 
     /// Every subvolume on the file system, as `btrfs subvolume list` prints them.

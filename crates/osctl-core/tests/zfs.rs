@@ -8,7 +8,6 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use osctl_core::archive::CopyError;
 use osctl_core::cmd::Cmd;
 use osctl_core::error::Error;
 use osctl_core::storage::zfs::{ZfsStorage, POOL_PROPERTY};
@@ -56,15 +55,8 @@ fn send_to_file(st: &ZfsStorage, ct: &str, rel: &str, snap: &str, from: Option<&
 
 fn receive_file(st: &ZfsStorage, ct: &str, rel: &str, file: &Path) -> osctl_core::Result<()> {
     let mut receiver = st.receive(ct, rel)?;
-    let what = format!("into {ct}/{rel}");
-    match receiver.copy_from(&mut File::open(file).unwrap(), drop) {
-        Ok(_) => receiver.finish(&what),
-        Err(CopyError::Sink(e)) => Err(Error::exec(
-            format!("cannot receive {what}"),
-            receiver.explain(e),
-        )),
-        Err(CopyError::Source(e)) => Err(e),
-    }
+    let copied = receiver.copy_from(&mut File::open(file).unwrap(), drop);
+    receiver.end(copied.map(drop), &format!("into {ct}/{rel}"))
 }
 
 fn snapshot_names(dataset: &str) -> Vec<String> {

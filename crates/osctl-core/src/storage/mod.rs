@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::ChildStdin;
 
 use crate::archive::CopyError;
-use crate::cmd::{ChildReader, ChildWriter, Cmd, ExecError};
+use crate::cmd::{ChildReader, ChildWriter, Cmd};
 use crate::error::{Context, Error, Result};
 
 pub mod btrfs;
@@ -338,9 +338,19 @@ impl Receiver {
         }
     }
 
-    /// Turns a write error into the receiver's own error when it has died.
-    pub fn explain(self, err: io::Error) -> ExecError {
-        self.writer.explain(err)
+    /// Ends a copy into the receiver (`copied`, from [`Receiver::copy_from`]
+    /// or a splice): waits for it when the copy went through; a write error
+    /// becomes the receiver's own error when it died; a source error is
+    /// returned as it is. `what` names the stream in messages.
+    pub fn end(self, copied: Result<(), CopyError>, what: &str) -> Result<()> {
+        match copied {
+            Ok(()) => self.finish(what),
+            Err(CopyError::Sink(e)) => Err(Error::exec(
+                format!("cannot receive {what}"),
+                self.writer.explain(e),
+            )),
+            Err(CopyError::Source(e)) => Err(e),
+        }
     }
 }
 
