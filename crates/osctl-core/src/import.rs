@@ -181,6 +181,7 @@ impl Importer<'_> {
         let plan = self.plan.as_mut().expect("checked above");
         failpoint::hit("import-before-commit");
         commit(self.pool, plan)?;
+        failpoint::hit("import-after-commit");
         let plan = self.plan.take().expect("checked above");
         plan.journal.finish()?;
         Ok(plan.id)

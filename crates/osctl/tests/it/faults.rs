@@ -229,8 +229,17 @@ fn import_crashes(env: &Env, pool: &str, host: u32) {
             "{point}: {left:?}"
         );
     }
-    env.ok(&["--pool", pool, "ct", "import", archive.to_str().unwrap()]);
+    // Killed once the container's config is written: the import stands,
+    // with the user and group it created.
+    killed_at(
+        env,
+        "import-after-commit",
+        &["--pool", pool, "ct", "import", archive.to_str().unwrap()],
+    );
+    assert_recovered(env, pool, "import-after-commit");
+    env.ok(&["--pool", pool, "ct", "show", "app"]);
     env.ok(&["--pool", pool, "user", "show", "newcomer"]);
+    env.ok(&["--pool", pool, "group", "show", "/fresh"]);
 }
 
 #[test]
@@ -321,16 +330,21 @@ fn kill_at_random_moments() {
             .unwrap();
         std::thread::sleep(Duration::from_millis(30 + i * 60));
         let _ = child.kill();
-        let finished = child.wait().unwrap().success();
-        assert_recovered(
-            &env,
-            "default",
-            &format!("import killed after {}ms", 30 + i * 60),
-        );
-        if finished {
+        let _ = child.wait();
+        let point = format!("import killed after {}ms", 30 + i * 60);
+        assert_recovered(&env, "default", &point);
+        // A kill that lands after the commit (or once the import finished)
+        // leaves the whole container; before it, none at all.
+        if env.run(&["ct", "show", "copy"]).status.success() {
+            let rootfs = env.json(&["ct", "show", "copy"])["rootfs"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let data = std::fs::metadata(Path::new(&rootfs).join("root/data"));
+            assert_eq!(data.map(|m| m.len()).ok(), Some(64 << 20), "{point}");
             env.ok(&["ct", "del", "copy"]);
         }
-        assert!(env.run(&["ct", "show", "copy"]).status.code() == Some(1));
+        assert_eq!(env.run(&["ct", "show", "copy"]).status.code(), Some(1));
     }
 }
 
