@@ -180,6 +180,22 @@ pub fn start_locked(pool: &Pool, id: &str) -> Result<()> {
     rt.start(&spec)
 }
 
+/// Runs a container again that a dead export was stopping or starting. LXC
+/// finishes what it began without us, so first wait for that. A container
+/// still running while the export was stopping it may have init half way
+/// through its shutdown, and would stop on its own later: finish the stop,
+/// then start it.
+pub(crate) fn start_after_dead_export(pool: &Pool, id: &str, was_starting: bool) -> Result<()> {
+    let rt = runtime(pool);
+    if rt.settle(id)? == CtState::Running {
+        if was_starting {
+            return Ok(());
+        }
+        rt.stop(id, DEFAULT_STOP_TIMEOUT)?;
+    }
+    start_locked(pool, id)
+}
+
 fn run_spec(pool: &Pool, id: &str, cfg: &ContainerConfig) -> Result<RunSpec> {
     let rootfs = pool.storage.rootfs(id);
     let idmap = if cfg.privileged {

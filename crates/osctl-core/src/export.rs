@@ -373,8 +373,13 @@ impl Job<'_> {
             return Ok(());
         }
         self.progress(format!("starting container '{}'", self.id));
+        self.journal.update(|r| journal_export(r).starting = true)?;
         containers::start_locked(self.pool, self.id)?;
-        self.journal.update(|r| journal_export(r).stopped = false)
+        self.journal.update(|r| {
+            let r = journal_export(r);
+            r.stopped = false;
+            r.starting = false;
+        })
     }
 
     fn destroy_snapshots(&mut self) -> Result<()> {

@@ -24,9 +24,12 @@ pub struct ExportRecord {
     /// Snapshots taken so far, to destroy.
     #[serde(default)]
     pub snapshots: Vec<String>,
-    /// The export stopped the container and has not started it again.
+    /// The export began to stop the container and has not started it again.
     #[serde(default)]
     pub stopped: bool,
+    /// The export began to start the container again (`stopped` is still set).
+    #[serde(default)]
+    pub starting: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -69,7 +69,7 @@ fn undo_export(pool: &Pool, r: &ExportRecord, done: &mut Vec<String>) -> Result<
         done.push(format!("removed partial archive {}", r.output.display()));
     }
     if r.stopped && pool.ct_exists(&r.id) {
-        containers::start_locked(pool, &r.id)?;
+        containers::start_after_dead_export(pool, &r.id, r.starting)?;
         done.push(format!(
             "started container '{}' again (an export had stopped it)",
             r.id

@@ -178,6 +178,14 @@ impl Runtime for Lxc {
         self.wait_for(id, "STOPPED", Duration::from_secs(30))
     }
 
+    fn settle(&self, id: &str) -> Result<CtState> {
+        if self.state(id)? == CtState::Stopped {
+            return Ok(CtState::Stopped);
+        }
+        self.wait_for(id, "RUNNING|STOPPED", Duration::from_secs(30))?;
+        self.state(id)
+    }
+
     fn exec(&self, id: &str, argv: &[String]) -> Result<i32> {
         if self.state(id)? != CtState::Running {
             return Err(not_running(id));

@@ -70,6 +70,9 @@ pub trait Runtime {
     fn start(&self, spec: &RunSpec) -> Result<()>;
     /// Asks init to shut down, kills everything after `timeout`.
     fn stop(&self, id: &str, timeout: Duration) -> Result<()>;
+    /// Waits until the container is running or stopped (a start or stop
+    /// under way goes on without its caller) and returns which.
+    fn settle(&self, id: &str) -> Result<CtState>;
     /// Runs a command inside, with the caller's stdio; returns its exit code.
     fn exec(&self, id: &str, argv: &[String]) -> Result<i32>;
     /// Forgets the container (its runtime config).

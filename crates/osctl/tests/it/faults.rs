@@ -429,3 +429,49 @@ fn export_to_a_vanishing_directory_and_import_onto_a_full_pool() {
     assert!(left.is_empty(), "{left:?}");
     env.ok(&["pool", "uninstall", "small"]);
 }
+
+/// Kill -9 while the export stops the container, and while it starts it
+/// again. LXC carries on without us (init shutting down, the monitor
+/// starting), so the recovery must see that through: afterwards the container
+/// runs, and goes on running once LXC is done.
+#[test]
+fn kill_while_the_export_stops_or_starts_the_container() {
+    require!(
+        can_run_containers(),
+        "needs root, LXC, uidmap and busybox-static"
+    );
+    let env = Env::new();
+    // busybox init takes about 2 s to shut down: time for a kill in the middle.
+    env.busybox_ct("ct");
+    env.ok(&["ct", "start", "ct"]);
+    let journal = pool_root(&env, "default").join("state/export.ct.yml");
+    let file = env.path("ct.tar");
+    for (phase, marker, delay_ms) in [
+        ("stop just sent", "stopped: true", 200),
+        ("stop half way", "stopped: true", 1200),
+        ("start", "starting: true", 0),
+    ] {
+        let mut child = env
+            .cmd()
+            .args(["ct", "export", "-q", "ct"])
+            .arg(&file)
+            .spawn()
+            .unwrap();
+        let seen = (0..20_000).any(|_| {
+            let found = std::fs::read_to_string(&journal).is_ok_and(|j| j.contains(marker));
+            if !found {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            found
+        });
+        assert!(seen, "{phase}: the journal never said {marker}");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_recovered(&env, "default", phase);
+        assert_eq!(env.state("ct"), "running", "{phase}");
+        std::thread::sleep(Duration::from_secs(3));
+        assert_eq!(env.state("ct"), "running", "{phase}: it stopped later");
+        let _ = std::fs::remove_file(&file);
+    }
+}
