@@ -336,12 +336,8 @@ fn import_refuses_a_stream_altered_behind_its_checksums() {
         "copy",
         unchecked.to_str().unwrap(),
     ]);
-    let rootfs = env.json(&["ct", "show", "copy"])["rootfs"]
-        .as_str()
-        .unwrap()
-        .to_string();
     assert_eq!(
-        std::fs::read_to_string(Path::new(&rootfs).join("etc/hostname")).unwrap(),
+        std::fs::read_to_string(env.rootfs_of("copy").join("etc/hostname")).unwrap(),
         "hackbox\n"
     );
 }

@@ -234,11 +234,7 @@ fn from_tar_keeps_every_file_kind_for_each_compression() {
             tarball.to_str().unwrap(),
             &id,
         ]);
-        let rootfs = env.json(&["ct", "show", &id])["rootfs"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        tree::assert_same(&tree, Path::new(&rootfs), &Precision::EXACT);
+        tree::assert_same(&tree, &env.rootfs_of(&id), &Precision::EXACT);
     }
     // A missing tarball creates nothing.
     let err = env.fails(

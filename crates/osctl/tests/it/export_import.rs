@@ -2,7 +2,7 @@
 //! consistent exports of running containers, failures that leave nothing.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -11,10 +11,6 @@ use testkit::tree::{self, build_every_kind, Mtimes, Options, Precision};
 
 use super::support::{assert_consistent, can_run_containers, is_root, wait_until, Env};
 use crate::require;
-
-fn rootfs_of(env: &Env, id: &str) -> PathBuf {
-    PathBuf::from(env.json(&["ct", "show", id])["rootfs"].as_str().unwrap())
-}
 
 /// Names in the archive, in order, as GNU tar lists them.
 fn listing(archive: &Path) -> Vec<String> {
@@ -72,7 +68,7 @@ fn round_trip_of_every_file_kind_for_each_compression() {
     let src = env.path("src");
     build_every_kind(&src, &Options::rootfs("rootfs"));
     env.ct_from("orig", &src);
-    let orig = rootfs_of(&env, "orig");
+    let orig = env.rootfs_of("orig");
     tree::assert_same(&src, &orig, &Precision::EXACT);
     for (compression, entry) in [
         ("off", "rootfs/base.tar"),
@@ -112,7 +108,7 @@ fn round_trip_of_every_file_kind_for_each_compression() {
             &id,
             archive.to_str().unwrap(),
         ]);
-        tree::assert_same(&orig, &rootfs_of(&env, &id), &Precision::EXACT);
+        tree::assert_same(&orig, &env.rootfs_of(&id), &Precision::EXACT);
         if entry.ends_with(".gz") {
             let gz = entry_bytes(&archive, entry);
             assert!(gzip_t(&gz, env.dir.path()), "gzip -t passes");
@@ -219,7 +215,7 @@ fn archive_layout_is_the_originals() {
         .status()
         .unwrap();
     assert!(status.success());
-    tree::assert_same(&rootfs_of(&env, "lay"), &out, &Precision::EXACT);
+    tree::assert_same(&env.rootfs_of("lay"), &out, &Precision::EXACT);
 }
 
 #[test]
@@ -254,9 +250,9 @@ fn one_archive_imported_many_times_gives_independent_containers() {
             "existing user with equal maps is reused"
         );
     }
-    std::fs::write(rootfs_of(&env, "n1").join("etc/hostname"), "changed\n").unwrap();
+    std::fs::write(env.rootfs_of("n1").join("etc/hostname"), "changed\n").unwrap();
     assert_eq!(
-        std::fs::read_to_string(rootfs_of(&env, "n2").join("etc/hostname")).unwrap(),
+        std::fs::read_to_string(env.rootfs_of("n2").join("etc/hostname")).unwrap(),
         "busybox\n"
     );
     env.ok(&["ct", "start", "n2"]);
@@ -339,7 +335,7 @@ fn consistent_export_of_a_running_container_with_writes_in_flight() {
     let root = env.writer_rootfs("writer");
     env.ct_from("busy", &root);
     env.ok(&["ct", "start", "busy"]);
-    let live = rootfs_of(&env, "busy");
+    let live = env.rootfs_of("busy");
     assert!(wait_until(10, || std::fs::read_to_string(
         live.join("root/log")
     )
@@ -363,7 +359,7 @@ fn consistent_export_of_a_running_container_with_writes_in_flight() {
         "{snaps}"
     );
     env.ok(&["ct", "import", "--as-id", "snap", archive.to_str().unwrap()]);
-    let lines = assert_consistent(&rootfs_of(&env, "snap"));
+    let lines = assert_consistent(&env.rootfs_of("snap"));
     assert!(lines > 100);
     // The copy boots and carries on counting from its own state.
     env.ok(&["ct", "start", "snap"]);
@@ -538,7 +534,7 @@ fn original_style_tar_archive_imports() {
         xattrs: false,
         ..Precision::EXACT
     };
-    tree::assert_same(&rootfs, &rootfs_of(&env, "legacy-ct"), &gnu_format);
+    tree::assert_same(&rootfs, &env.rootfs_of("legacy-ct"), &gnu_format);
     let conf =
         std::fs::read_to_string(env.root().join("pools/default/conf/ct/legacy-ct.yml")).unwrap();
     assert!(conf.contains("distribution: debian"), "{conf}");

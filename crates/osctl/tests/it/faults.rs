@@ -336,11 +336,7 @@ fn kill_at_random_moments() {
         // A kill that lands after the commit (or once the import finished)
         // leaves the whole container; before it, none at all.
         if env.run(&["ct", "show", "copy"]).status.success() {
-            let rootfs = env.json(&["ct", "show", "copy"])["rootfs"]
-                .as_str()
-                .unwrap()
-                .to_string();
-            let data = std::fs::metadata(Path::new(&rootfs).join("root/data"));
+            let data = std::fs::metadata(env.rootfs_of("copy").join("root/data"));
             assert_eq!(data.map(|m| m.len()).ok(), Some(64 << 20), "{point}");
             env.ok(&["ct", "del", "copy"]);
         }
@@ -457,6 +453,8 @@ fn kill_while_the_export_stops_or_starts_the_container() {
             .arg(&file)
             .spawn()
             .unwrap();
+        // Polled every millisecond, not with wait_until's 100 ms: the restart
+        // itself lasts about that long.
         let seen = (0..20_000).any(|_| {
             let found = std::fs::read_to_string(&journal).is_ok_and(|j| j.contains(marker));
             if !found {

@@ -175,18 +175,15 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
     let good = env.path("good.tar");
     std::fs::write(&good, valid().build()).unwrap();
     env.ok(&["ct", "import", "--as-id", "control", good.to_str().unwrap()]);
-    let rootfs = env.json(&["ct", "show", "control"])["rootfs"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let rootfs = env.rootfs_of("control");
     assert_eq!(
-        std::fs::read(Path::new(&rootfs).join("etc/hostname")).unwrap(),
+        std::fs::read(rootfs.join("etc/hostname")).unwrap(),
         b"victim\n"
     );
     assert_eq!(env.state("control"), "stopped");
     // Setuid files inside the container's map are kept as they are.
     use std::os::unix::fs::MetadataExt;
-    let suid = std::fs::metadata(Path::new(&rootfs).join("bin/suid")).unwrap();
+    let suid = std::fs::metadata(rootfs.join("bin/suid")).unwrap();
     assert_eq!((suid.mode() & 0o7777, suid.uid()), (0o4755, 0));
 
     let gz = |entries: Vec<Entry>| valid().with(|p| p.rootfs = entries).build();

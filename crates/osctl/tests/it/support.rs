@@ -139,6 +139,11 @@ impl Env {
         serde_json::from_str(&self.ok(&full)).expect("JSON output")
     }
 
+    /// Where a container's root file system is, as `ct show` says.
+    pub fn rootfs_of(&self, id: &str) -> PathBuf {
+        PathBuf::from(self.json(&["ct", "show", id])["rootfs"].as_str().unwrap())
+    }
+
     pub fn state(&self, id: &str) -> String {
         self.json(&["ct", "show", id])["state"]
             .as_str()
