@@ -469,6 +469,13 @@ pub struct ChildWriter {
 }
 
 impl ChildWriter {
+    /// Raises the pipe's capacity (fewer wake-ups on large streams). Best effort.
+    pub fn enlarge_pipe(&self, bytes: usize) {
+        if let Some(stdin) = &self.stdin {
+            let _ = rustix::pipe::fcntl_setpipe_size(stdin, bytes);
+        }
+    }
+
     /// The child's stdin, for `io::copy` from a file (zero-copy `splice`).
     pub fn stdin(&mut self) -> &mut ChildStdin {
         self.stdin.as_mut().expect("stdin is open until finish")
@@ -672,5 +679,17 @@ mod tests {
         let mut w = Cmd::new("wc").arg("-c").spawn_writer().unwrap();
         w.write_all(&[0u8; 100_000]).unwrap();
         assert_eq!(w.finish().unwrap().trim(), "100000");
+    }
+
+    #[test]
+    fn pipes_to_and_from_children_can_be_enlarged() {
+        let mut w = Cmd::new("wc").arg("-c").spawn_writer().unwrap();
+        w.enlarge_pipe(1 << 20);
+        assert!(rustix::pipe::fcntl_getpipe_size(w.stdin()).unwrap() >= 1 << 20);
+        w.write_all(&[0u8; 2 << 20]).unwrap();
+        assert_eq!(w.finish().unwrap().trim(), "2097152");
+        let r = Cmd::new("true").spawn_reader().unwrap();
+        r.enlarge_pipe(1 << 20);
+        assert!(rustix::pipe::fcntl_getpipe_size(&r.stdout).unwrap() >= 1 << 20);
     }
 }

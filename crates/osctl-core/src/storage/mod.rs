@@ -27,8 +27,10 @@ pub mod zfs_parse;
 /// The directory inside a root dataset that holds the container's root file system.
 pub const ROOTFS_DIR: &str = "private";
 
-/// Pipe capacity for native streams read from a pipe: fewer wake-ups.
-const SEND_PIPE_SIZE: usize = 1 << 20;
+/// Pipe capacity for native streams going out of a sender or into a
+/// receiver. With the default 64 KiB the two ends take turns instead of
+/// working at once: a guarded btrfs import of 1 GiB took 5.5 s instead of 4.3.
+const STREAM_PIPE_SIZE: usize = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -200,7 +202,7 @@ pub trait Storage: Send + Sync {
             };
             format!("cannot send snapshot '{snap}' of container '{ct}'{dataset}")
         })?;
-        reader.enlarge_pipe(SEND_PIPE_SIZE);
+        reader.enlarge_pipe(STREAM_PIPE_SIZE);
         Ok(reader)
     }
 
@@ -270,18 +272,17 @@ pub trait StreamCheck: Send {
 impl Receiver {
     /// A receiver that takes streams as they are.
     pub fn direct(writer: ChildWriter) -> Receiver {
-        Receiver {
-            writer,
-            check: None,
-        }
+        Receiver::new(writer, None)
     }
 
     /// A receiver whose streams must pass `check` first.
     pub fn checked(writer: ChildWriter, check: Box<dyn StreamCheck>) -> Receiver {
-        Receiver {
-            writer,
-            check: Some(check),
-        }
+        Receiver::new(writer, Some(check))
+    }
+
+    fn new(writer: ChildWriter, check: Option<Box<dyn StreamCheck>>) -> Receiver {
+        writer.enlarge_pipe(STREAM_PIPE_SIZE);
+        Receiver { writer, check }
     }
 
     /// The receiver's stdin, to splice the stream into, when there is no check.
