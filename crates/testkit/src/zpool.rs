@@ -18,6 +18,22 @@ pub struct TestZpool {
     /// One test at a time: zfs-fuse serialises the work anyway (parallel runs
     /// are no faster), and its daemon once hung for good under parallel tests.
     _serial: MutexGuard<'static, ()>,
+    /// The zfs-fuse daemon the zpool was made on (None: the kernel's ZFS).
+    daemon: Option<u32>,
+}
+
+const ZFS_FUSE_PIDFILE: &str = "/run/zfs-fuse.pid";
+
+/// The pid of the live zfs-fuse daemon, if one runs.
+pub fn zfs_fuse_pid() -> Option<u32> {
+    let pid: u32 = fs::read_to_string(ZFS_FUSE_PIDFILE)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let alive = stat.contains("(zfs-fuse) ") && !stat.contains("(zfs-fuse) Z");
+    alive.then_some(pid)
 }
 
 fn zfs_available() -> Result<(), String> {
@@ -50,6 +66,11 @@ impl TestZpool {
         let serial = SERIAL
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // An earlier test may have seen the daemon die: start a new one.
+        let fuse = crate::have("zfs-fuse");
+        if fuse && zfs_fuse_pid().is_none() {
+            zfs_available().expect("restarting zfs-fuse");
+        }
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "osctltest{}x{}",
@@ -77,7 +98,15 @@ impl TestZpool {
             mnt,
             dir,
             _serial: serial,
+            daemon: if fuse { zfs_fuse_pid() } else { None },
         })
+    }
+
+    /// Whether the zfs-fuse daemon the zpool was made on is gone. It dies now
+    /// and then when a zpool fills up (its own bug); after that nothing the
+    /// test did can be checked.
+    pub fn daemon_died(&self) -> bool {
+        self.daemon.is_some() && zfs_fuse_pid() != self.daemon
     }
 
     pub fn dir(&self) -> &Path {
@@ -92,6 +121,10 @@ impl TestZpool {
 
 impl Drop for TestZpool {
     fn drop(&mut self) {
+        // A new daemon takes the zpool up again from its cache; destroy it there.
+        if self.daemon_died() {
+            let _ = zfs_available();
+        }
         // zfs-fuse calls a zpool busy for a moment after its files were used.
         for attempt in 0..20 {
             match Cmd::new("zpool").args(["destroy", "-f", &self.name]).run() {

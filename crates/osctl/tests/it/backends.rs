@@ -675,17 +675,34 @@ fn zfs_stream_entry_with_data_after_the_stream_is_refused() {
 #[test]
 fn import_onto_a_full_zpool_leaves_nothing() {
     require!(is_root(), "needs root");
+    for attempt in 1..=3 {
+        match import_onto_a_full_zpool() {
+            Some(ZpoolRun::DaemonDied) => eprintln!(
+                "attempt {attempt}: the zfs-fuse daemon died when the zpool filled up; \
+                 again on a new daemon and zpool"
+            ),
+            Some(ZpoolRun::Checked) | None => return,
+        }
+    }
+    panic!("the zfs-fuse daemon died every time the zpool filled up");
+}
+
+enum ZpoolRun {
+    Checked,
+    /// zfs-fuse's own bug: its daemon dies now and then when a zpool fills
+    /// up, and then nothing the import did can be checked.
+    DaemonDied,
+}
+
+/// None where the test is skipped.
+fn import_onto_a_full_zpool() -> Option<ZpoolRun> {
     let env = Env::new();
-    let Some(big) = Pool::new(&env, Kind::Dir) else {
-        return;
-    };
+    let big = Pool::new(&env, Kind::Dir)?;
     let root = env.noisy_rootfs("noisy", 120);
     big.new_ct("big", &root);
     let archive = env.path("big.tar");
     big.export(&["--format", "tar"], "big", &archive);
-    let Some(z) = TestZpool::create(96) else {
-        return;
-    };
+    let z = TestZpool::create(96)?;
     env.ok(&[
         "pool",
         "install",
@@ -697,17 +714,23 @@ fn import_onto_a_full_zpool_leaves_nothing() {
     ]);
     // Trusted: its user's ids are those of the source pool's user, on this
     // same host; the import creates that user and must remove it again.
-    let err = env.fails(
-        &[
-            "--pool",
-            "tiny",
-            "ct",
-            "import",
-            "--trusted",
-            archive.to_str().unwrap(),
-        ],
-        1,
-    );
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        env.fails(
+            &[
+                "--pool",
+                "tiny",
+                "ct",
+                "import",
+                "--trusted",
+                archive.to_str().unwrap(),
+            ],
+            1,
+        )
+    }));
+    if z.daemon_died() {
+        return Some(ZpoolRun::DaemonDied);
+    }
+    let err = failed.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
     assert!(err.to_lowercase().contains("space"), "{err}");
     let left = zpool::zfs(&["list", "-H", "-o", "name", "-r", &z.ds("osctl/ct")]);
     assert_eq!(left.trim(), z.ds("osctl/ct"), "datasets left: {left}");
@@ -718,6 +741,7 @@ fn import_onto_a_full_zpool_leaves_nothing() {
         "[]"
     );
     env.clean_pool("tiny");
+    Some(ZpoolRun::Checked)
 }
 
 /// Whether a regular file below `dir`, outside `skip`, holds `needle`.
