@@ -5,9 +5,16 @@
 //! `OSCTL_FAILPOINT=<name>` kills the process with SIGKILL when it reaches the
 //! point of that name; `OSCTL_FAILPOINT=<name>:stop` stops it with SIGSTOP
 //! there (the test sends SIGCONT). Without the variable this is one
-//! environment lookup.
+//! environment lookup; without the `failpoints` feature (release builds),
+//! nothing.
+
+/// Does nothing: failpoints are a test build's.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn hit(_name: &str) {}
 
 /// Dies or stops here if `OSCTL_FAILPOINT` names this point.
+#[cfg(feature = "failpoints")]
 pub fn hit(name: &str) {
     let Some(wanted) = std::env::var_os("OSCTL_FAILPOINT") else {
         return;
