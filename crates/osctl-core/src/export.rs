@@ -23,7 +23,7 @@ use crate::error::{Context, Error, Result};
 use crate::failpoint;
 use crate::fstar::{self, DumpSource, Manifest};
 use crate::interrupt::{self, Interruptible};
-use crate::journal::{ExportRecord, Journal, Record};
+use crate::journal::{ExportRecord, Journal};
 use crate::model::ContainerConfig;
 use crate::names;
 use crate::pool::Pool;
@@ -176,12 +176,12 @@ pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Resul
     // Journal before the file: a crash in between leaves nothing unrecorded.
     let mut journal = Journal::begin(
         pool,
-        Record::Export(ExportRecord {
+        ExportRecord {
             pid: std::process::id(),
             id: id.to_string(),
             output: partial.temp.clone(),
             ..Default::default()
-        }),
+        },
     )?;
     failpoint::hit("export-after-journal");
     let file = match partial.create() {
@@ -223,11 +223,9 @@ pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Resul
     }
 }
 
-fn job_is_clean(journal: &Journal) -> bool {
-    match &journal.record {
-        Record::Export(r) => r.snapshots.is_empty() && !r.stopped,
-        Record::Import(_) => false,
-    }
+fn job_is_clean(journal: &Journal<ExportRecord>) -> bool {
+    let r = journal.record();
+    r.snapshots.is_empty() && !r.stopped
 }
 
 struct Job<'a> {
@@ -235,7 +233,7 @@ struct Job<'a> {
     id: &'a str,
     cfg: &'a ContainerConfig,
     opts: &'a ExportOptions,
-    journal: &'a mut Journal,
+    journal: &'a mut Journal<ExportRecord>,
     runtime: &'a dyn Runtime,
     running: bool,
 }
@@ -301,7 +299,7 @@ impl Job<'_> {
         let manifest = self.dump(&mut w, encoding, &datasets, &base, None)?;
         if self.opts.consistent && self.running {
             self.progress(format!("stopping container '{}'", self.id));
-            self.journal.update(|r| journal_export(r).stopped = true)?;
+            self.journal.update(|r| r.stopped = true)?;
             self.runtime.stop(self.id, self.opts.stop_timeout)?;
             failpoint::hit("export-after-stop");
             let incr = self.take_snapshot("incr")?;
@@ -315,7 +313,7 @@ impl Job<'_> {
         }
         interrupt::check()?;
         failpoint::hit("export-before-end");
-        let snapshots = journal_export(&mut self.journal.record).snapshots.clone();
+        let snapshots = self.journal.record().snapshots.clone();
         self.destroy_snapshots()?;
         let checksums = w.checksums().to_vec();
         w.add_file(
@@ -362,32 +360,29 @@ impl Job<'_> {
         interrupt::check()?;
         let name = format!("osctl-{kind}-{}", now());
         // Journal first: a crash right after the snapshot still finds it.
-        self.journal
-            .update(|r| journal_export(r).snapshots.push(name.clone()))?;
+        self.journal.update(|r| r.snapshots.push(name.clone()))?;
         self.pool.storage.snapshot(self.id, &name)?;
         Ok(name)
     }
 
     fn start_again(&mut self) -> Result<()> {
-        if !journal_export(&mut self.journal.record).stopped {
+        if !self.journal.record().stopped {
             return Ok(());
         }
         self.progress(format!("starting container '{}'", self.id));
-        self.journal.update(|r| journal_export(r).starting = true)?;
+        self.journal.update(|r| r.starting = true)?;
         containers::start_locked(self.pool, self.id)?;
         self.journal.update(|r| {
-            let r = journal_export(r);
             r.stopped = false;
             r.starting = false;
         })
     }
 
     fn destroy_snapshots(&mut self) -> Result<()> {
-        let snapshots = journal_export(&mut self.journal.record).snapshots.clone();
+        let snapshots = self.journal.record().snapshots.clone();
         for snap in snapshots.iter().rev() {
             self.pool.storage.destroy_snapshot(self.id, snap)?;
-            self.journal
-                .update(|r| journal_export(r).snapshots.retain(|s| s != snap))?;
+            self.journal.update(|r| r.snapshots.retain(|s| s != snap))?;
         }
         Ok(())
     }
@@ -550,13 +545,6 @@ fn hook_files(dir: &Path) -> Result<Vec<String>> {
     }
     out.sort();
     Ok(out)
-}
-
-fn journal_export(record: &mut Record) -> &mut ExportRecord {
-    match record {
-        Record::Export(r) => r,
-        Record::Import(_) => unreachable!("an export holds an export record"),
-    }
 }
 
 /// Runs a native sender with the archive file as its stdout, positioned at

@@ -25,7 +25,7 @@ use crate::failpoint;
 use crate::fstar::{self, DevicePolicy, ExtractOptions};
 use crate::idmap::{IdMap, IdRange, SubordinateFloor};
 use crate::interrupt;
-use crate::journal::{ImportRecord, Journal, Record};
+use crate::journal::{ImportRecord, Journal};
 use crate::lock::Lock;
 use crate::model::{ContainerConfig, GroupConfig, UserConfig};
 use crate::names;
@@ -96,7 +96,7 @@ struct Plan {
     hooks: Vec<(String, Vec<u8>)>,
     /// Owners of files must be below this (the user's map size).
     max_id: Option<u32>,
-    journal: Journal,
+    journal: Journal<ImportRecord>,
     lock: Lock,
 }
 
@@ -107,7 +107,7 @@ struct Decided {
     group: GroupPlan,
     hooks: Vec<(String, Vec<u8>)>,
     max_id: Option<u32>,
-    journal: Journal,
+    journal: Journal<ImportRecord>,
 }
 
 /// Imports the archive at `path` into `pool`; returns the new container's id.
@@ -324,12 +324,12 @@ impl Importer<'_> {
         }
         let journal = Journal::begin(
             pool,
-            Record::Import(ImportRecord {
+            ImportRecord {
                 pid: std::process::id(),
                 id: id.to_string(),
                 staging: staging.clone(),
                 ..Default::default()
-            }),
+            },
         )?;
         Ok(Decided {
             staging,
@@ -685,11 +685,7 @@ impl<R: Read> Read for CountingReader<'_, R> {
 fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
     interrupt::check()?;
     let _accounts = pool.lock_accounts()?;
-    plan.journal.update(|r| {
-        if let Record::Import(r) = r {
-            r.committing = true;
-        }
-    })?;
+    plan.journal.update(|r| r.committing = true)?;
     match &plan.user {
         UserPlan::Existing(name) => {
             pool.user(name)
@@ -701,11 +697,8 @@ fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
                     "user '{name}' was created by someone else during the import"
                 )));
             }
-            plan.journal.update(|r| {
-                if let Record::Import(r) = r {
-                    r.created_user = Some(name.clone());
-                }
-            })?;
+            plan.journal
+                .update(|r| r.created_user = Some(name.clone()))?;
             match config {
                 // Judged again under the subordinate-id lock, with the
                 // creation: another import or `user new` may have taken
@@ -730,11 +723,8 @@ fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
                     "group '{path}' was created by someone else during the import"
                 )));
             }
-            plan.journal.update(|r| {
-                if let Record::Import(r) = r {
-                    r.created_group = Some(path.clone());
-                }
-            })?;
+            plan.journal
+                .update(|r| r.created_group = Some(path.clone()))?;
             accounts::create_group(pool, path)?;
         }
     }
@@ -765,7 +755,7 @@ fn save_hooks(pool: &Pool, id: &str, hooks: &[(String, Vec<u8>)]) -> Result<()> 
 
 /// Undoes a failed import, as its journal records it.
 fn undo(pool: &Pool, plan: Plan) -> Result<()> {
-    crate::recovery::undo_import(pool, plan.journal.import_record(), &mut Vec::new())?;
+    crate::recovery::undo_import(pool, plan.journal.record(), &mut Vec::new())?;
     plan.journal.finish()?;
     pool.unlock_ct(&plan.id, plan.lock)
 }

@@ -61,69 +61,75 @@ impl Record {
             Record::Import(r) => &r.id,
         }
     }
+}
 
-    fn kind(&self) -> &'static str {
-        match self {
-            Record::Export(_) => "export",
-            Record::Import(_) => "import",
-        }
+/// What a journal can record: one kind of operation.
+pub trait Operation: Serialize + Clone {
+    /// The journal file's prefix: `state/<KIND>.<id>.yml`.
+    const KIND: &'static str;
+    fn id(&self) -> &str;
+    fn into_record(self) -> Record;
+}
+
+impl Operation for ExportRecord {
+    const KIND: &'static str = "export";
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn into_record(self) -> Record {
+        Record::Export(self)
     }
 }
 
-/// A journal file, rewritten atomically at every step. Removed by `finish`;
-/// dropping it keeps the file (the operation failed before it could clean up).
-pub struct Journal {
-    path: PathBuf,
-    pub record: Record,
+impl Operation for ImportRecord {
+    const KIND: &'static str = "import";
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn into_record(self) -> Record {
+        Record::Import(self)
+    }
 }
 
-impl Journal {
-    pub fn path_for(pool: &Pool, kind: &str, id: &str) -> PathBuf {
-        pool.state_dir().join(format!("{kind}.{id}.yml"))
+/// A journal file of one operation, rewritten atomically at every step.
+/// Removed by `finish`; dropping it keeps the file (the operation failed
+/// before it could clean up).
+pub struct Journal<R: Operation> {
+    path: PathBuf,
+    record: R,
+}
+
+impl<R: Operation> Journal<R> {
+    fn path_for(pool: &Pool, id: &str) -> PathBuf {
+        pool.state_dir().join(format!("{}.{id}.yml", R::KIND))
     }
 
     /// Starts a journal; the caller holds the container's lock.
-    pub fn begin(pool: &Pool, record: Record) -> Result<Journal> {
-        let path = Self::path_for(pool, record.kind(), record.id());
+    pub fn begin(pool: &Pool, record: R) -> Result<Journal<R>> {
+        let path = Self::path_for(pool, record.id());
         fsutil::create_dir_all(&pool.state_dir())?;
         let journal = Journal { path, record };
         journal.save()?;
         Ok(journal)
     }
 
-    pub fn save(&self) -> Result<()> {
-        fsutil::atomic_write(&self.path, yaml::to_string(&self.record)?.as_bytes())
+    fn save(&self) -> Result<()> {
+        let text = yaml::to_string(&self.record.clone().into_record())?;
+        fsutil::atomic_write(&self.path, text.as_bytes())
+    }
+
+    pub fn record(&self) -> &R {
+        &self.record
     }
 
     /// Changes the record and writes it before the change happens on disk.
-    pub fn update(&mut self, change: impl FnOnce(&mut Record)) -> Result<()> {
+    pub fn update(&mut self, change: impl FnOnce(&mut R)) -> Result<()> {
         change(&mut self.record);
         self.save()
     }
 
     pub fn finish(self) -> Result<()> {
         fsutil::remove_file_if_exists(&self.path)
-    }
-
-    pub fn import_record(&self) -> &ImportRecord {
-        match &self.record {
-            Record::Import(r) => r,
-            Record::Export(_) => unreachable!("an import journal holds an import record"),
-        }
-    }
-
-    pub fn export_mut(&mut self) -> &mut ExportRecord {
-        match &mut self.record {
-            Record::Export(r) => r,
-            Record::Import(_) => unreachable!("an export journal holds an export record"),
-        }
-    }
-
-    pub fn import_mut(&mut self) -> &mut ImportRecord {
-        match &mut self.record {
-            Record::Import(r) => r,
-            Record::Export(_) => unreachable!("an import journal holds an import record"),
-        }
     }
 }
 
