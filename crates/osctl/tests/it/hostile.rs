@@ -2,6 +2,7 @@
 //! leaves nothing behind (no container, dataset, user, group, journal).
 
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 
 use serde_json::{json, Value};
 
@@ -130,6 +131,14 @@ fn subid_lines() -> Vec<String> {
         .collect()
 }
 
+/// The archives here map host ids from 3900000000 and [`refused`] watches
+/// those lines of /etc/subuid: tests that import them take turns, or one's
+/// import would look like another's leftover.
+fn take_turn() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Imports `bytes` with `args`, expects one clear error line containing
 /// `expect` and exit status 1, and checks that the pool and the host ids are
 /// as before. Returns what went wrong, if anything.
@@ -169,6 +178,7 @@ fn refused(env: &Env, name: &str, bytes: &[u8], args: &[&str], expect: &str) -> 
 #[test]
 fn a_valid_archive_imports_and_hostile_ones_are_refused() {
     require!(is_root(), "needs root (owners, subuid)");
+    let _turn = take_turn();
     let env = Env::new();
     env.ok(&["pool", "ls"]);
     env.ok(&["group", "ls"]);
@@ -705,9 +715,11 @@ fn hole_1_lxc_config_injection_through_hostname() {
             ),
         ),
     ];
+    let turn = take_turn();
     for (name, bytes, cause) in &cases {
         assert_eq!(refused(&env, name, bytes, &[], cause), None);
     }
+    drop(turn);
     assert!(!marker.exists());
 
     // A config on disk with the same hostname: start refuses it, ls and show
@@ -765,9 +777,11 @@ fn hole_1_lxc_config_injection_through_init_cmd() {
             "not an absolute path",
         ),
     ];
+    let turn = take_turn();
     for (name, bytes, cause) in &cases {
         assert_eq!(refused(&env, name, bytes, &[], cause), None);
     }
+    drop(turn);
 
     env.busybox_ct("inj");
     set_ct_key(&env, "inj", "init_cmd", &argv);
