@@ -90,7 +90,11 @@ pub fn create(pool: &Pool, new: &NewContainer) -> Result<()> {
         fill_rootfs(&pool.storage.rootfs(&new.id), &new.source)?;
         let mut cfg = ContainerConfig::new(&new.user, &new.group);
         cfg.dataset = Some(dataset_name(pool, &new.id));
-        cfg.hostname = Some(new.id.clone());
+        // Ids may hold '_', host names may not: such a container runs
+        // under its id as LXC's uts name, with no hostname in its config.
+        cfg.hostname = grammar::host_name("hostname", &new.id)
+            .is_ok()
+            .then(|| new.id.clone());
         cfg.privileged = new.privileged;
         pool.save_ct(&new.id, &cfg)
     })();

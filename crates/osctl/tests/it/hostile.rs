@@ -750,6 +750,19 @@ fn hole_1_lxc_config_injection_through_hostname() {
     assert_eq!(name.trim(), "web.example.com");
     env.ok(&["ct", "stop", "inj"]);
     assert!(!marker.exists());
+    // An id that is no host name ('_') still makes a container that starts.
+    env.busybox_ct("under_score");
+    env.ok(&["ct", "start", "under_score"]);
+    let name = env.ok(&[
+        "ct",
+        "exec",
+        "under_score",
+        "--",
+        "cat",
+        "/proc/sys/kernel/hostname",
+    ]);
+    assert_eq!(name.trim(), "under_score");
+    env.ok(&["ct", "stop", "under_score"]);
 }
 
 #[test]
