@@ -99,7 +99,8 @@ pub fn render_config(spec: &RunSpec) -> Result<String> {
         line("lxc.mount.entry", &entry)?;
     }
     if let Some(raw) = &spec.raw_lxc {
-        grammar::raw_lxc(raw).map_err(|e| e.context(format!("container '{}'", spec.id)))?;
+        grammar::raw_lxc(raw)
+            .map_err(|e| Error::Refused(format!("container '{}': {e}", spec.id)))?;
         c.push_str("# raw configuration from container.yml\n");
         c.push_str(raw.trim_end());
         c.push('\n');
