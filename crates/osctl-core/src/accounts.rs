@@ -120,7 +120,11 @@ fn save_new_user(pool: &Pool, name: &str, cfg: &UserConfig, subids: &SubIds) -> 
 pub fn delete_user(pool: &Pool, name: &str) -> Result<()> {
     let cfg = pool.user(name)?;
     for id in pool.ct_ids()? {
-        if pool.ct(&id).map(|c| c.user == name).unwrap_or(false) {
+        if pool
+            .ct_unvalidated(&id)
+            .map(|c| c.user == name)
+            .unwrap_or(false)
+        {
             return Err(Error::Refused(format!(
                 "user '{name}' is used by container '{id}'"
             )));
@@ -171,7 +175,11 @@ pub fn delete_group(pool: &Pool, path: &str) -> Result<()> {
         )));
     }
     for id in pool.ct_ids()? {
-        if pool.ct(&id).map(|c| c.group == path).unwrap_or(false) {
+        if pool
+            .ct_unvalidated(&id)
+            .map(|c| c.group == path)
+            .unwrap_or(false)
+        {
             return Err(Error::Refused(format!(
                 "group '{path}' is used by container '{id}'"
             )));

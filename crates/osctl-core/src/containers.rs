@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::cmd::Cmd;
 use crate::error::{Context, Error, Result};
 use crate::idmap::IdMap;
-use crate::model::ContainerConfig;
+use crate::model::{grammar, ContainerConfig};
 use crate::names;
 use crate::pool::Pool;
 use crate::runtime::lxc::Lxc;
@@ -90,7 +90,11 @@ pub fn create(pool: &Pool, new: &NewContainer) -> Result<()> {
         fill_rootfs(&pool.storage.rootfs(&new.id), &new.source)?;
         let mut cfg = ContainerConfig::new(&new.user, &new.group);
         cfg.dataset = Some(dataset_name(pool, &new.id));
-        cfg.hostname = Some(new.id.clone());
+        // Ids may hold '_', host names may not: such a container runs
+        // under its id as LXC's uts name, with no hostname in its config.
+        cfg.hostname = grammar::host_name("hostname", &new.id)
+            .is_ok()
+            .then(|| new.id.clone());
         cfg.privileged = new.privileged;
         pool.save_ct(&new.id, &cfg)
     })();
@@ -133,7 +137,7 @@ fn fill_rootfs(rootfs: &Path, source: &RootfsSource) -> Result<()> {
 
 pub fn delete(pool: &Pool, id: &str, force: bool) -> Result<()> {
     let lock = pool.lock_ct(id)?;
-    pool.ct(id)?;
+    pool.ct_unvalidated(id)?;
     let rt = runtime(pool);
     let state = rt.state(id)?;
     if state.is_up() {
@@ -227,7 +231,8 @@ fn run_spec(pool: &Pool, id: &str, cfg: &ContainerConfig) -> Result<RunSpec> {
 }
 
 /// `mounts` entries of container.yml as osctld writes them
-/// (`{fs, mountpoint, type, opts}`).
+/// (`{fs, mountpoint, type, opts}`); `ContainerConfig::validate` checked
+/// their values.
 fn mount_specs(cfg: &ContainerConfig) -> Result<Vec<MountSpec>> {
     cfg.mounts
         .iter()
@@ -236,11 +241,6 @@ fn mount_specs(cfg: &ContainerConfig) -> Result<Vec<MountSpec>> {
             let source = get("fs").ok_or_else(|| Error::Invalid("mount without 'fs'".into()))?;
             let target = get("mountpoint")
                 .ok_or_else(|| Error::Invalid("mount without 'mountpoint'".into()))?;
-            for s in [&source, &target] {
-                if s.contains(char::is_whitespace) {
-                    return Err(Error::Invalid(format!("mount path '{s}' contains blanks")));
-                }
-            }
             Ok(MountSpec {
                 source,
                 target,
@@ -277,7 +277,7 @@ fn lacks_idmapped_mounts(path: &Path) -> Result<Option<&'static str>> {
 
 pub fn stop(pool: &Pool, id: &str, timeout: Duration) -> Result<()> {
     let _lock = pool.lock_ct(id)?;
-    pool.ct(id)?;
+    pool.ct_unvalidated(id)?;
     runtime(pool).stop(id, timeout)
 }
 
@@ -305,8 +305,9 @@ pub fn set_privileged(pool: &Pool, id: &str, on: bool) -> Result<()> {
     pool.save_ct(id, &cfg)
 }
 
+/// Works on a broken config too, so that `ct ls` shows what to fix.
 pub fn info(pool: &Pool, id: &str) -> Result<ContainerInfo> {
-    let cfg = pool.ct(id)?;
+    let cfg = pool.ct_unvalidated(id)?;
     let state = runtime(pool).state(id)?;
     Ok(ContainerInfo {
         id: id.to_string(),
@@ -316,7 +317,10 @@ pub fn info(pool: &Pool, id: &str) -> Result<ContainerInfo> {
         state,
         rootfs: pool.storage.rootfs(id).to_string_lossy().into_owned(),
         privileged: cfg.privileged,
-        hostname: cfg.hostname.clone().unwrap_or_else(|| id.to_string()),
+        hostname: cfg
+            .hostname
+            .as_deref()
+            .map_or_else(|| id.to_string(), grammar::escaped),
         datasets: pool.storage.subdatasets(id)?,
     })
 }

@@ -212,7 +212,8 @@ impl Importer<'_> {
                         self.head.group = Some(yaml::parse_bytes(&bytes, &shown).map_err(bad)?)
                     }
                     _ => {
-                        self.head.container = Some(yaml::parse_bytes(&bytes, &shown).map_err(bad)?)
+                        self.head.container =
+                            Some(ContainerConfig::parse(&bytes, &shown).map_err(bad)?)
                     }
                 }
             }

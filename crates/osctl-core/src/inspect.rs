@@ -386,7 +386,7 @@ impl Scan {
                     yaml::parse_bytes::<GroupConfig>(bytes, shown).map_err(typed)?;
                 }
                 _ => {
-                    yaml::parse_bytes::<ContainerConfig>(bytes, shown).map_err(typed)?;
+                    ContainerConfig::parse(bytes, shown).map_err(typed)?;
                 }
             }
         }

@@ -297,7 +297,23 @@ impl Pool {
         self.ct_config_path(id).exists()
     }
 
+    /// A container's config, its values checked as an archive's are: a
+    /// config an admin broke, or an older import left, is refused.
     pub fn ct(&self, id: &str) -> Result<ContainerConfig> {
+        let cfg = self.ct_unvalidated(id)?;
+        cfg.validate().map_err(|e| {
+            Error::Refused(format!(
+                "container '{id}': {}: {e}",
+                self.ct_config_path(id).display()
+            ))
+        })?;
+        Ok(cfg)
+    }
+
+    /// A container's config without the checks of [`Pool::ct`]: for what
+    /// must work on a broken config (ls, show, stop, delete, and whether a
+    /// user or group is in use), never for what reaches LXC.
+    pub fn ct_unvalidated(&self, id: &str) -> Result<ContainerConfig> {
         names::container_id(id)?;
         self.load(&self.ct_config_path(id), || {
             Error::NotFound(format!(

@@ -204,6 +204,23 @@ fn unsafe_names_in_a_tar_stream_are_refused_as_the_extractor_does() {
     assert!(err.contains("'..'"), "{err}");
 }
 
+#[test]
+fn verify_checks_the_values_that_reach_lxc() {
+    let list = archives();
+    let mut bytes = seed(&list, "tar-off.tar");
+    let (at, size) = entry_span(&bytes, "config/container.yml");
+    let text = std::str::from_utf8(&bytes[at..at + size]).unwrap();
+    // Same length, so the tar stays whole; a newline would start an LXC line.
+    let spoiled = text.replace("hostname: seed", "hostname: \"\\n\"");
+    assert_eq!(spoiled.len(), size);
+    bytes[at..at + size].copy_from_slice(spoiled.as_bytes());
+    let err = error_of(verify_from(&bytes[..]));
+    assert!(
+        err.contains(r#"config/container.yml: hostname "\n" is not a valid host name"#),
+        "{err}"
+    );
+}
+
 fn reseal(header: &mut [u8]) {
     header[148..156].fill(b' ');
     let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();

@@ -1,7 +1,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{empty_map, Extra};
+use super::{empty_map, grammar, Extra};
+use crate::error::Result;
+use crate::yaml;
 
 /// `conf/ct/<id>.yml` and `config/container.yml` in archives.
 ///
@@ -87,6 +89,32 @@ impl ContainerConfig {
         (!text.trim().is_empty()).then_some(text)
     }
 
+    /// Parses `config/container.yml` or `conf/ct/<id>.yml` and checks every
+    /// value that reaches LXC, a command line or a path ([`grammar`]).
+    /// Errors name `what` and the field.
+    pub fn parse(bytes: &[u8], what: &str) -> Result<Self> {
+        let cfg: ContainerConfig = yaml::parse_bytes(bytes, what)?;
+        cfg.validate().map_err(|e| e.context(what))?;
+        Ok(cfg)
+    }
+
+    /// Checks the values that leave the config (see [`grammar`]).
+    pub fn validate(&self) -> Result<()> {
+        if let Some(name) = &self.hostname {
+            grammar::host_name("hostname", name)?;
+        }
+        if let Some(cmd) = &self.init_cmd {
+            grammar::init_cmd(cmd)?;
+        }
+        for (i, m) in self.mounts.iter().enumerate() {
+            grammar::mount(i, m)?;
+        }
+        if let Some(raw) = self.raw_lxc() {
+            grammar::raw_lxc(&raw)?;
+        }
+        Ok(())
+    }
+
     pub fn init_argv(&self) -> Vec<String> {
         match &self.init_cmd {
             Some(cmd) if !cmd.argv().is_empty() => cmd.argv(),
@@ -98,7 +126,6 @@ impl ContainerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::yaml;
 
     #[test]
     fn unknown_keys_survive() {

@@ -3,6 +3,7 @@
 //! config survives a trip through us unchanged.
 
 pub mod container;
+pub mod grammar;
 pub mod group;
 pub mod user;
 

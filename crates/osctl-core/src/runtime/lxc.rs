@@ -9,6 +9,7 @@ use super::{not_running, CtState, RunSpec, Runtime};
 use crate::cmd::Cmd;
 use crate::error::{Context, Error, Result};
 use crate::fsutil;
+use crate::model::grammar;
 
 pub struct Lxc {
     path: PathBuf,
@@ -32,67 +33,79 @@ pub fn parse_state(output: &str) -> Result<CtState> {
     }
 }
 
-/// Renders the LXC config of a container.
-pub fn render_config(spec: &RunSpec) -> String {
+/// Renders the LXC config of a container. The values were checked when the
+/// config was read (`model/grammar.rs`); a control character is refused here
+/// once more, since a newline would start a line of its own (a hook, say).
+/// Init is not in it: [`Lxc::start`] hands LXC the argument vector itself.
+pub fn render_config(spec: &RunSpec) -> Result<String> {
+    let refuse = |what: &str, value: &str, why: &str| {
+        Error::Refused(format!(
+            "container '{}': cannot write its LXC config: {what} {} {why}",
+            spec.id,
+            grammar::shown(value)
+        ))
+    };
+    if spec.hostname.len() > grammar::MAX_UTS_NAME {
+        let why = format!(
+            "is longer than the {} bytes of a kernel host name",
+            grammar::MAX_UTS_NAME
+        );
+        return Err(refuse("hostname", &spec.hostname, &why));
+    }
     let mut c = String::new();
     let mut line = |k: &str, v: &str| {
+        if grammar::has_control(v) {
+            return Err(refuse(k, v, "contains a control character"));
+        }
         let _ = writeln!(c, "{k} = {v}");
+        Ok(())
     };
-    line("lxc.uts.name", &spec.hostname);
-    line("lxc.rootfs.path", &format!("dir:{}", spec.rootfs.display()));
+    line("lxc.uts.name", &spec.hostname)?;
+    line("lxc.rootfs.path", &format!("dir:{}", spec.rootfs.display()))?;
     if let Some((uid_map, gid_map)) = &spec.idmap {
         // Ownership on disk is as the container sees it; an idmapped mount
         // shows it shifted into the user namespace.
-        line("lxc.rootfs.options", "idmap=container");
+        line("lxc.rootfs.options", "idmap=container")?;
         for r in &uid_map.0 {
-            line("lxc.idmap", &format!("u {} {} {}", r.ns, r.host, r.count));
+            line("lxc.idmap", &format!("u {} {} {}", r.ns, r.host, r.count))?;
         }
         for r in &gid_map.0 {
-            line("lxc.idmap", &format!("g {} {} {}", r.ns, r.host, r.count));
+            line("lxc.idmap", &format!("g {} {} {}", r.ns, r.host, r.count))?;
         }
     }
-    line("lxc.net.0.type", "empty");
-    line("lxc.init.cmd", &quote_args(&spec.init));
-    line("lxc.mount.auto", "proc:mixed sys:ro cgroup:mixed");
-    line("lxc.autodev", "1");
-    line("lxc.tty.max", "0");
-    line("lxc.console.path", "none");
-    line("lxc.log.file", &spec.log_file.display().to_string());
-    line("lxc.log.level", "WARN");
+    line("lxc.net.0.type", "empty")?;
+    line("lxc.mount.auto", "proc:mixed sys:ro cgroup:mixed")?;
+    line("lxc.autodev", "1")?;
+    line("lxc.tty.max", "0")?;
+    line("lxc.console.path", "none")?;
+    line("lxc.log.file", &spec.log_file.display().to_string())?;
+    line("lxc.log.level", "WARN")?;
     for m in &spec.mounts {
-        line(
-            "lxc.mount.entry",
-            &format!(
-                "{} {} {} {},create=dir 0 0",
-                m.source,
-                m.target.trim_start_matches('/'),
-                m.fstype,
-                m.options
-            ),
+        // An fstab line: an empty or blank field would shift the others.
+        let target = m.target.trim_start_matches('/');
+        for field in [&m.source, target, &m.fstype, &m.options] {
+            if field.is_empty() || field.contains([' ', '\t']) {
+                return Err(refuse(
+                    "lxc.mount.entry field",
+                    field,
+                    "is empty or has blanks",
+                ));
+            }
+        }
+        let entry = format!(
+            "{} {target} {} {},create=dir 0 0",
+            m.source, m.fstype, m.options
         );
+        line("lxc.mount.entry", &entry)?;
     }
     if let Some(raw) = &spec.raw_lxc {
+        grammar::raw_lxc(raw)
+            .map_err(|e| Error::Refused(format!("container '{}': {e}", spec.id)))?;
         c.push_str("# raw configuration from container.yml\n");
         c.push_str(raw.trim_end());
         c.push('\n');
     }
-    c
-}
-
-/// Joins arguments for `lxc.init.cmd`, which LXC splits on blanks outside quotes.
-fn quote_args(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| {
-            if !a.is_empty() && !a.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
-                a.clone()
-            } else if !a.contains('"') {
-                format!("\"{a}\"")
-            } else {
-                format!("'{a}'")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    Ok(c)
 }
 
 impl Lxc {
@@ -143,10 +156,19 @@ impl Runtime for Lxc {
     }
 
     fn start(&self, spec: &RunSpec) -> Result<()> {
+        let config = render_config(spec)?;
         let dir = self.config_dir(&spec.id);
         fsutil::create_dir_all(&dir)?;
-        fsutil::atomic_write(&dir.join("config"), render_config(spec).as_bytes())?;
-        let started = self.tool("lxc-start", &spec.id).arg("-d").run().map(drop);
+        fsutil::atomic_write(&dir.join("config"), config.as_bytes())?;
+        // Init's arguments go to LXC as a vector: LXC 5 splits lxc.init.cmd
+        // at every space (quotes are kept as characters), LXC 6 at blanks
+        // outside quotes, so no quoting in the config is right for both.
+        let started = self
+            .tool("lxc-start", &spec.id)
+            .args(["-d", "--"])
+            .args(&spec.init)
+            .run()
+            .map(drop);
         if let Err(e) = started {
             let detail = log_tail(&spec.log_file);
             let err = Error::exec(format!("cannot start container '{}'", spec.id), e);
@@ -216,6 +238,7 @@ impl Runtime for Lxc {
 mod tests {
     use super::*;
     use crate::idmap::IdMap;
+    use crate::runtime::MountSpec;
 
     #[test]
     fn states() {
@@ -241,27 +264,73 @@ mod tests {
             raw_lxc: None,
             log_file: "/p/log/c1.log".into(),
         };
-        let c = render_config(&spec);
+        let c = render_config(&spec).unwrap();
         assert!(c.contains("lxc.rootfs.path = dir:/p/ct/c1/private\n"));
         assert!(c.contains("lxc.rootfs.options = idmap=container\n"));
         assert!(c.contains("lxc.idmap = u 0 100000 65536\n"));
         assert!(c.contains("lxc.idmap = g 0 100000 65536\n"));
     }
 
-    #[test]
-    fn config_for_privileged_has_no_idmap() {
-        let spec = RunSpec {
+    fn privileged() -> RunSpec {
+        RunSpec {
             id: "c1".into(),
             rootfs: "/r".into(),
             hostname: "h".into(),
             init: vec!["/bin/sh".into(), "-c".into(), "sleep 1".into()],
             idmap: None,
-            mounts: vec![],
+            mounts: vec![MountSpec {
+                source: "/srv".into(),
+                target: "/mnt/srv".into(),
+                fstype: "none".into(),
+                options: "bind".into(),
+            }],
             raw_lxc: Some("lxc.cap.drop = sys_admin".into()),
             log_file: "/l".into(),
-        };
-        let c = render_config(&spec);
+        }
+    }
+
+    #[test]
+    fn config_for_privileged_has_no_idmap() {
+        let c = render_config(&privileged()).unwrap();
         assert!(!c.contains("idmap"));
         assert!(c.contains("lxc.cap.drop = sys_admin\n"));
+        assert!(c.contains("lxc.mount.entry = /srv mnt/srv none bind,create=dir 0 0\n"));
+        // Init is handed to lxc-start, not written.
+        assert!(!c.contains("init") && !c.contains("sleep"));
+    }
+
+    #[test]
+    fn control_characters_are_refused() {
+        let hook = "\nlxc.hook.pre-start = /bin/sh -c id";
+        let mut spoiled: Vec<(&str, RunSpec)> = Vec::new();
+        let mut spoil = |what, f: &dyn Fn(&mut RunSpec)| {
+            let mut spec = privileged();
+            f(&mut spec);
+            spoiled.push((what, spec));
+        };
+        spoil("hostname", &|s| s.hostname = format!("h{hook}"));
+        spoil("hostname cr", &|s| s.hostname = "h\r".into());
+        spoil("hostname del", &|s| s.hostname = "h\u{7f}".into());
+        spoil("rootfs", &|s| s.rootfs = format!("/r{hook}").into());
+        spoil("log", &|s| s.log_file = format!("/l{hook}").into());
+        spoil("mount source", &|s| {
+            s.mounts[0].source = format!("/srv{hook}")
+        });
+        spoil("mount target", &|s| s.mounts[0].target = "/m\n".into());
+        spoil("mount options", &|s| {
+            s.mounts[0].options = format!("bind{hook}")
+        });
+        spoil("mount blank", &|s| s.mounts[0].options = "bind ro".into());
+        spoil("mount root", &|s| s.mounts[0].target = "/".into());
+        spoil("raw nul", &|s| s.raw_lxc = Some("lxc.cap.drop = \0".into()));
+        spoil("long hostname", &|s| s.hostname = "a".repeat(65));
+        for (what, spec) in &spoiled {
+            let e = render_config(spec).expect_err(what).to_string();
+            assert!(e.starts_with("container 'c1': "), "{what}: {e}");
+            assert!(!e.contains('\n') && !e.contains('\r'), "{what}: {e:?}");
+        }
+        let mut spec = privileged();
+        spec.hostname = "a".repeat(64);
+        assert!(render_config(&spec).is_ok());
     }
 }

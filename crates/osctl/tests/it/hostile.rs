@@ -2,9 +2,12 @@
 //! leaves nothing behind (no container, dataset, user, group, journal).
 
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use serde_json::{json, Value};
 
 use super::rawtar::{self, Entry, Kind};
-use super::support::{is_root, Env};
+use super::support::{can_run_containers, is_root, wait_until, Env};
 use crate::require;
 
 /// The pieces of an archive in the original's layout, to be spoiled one at a time.
@@ -130,6 +133,14 @@ fn subid_lines(env: &Env) -> Vec<String> {
         .collect()
 }
 
+/// The archives here map host ids from 3900000000 and [`refused`] watches
+/// those lines of /etc/subuid: tests that import them take turns, or one's
+/// import would look like another's leftover.
+fn take_turn() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Imports `bytes` with `args`, expects one clear error line containing
 /// `expect` and exit status 1, and checks that the pool and the host ids are
 /// as before. Returns what went wrong, if anything.
@@ -175,6 +186,7 @@ pub(super) fn refused(
 #[test]
 fn a_valid_archive_imports_and_hostile_ones_are_refused() {
     require!(is_root(), "needs root (owners, subuid)");
+    let _turn = take_turn();
     let env = Env::new();
     env.ok(&["pool", "ls"]);
     env.ok(&["group", "ls"]);
@@ -640,4 +652,184 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
         cases.len(),
         failures.join("\n")
     );
+}
+
+/// An LXC hook line that, if LXC ever read it, would create `marker` as host root.
+fn hook_line(marker: &Path) -> String {
+    format!(
+        "lxc.hook.pre-start = /bin/sh -c \"id > {}\"",
+        marker.display()
+    )
+}
+
+/// The valid archive with `key: value` in its container.yml.
+fn with_ct_key(key: &str, value: &Value) -> Vec<u8> {
+    valid()
+        .with(|p| p.container = p.container.as_ref().map(|c| set_key(c, key, value)))
+        .build()
+}
+
+/// A top-level `key` of a YAML config set to `value` (JSON is YAML).
+fn set_key(yaml: &str, key: &str, value: &Value) -> String {
+    let kept: Vec<&str> = yaml
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{key}:")))
+        .collect();
+    format!("{}\n{key}: {value}\n", kept.join("\n"))
+}
+
+/// Sets `key` of container `id`'s config on disk, as an admin's edit or an
+/// older import could have left it.
+fn set_ct_key(env: &Env, id: &str, key: &str, value: &Value) {
+    let path = env.root().join(format!("pools/default/conf/ct/{id}.yml"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, set_key(&text, key, value)).unwrap();
+}
+
+/// `ct start` of `id` fails with one line containing `expect`, runs no hook
+/// and leaves no LXC config with a hook in it; the container is stopped.
+fn start_refused(env: &Env, id: &str, expect: &str, marker: &Path) {
+    let err = env.fails(&["ct", "start", id], 1);
+    assert!(err.contains(expect), "{err}");
+    assert!(!marker.exists(), "the injected hook ran");
+    let config = env.root().join(format!("lxc/default/{id}/config"));
+    let written = std::fs::read_to_string(config).unwrap_or_default();
+    assert!(!written.contains("lxc.hook"), "{written}");
+    assert_eq!(env.state(id), "stopped");
+}
+
+#[test]
+fn hole_1_lxc_config_injection_through_hostname() {
+    require!(can_run_containers(), "needs root, LXC and busybox");
+    let env = Env::new();
+    env.ok(&["pool", "ls"]);
+    let marker = env.path("hook-ran");
+    let injected = json!(format!("rc1\n{}", hook_line(&marker)));
+    // The one line names the archive, the entry and the field; the value is
+    // escaped, and cut when long.
+    let cases = [
+        (
+            "hostname-injection",
+            with_ct_key("hostname", &injected),
+            r#"hostname-injection.tar: config/container.yml: hostname "rc1\nlxc.hook.pre-start = /bin/sh -c \"id > "#.to_string(),
+        ),
+        (
+            "hostname-5000",
+            with_ct_key("hostname", &json!("x".repeat(5000))),
+            format!(
+                "hostname-5000.tar: config/container.yml: hostname \"{}\"... (5000 bytes) \
+                 is not a valid host name (RFC 1123",
+                "x".repeat(60)
+            ),
+        ),
+    ];
+    let turn = take_turn();
+    for (name, bytes, cause) in &cases {
+        assert_eq!(refused(&env, name, bytes, &[], cause), None);
+    }
+    drop(turn);
+    assert!(!marker.exists());
+
+    // A config on disk with the same hostname: start refuses it, ls and show
+    // still work (escaped), and a host name makes it start.
+    env.busybox_ct("inj");
+    set_ct_key(&env, "inj", "hostname", &injected);
+    start_refused(
+        &env,
+        "inj",
+        r#"conf/ct/inj.yml: hostname "rc1\nlxc.hook"#,
+        &marker,
+    );
+    let shown = env.json(&["ct", "show", "inj"])["hostname"].clone();
+    assert!(
+        shown.as_str().unwrap().starts_with(r"rc1\nlxc.hook"),
+        "{shown}"
+    );
+    set_ct_key(&env, "inj", "hostname", &json!("web.example.com"));
+    env.ok(&["ct", "start", "inj"]);
+    let name = env.ok(&[
+        "ct",
+        "exec",
+        "inj",
+        "--",
+        "cat",
+        "/proc/sys/kernel/hostname",
+    ]);
+    assert_eq!(name.trim(), "web.example.com");
+    env.ok(&["ct", "stop", "inj"]);
+    assert!(!marker.exists());
+    // An id that is no host name ('_') still makes a container that starts.
+    env.busybox_ct("under_score");
+    env.ok(&["ct", "start", "under_score"]);
+    let name = env.ok(&[
+        "ct",
+        "exec",
+        "under_score",
+        "--",
+        "cat",
+        "/proc/sys/kernel/hostname",
+    ]);
+    assert_eq!(name.trim(), "under_score");
+    env.ok(&["ct", "stop", "under_score"]);
+}
+
+#[test]
+fn hole_1_lxc_config_injection_through_init_cmd() {
+    require!(can_run_containers(), "needs root, LXC and busybox");
+    let env = Env::new();
+    env.ok(&["pool", "ls"]);
+    let marker = env.path("hook-ran");
+    let argv = json!(["/bin/sh", "-c", format!("true\n{}", hook_line(&marker))]);
+    let line = json!(format!("/sbin/init\n{}", hook_line(&marker)));
+    let cases = [
+        (
+            "init-argv",
+            with_ct_key("init_cmd", &argv),
+            r#"init_cmd[2] "true\nlxc.hook"#,
+        ),
+        (
+            "init-line",
+            with_ct_key("init_cmd", &line),
+            r#"init_cmd "/sbin/init\nlxc.hook"#,
+        ),
+        (
+            "init-relative",
+            with_ct_key("init_cmd", &json!(["sbin/init"])),
+            "not an absolute path",
+        ),
+    ];
+    let turn = take_turn();
+    for (name, bytes, cause) in &cases {
+        assert_eq!(refused(&env, name, bytes, &[], cause), None);
+    }
+    drop(turn);
+
+    env.busybox_ct("inj");
+    set_ct_key(&env, "inj", "init_cmd", &argv);
+    start_refused(
+        &env,
+        "inj",
+        r#"conf/ct/inj.yml: init_cmd[2] "true\nlxc.hook"#,
+        &marker,
+    );
+    // A broken container can still be deleted.
+    env.ok(&["ct", "del", "inj"]);
+
+    // Quotes of both kinds and runs of blanks reach init as they are: no
+    // quoting to break out of, no argument split or joined.
+    env.busybox_ct("quoted");
+    let args = ["it's \"quoted\"", "a  b", "' -x '", "\"", ""];
+    let script = "for a in \"$@\"; do echo \"[$a]\"; done > /root/argv; exec /sbin/init";
+    let mut cmd = vec![json!("/bin/sh"), json!("-c"), json!(script), json!("sh")];
+    cmd.extend(args.iter().map(|a| json!(a)));
+    set_ct_key(&env, "quoted", "init_cmd", &Value::Array(cmd));
+    env.ok(&["ct", "start", "quoted"]);
+    let out = env.rootfs_of("quoted").join("root/argv");
+    let expected: String = args.iter().map(|a| format!("[{a}]\n")).collect();
+    let written = || std::fs::read_to_string(&out).unwrap_or_default();
+    wait_until(10, || written() == expected);
+    assert_eq!(written(), expected);
+    assert_eq!(env.state("quoted"), "running");
+    env.ok(&["ct", "stop", "quoted"]);
+    assert!(!marker.exists());
 }
