@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::archive::compress::{CompressOptions, Compression, Encoder};
 use crate::archive::meta::{self, ArchiveType, Metadata};
-use crate::archive::{ArchiveWriter, EntrySink};
+use crate::archive::{ArchiveWriter, DigestAlgorithm, EntrySink};
 use crate::cmd::{Cmd, ExecError, OffsetWatch};
 use crate::containers;
 use crate::error::{Context, Error, Result};
@@ -276,6 +276,7 @@ impl Job<'_> {
             container: Some(self.id.to_string()),
             datasets: datasets.clone(),
             exported_at: now() as i64,
+            checksums: Some(DigestAlgorithm::CURRENT),
         };
         w.add_file(meta::METADATA, metadata.to_yaml()?.as_bytes())?;
         w.add_dir(meta::CONFIG_DIR)?;

@@ -199,7 +199,9 @@ impl Importer<'_> {
         match name {
             EntryName::Metadata => {
                 let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
-                self.grammar.set_metadata(Metadata::parse(&bytes)?);
+                let metadata = Metadata::parse(&bytes)?;
+                entry.use_digest(metadata.digest_algorithm());
+                self.grammar.set_metadata(metadata);
             }
             EntryName::UserConfig | EntryName::GroupConfig | EntryName::ContainerConfig => {
                 let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
@@ -230,7 +232,9 @@ impl Importer<'_> {
             }
             EntryName::Checksums => {
                 let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
-                self.checksums = Some(meta::parse_checksums(&bytes)?);
+                let algorithm = self.grammar.metadata().map(Metadata::digest_algorithm);
+                let algorithm = algorithm.expect("admitted after metadata.yml");
+                self.checksums = Some(meta::parse_checksums(&bytes, algorithm)?);
             }
             EntryName::Snapshots => {
                 let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;

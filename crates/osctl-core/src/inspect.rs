@@ -315,7 +315,9 @@ impl Scan {
         match name {
             EntryName::Metadata => {
                 let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
-                self.grammar.set_metadata(Metadata::parse(&bytes)?);
+                let metadata = Metadata::parse(&bytes)?;
+                entry.use_digest(metadata.digest_algorithm());
+                self.grammar.set_metadata(metadata);
             }
             EntryName::UserConfig | EntryName::GroupConfig | EntryName::ContainerConfig => {
                 let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
@@ -340,7 +342,9 @@ impl Scan {
             }
             EntryName::Checksums => {
                 let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
-                self.checksums = Some(meta::parse_checksums(&bytes)?);
+                let algorithm = self.grammar.metadata().map(Metadata::digest_algorithm);
+                let algorithm = algorithm.expect("admitted after metadata.yml");
+                self.checksums = Some(meta::parse_checksums(&bytes, algorithm)?);
             }
             EntryName::Snapshots => {
                 let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
@@ -407,12 +411,19 @@ pub fn check_checksums(expected: &[EntryDigest], seen: &[EntryDigest]) -> Result
         match seen.iter().find(|d| d.name == want.name) {
             Some(got)
                 if got.size == want.size
-                    && got.sha256_hex.eq_ignore_ascii_case(&want.sha256_hex) => {}
+                    && got.algorithm == want.algorithm
+                    && got.hex.eq_ignore_ascii_case(&want.hex) => {}
             Some(got) => {
                 return Err(Error::Archive(format!(
-                    "archive entry '{}' is damaged: checksums.yml says {} bytes with SHA-256 {}, \
-                     the archive holds {} bytes with SHA-256 {}",
-                    want.name, want.size, want.sha256_hex, got.size, got.sha256_hex
+                    "archive entry '{}' is damaged: checksums.yml says {} bytes with {} {}, \
+                     the archive holds {} bytes with {} {}",
+                    want.name,
+                    want.size,
+                    want.algorithm.name(),
+                    want.hex,
+                    got.size,
+                    got.algorithm.name(),
+                    got.hex
                 )))
             }
             None => {
