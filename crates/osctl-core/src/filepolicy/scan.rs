@@ -370,7 +370,8 @@ mod tests {
     #[test]
     fn each_rule_refuses_with_the_path() {
         need_root!();
-        let cases: [(&str, fn(&Path), &str); 6] = [
+        type Case = (&'static str, fn(&Path), &'static str);
+        let cases: [Case; 6] = [
             (
                 "block device",
                 |p| mknod(p, FileType::BlockDevice, 0o666, 7, 0),
