@@ -84,18 +84,32 @@ pub fn create_user(pool: &Pool, name: &str, req: &MapRequest) -> Result<UserConf
 }
 
 /// Registers a user whose config is given (from an archive). The caller holds
-/// the accounts lock and has checked the maps.
-pub fn create_user_from(pool: &Pool, name: &str, cfg: &UserConfig) -> Result<()> {
+/// the accounts lock. `judge` sees the host ranges of /etc/subuid and
+/// /etc/subgid under their lock and may refuse: what it checks cannot change
+/// before the user's lines are added.
+pub fn create_user_from(
+    pool: &Pool,
+    name: &str,
+    cfg: &UserConfig,
+    judge: impl FnOnce(&[IdRange]) -> Result<()>,
+) -> Result<()> {
     check_new_user(pool, name)?;
     let subids = SubIds::system();
     let _subid_lock = subids.lock()?;
+    judge(&subids.taken()?)?;
     save_new_user(pool, name, cfg, &subids)
 }
 
 fn save_new_user(pool: &Pool, name: &str, cfg: &UserConfig, subids: &SubIds) -> Result<()> {
     let (u, g) = cfg.maps()?;
+    // The maps as we write them, whatever spelling the config had.
+    let cfg = UserConfig {
+        uid_map: u.to_strings(),
+        gid_map: g.to_strings(),
+        ..cfg.clone()
+    };
     subids.add(&u, &g)?;
-    if let Err(e) = pool.save_user(name, cfg) {
+    if let Err(e) = pool.save_user(name, &cfg) {
         let _ = subids.remove(&u, &g);
         return Err(e);
     }

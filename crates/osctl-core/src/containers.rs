@@ -132,7 +132,7 @@ fn fill_rootfs(rootfs: &Path, source: &RootfsSource) -> Result<()> {
 }
 
 pub fn delete(pool: &Pool, id: &str, force: bool) -> Result<()> {
-    let _lock = pool.lock_ct(id)?;
+    let lock = pool.lock_ct(id)?;
     pool.ct(id)?;
     let rt = runtime(pool);
     let state = rt.state(id)?;
@@ -144,7 +144,8 @@ pub fn delete(pool: &Pool, id: &str, force: bool) -> Result<()> {
         }
         rt.stop(id, Duration::from_secs(0))?;
     }
-    destroy_locked(pool, id)
+    destroy_locked(pool, id)?;
+    pool.unlock_ct(id, lock)
 }
 
 /// Removes a stopped container's runtime config, datasets, config and log.

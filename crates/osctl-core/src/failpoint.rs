@@ -1,16 +1,33 @@
 //! Named points where tests make the process die, to check that a crash at
-//! any step of an export or import is undone by the next command.
+//! any step of an export or import is undone by the next command, or pause,
+//! to let another command run at a chosen moment of this one.
 //!
 //! `OSCTL_FAILPOINT=<name>` kills the process with SIGKILL when it reaches the
-//! point of that name. Without the variable this is one environment lookup.
+//! point of that name; `OSCTL_FAILPOINT=<name>:stop` stops it with SIGSTOP
+//! there (the test sends SIGCONT). Without the variable this is one
+//! environment lookup; without the `failpoints` feature (release builds),
+//! nothing.
 
-/// Dies here if `OSCTL_FAILPOINT` names this point.
+/// Does nothing: failpoints are a test build's.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn hit(_name: &str) {}
+
+/// Dies or stops here if `OSCTL_FAILPOINT` names this point.
+#[cfg(feature = "failpoints")]
 pub fn hit(name: &str) {
-    if std::env::var_os("OSCTL_FAILPOINT").is_some_and(|v| v == name) {
-        // SAFETY: kill(2) on our own pid; SIGKILL cannot be caught, which is
-        // the point: no destructor or handler runs, as in a real crash.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
+    let Some(wanted) = std::env::var_os("OSCTL_FAILPOINT") else {
+        return;
+    };
+    let wanted = wanted.to_string_lossy();
+    let signal = match wanted.strip_suffix(":stop") {
+        Some(point) if point == name => libc::SIGSTOP,
+        None if wanted == name => libc::SIGKILL,
+        _ => return,
+    };
+    // SAFETY: kill(2) on our own pid. Neither signal can be caught, which is
+    // the point: no destructor or handler runs, as in a real crash or stall.
+    unsafe {
+        libc::kill(libc::getpid(), signal);
     }
 }

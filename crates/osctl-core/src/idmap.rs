@@ -24,9 +24,15 @@ impl IdRange {
                 s.escape_debug()
             ))
         };
-        let mut parts = s.trim().split(':');
-        let mut next =
-            || -> Result<u32> { parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad) };
+        // Digits only: u32's parser would also take "+5", which then
+        // travelled into configs as it was written.
+        let number = |p: &str| {
+            (!p.is_empty() && p.len() <= 10 && p.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| p.parse().ok())
+                .flatten()
+        };
+        let mut parts = s.split(':');
+        let mut next = || -> Result<u32> { parts.next().and_then(number).ok_or_else(bad) };
         let r = IdRange {
             ns: next()?,
             host: next()?,
@@ -63,6 +69,82 @@ impl IdRange {
 impl fmt::Display for IdRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}", self.ns, self.host, self.count)
+    }
+}
+
+/// The first host id an untrusted archive's user may map, per kind, as
+/// `SUB_UID_MIN` and `SUB_GID_MIN` of `/etc/login.defs` set it: below are
+/// the host's own users and groups (daemons, logins, `disk`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubordinateFloor {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Where shadow-utils starts subordinate ids when login.defs does not say.
+pub const DEFAULT_SUB_ID_MIN: u32 = 100_000;
+/// Most ids one user of an untrusted archive may map (uids, and gids).
+pub const MAX_UNTRUSTED_IDS: u64 = 1 << 24;
+/// The highest host id a map may reach: (u32)-1 means "no id" to the kernel.
+pub const LAST_HOST_ID: u32 = u32::MAX - 1;
+
+impl SubordinateFloor {
+    /// The host's floor, from `/etc/login.defs`.
+    pub fn system() -> SubordinateFloor {
+        let text = std::fs::read_to_string("/etc/login.defs").unwrap_or_default();
+        SubordinateFloor::from_login_defs(&text)
+    }
+
+    /// Reads `SUB_UID_MIN` and `SUB_GID_MIN` from login.defs' text.
+    pub fn from_login_defs(text: &str) -> SubordinateFloor {
+        let value = |key: &str| {
+            // The last setting wins, as in shadow-utils.
+            text.lines()
+                .rev()
+                .find_map(|l| {
+                    let mut words = l.split_whitespace();
+                    (words.next() == Some(key)).then(|| words.next()?.parse().ok())?
+                })
+                .unwrap_or(DEFAULT_SUB_ID_MIN)
+        };
+        SubordinateFloor {
+            uid: value("SUB_UID_MIN"),
+            gid: value("SUB_GID_MIN"),
+        }
+    }
+
+    /// Why `map` (of `kind`, "uid" or "gid") may not come from an untrusted
+    /// archive, or None: its host ranges must lie within FLOOR..=LAST_HOST_ID
+    /// and hold at most MAX_UNTRUSTED_IDS ids.
+    pub fn judge(&self, map: &IdMap, kind: &str) -> Option<String> {
+        let floor = if kind == "uid" { self.uid } else { self.gid };
+        let allowed = || {
+            format!(
+                "an untrusted archive may map host {kind}s {floor}-{LAST_HOST_ID} \
+                 (SUB_{}_MIN in /etc/login.defs and up), at most {MAX_UNTRUSTED_IDS} of them",
+                kind.to_uppercase()
+            )
+        };
+        if let Some(r) = map.0.iter().find(|r| r.host < floor) {
+            return Some(format!(
+                "its {kind} map {r} reaches host {kind}s below {floor}, the host's own: {}",
+                allowed()
+            ));
+        }
+        if let Some(r) = map
+            .0
+            .iter()
+            .find(|r| r.host_end() > u64::from(LAST_HOST_ID) + 1)
+        {
+            return Some(format!(
+                "its {kind} map {r} reaches host {kind} {}: {}",
+                u32::MAX,
+                allowed()
+            ));
+        }
+        let total: u64 = map.0.iter().map(|r| u64::from(r.count)).sum();
+        (total > MAX_UNTRUSTED_IDS)
+            .then(|| format!("its {kind} map holds {total} ids: {}", allowed()))
     }
 }
 
@@ -163,7 +245,19 @@ mod tests {
     fn parse_and_print() {
         let r = IdRange::parse("0:100000:65536").unwrap();
         assert_eq!(r.to_string(), "0:100000:65536");
-        for bad in ["", "1:2", "a:b:c", "0:1:0", "0:4294967295:2", "1:2:3:4"] {
+        for bad in [
+            "",
+            "1:2",
+            "a:b:c",
+            "0:1:0",
+            "0:4294967295:2",
+            "1:2:3:4",
+            "+0:+100000:+65536",
+            " 0:100000:65536",
+            "0:100000:65536\n",
+            "0:-1:2",
+            "00000000000:1:1",
+        ] {
             assert!(IdRange::parse(bad).is_err(), "{bad}");
         }
     }
@@ -193,6 +287,30 @@ mod tests {
             count: 1,
         }];
         assert_eq!(allocate_block(&taken).unwrap(), 196_608);
+    }
+
+    #[test]
+    fn untrusted_maps_stay_among_subordinate_ids() {
+        let defs =
+            "# comment\nSUB_UID_MIN\t\t   200000\nSUB_GID_MIN 300000\nSUB_UID_MAX 600100000\n";
+        let floor = SubordinateFloor::from_login_defs(defs);
+        assert_eq!((floor.uid, floor.gid), (200_000, 300_000));
+        let floor = SubordinateFloor::from_login_defs("");
+        assert_eq!((floor.uid, floor.gid), (100_000, 100_000));
+
+        let map = |s: &[&str]| IdMap::parse_all(s).unwrap();
+        assert_eq!(floor.judge(&map(&["0:100000:65536"]), "uid"), None);
+        assert_eq!(floor.judge(&map(&["0:4294901759:65536"]), "gid"), None);
+        let system = floor.judge(&map(&["0:1:65536"]), "uid").unwrap();
+        assert!(system.contains("below 100000"), "{system}");
+        assert!(system.contains("100000-4294967294"), "{system}");
+        let minus_one = floor.judge(&map(&["0:4294901760:65536"]), "gid").unwrap();
+        assert!(minus_one.contains("4294967295"), "{minus_one}");
+        let huge = floor
+            .judge(&map(&["0:100000:16777216", "16777216:20000000:1"]), "uid")
+            .unwrap();
+        assert!(huge.contains("16777217 ids"), "{huge}");
+        assert_eq!(floor.judge(&map(&["0:100000:16777216"]), "uid"), None);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::path::Path;
 
 use crate::accounts::{self, MapRequest};
 use crate::archive::compress::{self, Compression};
+use crate::archive::grammar::Grammar;
 use crate::archive::meta::{
     self, ArchiveType, EntryName, Metadata, StreamEncoding, StreamKind, StreamName,
 };
@@ -23,7 +24,7 @@ use crate::error::{Context, Error, Result};
 use crate::failpoint;
 use crate::filepolicy::{self, FilePolicy};
 use crate::fstar::{self, ExtractOptions};
-use crate::idmap::IdMap;
+use crate::idmap::{IdMap, IdRange, SubordinateFloor};
 use crate::interrupt;
 use crate::journal::{ImportRecord, Journal, Record};
 use crate::lock::Lock;
@@ -79,7 +80,6 @@ impl GroupPlan {
 /// What the entries before the root file system said.
 #[derive(Default)]
 struct Head {
-    metadata: Option<Metadata>,
     user: Option<UserConfig>,
     group: Option<GroupConfig>,
     container: Option<ContainerConfig>,
@@ -98,7 +98,17 @@ struct Plan {
     /// Owners of files must be below this (the user's map size).
     max_id: Option<u32>,
     journal: Journal,
-    _lock: Lock,
+    lock: Lock,
+}
+
+/// What [`Importer::decide`] settles under the container's lock.
+struct Decided {
+    staging: String,
+    user: UserPlan,
+    group: GroupPlan,
+    hooks: Vec<(String, Vec<u8>)>,
+    max_id: Option<u32>,
+    journal: Journal,
 }
 
 /// Imports the archive at `path` into `pool`; returns the new container's id.
@@ -110,9 +120,9 @@ pub fn import(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<String> 
         opts,
         progress: opts.progress.clone().unwrap_or_else(Progress::hidden),
         head: Head::default(),
+        grammar: Grammar::new(),
         plan: None,
         digests: Vec::new(),
-        received: Vec::new(),
         checksums: None,
         snapshots: None,
     };
@@ -139,11 +149,10 @@ struct Importer<'a> {
     opts: &'a ImportOptions,
     progress: Progress,
     head: Head,
+    grammar: Grammar,
     plan: Option<Plan>,
     /// Digests of entries read so far, for `checksums.yml`.
     digests: Vec<EntryDigest>,
-    /// Streams received: (dataset, kind).
-    received: Vec<(String, StreamKind)>,
     checksums: Option<Vec<EntryDigest>>,
     snapshots: Option<Vec<String>>,
 }
@@ -152,10 +161,8 @@ impl Importer<'_> {
     fn run(&mut self, mut reader: ArchiveReader<File>) -> Result<String> {
         while let Some(mut entry) = reader.next_entry()? {
             let name = meta::classify(entry.name(), entry.kind())?;
-            // checksums.yml covers the files before it; directories carry no data.
-            let covered = entry.kind() == crate::archive::EntryKind::File
-                && self.checksums.is_none()
-                && name != EntryName::Checksums;
+            self.grammar.admit(&name, entry.name())?;
+            let covered = self.grammar.covered(&name, entry.kind());
             self.entry(&mut entry, name)?;
             if entry.remaining() > 0 {
                 return Err(Error::Archive(format!(
@@ -167,13 +174,12 @@ impl Importer<'_> {
                 self.digests.extend(entry.digest());
             }
         }
-        let Some(plan) = &self.plan else {
-            return Err(match &self.head.metadata {
-                None => Error::Archive("metadata.yml not found: not an osctl archive".into()),
-                Some(_) => Error::Archive("the archive holds no root file system".into()),
-            });
-        };
-        self.check_complete(plan)?;
+        self.grammar.finish(self.snapshots.as_deref())?;
+        if self.plan.is_none() {
+            return Err(Error::Archive(
+                "the archive holds no root file system".into(),
+            ));
+        }
         if let Some(expected) = &self.checksums {
             crate::inspect::check_checksums(expected, &self.digests)?;
         }
@@ -182,37 +188,22 @@ impl Importer<'_> {
         self.check_received()?;
         let plan = self.plan.as_mut().expect("checked above");
         failpoint::hit("import-before-commit");
-        commit(self.pool, plan)?;
+        commit(self.pool, plan, self.opts.trusted)?;
         failpoint::hit("import-after-commit");
         let plan = self.plan.take().expect("checked above");
         plan.journal.finish()?;
         Ok(plan.id)
     }
 
+    /// Reads an entry the grammar admitted.
     fn entry(&mut self, entry: &mut Entry<'_, File>, name: EntryName) -> Result<()> {
         let shown = entry.name().to_string();
-        if self.head.metadata.is_none() && name != EntryName::Metadata {
-            return Err(Error::Archive(format!(
-                "the archive does not start with metadata.yml (it starts with '{shown}'): not an osctl archive"
-            )));
-        }
-        if let Some(metadata) = &self.head.metadata {
-            metadata.check_entry(&name)?;
-        }
-        let in_head = self.plan.is_none();
-        let late = |what: &str| Error::Archive(format!("'{shown}' comes after the {what}"));
         match name {
             EntryName::Metadata => {
-                if self.head.metadata.is_some() {
-                    return Err(Error::Archive("metadata.yml appears twice".into()));
-                }
                 let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
-                self.head.metadata = Some(Metadata::parse(&bytes)?);
+                self.grammar.set_metadata(Metadata::parse(&bytes)?);
             }
             EntryName::UserConfig | EntryName::GroupConfig | EntryName::ContainerConfig => {
-                if !in_head {
-                    return Err(late("root file system"));
-                }
                 let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
                 let bad = |e: Error| Error::Archive(e.to_string());
                 match name {
@@ -228,23 +219,11 @@ impl Importer<'_> {
                 }
             }
             EntryName::Hook(rel) => {
-                if !in_head {
-                    return Err(late("root file system"));
-                }
-                if self.head.hooks.len() >= meta::MAX_HOOKS {
-                    return Err(Error::Archive(format!(
-                        "more than {} hook scripts",
-                        meta::MAX_HOOKS
-                    )));
-                }
                 let bytes = entry.read_to_vec(meta::MAX_HOOK_BYTES)?;
                 self.head.hooks.push((rel, bytes));
             }
             EntryName::Dir(_) => {}
             EntryName::Stream(stream) => {
-                if self.checksums.is_some() || self.snapshots.is_some() {
-                    return Err(late("checksums or snapshots"));
-                }
                 if self.plan.is_none() {
                     self.plan = Some(self.make_plan()?);
                 }
@@ -268,10 +247,10 @@ impl Importer<'_> {
         let pool = self.pool;
         let opts = self.opts;
         let metadata = self
-            .head
-            .metadata
-            .clone()
-            .expect("metadata is the first entry");
+            .grammar
+            .metadata()
+            .cloned()
+            .expect("admitted after metadata.yml");
         if metadata.archive_type != ArchiveType::Full {
             return Err(Error::Refused(
                 "the archive is a config-only (skel) archive: it holds no root file system to import".into(),
@@ -297,24 +276,50 @@ impl Importer<'_> {
         }
         check_format(pool, &metadata)?;
         let lock = pool.lock_ct(&id)?;
-        if pool.ct_exists(&id) || pool.storage.exists(&id)? {
+        let decided = match self.decide(&id, &metadata, &container) {
+            Ok(decided) => decided,
+            Err(e) => {
+                let _ = pool.unlock_ct(&id, lock);
+                return Err(e);
+            }
+        };
+        failpoint::hit("import-after-journal");
+        Ok(Plan {
+            id,
+            staging: decided.staging,
+            metadata,
+            container,
+            user: decided.user,
+            group: decided.group,
+            hooks: decided.hooks,
+            max_id: decided.max_id,
+            journal: decided.journal,
+            lock,
+        })
+    }
+
+    /// The part of [`Importer::make_plan`] done under the container's lock.
+    fn decide(
+        &mut self,
+        id: &str,
+        metadata: &Metadata,
+        container: &ContainerConfig,
+    ) -> Result<Decided> {
+        let pool = self.pool;
+        let opts = self.opts;
+        if pool.ct_exists(id) || pool.storage.exists(id)? {
             return Err(Error::Exists(format!(
                 "container '{id}' already exists in pool '{}'",
                 pool.name
             )));
         }
-        let user = plan_user(pool, &id, &metadata, self.head.user.as_ref(), opts)?;
-        let group = plan_group(pool, &metadata, opts)?;
+        let user = plan_user(pool, id, metadata, self.head.user.as_ref(), opts)?;
+        let group = plan_group(pool, metadata, opts)?;
         let hooks = std::mem::take(&mut self.head.hooks);
-        let concerns = self.concerns(&container, &user, &group, &hooks)?;
-        if !concerns.is_empty() && !opts.trusted {
-            return Err(Error::Refused(format!(
-                "the archive asks for what reaches outside the container ({}): import it with --trusted only if you trust it",
-                concerns.join("; ")
-            )));
-        }
-        let max_id = id_range(pool, &user, &container)?;
-        let staging = storage::staging_name(&id);
+        let concerns = self.concerns(container, &user, &group, &hooks)?;
+        check_trust(&concerns, opts.trusted)?;
+        let max_id = id_range(pool, &user, container)?;
+        let staging = storage::staging_name(id);
         if pool.storage.exists(&staging)? {
             // A dead import's leftover, under our lock now: ours to remove.
             pool.storage.destroy(&staging, "")?;
@@ -323,23 +328,18 @@ impl Importer<'_> {
             pool,
             Record::Import(ImportRecord {
                 pid: std::process::id(),
-                id: id.clone(),
+                id: id.to_string(),
                 staging: staging.clone(),
                 ..Default::default()
             }),
         )?;
-        failpoint::hit("import-after-journal");
-        Ok(Plan {
-            id,
+        Ok(Decided {
             staging,
-            metadata,
-            container,
             user,
             group,
             hooks,
             max_id,
             journal,
-            _lock: lock,
         })
     }
 
@@ -362,15 +362,12 @@ impl Importer<'_> {
             config: Some(config),
         } = user
         {
-            let (u, g) = config
-                .maps()
-                .map_err(|e| Error::Archive(format!("config/user.yml: {e}")))?;
-            concerns.extend(trust::map_concerns(
+            concerns.extend(user_concerns(
+                self.pool,
                 name,
-                &[&u, &g],
-                &other_maps(self.pool)?,
+                config,
                 &SubIds::system().taken()?,
-            ));
+            )?);
         }
         Ok(concerns)
     }
@@ -380,36 +377,6 @@ impl Importer<'_> {
         let plan = self.plan.as_ref().expect("planned before the first stream");
         let name = entry.name().to_string();
         let dataset = stream.dataset_rel.as_str();
-        let has_base = self
-            .received
-            .iter()
-            .any(|(d, k)| d == dataset && *k == StreamKind::Base);
-        match stream.kind {
-            StreamKind::Base if has_base => {
-                return Err(Error::Archive(format!("'{name}': a second base stream")))
-            }
-            StreamKind::Incremental if !has_base => {
-                return Err(Error::Archive(format!(
-                    "'{name}': an incremental stream before its base"
-                )))
-            }
-            StreamKind::Incremental
-                if self
-                    .received
-                    .iter()
-                    .any(|(d, k)| d == dataset && *k == StreamKind::Incremental) =>
-            {
-                return Err(Error::Archive(format!(
-                    "'{name}': a second incremental stream"
-                )))
-            }
-            _ => {}
-        }
-        if !dataset.is_empty() && !self.received.iter().any(|(d, _)| d.is_empty()) {
-            return Err(Error::Archive(format!(
-                "'{name}' comes before the root dataset's base stream"
-            )));
-        }
         self.progress.step(format!("receiving {name}"));
         let storage = &self.pool.storage;
         if stream.kind == StreamKind::Base
@@ -477,7 +444,6 @@ impl Importer<'_> {
                 }
             }
         }
-        self.received.push((dataset.to_string(), stream.kind));
         Ok(())
     }
 
@@ -515,27 +481,6 @@ impl Importer<'_> {
             check_stream_end(&name, end.saturating_sub(start), len)
         })?;
         Ok(received.is_some())
-    }
-
-    fn check_complete(&self, plan: &Plan) -> Result<()> {
-        let datasets = std::iter::once(String::new()).chain(plan.metadata.datasets.iter().cloned());
-        for ds in datasets {
-            if !self
-                .received
-                .iter()
-                .any(|(d, k)| *d == ds && *k == StreamKind::Base)
-            {
-                let what = if ds.is_empty() {
-                    "the root dataset".to_string()
-                } else {
-                    format!("dataset '{ds}'")
-                };
-                return Err(Error::Archive(format!(
-                    "the archive has no base stream of {what}"
-                )));
-            }
-        }
-        Ok(())
     }
 
     /// What the files of the root file system may be.
@@ -601,6 +546,41 @@ fn check_format(pool: &Pool, metadata: &Metadata) -> Result<()> {
             pool.storage.backend()
         ))),
     }
+}
+
+/// Refuses what needs trust unless the admin gave it.
+fn check_trust(concerns: &[String], trusted: bool) -> Result<()> {
+    if concerns.is_empty() || trusted {
+        return Ok(());
+    }
+    Err(Error::Refused(format!(
+        "the archive asks for what reaches outside the container ({}): import it with --trusted only if you trust it",
+        concerns.join("; ")
+    )))
+}
+
+/// Why the user an archive asks for needs trust, judged against the pool's
+/// users and the host's subordinate-id lines (`host_taken`).
+fn user_concerns(
+    pool: &Pool,
+    name: &str,
+    config: &UserConfig,
+    host_taken: &[IdRange],
+) -> Result<Vec<String>> {
+    let (uid_map, gid_map) = config
+        .maps()
+        .map_err(|e| Error::Archive(format!("config/user.yml: {e}")))?;
+    let user = trust::MapsToJudge {
+        name,
+        uid_map: &uid_map,
+        gid_map: &gid_map,
+    };
+    Ok(trust::map_concerns(
+        &user,
+        &other_maps(pool)?,
+        host_taken,
+        &SubordinateFloor::system(),
+    ))
 }
 
 fn other_maps(pool: &Pool) -> Result<Vec<(String, IdMap)>> {
@@ -719,7 +699,7 @@ impl<R: Read> Read for CountingReader<'_, R> {
 
 /// Makes the staged container real: user, group, dataset, config, hooks.
 /// The journal names what will be created before it is.
-fn commit(pool: &Pool, plan: &mut Plan) -> Result<()> {
+fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
     interrupt::check()?;
     let _accounts = pool.lock_accounts()?;
     plan.journal.update(|r| {
@@ -744,7 +724,12 @@ fn commit(pool: &Pool, plan: &mut Plan) -> Result<()> {
                 }
             })?;
             match config {
-                Some(config) => accounts::create_user_from(pool, name, config)?,
+                // Judged again under the subordinate-id lock, with the
+                // creation: another import or `user new` may have taken
+                // these ids since the plan.
+                Some(config) => accounts::create_user_from(pool, name, config, |taken| {
+                    check_trust(&user_concerns(pool, name, config, taken)?, trusted)
+                })?,
                 None => {
                     accounts::create_user(pool, name, &MapRequest::default())?;
                 }
@@ -798,5 +783,6 @@ fn save_hooks(pool: &Pool, id: &str, hooks: &[(String, Vec<u8>)]) -> Result<()> 
 /// Undoes a failed import, as its journal records it.
 fn undo(pool: &Pool, plan: Plan) -> Result<()> {
     crate::recovery::undo_import(pool, plan.journal.import_record(), &mut Vec::new())?;
-    plan.journal.finish()
+    plan.journal.finish()?;
+    pool.unlock_ct(&plan.id, plan.lock)
 }

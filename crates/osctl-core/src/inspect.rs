@@ -11,7 +11,6 @@
 //! zfs and btrfs send streams, and compares every entry's size and SHA-256
 //! with `checksums.yml` when the archive has one.
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
@@ -20,6 +19,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::archive::compress::{self, Compression};
+use crate::archive::grammar::Grammar;
 use crate::archive::meta::{self, EntryName, Metadata, StreamEncoding, StreamKind, StreamName};
 use crate::archive::reader::read_error;
 use crate::archive::{ArchiveReader, Entry, EntryDigest, EntryKind};
@@ -29,11 +29,6 @@ use crate::model::{ContainerConfig, GroupConfig, UserConfig};
 use crate::yaml;
 
 pub mod fuzz;
-
-/// Most entries in an archive we read: an export writes a dozen, plus a
-/// few per subdataset and hook. Keeps the listing and the checks of order
-/// bounded whatever the input.
-const MAX_ENTRIES: usize = 10_000;
 
 /// `DRR_BEGIN`'s magic number, first in a zfs send stream's first record.
 const ZFS_MAGIC: u64 = 0x0002_f5ba_cbac;
@@ -231,29 +226,14 @@ enum Depth {
     Full,
 }
 
-/// Where the reading is, for the order of entries.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Phase {
-    /// Configs and hooks.
-    Head,
-    /// Root file system streams.
-    Streams,
-    /// `checksums.yml` and `snapshots.yml`.
-    Tail,
-}
-
 struct Scan {
     depth: Depth,
-    phase: Phase,
-    metadata: Option<Metadata>,
+    grammar: Grammar,
     user: Option<Value>,
     group: Option<Value>,
     container: Option<Value>,
     hooks: Vec<String>,
     entries: Vec<EntryInfo>,
-    /// Entries in order, and as a set (to refuse duplicates).
-    seen: Vec<EntryName>,
-    names: HashSet<EntryName>,
     /// Digests of file entries read before `checksums.yml`.
     digests: Vec<EntryDigest>,
     checksums: Option<Vec<EntryDigest>>,
@@ -265,15 +245,12 @@ impl Scan {
     fn new(depth: Depth) -> Scan {
         Scan {
             depth,
-            phase: Phase::Head,
-            metadata: None,
+            grammar: Grammar::new(),
             user: None,
             group: None,
             container: None,
             hooks: Vec::new(),
             entries: Vec::new(),
-            seen: Vec::new(),
-            names: HashSet::new(),
             digests: Vec::new(),
             checksums: None,
             snapshots: None,
@@ -289,7 +266,10 @@ impl Scan {
         let mut reader = ArchiveReader::new(&mut counted);
         while let Some(mut entry) = reader.next_entry()? {
             let name = meta::classify(entry.name(), entry.kind())?;
-            self.entry(&mut entry, name)?;
+            self.grammar.admit(&name, entry.name())?;
+            let covered = self.grammar.covered(&name, entry.kind());
+            self.entry(&mut entry, &name)?;
+            self.record(&entry, &name);
             if entry.remaining() > 0 && self.depth == Depth::Full {
                 return Err(Error::Archive(format!(
                     "archive entry '{}': {} bytes after the end of its content",
@@ -297,10 +277,7 @@ impl Scan {
                     entry.remaining()
                 )));
             }
-            if self.depth == Depth::Full
-                && entry.kind() == EntryKind::File
-                && self.checksums.is_none()
-            {
+            if self.depth == Depth::Full && covered {
                 // Read to its end above, so hashed whole.
                 self.digests.extend(entry.digest());
             }
@@ -310,12 +287,7 @@ impl Scan {
         // records) is read too: a pipe's writer should not get SIGPIPE, and
         // the size reported is the whole input's.
         io::copy(&mut counted, &mut io::sink()).ctx(|| "cannot read the archive")?;
-        let metadata = self
-            .metadata
-            .take()
-            .ok_or_else(|| Error::Archive("metadata.yml not found: not an osctl archive".into()))?;
-        meta::check_complete(&metadata, &self.seen)?;
-        self.check_streams(&metadata)?;
+        let metadata = self.grammar.finish(self.snapshots.as_deref())?.clone();
         let checksums_verified = match (&self.checksums, self.depth) {
             (Some(expected), Depth::Full) => Some(check_checksums(expected, &self.digests)?),
             _ => None,
@@ -337,92 +309,49 @@ impl Scan {
         })
     }
 
-    fn entry<R: Read + Send>(&mut self, entry: &mut Entry<'_, R>, name: EntryName) -> Result<()> {
+    /// Reads an entry the grammar admitted.
+    fn entry<R: Read + Send>(&mut self, entry: &mut Entry<'_, R>, name: &EntryName) -> Result<()> {
         let shown = entry.name().to_string();
-        let Some(metadata) = &self.metadata else {
-            if name != EntryName::Metadata {
-                return Err(Error::Archive(format!(
-                    "the archive does not start with metadata.yml (it starts with '{shown}'): not an osctl archive"
-                )));
-            }
-            let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
-            self.metadata = Some(Metadata::parse(&bytes)?);
-            self.names.insert(EntryName::Metadata);
-            self.record(entry, name);
-            return Ok(());
-        };
-        metadata.check_entry(&name)?;
-        if self.seen.len() >= MAX_ENTRIES {
-            return Err(Error::Archive(format!(
-                "the archive has more than {MAX_ENTRIES} entries"
-            )));
-        }
-        if !self.names.insert(name.clone()) {
-            return Err(Error::Archive(format!("'{shown}' appears twice")));
-        }
-        if self.checksums.is_some() && name != EntryName::Snapshots {
-            return Err(Error::Archive(format!(
-                "'{shown}' comes after checksums.yml, which does not cover it"
-            )));
-        }
-        let late = |what: &str| Error::Archive(format!("'{shown}' comes after the {what}"));
-        match &name {
-            // Already in `seen`: caught as a duplicate above.
-            EntryName::Metadata => return Err(Error::Archive("metadata.yml appears twice".into())),
-            EntryName::UserConfig | EntryName::GroupConfig | EntryName::ContainerConfig => {
-                if self.phase > Phase::Head {
-                    return Err(late("root file system"));
-                }
+        match name {
+            EntryName::Metadata => {
                 let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
-                self.config(&name, &shown, &bytes)?;
+                self.grammar.set_metadata(Metadata::parse(&bytes)?);
+            }
+            EntryName::UserConfig | EntryName::GroupConfig | EntryName::ContainerConfig => {
+                let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
+                self.config(name, &shown, &bytes)?;
             }
             EntryName::Hook(rel) => {
-                if self.phase > Phase::Head {
-                    return Err(late("root file system"));
-                }
-                if self.hooks.len() >= meta::MAX_HOOKS {
-                    return Err(Error::Archive(format!(
-                        "more than {} hook scripts",
-                        meta::MAX_HOOKS
-                    )));
-                }
                 // Only its size matters here; the digest needs the bytes read.
                 entry.read_to_vec(meta::MAX_HOOK_BYTES)?;
                 self.hooks.push(rel.clone());
             }
             EntryName::Dir(_) => {}
             EntryName::Stream(stream) => {
-                if self.phase > Phase::Streams {
-                    return Err(late("checksums or snapshots"));
-                }
-                self.phase = Phase::Streams;
-                self.check_stream_order(stream, &shown)?;
                 if self.depth == Depth::Full {
+                    let metadata = self
+                        .grammar
+                        .metadata()
+                        .expect("admitted after metadata.yml");
                     let report = read_stream(entry, stream, metadata)
                         .map_err(|e| e.context(format!("archive entry '{shown}'")))?;
                     self.streams.push(report);
                 }
             }
             EntryName::Checksums => {
-                self.phase = Phase::Tail;
                 let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
-                // Recorded below, before checksums are set: not covered itself.
-                self.record(entry, name.clone());
                 self.checksums = Some(meta::parse_checksums(&bytes)?);
-                return Ok(());
             }
             EntryName::Snapshots => {
-                self.phase = Phase::Tail;
                 let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
                 self.snapshots = Some(meta::parse_snapshots(&bytes)?);
             }
         }
-        self.record(entry, name);
         Ok(())
     }
 
-    fn record<R: Read>(&mut self, entry: &Entry<'_, R>, name: EntryName) {
-        let compression = match &name {
+    fn record<R: Read>(&mut self, entry: &Entry<'_, R>, name: &EntryName) {
+        let compression = match name {
             EntryName::Stream(s) => Some(s.compression.name()),
             _ => None,
         };
@@ -435,7 +364,6 @@ impl Scan {
             size: entry.size(),
             compression,
         });
-        self.seen.push(name);
     }
 
     /// Parses a config as the importer does (typed, under the YAML budget)
@@ -466,46 +394,6 @@ impl Scan {
             EntryName::UserConfig => self.user = Some(value),
             EntryName::GroupConfig => self.group = Some(value),
             _ => self.container = Some(value),
-        }
-        Ok(())
-    }
-
-    /// One base stream per dataset, the root's first, then at most one
-    /// incremental stream each: the order the importer receives them in.
-    fn check_stream_order(&self, stream: &StreamName, shown: &str) -> Result<()> {
-        let received = |dataset: &str, kind: StreamKind| {
-            self.seen.iter().any(
-                |e| matches!(e, EntryName::Stream(s) if s.dataset_rel == dataset && s.kind == kind),
-            )
-        };
-        let dataset = stream.dataset_rel.as_str();
-        let has_base = received(dataset, StreamKind::Base);
-        let bad = |why: &str| Err(Error::Archive(format!("'{shown}': {why}")));
-        match stream.kind {
-            StreamKind::Base if has_base => return bad("a second base stream"),
-            StreamKind::Incremental if !has_base => {
-                return bad("an incremental stream before its base")
-            }
-            StreamKind::Incremental if received(dataset, StreamKind::Incremental) => {
-                return bad("a second incremental stream")
-            }
-            _ => {}
-        }
-        if !dataset.is_empty() && !received("", StreamKind::Base) {
-            return bad("comes before the root dataset's base stream");
-        }
-        Ok(())
-    }
-
-    /// Send streams need their snapshots named: the importer keeps them.
-    fn check_streams(&self, metadata: &Metadata) -> Result<()> {
-        if metadata.stream_encoding() == StreamEncoding::Dat
-            && metadata.archive_type == meta::ArchiveType::Full
-            && self.snapshots.as_ref().is_none_or(|s| s.is_empty())
-        {
-            return Err(Error::Archive(
-                "snapshots.yml names no snapshot, but the archive holds send streams".into(),
-            ));
         }
         Ok(())
     }

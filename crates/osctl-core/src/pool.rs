@@ -201,6 +201,16 @@ impl Pool {
         )
     }
 
+    /// Lets go of a container's lock, removing its file when the container
+    /// does not exist (any more, or never did: a refused import), so that
+    /// locks of gone containers do not pile up.
+    pub fn unlock_ct(&self, id: &str, lock: Lock) -> Result<()> {
+        if self.ct_exists(id) {
+            return Ok(());
+        }
+        lock.remove()
+    }
+
     /// Serialises changes to the pool's users and groups (and id allocation).
     pub fn lock_accounts(&self) -> Result<Lock> {
         Lock::acquire(

@@ -39,7 +39,7 @@ pub fn recover_journals(pool: &Pool) -> Result<Vec<String>> {
     let mut leftovers_removed = false;
     for (path, record) in journal::list(pool)? {
         // A held lock means the operation is alive.
-        let Some(_lock) = Lock::try_acquire(&pool.ct_lock_path(record.id()))? else {
+        let Some(lock) = Lock::try_acquire(&pool.ct_lock_path(record.id()))? else {
             continue;
         };
         // A dead export's snapshot view (a zfs clone) would keep its
@@ -53,6 +53,7 @@ pub fn recover_journals(pool: &Pool) -> Result<Vec<String>> {
             Record::Import(r) => undo_import(pool, r, &mut done)?,
         }
         crate::fsutil::remove_file_if_exists(&path)?;
+        pool.unlock_ct(record.id(), lock)?;
     }
     Ok(done)
 }
@@ -120,9 +121,10 @@ pub fn check_pool(pool: &Pool) -> Result<Vec<String>> {
         let Some(id) = storage::staged_id(&name) else {
             continue;
         };
-        if let Some(_lock) = Lock::try_acquire(&pool.ct_lock_path(id))? {
+        if let Some(lock) = Lock::try_acquire(&pool.ct_lock_path(id))? {
             pool.storage.destroy(&name, "")?;
             done.push(format!("removed staged container '{name}'"));
+            pool.unlock_ct(id, lock)?;
         }
     }
     for id in pool.ct_ids()? {

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use crate::idmap::{IdMap, IdRange};
+use crate::idmap::{IdMap, IdRange, SubordinateFloor};
 use crate::model::{ContainerConfig, GroupConfig};
 
 /// Character devices every container may have: null, zero, full, random,
@@ -73,37 +73,61 @@ fn describe_device(dev: &Value) -> String {
     format!("{} {}:{}", field("type"), field("major"), field("minor"))
 }
 
-/// Reasons why an id map needs trust: it reaches host root, overlaps
-/// another user of the pool (`others`), or overlaps host ids given out
-/// outside the pool (`host_taken`: the /etc/subuid and /etc/subgid lines,
-/// which hold every pool's users and the system's own ranges).
+/// The maps of a user an archive asks us to create, and what they are
+/// judged against.
+pub struct MapsToJudge<'a> {
+    pub name: &'a str,
+    pub uid_map: &'a IdMap,
+    pub gid_map: &'a IdMap,
+}
+
+/// Reasons why a user's id maps need trust: they reach host root or other
+/// host system ids (below `floor`), past the last id or beyond the size an
+/// untrusted user may have, overlap another user of the pool (`others`), or
+/// overlap host ids given out outside the pool (`host_taken`: the
+/// /etc/subuid and /etc/subgid lines, which hold every pool's users and the
+/// system's own ranges).
 pub fn map_concerns(
-    name: &str,
-    maps: &[&IdMap],
+    user: &MapsToJudge<'_>,
     others: &[(String, IdMap)],
     host_taken: &[IdRange],
+    floor: &SubordinateFloor,
 ) -> Vec<String> {
+    let name = user.name;
+    let maps = [("uid", user.uid_map), ("gid", user.gid_map)];
     let mut out = Vec::new();
-    if maps.iter().any(|m| m.reaches_host_root()) {
+    if maps.iter().any(|(_, m)| m.reaches_host_root()) {
         out.push(format!(
             "user '{name}' maps host id 0 (host root) into the container"
         ));
+    } else {
+        out.extend(
+            maps.iter()
+                .filter_map(|(kind, m)| floor.judge(m, kind))
+                .map(|why| format!("user '{name}': {why}")),
+        );
     }
-    let mut overlaps_a_user = false;
+    let mut overlapped: Vec<&str> = Vec::new();
     for (other, theirs) in others {
-        if other != name && maps.iter().any(|m| m.overlaps(theirs)) {
-            overlaps_a_user = true;
+        if other != name
+            && !overlapped.contains(&other.as_str())
+            && maps.iter().any(|(_, m)| m.overlaps(theirs))
+        {
+            overlapped.push(other);
             out.push(format!(
                 "user '{name}' overlaps the id range of user '{other}'"
             ));
         }
     }
     // The pool's users are in those files too: said once, by name, above.
-    let ours = |r: &IdRange| maps.iter().any(|m| m.0.iter().any(|a| a.overlaps_host(r)));
+    let ours = |r: &IdRange| {
+        maps.iter()
+            .any(|(_, m)| m.0.iter().any(|a| a.overlaps_host(r)))
+    };
     if let Some(r) = host_taken
         .iter()
         .find(|r| ours(r))
-        .filter(|_| !overlaps_a_user)
+        .filter(|_| overlapped.is_empty())
     {
         out.push(format!(
             "user '{name}' overlaps host ids {}-{}, given out on this host in /etc/subuid \
@@ -184,29 +208,62 @@ mod tests {
         assert_eq!(container_concerns(&ct).len(), 4);
     }
 
+    fn judge(
+        name: &str,
+        map: &IdMap,
+        others: &[(String, IdMap)],
+        host_taken: &[IdRange],
+    ) -> Vec<String> {
+        let user = MapsToJudge {
+            name,
+            uid_map: map,
+            gid_map: map,
+        };
+        map_concerns(
+            &user,
+            others,
+            host_taken,
+            &SubordinateFloor::from_login_defs(""),
+        )
+    }
+
     #[test]
     fn maps() {
         let root = IdMap::single(0, 65536);
-        assert_eq!(map_concerns("a", &[&root], &[], &[]).len(), 1);
+        assert_eq!(judge("a", &root, &[], &[]).len(), 1);
         let mine = IdMap::single(200000, 65536);
-        let others = vec![("b".to_string(), IdMap::single(250000, 10))];
-        assert_eq!(map_concerns("a", &[&mine], &others, &[]).len(), 1);
-        assert!(map_concerns("b", &[&IdMap::single(250000, 10)], &others, &[]).is_empty());
+        // Both maps of b, as the importer lists them: said once.
+        let others = vec![
+            ("b".to_string(), IdMap::single(250000, 10)),
+            ("b".to_string(), IdMap::single(250000, 10)),
+        ];
+        let concerns = judge("a", &mine, &others, &[]);
+        assert_eq!(concerns.len(), 1, "{concerns:?}");
+        assert!(judge("b", &IdMap::single(250000, 10), &others, &[]).is_empty());
 
         // Host-wide lines: a range of another pool (or the system's) is a
         // concern; b's own line is not said twice.
         let line = |host, count| IdRange { ns: 0, host, count };
         let host_taken = [line(250000, 10), line(300000, 65536)];
-        let concerns = map_concerns("a", &[&mine], &others, &host_taken);
+        let concerns = judge("a", &mine, &others, &host_taken);
         assert_eq!(concerns.len(), 1, "{concerns:?}");
         assert!(concerns[0].contains("user 'b'"), "{concerns:?}");
         let elsewhere = IdMap::single(330000, 10);
-        let concerns = map_concerns("c", &[&elsewhere], &others, &host_taken);
+        let concerns = judge("c", &elsewhere, &others, &host_taken);
         assert_eq!(concerns.len(), 1, "{concerns:?}");
         assert!(
             concerns[0].contains("host ids 300000-365535"),
             "{concerns:?}"
         );
-        assert!(map_concerns("c", &[&IdMap::single(400000, 10)], &others, &host_taken).is_empty());
+        assert!(judge("c", &IdMap::single(400000, 10), &others, &host_taken).is_empty());
+    }
+
+    #[test]
+    fn maps_onto_system_ids_or_too_large() {
+        let system = judge("s", &IdMap::single(1, 65536), &[], &[]);
+        assert_eq!(system.len(), 2, "uid and gid: {system:?}");
+        assert!(system[0].contains("below 100000"), "{system:?}");
+        let huge = judge("h", &IdMap::single(100000, 200_000_000), &[], &[]);
+        assert!(huge[0].contains("200000000 ids"), "{huge:?}");
     }
 }

@@ -13,6 +13,7 @@
 //! Nothing here runs programs or knows about pools.
 
 pub mod compress;
+pub mod grammar;
 mod hashing;
 mod header;
 pub mod meta;

@@ -7,6 +7,7 @@ use proptest::prelude::*;
 
 use super::fuzz::{self, seeds};
 use super::*;
+use crate::archive::grammar::MAX_ENTRIES;
 
 /// Seeds by name, built once per test.
 fn seed(list: &[seeds::Seed], name: &str) -> Vec<u8> {

@@ -9,25 +9,26 @@ use crate::require;
 
 /// The pieces of an archive in the original's layout, to be spoiled one at a time.
 #[derive(Clone)]
-struct Parts {
-    metadata: String,
-    user: Option<String>,
-    group: Option<String>,
-    container: Option<String>,
-    hooks: Vec<Entry>,
+pub(super) struct Parts {
+    pub metadata: String,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub container: Option<String>,
+    /// Entries between the configs and `rootfs/`.
+    pub hooks: Vec<Entry>,
     /// Entries of the root file system tar (`rootfs/base.tar.gz`).
-    rootfs: Vec<Entry>,
+    pub rootfs: Vec<Entry>,
     /// Replaces the gzip of `rootfs` when set.
-    rootfs_bytes: Option<Vec<u8>>,
-    base_name: String,
-    snapshots: Option<String>,
+    pub rootfs_bytes: Option<Vec<u8>>,
+    pub base_name: String,
+    pub snapshots: Option<String>,
     /// Extra outer entries, added before `snapshots.yml`.
-    extra: Vec<Entry>,
+    pub extra: Vec<Entry>,
 }
 
 const MAP: &str = "0:3900000000:65536";
 
-fn valid() -> Parts {
+pub(super) fn valid() -> Parts {
     Parts {
         metadata: "---\ntype: full\nformat: tar\nuser: hostile\ngroup: /default\ncontainer: victim\ndatasets: []\nexported_at: 1700000000\n".into(),
         user: Some(format!("---\nuid_map:\n- {MAP}\ngid_map:\n- {MAP}\nstandalone: true\nattrs: {{}}\n")),
@@ -49,7 +50,7 @@ fn valid() -> Parts {
 }
 
 impl Parts {
-    fn build(&self) -> Vec<u8> {
+    pub(super) fn build(&self) -> Vec<u8> {
         let mut outer = vec![
             Entry::file("metadata.yml", self.metadata.as_bytes()),
             Entry::dir("config/"),
@@ -77,14 +78,14 @@ impl Parts {
         rawtar::build(&outer)
     }
 
-    fn with(mut self, f: impl FnOnce(&mut Parts)) -> Parts {
+    pub(super) fn with(mut self, f: impl FnOnce(&mut Parts)) -> Parts {
         f(&mut self);
         self
     }
 }
 
 /// What the pool holds: containers, users, groups, files under ct/ and state/.
-fn pool_inventory(env: &Env) -> Vec<String> {
+pub(super) fn pool_inventory(env: &Env) -> Vec<String> {
     let mut out = Vec::new();
     for what in ["ct", "user", "group"] {
         let list = env.json(&[what, "ls"]);
@@ -94,7 +95,7 @@ fn pool_inventory(env: &Env) -> Vec<String> {
         }
     }
     let pool = env.root().join("pools/default");
-    for dir in ["ct", "state", "conf/ct", "conf/user"] {
+    for dir in ["ct", "state", "conf/ct", "conf/user", "../../locks/default"] {
         if let Ok(entries) = std::fs::read_dir(pool.join(dir)) {
             for e in entries.flatten() {
                 out.push(format!("{dir}/{}", e.file_name().to_string_lossy()));
@@ -105,9 +106,9 @@ fn pool_inventory(env: &Env) -> Vec<String> {
     out
 }
 
-/// Lines of /etc/subuid and /etc/subgid for the host ranges the archives
-/// here use (other tests running meanwhile change other lines).
-fn subid_lines() -> Vec<String> {
+/// Lines of the host's subuid and subgid files for the host ranges the
+/// archives here use (other tests running meanwhile change other lines).
+fn subid_lines(env: &Env) -> Vec<String> {
     let ours = |l: &&str| {
         [
             "root:3900000000:65536",
@@ -116,7 +117,8 @@ fn subid_lines() -> Vec<String> {
         ]
         .contains(l)
     };
-    ["/etc/subuid", "/etc/subgid"]
+    let subuid = env.subuid_file();
+    [subuid.with_file_name("subgid"), subuid]
         .iter()
         .flat_map(|p| {
             let text = std::fs::read_to_string(p).unwrap_or_default();
@@ -131,11 +133,17 @@ fn subid_lines() -> Vec<String> {
 /// Imports `bytes` with `args`, expects one clear error line containing
 /// `expect` and exit status 1, and checks that the pool and the host ids are
 /// as before. Returns what went wrong, if anything.
-fn refused(env: &Env, name: &str, bytes: &[u8], args: &[&str], expect: &str) -> Option<String> {
+pub(super) fn refused(
+    env: &Env,
+    name: &str,
+    bytes: &[u8],
+    args: &[&str],
+    expect: &str,
+) -> Option<String> {
     let file = env.path(&format!("{name}.tar"));
     std::fs::write(&file, bytes).unwrap();
     let before = pool_inventory(env);
-    let subids = subid_lines();
+    let subids = subid_lines(env);
     let mut full = vec!["ct", "import"];
     full.extend_from_slice(args);
     full.push(file.to_str().unwrap());
@@ -155,7 +163,7 @@ fn refused(env: &Env, name: &str, bytes: &[u8], args: &[&str], expect: &str) -> 
     if after != before {
         problems.push(format!("left behind: {after:?}"));
     }
-    if subid_lines() != subids {
+    if subid_lines(env) != subids {
         problems.push("/etc/subuid or /etc/subgid changed".into());
     }
     if Path::new("/tmp/osctl-escaped").exists() {

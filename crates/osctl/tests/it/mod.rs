@@ -5,6 +5,7 @@ mod concurrency;
 mod containers;
 mod export_import;
 mod faults;
+mod holes;
 mod hostile;
 mod rawtar;
 mod support;

@@ -2,14 +2,13 @@
 //!
 //! Why not flate2's `Compress` (same zlib-rs engine underneath)? Its levels 6-8
 //! use zlib-ng's match finder (4-byte hashing, the "medium" parser), whose
-//! output on rootfs-like data is about 3% larger than `gzip -6` (measured on a
-//! tar of /usr: 51.59 MB against 50.13 MB). The original's baseline is zlib's
-//! `-6`, and we promise to stay within 2% of it. zlib-rs's level-9 path uses
-//! zlib's 3-byte rolling hash and lazy parser; `deflateTune` (not offered by
-//! flate2) sets its search limits to zlib's own for the level asked. The result
-//! is zlib's ratio (50.03 MB on that tar) at zlib-rs's speed, which is zlib's or
-//! better (1.0-1.3x per core here). Shorter chains would be faster but cost up
-//! to 6% on repetitive data, so we keep zlib's limits.
+//! output on rootfs-like data is larger than `gzip -6`'s, and we promise to
+//! stay within 2% of zlib's `-6`, the original's baseline. zlib-rs's level-9
+//! path uses zlib's 3-byte rolling hash and lazy parser; `deflateTune` (not
+//! offered by flate2) sets its search limits to zlib's own for the level
+//! asked: zlib's ratio at zlib-rs's speed. Shorter chains would be faster but
+//! cost more size on repetitive data, so we keep zlib's limits (the figures:
+//! docs/performance.md, "gzip: zlib's ratio at zlib-rs's speed").
 //! Levels 6-8 are tuned so; 1-5 and 9 are zlib-rs's own levels.
 
 use std::ffi::c_int;

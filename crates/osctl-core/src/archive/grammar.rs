@@ -1,0 +1,358 @@
+//! The order and multiplicity of an archive's entries: the one grammar that
+//! `ct import` and `archive show|verify` both apply, entry by entry, before
+//! either reads an entry's content.
+//!
+//! ```text
+//! archive  = metadata.yml head streams tail
+//! head     = { config/ | config/{user,group,container}.yml | hooks/... }
+//! streams  = { rootfs/ | rootfs/<ds>/ | rootfs/[<ds>/]{base,incremental}.{dat,tar}[.gz|.zst] }
+//! tail     = [checksums.yml] [snapshots.yml]        (snapshots.yml may also come first)
+//! ```
+//! No name twice; entries of datasets and encodings the metadata lists only;
+//! per dataset one base, then at most one incremental, the root dataset's base
+//! before any other stream; nothing after `checksums.yml` but `snapshots.yml`
+//! (it covers everything before it). [`Grammar::finish`] then asks for what
+//! the metadata says must be there.
+
+use std::collections::HashSet;
+
+use super::meta::{self, EntryName, Metadata, StreamEncoding, StreamKind, StreamName};
+use super::EntryKind;
+use crate::error::{Error, Result};
+
+/// Most entries in an archive we read: an export writes a dozen, plus a few
+/// per subdataset and hook. Keeps the checks of order bounded whatever the
+/// input.
+pub const MAX_ENTRIES: usize = 10_000;
+
+/// Where the reading is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    /// Configs and hooks.
+    Head,
+    /// Root file system streams.
+    Streams,
+    /// `checksums.yml` and `snapshots.yml`.
+    Tail,
+}
+
+/// The state of one reading of an archive.
+pub struct Grammar {
+    metadata: Option<Metadata>,
+    phase: Phase,
+    /// Entries admitted, in order, and as a set (to refuse duplicates).
+    seen: Vec<EntryName>,
+    names: HashSet<EntryName>,
+    hooks: usize,
+    checksums: bool,
+}
+
+impl Default for Grammar {
+    fn default() -> Self {
+        Grammar::new()
+    }
+}
+
+impl Grammar {
+    pub fn new() -> Grammar {
+        Grammar {
+            metadata: None,
+            phase: Phase::Head,
+            seen: Vec::new(),
+            names: HashSet::new(),
+            hooks: 0,
+            checksums: false,
+        }
+    }
+
+    /// Judges the next entry, named `shown` in the archive, before its
+    /// content is read. `metadata.yml` must be admitted first and its parsed
+    /// content given to [`Grammar::set_metadata`] before the next entry.
+    pub fn admit(&mut self, name: &EntryName, shown: &str) -> Result<()> {
+        let bad = |why: String| Err(Error::Archive(why));
+        if self.seen.len() >= MAX_ENTRIES {
+            return bad(format!("the archive has more than {MAX_ENTRIES} entries"));
+        }
+        if !self.names.insert(name.clone()) {
+            return bad(format!("'{shown}' appears twice"));
+        }
+        let Some(metadata) = &self.metadata else {
+            if *name != EntryName::Metadata || !self.seen.is_empty() {
+                return bad(format!(
+                    "the archive does not start with metadata.yml (it starts with '{shown}'): not an osctl archive"
+                ));
+            }
+            self.seen.push(name.clone());
+            return Ok(());
+        };
+        metadata.check_entry(name)?;
+        if self.checksums && *name != EntryName::Snapshots {
+            return bad(format!(
+                "'{shown}' comes after checksums.yml, which does not cover it"
+            ));
+        }
+        let late = |what: &str| bad(format!("'{shown}' comes after the {what}"));
+        match name {
+            EntryName::Metadata => unreachable!("a second metadata.yml is a duplicate"),
+            EntryName::UserConfig | EntryName::GroupConfig | EntryName::ContainerConfig
+                if self.phase > Phase::Head =>
+            {
+                return late("root file system")
+            }
+            EntryName::Hook(_) if self.phase > Phase::Head => return late("root file system"),
+            EntryName::Hook(_) => {
+                self.hooks += 1;
+                if self.hooks > meta::MAX_HOOKS {
+                    return bad(format!("more than {} hook scripts", meta::MAX_HOOKS));
+                }
+            }
+            EntryName::Stream(_)
+            | EntryName::Dir(meta::DirName::Rootfs)
+            | EntryName::Dir(meta::DirName::Dataset(_))
+                if self.phase > Phase::Streams =>
+            {
+                return late("checksums or snapshots")
+            }
+            EntryName::Stream(stream) => {
+                self.check_stream_order(stream, shown)?;
+                self.phase = Phase::Streams;
+            }
+            EntryName::Dir(meta::DirName::Rootfs) | EntryName::Dir(meta::DirName::Dataset(_)) => {
+                self.phase = Phase::Streams;
+            }
+            EntryName::Checksums => {
+                self.phase = Phase::Tail;
+                self.checksums = true;
+            }
+            EntryName::Snapshots => self.phase = Phase::Tail,
+            _ => {}
+        }
+        self.seen.push(name.clone());
+        Ok(())
+    }
+
+    /// `metadata.yml`, parsed: what the rest of the archive is judged by.
+    pub fn set_metadata(&mut self, metadata: Metadata) {
+        self.metadata = Some(metadata);
+    }
+
+    pub fn metadata(&self) -> Option<&Metadata> {
+        self.metadata.as_ref()
+    }
+
+    /// Whether an entry just admitted is one `checksums.yml` lists: a file
+    /// before it.
+    pub fn covered(&self, name: &EntryName, kind: EntryKind) -> bool {
+        kind == EntryKind::File && !self.checksums && *name != EntryName::Checksums
+    }
+
+    /// Whether a `checksums.yml` was admitted.
+    pub fn has_checksums(&self) -> bool {
+        self.checksums
+    }
+
+    /// Whether any stream was admitted yet.
+    pub fn in_streams(&self) -> bool {
+        self.phase >= Phase::Streams
+    }
+
+    /// After the last entry: everything the metadata asks for is there, and
+    /// send streams have their snapshots named (`snapshots`, as parsed).
+    pub fn finish(&self, snapshots: Option<&[String]>) -> Result<&Metadata> {
+        let metadata = self
+            .metadata
+            .as_ref()
+            .ok_or_else(|| Error::Archive("metadata.yml not found: not an osctl archive".into()))?;
+        meta::check_complete(metadata, &self.seen)?;
+        if metadata.stream_encoding() == StreamEncoding::Dat
+            && metadata.archive_type == meta::ArchiveType::Full
+            && snapshots.is_none_or(|s| s.is_empty())
+        {
+            return Err(Error::Archive(
+                "snapshots.yml names no snapshot, but the archive holds send streams".into(),
+            ));
+        }
+        Ok(metadata)
+    }
+
+    /// One base stream per dataset, the root's first, then at most one
+    /// incremental stream each: the order the importer receives them in.
+    fn check_stream_order(&self, stream: &StreamName, shown: &str) -> Result<()> {
+        let admitted = |dataset: &str, kind: StreamKind| {
+            self.seen.iter().any(
+                |e| matches!(e, EntryName::Stream(s) if s.dataset_rel == dataset && s.kind == kind),
+            )
+        };
+        let dataset = stream.dataset_rel.as_str();
+        let has_base = admitted(dataset, StreamKind::Base);
+        let bad = |why: &str| Err(Error::Archive(format!("'{shown}': {why}")));
+        match stream.kind {
+            StreamKind::Base if has_base => return bad("a second base stream"),
+            StreamKind::Incremental if !has_base => {
+                return bad("an incremental stream before its base")
+            }
+            StreamKind::Incremental if admitted(dataset, StreamKind::Incremental) => {
+                return bad("a second incremental stream")
+            }
+            _ => {}
+        }
+        if !dataset.is_empty() && !admitted("", StreamKind::Base) {
+            return bad("comes before the root dataset's base stream");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(format: &str, datasets: &[&str]) -> Metadata {
+        let text = format!(
+            "type: full\nformat: {format}\nuser: u\ngroup: /g\ncontainer: c\ndatasets: [{}]\nexported_at: 1\n",
+            datasets.join(", ")
+        );
+        Metadata::parse(text.as_bytes()).unwrap()
+    }
+
+    /// Admits `names` in order after a metadata.yml of `format`; the first
+    /// error, if any.
+    fn judge(format: &str, datasets: &[&str], names: &[&str]) -> Result<Grammar> {
+        let mut g = Grammar::new();
+        g.admit(&EntryName::Metadata, "metadata.yml")?;
+        g.set_metadata(metadata(format, datasets));
+        for shown in names {
+            let kind = if shown.ends_with('/') {
+                EntryKind::Dir
+            } else {
+                EntryKind::File
+            };
+            let trimmed = shown.trim_end_matches('/');
+            g.admit(&meta::classify(trimmed, kind)?, trimmed)?;
+        }
+        Ok(g)
+    }
+
+    fn refusal(format: &str, names: &[&str]) -> String {
+        match judge(format, &["var"], names) {
+            Ok(_) => panic!("{names:?} admitted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const HEAD: [&str; 4] = [
+        "config/",
+        "config/user.yml",
+        "config/group.yml",
+        "config/container.yml",
+    ];
+
+    #[test]
+    fn the_writers_order_is_admitted_and_complete() {
+        let mut names = HEAD.to_vec();
+        names.extend([
+            "hooks/",
+            "hooks/pre-start",
+            "rootfs/",
+            "rootfs/base.dat.gz",
+            "rootfs/var/",
+            "rootfs/var/base.dat",
+            "rootfs/incremental.dat.gz",
+            "rootfs/var/incremental.dat",
+            "checksums.yml",
+            "snapshots.yml",
+        ]);
+        let g = judge("zfs", &["var"], &names).unwrap();
+        g.finish(Some(&["s".to_string()])).unwrap();
+        let err = g.finish(Some(&[])).unwrap_err().to_string();
+        assert!(err.contains("names no snapshot"), "{err}");
+    }
+
+    #[test]
+    fn every_entry_at_most_once() {
+        for twice in [
+            "config/container.yml",
+            "config/user.yml",
+            "hooks/x",
+            "rootfs/base.dat",
+        ] {
+            let mut names = HEAD.to_vec();
+            names.extend(["hooks/x", "rootfs/base.dat"]);
+            names.push(twice);
+            let err = refusal("zfs", &names);
+            assert!(
+                err.contains("appears twice") || err.contains("second"),
+                "{twice}: {err}"
+            );
+        }
+        let mut g = Grammar::new();
+        g.admit(&EntryName::Metadata, "metadata.yml").unwrap();
+        let err = g.admit(&EntryName::Metadata, "metadata.yml").unwrap_err();
+        assert!(err.to_string().contains("appears twice"), "{err}");
+    }
+
+    #[test]
+    fn order_is_enforced() {
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["rootfs/base.dat", "config/user.yml"],
+                "after the root file system",
+            ),
+            (
+                &["rootfs/base.dat", "hooks/x"],
+                "after the root file system",
+            ),
+            (
+                &["snapshots.yml", "rootfs/base.dat"],
+                "after the checksums or snapshots",
+            ),
+            (
+                &["rootfs/base.dat", "checksums.yml", "config/"],
+                "does not cover it",
+            ),
+            (&["rootfs/incremental.dat"], "before its base"),
+            (&["rootfs/var/base.dat"], "before the root dataset's base"),
+            (
+                &[
+                    "rootfs/base.dat",
+                    "rootfs/incremental.dat",
+                    "rootfs/incremental.dat.gz",
+                ],
+                "a second incremental",
+            ),
+            (&["rootfs/base.tar"], "format"),
+            (&["rootfs/other/base.dat"], "does not list"),
+        ];
+        for (names, want) in cases {
+            let err = refusal("zfs", names);
+            assert!(err.contains(want), "{names:?}: {err}");
+        }
+        let mut g = Grammar::new();
+        let err = g
+            .admit(&EntryName::UserConfig, "config/user.yml")
+            .unwrap_err();
+        assert!(err.to_string().contains("does not start with metadata.yml"));
+    }
+
+    #[test]
+    fn hooks_and_entries_are_bounded() {
+        let hooks: Vec<String> = (0..=meta::MAX_HOOKS)
+            .map(|i| format!("hooks/h{i}"))
+            .collect();
+        let names: Vec<&str> = hooks.iter().map(String::as_str).collect();
+        let err = refusal("zfs", &names);
+        assert!(err.contains("more than 64 hook scripts"), "{err}");
+    }
+
+    #[test]
+    fn completeness_follows_the_metadata() {
+        let g = judge("tar", &[], &HEAD).unwrap();
+        let err = g.finish(None).unwrap_err().to_string();
+        assert!(err.contains("rootfs/base.tar"), "{err}");
+        let mut names = HEAD.to_vec();
+        names.push("rootfs/base.tar.gz");
+        judge("tar", &[], &names).unwrap().finish(None).unwrap();
+        let err = Grammar::new().finish(None).unwrap_err().to_string();
+        assert!(err.contains("metadata.yml not found"), "{err}");
+    }
+}
