@@ -936,9 +936,9 @@ fn btrfs_import_cannot_take_another_containers_data() {
 
 // --- Issue 10: native streams are judged like tar streams ----------------
 
-/// What an import must leave as it found it: containers, users, the lines
-/// of the (private) subordinate-id files, and the storage's datasets,
-/// subvolumes and snapshots.
+/// What an import must leave as it found it: containers, users, lock files,
+/// the lines of the (private) subordinate-id files, and the storage's
+/// datasets, subvolumes and snapshots.
 fn inventory(pool: &Pool) -> Vec<String> {
     let mut out = Vec::new();
     for (what, key) in [("ct", "id"), ("user", "name")] {
@@ -946,6 +946,10 @@ fn inventory(pool: &Pool) -> Vec<String> {
         for item in list.as_array().unwrap() {
             out.push(format!("{what} {}", item[key].as_str().unwrap()));
         }
+    }
+    let locks = pool.env.root().join("locks").join(&pool.name);
+    for e in std::fs::read_dir(locks).into_iter().flatten() {
+        out.push(format!("lock {}", e.unwrap().file_name().to_string_lossy()));
     }
     let subuid = pool.env.subuid_file();
     for file in [subuid.clone(), subuid.with_file_name("subgid")] {

@@ -114,6 +114,7 @@ fn subid_lines(env: &Env) -> Vec<String> {
             "root:3900000000:65536",
             "root:3900000100:65536",
             "root:0:65536",
+            XATTR_MAP_LINE,
         ]
         .contains(l)
     };
@@ -673,10 +674,14 @@ fn capability_v3(rootid: u32) -> Vec<u8> {
 /// back from untrusted tar archives. Without `--trusted` they refuse the
 /// import; `user.*` and file capabilities (their root in the map) are kept;
 /// trusted, the privileged ones are restored.
+/// The host ids of the archives of `hole_7_privileged_xattrs`, which runs
+/// beside tests that import `valid()`'s.
+const XATTR_MAP_LINE: &str = "root:3900500000:65536";
+
 #[test]
 fn hole_7_privileged_xattrs() {
     require!(is_root(), "needs root (trusted.* attributes, subuid)");
-    let env = Env::new();
+    let env = Env::with_private_subids();
     env.ok(&["pool", "ls"]);
     let with_xattrs = |records: &[(&str, &[u8])]| {
         let records: Vec<(String, &[u8])> = records
@@ -686,7 +691,14 @@ fn hole_7_privileged_xattrs() {
         let records: Vec<(&str, &[u8])> = records.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         let mut rootfs = valid().rootfs;
         rootfs.extend([Entry::pax(&records), Entry::file("./etc/marked", b"x")]);
-        valid().with(|p| p.rootfs = rootfs).build()
+        let map = "0:3900500000:65536";
+        let user = format!("---\nuid_map:\n- {map}\ngid_map:\n- {map}\n");
+        valid()
+            .with(|p| {
+                p.rootfs = rootfs;
+                p.user = Some(user);
+            })
+            .build()
     };
     let privileged: [(&str, &[u8]); 5] = [
         ("trusted.overlay.redirect", b"/etc/shadow"),
