@@ -22,7 +22,8 @@ use crate::archive::{ArchiveReader, CopyError, Entry, EntryDigest};
 use crate::cmd::OffsetWatch;
 use crate::error::{Context, Error, Result};
 use crate::failpoint;
-use crate::fstar::{self, DevicePolicy, ExtractOptions};
+use crate::filepolicy::{self, FilePolicy};
+use crate::fstar::{self, ExtractOptions};
 use crate::idmap::{IdMap, IdRange, SubordinateFloor};
 use crate::interrupt;
 use crate::journal::{ImportRecord, Journal};
@@ -184,6 +185,7 @@ impl Importer<'_> {
         }
         let snapshots = self.snapshots.take().unwrap_or_default();
         self.finish_datasets(&snapshots)?;
+        self.check_received()?;
         let plan = self.plan.as_mut().expect("checked above");
         failpoint::hit("import-before-commit");
         commit(self.pool, plan, self.opts.trusted)?;
@@ -396,14 +398,8 @@ impl Importer<'_> {
             // Received straight from the archive file: nothing left to copy.
             _ if in_place => {}
             StreamEncoding::Tar => {
-                let devices = if self.opts.trusted {
-                    DevicePolicy::All
-                } else {
-                    DevicePolicy::Only(trust::is_default_device_node)
-                };
                 let opts = ExtractOptions {
-                    max_id: plan.max_id,
-                    devices,
+                    policy: self.file_policy(),
                     // A base stream of the original may hold files named `.wh.*`.
                     whiteouts: stream.kind == StreamKind::Incremental,
                 };
@@ -424,7 +420,7 @@ impl Importer<'_> {
                     .map_err(|e| Error::Archive(format!("archive entry '{name}': {e}")))?;
             }
             StreamEncoding::Dat => {
-                let mut recv = storage.receive(&plan.staging, dataset)?;
+                let mut recv = storage.receive(&plan.staging, dataset, &self.file_policy())?;
                 // Spliced without a copy when the receiver takes the stream
                 // unchecked (zfs); through userspace when it must pass a check
                 // first (btrfs), or be decompressed.
@@ -490,6 +486,27 @@ impl Importer<'_> {
             check_stream_end(&name, end.saturating_sub(start), len)
         })?;
         Ok(received.is_some())
+    }
+
+    /// What the files of the root file system may be.
+    fn file_policy(&self) -> FilePolicy {
+        let plan = self.plan.as_ref().expect("planned");
+        FilePolicy::for_import(plan.max_id, self.opts.trusted)
+    }
+
+    /// Native streams are judged like tar streams: the received tree of
+    /// every dataset, by the same policy, before anything is committed.
+    fn check_received(&self) -> Result<()> {
+        let plan = self.plan.as_ref().expect("planned");
+        if plan.metadata.stream_encoding() == StreamEncoding::Tar {
+            return Ok(());
+        }
+        self.progress.step("checking the received files");
+        let storage = &*self.pool.storage;
+        let (staging, datasets) = (&plan.staging, &plan.metadata.datasets);
+        filepolicy::scan::check_container(storage, staging, datasets, &self.file_policy())
+            .map(drop)
+            .map_err(|e| e.context("the received root file system"))
     }
 
     fn finish_datasets(&self, snapshots: &[String]) -> Result<()> {

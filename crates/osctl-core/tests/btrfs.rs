@@ -82,7 +82,7 @@ impl Fixture {
 
     /// Feeds a stream file to the storage's receiver, as an import does.
     fn receive(&self, ct: &str, rel: &str, file: &Path) -> osctl_core::Result<()> {
-        let mut receiver = self.storage().receive(ct, rel)?;
+        let mut receiver = self.storage().receive(ct, rel, &ANY)?;
         let copied = receiver.copy_from(&mut File::open(file).unwrap(), drop);
         receiver.end(copied.map(drop), &format!("into '{ct}'"))
     }
@@ -501,7 +501,11 @@ fn install_refuses_a_location_off_btrfs() {
 
 // --- The stream guard on real streams, and the attacks it stops ----------
 
+use osctl_core::filepolicy::FilePolicy;
 use osctl_core::storage::btrfs_stream::{self as stream, StreamGuard, SubvolumeId};
+
+/// The guard's checks of streams, without its file policy.
+const ANY: FilePolicy = FilePolicy::anything();
 
 /// What B holds and no one else may see.
 const SECRET: &[u8] = b"the secret of container b";
@@ -638,14 +642,14 @@ fn real_streams_pass(fx: &Fixture, compressed: bool) {
             assert!(dump.contains("encoded_write"), "{dump}");
         }
     }
-    let (out, base) = guard_copy(&mut StreamGuard::base("c1"), &full).unwrap();
+    let (out, base) = guard_copy(&mut StreamGuard::base("c1", ANY), &full).unwrap();
     assert!(
         out == fs::read(&full).unwrap(),
         "the full stream passes unchanged"
     );
     let (sent, _) = subvolume_uuids(&fx.snapshots_dir().join("c1/root/a"));
     assert_eq!(base.uuid, sent, "the base stream names the sent snapshot");
-    let (out, made) = guard_copy(&mut StreamGuard::incremental("c1", base), &incr).unwrap();
+    let (out, made) = guard_copy(&mut StreamGuard::incremental("c1", base, ANY), &incr).unwrap();
     assert!(
         out == fs::read(&incr).unwrap(),
         "the incremental stream passes unchanged"
@@ -656,12 +660,12 @@ fn real_streams_pass(fx: &Fixture, compressed: bool) {
         uuid: [7; 16],
         ..base
     };
-    let err = guard_copy(&mut StreamGuard::incremental("c1", elsewhere), &incr).unwrap_err();
+    let err = guard_copy(&mut StreamGuard::incremental("c1", elsewhere, ANY), &incr).unwrap_err();
     assert!(
         err.to_string().contains("(snapshot): its parent is"),
         "{err}"
     );
-    let err = guard_copy(&mut StreamGuard::base("c1"), &incr).unwrap_err();
+    let err = guard_copy(&mut StreamGuard::base("c1", ANY), &incr).unwrap_err();
     assert!(
         err.to_string().contains("a base stream must create"),
         "{err}"
@@ -964,7 +968,7 @@ fn guard_throughput() {
     println!("stream of {tree}: {mb:.0} MB");
 
     let start = Instant::now();
-    let mut guard = StreamGuard::base("bench");
+    let mut guard = StreamGuard::base("bench", ANY);
     for chunk in bytes.chunks(1 << 20) {
         guard.check(chunk).unwrap();
     }
@@ -1007,7 +1011,7 @@ fn guard_throughput() {
             }
         }
         let mut receiver = if guarded {
-            Receiver::checked(writer, Box::new(Guarded(StreamGuard::base("bench"))))
+            Receiver::checked(writer, Box::new(Guarded(StreamGuard::base("bench", ANY))))
         } else {
             Receiver::direct(writer)
         };

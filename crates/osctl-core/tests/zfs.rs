@@ -54,7 +54,7 @@ fn send_to_file(st: &ZfsStorage, ct: &str, rel: &str, snap: &str, from: Option<&
 }
 
 fn receive_file(st: &ZfsStorage, ct: &str, rel: &str, file: &Path) -> osctl_core::Result<()> {
-    let mut receiver = st.receive(ct, rel)?;
+    let mut receiver = st.receive(ct, rel, &osctl_core::filepolicy::FilePolicy::anything())?;
     let copied = receiver.copy_from(&mut File::open(file).unwrap(), drop);
     receiver.end(copied.map(drop), &format!("into {ct}/{rel}"))
 }

@@ -52,7 +52,7 @@ fn extract_vec(
 
 fn trusting() -> ExtractOptions {
     ExtractOptions {
-        devices: super::DevicePolicy::All,
+        policy: super::FilePolicy::anything(),
         ..Default::default()
     }
 }
@@ -757,7 +757,10 @@ fn devices_ids_and_sizes_are_bounded() {
     );
     assert!(!a.root.join("sda").exists());
     let mapped = ExtractOptions {
-        max_id: Some(65536),
+        policy: super::FilePolicy {
+            max_id: Some(65536),
+            ..Default::default()
+        },
         ..Default::default()
     };
     a.refuses(
@@ -797,6 +800,55 @@ fn devices_ids_and_sizes_are_bounded() {
         &d,
         &["root can only be a directory"],
     );
+}
+
+/// Without trust only user.*, file capabilities and ACLs are restored; a
+/// privileged attribute refuses the stream. Trusted, it is restored.
+#[test]
+fn privileged_xattrs_need_trust() {
+    need_root!();
+    let cap = capability_xattr(CAP_NET_RAW);
+    let kept = Raw::new()
+        .pax(&[(b"SCHILY.xattr.user.x", b"1")])
+        .file(b"u", b"")
+        .pax(&[(b"SCHILY.xattr.security.capability", &cap)])
+        .file(b"ping", b"")
+        .end();
+    for name in [
+        &b"trusted.overlay.redirect"[..],
+        b"security.selinux",
+        b"security.ima",
+        b"security.evm",
+    ] {
+        let a = Arena::new();
+        a.extract(&kept, &ExtractOptions::default()).unwrap();
+        assert_eq!(
+            get_xattr(&a.root.join("ping"), b"security.capability"),
+            Some(cap.clone())
+        );
+        let key = [&b"SCHILY.xattr."[..], name].concat();
+        let bad = Raw::new().pax(&[(&key, b"x")]).file(b"bad", b"").end();
+        let shown = String::from_utf8_lossy(name).into_owned();
+        a.refuses(
+            &bad,
+            &ExtractOptions::default(),
+            &["'bad'", &shown, "refused"],
+        );
+        a.extract(&bad, &trusting()).unwrap();
+        assert_eq!(
+            get_xattr(&a.root.join("bad"), name).as_deref(),
+            Some(&b"x"[..]),
+            "{shown}"
+        );
+    }
+}
+
+fn get_xattr(path: &Path, name: &[u8]) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 1024];
+    let name = std::ffi::CString::new(name).unwrap();
+    let n = rustix::fs::lgetxattr(path, name.as_c_str(), &mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
 }
 
 #[test]
@@ -898,7 +950,8 @@ fn a_file_system_without_xattrs_gives_warnings_not_failures() {
         .file(b"d/odd", b"")
         .end();
     let mut input = stream.as_slice();
-    let result = extract(&mut input, &mnt, &ExtractOptions::default());
+    // Trusted: untrusted archives may not hold system.nfs4_acl at all.
+    let result = extract(&mut input, &mnt, &trusting());
     let ping = fs::read(mnt.join("d/ping"));
     rustix::mount::unmount(&mnt, rustix::mount::UnmountFlags::empty()).unwrap();
     let stats = result.unwrap();

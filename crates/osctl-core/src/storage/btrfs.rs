@@ -41,6 +41,7 @@ use super::btrfs_stream::{self, StreamGuard, SubvolumeId};
 use super::{Backend, Receiver, SnapshotView, Storage, StreamCheck, ROOTFS_DIR};
 use crate::cmd::Cmd;
 use crate::error::{Context, Error, Result};
+use crate::filepolicy::FilePolicy;
 use crate::fsutil;
 use crate::names;
 
@@ -181,7 +182,7 @@ impl BtrfsStorage {
         }
         fsutil::create_dir_all(&self.ct_dir)?;
         create_subvolume(&dir)?;
-        let built = fsutil::set_mode(&dir, 0o700).and_then(|()| {
+        let built = fsutil::seal_container_dir(&dir).and_then(|()| {
             let rootfs = dir.join(ROOTFS_DIR);
             fs::create_dir(&rootfs).ctx(|| format!("cannot create {}", rootfs.display()))?;
             fsutil::set_mode(&rootfs, 0o755)
@@ -276,15 +277,15 @@ impl BtrfsStorage {
 
     /// The check for the next stream of a dataset: a base stream first, then
     /// one incremental stream based on what the base created.
-    fn stream_guard(&self, ct: &str, rel: &str) -> Result<StreamGuard> {
+    fn stream_guard(&self, ct: &str, rel: &str, policy: &FilePolicy) -> Result<StreamGuard> {
         let label = dataset_label(ct, rel);
         let key = (ct.to_string(), rel.to_string());
         let so_far = lock(&self.received).get(&key).copied();
         match so_far {
-            None => Ok(StreamGuard::base(label)),
+            None => Ok(StreamGuard::base(label, *policy)),
             Some(Received::Base(parent)) => {
                 self.check_parent_is_unique(&parent, ct, rel)?;
-                Ok(StreamGuard::incremental(label, parent))
+                Ok(StreamGuard::incremental(label, parent, *policy))
             }
             Some(Received::Both) => Err(Error::Archive(format!(
                 "{label}: a third stream (a base and an incremental stream were received)"
@@ -449,6 +450,7 @@ impl Storage for BtrfsStorage {
         }
         fs::rename(&src, &dst)
             .ctx(|| format!("cannot rename {} to {}", src.display(), dst.display()))?;
+        fsutil::seal_container_dir(&dst)?;
         if src_snaps.exists() {
             if let Err(e) = fs::rename(&src_snaps, &dst_snaps) {
                 let _ = fs::rename(&dst, &src);
@@ -621,13 +623,14 @@ impl Storage for BtrfsStorage {
     /// behind a [`StreamGuard`]: the chroot keeps the stream's own paths
     /// inside that directory, the guard keeps it from naming any subvolume but
     /// its own and its base (which `btrfs receive` would look up across the
-    /// whole file system, chroot or not).
-    fn receive(&self, ct: &str, rel: &str) -> Result<Receiver> {
+    /// whole file system, chroot or not), and from making device nodes,
+    /// owners and attributes that `policy` refuses.
+    fn receive(&self, ct: &str, rel: &str, policy: &FilePolicy) -> Result<Receiver> {
         check_container_name(ct)?;
         if !rel.is_empty() {
             names::subdataset(rel)?;
         }
-        let guard = self.stream_guard(ct, rel)?;
+        let guard = self.stream_guard(ct, rel, policy)?;
         let dir = self.receive_dir(ct, rel);
         self.create_snapshot_dir(&dir)?;
         let writer = Cmd::new("btrfs")
@@ -710,7 +713,8 @@ impl Storage for BtrfsStorage {
             })?;
         }
         if rel.is_empty() {
-            fsutil::set_mode(&dir, 0o700)?;
+            // The stream's subvolume root is the container's directory.
+            fsutil::seal_container_dir(&dir)?;
         }
         remove_tree(&recv_dir)
             .ctx(|| format!("cannot delete the received snapshots of {label}"))?;

@@ -16,6 +16,7 @@ use std::process::ChildStdin;
 use crate::archive::CopyError;
 use crate::cmd::{ChildReader, ChildWriter, Cmd};
 use crate::error::{Context, Error, Result};
+use crate::filepolicy::FilePolicy;
 
 pub mod btrfs;
 pub mod btrfs_parse;
@@ -207,9 +208,12 @@ pub trait Storage: Send + Sync {
     }
 
     /// Starts receiving a native stream into a dataset (base, then
-    /// incremental), through the backend's check of streams if it has one.
-    fn receive(&self, ct: &str, rel: &str) -> Result<Receiver> {
-        let _ = (ct, rel);
+    /// incremental), through the backend's check of streams if it has one;
+    /// a check that sees the files go by judges them by `policy` (the
+    /// received tree is judged by it in any case, see
+    /// [`crate::filepolicy::scan`]).
+    fn receive(&self, ct: &str, rel: &str, policy: &FilePolicy) -> Result<Receiver> {
+        let _ = (ct, rel, policy);
         Err(self.no_native_streams())
     }
 

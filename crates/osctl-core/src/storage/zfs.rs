@@ -30,6 +30,7 @@ use super::zfs_parse::{self, Dataset, Mountpoint, ZfsFeatures, GET_COLUMNS};
 use super::{Backend, Receiver, SnapshotView, Storage, ROOTFS_DIR};
 use crate::cmd::{Cmd, ExecError};
 use crate::error::{Context, Error, Result};
+use crate::filepolicy::FilePolicy;
 use crate::fsutil;
 
 /// The user property marking a pool's dataset; its value is the layout version.
@@ -488,7 +489,9 @@ impl ZfsStorage {
     }
 
     /// Puts mountpoints where the layout wants them and mounts, parents first,
-    /// the container's file systems that `wanted` selects.
+    /// the container's file systems that `wanted` selects. The root dataset's
+    /// directory is made root's own with mode 0700 as soon as it is mounted:
+    /// its mode and owner are whatever the last stream received said.
     fn mount_where(&self, ct: &str, wanted: impl Fn(&str) -> bool) -> Result<()> {
         let mut sets = self.filesystems(ct)?;
         let mut next = 0;
@@ -502,6 +505,9 @@ impl ZfsStorage {
             if ds.mountpoint() == Some(Mountpoint::Path(expected.clone())) {
                 if !ds.is_mounted() {
                     mount(&name)?;
+                }
+                if rel.is_empty() {
+                    fsutil::seal_container_dir(&expected)?;
                 }
                 continue;
             }
@@ -519,6 +525,9 @@ impl ZfsStorage {
             })?;
             // OpenZFS mounts on `set mountpoint`, zfs-fuse does not.
             mount(&name)?;
+            if rel.is_empty() {
+                fsutil::seal_container_dir(&expected)?;
+            }
             // Children inheriting the mountpoint moved along: look again, and
             // leave alone what is right now (each needless change of a
             // mountpoint re-creates its directory, touching the parent's mtime).
@@ -659,9 +668,9 @@ impl Storage for ZfsStorage {
         if rel.is_empty() {
             run(zfs(["create", &name]), action)?;
             let made = (|| {
+                // Mounting seals the container's directory.
                 self.mount_chain(ct, "")?;
                 let dir = self.path(ct, "");
-                fsutil::set_mode(&dir, 0o700)?;
                 let rootfs = dir.join(ROOTFS_DIR);
                 std::fs::create_dir(&rootfs)
                     .ctx(|| format!("cannot create {}", rootfs.display()))?;
@@ -900,7 +909,8 @@ impl Storage for ZfsStorage {
         Ok(zfs(["recv", "-u", "-F", &name]))
     }
 
-    fn receive(&self, ct: &str, rel: &str) -> Result<Receiver> {
+    /// `zfs recv` sees no files go by: the received tree is judged after.
+    fn receive(&self, ct: &str, rel: &str, _policy: &FilePolicy) -> Result<Receiver> {
         let name = self.dataset_of(ct, rel)?;
         self.receive_cmd(ct, rel)?
             .spawn_writer()

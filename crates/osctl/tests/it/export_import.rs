@@ -97,7 +97,7 @@ fn round_trip_of_every_file_kind_for_each_compression() {
             1,
         );
         assert!(
-            err.contains("device node ./dev/loop9 (block 7:9) refused"),
+            err.contains("'./dev/loop9': device node (block 7:9) refused"),
             "{err}"
         );
         env.ok(&[
