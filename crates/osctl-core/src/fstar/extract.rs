@@ -702,6 +702,17 @@ impl Extractor<'_> {
             match set {
                 Ok(()) => {}
                 Err(Errno::NOTSUP) => unsupported = true,
+                // ENOSPC from setxattr is not a full disk: the file's
+                // attributes together pass what the file system keeps
+                // per file (ext4: one block).
+                Err(Errno::NOSPC | Errno::TOOBIG | Errno::RANGE) => {
+                    return Err(Error::Refused(format!(
+                        "cannot set extended attribute {} of {}: the file's extended attributes \
+                         are more than this file system holds for one file",
+                        show_bytes(name),
+                        show_path(rel)
+                    )))
+                }
                 Err(err) => {
                     return Err(Error::io(
                         format!(
