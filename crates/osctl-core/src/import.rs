@@ -18,7 +18,7 @@ use crate::archive::grammar::Grammar;
 use crate::archive::meta::{
     self, ArchiveType, EntryName, Metadata, StreamEncoding, StreamKind, StreamName,
 };
-use crate::archive::{ArchiveReader, CopyError, Entry, EntryDigest};
+use crate::archive::{ArchiveReader, CopyError, Entry};
 use crate::cmd::OffsetWatch;
 use crate::error::{Context, Error, Result};
 use crate::failpoint;
@@ -122,9 +122,6 @@ pub fn import(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<String> 
         head: Head::default(),
         grammar: Grammar::new(),
         plan: None,
-        digests: Vec::new(),
-        checksums: None,
-        snapshots: None,
     };
     let result = importer.run(ArchiveReader::new(file));
     importer.progress.finish();
@@ -151,10 +148,6 @@ struct Importer<'a> {
     head: Head,
     grammar: Grammar,
     plan: Option<Plan>,
-    /// Digests of entries read so far, for `checksums.yml`.
-    digests: Vec<EntryDigest>,
-    checksums: Option<Vec<EntryDigest>>,
-    snapshots: Option<Vec<String>>,
 }
 
 impl Importer<'_> {
@@ -162,28 +155,24 @@ impl Importer<'_> {
         while let Some(mut entry) = reader.next_entry()? {
             let name = meta::classify(entry.name(), entry.kind())?;
             self.grammar.admit(&name, entry.name())?;
-            let covered = self.grammar.covered(&name, entry.kind());
-            self.entry(&mut entry, name)?;
+            if !self.grammar.read_own(&mut entry, &name)? {
+                self.entry(&mut entry, name.clone())?;
+            }
             if entry.remaining() > 0 {
                 return Err(Error::Archive(format!(
                     "archive entry '{}' was not read to its end",
                     entry.name()
                 )));
             }
-            if covered {
-                self.digests.extend(entry.digest());
-            }
+            self.grammar.keep_digest(&name, &entry);
         }
-        self.grammar.finish(self.snapshots.as_deref())?;
+        let finished = self.grammar.finish(true)?;
+        let snapshots = finished.snapshots.unwrap_or_default().to_vec();
         if self.plan.is_none() {
             return Err(Error::Archive(
                 "the archive holds no root file system".into(),
             ));
         }
-        if let Some(expected) = &self.checksums {
-            crate::inspect::check_checksums(expected, &self.digests)?;
-        }
-        let snapshots = self.snapshots.take().unwrap_or_default();
         self.finish_datasets(&snapshots)?;
         self.check_received()?;
         let plan = self.plan.as_mut().expect("checked above");
@@ -199,12 +188,6 @@ impl Importer<'_> {
     fn entry(&mut self, entry: &mut Entry<'_, File>, name: EntryName) -> Result<()> {
         let shown = entry.name().to_string();
         match name {
-            EntryName::Metadata => {
-                let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
-                let metadata = Metadata::parse(&bytes)?;
-                entry.use_digest(metadata.digest_algorithm());
-                self.grammar.set_metadata(metadata);
-            }
             EntryName::UserConfig | EntryName::GroupConfig | EntryName::ContainerConfig => {
                 let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
                 let bad = |e: Error| Error::Archive(e.to_string());
@@ -232,16 +215,8 @@ impl Importer<'_> {
                 }
                 self.receive(entry, &stream)?;
             }
-            EntryName::Checksums => {
-                let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
-                let algorithm = self.grammar.metadata().map(Metadata::digest_algorithm);
-                let algorithm = algorithm.expect("admitted after metadata.yml");
-                self.checksums = Some(meta::parse_checksums(&bytes, algorithm)?);
-            }
-            EntryName::Snapshots => {
-                let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
-                self.snapshots = Some(meta::parse_snapshots(&bytes)?);
-            }
+            // The grammar's own documents, read by it.
+            EntryName::Metadata | EntryName::Checksums | EntryName::Snapshots => {}
         }
         Ok(())
     }
