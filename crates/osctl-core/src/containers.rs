@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cmd::Cmd;
+use crate::datasets;
 use crate::error::{Context, Error, Result};
 use crate::idmap::IdMap;
 use crate::model::ContainerConfig;
@@ -219,36 +220,60 @@ fn run_spec(pool: &Pool, id: &str, cfg: &ContainerConfig) -> Result<RunSpec> {
         rootfs,
         hostname: cfg.hostname.clone().unwrap_or_else(|| id.to_string()),
         init: cfg.init_argv(),
+        mounts: mount_specs(pool, id, cfg, idmap.is_some())?,
         idmap,
-        mounts: mount_specs(cfg)?,
         raw_lxc: cfg.raw_lxc(),
         log_file: log_file(pool, id),
     })
 }
 
 /// `mounts` entries of container.yml as osctld writes them
-/// (`{fs, mountpoint, type, opts}`).
-fn mount_specs(cfg: &ContainerConfig) -> Result<Vec<MountSpec>> {
+/// (`{fs, mountpoint, type, opts}`), in order; those that name one of the
+/// container's datasets ([`datasets`]) show its `private/`.
+fn mount_specs(
+    pool: &Pool,
+    id: &str,
+    cfg: &ContainerConfig,
+    idmapped: bool,
+) -> Result<Vec<MountSpec>> {
+    let mut shown = Vec::new();
+    if cfg.mounts.iter().any(datasets::is_dataset_mount) {
+        let known = pool.storage.subdatasets(id)?;
+        shown = datasets::check_mounts(cfg, &known)
+            .map_err(|e| e.context(format!("container '{id}'")))?;
+    }
+    let mut shown = shown.into_iter();
     cfg.mounts
         .iter()
-        .map(|m| {
-            let get = |k: &str| m.get(k).and_then(|v| v.as_str()).map(String::from);
-            let source = get("fs").ok_or_else(|| Error::Invalid("mount without 'fs'".into()))?;
-            let target = get("mountpoint")
-                .ok_or_else(|| Error::Invalid("mount without 'mountpoint'".into()))?;
-            for s in [&source, &target] {
-                if s.contains(char::is_whitespace) {
-                    return Err(Error::Invalid(format!("mount path '{s}' contains blanks")));
-                }
+        .filter_map(|m| {
+            if !datasets::is_dataset_mount(m) {
+                return Some(host_mount_spec(m));
             }
-            Ok(MountSpec {
-                source,
-                target,
-                fstype: get("type").unwrap_or_else(|| "none".into()),
-                options: get("opts").unwrap_or_else(|| "bind".into()),
-            })
+            let mount = shown.next()?;
+            mount
+                .at_start
+                .then(|| datasets::mount_spec(pool, id, &mount, idmapped))
         })
         .collect()
+}
+
+/// A `mounts` entry of a host path.
+fn host_mount_spec(m: &serde_json::Value) -> Result<MountSpec> {
+    let get = |k: &str| m.get(k).and_then(|v| v.as_str()).map(String::from);
+    let source = get("fs").ok_or_else(|| Error::Invalid("mount without 'fs'".into()))?;
+    let target =
+        get("mountpoint").ok_or_else(|| Error::Invalid("mount without 'mountpoint'".into()))?;
+    for s in [&source, &target] {
+        if s.contains(char::is_whitespace) {
+            return Err(Error::Invalid(format!("mount path '{s}' contains blanks")));
+        }
+    }
+    Ok(MountSpec {
+        source,
+        target,
+        fstype: get("type").unwrap_or_else(|| "none".into()),
+        options: get("opts").unwrap_or_else(|| "bind".into()),
+    })
 }
 
 /// The file system's name when it cannot do idmapped mounts, None when it can.

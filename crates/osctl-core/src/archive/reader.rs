@@ -48,6 +48,7 @@ struct Current {
     name: String,
     kind: EntryKind,
     size: u64,
+    mode: u32,
     remaining: u64,
     hasher: Sha256,
     /// Data moved without being hashed (a failed splice): no digest.
@@ -116,6 +117,7 @@ impl<R: Read> ArchiveReader<R> {
                 name: decoded.name,
                 kind: decoded.kind,
                 size: decoded.size,
+                mode: decoded.mode,
                 remaining: decoded.size,
                 hasher: Sha256::new(),
                 unhashed: false,
@@ -243,6 +245,11 @@ impl<R: Read> Entry<'_, R> {
 
     pub fn kind(&self) -> EntryKind {
         self.current().kind
+    }
+
+    /// Permission bits as the header says.
+    pub fn mode(&self) -> u32 {
+        self.current().mode
     }
 
     /// Size of the data as the header says.
