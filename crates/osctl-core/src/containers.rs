@@ -200,7 +200,7 @@ pub(crate) fn start_after_dead_export(pool: &Pool, id: &str, was_starting: bool)
 
 fn run_spec(pool: &Pool, id: &str, cfg: &ContainerConfig) -> Result<RunSpec> {
     let rootfs = pool.storage.rootfs(id);
-    let idmap = if cfg.privileged {
+    let idmap: Option<(IdMap, IdMap)> = if cfg.privileged {
         None
     } else {
         let user = pool.user(&cfg.user)?;
@@ -220,7 +220,7 @@ fn run_spec(pool: &Pool, id: &str, cfg: &ContainerConfig) -> Result<RunSpec> {
         rootfs,
         hostname: cfg.hostname.clone().unwrap_or_else(|| id.to_string()),
         init: cfg.init_argv(),
-        mounts: mount_specs(pool, id, cfg, idmap.is_some())?,
+        mounts: mount_specs(pool, id, cfg, idmap.as_ref().map(|m| &m.1))?,
         idmap,
         raw_lxc: cfg.raw_lxc(),
         log_file: log_file(pool, id),
@@ -230,17 +230,25 @@ fn run_spec(pool: &Pool, id: &str, cfg: &ContainerConfig) -> Result<RunSpec> {
 /// `mounts` entries of container.yml as osctld writes them
 /// (`{fs, mountpoint, type, opts}`), in order; those that name one of the
 /// container's datasets ([`datasets`]) show its `private/`.
+/// With `gid_map` (unprivileged), those are idmapped mounts.
 fn mount_specs(
     pool: &Pool,
     id: &str,
     cfg: &ContainerConfig,
-    idmapped: bool,
+    gid_map: Option<&IdMap>,
 ) -> Result<Vec<MountSpec>> {
     let mut shown = Vec::new();
     if cfg.mounts.iter().any(datasets::is_dataset_mount) {
         let known = pool.storage.subdatasets(id)?;
         shown = datasets::check_mounts(cfg, &known)
             .map_err(|e| e.context(format!("container '{id}'")))?;
+    }
+    let idmapped = gid_map.is_some();
+    if let Some(root_gid) = gid_map.and_then(|m| m.to_host(0)) {
+        if shown.iter().any(|m| m.at_start) {
+            datasets::let_root_through(pool, id, root_gid)?;
+            datasets::make_nested_mountpoints(pool, id, &shown)?;
+        }
     }
     let mut shown = shown.into_iter();
     cfg.mounts

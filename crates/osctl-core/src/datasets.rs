@@ -314,16 +314,80 @@ pub fn mount_spec(
             mount.mountpoint
         ))
     })?;
-    let mut options = mount.options.clone();
+    // The runtime adds create=dir to every mount; LXC takes a second one
+    // for a file system option, which an idmapped bind mount refuses.
+    let mut options: Vec<&str> = mount
+        .options
+        .split(',')
+        .filter(|o| *o != "create=dir")
+        .collect();
     if idmapped {
-        options.push_str(",idmap=container");
+        options.push("idmap=container");
     }
     Ok(MountSpec {
         source: source.to_string_lossy().into_owned(),
         target: mount.mountpoint.clone(),
         fstype: "none".into(),
-        options,
+        options: options.join(","),
     })
+}
+
+/// Makes the mountpoints of idmapped dataset mounts that lie inside another
+/// dataset mount, in that dataset's `private/`: LXC makes the mountpoints of
+/// all idmapped mounts before it mounts any, so it would make such a one
+/// in the directory that the outer mount then hides. Made beneath the
+/// outer `private/` without following a symlink (its content is the
+/// container's), as root, mode 0755, as LXC makes them.
+pub fn make_nested_mountpoints(pool: &Pool, id: &str, mounts: &[DatasetMount]) -> Result<()> {
+    use std::os::fd::AsFd;
+    let top = pool.storage.path(id, "");
+    let resolver = crate::fstar::safefs::Resolver::detect();
+    for (i, mount) in mounts.iter().enumerate().filter(|(_, m)| m.at_start) {
+        let below = |outer: &&DatasetMount| {
+            outer.at_start
+                && mount
+                    .mountpoint
+                    .strip_prefix(&outer.mountpoint)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        };
+        let Some(outer) = mounts[..i]
+            .iter()
+            .filter(below)
+            .max_by_key(|o| o.mountpoint.len())
+        else {
+            continue;
+        };
+        let rel = mount.mountpoint[outer.mountpoint.len()..].trim_start_matches('/');
+        let failed = |e: std::io::Error| {
+            Error::io(
+                format!(
+                    "container '{id}': cannot make mountpoint {} in dataset '{}'",
+                    mount.mountpoint,
+                    display_name(&outer.dataset)
+                ),
+                e,
+            )
+        };
+        let base = storage::checked_private(&top, &outer.dataset)?;
+        let base = std::fs::File::open(&base).map_err(failed)?;
+        resolver
+            .open_or_create_dir(base.as_fd(), rel.as_bytes())
+            .map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// Lets the container's root (host gid `root_gid`, that of its gid 0) pass
+/// through the container's directory, mode 0710 with that group: LXC makes
+/// an idmapped mount of a dataset's `private/` as the container's root, who
+/// must reach it. Nobody else on the host may (setuid files in there are
+/// stored as the container sees them).
+pub fn let_root_through(pool: &Pool, id: &str, root_gid: u32) -> Result<()> {
+    let dir = pool.storage.path(id, "");
+    rustix::fs::chown(&dir, None, Some(rustix::fs::Gid::from_raw(root_gid)))
+        .map_err(std::io::Error::from)
+        .map_err(|e| Error::io(format!("cannot set the group of {}", dir.display()), e))?;
+    crate::fsutil::set_mode(&dir, 0o710)
 }
 
 #[cfg(test)]

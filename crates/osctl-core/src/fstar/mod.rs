@@ -21,7 +21,7 @@ mod extract;
 mod header;
 mod manifest;
 mod read;
-mod safefs;
+pub(crate) mod safefs;
 mod walk;
 mod write;
 

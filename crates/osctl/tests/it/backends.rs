@@ -2,7 +2,7 @@
 //! pools: native streams with subdatasets, consistent exports of running
 //! containers, archives as the original osctl writes them, failures.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -396,6 +396,106 @@ fn consistent_export_of_a_running_container_on_zfs() {
 #[test]
 fn consistent_export_of_a_running_container_on_btrfs() {
     consistent_export_of_running_container(Kind::Btrfs);
+}
+
+/// A running container sees each subdataset where its dataset mount says,
+/// unshifted files shown through an idmapped mount when it is unprivileged
+/// (btrfs), and its writes land in the dataset's private/ as it sees them.
+fn datasets_are_mounted_into_running_containers(kind: Kind) {
+    require!(
+        can_run_containers(),
+        "needs root, LXC, uidmap and busybox-static"
+    );
+    let env = Env::new();
+    let Some(pool) = Pool::new(&env, kind) else {
+        return;
+    };
+    let root = env.busybox_rootfs("r");
+    pool.new_ct("c1", &root);
+    pool.ok(&["ct", "dataset", "new", "c1", "srv"]);
+    pool.ok(&["ct", "dataset", "new", "c1", "srv/data"]);
+    pool.ok(&[
+        "ct",
+        "dataset",
+        "new",
+        "--mountpoint",
+        "/mnt/cache",
+        "c1",
+        "cache",
+    ]);
+    let err = pool.fails(&[
+        "ct",
+        "dataset",
+        "new",
+        "--mountpoint",
+        "/srv",
+        "c1",
+        "other",
+    ]);
+    assert!(
+        err.contains("mounts dataset 'srv' at /srv already"),
+        "{err}"
+    );
+    let listed: Vec<_> = pool
+        .datasets("c1")
+        .into_iter()
+        .map(|(name, at, _)| (name, at.unwrap()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("cache", "/mnt/cache"),
+            ("srv", "/srv"),
+            ("srv/data", "/srv/data")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    let data = pool.private("c1", "srv/data");
+    std::fs::write(data.join("owned"), "by 33\n").unwrap();
+    std::os::unix::fs::chown(data.join("owned"), Some(33), Some(33)).unwrap();
+    pool.ok(&["ct", "start", "c1"]);
+    let seen = pool.ok(&["ct", "exec", "c1", "--", "ls", "-ln", "/srv/data/owned"]);
+    assert!(seen.contains(" 33 ") && seen.contains("owned"), "{seen}");
+    pool.ok(&[
+        "ct",
+        "exec",
+        "c1",
+        "--",
+        "sh",
+        "-c",
+        "echo hi > /mnt/cache/new",
+    ]);
+    let new = pool.private("c1", "cache").join("new");
+    assert_eq!(std::fs::read_to_string(&new).unwrap(), "hi\n");
+    let meta = std::fs::metadata(&new).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (0, 0),
+        "stored as the container sees it"
+    );
+    let err = pool.fails(&["ct", "dataset", "del", "c1", "cache"]);
+    assert!(err.contains("stop it"), "{err}");
+    pool.ok(&["ct", "stop", "c1"]);
+    pool.ok(&["ct", "dataset", "del", "c1", "cache"]);
+    pool.ok(&["ct", "start", "c1"]);
+    let out = pool.ok(&["ct", "exec", "c1", "--", "ls", "/mnt"]);
+    assert_eq!(
+        out.trim(),
+        "cache",
+        "an empty mountpoint left in the rootfs"
+    );
+    pool.ok(&["ct", "stop", "c1"]);
+    pool.assert_clean();
+}
+
+#[test]
+fn datasets_are_mounted_into_running_containers_on_zfs() {
+    datasets_are_mounted_into_running_containers(Kind::Zfs);
+}
+
+#[test]
+fn datasets_are_mounted_into_running_containers_on_btrfs() {
+    datasets_are_mounted_into_running_containers(Kind::Btrfs);
 }
 
 #[test]
