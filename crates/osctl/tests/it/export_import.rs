@@ -382,6 +382,7 @@ fn consistent_export_of_a_running_container_with_writes_in_flight() {
     // base alone.
     let meta = String::from_utf8(entry_bytes(&archive, "metadata.yml")).unwrap();
     assert!(meta.contains("format: tar-layers"), "{meta}");
+    env.ok(&["archive", "verify", archive.to_str().unwrap()]);
     if original::have_ruby() {
         let work = env.path("original-layers");
         let err = original::import(&archive, "-", Path::new("-"), &work).err();
