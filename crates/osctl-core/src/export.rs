@@ -170,6 +170,13 @@ fn now() -> u64 {
 /// Exports container `id` of `pool` into the archive `dest`.
 pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Result<()> {
     names::container_id(id)?;
+    if let (true, FormatChoice::Native, Some(native)) =
+        (opts.single_layer, opts.format, pool.storage.native_format())
+    {
+        return Err(Error::Invalid(format!(
+            "--single-layer is for tar archives; {native} streams of a consistent export hold two layers"
+        )));
+    }
     interrupt::install();
     let _lock = pool.lock_ct(id)?;
     let cfg = pool.ct(id)?;
@@ -304,12 +311,6 @@ impl Job<'_> {
 
     fn write(&mut self, file: File) -> Result<()> {
         let encoding = self.encoding();
-        if self.opts.single_layer && encoding == Encoding::Native {
-            return Err(Error::Invalid(format!(
-                "--single-layer is for tar archives; {} streams of a consistent export hold two layers",
-                self.format_name()
-            )));
-        }
         // Tar archives carry the subdatasets in the one tree, where the
         // container sees them; native ones carry each dataset's streams.
         let (datasets, shown) = match encoding {

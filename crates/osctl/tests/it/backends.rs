@@ -307,6 +307,20 @@ fn round_trips(kind: Kind) {
         }
     }
     if kind != Kind::Dir {
+        let archive = env.path("never.tar");
+        let never = archive.to_str().unwrap();
+        let args = [
+            "--pool",
+            &pool.name,
+            "ct",
+            "export",
+            "--single-layer",
+            "orig",
+            never,
+        ];
+        let err = env.fails(&args, 2);
+        assert!(err.contains("--single-layer is for tar archives"), "{err}");
+        assert!(!archive.exists());
         // One tree of what the container sees: the subdatasets' files at
         // their mountpoints, no dataset mounts left.
         let archive = env.path(&format!("{}-tar.tar", pool.name));
