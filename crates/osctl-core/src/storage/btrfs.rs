@@ -514,8 +514,9 @@ impl Storage for BtrfsStorage {
         if let Some(sub) = inside.first() {
             return Err(Error::Refused(format!(
                 "container '{ct}': subvolume {} is inside a root file system, where a snapshot \
-                 would show it empty; move its files into a dataset (`osctl ct dataset new`; \
-                 older osctl-rs versions kept datasets there) and delete the subvolume",
+                 would show it empty; move its files into a dataset (`osctl ct dataset new`) and \
+                 delete the subvolume (older osctl-rs versions kept datasets there: export such a \
+                 container with --format tar using the version that made it)",
                 sub.display()
             )));
         }

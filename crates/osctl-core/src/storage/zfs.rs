@@ -543,8 +543,8 @@ impl ZfsStorage {
                 "container '{ct}': dataset '{rel}' ({}) is mounted inside the root file system with \
                  its files at its top, as older osctl-rs versions kept datasets; this version keeps \
                  them in the dataset's own private/ and mounts them through container.yml: export \
-                 the container with --format tar and import it again to merge the dataset into the \
-                 root file system",
+                 the container with --format tar using the version that made it, and import that \
+                 archive here (the dataset's files join the root file system)",
                 ds.name
             ))),
         }
