@@ -20,6 +20,7 @@ use crate::archive::meta::{
 };
 use crate::archive::{ArchiveReader, CopyError, Entry};
 use crate::cmd::OffsetWatch;
+use crate::datasets;
 use crate::error::{Context, Error, Result};
 use crate::failpoint;
 use crate::filepolicy::{self, FilePolicy};
@@ -77,13 +78,21 @@ impl GroupPlan {
     }
 }
 
+/// A hook script from the archive. The original installs a hook with the
+/// mode of its entry and runs it only when executable: the bit is kept.
+struct Hook {
+    rel: String,
+    body: Vec<u8>,
+    executable: bool,
+}
+
 /// What the entries before the root file system said.
 #[derive(Default)]
 struct Head {
     user: Option<UserConfig>,
     group: Option<GroupConfig>,
     container: Option<ContainerConfig>,
-    hooks: Vec<(String, Vec<u8>)>,
+    hooks: Vec<Hook>,
 }
 
 /// Everything decided from the head, and held while the streams arrive.
@@ -94,7 +103,7 @@ struct Plan {
     container: ContainerConfig,
     user: UserPlan,
     group: GroupPlan,
-    hooks: Vec<(String, Vec<u8>)>,
+    hooks: Vec<Hook>,
     /// Owners of files must be below this (the user's map size).
     max_id: Option<u32>,
     journal: Journal<ImportRecord>,
@@ -106,7 +115,7 @@ struct Decided {
     staging: String,
     user: UserPlan,
     group: GroupPlan,
-    hooks: Vec<(String, Vec<u8>)>,
+    hooks: Vec<Hook>,
     max_id: Option<u32>,
     journal: Journal<ImportRecord>,
 }
@@ -174,6 +183,7 @@ impl Importer<'_> {
             ));
         }
         self.finish_datasets(&snapshots)?;
+        self.check_private_dirs()?;
         self.check_received()?;
         let plan = self.plan.as_mut().expect("checked above");
         failpoint::hit("import-before-commit");
@@ -205,8 +215,13 @@ impl Importer<'_> {
                 }
             }
             EntryName::Hook(rel) => {
-                let bytes = entry.read_to_vec(meta::MAX_HOOK_BYTES)?;
-                self.head.hooks.push((rel, bytes));
+                let executable = entry.mode() & 0o111 != 0;
+                let body = entry.read_to_vec(meta::MAX_HOOK_BYTES)?;
+                self.head.hooks.push(Hook {
+                    rel,
+                    body,
+                    executable,
+                });
             }
             EntryName::Dir(_) => {}
             EntryName::Stream(stream) => {
@@ -255,6 +270,9 @@ impl Importer<'_> {
             names::subdataset(ds).map_err(|e| Error::Archive(format!("metadata.yml: {e}")))?;
         }
         check_format(pool, &metadata)?;
+        // Mounts of datasets the archive does not bring would fail at start.
+        datasets::check_mounts(&container, &metadata.datasets)
+            .map_err(|e| Error::Archive(format!("{}: {e}", meta::CONTAINER_CONFIG)))?;
         let lock = pool.lock_ct(&id)?;
         let decided = match self.decide(&id, &metadata, &container) {
             Ok(decided) => decided,
@@ -328,7 +346,7 @@ impl Importer<'_> {
         container: &ContainerConfig,
         user: &UserPlan,
         group: &GroupPlan,
-        hooks: &[(String, Vec<u8>)],
+        hooks: &[Hook],
     ) -> Result<Vec<String>> {
         let mut concerns = trust::container_concerns(container);
         if !hooks.is_empty() {
@@ -463,6 +481,31 @@ impl Importer<'_> {
         Ok(received.is_some())
     }
 
+    /// Every dataset a native stream brought must keep its files in its
+    /// `private/`, a directory (no symlink) where the container's mounts
+    /// will look for it.
+    fn check_private_dirs(&self) -> Result<()> {
+        let plan = self.plan.as_ref().expect("planned");
+        if plan.metadata.stream_encoding() == StreamEncoding::Tar {
+            return Ok(());
+        }
+        let storage = &self.pool.storage;
+        storage.mount(&plan.staging)?;
+        let top = storage.path(&plan.staging, "");
+        for ds in std::iter::once("").chain(plan.metadata.datasets.iter().map(String::as_str)) {
+            let label = if ds.is_empty() { "/" } else { ds };
+            storage::checked_private(&top, ds).map_err(|e| match e {
+                Error::NotFound(_) if !ds.is_empty() => Error::Archive(format!(
+                    "dataset '{ds}' has no private/ directory: older osctl-rs versions kept a \
+                     dataset's files at its top; import the archive with such a version and \
+                     export it with --format tar"
+                )),
+                other => Error::Archive(format!("dataset '{label}': {other}")),
+            })?;
+        }
+        Ok(())
+    }
+
     /// What the files of the root file system may be.
     fn file_policy(&self) -> FilePolicy {
         let plan = self.plan.as_ref().expect("planned");
@@ -517,7 +560,7 @@ fn check_stream_end(name: &str, read: u64, len: u64) -> Result<()> {
 
 fn check_format(pool: &Pool, metadata: &Metadata) -> Result<()> {
     match metadata.format.as_str() {
-        meta::FORMAT_TAR => Ok(()),
+        meta::FORMAT_TAR | meta::FORMAT_TAR_LAYERS => Ok(()),
         native if pool.storage.native_format() == Some(native) => Ok(()),
         native => Err(Error::Refused(format!(
             "the archive holds {native} streams, which only a {native} pool can take; pool '{}' is a {} pool \
@@ -738,14 +781,15 @@ fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
 
 /// Trusted hook scripts are kept (never run by osctl-rs) next to the pool's
 /// configs, so that a later export carries them on.
-fn save_hooks(pool: &Pool, id: &str, hooks: &[(String, Vec<u8>)]) -> Result<()> {
-    for (rel, body) in hooks {
-        let path = pool.hooks_dir(id).join(rel);
+fn save_hooks(pool: &Pool, id: &str, hooks: &[Hook]) -> Result<()> {
+    for hook in hooks {
+        let path = pool.hooks_dir(id).join(&hook.rel);
         if let Some(dir) = path.parent() {
             crate::fsutil::create_dir_all(dir)?;
         }
-        crate::fsutil::atomic_write(&path, body)?;
-        crate::fsutil::set_mode(&path, 0o700)?;
+        crate::fsutil::atomic_write(&path, &hook.body)?;
+        let mode = if hook.executable { 0o700 } else { 0o600 };
+        crate::fsutil::set_mode(&path, mode)?;
     }
     Ok(())
 }

@@ -367,7 +367,10 @@ impl Scan {
                     yaml::parse_bytes::<GroupConfig>(bytes, shown).map_err(typed)?;
                 }
                 _ => {
-                    ContainerConfig::parse(bytes, shown).map_err(typed)?;
+                    let ct = ContainerConfig::parse(bytes, shown).map_err(typed)?;
+                    let datasets = self.grammar.metadata().map(|m| m.datasets.as_slice());
+                    crate::datasets::check_mounts(&ct, datasets.unwrap_or_default())
+                        .map_err(|e| Error::Archive(format!("{shown}: {e}")))?;
                 }
             }
         }

@@ -29,7 +29,12 @@ pub const CHECKSUMS: &str = "checksums.yml";
 pub const FORMAT_ZFS: &str = "zfs";
 pub const FORMAT_TAR: &str = "tar";
 pub const FORMAT_BTRFS: &str = "btrfs";
-pub const KNOWN_FORMATS: [&str; 3] = [FORMAT_ZFS, FORMAT_TAR, FORMAT_BTRFS];
+/// Tar streams in layers, a base and the changes after it: what a consistent
+/// export of a running container on a dir pool writes. The original reads
+/// only `format: tar` archives' base, so it must refuse these (it refuses
+/// every format but `zfs` and `tar`).
+pub const FORMAT_TAR_LAYERS: &str = "tar-layers";
+pub const KNOWN_FORMATS: [&str; 4] = [FORMAT_ZFS, FORMAT_TAR, FORMAT_BTRFS, FORMAT_TAR_LAYERS];
 
 /// Largest YAML document accepted from an archive.
 pub const MAX_DOCUMENT: u64 = yaml::MAX_YAML_BYTES as u64;
@@ -148,7 +153,7 @@ impl Metadata {
                 return Err(bad(format!("dataset '{ds}' is listed twice")));
             }
         }
-        if self.format == FORMAT_TAR && !self.datasets.is_empty() {
+        if self.stream_encoding() == StreamEncoding::Tar && !self.datasets.is_empty() {
             return Err(bad("a tar-format archive cannot hold subdatasets".into()));
         }
         Ok(())
@@ -161,7 +166,7 @@ impl Metadata {
 
     /// The stream encoding this archive's rootfs uses.
     pub fn stream_encoding(&self) -> StreamEncoding {
-        if self.format == FORMAT_TAR {
+        if self.format == FORMAT_TAR || self.format == FORMAT_TAR_LAYERS {
             StreamEncoding::Tar
         } else {
             StreamEncoding::Dat

@@ -50,6 +50,7 @@ struct Current {
     name: String,
     kind: EntryKind,
     size: u64,
+    mode: u32,
     remaining: u64,
     hasher: Hasher,
     /// Data moved without being hashed (a failed splice): no digest.
@@ -119,6 +120,7 @@ impl<R: Read> ArchiveReader<R> {
                 name: decoded.name,
                 kind: decoded.kind,
                 size: decoded.size,
+                mode: decoded.mode,
                 remaining: decoded.size,
                 hasher: match self.algorithm {
                     Some(algorithm) => algorithm.hasher(),
@@ -249,6 +251,11 @@ impl<R: Read> Entry<'_, R> {
 
     pub fn kind(&self) -> EntryKind {
         self.current().kind
+    }
+
+    /// Permission bits as the header says.
+    pub fn mode(&self) -> u32 {
+        self.current().mode
     }
 
     /// Size of the data as the header says.

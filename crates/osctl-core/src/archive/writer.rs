@@ -75,8 +75,14 @@ impl ArchiveWriter {
 
     /// Adds a file entry (mode 0644) with the given content.
     pub fn add_file(&mut self, name: &str, data: &[u8]) -> Result<()> {
+        self.add_file_with_mode(name, data, 0o644)
+    }
+
+    /// Adds a file entry with the given content and permission bits.
+    pub fn add_file_with_mode(&mut self, name: &str, data: &[u8], mode: u32) -> Result<()> {
         self.check()?;
-        let header = header::encode(name, EntryKind::File, data.len() as u64, self.mtime)?;
+        let size = data.len() as u64;
+        let header = header::encode_with_mode(name, EntryKind::File, size, self.mtime, mode)?;
         self.guard(|w| {
             w.file.write_all(&header).ctx(|| write_failed(name))?;
             w.file.write_all(data).ctx(|| write_failed(name))?;

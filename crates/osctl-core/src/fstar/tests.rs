@@ -578,7 +578,7 @@ impl Arena {
     /// The stream fails with an archive error whose message contains all of
     /// `words`, and nothing outside the root changed.
     fn is_ext4(&self) -> bool {
-        rustix::fs::statfs(&self.root).is_ok_and(|st| st.f_type as i64 == 0xEF53)
+        rustix::fs::statfs(&self.root).is_ok_and(|st| st.f_type == 0xEF53)
     }
 
     fn refuses(&self, stream: &[u8], opts: &ExtractOptions, words: &[&str]) {

@@ -145,6 +145,18 @@ fn take_turn() -> MutexGuard<'static, ()> {
 /// Imports `bytes` with `args`, expects one clear error line containing
 /// `expect` and exit status 1, and checks that the pool and the host ids are
 /// as before. Returns what went wrong, if anything.
+/// The valid archive with `mounts` (a YAML list) in its container.yml.
+fn with_mounts(mounts: &str) -> Vec<u8> {
+    valid()
+        .with(|p| {
+            p.container = p
+                .container
+                .as_ref()
+                .map(|c| c.replace("mounts: []", &format!("mounts:\n{mounts}")))
+        })
+        .build()
+}
+
 pub(super) fn refused(
     env: &Env,
     name: &str,
@@ -519,6 +531,30 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
                 .build(),
             vec![],
             "mounts",
+        ),
+        (
+            "dataset-mount-of-a-dataset-not-brought",
+            with_mounts("- fs:\n  mountpoint: /var\n  type: bind\n  opts: bind,create=dir,rw\n  dataset: var"),
+            vec!["--trusted"],
+            "mounts dataset 'var' at /var, which the container does not have",
+        ),
+        (
+            "dataset-mount-outside",
+            with_mounts("- mountpoint: /../../etc\n  dataset: /"),
+            vec!["--trusted"],
+            "/../../etc\" has a '..' component",
+        ),
+        (
+            "dataset-mount-with-a-host-path",
+            with_mounts("- fs: /etc\n  mountpoint: /mnt\n  dataset: /"),
+            vec!["--trusted"],
+            "names a host path",
+        ),
+        (
+            "dataset-mount-unusual-option",
+            with_mounts("- mountpoint: /mnt/self\n  opts: bind,idmap=/proc/1/ns/user\n  dataset: /"),
+            vec![],
+            "option 'idmap=/proc/1/ns/user'",
         ),
         (
             "devices",

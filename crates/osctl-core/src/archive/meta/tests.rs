@@ -88,6 +88,10 @@ fn bad_metadata_is_an_archive_error() {
         ("type: full\ndatasets: ['a b']\n", "dataset 'a b'"),
         ("type: full\ndatasets: [a, a]\n", "listed twice"),
         ("type: full\nformat: tar\ndatasets: [a]\n", "subdatasets"),
+        (
+            "type: full\nformat: tar-layers\ndatasets: [a]\n",
+            "subdatasets",
+        ),
         ("type: full\nuser: ''\n", "user"),
         ("[1, 2]\n", "invalid YAML"),
     ] {
@@ -315,6 +319,16 @@ fn expected_entries_and_completeness() {
     assert!(expected_entries(&tar)
         .iter()
         .any(|e| e.describe() == "rootfs/base.tar[.gz|.zst]"));
+    // Layered tar archives hold the same streams under a format of their own.
+    let layers = Metadata::parse(b"type: full\nformat: tar-layers\n").unwrap();
+    assert_eq!(layers.stream_encoding(), StreamEncoding::Tar);
+    assert_eq!(
+        expected_entries(&layers),
+        expected_entries(&Metadata {
+            format: FORMAT_TAR.into(),
+            ..layers.clone()
+        })
+    );
 }
 
 #[test]
