@@ -13,7 +13,8 @@ use testkit::tree::{self, build_every_kind, Options, Precision};
 use testkit::zpool::{self, TestZpool};
 
 use super::support::{
-    assert_consistent, can_run_containers, is_root, make_busybox_rootfs, wait_until, Env,
+    assert_consistent, can_run_containers, is_root, make_busybox_rootfs, wait_for_writes,
+    wait_until, Env,
 };
 use crate::require;
 
@@ -392,11 +393,7 @@ fn consistent_export_of_running_container(kind: Kind) {
     pool.new_ct("busy", &root);
     pool.ok(&["ct", "start", "busy"]);
     let live = pool.rootfs("busy");
-    assert!(wait_until(20, || std::fs::read_to_string(
-        live.join("root/log")
-    )
-    .map(|l| l.lines().count() > 100)
-    .unwrap_or(false)));
+    wait_for_writes(&live);
     let archive = env.path("busy.tar");
     pool.ok(&["ct", "export", "busy", archive.to_str().unwrap()]);
     assert_eq!(pool.show("busy")["state"], "running");
@@ -421,11 +418,7 @@ fn consistent_export_of_running_container(kind: Kind) {
     pool.new_ct("busy2", &root);
     pool.ok(&["ct", "start", "busy2"]);
     let live = pool.rootfs("busy2");
-    assert!(wait_until(20, || std::fs::read_to_string(
-        live.join("root/log")
-    )
-    .map(|l| l.lines().count() > 100)
-    .unwrap_or(false)));
+    wait_for_writes(&live);
     let tar = env.path("busy-tar.tar");
     pool.export(&["--format", "tar"], "busy2", &tar);
     assert_eq!(pool.show("busy2")["state"], "running");

@@ -10,7 +10,9 @@ use testkit::loopfs::{self, LoopFs};
 use testkit::tree::{self, build_every_kind, Mtimes, Options, Precision};
 
 use super::original;
-use super::support::{assert_consistent, can_run_containers, is_root, wait_until, Env};
+use super::support::{
+    assert_consistent, can_run_containers, is_root, wait_for_writes, wait_until, Env,
+};
 use crate::require;
 
 /// Names in the archive, in order, as GNU tar lists them.
@@ -356,11 +358,7 @@ fn consistent_export_of_a_running_container_with_writes_in_flight() {
     env.ct_from("busy", &root);
     env.ok(&["ct", "start", "busy"]);
     let live = env.rootfs_of("busy");
-    assert!(wait_until(10, || std::fs::read_to_string(
-        live.join("root/log")
-    )
-    .map(|l| l.lines().count() > 100)
-    .unwrap_or(false)));
+    wait_for_writes(&live);
     let archive = env.path("busy.tar");
     env.ok(&["ct", "export", "busy", archive.to_str().unwrap()]);
     assert_eq!(
@@ -413,11 +411,7 @@ fn single_layer_export_of_a_running_container_is_the_originals() {
     env.ct_from("busy", &root);
     env.ok(&["ct", "start", "busy"]);
     let live = env.rootfs_of("busy");
-    assert!(wait_until(10, || std::fs::read_to_string(
-        live.join("root/log")
-    )
-    .map(|l| l.lines().count() > 100)
-    .unwrap_or(false)));
+    wait_for_writes(&live);
     let archive = env.path("busy.tar");
     env.ok(&[
         "ct",
