@@ -124,6 +124,7 @@ struct Decided {
 pub fn import(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<String> {
     interrupt::install();
     let file = File::open(path).ctx(|| format!("cannot open archive {}", path.display()))?;
+    not_an_archive(path)?;
     let mut importer = Importer {
         pool,
         opts,
@@ -307,7 +308,8 @@ impl Importer<'_> {
         let opts = self.opts;
         if pool.ct_exists(id) || pool.storage.exists(id)? {
             return Err(Error::Exists(format!(
-                "container '{id}' already exists in pool '{}'",
+                "container '{id}' already exists in pool '{}': import it under another id \
+                 with --as-id NEW_ID",
                 pool.name
             )));
         }
@@ -538,6 +540,25 @@ impl Importer<'_> {
                 .finish_receive(&plan.staging, &ds, snapshots)?;
         }
         Ok(())
+    }
+}
+
+/// Refuses, saying what to do instead, a file that is plainly not an osctl
+/// archive: a compressed file, or a tar of files (a root file system).
+fn not_an_archive(path: &Path) -> Result<()> {
+    use crate::archive::sniff::{sniff_file, Sniffed};
+    let shown = path.display();
+    match sniff_file(path) {
+        Sniffed::Compressed(kind) => Err(Error::Archive(format!(
+            "{shown} is {kind}-compressed; osctl archives are uncompressed tars (decompress it \
+             first, or, if it holds a root file system, use `osctl ct new --from-tar {shown}`)"
+        ))),
+        Sniffed::Tar(first) => Err(Error::Archive(format!(
+            "{shown} is a tar of files ('{first}' first), not an osctl archive (which starts \
+             with metadata.yml); to make a container of a root file system, use \
+             `osctl ct new --user USER --from-tar {shown} ID`"
+        ))),
+        Sniffed::OsctlArchive | Sniffed::Unknown => Ok(()),
     }
 }
 

@@ -33,14 +33,31 @@ use crate::output;
 )]
 pub struct Args {
     /// The pool to work on (default: the only pool, else the one named `default`)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pool: Option<String>,
     /// Machine-readable output (one JSON document) for ls and show
-    #[arg(short = 'j', long, global = true)]
+    #[arg(short = 'j', long, global = true, help_heading = "Global options")]
     json: bool,
-    /// No progress output
-    #[arg(short = 'q', long, global = true)]
+    /// No progress output and no closing summary
+    #[arg(short = 'q', long, global = true, help_heading = "Global options")]
     quiet: bool,
+    /// Print every external command osctl runs, with its duration and outcome
+    #[arg(
+        short = 'v',
+        long = "debug",
+        global = true,
+        help_heading = "Global options"
+    )]
+    debug: bool,
+    /// Seconds to wait for another operation on the same object
+    /// (default: OSCTL_LOCK_TIMEOUT, else 600)
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        help_heading = "Global options"
+    )]
+    lock_timeout: Option<u64>,
     #[command(subcommand)]
     command: Top,
 }
@@ -171,6 +188,16 @@ enum CtCmd {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// Print the end of the container's LXC log (why a start failed)
+    Log {
+        id: String,
+        /// How many lines from the end
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+        /// Keep printing what is added, until interrupted
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
     /// Run a command inside a running container; its exit status is ours
     Exec {
         id: String,
@@ -276,6 +303,39 @@ enum SetCmd {
     },
 }
 
+/// Prints the last `lines` lines of a log; with `follow`, then what is
+/// appended, until the process is interrupted.
+fn print_log(path: &std::path::Path, lines: usize, follow: bool) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let missing = || osctl_core::Error::NotFound(format!("no log yet: {}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(|_| missing())?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    let all: Vec<&str> = text.lines().collect();
+    for line in &all[all.len().saturating_sub(lines)..] {
+        outln!("{line}");
+    }
+    let mut at = file.stream_position()?;
+    if !follow {
+        return Ok(());
+    }
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let len = file.metadata()?.len();
+        if len < at {
+            at = 0; // The log was cut: read it from its start again.
+        }
+        file.seek(SeekFrom::Start(at))?;
+        let mut new = Vec::new();
+        at += file.read_to_end(&mut new)? as u64;
+        if !new.is_empty() {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&new)?;
+            out.flush()?;
+        }
+    }
+}
+
 struct Ctx {
     host: Host,
     pool_name: Option<String>,
@@ -295,6 +355,15 @@ impl Ctx {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    osctl_core::cmd::trace_commands(args.debug);
+    if let Some(secs) = args.lock_timeout {
+        osctl_core::lock::set_wait_limit(Duration::from_secs(secs));
+    }
+    let operation: Vec<String> = std::env::args().skip(1).collect();
+    osctl_core::lock::set_operation(operation.join(" "));
+    if !args.quiet {
+        osctl_core::lock::set_wait_notice(|line| eprintln!("osctl: {line}"));
+    }
     let ctx = Ctx {
         host: Host::from_env(),
         pool_name: args.pool,
@@ -566,13 +635,19 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
         CtCmd::Restart { id, timeout } => {
             containers::restart(&pool, &id, Duration::from_secs(timeout))?
         }
+        CtCmd::Log { id, lines, follow } => {
+            pool.ct_unvalidated(&id)?;
+            print_log(&containers::log_file(&pool, &id), lines, follow)?
+        }
         CtCmd::Exec { id, command } => {
             let code = containers::exec(&pool, &id, &command)?;
             return Ok(ExitCode::from(code.clamp(0, 255) as u8));
         }
         CtCmd::Del { force, id } => containers::delete(&pool, &id, force)?,
         CtCmd::Set(SetCmd::Privileged { id, value }) => {
-            containers::set_privileged(&pool, &id, value == "on")?
+            if containers::set_privileged(&pool, &id, value == "on")? && !ctx.quiet {
+                outln!("container '{id}' is running: the change applies at its next start");
+            }
         }
         CtCmd::Export {
             consistent: _,
@@ -704,7 +779,7 @@ fn print_summary(file: &std::path::Path, s: &inspect::ArchiveSummary) -> Result<
         ("user", or_none(&m.user)),
         ("group", or_none(&m.group)),
         ("datasets", list(&m.datasets)),
-        ("exported_at", m.exported_at.to_string()),
+        ("exported_at", output::utc_time(m.exported_at)),
         ("hooks", list(&s.hooks)),
         ("snapshots", s.snapshots.as_deref().map_or("-".into(), list)),
         (

@@ -717,7 +717,7 @@ fn set_key(yaml: &str, key: &str, value: &Value) -> String {
 
 /// Sets `key` of container `id`'s config on disk, as an admin's edit or an
 /// older import could have left it.
-fn set_ct_key(env: &Env, id: &str, key: &str, value: &Value) {
+pub(super) fn set_ct_key(env: &Env, id: &str, key: &str, value: &Value) {
     let path = env.root().join(format!("pools/default/conf/ct/{id}.yml"));
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, set_key(&text, key, value)).unwrap();

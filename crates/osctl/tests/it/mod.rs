@@ -1,4 +1,5 @@
 mod accounts;
+mod admin;
 mod archive_cmds;
 mod backends;
 mod concurrency;
