@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{not_running, CtState, RunSpec, Runtime};
+use super::{not_running, CtState, NetSpec, RunSpec, Runtime};
 use crate::cmd::Cmd;
 use crate::error::{Context, Error, Result};
 use crate::fsutil;
@@ -73,7 +73,14 @@ pub fn render_config(spec: &RunSpec) -> Result<String> {
             line("lxc.idmap", &format!("g {} {} {}", r.ns, r.host, r.count))?;
         }
     }
-    line("lxc.net.0.type", "empty")?;
+    if spec.net.is_empty() {
+        line("lxc.net.0.type", "empty")?;
+    }
+    for (i, net) in spec.net.iter().enumerate() {
+        for (key, value) in net_lines(net) {
+            line(&format!("lxc.net.{i}.{key}"), &value)?;
+        }
+    }
     line("lxc.mount.auto", "proc:mixed sys:ro cgroup:mixed")?;
     line("lxc.autodev", "1")?;
     line("lxc.tty.max", "0")?;
@@ -108,6 +115,48 @@ pub fn render_config(spec: &RunSpec) -> Result<String> {
     Ok(c)
 }
 
+/// The keys (after `lxc.net.N.`) and values of one veth interface.
+fn net_lines(net: &NetSpec) -> Vec<(&'static str, String)> {
+    let mut out = vec![
+        ("type", "veth".to_string()),
+        ("name", net.name.clone()),
+        ("flags", "up".into()),
+        ("hwaddr", net.hwaddr.clone()),
+        ("veth.pair", net.host_veth.clone()),
+    ];
+    if let Some(link) = &net.link {
+        out.push(("link", link.clone()));
+    }
+    for a in &net.addrs {
+        out.push(match (a.is_v6(), a.broadcast()) {
+            (true, _) => ("ipv6.address", a.to_string()),
+            // LXC 5 gets the broadcast address wrong when left to itself.
+            (false, Some(brd)) => ("ipv4.address", format!("{a} {brd}")),
+            (false, None) => ("ipv4.address", a.to_string()),
+        });
+    }
+    for gw in &net.gateways {
+        let key = if gw.is_ipv6() {
+            "ipv6.gateway"
+        } else {
+            "ipv4.gateway"
+        };
+        out.push((key, gw.to_string()));
+    }
+    for r in &net.host_routes {
+        let key = if r.is_v6() {
+            "veth.ipv6.route"
+        } else {
+            "veth.ipv4.route"
+        };
+        out.push((key, r.network().to_string()));
+    }
+    if let Some(hook) = &net.up_hook {
+        out.push(("script.up", hook.clone()));
+    }
+    out
+}
+
 impl Lxc {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Lxc { path: path.into() }
@@ -119,6 +168,16 @@ impl Lxc {
 
     fn tool(&self, tool: &str, id: &str) -> Cmd {
         Cmd::new(tool).arg("-n").arg(id).arg("-P").arg(&self.path)
+    }
+
+    /// The host pid of a running container's init.
+    pub fn init_pid(&self, id: &str) -> Result<u32> {
+        let out = self
+            .tool("lxc-info", id)
+            .args(["-p", "-H"])
+            .run()
+            .ctx(|| format!("cannot find the init of container '{id}'"))?;
+        out.trim().parse().map_err(|_| not_running(id))
     }
 
     fn wait_for(&self, id: &str, state: &str, timeout: Duration) -> Result<()> {
@@ -263,6 +322,7 @@ mod tests {
             mounts: vec![],
             raw_lxc: None,
             log_file: "/p/log/c1.log".into(),
+            net: vec![],
         };
         let c = render_config(&spec).unwrap();
         assert!(c.contains("lxc.rootfs.path = dir:/p/ct/c1/private\n"));
@@ -286,6 +346,7 @@ mod tests {
             }],
             raw_lxc: Some("lxc.cap.drop = sys_admin".into()),
             log_file: "/l".into(),
+            net: vec![],
         }
     }
 
