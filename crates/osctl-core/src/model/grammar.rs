@@ -16,7 +16,7 @@
 //! | `net_interfaces[].type`   | which LXC lines are written              | `bridge` or `routed`; at most 32 interfaces, names unique |
 //! | `net_interfaces[].name`, `.link` | `lxc.net.N.name`, `lxc.net.N.link`, `ip … dev NAME` | a kernel interface name: 1..15 bytes of ASCII letters, digits, `-`, `_`, `.`; not `.` or `..` (the kernel forbids `/`, `:` and blanks; `%` would be a template) |
 //! | `net_interfaces[].hwaddr` | `lxc.net.N.hwaddr`, the host veth's name  | null, or six two-digit hex octets joined by `:`, unicast (low bit of the first octet clear), not all zero |
-//! | `net_interfaces[].ip_addresses`, `.routes` | `lxc.net.N.ipv4.address`, `veth.ipv4.route`, `ip addr`/`ip route` | `ADDR/PREFIX` (or `ADDR`: a host prefix) parsed by `std::net`, of the list's version, prefix 0..32 or 0..128; not unspecified, loopback, multicast, 255.255.255.254/255 (the routed gateway, broadcast); at most 1024 per interface. A route's `via`: an address of the same version |
+//! | `net_interfaces[].ip_addresses`, `.routes` | `lxc.net.N.ipv4.address`, `veth.ipv4.route`, `ip addr`/`ip route` | `ADDR/PREFIX` (or `ADDR`: a host prefix) parsed by `std::net`, of the list's version, prefix 0..32 or 0..128; not loopback, multicast, 255.255.255.254/255 (the routed gateway, broadcast), nor unspecified with a host prefix; at most 1024 per interface. A route's `via`: an address of the same version. What a route covers of the host is judged by trust (`netif/import.rs`) |
 //! | `net_interfaces[].gateways` | `lxc.net.N.ipv4.gateway`                | `auto`, `none`, null or an address of the version |
 //! | `user`, `group`           | paths `conf/user/<name>.yml`, `conf/group/<path>/` | `names.rs`, checked where they are used (`Pool::user`, `Pool::group`); an import puts its own in |
 //! | `dataset`                 | nothing: written by create and import, never read | anything |
@@ -282,7 +282,8 @@ pub fn ip_net(field: &str, value: &str, v6: bool) -> Result<IpNet> {
             &format!("has a prefix length outside 0..{width}"),
         ));
     }
-    let reserved = addr.is_unspecified()
+    // A network may start at 0.0.0.0 (a route); an address may not be it.
+    let reserved = (addr.is_unspecified() && prefix == width)
         || addr.is_loopback()
         || addr.is_multicast()
         || addr == IpAddr::V4(ROUTED_GATEWAY_V4)
@@ -478,6 +479,9 @@ mod tests {
         assert_eq!(net("2001:db8::1/64", true).unwrap(), "2001:db8::1/64");
         assert_eq!(net("2001:db8::1", true).unwrap(), "2001:db8::1/128");
         assert_eq!(net("0.0.0.1/0", false).unwrap(), "0.0.0.1/0");
+        // Networks of routes; trust judges what they cover (`netif/import.rs`).
+        assert_eq!(net("0.0.0.0/1", false).unwrap(), "0.0.0.0/1");
+        assert_eq!(net("::/0", true).unwrap(), "::/0");
         for (bad, v6) in [
             ("10.0.0.5/33", false),
             ("10.0.0.5/", false),
@@ -488,11 +492,12 @@ mod tests {
             ("10.0.0.5/24", true),
             ("2001:db8::1/129", true),
             ("fe80::1%eth0/64", true),
-            ("0.0.0.0/0", false),
+            ("0.0.0.0/32", false),
+            ("0.0.0.0", false),
             ("127.0.0.1/8", false),
             ("224.0.0.1/32", false),
             ("255.255.255.254/32", false),
-            ("::/0", true),
+            ("::/128", true),
             ("::1/128", true),
             ("ff02::1/128", true),
             ("10.0.0.5/24\n", false),

@@ -297,7 +297,7 @@ impl Runtime for Lxc {
 mod tests {
     use super::*;
     use crate::idmap::IdMap;
-    use crate::runtime::MountSpec;
+    use crate::runtime::{MountSpec, NetSpec};
 
     #[test]
     fn states() {
@@ -358,6 +358,69 @@ mod tests {
         assert!(c.contains("lxc.mount.entry = /srv mnt/srv none bind,create=dir 0 0\n"));
         // Init is handed to lxc-start, not written.
         assert!(!c.contains("init") && !c.contains("sleep"));
+    }
+
+    fn net(name: &str, link: Option<&str>, addrs: &[&str]) -> NetSpec {
+        let parse = |a: &&str| crate::model::grammar::ip_net("t", a, a.contains(':')).unwrap();
+        NetSpec {
+            name: name.into(),
+            hwaddr: "02:6f:73:00:00:01".into(),
+            host_veth: "os026f73000001".into(),
+            link: link.map(String::from),
+            addrs: addrs.iter().map(parse).collect(),
+            gateways: vec![],
+            host_routes: vec![],
+            up_hook: None,
+        }
+    }
+
+    #[test]
+    fn network_interfaces() {
+        let mut spec = privileged();
+        assert!(render_config(&spec)
+            .unwrap()
+            .contains("lxc.net.0.type = empty\n"));
+        let bridged = NetSpec {
+            gateways: vec!["10.0.0.1".parse().unwrap()],
+            ..net("eth0", Some("br0"), &["10.0.0.2/24", "fd00::2/64"])
+        };
+        let mut routed = net("eth1", None, &["203.0.113.5/32"]);
+        routed.hwaddr = "02:6f:73:00:00:02".into();
+        routed.host_veth = "os026f73000002".into();
+        routed.host_routes =
+            vec![crate::model::grammar::ip_net("t", "203.0.113.9/24", false).unwrap()];
+        routed.gateways = vec!["255.255.255.254".parse().unwrap()];
+        routed.up_hook = Some("/usr/bin/osctl veth-up-hook".into());
+        spec.net = vec![bridged, routed];
+        let c = render_config(&spec).unwrap();
+        let expected = "lxc.net.0.type = veth
+lxc.net.0.name = eth0
+lxc.net.0.flags = up
+lxc.net.0.hwaddr = 02:6f:73:00:00:01
+lxc.net.0.veth.pair = os026f73000001
+lxc.net.0.link = br0
+lxc.net.0.ipv4.address = 10.0.0.2/24 10.0.0.255
+lxc.net.0.ipv6.address = fd00::2/64
+lxc.net.0.ipv4.gateway = 10.0.0.1
+lxc.net.1.type = veth
+lxc.net.1.name = eth1
+lxc.net.1.flags = up
+lxc.net.1.hwaddr = 02:6f:73:00:00:02
+lxc.net.1.veth.pair = os026f73000002
+lxc.net.1.ipv4.address = 203.0.113.5/32
+lxc.net.1.ipv4.gateway = 255.255.255.254
+lxc.net.1.veth.ipv4.route = 203.0.113.0/24
+lxc.net.1.script.up = /usr/bin/osctl veth-up-hook
+";
+        assert!(c.contains(expected), "{c}");
+        assert!(!c.contains("type = empty"));
+        // Names reach the config as they are: a newline would start a key.
+        spec.net[0].name = "eth0\nlxc.hook.pre-start = /bin/sh".into();
+        let e = render_config(&spec).unwrap_err().to_string();
+        assert!(
+            e.starts_with("container 'c1': cannot write its LXC config: lxc.net.0.name"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -7,5 +7,6 @@ mod export_import;
 mod faults;
 mod holes;
 mod hostile;
+mod netif;
 mod rawtar;
 mod support;

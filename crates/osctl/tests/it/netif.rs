@@ -1,0 +1,650 @@
+//! Network interfaces with real bridges, veths and routes on this machine:
+//! containers reached from the host, moved, cloned, and hostile interface
+//! settings refused. Bridges are made by the tests (osctl never makes them)
+//! and removed by a guard, also on failure; veths and host routes go with
+//! the containers, which the test's `Env` deletes.
+
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::hostile::{refused, take_turn, valid};
+use super::support::{busybox, can_run_containers, is_root, wait_until, Env};
+use crate::require;
+
+/// Host objects a test made; removed when it ends, however it ends.
+struct Net {
+    bridges: Vec<String>,
+    veths: RefCell<Vec<String>>,
+}
+
+fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("ip runs");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn iface_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            bridges: Vec::new(),
+            veths: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// A bridge named after the test process, up, with `addr` on it.
+    fn bridge(&mut self, tag: &str, addr: &str) -> String {
+        let name = format!("tb{}{tag}", std::process::id());
+        ip(&["link", "add", &name, "type", "bridge"]);
+        self.bridges.push(name.clone());
+        ip(&["addr", "add", addr, "dev", &name]);
+        ip(&["link", "set", &name, "up"]);
+        name
+    }
+
+    /// A host veth seen during the test, removed at the end if still there.
+    fn watch(&self, veth: &str) {
+        self.veths.borrow_mut().push(veth.to_string());
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for name in self.veths.borrow().iter().chain(&self.bridges) {
+            if iface_exists(name) {
+                let _ = Command::new("ip").args(["link", "del", name]).status();
+            }
+        }
+    }
+}
+
+/// Addresses no other run of these tests uses at the same time.
+fn v4(net: u8, host: u8) -> String {
+    format!("10.{}.{net}.{host}", 100 + std::process::id() % 100)
+}
+
+fn v6(net: u8, host: u8) -> String {
+    format!("fd00:213:{:x}:{net}::{host}", std::process::id() % 0xffff)
+}
+
+fn busybox_cmd() -> Command {
+    Command::new(busybox().expect("busybox"))
+}
+
+/// One ping from the host, retried for a while (addresses come up with the
+/// container, IPv6 ones after duplicate address detection).
+fn reachable(addr: &str) -> bool {
+    wait_until(10, || {
+        busybox_cmd()
+            .args(["ping", "-c", "1", "-W", "1", addr])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+/// One ping, no retries: for addresses that must not answer.
+fn answers_now(addr: &str) -> bool {
+    busybox_cmd()
+        .args(["ping", "-c", "1", "-W", "1", addr])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The container's web server's page, fetched from the host over HTTP/1.0
+/// (retried while the server comes up).
+fn http_get(addr: &str) -> String {
+    let ip: std::net::IpAddr = addr.parse().unwrap();
+    let fetch = || -> std::io::Result<String> {
+        let timeout = Duration::from_secs(2);
+        let mut conn = TcpStream::connect_timeout(&(ip, 80).into(), timeout)?;
+        conn.set_read_timeout(Some(timeout))?;
+        conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply)?;
+        Ok(reply)
+    };
+    let mut body = String::new();
+    wait_until(10, || match fetch() {
+        Ok(reply) if reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200") => {
+            body = reply
+                .split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_string())
+                .unwrap_or_default();
+            true
+        }
+        _ => false,
+    });
+    body
+}
+
+/// `ct netif show -j` of a container's interface.
+fn netif(env: &Env, pool: &str, id: &str, name: &str) -> Value {
+    env.json(&["--pool", pool, "ct", "netif", "show", id, name])
+}
+
+#[test]
+fn bridged_container_reached_then_moved_and_cloned() {
+    require!(can_run_containers(), "needs root, LXC and busybox");
+    let mut net = Net::new();
+    let br = net.bridge("a", &format!("{}/24", v4(11, 1)));
+    let env = Env::new();
+    let rootfs = env.web_rootfs("web-rootfs", "hello from web");
+    env.ct_from("web", &rootfs);
+    let err = env.fails(
+        &[
+            "ct",
+            "netif",
+            "new",
+            "bridge",
+            "--link",
+            "tbnosuch0",
+            "web",
+            "eth0",
+        ],
+        1,
+    );
+    assert!(
+        err.contains("bridge 'tbnosuch0' does not exist")
+            && err.contains("does not create bridges"),
+        "{err}"
+    );
+    env.ok(&["ct", "netif", "new", "bridge", "--link", &br, "web", "eth0"]);
+    let addr = v4(11, 2);
+    env.ok(&[
+        "ct",
+        "netif",
+        "ip",
+        "add",
+        "web",
+        "eth0",
+        &format!("{addr}/24"),
+    ]);
+    env.ok(&["ct", "start", "web"]);
+    let eth0 = netif(&env, "default", "web", "eth0");
+    let mac = eth0["hwaddr"].as_str().unwrap().to_string();
+    let veth = eth0["veth"].as_str().unwrap().to_string();
+    net.watch(&veth);
+    assert!(mac.starts_with("02:6f:73:"), "{mac}");
+    assert_eq!(veth, format!("os{}", mac.replace(':', "")));
+    assert!(iface_exists(&veth));
+    assert!(reachable(&addr), "{addr} does not answer");
+    assert_eq!(http_get(&addr), "hello from web");
+    let err = env.fails(&["ct", "netif", "new", "routed", "web", "eth1"], 1);
+    assert!(err.contains("stop it"), "{err}");
+
+    // A move: exported, deleted, imported into another pool: the same MAC
+    // and address, reachable again.
+    env.ok(&["ct", "stop", "web"]);
+    assert!(!iface_exists(&veth), "the host veth outlived the container");
+    let archive = env.path("web.tar");
+    let archive = archive.to_str().unwrap();
+    env.ok(&["-q", "ct", "export", "--format", "tar", "web", archive]);
+    env.ok(&["ct", "del", "web"]);
+    env.ok(&["pool", "install", "p2"]);
+    env.ok(&["--pool", "p2", "user", "new", "u1"]);
+    env.ok(&["--pool", "p2", "ct", "import", "--as-user", "u1", archive]);
+    env.ok(&["--pool", "p2", "ct", "start", "web"]);
+    let moved = netif(&env, "p2", "web", "eth0");
+    assert_eq!(moved["hwaddr"], mac.as_str());
+    assert_eq!(moved["ip_addresses"]["v4"], json!([format!("{addr}/24")]));
+    assert!(reachable(&addr), "{addr} does not answer after the move");
+    assert_eq!(http_get(&addr), "hello from web");
+
+    // A clone: a new MAC, no address, and a line saying what was dropped.
+    let args = [
+        "--pool",
+        "p2",
+        "ct",
+        "import",
+        "--as-user",
+        "u1",
+        "--as-id",
+        "web2",
+        archive,
+    ];
+    let out = env.run(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("'web2' is a clone") && stderr.contains(&format!("eth0 {addr}/24")),
+        "{stderr}"
+    );
+    let cloned = netif(&env, "p2", "web2", "eth0");
+    assert_ne!(cloned["hwaddr"], mac.as_str());
+    assert!(cloned["hwaddr"].as_str().unwrap().starts_with("02:6f:73:"));
+    assert_eq!(cloned["ip_addresses"], json!({"v4": [], "v6": []}));
+
+    // A clone that keeps the address the original has on the same bridge.
+    let keep = [
+        "--pool",
+        "p2",
+        "ct",
+        "import",
+        "--as-user",
+        "u1",
+        "--as-id",
+        "web3",
+        "--keep-addresses",
+        archive,
+    ];
+    let err = env.fails(&keep, 1);
+    assert!(
+        err.contains("used by container 'web' of pool 'p2'"),
+        "{err}"
+    );
+    assert!(
+        env.run(&["--pool", "p2", "ct", "show", "web3"])
+            .status
+            .code()
+            == Some(1)
+    );
+}
+
+#[test]
+fn routed_container_reached_and_changed_live() {
+    require!(can_run_containers(), "needs root, LXC and busybox");
+    let net = Net::new();
+    let env = Env::new();
+    let rootfs = env.web_rootfs("web-rootfs", "routed hello");
+    env.ct_from("web", &rootfs);
+    env.ok(&["ct", "netif", "new", "routed", "web", "eth0"]);
+    let (a4, a6) = (v4(12, 2), v6(12, 2));
+    env.ok(&[
+        "ct",
+        "netif",
+        "ip",
+        "add",
+        "web",
+        "eth0",
+        &format!("{a4}/32"),
+    ]);
+    env.ok(&[
+        "ct",
+        "netif",
+        "ip",
+        "add",
+        "web",
+        "eth0",
+        &format!("{a6}/128"),
+    ]);
+    env.ok(&["ct", "start", "web"]);
+    let veth = netif(&env, "default", "web", "eth0")["veth"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    net.watch(&veth);
+    assert!(reachable(&a4), "{a4} does not answer");
+    assert_eq!(http_get(&a4), "routed hello");
+    assert!(reachable(&a6), "{a6} does not answer");
+    assert_eq!(http_get(&a6), "routed hello");
+
+    // The host side: routes to the addresses, the gateway, strict rp_filter.
+    assert!(ip(&["route", "show", &a4]).contains(&format!("dev {veth}")));
+    assert!(ip(&["-6", "route", "show", &a6]).contains(&format!("dev {veth}")));
+    let held = ip(&["addr", "show", "dev", &veth]);
+    assert!(
+        held.contains("inet 255.255.255.254/32 scope host"),
+        "{held}"
+    );
+    assert!(held.contains("inet6 fe80::1/64"), "{held}");
+    let rp = std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{veth}/rp_filter")).unwrap();
+    assert_eq!(rp.trim(), "1");
+    // Inside: the default routes through the host side, set without the
+    // container's own scripts (busybox init runs none).
+    let inside = env.ok(&["ct", "exec", "web", "--", "ip", "route"]);
+    assert!(
+        inside.contains("default via 255.255.255.254 dev eth0"),
+        "{inside}"
+    );
+    let inside6 = env.ok(&["ct", "exec", "web", "--", "ip", "-6", "route"]);
+    assert!(
+        inside6.contains("default via fe80::1 dev eth0"),
+        "{inside6}"
+    );
+
+    // Live: an address added answers at once, a removed one stops.
+    let b4 = v4(12, 3);
+    env.ok(&[
+        "ct",
+        "netif",
+        "ip",
+        "add",
+        "web",
+        "eth0",
+        &format!("{b4}/32"),
+    ]);
+    assert!(reachable(&b4), "{b4} added live does not answer");
+    assert_eq!(http_get(&b4), "routed hello");
+    env.ok(&[
+        "ct",
+        "netif",
+        "ip",
+        "del",
+        "web",
+        "eth0",
+        &format!("{b4}/32"),
+    ]);
+    assert!(ip(&["route", "show", &b4]).is_empty());
+    assert!(!answers_now(&b4));
+    assert!(answers_now(&a4));
+
+    // Another container cannot take an address routed to this one.
+    env.busybox_ct("other");
+    env.ok(&["ct", "netif", "new", "routed", "other", "eth0"]);
+    let err = env.fails(
+        &[
+            "ct",
+            "netif",
+            "ip",
+            "add",
+            "other",
+            "eth0",
+            &format!("{a4}/32"),
+        ],
+        1,
+    );
+    assert!(
+        err.contains(&format!("{a4}/32")) && err.contains("container 'web' of pool 'default'"),
+        "{err}"
+    );
+
+    env.ok(&["ct", "stop", "web"]);
+    assert!(!iface_exists(&veth));
+    assert!(ip(&["route", "show", &a4]).is_empty());
+    assert!(ip(&["-6", "route", "show", &a6]).is_empty());
+}
+
+/// container.yml's `net_interfaces` as vpsAdminOS's osctld writes them.
+fn original_interfaces(bridge: &str, mac: &str) -> String {
+    format!(
+        "net_interfaces:
+- type: bridge
+  name: eth0
+  hwaddr: {mac}
+  max_tx: 0
+  max_rx: 0
+  tx_queues: 1
+  rx_queues: 1
+  ip_addresses:
+    v4:
+    - {b}/24
+    v6: []
+  link: {bridge}
+  dhcp: true
+  gateways:
+    v4: auto
+    v6: auto
+- type: routed
+  name: eth1
+  hwaddr:
+  max_tx: 0
+  max_rx: 0
+  tx_queues: 1
+  rx_queues: 1
+  ip_addresses:
+    v4:
+    - {r}/32
+    v6: []
+  routes:
+    v4:
+    - {r}/32
+    v6: []
+",
+        b = v4(13, 2),
+        r = v4(14, 2),
+    )
+}
+
+#[test]
+fn original_format_interfaces_of_a_hand_written_archive_apply() {
+    require!(can_run_containers(), "needs root, LXC and busybox");
+    let mut net = Net::new();
+    let br = net.bridge("b", &format!("{}/24", v4(13, 1)));
+    let env = Env::new();
+    let rootfs = env.web_rootfs("orig-rootfs", "original hello");
+    let stage = env.path("stage");
+    std::fs::create_dir_all(stage.join("config")).unwrap();
+    std::fs::create_dir_all(stage.join("rootfs")).unwrap();
+    std::fs::write(stage.join("metadata.yml"), "---\ntype: full\nformat: tar\nuser: legacy\ngroup: \"/default\"\ncontainer: orig\ndatasets: []\nexported_at: 1690000000\n").unwrap();
+    std::fs::write(stage.join("config/user.yml"), "---\nuid_map:\n- 0:100000:65536\ngid_map:\n- 0:100000:65536\nstandalone: true\nattrs: {}\n").unwrap();
+    std::fs::write(
+        stage.join("config/group.yml"),
+        "---\ncgparams: []\nattrs: {}\n",
+    )
+    .unwrap();
+    let pid = std::process::id();
+    let mac = format!(
+        "02:6f:72:{:02x}:{:02x}:{:02x}",
+        pid >> 16 & 0xff,
+        pid >> 8 & 0xff,
+        pid & 0xff
+    );
+    let container = format!(
+        "---\nuser: legacy\ngroup: \"/default\"\ndataset: tank/ct/orig\ndistribution: debian\nversion: '12'\n{}cgparams: []\ndevices: []\nprlimits: []\nmounts: []\nhostname:\ninit_cmd:\nraw: {{}}\nattrs: {{}}\n",
+        original_interfaces(&br, &mac)
+    );
+    std::fs::write(stage.join("config/container.yml"), container).unwrap();
+    let tar = |args: &[&str]| assert!(Command::new("tar").args(args).status().unwrap().success());
+    let base = stage.join("rootfs/base.tar.gz");
+    tar(&[
+        "-cz",
+        "--numeric-owner",
+        "-f",
+        base.to_str().unwrap(),
+        "-C",
+        rootfs.to_str().unwrap(),
+        ".",
+    ]);
+    std::fs::write(stage.join("snapshots.yml"), "--- []\n").unwrap();
+    let archive = env.path("orig.tar");
+    let archive = archive.to_str().unwrap();
+    tar(&[
+        "-cf",
+        archive,
+        "-C",
+        stage.to_str().unwrap(),
+        "metadata.yml",
+        "config",
+        "rootfs",
+        "snapshots.yml",
+    ]);
+
+    env.ok(&["user", "new", "u1"]);
+    env.ok(&["ct", "import", "--as-user", "u1", archive]);
+    let eth0 = netif(&env, "default", "orig", "eth0");
+    assert_eq!(eth0["hwaddr"], mac.as_str());
+    assert_eq!(eth0["dhcp"], true);
+    // The routed one had none: LXC would have made one up at every start.
+    let eth1 = netif(&env, "default", "orig", "eth1");
+    assert!(
+        eth1["hwaddr"].as_str().unwrap().starts_with("02:6f:73:"),
+        "{eth1}"
+    );
+    env.ok(&["ct", "start", "orig"]);
+    for name in ["eth0", "eth1"] {
+        net.watch(
+            netif(&env, "default", "orig", name)["veth"]
+                .as_str()
+                .unwrap(),
+        );
+    }
+    for addr in [v4(13, 2), v4(14, 2)] {
+        assert!(reachable(&addr), "{addr} does not answer");
+        assert_eq!(http_get(&addr), "original hello");
+    }
+    // The bridge's address became the default gateway (`auto`).
+    let routes = env.ok(&["ct", "exec", "orig", "--", "ip", "route"]);
+    assert!(
+        routes.contains(&format!("default via {} dev eth0", v4(13, 1))),
+        "{routes}"
+    );
+    // Unknown keys of the original survive into the pool's config.
+    let conf = std::fs::read_to_string(env.root().join("pools/default/conf/ct/orig.yml")).unwrap();
+    assert!(
+        conf.contains("tx_queues: 1") && conf.contains("v4: auto"),
+        "{conf}"
+    );
+}
+
+#[test]
+fn hostile_interfaces_are_refused() {
+    require!(is_root(), "needs root");
+    let _turn = take_turn();
+    let mut net = Net::new();
+    let br = net.bridge("c", &format!("{}/24", v4(15, 1)));
+    let env = Env::new();
+    let with = |netifs: Value| {
+        valid()
+            .with(|p| {
+                let c = p.container.take().unwrap();
+                p.container = Some(format!("{c}net_interfaces: {netifs}\n"));
+            })
+            .build()
+    };
+    let routed = |name: &str, addrs: Value, routes: Value| json!([{"type": "routed", "name": name, "ip_addresses": {"v4": addrs}, "routes": {"v4": routes}}]);
+    let bridged = |link: &str| json!([{"type": "bridge", "name": "eth0", "link": link}]);
+    let hook = "\nlxc.hook.pre-start = /bin/sh -c id";
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "name-newline",
+            routed(&format!("eth0{hook}"), json!([]), json!([])),
+            "net_interfaces[0].name",
+        ),
+        (
+            "name-slash",
+            routed("eth0/../x", json!([]), json!([])),
+            "net_interfaces[0].name",
+        ),
+        (
+            "name-long",
+            routed("eth0123456789abc", json!([]), json!([])),
+            "net_interfaces[0].name",
+        ),
+        (
+            "link-newline",
+            bridged(&format!("{br}{hook}")),
+            "net_interfaces[0].link",
+        ),
+        (
+            "type",
+            json!([{"type": "macvlan", "name": "eth0"}]),
+            "net_interfaces[0].type",
+        ),
+        (
+            "mac-multicast",
+            json!([{"type": "routed", "name": "eth0", "hwaddr": "01:00:5e:00:00:01"}]),
+            "net_interfaces[0].hwaddr",
+        ),
+        (
+            "mac-garbage",
+            json!([{"type": "routed", "name": "eth0", "hwaddr": "02:6f:73:00:00:01 x"}]),
+            "net_interfaces[0].hwaddr",
+        ),
+        (
+            "address-args",
+            routed("eth0", json!(["10.0.0.1/24 dev lo"]), json!([])),
+            "net_interfaces[0].ip_addresses",
+        ),
+        (
+            "address-prefix",
+            routed("eth0", json!(["10.0.0.1/33"]), json!([])),
+            "net_interfaces[0].ip_addresses",
+        ),
+        (
+            "route-garbage",
+            routed("eth0", json!([]), json!(["default"])),
+            "net_interfaces[0].routes",
+        ),
+        (
+            "bridge-missing",
+            bridged("tbnosuch1"),
+            "bridge 'tbnosuch1' does not exist",
+        ),
+        ("bridge-not-bridge", bridged("lo"), "'lo' is not a bridge"),
+        // Routes over the whole IPv4 space would take the host's own traffic.
+        (
+            "route-host",
+            routed(
+                "eth0",
+                json!([v4(15, 9) + "/32"]),
+                json!(["0.0.0.0/1", "128.0.0.0/1"]),
+            ),
+            "covers this host's address",
+        ),
+    ];
+    let mut failures: Vec<String> = cases
+        .iter()
+        .filter_map(|(name, netifs, expect)| {
+            refused(&env, name, &with(netifs.clone()), &[], expect)
+        })
+        .collect();
+
+    // An address routed to another container of the host.
+    env.busybox_ct("holder");
+    env.ok(&["ct", "netif", "new", "routed", "holder", "eth0"]);
+    env.ok(&[
+        "ct",
+        "netif",
+        "ip",
+        "add",
+        "holder",
+        "eth0",
+        &format!("{}/32", v4(15, 2)),
+    ]);
+    let taken = with(routed(
+        "eth0",
+        json!([v4(15, 2) + "/32"]),
+        json!([v4(15, 2) + "/32"]),
+    ));
+    failures.extend(refused(
+        &env,
+        "taken",
+        &taken,
+        &[],
+        "to container 'holder' of pool 'default'",
+    ));
+    failures.extend(refused(
+        &env,
+        "taken-trusted",
+        &taken,
+        &["--trusted"],
+        "container 'holder'",
+    ));
+
+    // A bridge the pool does not allow: only with --trusted.
+    env.ok(&["pool", "set", "allowed-bridges", "default", "tbother0"]);
+    let on_br = with(bridged(&br));
+    failures.extend(refused(
+        &env,
+        "bridge-not-allowed",
+        &on_br,
+        &[],
+        "which pool 'default' does not allow",
+    ));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let file = env.path("on-br.tar");
+    std::fs::write(&file, &on_br).unwrap();
+    env.ok(&["ct", "import", "--trusted", file.to_str().unwrap()]);
+    assert_eq!(
+        netif(&env, "default", "victim", "eth0")["link"],
+        br.as_str()
+    );
+    env.ok(&["ct", "del", "victim"]);
+    env.ok(&["pool", "set", "allowed-bridges", "default", &br]);
+    env.ok(&["ct", "import", file.to_str().unwrap()]);
+    env.ok(&["ct", "del", "victim"]);
+    env.ok(&["user", "del", "hostile"]);
+}
