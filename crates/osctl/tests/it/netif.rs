@@ -401,10 +401,13 @@ fn original_interfaces(bridge: &str, mac: &str) -> String {
   routes:
     v4:
     - {r}/32
+    - address: {via_net}/24
+      via: {r}
     v6: []
 ",
         b = v4(13, 2),
         r = v4(14, 2),
+        via_net = v4(16, 0),
     )
 }
 
@@ -485,6 +488,9 @@ fn original_format_interfaces_of_a_hand_written_archive_apply() {
         assert!(reachable(&addr), "{addr} does not answer");
         assert_eq!(http_get(&addr), "original hello");
     }
+    // osctld's route through an address of the container.
+    let via = ip(&["route", "show", &format!("{}/24", v4(16, 0))]);
+    assert!(via.contains(&format!("via {} dev os", v4(14, 2))), "{via}");
     // The bridge's address became the default gateway (`auto`).
     let routes = env.ok(&["ct", "exec", "orig", "--", "ip", "route"]);
     assert!(
