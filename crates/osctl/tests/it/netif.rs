@@ -135,6 +135,15 @@ fn netif(env: &Env, pool: &str, id: &str, name: &str) -> Value {
     env.json(&["--pool", pool, "ct", "netif", "show", id, name])
 }
 
+/// Runs `osctl` with the words of `line` (no argument here has blanks).
+fn ok(env: &Env, line: &str) -> String {
+    env.ok(&line.split_whitespace().collect::<Vec<_>>())
+}
+
+fn fails(env: &Env, line: &str) -> String {
+    env.fails(&line.split_whitespace().collect::<Vec<_>>(), 1)
+}
+
 #[test]
 fn bridged_container_reached_then_moved_and_cloned() {
     require!(can_run_containers(), "needs root, LXC and busybox");
@@ -143,36 +152,16 @@ fn bridged_container_reached_then_moved_and_cloned() {
     let env = Env::new();
     let rootfs = env.web_rootfs("web-rootfs", "hello from web");
     env.ct_from("web", &rootfs);
-    let err = env.fails(
-        &[
-            "ct",
-            "netif",
-            "new",
-            "bridge",
-            "--link",
-            "tbnosuch0",
-            "web",
-            "eth0",
-        ],
-        1,
-    );
+    let err = fails(&env, "ct netif new bridge --link tbnosuch0 web eth0");
     assert!(
         err.contains("bridge 'tbnosuch0' does not exist")
             && err.contains("does not create bridges"),
         "{err}"
     );
-    env.ok(&["ct", "netif", "new", "bridge", "--link", &br, "web", "eth0"]);
+    ok(&env, &format!("ct netif new bridge --link {br} web eth0"));
     let addr = v4(11, 2);
-    env.ok(&[
-        "ct",
-        "netif",
-        "ip",
-        "add",
-        "web",
-        "eth0",
-        &format!("{addr}/24"),
-    ]);
-    env.ok(&["ct", "start", "web"]);
+    ok(&env, &format!("ct netif ip add web eth0 {addr}/24"));
+    ok(&env, "ct start web");
     let eth0 = netif(&env, "default", "web", "eth0");
     let mac = eth0["hwaddr"].as_str().unwrap().to_string();
     let veth = eth0["veth"].as_str().unwrap().to_string();
@@ -182,74 +171,60 @@ fn bridged_container_reached_then_moved_and_cloned() {
     assert!(iface_exists(&veth));
     assert!(reachable(&addr), "{addr} does not answer");
     assert_eq!(http_get(&addr), "hello from web");
-    let err = env.fails(&["ct", "netif", "new", "routed", "web", "eth1"], 1);
-    assert!(err.contains("stop it"), "{err}");
-
-    // A move: exported, deleted, imported into another pool: the same MAC
-    // and address, reachable again.
-    env.ok(&["ct", "stop", "web"]);
+    assert!(fails(&env, "ct netif new routed web eth1").contains("stop it"));
+    ok(&env, "ct stop web");
     assert!(!iface_exists(&veth), "the host veth outlived the container");
     let archive = env.path("web.tar");
     let archive = archive.to_str().unwrap();
-    env.ok(&["-q", "ct", "export", "--format", "tar", "web", archive]);
-    env.ok(&["ct", "del", "web"]);
-    env.ok(&["pool", "install", "p2"]);
-    env.ok(&["--pool", "p2", "user", "new", "u1"]);
-    env.ok(&["--pool", "p2", "ct", "import", "--as-user", "u1", archive]);
-    env.ok(&["--pool", "p2", "ct", "start", "web"]);
-    let moved = netif(&env, "p2", "web", "eth0");
-    assert_eq!(moved["hwaddr"], mac.as_str());
-    assert_eq!(moved["ip_addresses"]["v4"], json!([format!("{addr}/24")]));
-    assert!(reachable(&addr), "{addr} does not answer after the move");
-    assert_eq!(http_get(&addr), "hello from web");
+    ok(&env, &format!("-q ct export --format tar web {archive}"));
+    moved_to_another_pool(&env, archive, &mac, &addr);
+    cloned(&env, archive, &mac, &addr);
+}
 
-    // A clone: a new MAC, no address, and a line saying what was dropped.
-    let args = [
-        "--pool",
-        "p2",
-        "ct",
-        "import",
-        "--as-user",
-        "u1",
-        "--as-id",
-        "web2",
-        archive,
-    ];
-    let out = env.run(&args);
+/// A move: deleted here, imported into another pool: the same MAC and
+/// address, reachable again.
+fn moved_to_another_pool(env: &Env, archive: &str, mac: &str, addr: &str) {
+    ok(env, "ct del web");
+    ok(env, "pool install p2");
+    ok(env, "--pool p2 user new u1");
+    ok(env, &format!("--pool p2 ct import --as-user u1 {archive}"));
+    ok(env, "--pool p2 ct start web");
+    let moved = netif(env, "p2", "web", "eth0");
+    assert_eq!(moved["hwaddr"], mac);
+    assert_eq!(moved["ip_addresses"]["v4"], json!([format!("{addr}/24")]));
+    assert!(reachable(addr), "{addr} does not answer after the move");
+    assert_eq!(http_get(addr), "hello from web");
+}
+
+/// Clones of the moved container's archive, while it runs in pool p2.
+fn cloned(env: &Env, archive: &str, mac: &str, addr: &str) {
+    // A new MAC, no address, and a line saying what was dropped.
+    let line = format!("--pool p2 ct import --as-user u1 --as-id web2 {archive}");
+    let out = env.run(&line.split_whitespace().collect::<Vec<_>>());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
         stderr.contains("'web2' is a clone") && stderr.contains(&format!("eth0 {addr}/24")),
         "{stderr}"
     );
-    let cloned = netif(&env, "p2", "web2", "eth0");
-    assert_ne!(cloned["hwaddr"], mac.as_str());
-    assert!(cloned["hwaddr"].as_str().unwrap().starts_with("02:6f:73:"));
-    assert_eq!(cloned["ip_addresses"], json!({"v4": [], "v6": []}));
-
-    // A clone that keeps the address the original has on the same bridge.
-    let keep = [
-        "--pool",
-        "p2",
-        "ct",
-        "import",
-        "--as-user",
-        "u1",
-        "--as-id",
-        "web3",
-        "--keep-addresses",
-        archive,
-    ];
-    let err = env.fails(&keep, 1);
+    let clone = netif(env, "p2", "web2", "eth0");
+    assert_ne!(clone["hwaddr"], mac);
+    assert!(clone["hwaddr"].as_str().unwrap().starts_with("02:6f:73:"));
+    assert_eq!(clone["ip_addresses"], json!({"v4": [], "v6": []}));
+    // Keeping the address the original has on the same bridge: refused.
+    let err = fails(
+        env,
+        &format!("--pool p2 ct import --as-user u1 --as-id web3 --keep-addresses {archive}"),
+    );
     assert!(
         err.contains("used by container 'web' of pool 'p2'"),
         "{err}"
     );
-    assert!(
+    assert_eq!(
         env.run(&["--pool", "p2", "ct", "show", "web3"])
             .status
-            .code()
-            == Some(1)
+            .code(),
+        Some(1)
     );
 }
 
@@ -260,41 +235,45 @@ fn routed_container_reached_and_changed_live() {
     let env = Env::new();
     let rootfs = env.web_rootfs("web-rootfs", "routed hello");
     env.ct_from("web", &rootfs);
-    env.ok(&["ct", "netif", "new", "routed", "web", "eth0"]);
+    ok(&env, "ct netif new routed web eth0");
     let (a4, a6) = (v4(12, 2), v6(12, 2));
-    env.ok(&[
-        "ct",
-        "netif",
-        "ip",
-        "add",
-        "web",
-        "eth0",
-        &format!("{a4}/32"),
-    ]);
-    env.ok(&[
-        "ct",
-        "netif",
-        "ip",
-        "add",
-        "web",
-        "eth0",
-        &format!("{a6}/128"),
-    ]);
-    env.ok(&["ct", "start", "web"]);
+    ok(&env, &format!("ct netif ip add web eth0 {a4}/32"));
+    ok(&env, &format!("ct netif ip add web eth0 {a6}/128"));
+    ok(&env, "ct start web");
     let veth = netif(&env, "default", "web", "eth0")["veth"]
         .as_str()
         .unwrap()
         .to_string();
     net.watch(&veth);
-    assert!(reachable(&a4), "{a4} does not answer");
-    assert_eq!(http_get(&a4), "routed hello");
-    assert!(reachable(&a6), "{a6} does not answer");
-    assert_eq!(http_get(&a6), "routed hello");
+    for addr in [&a4, &a6] {
+        assert!(reachable(addr), "{addr} does not answer");
+        assert_eq!(http_get(addr), "routed hello");
+    }
+    routed_host_side(&env, &veth, &a4, &a6);
+    changed_live(&env, &a4);
 
-    // The host side: routes to the addresses, the gateway, strict rp_filter.
-    assert!(ip(&["route", "show", &a4]).contains(&format!("dev {veth}")));
-    assert!(ip(&["-6", "route", "show", &a6]).contains(&format!("dev {veth}")));
-    let held = ip(&["addr", "show", "dev", &veth]);
+    // Another container cannot take an address routed to this one.
+    env.busybox_ct("other");
+    ok(&env, "ct netif new routed other eth0");
+    let err = fails(&env, &format!("ct netif ip add other eth0 {a4}/32"));
+    assert!(
+        err.contains(&format!("{a4}/32")) && err.contains("container 'web' of pool 'default'"),
+        "{err}"
+    );
+
+    ok(&env, "ct stop web");
+    assert!(!iface_exists(&veth));
+    assert!(ip(&["route", "show", &a4]).is_empty());
+    assert!(ip(&["-6", "route", "show", &a6]).is_empty());
+}
+
+/// Routes to the addresses, the gateways on the host side, strict
+/// rp_filter there, and default routes inside through the host side, set
+/// without the container's own scripts (busybox init runs none).
+fn routed_host_side(env: &Env, veth: &str, a4: &str, a6: &str) {
+    assert!(ip(&["route", "show", a4]).contains(&format!("dev {veth}")));
+    assert!(ip(&["-6", "route", "show", a6]).contains(&format!("dev {veth}")));
+    let held = ip(&["addr", "show", "dev", veth]);
     assert!(
         held.contains("inet 255.255.255.254/32 scope host"),
         "{held}"
@@ -302,69 +281,29 @@ fn routed_container_reached_and_changed_live() {
     assert!(held.contains("inet6 fe80::1/64"), "{held}");
     let rp = std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{veth}/rp_filter")).unwrap();
     assert_eq!(rp.trim(), "1");
-    // Inside: the default routes through the host side, set without the
-    // container's own scripts (busybox init runs none).
-    let inside = env.ok(&["ct", "exec", "web", "--", "ip", "route"]);
+    let inside = ok(env, "ct exec web -- ip route");
     assert!(
         inside.contains("default via 255.255.255.254 dev eth0"),
         "{inside}"
     );
-    let inside6 = env.ok(&["ct", "exec", "web", "--", "ip", "-6", "route"]);
+    let inside6 = ok(env, "ct exec web -- ip -6 route");
     assert!(
         inside6.contains("default via fe80::1 dev eth0"),
         "{inside6}"
     );
+}
 
-    // Live: an address added answers at once, a removed one stops.
+/// An address added to the running container answers at once; removed, it
+/// stops, and the one it had before still answers.
+fn changed_live(env: &Env, before: &str) {
     let b4 = v4(12, 3);
-    env.ok(&[
-        "ct",
-        "netif",
-        "ip",
-        "add",
-        "web",
-        "eth0",
-        &format!("{b4}/32"),
-    ]);
+    ok(env, &format!("ct netif ip add web eth0 {b4}/32"));
     assert!(reachable(&b4), "{b4} added live does not answer");
     assert_eq!(http_get(&b4), "routed hello");
-    env.ok(&[
-        "ct",
-        "netif",
-        "ip",
-        "del",
-        "web",
-        "eth0",
-        &format!("{b4}/32"),
-    ]);
+    ok(env, &format!("ct netif ip del web eth0 {b4}/32"));
     assert!(ip(&["route", "show", &b4]).is_empty());
     assert!(!answers_now(&b4));
-    assert!(answers_now(&a4));
-
-    // Another container cannot take an address routed to this one.
-    env.busybox_ct("other");
-    env.ok(&["ct", "netif", "new", "routed", "other", "eth0"]);
-    let err = env.fails(
-        &[
-            "ct",
-            "netif",
-            "ip",
-            "add",
-            "other",
-            "eth0",
-            &format!("{a4}/32"),
-        ],
-        1,
-    );
-    assert!(
-        err.contains(&format!("{a4}/32")) && err.contains("container 'web' of pool 'default'"),
-        "{err}"
-    );
-
-    env.ok(&["ct", "stop", "web"]);
-    assert!(!iface_exists(&veth));
-    assert!(ip(&["route", "show", &a4]).is_empty());
-    assert!(ip(&["-6", "route", "show", &a6]).is_empty());
+    assert!(answers_now(before));
 }
 
 /// container.yml's `net_interfaces` as vpsAdminOS's osctld writes them.
@@ -411,35 +350,19 @@ fn original_interfaces(bridge: &str, mac: &str) -> String {
     )
 }
 
-#[test]
-fn original_format_interfaces_of_a_hand_written_archive_apply() {
-    require!(can_run_containers(), "needs root, LXC and busybox");
-    let mut net = Net::new();
-    let br = net.bridge("b", &format!("{}/24", v4(13, 1)));
-    let env = Env::new();
-    let rootfs = env.web_rootfs("orig-rootfs", "original hello");
+/// An archive laid out as vpsAdminOS's osctl writes a tar-format one (GNU
+/// tar, gzip, configs verbatim), of `rootfs`, with `container` as its
+/// container.yml.
+fn original_archive(env: &Env, rootfs: &Path, container: &str) -> String {
     let stage = env.path("stage");
     std::fs::create_dir_all(stage.join("config")).unwrap();
     std::fs::create_dir_all(stage.join("rootfs")).unwrap();
-    std::fs::write(stage.join("metadata.yml"), "---\ntype: full\nformat: tar\nuser: legacy\ngroup: \"/default\"\ncontainer: orig\ndatasets: []\nexported_at: 1690000000\n").unwrap();
-    std::fs::write(stage.join("config/user.yml"), "---\nuid_map:\n- 0:100000:65536\ngid_map:\n- 0:100000:65536\nstandalone: true\nattrs: {}\n").unwrap();
-    std::fs::write(
-        stage.join("config/group.yml"),
-        "---\ncgparams: []\nattrs: {}\n",
-    )
-    .unwrap();
-    let pid = std::process::id();
-    let mac = format!(
-        "02:6f:72:{:02x}:{:02x}:{:02x}",
-        pid >> 16 & 0xff,
-        pid >> 8 & 0xff,
-        pid & 0xff
-    );
-    let container = format!(
-        "---\nuser: legacy\ngroup: \"/default\"\ndataset: tank/ct/orig\ndistribution: debian\nversion: '12'\n{}cgparams: []\ndevices: []\nprlimits: []\nmounts: []\nhostname:\ninit_cmd:\nraw: {{}}\nattrs: {{}}\n",
-        original_interfaces(&br, &mac)
-    );
-    std::fs::write(stage.join("config/container.yml"), container).unwrap();
+    let write = |name: &str, body: &str| std::fs::write(stage.join(name), body).unwrap();
+    write("metadata.yml", "---\ntype: full\nformat: tar\nuser: legacy\ngroup: \"/default\"\ncontainer: orig\ndatasets: []\nexported_at: 1690000000\n");
+    write("config/user.yml", "---\nuid_map:\n- 0:100000:65536\ngid_map:\n- 0:100000:65536\nstandalone: true\nattrs: {}\n");
+    write("config/group.yml", "---\ncgparams: []\nattrs: {}\n");
+    write("config/container.yml", container);
+    write("snapshots.yml", "--- []\n");
     let tar = |args: &[&str]| assert!(Command::new("tar").args(args).status().unwrap().success());
     let base = stage.join("rootfs/base.tar.gz");
     tar(&[
@@ -451,22 +374,42 @@ fn original_format_interfaces_of_a_hand_written_archive_apply() {
         rootfs.to_str().unwrap(),
         ".",
     ]);
-    std::fs::write(stage.join("snapshots.yml"), "--- []\n").unwrap();
-    let archive = env.path("orig.tar");
-    let archive = archive.to_str().unwrap();
+    let archive = env.path("orig.tar").to_string_lossy().into_owned();
+    let stage = stage.to_str().unwrap();
     tar(&[
         "-cf",
-        archive,
+        &archive,
         "-C",
-        stage.to_str().unwrap(),
+        stage,
         "metadata.yml",
         "config",
         "rootfs",
         "snapshots.yml",
     ]);
+    archive
+}
 
-    env.ok(&["user", "new", "u1"]);
-    env.ok(&["ct", "import", "--as-user", "u1", archive]);
+#[test]
+fn original_format_interfaces_of_a_hand_written_archive_apply() {
+    require!(can_run_containers(), "needs root, LXC and busybox");
+    let mut net = Net::new();
+    let br = net.bridge("b", &format!("{}/24", v4(13, 1)));
+    let env = Env::new();
+    let rootfs = env.web_rootfs("orig-rootfs", "original hello");
+    let pid = std::process::id();
+    let mac = format!(
+        "02:6f:72:{:02x}:{:02x}:{:02x}",
+        pid >> 16 & 0xff,
+        pid >> 8 & 0xff,
+        pid & 0xff
+    );
+    let container = format!(
+        "---\nuser: legacy\ngroup: \"/default\"\ndataset: tank/ct/orig\ndistribution: debian\nversion: '12'\n{}cgparams: []\ndevices: []\nprlimits: []\nmounts: []\nhostname:\ninit_cmd:\nraw: {{}}\nattrs: {{}}\n",
+        original_interfaces(&br, &mac)
+    );
+    let archive = original_archive(&env, &rootfs, &container);
+    ok(&env, "user new u1");
+    ok(&env, &format!("ct import --as-user u1 {archive}"));
     let eth0 = netif(&env, "default", "orig", "eth0");
     assert_eq!(eth0["hwaddr"], mac.as_str());
     assert_eq!(eth0["dhcp"], true);
@@ -476,7 +419,7 @@ fn original_format_interfaces_of_a_hand_written_archive_apply() {
         eth1["hwaddr"].as_str().unwrap().starts_with("02:6f:73:"),
         "{eth1}"
     );
-    env.ok(&["ct", "start", "orig"]);
+    ok(&env, "ct start orig");
     for name in ["eth0", "eth1"] {
         net.watch(
             netif(&env, "default", "orig", name)["veth"]
@@ -492,7 +435,7 @@ fn original_format_interfaces_of_a_hand_written_archive_apply() {
     let via = ip(&["route", "show", &format!("{}/24", v4(16, 0))]);
     assert!(via.contains(&format!("via {} dev os", v4(14, 2))), "{via}");
     // The bridge's address became the default gateway (`auto`).
-    let routes = env.ok(&["ct", "exec", "orig", "--", "ip", "route"]);
+    let routes = ok(&env, "ct exec orig -- ip route");
     assert!(
         routes.contains(&format!("default via {} dev eth0", v4(13, 1))),
         "{routes}"
@@ -505,25 +448,30 @@ fn original_format_interfaces_of_a_hand_written_archive_apply() {
     );
 }
 
-#[test]
-fn hostile_interfaces_are_refused() {
-    require!(is_root(), "needs root");
-    let _turn = take_turn();
-    let mut net = Net::new();
-    let br = net.bridge("c", &format!("{}/24", v4(15, 1)));
-    let env = Env::new();
-    let with = |netifs: Value| {
-        valid()
-            .with(|p| {
-                let c = p.container.take().unwrap();
-                p.container = Some(format!("{c}net_interfaces: {netifs}\n"));
-            })
-            .build()
-    };
-    let routed = |name: &str, addrs: Value, routes: Value| json!([{"type": "routed", "name": name, "ip_addresses": {"v4": addrs}, "routes": {"v4": routes}}]);
-    let bridged = |link: &str| json!([{"type": "bridge", "name": "eth0", "link": link}]);
+/// The valid hostile-test archive with `net_interfaces: netifs`.
+fn with_netifs(netifs: &Value) -> Vec<u8> {
+    valid()
+        .with(|p| {
+            let c = p.container.take().unwrap();
+            p.container = Some(format!("{c}net_interfaces: {netifs}\n"));
+        })
+        .build()
+}
+
+fn routed(name: &str, addrs: Value, routes: Value) -> Value {
+    json!([{"type": "routed", "name": name, "ip_addresses": {"v4": addrs}, "routes": {"v4": routes}}])
+}
+
+fn bridged(link: &str) -> Value {
+    json!([{"type": "bridge", "name": "eth0", "link": link}])
+}
+
+/// Interfaces refused whatever the trust, and what the error says.
+fn hostile_cases(br: &str) -> Vec<(&'static str, Value, &'static str)> {
     let hook = "\nlxc.hook.pre-start = /bin/sh -c id";
-    let cases: Vec<(&str, Value, &str)> = vec![
+    let mac = |m: &str| json!([{"type": "routed", "name": "eth0", "hwaddr": m}]);
+    let addrs = |a: &str| routed("eth0", json!([a]), json!([]));
+    vec![
         (
             "name-newline",
             routed(&format!("eth0{hook}"), json!([]), json!([])),
@@ -551,22 +499,22 @@ fn hostile_interfaces_are_refused() {
         ),
         (
             "mac-multicast",
-            json!([{"type": "routed", "name": "eth0", "hwaddr": "01:00:5e:00:00:01"}]),
+            mac("01:00:5e:00:00:01"),
             "net_interfaces[0].hwaddr",
         ),
         (
             "mac-garbage",
-            json!([{"type": "routed", "name": "eth0", "hwaddr": "02:6f:73:00:00:01 x"}]),
+            mac("02:6f:73:00:00:01 x"),
             "net_interfaces[0].hwaddr",
         ),
         (
             "address-args",
-            routed("eth0", json!(["10.0.0.1/24 dev lo"]), json!([])),
+            addrs("10.0.0.1/24 dev lo"),
             "net_interfaces[0].ip_addresses",
         ),
         (
             "address-prefix",
-            routed("eth0", json!(["10.0.0.1/33"]), json!([])),
+            addrs("10.0.0.1/33"),
             "net_interfaces[0].ip_addresses",
         ),
         (
@@ -580,37 +528,41 @@ fn hostile_interfaces_are_refused() {
             "bridge 'tbnosuch1' does not exist",
         ),
         ("bridge-not-bridge", bridged("lo"), "'lo' is not a bridge"),
-        // Routes over the whole IPv4 space would take the host's own traffic.
-        (
-            "route-host",
-            routed(
-                "eth0",
-                json!([v4(15, 9) + "/32"]),
-                json!(["0.0.0.0/1", "128.0.0.0/1"]),
-            ),
-            "covers this host's address",
-        ),
-    ];
-    let mut failures: Vec<String> = cases
-        .iter()
-        .filter_map(|(name, netifs, expect)| {
-            refused(&env, name, &with(netifs.clone()), &[], expect)
-        })
-        .collect();
+    ]
+}
 
+#[test]
+fn hostile_interfaces_are_refused() {
+    require!(is_root(), "needs root");
+    let _turn = take_turn();
+    let mut net = Net::new();
+    let br = net.bridge("c", &format!("{}/24", v4(15, 1)));
+    let env = Env::new();
+    let mut failures: Vec<String> = hostile_cases(&br)
+        .iter()
+        .filter_map(|(name, netifs, expect)| refused(&env, name, &with_netifs(netifs), &[], expect))
+        .collect();
+    // Routes over the whole IPv4 space would take the host's own traffic.
+    let wide = routed(
+        "eth0",
+        json!([v4(15, 9) + "/32"]),
+        json!(["0.0.0.0/1", "128.0.0.0/1"]),
+    );
+    failures.extend(refused(
+        &env,
+        "route-host",
+        &with_netifs(&wide),
+        &[],
+        "covers this host's address",
+    ));
     // An address routed to another container of the host.
     env.busybox_ct("holder");
-    env.ok(&["ct", "netif", "new", "routed", "holder", "eth0"]);
-    env.ok(&[
-        "ct",
-        "netif",
-        "ip",
-        "add",
-        "holder",
-        "eth0",
-        &format!("{}/32", v4(15, 2)),
-    ]);
-    let taken = with(routed(
+    ok(&env, "ct netif new routed holder eth0");
+    ok(
+        &env,
+        &format!("ct netif ip add holder eth0 {}/32", v4(15, 2)),
+    );
+    let taken = with_netifs(&routed(
         "eth0",
         json!([v4(15, 2) + "/32"]),
         json!([v4(15, 2) + "/32"]),
@@ -629,10 +581,9 @@ fn hostile_interfaces_are_refused() {
         &["--trusted"],
         "container 'holder'",
     ));
-
     // A bridge the pool does not allow: only with --trusted.
-    env.ok(&["pool", "set", "allowed-bridges", "default", "tbother0"]);
-    let on_br = with(bridged(&br));
+    ok(&env, "pool set allowed-bridges default tbother0");
+    let on_br = with_netifs(&bridged(&br));
     failures.extend(refused(
         &env,
         "bridge-not-allowed",
@@ -643,14 +594,15 @@ fn hostile_interfaces_are_refused() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     let file = env.path("on-br.tar");
     std::fs::write(&file, &on_br).unwrap();
-    env.ok(&["ct", "import", "--trusted", file.to_str().unwrap()]);
+    let file = file.to_str().unwrap();
+    ok(&env, &format!("ct import --trusted {file}"));
     assert_eq!(
         netif(&env, "default", "victim", "eth0")["link"],
         br.as_str()
     );
-    env.ok(&["ct", "del", "victim"]);
-    env.ok(&["pool", "set", "allowed-bridges", "default", &br]);
-    env.ok(&["ct", "import", file.to_str().unwrap()]);
-    env.ok(&["ct", "del", "victim"]);
-    env.ok(&["user", "del", "hostile"]);
+    ok(&env, "ct del victim");
+    ok(&env, &format!("pool set allowed-bridges default {br}"));
+    ok(&env, &format!("ct import {file}"));
+    ok(&env, "ct del victim");
+    ok(&env, "user del hostile");
 }
