@@ -522,7 +522,9 @@ fn gateway(n: &NetIf, v6: bool) -> Result<Option<IpAddr>> {
 pub const HOOK: &str = "veth-up-hook";
 
 /// This very program, for LXC to run as the hook. LXC runs the hook line
-/// through `sh -c`: a path with anything but plain characters is refused.
+/// through `sh -c`, appending the container's id (`names.rs`: a-z, 0-9, `_`,
+/// `-`) and the veth's name (the grammar's): a path with anything but plain
+/// characters is refused.
 fn hook_program() -> Result<String> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::io("cannot find the osctl program for the veth hook", e))?;
