@@ -304,7 +304,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Top::Group(c) => group_cmd(&ctx, c)?,
         Top::Ct(c) => return ct_cmd(&ctx, c),
         Top::Archive(c) => archive_cmd(&ctx, c)?,
-        Top::VethUpHook { args } => osctl_core::netif::veth_up(&args)?,
+        Top::VethUpHook { args } => osctl_core::netif::veth_up_hook(&args)?,
     }
     Ok(ExitCode::SUCCESS)
 }

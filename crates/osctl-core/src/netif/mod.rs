@@ -539,6 +539,19 @@ fn hook_program() -> Result<String> {
     Ok(path)
 }
 
+/// [`veth_up`], leaving its error where the start finds it
+/// ([`crate::runtime::lxc::HOOK_ERROR`]).
+pub fn veth_up_hook(args: &[String]) -> Result<()> {
+    let result = veth_up(args);
+    if let (Err(e), Some(config)) = (&result, std::env::var_os("LXC_CONFIG_FILE")) {
+        if let Some(dir) = std::path::Path::new(&config).parent() {
+            let why = format!("veth hook: {e}\n");
+            let _ = std::fs::write(dir.join(crate::runtime::lxc::HOOK_ERROR), why);
+        }
+    }
+    result
+}
+
 /// The hook: LXC calls it with `[--via NET=GW]... CT net up veth HOST_VETH`
 /// once a routed veth exists. It gives the host side the containers'
 /// gateways (255.255.255.254 and fe80::1), strict reverse-path filtering, and

@@ -15,6 +15,11 @@ pub struct Lxc {
     path: PathBuf,
 }
 
+/// A hook that fails leaves its one-line reason in this file of the
+/// container's LXC directory (next to `LXC_CONFIG_FILE`): LXC itself logs a
+/// hook's output only at debug level.
+pub const HOOK_ERROR: &str = "hook-error";
+
 /// Parses `lxc-info -s -H` output.
 pub fn parse_state(output: &str) -> Result<CtState> {
     // `lxc-info -s` prints "State:   RUNNING"; with -H only "RUNNING".
@@ -219,6 +224,7 @@ impl Runtime for Lxc {
         let dir = self.config_dir(&spec.id);
         fsutil::create_dir_all(&dir)?;
         fsutil::atomic_write(&dir.join("config"), config.as_bytes())?;
+        fsutil::remove_file_if_exists(&dir.join(HOOK_ERROR))?;
         // Init's arguments go to LXC as a vector: LXC 5 splits lxc.init.cmd
         // at every space (quotes are kept as characters), LXC 6 at blanks
         // outside quotes, so no quoting in the config is right for both.
@@ -229,7 +235,12 @@ impl Runtime for Lxc {
             .run()
             .map(drop);
         if let Err(e) = started {
-            let detail = log_tail(&spec.log_file);
+            let hook_error = std::fs::read_to_string(dir.join(HOOK_ERROR)).ok();
+            let _ = fsutil::remove_file_if_exists(&dir.join(HOOK_ERROR));
+            let detail = match hook_error {
+                Some(why) => why.trim().to_string(),
+                None => log_tail(&spec.log_file),
+            };
             let err = Error::exec(format!("cannot start container '{}'", spec.id), e);
             return Err(if detail.is_empty() {
                 err

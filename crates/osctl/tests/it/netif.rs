@@ -306,6 +306,36 @@ fn changed_live(env: &Env, before: &str) {
     assert!(answers_now(before));
 }
 
+#[test]
+fn a_failing_veth_hook_is_reported() {
+    require!(can_run_containers(), "needs root, LXC and busybox");
+    let mut net = Net::new();
+    // The bridge's network is routed on the host already.
+    net.bridge("d", &format!("{}/24", v4(17, 1)));
+    let env = Env::new();
+    env.busybox_ct("web");
+    ok(&env, "ct netif new routed web eth0");
+    ok(&env, &format!("ct netif ip add web eth0 {}/32", v4(17, 2)));
+    // A route through the container's address, as osctld writes one, to it.
+    let path = env.root().join("pools/default/conf/ct/web.yml");
+    let conf = std::fs::read_to_string(&path).unwrap();
+    let routes = format!("  routes:\n    v4:\n    - {}/32\n", v4(17, 2));
+    let via = format!("    - {{address: {}/24, via: {}}}\n", v4(17, 0), v4(17, 2));
+    assert!(conf.contains(&routes), "{conf}");
+    std::fs::write(&path, conf.replace(&routes, &(routes.clone() + &via))).unwrap();
+    let err = fails(&env, "ct start web");
+    let cause = format!("veth hook: cannot route {}/24 into os", v4(17, 0));
+    assert!(err.starts_with(&format!("error: {cause}")), "{err}");
+    assert!(err.contains("File exists"), "{err}");
+    assert_eq!(env.state("web"), "stopped");
+    let mac = netif(&env, "default", "web", "eth0")["hwaddr"]
+        .as_str()
+        .unwrap()
+        .replace(':', "");
+    assert!(!iface_exists(&format!("os{mac}")));
+    assert!(!env.root().join("lxc/default/web/hook-error").exists());
+}
+
 /// container.yml's `net_interfaces` as vpsAdminOS's osctld writes them.
 fn original_interfaces(bridge: &str, mac: &str) -> String {
     format!(
