@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cmd::Cmd;
+use crate::datasets;
 use crate::error::{Context, Error, Result};
 use crate::idmap::IdMap;
 use crate::model::{grammar, ContainerConfig};
@@ -205,7 +206,7 @@ pub(crate) fn start_after_dead_export(pool: &Pool, id: &str, was_starting: bool)
 
 fn run_spec(pool: &Pool, id: &str, cfg: &ContainerConfig) -> Result<RunSpec> {
     let rootfs = pool.storage.rootfs(id);
-    let idmap = if cfg.privileged {
+    let idmap: Option<(IdMap, IdMap)> = if cfg.privileged {
         None
     } else {
         let user = pool.user(&cfg.user)?;
@@ -225,8 +226,8 @@ fn run_spec(pool: &Pool, id: &str, cfg: &ContainerConfig) -> Result<RunSpec> {
         rootfs,
         hostname: cfg.hostname.clone().unwrap_or_else(|| id.to_string()),
         init: cfg.init_argv(),
+        mounts: mount_specs(pool, id, cfg, idmap.as_ref().map(|m| &m.1))?,
         idmap,
-        mounts: mount_specs(cfg)?,
         raw_lxc: cfg.raw_lxc(),
         log_file: log_file(pool, id),
         net: Vec::new(),
@@ -234,24 +235,56 @@ fn run_spec(pool: &Pool, id: &str, cfg: &ContainerConfig) -> Result<RunSpec> {
 }
 
 /// `mounts` entries of container.yml as osctld writes them
-/// (`{fs, mountpoint, type, opts}`); `ContainerConfig::validate` checked
-/// their values.
-fn mount_specs(cfg: &ContainerConfig) -> Result<Vec<MountSpec>> {
+/// (`{fs, mountpoint, type, opts}`, values checked by
+/// `ContainerConfig::validate`), in order; those that name one of the
+/// container's datasets ([`datasets`]) show its `private/`.
+/// With `gid_map` (unprivileged), those are idmapped mounts.
+fn mount_specs(
+    pool: &Pool,
+    id: &str,
+    cfg: &ContainerConfig,
+    gid_map: Option<&IdMap>,
+) -> Result<Vec<MountSpec>> {
+    let mut shown = Vec::new();
+    if cfg.mounts.iter().any(datasets::is_dataset_mount) {
+        let known = pool.storage.subdatasets(id)?;
+        shown = datasets::check_mounts(cfg, &known)
+            .map_err(|e| e.context(format!("container '{id}'")))?;
+    }
+    let idmapped = gid_map.is_some();
+    if let Some(root_gid) = gid_map.and_then(|m| m.to_host(0)) {
+        if shown.iter().any(|m| m.at_start) {
+            datasets::let_root_through(pool, id, root_gid)?;
+            datasets::make_nested_mountpoints(pool, id, &shown)?;
+        }
+    }
+    let mut shown = shown.into_iter();
     cfg.mounts
         .iter()
-        .map(|m| {
-            let get = |k: &str| m.get(k).and_then(|v| v.as_str()).map(String::from);
-            let source = get("fs").ok_or_else(|| Error::Invalid("mount without 'fs'".into()))?;
-            let target = get("mountpoint")
-                .ok_or_else(|| Error::Invalid("mount without 'mountpoint'".into()))?;
-            Ok(MountSpec {
-                source,
-                target,
-                fstype: get("type").unwrap_or_else(|| "none".into()),
-                options: get("opts").unwrap_or_else(|| "bind".into()),
-            })
+        .filter_map(|m| {
+            if !datasets::is_dataset_mount(m) {
+                return Some(host_mount_spec(m));
+            }
+            let mount = shown.next()?;
+            mount
+                .at_start
+                .then(|| datasets::mount_spec(pool, id, &mount, idmapped))
         })
         .collect()
+}
+
+/// A `mounts` entry of a host path.
+fn host_mount_spec(m: &serde_json::Value) -> Result<MountSpec> {
+    let get = |k: &str| m.get(k).and_then(|v| v.as_str()).map(String::from);
+    let source = get("fs").ok_or_else(|| Error::Invalid("mount without 'fs'".into()))?;
+    let target =
+        get("mountpoint").ok_or_else(|| Error::Invalid("mount without 'mountpoint'".into()))?;
+    Ok(MountSpec {
+        source,
+        target,
+        fstype: get("type").unwrap_or_else(|| "none".into()),
+        options: get("opts").unwrap_or_else(|| "bind".into()),
+    })
 }
 
 /// The file system's name when it cannot do idmapped mounts, None when it can.

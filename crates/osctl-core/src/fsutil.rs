@@ -92,6 +92,22 @@ pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
         .ctx(|| format!("cannot set mode of {}", path.display()))
 }
 
+/// Makes a container's directory (the root dataset's, which holds
+/// `private/`) root's own with mode 0700, whatever a stream said: root file
+/// systems are stored unshifted, and their setuid programs must be out of
+/// host users' reach. The last component is not followed.
+pub fn seal_container_dir(dir: &Path) -> Result<()> {
+    use rustix::fs::{Gid, Mode, OFlags, Uid};
+    let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let sealed = rustix::fs::open(dir, flags, Mode::empty()).and_then(|fd| {
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o700))?;
+        rustix::fs::fchown(&fd, Some(Uid::ROOT), Some(Gid::ROOT))
+    });
+    sealed
+        .map_err(std::io::Error::from)
+        .ctx(|| format!("cannot make {} root's own with mode 0700", dir.display()))
+}
+
 pub fn create_dir_all(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).ctx(|| format!("cannot create directory {}", dir.display()))
 }

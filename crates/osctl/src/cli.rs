@@ -204,6 +204,15 @@ enum CtCmd {
     #[command(subcommand)]
     Set(SetCmd),
     /// Write the container (configs and root file system) into one archive
+    ///
+    /// What vpsAdminOS's osctl reads: --format native on zfs pools with
+    /// --compression off, gzip or auto; tar archives (--format tar, or native
+    /// on dir pools) with gzip or auto, since it looks for rootfs/base.tar.gz
+    /// only, and in one layer: always on zfs and btrfs pools, on dir pools
+    /// when the container is stopped, with --no-consistent or --single-layer.
+    /// It refuses loudly what it cannot read (zstd, uncompressed tar, btrfs
+    /// streams, format tar-layers).
+    #[command(verbatim_doc_comment)]
     Export {
         /// Stop a running container briefly so the archive holds a consistent state (default)
         #[arg(long, overrides_with = "no_consistent")]
@@ -211,12 +220,20 @@ enum CtCmd {
         /// Never stop the container: the archive is as after a power loss
         #[arg(long)]
         no_consistent: bool,
-        /// auto: compressed by the storage where it can, else gzip
+        /// auto: compressed by the storage where it can (native streams), else gzip
         #[arg(long, default_value = "auto", value_parser = ["auto", "off", "gzip", "zstd"])]
         compression: String,
-        /// native: the pool's own streams (zfs, btrfs; tar on dir pools); tar: portable
+        /// native: the pool's own streams (zfs, btrfs; tar on dir pools); tar: one
+        /// tree of what the container sees, subdatasets at their mountpoints,
+        /// for pools of any kind
         #[arg(long, default_value = "native", value_parser = ["native", "tar"])]
         format: String,
+        /// Dir pools, tar: a running container stays stopped while its one tar
+        /// is written, as the original reads it; without it the changes made
+        /// during the dump follow in a second layer (format tar-layers,
+        /// readable by osctl-rs only)
+        #[arg(long)]
+        single_layer: bool,
         /// Overwrite FILE if it exists
         #[arg(long)]
         force: bool,
@@ -245,7 +262,8 @@ enum CtCmd {
         keep_addresses: bool,
         file: PathBuf,
     },
-    /// Subdatasets of a container (zfs, btrfs), mounted inside its root file system
+    /// Subdatasets of a container (zfs, btrfs), each with its own private/, shown
+    /// to the container by a dataset mount of its config
     #[command(subcommand)]
     Dataset(DatasetCmd),
     /// Network interfaces: bridged or routed veth pairs
@@ -255,11 +273,19 @@ enum CtCmd {
 
 #[derive(Subcommand, Debug)]
 enum DatasetCmd {
-    /// Create a subdataset NAME (relative, e.g. var or var/log; the parent must exist)
-    New { id: String, name: String },
+    /// Create a subdataset NAME (relative, e.g. var or var/log; the parent must
+    /// exist) and mount it from the container's next start
+    New {
+        /// Where the container sees it (default: /NAME below the root, or
+        /// below the parent dataset's mountpoint; no mount if the parent has none)
+        #[arg(long)]
+        mountpoint: Option<String>,
+        id: String,
+        name: String,
+    },
     /// List a container's subdatasets
     Ls { id: String },
-    /// Delete a subdataset and its snapshots (not while the container runs)
+    /// Delete a subdataset, its snapshots and its mounts (not while the container runs)
     Del { id: String, name: String },
 }
 
@@ -602,6 +628,7 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
             no_consistent,
             compression,
             format,
+            single_layer,
             force,
             stop_timeout,
             id,
@@ -618,6 +645,7 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
                 } else {
                     FormatChoice::Native
                 },
+                single_layer,
                 force,
                 progress: Progress::new(!ctx.quiet),
                 stop_timeout: Duration::from_secs(stop_timeout),
@@ -656,7 +684,11 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
 
 fn dataset_cmd(ctx: &Ctx, pool: &Pool, cmd: DatasetCmd) -> Result<()> {
     match cmd {
-        DatasetCmd::New { id, name } => datasets::create(pool, &id, &name)?,
+        DatasetCmd::New {
+            mountpoint,
+            id,
+            name,
+        } => datasets::create(pool, &id, &name, mountpoint.as_deref())?,
         DatasetCmd::Ls { id } => {
             let list = datasets::list(pool, &id)?;
             if ctx.json {
@@ -664,9 +696,9 @@ fn dataset_cmd(ctx: &Ctx, pool: &Pool, cmd: DatasetCmd) -> Result<()> {
             }
             let rows = list
                 .into_iter()
-                .map(|d| vec![d.name, d.path])
+                .map(|d| vec![d.name, d.mountpoint.unwrap_or_else(|| "-".into()), d.path])
                 .collect::<Vec<_>>();
-            output::table(&["NAME", "PATH"], &rows);
+            output::table(&["NAME", "MOUNTPOINT", "PATH"], &rows);
         }
         DatasetCmd::Del { id, name } => datasets::delete(pool, &id, &name)?,
     }

@@ -8,5 +8,6 @@ mod faults;
 mod holes;
 mod hostile;
 mod netif;
+mod original;
 mod rawtar;
 mod support;
