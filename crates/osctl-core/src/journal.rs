@@ -30,6 +30,10 @@ pub struct ExportRecord {
     /// The export began to start the container again (`stopped` is still set).
     #[serde(default)]
     pub starting: bool,
+    /// The export began to freeze the container (`--freeze`) and has not
+    /// thawed it yet.
+    #[serde(default)]
+    pub frozen: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -10,6 +10,7 @@ use crate::error::Result;
 use crate::journal::{self, ExportRecord, ImportRecord, Record};
 use crate::lock::Lock;
 use crate::pool::Pool;
+use crate::runtime::Runtime;
 use crate::storage;
 
 /// Snapshot names our exports take.
@@ -68,6 +69,13 @@ fn undo_export(pool: &Pool, r: &ExportRecord, done: &mut Vec<String>) -> Result<
     if r.output.exists() {
         crate::fsutil::remove_file_if_exists(&r.output)?;
         done.push(format!("removed partial archive {}", r.output.display()));
+    }
+    if r.frozen && pool.ct_exists(&r.id) {
+        containers::runtime(pool).thaw(&r.id)?;
+        done.push(format!(
+            "thawed container '{}' (an export had frozen it)",
+            r.id
+        ));
     }
     if r.stopped && pool.ct_exists(&r.id) {
         containers::start_after_dead_export(pool, &r.id, r.starting)?;

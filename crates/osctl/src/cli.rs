@@ -267,6 +267,11 @@ enum CtCmd {
         /// Seconds a consistent export waits for the container to stop
         #[arg(long, default_value_t = 60)]
         stop_timeout: u64,
+        /// Consistent without a restart: freeze a running container for the
+        /// last snapshot instead of stopping it (crash-consistent, like a
+        /// power cut)
+        #[arg(long, conflicts_with_all = ["no_consistent", "single_layer"])]
+        freeze: bool,
         id: String,
         file: PathBuf,
     },
@@ -706,6 +711,7 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
             single_layer,
             force,
             stop_timeout,
+            freeze,
             id,
             file,
         } => {
@@ -724,6 +730,7 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
                 force,
                 progress: Progress::new(!ctx.quiet),
                 stop_timeout: Duration::from_secs(stop_timeout),
+                freeze,
             };
             export::export(&pool, &id, &file, &opts)?;
         }

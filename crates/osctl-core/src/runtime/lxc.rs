@@ -292,6 +292,23 @@ impl Runtime for Lxc {
         self.state(id)
     }
 
+    fn freeze(&self, id: &str) -> Result<()> {
+        self.tool("lxc-freeze", id)
+            .run()
+            .map(drop)
+            .ctx(|| format!("cannot freeze container '{id}'"))
+    }
+
+    fn thaw(&self, id: &str) -> Result<()> {
+        if self.state(id)? == CtState::Stopped {
+            return Ok(());
+        }
+        self.tool("lxc-unfreeze", id)
+            .run()
+            .map(drop)
+            .ctx(|| format!("cannot thaw container '{id}'"))
+    }
+
     fn exec(&self, id: &str, argv: &[String]) -> Result<i32> {
         if self.state(id)? != CtState::Running {
             return Err(not_running(id));

@@ -96,6 +96,11 @@ pub trait Runtime {
     /// Waits until the container is running or stopped (a start or stop
     /// under way goes on without its caller) and returns which.
     fn settle(&self, id: &str) -> Result<CtState>;
+    /// Freezes every process of a running container (cgroup freezer): a
+    /// pause without a shutdown, for a crash-consistent snapshot.
+    fn freeze(&self, id: &str) -> Result<()>;
+    /// Lets a frozen container run again; a container not frozen is fine.
+    fn thaw(&self, id: &str) -> Result<()>;
     /// Runs a command inside, with the caller's stdio; returns its exit code.
     fn exec(&self, id: &str, argv: &[String]) -> Result<i32>;
     /// Forgets the container (its runtime config).

@@ -441,6 +441,153 @@ fn consistent_export_of_running_container(kind: Kind) {
     pool.assert_clean();
 }
 
+/// Host pid of a running container's init, as LXC says: the same pid
+/// before and after an export means it was never restarted.
+fn init_pid(pool: &Pool, id: &str) -> String {
+    let lxc = pool.env.root().join("lxc").join(&pool.name);
+    let out = std::process::Command::new("lxc-info")
+        .args(["-n", id, "-P"])
+        .arg(&lxc)
+        .args(["-p", "-H"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `--freeze`: the last snapshot (dir: the last dump) is taken with the
+/// container frozen, not stopped; it runs on as the same processes, and the
+/// archive is crash-consistent.
+fn consistent_export_with_freeze(kind: Kind) {
+    require!(
+        can_run_containers(),
+        "needs root, LXC, uidmap and busybox-static"
+    );
+    let env = Env::new();
+    let Some(pool) = Pool::new(&env, kind) else {
+        return;
+    };
+    let root = env.writer_rootfs("writer");
+    pool.new_ct("busy", &root);
+    pool.ok(&["ct", "start", "busy"]);
+    wait_for_writes(&pool.rootfs("busy"));
+    let pid = init_pid(&pool, "busy");
+    assert!(!pid.is_empty());
+    let archive = env.path("busy.tar");
+    pool.export(&["--freeze"], "busy", &archive);
+    assert_eq!(pool.show("busy")["state"], "running");
+    assert_eq!(init_pid(&pool, "busy"), pid, "restarted, not frozen");
+    let names = tar_names(&archive);
+    assert!(
+        names.iter().any(|n| n.starts_with("rootfs/incremental.")),
+        "{names:?}"
+    );
+    pool.import("snap", &archive);
+    assert!(assert_consistent(&pool.rootfs("snap")) > 100);
+    // The writer goes on writing: it was thawed.
+    let log = pool.rootfs("busy").join("root/log");
+    let lines = || std::fs::read_to_string(&log).map_or(0, |l| l.lines().count());
+    let now = lines();
+    assert!(
+        wait_until(10, || lines() > now + 100),
+        "the container stayed frozen"
+    );
+}
+
+#[test]
+fn consistent_export_with_freeze_on_dir() {
+    consistent_export_with_freeze(Kind::Dir);
+}
+
+#[test]
+fn consistent_export_with_freeze_on_btrfs() {
+    consistent_export_with_freeze(Kind::Btrfs);
+}
+
+#[test]
+fn consistent_export_with_freeze_on_zfs() {
+    consistent_export_with_freeze(Kind::Zfs);
+}
+
+/// An export killed while the container is frozen leaves it frozen only
+/// until the next command replays the journal; one interrupted (SIGTERM)
+/// thaws it itself.
+#[test]
+fn a_frozen_container_is_always_thawed() {
+    require!(
+        can_run_containers(),
+        "needs root, LXC, uidmap and busybox-static"
+    );
+    let env = Env::new();
+    let Some(pool) = Pool::new(&env, Kind::Dir) else {
+        return;
+    };
+    let root = env.writer_rootfs("writer");
+    pool.new_ct("busy", &root);
+    pool.ok(&["ct", "start", "busy"]);
+    let log = pool.rootfs("busy").join("root/log");
+    wait_for_writes(&pool.rootfs("busy"));
+    let lines = || std::fs::read_to_string(&log).map_or(0, |l| l.lines().count());
+    let writes_on = || {
+        let now = lines();
+        wait_until(10, || lines() > now + 50)
+    };
+    let archive = env.path("busy.tar");
+    let export = |point: &str| {
+        pool.env
+            .cmd()
+            .env("OSCTL_FAILPOINT", point)
+            .args(["--pool", &pool.name, "ct", "export", "--freeze", "busy"])
+            .arg(&archive)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let killed = export("export-after-freeze").wait_with_output().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(killed.status.signal(), Some(9));
+    let now = lines();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        lines(),
+        now,
+        "the dead export's freeze holds until the replay"
+    );
+    pool.ok(&["ct", "ls"]);
+    assert!(writes_on(), "the replay did not thaw the container");
+    assert!(!archive.exists());
+
+    let paused = export("export-after-freeze:stop");
+    let stat = format!("/proc/{}/stat", paused.id());
+    let stopped = || {
+        std::fs::read_to_string(&stat).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('T')
+        })
+    };
+    assert!(wait_until(60, stopped));
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(paused.id() as i32, libc::SIGTERM);
+        libc::kill(paused.id() as i32, libc::SIGCONT);
+    }
+    let out = paused.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        writes_on(),
+        "the interrupted export left the container frozen"
+    );
+    assert!(!archive.exists());
+    assert_eq!(pool.show("busy")["state"], "running");
+}
+
 #[test]
 fn consistent_export_of_a_running_container_on_zfs() {
     consistent_export_of_running_container(Kind::Zfs);
