@@ -80,6 +80,15 @@ enum Command {
         #[arg(long)]
         drop_caches: bool,
     },
+    /// CPU seconds per GiB of the checksums.yml hashes (SHA-256 before,
+    /// BLAKE3 now) on generated data in memory, one core
+    Hash {
+        /// GiB hashed by each algorithm per run
+        #[arg(long, default_value_t = 2)]
+        gib: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Compress stdin to stdout with osctl's own gzip encoder (level 6, all
     /// cores): the encoder alone, for the "encoder" row
     Gzip {
@@ -131,6 +140,7 @@ fn real_main() -> Result<()> {
             runs,
             drop_caches,
         }) => scan_runs(&dir, runs, drop_caches),
+        Some(Command::Hash { gib, runs }) => hash_runs(gib, runs),
         Some(Command::Machine) => {
             print!("{}", report::machine());
             Ok(())
@@ -158,6 +168,27 @@ fn scan_runs(dir: &std::path::Path, runs: usize, drop_caches: bool) -> Result<()
             user - cpu_before.0,
             system - cpu_before.1
         );
+    }
+    Ok(())
+}
+
+fn hash_runs(gib: u64, runs: usize) -> Result<()> {
+    use osctl_core::archive::DigestAlgorithm;
+    let chunk: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for run in 1..=runs {
+        for algorithm in [DigestAlgorithm::Sha256, DigestAlgorithm::Blake3] {
+            let cpu_before = sys::cpu_secs();
+            let mut hasher = algorithm.hasher();
+            for _ in 0..gib << 10 {
+                hasher.update(&chunk);
+            }
+            std::hint::black_box(hasher.hex());
+            let (user, system) = sys::cpu_secs();
+            let per_gib = (user - cpu_before.0 + system - cpu_before.1) / gib as f64;
+            println!("run {run}: {}: {per_gib:.3} s of CPU per GiB", algorithm.name());
+        }
     }
     Ok(())
 }
