@@ -187,7 +187,10 @@ fn hash_runs(gib: u64, runs: usize) -> Result<()> {
             std::hint::black_box(hasher.hex());
             let (user, system) = sys::cpu_secs();
             let per_gib = (user - cpu_before.0 + system - cpu_before.1) / gib as f64;
-            println!("run {run}: {}: {per_gib:.3} s of CPU per GiB", algorithm.name());
+            println!(
+                "run {run}: {}: {per_gib:.3} s of CPU per GiB",
+                algorithm.name()
+            );
         }
     }
     Ok(())

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::process::Stdio;
 
 use super::hostile::set_ct_key;
-use super::support::{can_run_containers, is_root, set_mode, wait_until, Env};
+use super::support::{can_run_containers, is_root, set_mode, signal, stopped_at, wait_until, Env};
 use crate::require;
 
 /// Replaces the `init_cmd` of container `id` on disk with `argv`.
@@ -127,25 +127,9 @@ fn waiting_for_a_lock_says_who_holds_it() {
     // An import that stops before its commit, holding its container's lock.
     let archive = env.path("held.tar");
     env.ok(&["ct", "export", "held", archive.to_str().unwrap()]);
-    let mut holder = env
-        .cmd()
-        .env("OSCTL_FAILPOINT", "import-before-commit:stop")
-        .args(["ct", "import", "--as-id", "twin", archive.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stat = format!("/proc/{}/stat", holder.id());
-    let stopped = || {
-        std::fs::read_to_string(&stat).is_ok_and(|s| {
-            s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('T')
-        })
-    };
-    assert!(wait_until(60, stopped));
+    let mut cmd = env.cmd();
+    cmd.args(["ct", "import", "--as-id", "twin", archive.to_str().unwrap()]);
+    let holder = stopped_at(cmd, "import-before-commit");
     let out = env.run(&["--lock-timeout", "1", "ct", "del", "twin"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
@@ -175,9 +159,8 @@ fn waiting_for_a_lock_says_who_holds_it() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("longer than 1 s"));
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(holder.id() as i32, libc::SIGCONT) };
-    assert!(holder.wait().unwrap().success());
+    signal(&holder, libc::SIGCONT);
+    assert!(holder.wait_with_output().unwrap().status.success());
 }
 
 #[test]

@@ -13,8 +13,8 @@ use testkit::tree::{self, build_every_kind, Options, Precision};
 use testkit::zpool::{self, TestZpool};
 
 use super::support::{
-    assert_consistent, can_run_containers, is_root, make_busybox_rootfs, wait_for_writes,
-    wait_until, Env,
+    assert_consistent, can_run_containers, is_root, make_busybox_rootfs, signal, stopped_at,
+    wait_for_writes, wait_until, Env,
 };
 use crate::require;
 
@@ -556,23 +556,12 @@ fn a_frozen_container_is_always_thawed() {
     assert!(writes_on(), "the replay did not thaw the container");
     assert!(!archive.exists());
 
-    let paused = export("export-after-freeze:stop");
-    let stat = format!("/proc/{}/stat", paused.id());
-    let stopped = || {
-        std::fs::read_to_string(&stat).is_ok_and(|s| {
-            s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('T')
-        })
-    };
-    assert!(wait_until(60, stopped));
-    // SAFETY: kill(2) on our own child.
-    unsafe {
-        libc::kill(paused.id() as i32, libc::SIGTERM);
-        libc::kill(paused.id() as i32, libc::SIGCONT);
-    }
+    let mut cmd = pool.env.cmd();
+    cmd.args(["--pool", &pool.name, "ct", "export", "--freeze", "busy"])
+        .arg(&archive);
+    let paused = stopped_at(cmd, "export-after-freeze");
+    signal(&paused, libc::SIGTERM);
+    signal(&paused, libc::SIGCONT);
     let out = paused.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),

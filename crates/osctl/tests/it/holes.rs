@@ -2,11 +2,11 @@
 //! named after its number there; the ones not here live beside the backend
 //! or path they were found on (hostile.rs, backends.rs).
 
-use std::process::{Child, Stdio};
+use std::process::Child;
 
 use super::hostile::{refused, valid};
 use super::rawtar::Entry;
-use super::support::{is_root, wait_until, Env};
+use super::support::{is_root, signal, stopped_at, Env};
 use crate::require;
 
 /// The subuid and subgid lines a host range has.
@@ -79,37 +79,14 @@ fn hole_4_maps_onto_host_system_ids_or_too_large_are_refused() {
 /// Starts `osctl ct import FILE` in `env`, stopped at the point before its
 /// commit; returns it once it is stopped there.
 fn import_stopped_before_commit(env: &Env, file: &str) -> Child {
-    let child = env
-        .cmd()
-        .env("OSCTL_FAILPOINT", "import-before-commit:stop")
-        .args(["ct", "import", file])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stat = format!("/proc/{}/stat", child.id());
-    let stopped = || {
-        std::fs::read_to_string(&stat).is_ok_and(|s| {
-            s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('T')
-        })
-    };
-    assert!(
-        wait_until(60, stopped),
-        "the import never reached its commit"
-    );
-    child
+    let mut cmd = env.cmd();
+    cmd.args(["ct", "import", file]);
+    stopped_at(cmd, "import-before-commit")
 }
 
 /// Lets a stopped import go on; returns its exit code and stderr.
 fn resume(child: Child) -> (Option<i32>, String) {
-    // SAFETY: kill(2) on our own child.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGCONT);
-    }
+    signal(&child, libc::SIGCONT);
     let out = child.wait_with_output().unwrap();
     (
         out.status.code(),

@@ -348,6 +348,36 @@ pub fn make_busybox_rootfs(root: &Path, inittab: &str) {
     std::fs::write(root.join("etc/hostname"), "busybox\n").unwrap();
 }
 
+/// Starts `cmd` (an osctl command) with failpoint `point` set to stop it
+/// there (SIGSTOP), and returns it once it is stopped: for running another
+/// command at that moment of this one. Its stdout and stderr are piped.
+pub fn stopped_at(mut cmd: std::process::Command, point: &str) -> std::process::Child {
+    use std::process::Stdio;
+    let child = cmd
+        .env("OSCTL_FAILPOINT", format!("{point}:stop"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stat = format!("/proc/{}/stat", child.id());
+    let stopped = || {
+        std::fs::read_to_string(&stat).is_ok_and(|s| {
+            let after_name = s.rsplit(')').next().unwrap_or("");
+            after_name.trim_start().starts_with('T')
+        })
+    };
+    assert!(wait_until(60, stopped), "osctl never reached {point}");
+    child
+}
+
+/// Sends `signal` to a child (e.g. SIGCONT to one [`stopped_at`] a point).
+pub fn signal(child: &std::process::Child, signal: i32) {
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, signal);
+    }
+}
+
 /// Polls `f` until it holds or `secs` pass.
 pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
