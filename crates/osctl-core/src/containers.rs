@@ -137,7 +137,7 @@ fn fill_rootfs(rootfs: &Path, source: &RootfsSource) -> Result<()> {
 
 pub fn delete(pool: &Pool, id: &str, force: bool) -> Result<()> {
     let lock = pool.lock_ct(id)?;
-    pool.ct_unvalidated(id)?;
+    let cfg = pool.ct_unvalidated(id)?;
     let rt = runtime(pool);
     let state = rt.state(id)?;
     if state.is_up() {
@@ -148,6 +148,7 @@ pub fn delete(pool: &Pool, id: &str, force: bool) -> Result<()> {
         }
         rt.stop(id, Duration::from_secs(0))?;
     }
+    crate::resources::release(pool, id, &cfg.group);
     destroy_locked(pool, id)?;
     pool.unlock_ct(id, lock)
 }
@@ -181,7 +182,8 @@ pub fn start_locked(pool: &Pool, id: &str) -> Result<()> {
         }
     }
     pool.storage.mount(id)?;
-    let spec = run_spec(pool, id, &cfg)?;
+    let mut spec = run_spec(pool, id, &cfg)?;
+    spec.resources = crate::resources::prepare_start(pool, id, &cfg)?;
     rt.start(&spec)
 }
 
@@ -227,6 +229,7 @@ fn run_spec(pool: &Pool, id: &str, cfg: &ContainerConfig) -> Result<RunSpec> {
         mounts: mount_specs(cfg)?,
         raw_lxc: cfg.raw_lxc(),
         log_file: log_file(pool, id),
+        resources: Vec::new(),
     })
 }
 
@@ -277,8 +280,10 @@ fn lacks_idmapped_mounts(path: &Path) -> Result<Option<&'static str>> {
 
 pub fn stop(pool: &Pool, id: &str, timeout: Duration) -> Result<()> {
     let _lock = pool.lock_ct(id)?;
-    pool.ct_unvalidated(id)?;
-    runtime(pool).stop(id, timeout)
+    let cfg = pool.ct_unvalidated(id)?;
+    runtime(pool).stop(id, timeout)?;
+    crate::resources::release(pool, id, &cfg.group);
+    Ok(())
 }
 
 pub fn restart(pool: &Pool, id: &str, timeout: Duration) -> Result<()> {

@@ -24,6 +24,7 @@ pub mod names;
 pub mod pool;
 pub mod progress;
 pub mod recovery;
+pub mod resources;
 pub mod runtime;
 pub mod storage;
 pub mod subid;

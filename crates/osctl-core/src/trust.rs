@@ -12,7 +12,7 @@ use crate::model::{ContainerConfig, GroupConfig};
 
 /// Character devices every container may have: null, zero, full, random,
 /// urandom, tty, console, ptmx, pts, tun, fuse.
-const DEFAULT_DEVICES: &[(char, u32, Option<u32>)] = &[
+pub(crate) const DEFAULT_DEVICES: &[(char, u32, Option<u32>)] = &[
     ('c', 1, Some(3)),
     ('c', 1, Some(5)),
     ('c', 1, Some(7)),

@@ -1,0 +1,151 @@
+//! Our cgroup directories: where a pool's groups and containers are in each
+//! hierarchy, creating them (with v2's controller delegation), writing
+//! limits into them, and removing them when they are no longer used.
+//!
+//! Below the base LXC uses (PID 1's cgroup), a host's cgroups are
+//! `<root>/pool.<pool>/group.<a>/group.<b>/ct.<id>`, as osctld lays them out;
+//! LXC puts `lxc.payload.<id>` and `lxc.monitor.<id>` into `ct.<id>`
+//! (`lxc.cgroup.dir`), so every group above limits the container.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::cgparams::{Version, Write};
+use super::hierarchy::{Hierarchies, Mount};
+use crate::error::{Error, Result};
+use crate::host::{Host, DEFAULT_ROOT};
+
+/// The top cgroup of a host's state: `osctl` for `/var/lib/osctl`, else
+/// `osctl-` and a digest of `OSCTL_ROOT`, so hosts side by side (tests)
+/// keep apart.
+pub fn root_name(host: &Host) -> String {
+    if host.root() == Path::new(DEFAULT_ROOT) {
+        return "osctl".into();
+    }
+    let digest = Sha256::digest(host.root().as_os_str().as_encoded_bytes());
+    let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("osctl-{hex}")
+}
+
+pub fn pool_rel(host: &Host, pool: &str) -> String {
+    format!("{}/pool.{pool}", root_name(host))
+}
+
+/// A group's cgroup, relative to the base. Names were checked by `names.rs`.
+pub fn group_rel(host: &Host, pool: &str, group: &str) -> String {
+    let mut rel = pool_rel(host, pool);
+    for part in group.split('/').filter(|p| !p.is_empty()) {
+        rel.push_str("/group.");
+        rel.push_str(part);
+    }
+    rel
+}
+
+pub fn ct_rel(host: &Host, pool: &str, group: &str, id: &str) -> String {
+    format!("{}/ct.{id}", group_rel(host, pool, group))
+}
+
+fn io_err(what: String, e: std::io::Error) -> Error {
+    Error::io(what, e)
+}
+
+/// Creates `rel` in a hierarchy. On v2 the controllers of `writes` are
+/// enabled in every cgroup above it first: a cgroup has a controller's files
+/// only when its parent delegates the controller.
+pub fn ensure_dir(mount: &Mount, rel: &str, controllers: &[&str]) -> Result<PathBuf> {
+    let target = Hierarchies::dir(mount, rel);
+    if mount.version == Version::V1 {
+        std::fs::create_dir_all(&target)
+            .map_err(|e| io_err(format!("cannot create cgroup {}", target.display()), e))?;
+        return Ok(target);
+    }
+    let mut cur = Hierarchies::dir(mount, "");
+    for part in rel.split('/').filter(|p| !p.is_empty()) {
+        delegate(&cur, controllers)?;
+        cur.push(part);
+        match std::fs::create_dir(&cur) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(format!("cannot create cgroup {}", cur.display()), e)),
+        }
+    }
+    Ok(target)
+}
+
+/// Enables the controllers a cgroup has in its `cgroup.subtree_control`.
+fn delegate(dir: &Path, controllers: &[&str]) -> Result<()> {
+    let have = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+    let enabled = std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+    let missing: Vec<String> = controllers
+        .iter()
+        .filter(|c| have.split_whitespace().any(|h| h == **c))
+        .filter(|c| !enabled.split_whitespace().any(|h| h == **c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let file = dir.join("cgroup.subtree_control");
+    std::fs::write(&file, missing.join(" ")).map_err(|e| {
+        io_err(
+            format!("cannot enable {} in {}", missing.join(" "), file.display()),
+            e,
+        )
+    })
+}
+
+/// Writes limits into a cgroup directory. A write the kernel refuses is tried
+/// once more after the others: on v1, memory may only be raised above
+/// memory+swap after that was raised, and the other way round when lowering.
+pub fn apply(dir: &Path, writes: &[Write], owner: &str) -> Result<()> {
+    let failed: Vec<&Write> = writes
+        .iter()
+        .filter(|w| std::fs::write(dir.join(w.file), &w.value).is_err())
+        .collect();
+    for w in failed {
+        let file = dir.join(w.file);
+        if let Err(e) = std::fs::write(&file, &w.value) {
+            let e = if e.kind() == ErrorKind::NotFound {
+                std::io::Error::new(
+                    ErrorKind::NotFound,
+                    "no such file: this host's kernel does not offer it",
+                )
+            } else {
+                e
+            };
+            return Err(io_err(
+                format!(
+                    "{owner}: cannot set {} to {} in {}",
+                    w.file,
+                    w.value,
+                    file.display()
+                ),
+                e,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Removes a cgroup and the empty cgroups below it (LXC leaves `lxc.pivot`
+/// behind). A cgroup with processes stays: the kernel refuses to remove it.
+pub fn remove_tree(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_tree(&entry.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// Removes `rel` wherever it is, as far as it is unused.
+pub fn remove_everywhere(h: &Hierarchies, rel: &str) {
+    for dir in h.all_dirs(rel) {
+        remove_tree(&dir);
+    }
+}
