@@ -51,7 +51,7 @@ fn entry_param(entry: &Value) -> Option<CgParam> {
 }
 
 impl CgChange {
-    fn apply(&self, list: &mut Vec<Value>, owner: &str) -> Result<()> {
+    pub(crate) fn apply(&self, list: &mut Vec<Value>, owner: &str) -> Result<()> {
         match self {
             CgChange::Set(new) => {
                 for p in new {

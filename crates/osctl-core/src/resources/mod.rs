@@ -13,6 +13,7 @@
 //! `live.rs` changes them on running containers. `docs/resources.md` says
 //! which parameters translate between the versions.
 
+pub mod carry;
 pub mod cgparams;
 pub mod cgroupfs;
 pub mod devices;
