@@ -184,7 +184,11 @@ pub fn start_locked(pool: &Pool, id: &str) -> Result<()> {
     pool.storage.mount(id)?;
     let mut spec = run_spec(pool, id, &cfg)?;
     spec.resources = crate::resources::prepare_start(pool, id, &cfg)?;
-    rt.start(&spec)
+    rt.start(&spec).inspect_err(|_| {
+        if rt.state(id).is_ok_and(|s| s == CtState::Stopped) {
+            crate::resources::release(pool, id, &cfg.group);
+        }
+    })
 }
 
 /// Runs a container again that a dead export was stopping or starting. LXC

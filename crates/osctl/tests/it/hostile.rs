@@ -136,7 +136,7 @@ fn subid_lines(env: &Env) -> Vec<String> {
 /// The archives here map host ids from 3900000000 and [`refused`] watches
 /// those lines of /etc/subuid: tests that import them take turns, or one's
 /// import would look like another's leftover.
-fn take_turn() -> MutexGuard<'static, ()> {
+pub(super) fn take_turn() -> MutexGuard<'static, ()> {
     static TURN: Mutex<()> = Mutex::new(());
     TURN.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -8,4 +8,5 @@ mod faults;
 mod holes;
 mod hostile;
 mod rawtar;
+mod resources;
 mod support;
