@@ -149,3 +149,91 @@ pub fn remove_everywhere(h: &Hierarchies, rel: &str) {
         remove_tree(&dir);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::cgparams::Controller;
+
+    /// A v2 hierarchy's root as files: what the kernel offers, and what it
+    /// delegates (children get their `cgroup.controllers` from it).
+    fn fake_v2(root: &Path) -> Mount {
+        std::fs::write(
+            root.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("cgroup.subtree_control"), "cpu\n").unwrap();
+        Mount {
+            path: root.to_path_buf(),
+            version: Version::V2,
+            controllers: vec!["cpu".into(), "io".into(), "memory".into(), "pids".into()],
+            base: String::new(),
+        }
+    }
+
+    #[test]
+    fn v2_groups_get_their_controllers_delegated() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mount = fake_v2(tmp.path());
+        let dir = ensure_dir(&mount, "osctl/pool.p/group.a", &["memory", "pids"]).unwrap();
+        assert_eq!(dir, tmp.path().join("osctl/pool.p/group.a"));
+        assert!(dir.is_dir());
+        // The root delegates what was missing; `cpu` was there already.
+        let root = std::fs::read_to_string(tmp.path().join("cgroup.subtree_control")).unwrap();
+        assert_eq!(root, "+memory +pids");
+        let writes = [Write {
+            controller: Controller::Memory,
+            version: Version::V2,
+            file: "memory.max",
+            value: "67108864".into(),
+        }];
+        apply(&dir, &writes, "group '/a'").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("memory.max")).unwrap(),
+            "67108864"
+        );
+    }
+
+    #[test]
+    fn v1_dirs_and_errors_name_the_owner() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mount = Mount {
+            path: tmp.path().join("memory"),
+            version: Version::V1,
+            controllers: vec!["memory".into()],
+            base: "init".into(),
+        };
+        let dir = ensure_dir(&mount, "osctl/ct.a", &["memory"]).unwrap();
+        assert_eq!(dir, tmp.path().join("memory/init/osctl/ct.a"));
+        let writes = [Write {
+            controller: Controller::Memory,
+            version: Version::V1,
+            file: "no/such/file",
+            value: "1".into(),
+        }];
+        let e = apply(&dir, &writes, "group '/a'").unwrap_err().to_string();
+        assert!(
+            e.starts_with("group '/a': cannot set no/such/file to 1"),
+            "{e}"
+        );
+        assert!(e.contains("does not offer it"), "{e}");
+        remove_tree(&tmp.path().join("memory/init/osctl"));
+        assert!(!tmp.path().join("memory/init/osctl").exists());
+    }
+
+    #[test]
+    fn hosts_side_by_side_keep_apart() {
+        assert_eq!(root_name(&Host::at(DEFAULT_ROOT)), "osctl");
+        let a = Host::at("/tmp/a");
+        assert_ne!(root_name(&a), root_name(&Host::at("/tmp/b")));
+        assert_eq!(
+            ct_rel(&a, "tank", "/web/front", "c1"),
+            format!("{}/pool.tank/group.web/group.front/ct.c1", root_name(&a))
+        );
+        assert_eq!(
+            group_rel(&a, "tank", "/"),
+            format!("{}/pool.tank", root_name(&a))
+        );
+    }
+}

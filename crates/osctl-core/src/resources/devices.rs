@@ -304,6 +304,37 @@ pub fn is_default(dev: &Device) -> bool {
     })
 }
 
+/// Character devices LXC's autodev makes in a container's /dev itself
+/// (null, zero, full, random, urandom, tty, console, ptmx, pts).
+const AUTODEV: &[(u32, Num)] = &[
+    (1, Num::N(3)),
+    (1, Num::N(5)),
+    (1, Num::N(7)),
+    (1, Num::N(8)),
+    (1, Num::N(9)),
+    (5, Num::N(0)),
+    (5, Num::N(1)),
+    (5, Num::N(2)),
+    (136, Num::Any),
+];
+
+/// True when the host's `name` is itself (not a link to) a device node of
+/// `kind` whose numbers the entry covers.
+pub fn host_node_is(name: &str, kind: DevType, major: Num, minor: Num) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(meta) = std::fs::symlink_metadata(name) else {
+        return false;
+    };
+    let ft = meta.file_type();
+    let kind_ok = match kind {
+        DevType::Char => ft.is_char_device(),
+        DevType::Block => ft.is_block_device(),
+    };
+    let rdev = meta.rdev();
+    let (maj, min) = (rustix::fs::major(rdev), rustix::fs::minor(rdev));
+    kind_ok && major.covers(Num::N(maj)) && minor.covers(Num::N(min))
+}
+
 /// Who granted an entry of a policy.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Grant {
@@ -388,25 +419,29 @@ impl Policy {
             .collect()
     }
 
-    /// LXC lines: deny everything, allow the entries, bind-mount named nodes
-    /// the defaults do not provide (LXC's autodev makes those).
-    pub fn lxc_lines(&self, version: Version) -> Vec<(String, String)> {
+    /// LXC lines: deny everything, allow the entries, and bind-mount each
+    /// named node LXC's autodev does not make, when `node_is` says the
+    /// host's node of that name is the device granted (a name cannot bring
+    /// in another device than its entry's).
+    pub fn lxc_lines(
+        &self,
+        version: Version,
+        node_is: impl Fn(&str, DevType, Num, Num) -> bool,
+    ) -> Vec<(String, String)> {
         let key = |what: &str| match version {
             Version::V1 => format!("lxc.cgroup.devices.{what}"),
             Version::V2 => format!("lxc.cgroup2.devices.{what}"),
         };
         let mut out = vec![(key("deny"), "a".to_string())];
         out.extend(self.rules().into_iter().map(|r| (key("allow"), r)));
-        for ((kind, maj, min), e) in &self.entries {
-            let granted = Device {
-                kind: *kind,
-                major: *maj,
-                minor: *min,
-                mode: e.mode,
-                name: None,
-                inherit: true,
+        for (&(kind, maj, min), e) in &self.entries {
+            let Some(name) = e.name.as_deref() else {
+                continue;
             };
-            if let Some(name) = e.name.as_deref().filter(|_| !is_default(&granted)) {
+            let autodev = AUTODEV
+                .iter()
+                .any(|&(a, b)| kind == DevType::Char && maj == Num::N(a) && b.covers(min));
+            if !autodev && node_is(name, kind, maj, min) {
                 let target = name.trim_start_matches('/');
                 out.push((
                     "lxc.mount.entry".into(),
@@ -485,7 +520,7 @@ mod tests {
         let group = vec![kvm.clone(), private];
         let own = vec![dev("char", "10", "232", "m")];
         let p = Policy::build([("/g", group.as_slice())], &own);
-        let lines = p.lxc_lines(Version::V1);
+        let lines = p.lxc_lines(Version::V1, |_, _, _, _| true);
         assert_eq!(lines[0], ("lxc.cgroup.devices.deny".into(), "a".into()));
         let rules = p.rules();
         assert!(rules.contains(&"c 10:232 rwm".to_string()), "{rules:?}");
@@ -499,14 +534,72 @@ mod tests {
             "lxc.mount.entry".into(),
             "/dev/kvm dev/kvm none bind,optional,create=file 0 0".into()
         )));
-        let v2 = p.lxc_lines(Version::V2);
+        let v2 = p.lxc_lines(Version::V2, |_, _, _, _| false);
         assert!(v2.iter().all(|(k, _)| !k.starts_with("lxc.cgroup.")));
+        assert!(v2.iter().all(|(k, _)| k != "lxc.mount.entry"), "{v2:?}");
+        // Nodes autodev makes are not bound; tun and fuse are.
+        let named = |maj, min, name| parse("char", maj, min, "rwm", Some(name)).unwrap();
+        let tun = Policy::build(
+            [],
+            &[
+                named("1", "3", "/dev/null"),
+                named("10", "200", "/dev/net/tun"),
+            ],
+        );
+        let mounts: Vec<String> = tun
+            .lxc_lines(Version::V1, |_, _, _, _| true)
+            .into_iter()
+            .filter(|(k, _)| k == "lxc.mount.entry")
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(
+            mounts,
+            ["/dev/net/tun dev/net/tun none bind,optional,create=file 0 0"]
+        );
         let grant = p
             .grants()
             .into_iter()
             .find(|g| g.major == "10" && g.minor == "232")
             .unwrap();
         assert_eq!(grant.source, "container");
+    }
+
+    #[test]
+    fn host_nodes_must_be_the_device_granted() {
+        assert!(host_node_is(
+            "/dev/null",
+            DevType::Char,
+            Num::N(1),
+            Num::N(3)
+        ));
+        assert!(host_node_is(
+            "/dev/null",
+            DevType::Char,
+            Num::N(1),
+            Num::Any
+        ));
+        assert!(!host_node_is(
+            "/dev/null",
+            DevType::Char,
+            Num::N(1),
+            Num::N(5)
+        ));
+        assert!(!host_node_is(
+            "/dev/null",
+            DevType::Block,
+            Num::N(1),
+            Num::N(3)
+        ));
+        assert!(!host_node_is(
+            "/dev/nonexistent",
+            DevType::Char,
+            Num::Any,
+            Num::Any
+        ));
+        assert!(
+            !host_node_is("/dev/fd", DevType::Char, Num::Any, Num::Any),
+            "a link"
+        );
     }
 
     #[test]

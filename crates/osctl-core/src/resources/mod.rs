@@ -194,7 +194,7 @@ pub fn prepare_start(
             "{me}: this host has no cgroup device controller to confine it with"
         ))
     })?;
-    lines.extend(policy(&chain, &own).lxc_lines(version));
+    lines.extend(policy(&chain, &own).lxc_lines(version, devices::host_node_is));
     lines.extend(own.prlimits.iter().map(PrLimit::lxc_line));
     Ok(lines)
 }
