@@ -391,13 +391,9 @@ fn limits_of_an_archive_of_the_original_come_along_and_hold() {
     assert_eq!(own.as_array().unwrap().len(), 1, "{own}");
 }
 
-#[test]
-fn hostile_resource_values_are_refused_in_one_line() {
-    require!(can_run_containers(), "needs root, LXC and busybox");
-    let env = Env::new();
-    env.busybox_ct("h");
-    let hook = "1\nlxc.hook.pre-start = /bin/sh -c 'touch /tmp/osctl-escaped'";
-    for (args, expect) in [
+/// Commands with hostile values, and what their usage error must mention.
+fn cli_cases(hook: &str) -> Vec<(Vec<&str>, &'static str)> {
+    vec![
         (
             vec!["ct", "cgparams", "set", "h", "memory.limit_in_bytes", hook],
             "size",
@@ -470,7 +466,16 @@ fn hostile_resource_values_are_refused_in_one_line() {
             vec!["ct", "devices", "add", "h", "char", "4096", "3", "r"],
             "major",
         ),
-    ] {
+    ]
+}
+
+#[test]
+fn hostile_resource_values_are_refused_in_one_line() {
+    require!(can_run_containers(), "needs root, LXC and busybox");
+    let env = Env::new();
+    env.busybox_ct("h");
+    let hook = "1\nlxc.hook.pre-start = /bin/sh -c 'touch /tmp/osctl-escaped'";
+    for (args, expect) in cli_cases(hook) {
         let err = env.fails(&args, 2);
         assert!(err.contains(expect), "{args:?}: {err}");
     }
@@ -485,7 +490,14 @@ fn hostile_resource_values_are_refused_in_one_line() {
         env.json(&["ct", "prlimits", "ls", "h"]),
         serde_json::json!([])
     );
+}
 
+#[test]
+fn a_hostile_value_in_a_pool_config_stops_the_start() {
+    require!(can_run_containers(), "needs root, LXC and busybox");
+    let env = Env::new();
+    env.busybox_ct("h");
+    let hook = "1\nlxc.hook.pre-start = /bin/sh -c 'touch /tmp/osctl-escaped'";
     // Written into the pool's config by hand, a start refuses it: no hook runs.
     let conf = env.root().join("pools/default/conf/ct/h.yml");
     let text = std::fs::read_to_string(&conf).unwrap();
@@ -507,12 +519,14 @@ fn hostile_resource_values_are_refused_in_one_line() {
     env.ok(&["ct", "start", "h"]);
 }
 
-#[test]
-fn hostile_archives_with_resources_are_refused_and_leave_nothing() {
-    require!(super::support::is_root(), "needs root (owners, subuid)");
-    let _turn = take_turn();
-    let env = Env::new();
-    env.ok(&["pool", "ls"]);
+/// Archives spoiled in their resources: name, archive, import options, and
+/// what the error must mention.
+fn archive_cases() -> Vec<(
+    &'static str,
+    super::hostile::Parts,
+    Vec<&'static str>,
+    &'static str,
+)> {
     let ct = |extra: &str| {
         valid().with(|p| {
             let c = p.container.take().unwrap();
@@ -522,7 +536,7 @@ fn hostile_archives_with_resources_are_refused_and_leave_nothing() {
     let group =
         |extra: &str| valid().with(|p| p.group = Some(format!("---\n{extra}attrs: {{}}\n")));
     let newline = "cgparams:\n- {version: 1, name: memory.limit_in_bytes, value: [\"1\\nlxc.hook.mount = /bin/sh\"]}\n";
-    let cases = [
+    vec![
         ("cg-newline", ct(newline), vec![], "cgparams[0]"),
         (
             "cg-unknown",
@@ -587,7 +601,16 @@ fn hostile_archives_with_resources_are_refused_and_leave_nothing() {
             vec![],
             "--as-group",
         ),
-    ];
+    ]
+}
+
+#[test]
+fn hostile_archives_with_resources_are_refused_and_leave_nothing() {
+    require!(super::support::is_root(), "needs root (owners, subuid)");
+    let _turn = take_turn();
+    let env = Env::new();
+    env.ok(&["pool", "ls"]);
+    let cases = archive_cases();
     let mut problems = Vec::new();
     for (name, parts, args, expect) in &cases {
         problems.extend(refused(&env, name, &parts.build(), args, expect));
