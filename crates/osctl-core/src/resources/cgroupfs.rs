@@ -96,35 +96,40 @@ fn delegate(dir: &Path, controllers: &[&str]) -> Result<()> {
     })
 }
 
+/// Refuses writes whose file the cgroup lacks: the kernel does not offer
+/// it (cgroup files cannot be created, and writing a missing one fails with
+/// a misleading "permission denied").
+pub fn check_offered(dir: &Path, writes: &[Write], owner: &str) -> Result<()> {
+    match writes.iter().find(|w| !dir.join(w.file).exists()) {
+        Some(w) => Err(Error::Refused(format!(
+            "{owner}: {} cannot be set: this host's kernel does not offer it (no {})",
+            w.file,
+            dir.join(w.file).display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Writes limits into a cgroup directory. A write the kernel refuses is tried
 /// once more after the others: on v1, memory may only be raised above
 /// memory+swap after that was raised, and the other way round when lowering.
 pub fn apply(dir: &Path, writes: &[Write], owner: &str) -> Result<()> {
+    check_offered(dir, writes, owner)?;
     let failed: Vec<&Write> = writes
         .iter()
         .filter(|w| std::fs::write(dir.join(w.file), &w.value).is_err())
         .collect();
     for w in failed {
         let file = dir.join(w.file);
-        if let Err(e) = std::fs::write(&file, &w.value) {
-            let e = if e.kind() == ErrorKind::NotFound {
-                std::io::Error::new(
-                    ErrorKind::NotFound,
-                    "no such file: this host's kernel does not offer it",
-                )
-            } else {
-                e
-            };
-            return Err(io_err(
-                format!(
-                    "{owner}: cannot set {} to {} in {}",
-                    w.file,
-                    w.value,
-                    file.display()
-                ),
-                e,
-            ));
-        }
+        std::fs::write(&file, &w.value).map_err(|e| {
+            let what = format!(
+                "{owner}: cannot set {} to {} in {}",
+                w.file,
+                w.value,
+                file.display()
+            );
+            io_err(what, e)
+        })?;
     }
     Ok(())
 }
@@ -188,6 +193,12 @@ mod tests {
             file: "memory.max",
             value: "67108864".into(),
         }];
+        assert!(
+            apply(&dir, &writes, "group '/a'").is_err(),
+            "not offered yet"
+        );
+        // The kernel makes the file once the controller is delegated.
+        std::fs::write(dir.join("memory.max"), "max").unwrap();
         apply(&dir, &writes, "group '/a'").unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.join("memory.max")).unwrap(),
@@ -214,7 +225,7 @@ mod tests {
         }];
         let e = apply(&dir, &writes, "group '/a'").unwrap_err().to_string();
         assert!(
-            e.starts_with("group '/a': cannot set no/such/file to 1"),
+            e.starts_with("group '/a': no/such/file cannot be set"),
             "{e}"
         );
         assert!(e.contains("does not offer it"), "{e}");

@@ -8,7 +8,7 @@ use super::cgparams::{self, CgParam, Limits, Write};
 use super::devices::{self, Device, Policy};
 use super::hierarchy::{self, Hierarchies, Mount};
 use super::prlimits::{self, PrLimit};
-use super::{cgroupfs, chain, host_version, host_writes, policy, Settings};
+use super::{cgroupfs, chain, check_offered, host_version, host_writes, policy, Settings};
 use crate::containers::runtime;
 use crate::error::{Error, Result};
 use crate::pool::Pool;
@@ -137,7 +137,7 @@ pub fn ct_cgparams(pool: &Pool, id: &str, change: &CgChange) -> Result<Effect> {
     change.apply(&mut cfg.cgparams, &owner)?;
     let params = cgparams::list_from_config("", &cfg.cgparams).map_err(|e| e.context(&owner))?;
     let limits = Limits::resolve(&params, host_version(&h)).map_err(|e| e.context(&owner))?;
-    host_writes(&h, &limits, &owner)?;
+    check_offered(pool, &h, &cfg.group, &limits, &owner)?;
     pool.save_ct(id, &cfg)?;
     let changes = diff(&old, &writes_of(&h, &cfg.cgparams));
     if changes.is_empty() {
@@ -209,7 +209,7 @@ pub fn group_cgparams(pool: &Pool, path: &str, change: &CgChange) -> Result<Effe
     change.apply(&mut cfg.cgparams, &owner)?;
     let params = cgparams::list_from_config("", &cfg.cgparams).map_err(|e| e.context(&owner))?;
     let limits = Limits::resolve(&params, host_version(&h)).map_err(|e| e.context(&owner))?;
-    host_writes(&h, &limits, &owner)?;
+    check_offered(pool, &h, path, &limits, &owner)?;
     pool.save_group(path, &cfg)?;
     let rel = cgroupfs::group_rel(&pool.host, &pool.name, path);
     let mut applied = false;

@@ -117,6 +117,27 @@ fn host_writes<'h>(
         .collect()
 }
 
+/// Refuses limits of `owner` this host's kernel does not offer, looked up
+/// in the cgroup of `group` (made if missing, as LXC would make it).
+pub(crate) fn check_offered(
+    pool: &Pool,
+    h: &Hierarchies,
+    group: &str,
+    limits: &Limits,
+    owner: &str,
+) -> Result<()> {
+    let rel = cgroupfs::group_rel(&pool.host, &pool.name, group);
+    for (mount, writes) in host_writes(h, limits, owner)? {
+        let ctrls: Vec<&str> = writes
+            .iter()
+            .map(|w| w.controller.name(mount.version))
+            .collect();
+        let dir = cgroupfs::ensure_dir(mount, &rel, &ctrls)?;
+        cgroupfs::check_offered(&dir, &writes, owner)?;
+    }
+    Ok(())
+}
+
 /// On cgroup v1 a cgroup's CPU quota may not exceed its parent's (the
 /// kernel refuses it; v2 takes the tighter by itself): the tighter wins.
 fn clamp_cpu(limits: &mut Limits, above: Option<CpuMax>, on_v1: bool) {
@@ -186,6 +207,7 @@ pub fn prepare_start(
     let mut limits =
         Limits::resolve(&own.cgparams, host_version(&h)).map_err(|e| e.context(&me))?;
     clamp_cpu(&mut limits, above, cpu_v1);
+    check_offered(pool, &h, &cfg.group, &limits, &me)?;
     for (_, writes) in host_writes(&h, &limits, &me)? {
         lines.extend(writes.iter().map(|w| (w.lxc_key(), w.value.clone())));
     }

@@ -481,6 +481,26 @@ fn hostile_resource_values_are_refused_in_one_line() {
     }
     let err = env.fails(&["ct", "prlimits", "set", "h", "nofile", "99999999999"], 1);
     assert!(err.contains("fs.nr_open"), "{err}");
+    // A weight the kernel does not offer here (no BFQ, no io.cost) is
+    // refused when set, not at the next start.
+    let out = env.run(&["ct", "cgparams", "set", "h", "blkio.weight", "500"]);
+    let offered = group_dir(&env, "/default", Controller::Io).join(
+        match Hierarchies::detect().unwrap().version_of(Controller::Io) {
+            Some(Version::V1) => "blkio.weight",
+            _ => "io.weight",
+        },
+    );
+    if offered.exists() {
+        assert!(out.status.success());
+        env.ok(&["ct", "cgparams", "unset", "h", "blkio.weight"]);
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("does not offer it") && err.lines().count() == 1,
+            "{err}"
+        );
+    }
     // Nothing of it was kept.
     assert_eq!(
         env.json(&["ct", "cgparams", "ls", "h"]),
