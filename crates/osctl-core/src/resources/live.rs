@@ -141,7 +141,9 @@ pub fn ct_cgparams(pool: &Pool, id: &str, change: &CgChange) -> Result<Effect> {
     pool.save_ct(id, &cfg)?;
     let changes = diff(&old, &writes_of(&h, &cfg.cgparams));
     if changes.is_empty() {
-        return Ok(Effect::Now(format!("{owner}: nothing changed")));
+        return Ok(Effect::Now(format!(
+            "{owner}: saved; this host's cgroups stay as they are"
+        )));
     }
     let rt = runtime(pool);
     if rt.state(id)? != CtState::Running {
