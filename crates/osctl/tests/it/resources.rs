@@ -636,20 +636,28 @@ fn hostile_archives_with_resources_are_refused_and_leave_nothing() {
         problems.extend(refused(&env, name, &parts.build(), args, expect));
     }
     assert!(problems.is_empty(), "{problems:#?}");
-    // With --trusted the missing parent is created too.
+    // With --trusted the missing parent is created too; an import killed
+    // after creating them leaves neither behind.
     let file = env.path("parent.tar");
     std::fs::write(&file, cases[10].1.build()).unwrap();
-    env.ok(&["ct", "import", "--trusted", file.to_str().unwrap()]);
-    let groups = env.json(&["group", "ls"]);
-    let names: Vec<&str> = groups
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| g["name"].as_str().unwrap())
-        .collect();
-    assert!(
-        names.contains(&"/gone") && names.contains(&"/gone/sub"),
-        "{names:?}"
-    );
+    let args = ["ct", "import", "--trusted", file.to_str().unwrap()];
+    let out = env
+        .cmd()
+        .env("OSCTL_FAILPOINT", "import-after-accounts")
+        .args(args)
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(9), "died at the failpoint");
+    let groups = || -> Vec<String> {
+        let list = env.json(&["group", "ls"]);
+        let names = list.as_array().unwrap().iter();
+        names
+            .map(|g| g["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(groups(), ["/", "/default"], "recovered by the next command");
+    env.ok(&args);
+    assert_eq!(groups(), ["/", "/default", "/gone", "/gone/sub"]);
     env.ok(&["ct", "del", "victim"]);
 }
