@@ -389,6 +389,18 @@ fn stop_own_zfs_fuse(wd: &Workdir) {
     let _ = fs::remove_file(pidfile);
 }
 
+/// User and system CPU seconds this process used so far.
+pub fn cpu_secs() -> (f64, f64) {
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(usage.ru_utime), secs(usage.ru_stime))
+}
+
 /// Drops the kernel's page, dentry and inode caches (root only).
 pub fn drop_caches() -> Result<()> {
     sync_all();

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cmd::Cmd;
+use crate::datasets;
 use crate::error::{Context, Error, Result};
 use crate::idmap::IdMap;
 use crate::model::{grammar, ContainerConfig};
@@ -73,18 +74,7 @@ pub fn create(pool: &Pool, new: &NewContainer) -> Result<()> {
     }
     pool.user(&new.user)?;
     pool.group(&new.group)?;
-    match &new.source {
-        RootfsSource::Dir(d) if !d.is_dir() => {
-            return Err(Error::NotFound(format!(
-                "directory {} not found",
-                d.display()
-            )))
-        }
-        RootfsSource::Tar(f) if !f.is_file() => {
-            return Err(Error::NotFound(format!("file {} not found", f.display())))
-        }
-        _ => {}
-    }
+    check_source(&new.source)?;
     pool.storage.create(&new.id, "")?;
     let built = (|| {
         fill_rootfs(&pool.storage.rootfs(&new.id), &new.source)?;
@@ -104,6 +94,37 @@ pub fn create(pool: &Pool, new: &NewContainer) -> Result<()> {
         return Err(e.context(format!("container '{}'", new.id)));
     }
     Ok(())
+}
+
+/// Refuses a source that is missing or not what its option says.
+fn check_source(source: &RootfsSource) -> Result<()> {
+    use crate::archive::sniff::{sniff_file, Sniffed};
+    match source {
+        RootfsSource::Dir(d) if d.is_file() => Err(Error::Invalid(format!(
+            "{} is a file, not a directory (for a tarball, use --from-tar)",
+            d.display()
+        ))),
+        RootfsSource::Dir(d) if !d.is_dir() => Err(Error::NotFound(format!(
+            "directory {} not found",
+            d.display()
+        ))),
+        RootfsSource::Tar(f) if f.is_dir() => Err(Error::Invalid(format!(
+            "{} is a directory, not a tarball (for a directory, use --from-dir)",
+            f.display()
+        ))),
+        RootfsSource::Tar(f) if !f.is_file() => {
+            Err(Error::NotFound(format!("file {} not found", f.display())))
+        }
+        RootfsSource::Tar(f) if sniff_file(f) == Sniffed::OsctlArchive => {
+            Err(Error::Invalid(format!(
+                "{} is an osctl archive, not a root file system: import it with \
+                 `osctl ct import {}`",
+                f.display(),
+                f.display()
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Copies the source into an empty root file system, keeping owners, modes,
@@ -209,7 +230,7 @@ pub(crate) fn start_after_dead_export(pool: &Pool, id: &str, was_starting: bool)
 
 fn run_spec(pool: &Pool, id: &str, cfg: &ContainerConfig) -> Result<RunSpec> {
     let rootfs = pool.storage.rootfs(id);
-    let idmap = if cfg.privileged {
+    let idmap: Option<(IdMap, IdMap)> = if cfg.privileged {
         None
     } else {
         let user = pool.user(&cfg.user)?;
@@ -222,6 +243,7 @@ fn run_spec(pool: &Pool, id: &str, cfg: &ContainerConfig) -> Result<RunSpec> {
                  to run it privileged (without a user namespace), run `osctl ct set privileged {id} on`"
             )));
         }
+        check_lxc_path_reachable(pool, id, &maps)?;
         Some(maps)
     };
     Ok(RunSpec {
@@ -229,33 +251,94 @@ fn run_spec(pool: &Pool, id: &str, cfg: &ContainerConfig) -> Result<RunSpec> {
         rootfs,
         hostname: cfg.hostname.clone().unwrap_or_else(|| id.to_string()),
         init: cfg.init_argv(),
+        mounts: mount_specs(pool, id, cfg, idmap.as_ref().map(|m| &m.1))?,
         idmap,
-        mounts: mount_specs(cfg)?,
         raw_lxc: cfg.raw_lxc(),
         log_file: log_file(pool, id),
         resources: Vec::new(),
     })
 }
 
+/// LXC, once it runs as the container's root (its mapped host ids), must
+/// pass through every directory above the pool's LXC path; a state
+/// directory under a private parent (`OSCTL_ROOT=$(mktemp -d)`) stops it
+/// with a message that names neither. Said here, before starting.
+fn check_lxc_path_reachable(
+    pool: &Pool,
+    id: &str,
+    (uid_map, gid_map): &(IdMap, IdMap),
+) -> Result<()> {
+    let (Some(uid), Some(gid)) = (uid_map.to_host(0), gid_map.to_host(0)) else {
+        return Ok(());
+    };
+    let lxc_path = pool.lxc_path();
+    let Some((dir, meta)) = crate::fsutil::first_unsearchable(&lxc_path, uid, gid) else {
+        return Ok(());
+    };
+    use std::os::unix::fs::MetadataExt;
+    Err(Error::Refused(format!(
+        "container '{id}' cannot start: its root user (host uid {uid}) cannot pass through {} \
+         (mode {:04o}, owner uid {}), above {}, where LXC keeps the container; \
+         let others search it (chmod o+x {}) or use an OSCTL_ROOT they can reach",
+        dir.display(),
+        meta.mode() & 0o7777,
+        meta.uid(),
+        lxc_path.display(),
+        dir.display()
+    )))
+}
+
 /// `mounts` entries of container.yml as osctld writes them
-/// (`{fs, mountpoint, type, opts}`); `ContainerConfig::validate` checked
-/// their values.
-fn mount_specs(cfg: &ContainerConfig) -> Result<Vec<MountSpec>> {
+/// (`{fs, mountpoint, type, opts}`, values checked by
+/// `ContainerConfig::validate`), in order; those that name one of the
+/// container's datasets ([`datasets`]) show its `private/`.
+/// With `gid_map` (unprivileged), those are idmapped mounts.
+fn mount_specs(
+    pool: &Pool,
+    id: &str,
+    cfg: &ContainerConfig,
+    gid_map: Option<&IdMap>,
+) -> Result<Vec<MountSpec>> {
+    let mut shown = Vec::new();
+    if cfg.mounts.iter().any(datasets::is_dataset_mount) {
+        let known = pool.storage.subdatasets(id)?;
+        shown = datasets::check_mounts(cfg, &known)
+            .map_err(|e| e.context(format!("container '{id}'")))?;
+    }
+    let idmapped = gid_map.is_some();
+    if let Some(root_gid) = gid_map.and_then(|m| m.to_host(0)) {
+        if shown.iter().any(|m| m.at_start) {
+            datasets::let_root_through(pool, id, root_gid)?;
+            datasets::make_nested_mountpoints(pool, id, &shown)?;
+        }
+    }
+    let mut shown = shown.into_iter();
     cfg.mounts
         .iter()
-        .map(|m| {
-            let get = |k: &str| m.get(k).and_then(|v| v.as_str()).map(String::from);
-            let source = get("fs").ok_or_else(|| Error::Invalid("mount without 'fs'".into()))?;
-            let target = get("mountpoint")
-                .ok_or_else(|| Error::Invalid("mount without 'mountpoint'".into()))?;
-            Ok(MountSpec {
-                source,
-                target,
-                fstype: get("type").unwrap_or_else(|| "none".into()),
-                options: get("opts").unwrap_or_else(|| "bind".into()),
-            })
+        .filter_map(|m| {
+            if !datasets::is_dataset_mount(m) {
+                return Some(host_mount_spec(m));
+            }
+            let mount = shown.next()?;
+            mount
+                .at_start
+                .then(|| datasets::mount_spec(pool, id, &mount, idmapped))
         })
         .collect()
+}
+
+/// A `mounts` entry of a host path.
+fn host_mount_spec(m: &serde_json::Value) -> Result<MountSpec> {
+    let get = |k: &str| m.get(k).and_then(|v| v.as_str()).map(String::from);
+    let source = get("fs").ok_or_else(|| Error::Invalid("mount without 'fs'".into()))?;
+    let target =
+        get("mountpoint").ok_or_else(|| Error::Invalid("mount without 'mountpoint'".into()))?;
+    Ok(MountSpec {
+        source,
+        target,
+        fstype: get("type").unwrap_or_else(|| "none".into()),
+        options: get("opts").unwrap_or_else(|| "bind".into()),
+    })
 }
 
 /// The file system's name when it cannot do idmapped mounts, None when it can.
@@ -307,11 +390,14 @@ pub fn exec(pool: &Pool, id: &str, argv: &[String]) -> Result<i32> {
     runtime(pool).exec(id, argv)
 }
 
-pub fn set_privileged(pool: &Pool, id: &str, on: bool) -> Result<()> {
+/// Sets whether the container runs without a user namespace; true when it
+/// runs now, so that the change waits for its next start.
+pub fn set_privileged(pool: &Pool, id: &str, on: bool) -> Result<bool> {
     let _lock = pool.lock_ct(id)?;
     let mut cfg = pool.ct(id)?;
     cfg.privileged = on;
-    pool.save_ct(id, &cfg)
+    pool.save_ct(id, &cfg)?;
+    Ok(runtime(pool).state(id)?.is_up())
 }
 
 /// Works on a broken config too, so that `ct ls` shows what to fix.

@@ -1,24 +1,31 @@
 //! `osctl ct export`: a container's configs and root file system into one
 //! archive, in the layout of vpsAdminOS's osctl.
 //!
-//! A consistent export of a running container dumps a base while it runs,
-//! stops it, takes an incremental snapshot and starts it again; the incremental
-//! is dumped from that snapshot after the start, so the downtime does not grow
-//! with the container. (Dir pools have no snapshots: there the changeset is
-//! dumped while the container is stopped.) Whatever fails, the container is
-//! running again if it was, every snapshot is destroyed and the partial file
-//! is removed; a killed export leaves a journal that the next command replays.
+//! A consistent export of a running container in native streams dumps a base
+//! while it runs, stops it, takes an incremental snapshot and starts it again;
+//! the incremental is dumped from that snapshot after the start, so the
+//! downtime does not grow with the container. The original reads only the
+//! base of a tar archive, so a `tar` archive holds one tar: on zfs and btrfs
+//! the container stops for a snapshot only, which is then dumped whole. Dir
+//! pools have no snapshots: there a base is dumped while the container runs
+//! and the changes while it is stopped (`format: tar-layers`, which the
+//! original refuses), or, with `single_layer`, one tar while it is stopped.
+//! Whatever fails, the container is running again if it was, every snapshot
+//! is destroyed and the partial file is removed; a killed export leaves a
+//! journal that the next command replays.
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::archive::compress::{CompressOptions, Compression, Encoder};
 use crate::archive::meta::{self, ArchiveType, Metadata};
-use crate::archive::{ArchiveWriter, EntrySink};
+use crate::archive::{ArchiveWriter, DigestAlgorithm, EntrySink};
 use crate::cmd::{Cmd, ExecError, OffsetWatch};
 use crate::containers;
+use crate::datasets;
 use crate::error::{Context, Error, Result};
 use crate::failpoint;
 use crate::fstar::{self, DumpSource, Manifest};
@@ -50,6 +57,9 @@ pub struct ExportOptions {
     pub consistent: bool,
     pub compression: CompressionChoice,
     pub format: FormatChoice,
+    /// Tar archives on dir pools: one tar of the stopped container, as the
+    /// original reads it, instead of a base and the changes after it.
+    pub single_layer: bool,
     pub force: bool,
     pub progress: Progress,
     pub stop_timeout: Duration,
@@ -61,6 +71,7 @@ impl Default for ExportOptions {
             consistent: true,
             compression: CompressionChoice::Auto,
             format: FormatChoice::Native,
+            single_layer: false,
             force: false,
             progress: Progress::hidden(),
             stop_timeout: containers::DEFAULT_STOP_TIMEOUT,
@@ -159,6 +170,13 @@ fn now() -> u64 {
 /// Exports container `id` of `pool` into the archive `dest`.
 pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Result<()> {
     names::container_id(id)?;
+    if let (true, FormatChoice::Native, Some(native)) =
+        (opts.single_layer, opts.format, pool.storage.native_format())
+    {
+        return Err(Error::Invalid(format!(
+            "--single-layer is for tar archives; {native} streams of a consistent export hold two layers"
+        )));
+    }
     interrupt::install();
     let _lock = pool.lock_ct(id)?;
     let cfg = pool.ct(id)?;
@@ -245,6 +263,19 @@ enum Encoding {
     Tar,
 }
 
+/// How many dumps the archive holds, and when the container is stopped.
+#[derive(Clone, Copy, PartialEq)]
+enum Layers {
+    /// One dump; the container is not stopped.
+    One,
+    /// One dump of the stopped container: of a snapshot taken while it was
+    /// stopped (it runs again during the dump), or on dir pools of the live
+    /// tree while it stays stopped.
+    OneStopped,
+    /// A base dumped while it runs, then the changes after a stop.
+    BaseAndChanges,
+}
+
 impl Job<'_> {
     fn encoding(&self) -> Encoding {
         match (self.opts.format, self.pool.storage.native_format()) {
@@ -253,19 +284,36 @@ impl Job<'_> {
         }
     }
 
+    fn layers(&self) -> Layers {
+        let dir_pool = self.pool.storage.backend() == Backend::Dir;
+        if !(self.opts.consistent && self.running) {
+            Layers::One
+        } else if self.encoding() == Encoding::Native || (dir_pool && !self.opts.single_layer) {
+            Layers::BaseAndChanges
+        } else {
+            Layers::OneStopped
+        }
+    }
+
     fn format_name(&self) -> &'static str {
         match self.encoding() {
-            Encoding::Native => self.pool.storage.native_format().unwrap_or("tar"),
-            Encoding::Tar => "tar",
+            Encoding::Native => self
+                .pool
+                .storage
+                .native_format()
+                .unwrap_or(meta::FORMAT_TAR),
+            Encoding::Tar if self.layers() == Layers::BaseAndChanges => meta::FORMAT_TAR_LAYERS,
+            Encoding::Tar => meta::FORMAT_TAR,
         }
     }
 
     fn write(&mut self, file: File) -> Result<()> {
         let encoding = self.encoding();
-        // Tar archives carry subdatasets inside the one tree, as the original's do.
-        let datasets = match encoding {
-            Encoding::Native => self.pool.storage.subdatasets(self.id)?,
-            Encoding::Tar => Vec::new(),
+        // Tar archives carry the subdatasets in the one tree, where the
+        // container sees them; native ones carry each dataset's streams.
+        let (datasets, shown) = match encoding {
+            Encoding::Native => (self.pool.storage.subdatasets(self.id)?, Vec::new()),
+            Encoding::Tar => (Vec::new(), self.shown_datasets()?),
         };
         let mut w = ArchiveWriter::new(file)?;
         let metadata = Metadata {
@@ -276,6 +324,7 @@ impl Job<'_> {
             container: Some(self.id.to_string()),
             datasets: datasets.clone(),
             exported_at: now() as i64,
+            checksums: Some(DigestAlgorithm::CURRENT),
         };
         w.add_file(meta::METADATA, metadata.to_yaml()?.as_bytes())?;
         w.add_dir(meta::CONFIG_DIR)?;
@@ -283,34 +332,17 @@ impl Job<'_> {
         for (entry, path) in [
             (meta::USER_CONFIG, pool.user_config_path(&self.cfg.user)),
             (meta::GROUP_CONFIG, pool.group_config_path(&self.cfg.group)),
-            (meta::CONTAINER_CONFIG, pool.ct_config_path(self.id)),
         ] {
             let body = std::fs::read(&path).ctx(|| format!("cannot read {}", path.display()))?;
             w.add_file(entry, &body)?;
         }
+        w.add_file(meta::CONTAINER_CONFIG, &self.container_config(encoding)?)?;
         self.add_hooks(&mut w)?;
         w.add_dir(meta::ROOTFS_DIR)?;
         for rel in &datasets {
             w.add_dir(&format!("{}/{rel}", meta::ROOTFS_DIR))?;
         }
-
-        let base = self.take_snapshot("base")?;
-        failpoint::hit("export-after-base-snapshot");
-        let manifest = self.dump(&mut w, encoding, &datasets, &base, None)?;
-        if self.opts.consistent && self.running {
-            self.progress(format!("stopping container '{}'", self.id));
-            self.journal.update(|r| r.stopped = true)?;
-            self.runtime.stop(self.id, self.opts.stop_timeout)?;
-            failpoint::hit("export-after-stop");
-            let incr = self.take_snapshot("incr")?;
-            failpoint::hit("export-after-incr-snapshot");
-            // With real snapshots the container may run while the changes are dumped.
-            if self.pool.storage.backend() != Backend::Dir {
-                self.start_again()?;
-            }
-            self.dump(&mut w, encoding, &datasets, &incr, Some((&base, &manifest)))?;
-            self.start_again()?;
-        }
+        self.dump_layers(&mut w, encoding, &datasets, &shown)?;
         interrupt::check()?;
         failpoint::hit("export-before-end");
         let snapshots = self.journal.record().snapshots.clone();
@@ -327,6 +359,84 @@ impl Job<'_> {
         )?;
         w.finish()?;
         Ok(())
+    }
+
+    /// Takes the snapshots and dumps them, stopping and starting the
+    /// container as [`Job::layers`] says.
+    fn dump_layers(
+        &mut self,
+        w: &mut ArchiveWriter,
+        encoding: Encoding,
+        datasets: &[String],
+        shown: &[(String, String)],
+    ) -> Result<()> {
+        let dir_pool = self.pool.storage.backend() == Backend::Dir;
+        let layers = self.layers();
+        if layers == Layers::OneStopped {
+            self.stop_for_export()?;
+        }
+        let base = self.take_snapshot("base")?;
+        failpoint::hit("export-after-base-snapshot");
+        // With real snapshots the container may run while they are dumped.
+        if layers == Layers::OneStopped && !dir_pool {
+            self.start_again()?;
+        }
+        let manifest = self.dump(w, encoding, datasets, shown, &base, None)?;
+        if layers == Layers::BaseAndChanges {
+            self.stop_for_export()?;
+            let incr = self.take_snapshot("incr")?;
+            failpoint::hit("export-after-incr-snapshot");
+            if !dir_pool {
+                self.start_again()?;
+            }
+            let since = Some((base.as_str(), &manifest));
+            self.dump(w, encoding, datasets, shown, &incr, since)?;
+        }
+        self.start_again()
+    }
+
+    fn stop_for_export(&mut self) -> Result<()> {
+        self.progress(format!("stopping container '{}'", self.id));
+        self.journal.update(|r| r.stopped = true)?;
+        self.runtime.stop(self.id, self.opts.stop_timeout)?;
+        failpoint::hit("export-after-stop");
+        Ok(())
+    }
+
+    /// `config/container.yml`: the pool's file as it is, except that a tar
+    /// archive, whose tree holds the subdatasets' files at their mountpoints,
+    /// drops the mounts that showed them.
+    fn container_config(&self, encoding: Encoding) -> Result<Vec<u8>> {
+        let path = self.pool.ct_config_path(self.id);
+        let body = std::fs::read(&path).ctx(|| format!("cannot read {}", path.display()))?;
+        let of_subdataset = |m: &serde_json::Value| {
+            datasets::parse_mount(m).is_some_and(|p| p.is_ok_and(|p| !p.dataset.is_empty()))
+        };
+        if encoding == Encoding::Native || !self.cfg.mounts.iter().any(of_subdataset) {
+            return Ok(body);
+        }
+        let mut cfg = self.cfg.clone();
+        cfg.mounts.retain(|m| !of_subdataset(m));
+        Ok(crate::yaml::to_string(&cfg)?.into_bytes())
+    }
+
+    /// For a tar archive: each subdataset with the path where the container
+    /// sees it (its mountpoint, relative). One that the container does not
+    /// see cannot be placed in the tree and is refused.
+    fn shown_datasets(&self) -> Result<Vec<(String, String)>> {
+        let subdatasets = self.pool.storage.subdatasets(self.id)?;
+        let mounts = datasets::check_mounts(self.cfg, &subdatasets)?;
+        subdatasets
+            .into_iter()
+            .map(|rel| match mounts.iter().find(|m| m.dataset == rel) {
+                Some(m) => Ok((rel, m.mountpoint.trim_start_matches('/').to_string())),
+                None => Err(Error::Refused(format!(
+                    "dataset '{rel}' is not mounted in the container, so a tar archive, which \
+                     holds what the container sees, has no place for it: mount it (`osctl ct \
+                     dataset` mounts new ones) or export with --format native"
+                ))),
+            })
+            .collect()
     }
 
     /// The container's hook scripts (kept from a trusted import), one
@@ -346,8 +456,16 @@ impl Job<'_> {
                     dirs_added.push(sub.to_string());
                 }
             }
-            let body = std::fs::read(dir.join(&rel)).ctx(|| format!("cannot read hook {rel}"))?;
-            w.add_file(&format!("{}/{rel}", meta::HOOKS_DIR), &body)?;
+            let path = dir.join(&rel);
+            let body = std::fs::read(&path).ctx(|| format!("cannot read hook {rel}"))?;
+            let mode = std::fs::metadata(&path)
+                .ctx(|| format!("cannot stat hook {rel}"))?
+                .permissions()
+                .mode();
+            // The original runs only hooks installed executable, with the
+            // mode of their entry.
+            let mode = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
+            w.add_file_with_mode(&format!("{}/{rel}", meta::HOOKS_DIR), &body, mode)?;
         }
         Ok(())
     }
@@ -416,6 +534,7 @@ impl Job<'_> {
         w: &mut ArchiveWriter,
         encoding: Encoding,
         datasets: &[String],
+        shown: &[(String, String)],
         snap: &str,
         since: Option<(&str, &Manifest)>,
     ) -> Result<Manifest> {
@@ -464,7 +583,7 @@ impl Job<'_> {
             Encoding::Tar => {
                 let (compression, _) = self.compression_for("", encoding)?;
                 let entry = format!("{}/{stem}.tar{}", meta::ROOTFS_DIR, compression.suffix());
-                let views = self.views(snap)?;
+                let views = self.views(snap, shown)?;
                 let sources: Vec<DumpSource> =
                     views.iter().map(|(source, _)| source.clone()).collect();
                 self.progress(format!("{stem} of rootfs"));
@@ -487,9 +606,14 @@ impl Job<'_> {
         }
     }
 
-    /// Directory views of the root file system and each subdataset at `snap`,
-    /// as dump sources (the views must live while the sources are read).
-    fn views(&self, snap: &str) -> Result<Vec<(DumpSource, crate::storage::SnapshotView)>> {
+    /// Directory views of the root file system and each subdataset (`shown`:
+    /// with where the container sees it) at `snap`, as dump sources (the
+    /// views must live while the sources are read).
+    fn views(
+        &self,
+        snap: &str,
+        shown: &[(String, String)],
+    ) -> Result<Vec<(DumpSource, crate::storage::SnapshotView)>> {
         let storage = &self.pool.storage;
         let mut out = Vec::new();
         let root = storage.snapshot_view(self.id, "", snap)?;
@@ -500,12 +624,12 @@ impl Job<'_> {
             },
             root,
         ));
-        for rel in storage.subdatasets(self.id)? {
-            let view = storage.snapshot_view(self.id, &rel, snap)?;
+        for (rel, at) in shown {
+            let view = storage.snapshot_view(self.id, rel, snap)?;
             out.push((
                 DumpSource {
-                    prefix: rel.clone(),
-                    dir: view.path().to_path_buf(),
+                    prefix: at.clone(),
+                    dir: view.path().join(ROOTFS_DIR),
                 },
                 view,
             ));

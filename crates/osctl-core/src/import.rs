@@ -18,11 +18,13 @@ use crate::archive::grammar::Grammar;
 use crate::archive::meta::{
     self, ArchiveType, EntryName, Metadata, StreamEncoding, StreamKind, StreamName,
 };
-use crate::archive::{ArchiveReader, CopyError, Entry, EntryDigest};
+use crate::archive::{ArchiveReader, CopyError, Entry};
 use crate::cmd::OffsetWatch;
+use crate::datasets;
 use crate::error::{Context, Error, Result};
 use crate::failpoint;
-use crate::fstar::{self, DevicePolicy, ExtractOptions};
+use crate::filepolicy::{self, FilePolicy};
+use crate::fstar::{self, ExtractOptions};
 use crate::idmap::{IdMap, IdRange, SubordinateFloor};
 use crate::interrupt;
 use crate::journal::{ImportRecord, Journal};
@@ -76,13 +78,21 @@ impl GroupPlan {
     }
 }
 
+/// A hook script from the archive. The original installs a hook with the
+/// mode of its entry and runs it only when executable: the bit is kept.
+struct Hook {
+    rel: String,
+    body: Vec<u8>,
+    executable: bool,
+}
+
 /// What the entries before the root file system said.
 #[derive(Default)]
 struct Head {
     user: Option<UserConfig>,
     group: Option<GroupConfig>,
     container: Option<ContainerConfig>,
-    hooks: Vec<(String, Vec<u8>)>,
+    hooks: Vec<Hook>,
 }
 
 /// Everything decided from the head, and held while the streams arrive.
@@ -93,7 +103,7 @@ struct Plan {
     container: ContainerConfig,
     user: UserPlan,
     group: GroupPlan,
-    hooks: Vec<(String, Vec<u8>)>,
+    hooks: Vec<Hook>,
     /// Owners of files must be below this (the user's map size).
     max_id: Option<u32>,
     journal: Journal<ImportRecord>,
@@ -107,7 +117,7 @@ struct Decided {
     staging: String,
     user: UserPlan,
     group: GroupPlan,
-    hooks: Vec<(String, Vec<u8>)>,
+    hooks: Vec<Hook>,
     max_id: Option<u32>,
     journal: Journal<ImportRecord>,
 }
@@ -116,6 +126,7 @@ struct Decided {
 pub fn import(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<String> {
     interrupt::install();
     let file = File::open(path).ctx(|| format!("cannot open archive {}", path.display()))?;
+    not_an_archive(path)?;
     let mut importer = Importer {
         pool,
         opts,
@@ -123,9 +134,6 @@ pub fn import(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<String> 
         head: Head::default(),
         grammar: Grammar::new(),
         plan: None,
-        digests: Vec::new(),
-        checksums: None,
-        snapshots: None,
     };
     let result = importer.run(ArchiveReader::new(file));
     importer.progress.finish();
@@ -152,10 +160,6 @@ struct Importer<'a> {
     head: Head,
     grammar: Grammar,
     plan: Option<Plan>,
-    /// Digests of entries read so far, for `checksums.yml`.
-    digests: Vec<EntryDigest>,
-    checksums: Option<Vec<EntryDigest>>,
-    snapshots: Option<Vec<String>>,
 }
 
 impl Importer<'_> {
@@ -163,29 +167,27 @@ impl Importer<'_> {
         while let Some(mut entry) = reader.next_entry()? {
             let name = meta::classify(entry.name(), entry.kind())?;
             self.grammar.admit(&name, entry.name())?;
-            let covered = self.grammar.covered(&name, entry.kind());
-            self.entry(&mut entry, name)?;
+            if !self.grammar.read_own(&mut entry, &name)? {
+                self.entry(&mut entry, name.clone())?;
+            }
             if entry.remaining() > 0 {
                 return Err(Error::Archive(format!(
                     "archive entry '{}' was not read to its end",
                     entry.name()
                 )));
             }
-            if covered {
-                self.digests.extend(entry.digest());
-            }
+            self.grammar.keep_digest(&name, &entry);
         }
-        self.grammar.finish(self.snapshots.as_deref())?;
+        let finished = self.grammar.finish(true)?;
+        let snapshots = finished.snapshots.unwrap_or_default().to_vec();
         if self.plan.is_none() {
             return Err(Error::Archive(
                 "the archive holds no root file system".into(),
             ));
         }
-        if let Some(expected) = &self.checksums {
-            crate::inspect::check_checksums(expected, &self.digests)?;
-        }
-        let snapshots = self.snapshots.take().unwrap_or_default();
         self.finish_datasets(&snapshots)?;
+        self.check_private_dirs()?;
+        self.check_received()?;
         let plan = self.plan.as_mut().expect("checked above");
         failpoint::hit("import-before-commit");
         commit(self.pool, plan, self.opts.trusted)?;
@@ -199,10 +201,6 @@ impl Importer<'_> {
     fn entry(&mut self, entry: &mut Entry<'_, File>, name: EntryName) -> Result<()> {
         let shown = entry.name().to_string();
         match name {
-            EntryName::Metadata => {
-                let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
-                self.grammar.set_metadata(Metadata::parse(&bytes)?);
-            }
             EntryName::UserConfig | EntryName::GroupConfig | EntryName::ContainerConfig => {
                 let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
                 let bad = |e: Error| Error::Archive(e.to_string());
@@ -220,8 +218,13 @@ impl Importer<'_> {
                 }
             }
             EntryName::Hook(rel) => {
-                let bytes = entry.read_to_vec(meta::MAX_HOOK_BYTES)?;
-                self.head.hooks.push((rel, bytes));
+                let executable = entry.mode() & 0o111 != 0;
+                let body = entry.read_to_vec(meta::MAX_HOOK_BYTES)?;
+                self.head.hooks.push(Hook {
+                    rel,
+                    body,
+                    executable,
+                });
             }
             EntryName::Dir(_) => {}
             EntryName::Stream(stream) => {
@@ -230,14 +233,8 @@ impl Importer<'_> {
                 }
                 self.receive(entry, &stream)?;
             }
-            EntryName::Checksums => {
-                let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
-                self.checksums = Some(meta::parse_checksums(&bytes)?);
-            }
-            EntryName::Snapshots => {
-                let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
-                self.snapshots = Some(meta::parse_snapshots(&bytes)?);
-            }
+            // The grammar's own documents, read by it.
+            EntryName::Metadata | EntryName::Checksums | EntryName::Snapshots => {}
         }
         Ok(())
     }
@@ -276,6 +273,9 @@ impl Importer<'_> {
             names::subdataset(ds).map_err(|e| Error::Archive(format!("metadata.yml: {e}")))?;
         }
         check_format(pool, &metadata)?;
+        // Mounts of datasets the archive does not bring would fail at start.
+        datasets::check_mounts(&container, &metadata.datasets)
+            .map_err(|e| Error::Archive(format!("{}: {e}", meta::CONTAINER_CONFIG)))?;
         let lock = pool.lock_ct(&id)?;
         let mut container = container;
         let decided = match self.decide(&id, &metadata, &mut container) {
@@ -313,7 +313,8 @@ impl Importer<'_> {
         let opts = self.opts;
         if pool.ct_exists(id) || pool.storage.exists(id)? {
             return Err(Error::Exists(format!(
-                "container '{id}' already exists in pool '{}'",
+                "container '{id}' already exists in pool '{}': import it under another id \
+                 with --as-id NEW_ID",
                 pool.name
             )));
         }
@@ -353,7 +354,7 @@ impl Importer<'_> {
         container: &ContainerConfig,
         user: &UserPlan,
         group: &GroupPlan,
-        hooks: &[(String, Vec<u8>)],
+        hooks: &[Hook],
     ) -> Result<Vec<String>> {
         let mut concerns = trust::container_concerns(container);
         if !hooks.is_empty() {
@@ -408,14 +409,8 @@ impl Importer<'_> {
             // Received straight from the archive file: nothing left to copy.
             _ if in_place => {}
             StreamEncoding::Tar => {
-                let devices = if self.opts.trusted {
-                    DevicePolicy::All
-                } else {
-                    DevicePolicy::Only(trust::is_default_device_node)
-                };
                 let opts = ExtractOptions {
-                    max_id: plan.max_id,
-                    devices,
+                    policy: self.file_policy(),
                     // A base stream of the original may hold files named `.wh.*`.
                     whiteouts: stream.kind == StreamKind::Incremental,
                 };
@@ -436,7 +431,7 @@ impl Importer<'_> {
                     .map_err(|e| Error::Archive(format!("archive entry '{name}': {e}")))?;
             }
             StreamEncoding::Dat => {
-                let mut recv = storage.receive(&plan.staging, dataset)?;
+                let mut recv = storage.receive(&plan.staging, dataset, &self.file_policy())?;
                 // Spliced without a copy when the receiver takes the stream
                 // unchecked (zfs); through userspace when it must pass a check
                 // first (btrfs), or be decompressed.
@@ -504,6 +499,52 @@ impl Importer<'_> {
         Ok(received.is_some())
     }
 
+    /// Every dataset a native stream brought must keep its files in its
+    /// `private/`, a directory (no symlink) where the container's mounts
+    /// will look for it.
+    fn check_private_dirs(&self) -> Result<()> {
+        let plan = self.plan.as_ref().expect("planned");
+        if plan.metadata.stream_encoding() == StreamEncoding::Tar {
+            return Ok(());
+        }
+        let storage = &self.pool.storage;
+        storage.mount(&plan.staging)?;
+        let top = storage.path(&plan.staging, "");
+        for ds in std::iter::once("").chain(plan.metadata.datasets.iter().map(String::as_str)) {
+            let label = if ds.is_empty() { "/" } else { ds };
+            storage::checked_private(&top, ds).map_err(|e| match e {
+                Error::NotFound(_) if !ds.is_empty() => Error::Archive(format!(
+                    "dataset '{ds}' has no private/ directory: older osctl-rs versions kept a \
+                     dataset's files at its top; import the archive with such a version and \
+                     export it with --format tar"
+                )),
+                other => Error::Archive(format!("dataset '{label}': {other}")),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// What the files of the root file system may be.
+    fn file_policy(&self) -> FilePolicy {
+        let plan = self.plan.as_ref().expect("planned");
+        FilePolicy::for_import(plan.max_id, self.opts.trusted)
+    }
+
+    /// Native streams are judged like tar streams: the received tree of
+    /// every dataset, by the same policy, before anything is committed.
+    fn check_received(&self) -> Result<()> {
+        let plan = self.plan.as_ref().expect("planned");
+        if plan.metadata.stream_encoding() == StreamEncoding::Tar {
+            return Ok(());
+        }
+        self.progress.step("checking the received files");
+        let storage = &*self.pool.storage;
+        let (staging, datasets) = (&plan.staging, &plan.metadata.datasets);
+        filepolicy::scan::check_container(storage, staging, datasets, &self.file_policy())
+            .map(drop)
+            .map_err(|e| e.context("the received root file system"))
+    }
+
     fn finish_datasets(&self, snapshots: &[String]) -> Result<()> {
         let plan = self.plan.as_ref().expect("planned");
         if plan.metadata.stream_encoding() == StreamEncoding::Tar {
@@ -515,6 +556,25 @@ impl Importer<'_> {
                 .finish_receive(&plan.staging, &ds, snapshots)?;
         }
         Ok(())
+    }
+}
+
+/// Refuses, saying what to do instead, a file that is plainly not an osctl
+/// archive: a compressed file, or a tar of files (a root file system).
+fn not_an_archive(path: &Path) -> Result<()> {
+    use crate::archive::sniff::{sniff_file, Sniffed};
+    let shown = path.display();
+    match sniff_file(path) {
+        Sniffed::Compressed(kind) => Err(Error::Archive(format!(
+            "{shown} is {kind}-compressed; osctl archives are uncompressed tars (decompress it \
+             first, or, if it holds a root file system, use `osctl ct new --from-tar {shown}`)"
+        ))),
+        Sniffed::Tar(first) => Err(Error::Archive(format!(
+            "{shown} is a tar of files ('{first}' first), not an osctl archive (which starts \
+             with metadata.yml); to make a container of a root file system, use \
+             `osctl ct new --user USER --from-tar {shown} ID`"
+        ))),
+        Sniffed::OsctlArchive | Sniffed::Unknown => Ok(()),
     }
 }
 
@@ -537,7 +597,7 @@ fn check_stream_end(name: &str, read: u64, len: u64) -> Result<()> {
 
 fn check_format(pool: &Pool, metadata: &Metadata) -> Result<()> {
     match metadata.format.as_str() {
-        meta::FORMAT_TAR => Ok(()),
+        meta::FORMAT_TAR | meta::FORMAT_TAR_LAYERS => Ok(()),
         native if pool.storage.native_format() == Some(native) => Ok(()),
         native => Err(Error::Refused(format!(
             "the archive holds {native} streams, which only a {native} pool can take; pool '{}' is a {} pool \
@@ -792,14 +852,15 @@ fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
 
 /// Trusted hook scripts are kept (never run by osctl-rs) next to the pool's
 /// configs, so that a later export carries them on.
-fn save_hooks(pool: &Pool, id: &str, hooks: &[(String, Vec<u8>)]) -> Result<()> {
-    for (rel, body) in hooks {
-        let path = pool.hooks_dir(id).join(rel);
+fn save_hooks(pool: &Pool, id: &str, hooks: &[Hook]) -> Result<()> {
+    for hook in hooks {
+        let path = pool.hooks_dir(id).join(&hook.rel);
         if let Some(dir) = path.parent() {
             crate::fsutil::create_dir_all(dir)?;
         }
-        crate::fsutil::atomic_write(&path, body)?;
-        crate::fsutil::set_mode(&path, 0o700)?;
+        crate::fsutil::atomic_write(&path, &hook.body)?;
+        let mode = if hook.executable { 0o700 } else { 0o600 };
+        crate::fsutil::set_mode(&path, mode)?;
     }
     Ok(())
 }

@@ -22,7 +22,7 @@ use crate::archive::compress::{self, Compression};
 use crate::archive::grammar::Grammar;
 use crate::archive::meta::{self, EntryName, Metadata, StreamEncoding, StreamKind, StreamName};
 use crate::archive::reader::read_error;
-use crate::archive::{ArchiveReader, Entry, EntryDigest, EntryKind};
+use crate::archive::{ArchiveReader, Entry, EntryKind};
 use crate::error::{Context, Error, Result};
 use crate::fstar::{self, WalkStats};
 use crate::model::{ContainerConfig, GroupConfig, UserConfig};
@@ -234,10 +234,6 @@ struct Scan {
     container: Option<Value>,
     hooks: Vec<String>,
     entries: Vec<EntryInfo>,
-    /// Digests of file entries read before `checksums.yml`.
-    digests: Vec<EntryDigest>,
-    checksums: Option<Vec<EntryDigest>>,
-    snapshots: Option<Vec<String>>,
     streams: Vec<StreamReport>,
 }
 
@@ -251,9 +247,6 @@ impl Scan {
             container: None,
             hooks: Vec::new(),
             entries: Vec::new(),
-            digests: Vec::new(),
-            checksums: None,
-            snapshots: None,
             streams: Vec::new(),
         }
     }
@@ -267,8 +260,9 @@ impl Scan {
         while let Some(mut entry) = reader.next_entry()? {
             let name = meta::classify(entry.name(), entry.kind())?;
             self.grammar.admit(&name, entry.name())?;
-            let covered = self.grammar.covered(&name, entry.kind());
-            self.entry(&mut entry, &name)?;
+            if !self.grammar.read_own(&mut entry, &name)? {
+                self.entry(&mut entry, &name)?;
+            }
             self.record(&entry, &name);
             if entry.remaining() > 0 && self.depth == Depth::Full {
                 return Err(Error::Archive(format!(
@@ -277,9 +271,9 @@ impl Scan {
                     entry.remaining()
                 )));
             }
-            if self.depth == Depth::Full && covered {
+            if self.depth == Depth::Full {
                 // Read to its end above, so hashed whole.
-                self.digests.extend(entry.digest());
+                self.grammar.keep_digest(&name, &entry);
             }
         }
         drop(reader);
@@ -287,20 +281,17 @@ impl Scan {
         // records) is read too: a pipe's writer should not get SIGPIPE, and
         // the size reported is the whole input's.
         io::copy(&mut counted, &mut io::sink()).ctx(|| "cannot read the archive")?;
-        let metadata = self.grammar.finish(self.snapshots.as_deref())?.clone();
-        let checksums_verified = match (&self.checksums, self.depth) {
-            (Some(expected), Depth::Full) => Some(check_checksums(expected, &self.digests)?),
-            _ => None,
-        };
+        let finished = self.grammar.finish(self.depth == Depth::Full)?;
+        let checksums_verified = finished.checksums_verified;
         Ok(VerifyReport {
             summary: ArchiveSummary {
-                metadata,
+                metadata: finished.metadata.clone(),
                 user: self.user,
                 group: self.group,
                 container: self.container,
                 hooks: self.hooks,
-                snapshots: self.snapshots,
-                checksums: self.checksums.is_some(),
+                snapshots: finished.snapshots.map(<[String]>::to_vec),
+                checksums: self.grammar.has_checksums(),
                 entries: self.entries,
                 archive_bytes: counted.count,
             },
@@ -313,10 +304,6 @@ impl Scan {
     fn entry<R: Read + Send>(&mut self, entry: &mut Entry<'_, R>, name: &EntryName) -> Result<()> {
         let shown = entry.name().to_string();
         match name {
-            EntryName::Metadata => {
-                let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
-                self.grammar.set_metadata(Metadata::parse(&bytes)?);
-            }
             EntryName::UserConfig | EntryName::GroupConfig | EntryName::ContainerConfig => {
                 let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
                 self.config(name, &shown, &bytes)?;
@@ -338,14 +325,8 @@ impl Scan {
                     self.streams.push(report);
                 }
             }
-            EntryName::Checksums => {
-                let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
-                self.checksums = Some(meta::parse_checksums(&bytes)?);
-            }
-            EntryName::Snapshots => {
-                let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
-                self.snapshots = Some(meta::parse_snapshots(&bytes)?);
-            }
+            // The grammar's own documents, read by it.
+            EntryName::Metadata | EntryName::Checksums | EntryName::Snapshots => {}
         }
         Ok(())
     }
@@ -386,7 +367,10 @@ impl Scan {
                     GroupConfig::parse(bytes, shown).map_err(typed)?;
                 }
                 _ => {
-                    ContainerConfig::parse(bytes, shown).map_err(typed)?;
+                    let ct = ContainerConfig::parse(bytes, shown).map_err(typed)?;
+                    let datasets = self.grammar.metadata().map(|m| m.datasets.as_slice());
+                    crate::datasets::check_mounts(&ct, datasets.unwrap_or_default())
+                        .map_err(|e| Error::Archive(format!("{shown}: {e}")))?;
                 }
             }
         }
@@ -397,42 +381,6 @@ impl Scan {
         }
         Ok(())
     }
-}
-
-/// Compares the digests of the entries read with `checksums.yml`: every
-/// entry it lists must be there with its size and SHA-256, and every file
-/// entry before it must be listed. Returns how many matched.
-pub fn check_checksums(expected: &[EntryDigest], seen: &[EntryDigest]) -> Result<usize> {
-    for want in expected {
-        match seen.iter().find(|d| d.name == want.name) {
-            Some(got)
-                if got.size == want.size
-                    && got.sha256_hex.eq_ignore_ascii_case(&want.sha256_hex) => {}
-            Some(got) => {
-                return Err(Error::Archive(format!(
-                    "archive entry '{}' is damaged: checksums.yml says {} bytes with SHA-256 {}, \
-                     the archive holds {} bytes with SHA-256 {}",
-                    want.name, want.size, want.sha256_hex, got.size, got.sha256_hex
-                )))
-            }
-            None => {
-                return Err(Error::Archive(format!(
-                    "checksums.yml lists '{}', which the archive lacks",
-                    want.name
-                )))
-            }
-        }
-    }
-    if let Some(extra) = seen
-        .iter()
-        .find(|d| !expected.iter().any(|w| w.name == d.name))
-    {
-        return Err(Error::Archive(format!(
-            "archive entry '{}' is not listed in checksums.yml",
-            extra.name
-        )));
-    }
-    Ok(expected.len())
 }
 
 /// Reads a stream to its end: decompressed (which checks the compressor's

@@ -10,6 +10,7 @@ pub mod datasets;
 pub mod error;
 pub mod export;
 pub mod failpoint;
+pub mod filepolicy;
 pub mod fstar;
 pub mod fsutil;
 pub mod host;

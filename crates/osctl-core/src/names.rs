@@ -65,6 +65,8 @@ pub fn group_parent(path: &str) -> Option<&str> {
 }
 
 /// A subdataset name relative to the container's root dataset (`var`, `var/log`).
+/// No component may be `private`: every dataset keeps its files in a directory
+/// of that name, where a child dataset named so would be mounted over them.
 pub fn subdataset(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > 255 {
         return Err(Error::Invalid(format!(
@@ -75,6 +77,11 @@ pub fn subdataset(name: &str) -> Result<()> {
     for part in name.split('/') {
         check("dataset name part", part)
             .map_err(|e| e.context(format!("dataset '{}'", name.escape_debug())))?;
+        if part == crate::storage::ROOTFS_DIR {
+            return Err(Error::Invalid(format!(
+                "invalid dataset name '{name}': '{part}' is where every dataset keeps its files"
+            )));
+        }
     }
     Ok(())
 }
@@ -107,7 +114,16 @@ mod tests {
     #[test]
     fn subdatasets() {
         assert!(subdataset("var/log").is_ok());
-        for bad in ["", "/var", "var/", "var/../x", "a//b", "."] {
+        for bad in [
+            "",
+            "/var",
+            "var/",
+            "var/../x",
+            "a//b",
+            ".",
+            "private",
+            "var/private",
+        ] {
             assert!(subdataset(bad).is_err(), "{bad}");
         }
     }

@@ -7,6 +7,7 @@
 
 use serde_json::Value;
 
+use crate::datasets::{is_dataset_mount, parse_mount};
 use crate::idmap::{IdMap, IdRange, SubordinateFloor};
 use crate::model::{ContainerConfig, GroupConfig};
 
@@ -24,6 +25,21 @@ pub(crate) const DEFAULT_DEVICES: &[(char, u32, Option<u32>)] = &[
     ('c', 136, None),
     ('c', 10, Some(200)),
     ('c', 10, Some(229)),
+];
+
+/// Options a mount of the container's own dataset may have without trust.
+const DATASET_MOUNT_OPTIONS: &[&str] = &[
+    "bind",
+    "rbind",
+    "create=dir",
+    "rw",
+    "ro",
+    "nosuid",
+    "nodev",
+    "noexec",
+    "noatime",
+    "relatime",
+    "optional",
 ];
 
 /// True for a device node an untrusted archive may create in a root file
@@ -122,11 +138,21 @@ pub fn container_concerns(ct: &ContainerConfig) -> Vec<String> {
     if ct.raw_lxc().is_some() {
         out.push("container.yml has raw LXC configuration".into());
     }
-    if !ct.mounts.is_empty() {
-        out.push(format!(
-            "container.yml mounts {} host path(s)",
-            ct.mounts.len()
-        ));
+    // A mount of one of the container's own datasets reaches nothing else;
+    // its options stay among the usual ones.
+    let host_mounts = ct.mounts.iter().filter(|m| !is_dataset_mount(m)).count();
+    if host_mounts > 0 {
+        out.push(format!("container.yml mounts {host_mounts} host path(s)"));
+    }
+    for mount in ct.mounts.iter().filter_map(parse_mount).flatten() {
+        for option in mount.options.split(',') {
+            if !DATASET_MOUNT_OPTIONS.contains(&option) {
+                out.push(format!(
+                    "container.yml mounts dataset '{}' with option '{option}'",
+                    mount.dataset
+                ));
+            }
+        }
     }
     for dev in ct.devices.iter().filter(|d| !is_default_device(d)) {
         out.push(format!(
@@ -210,6 +236,22 @@ mod tests {
         ct.prlimits =
             Some(json!({"rtprio": {"soft": 0, "hard": 99}, "nofile": {"soft": 1, "hard": 2}}));
         assert_eq!(container_concerns(&ct).len(), 5);
+    }
+
+    #[test]
+    fn dataset_mounts_are_no_host_mounts() {
+        let mut ct = ContainerConfig::new("u", "/default");
+        let var = json!({"fs": null, "mountpoint": "/var", "type": "bind",
+            "opts": "bind,create=dir,rw", "automount": true, "dataset": "var", "temporary": false});
+        ct.mounts = vec![var.clone()];
+        assert!(container_concerns(&ct).is_empty());
+        let mut odd = var;
+        odd["opts"] = json!("bind,rw,idmap=/proc/1/ns/user");
+        ct.mounts = vec![odd, json!({"fs": "/", "mountpoint": "/host"})];
+        let concerns = container_concerns(&ct);
+        assert_eq!(concerns.len(), 2, "{concerns:?}");
+        assert!(concerns[0].contains("1 host path"), "{concerns:?}");
+        assert!(concerns[1].contains("option 'idmap="), "{concerns:?}");
     }
 
     fn judge(

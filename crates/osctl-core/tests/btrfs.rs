@@ -82,7 +82,7 @@ impl Fixture {
 
     /// Feeds a stream file to the storage's receiver, as an import does.
     fn receive(&self, ct: &str, rel: &str, file: &Path) -> osctl_core::Result<()> {
-        let mut receiver = self.storage().receive(ct, rel)?;
+        let mut receiver = self.storage().receive(ct, rel, &ANY)?;
         let copied = receiver.copy_from(&mut File::open(file).unwrap(), drop);
         receiver.end(copied.map(drop), &format!("into '{ct}'"))
     }
@@ -117,23 +117,30 @@ impl Fixture {
 const DATASETS: [&str; 3] = ["", "var", "var/log"];
 
 /// A container `c1` with subdatasets `var` and `var/log`, every kind of file
-/// in each.
-fn populated_container(fx: &Fixture) -> PathBuf {
+/// in each one's `private/`.
+fn populated_container(fx: &Fixture) {
     let s = fx.storage();
     for rel in DATASETS {
         s.create("c1", rel).unwrap();
     }
-    let rootfs = s.rootfs("c1");
-    chown(rootfs.join("var/log"), 0, 4);
-    fs::set_permissions(rootfs.join("var/log"), fs::Permissions::from_mode(0o2775)).unwrap();
-    fill_every_kind(&rootfs.join("every"), "root");
-    fill_every_kind(&rootfs.join("var/every"), "var");
-    fill_every_kind(&rootfs.join("var/log/every"), "log");
-    rootfs
+    let log = s.private("c1", "var/log");
+    chown(&log, 0, 4);
+    fs::set_permissions(&log, fs::Permissions::from_mode(0o2775)).unwrap();
+    for (rel, tag) in DATASETS.iter().zip(["root", "var", "log"]) {
+        fill_every_kind(&s.private("c1", rel).join("every"), tag);
+    }
+}
+
+/// Each dataset's files are the same in two containers.
+fn assert_same_datasets(s: &dyn Storage, a: &str, b: &str) {
+    for rel in DATASETS {
+        assert_same(&s.private(a, rel), &s.private(b, rel), &BTRFS);
+    }
 }
 
 /// Changes in every dataset between the base and the incremental snapshot.
-fn modify(rootfs: &Path) {
+fn modify(s: &dyn Storage) {
+    let rootfs = s.rootfs("c1");
     write_file(rootfs.join("every/etc/hostname"), b"changed", 0o600, 0, 0);
     fs::remove_file(rootfs.join("every/home/user/owned.link")).unwrap();
     fs::rename(
@@ -143,10 +150,11 @@ fn modify(rootfs: &Path) {
     .unwrap();
     write_file(rootfs.join("every/new/file"), b"new", 0o644, 12, 34);
     fs::remove_dir(rootfs.join("every/mnt")).unwrap();
-    write_file(rootfs.join("var/every/more"), b"more", 0o644, 0, 0);
-    fs::remove_file(rootfs.join("var/every/fifo")).unwrap();
+    let var = s.private("c1", "var");
+    write_file(var.join("every/more"), b"more", 0o644, 0, 0);
+    fs::remove_file(var.join("every/fifo")).unwrap();
     write_file(
-        rootfs.join("var/log/every/today"),
+        s.private("c1", "var/log").join("every/today"),
         b"log line\n",
         0o640,
         0,
@@ -162,7 +170,7 @@ fn round_trip(fx: &Fixture, compressed: bool) {
     for dir in ["conf", "log", "state"] {
         assert!(root.join(dir).is_dir(), "{dir} in the pool directory");
     }
-    let rootfs = populated_container(fx);
+    populated_container(fx);
     assert_eq!(s.subdatasets("c1").unwrap(), ["var", "var/log"]);
 
     s.snapshot("c1", "osctl-base").unwrap();
@@ -178,7 +186,7 @@ fn round_trip(fx: &Fixture, compressed: bool) {
         .iter()
         .map(|rel| fx.send("c1", rel, "osctl-base", None, compressed))
         .collect();
-    modify(&rootfs);
+    modify(s);
     s.snapshot("c1", "osctl-incr").unwrap();
     let incr: Vec<PathBuf> = DATASETS
         .iter()
@@ -203,7 +211,7 @@ fn round_trip(fx: &Fixture, compressed: bool) {
         fx.receive(&staging, rel, &incr[i]).unwrap();
         s.finish_receive(&staging, rel, &snapshots).unwrap();
     }
-    assert_same(&rootfs, &s.rootfs(&staging), &BTRFS);
+    assert_same_datasets(s, "c1", &staging);
     assert!(is_sparse(s.rootfs(&staging).join("every/sparse")));
     assert_eq!(s.subdatasets(&staging).unwrap(), ["var", "var/log"]);
     assert_eq!(s.snapshots(&staging).unwrap(), Vec::<String>::new());
@@ -219,10 +227,10 @@ fn round_trip(fx: &Fixture, compressed: bool) {
     s.rename(&staging, "c2").unwrap();
     assert_eq!(s.containers().unwrap(), ["c1", "c2"]);
     assert!(!s.exists(&staging).unwrap());
-    assert_same(&rootfs, &s.rootfs("c2"), &BTRFS);
+    assert_same_datasets(s, "c1", "c2");
     // The imported datasets are writable subvolumes.
     for rel in DATASETS {
-        fs::write(s.path("c2", rel).join("written-after-import"), b"x").unwrap();
+        fs::write(s.private("c2", rel).join("written-after-import"), b"x").unwrap();
     }
 
     s.destroy_snapshot("c1", "osctl-base").unwrap();
@@ -258,7 +266,7 @@ fn compression_property_enables_compressed_send() {
     assert!(!s.can_send_compressed("c1", "").unwrap());
     Cmd::new("btrfs")
         .args(["property", "set"])
-        .arg(s.path("c1", "var"))
+        .arg(s.private("c1", "var"))
         .args(["compression", "zstd"])
         .run()
         .unwrap();
@@ -320,7 +328,7 @@ fn broken_streams_leave_nothing_after_destroy() {
     let s = fx.storage();
     s.create("c1", "").unwrap();
     s.create("c1", "var").unwrap();
-    fill_every_kind(&s.rootfs("c1").join("var/big"), "big");
+    fill_every_kind(&s.private("c1", "var").join("big"), "big");
     s.snapshot("c1", "base").unwrap();
     let root_stream = fx.send("c1", "", "base", None, false);
     let var_stream = fx.send("c1", "var", "base", None, false);
@@ -385,36 +393,45 @@ fn datasets_snapshots_and_views() {
     s.create("c1", "var/log").unwrap();
     assert!(matches!(s.create("c1", "../x"), Err(Error::Invalid(_))));
 
-    // An empty directory gives way to the subdataset, owner and mode kept.
-    fs::create_dir(rootfs.join("srv")).unwrap();
-    chown(rootfs.join("srv"), 7, 8);
-    fs::set_permissions(rootfs.join("srv"), fs::Permissions::from_mode(0o750)).unwrap();
+    // Each has an empty private/ of its own, beside its parent's.
+    for rel in ["var", "var/log"] {
+        let private = s.private("c1", rel);
+        assert_eq!(private, s.path("c1", "").join(rel).join("private"));
+        assert_eq!(fs::read_dir(&private).unwrap().count(), 0, "{rel}");
+        assert_eq!(fs::metadata(&private).unwrap().mode() & 0o7777, 0o755);
+    }
+    // An empty directory gives way to the subdataset (a parent's snapshot
+    // shows a nested subvolume so); one with files in it does not, nor
+    // does a symlink.
+    let top = s.path("c1", "");
+    fs::create_dir(top.join("srv")).unwrap();
     s.create("c1", "srv").unwrap();
-    let meta = fs::metadata(rootfs.join("srv")).unwrap();
-    assert_eq!((meta.ino(), meta.uid(), meta.gid()), (256, 7, 8));
-    assert_eq!(meta.mode() & 0o7777, 0o750);
-    // One with files in it does not, nor does a symlink.
-    write_file(rootfs.join("opt/keep"), b"keep", 0o644, 0, 0);
+    assert_eq!(fs::metadata(top.join("srv")).unwrap().ino(), 256);
+    write_file(top.join("opt/keep"), b"keep", 0o644, 0, 0);
     assert!(matches!(s.create("c1", "opt"), Err(Error::Exists(_))));
-    assert_eq!(fs::read(rootfs.join("opt/keep")).unwrap(), b"keep");
-    std::os::unix::fs::symlink("/", rootfs.join("link")).unwrap();
+    assert_eq!(fs::read(top.join("opt/keep")).unwrap(), b"keep");
+    std::os::unix::fs::symlink("/", top.join("link")).unwrap();
     assert!(s.create("c1", "link").is_err());
     assert!(s.create("c1", "link/tmp").is_err());
+    fs::remove_file(top.join("link")).unwrap();
+    fs::remove_dir_all(top.join("opt")).unwrap();
     assert_eq!(s.subdatasets("c1").unwrap(), ["srv", "var", "var/log"]);
 
-    write_file(rootfs.join("var/in-var"), b"v", 0o644, 0, 0);
-    write_file(rootfs.join("var/log/in-log"), b"l", 0o644, 0, 0);
+    write_file(rootfs.join("opt/keep"), b"keep", 0o644, 0, 0);
+    let var_files = s.private("c1", "var");
+    write_file(var_files.join("in-var"), b"v", 0o644, 0, 0);
+    write_file(s.private("c1", "var/log").join("in-log"), b"l", 0o644, 0, 0);
     s.snapshot("c1", "s").unwrap();
     assert!(matches!(s.snapshot("c1", "s"), Err(Error::Exists(_))));
     assert!(matches!(s.snapshot("c1", "../s"), Err(Error::Invalid(_))));
-    fs::write(rootfs.join("var/in-var"), b"changed later").unwrap();
+    fs::write(var_files.join("in-var"), b"changed later").unwrap();
 
     let var = s.snapshot_view("c1", "var", "s").unwrap();
-    assert_eq!(fs::read(var.path().join("in-var")).unwrap(), b"v");
+    assert_eq!(fs::read(var.path().join("private/in-var")).unwrap(), b"v");
     // Snapshots are not recursive: the nested one is an empty directory.
     assert_eq!(fs::read_dir(var.path().join("log")).unwrap().count(), 0);
     let log = s.snapshot_view("c1", "var/log", "s").unwrap();
-    assert!(log.path().join("in-log").is_file());
+    assert!(log.path().join("private/in-log").is_file());
     let root = s.snapshot_view("c1", "", "s").unwrap();
     assert!(root.path().join("private/opt/keep").is_file());
     assert!(
@@ -439,15 +456,34 @@ fn datasets_snapshots_and_views() {
     s.destroy_snapshot("c1", "s").unwrap();
     assert!(!fx.snapshots_dir().join("c1").exists());
 
-    // A subvolume made inside the container under a name that is no
-    // dataset name: refused as a subdataset, removed with the container.
-    Cmd::new("btrfs")
-        .args(["subvolume", "create"])
-        .arg(rootfs.join("Bad Name"))
-        .run()
-        .unwrap();
+    // A subvolume beside the datasets under a name that is no dataset name:
+    // refused as a subdataset, removed with the container.
+    let create_subvolume = |path: &Path| {
+        Cmd::new("btrfs")
+            .args(["subvolume", "create"])
+            .arg(path)
+            .run()
+            .unwrap()
+    };
+    create_subvolume(&top.join("Bad Name"));
     let err = s.subdatasets("c1").unwrap_err();
     assert!(err.to_string().contains("Bad Name"), "{err}");
+    Cmd::new("btrfs")
+        .args(["subvolume", "delete"])
+        .arg(top.join("Bad Name"))
+        .run()
+        .unwrap();
+    // One made inside a root file system (as the container may, or as older
+    // osctl-rs versions kept datasets) is the container's files: no dataset,
+    // but a snapshot would show it empty, so there is none.
+    create_subvolume(&rootfs.join("var"));
+    assert_eq!(s.subdatasets("c1").unwrap(), ["srv"]);
+    let err = s.snapshot("c1", "t").unwrap_err();
+    assert!(
+        matches!(&err, Error::Refused(m) if m.contains("inside a root file system")),
+        "{err}"
+    );
+    assert!(s.snapshots("c1").unwrap().is_empty());
     s.destroy("c1", "").unwrap();
     fx.assert_empty();
 }
@@ -501,7 +537,11 @@ fn install_refuses_a_location_off_btrfs() {
 
 // --- The stream guard on real streams, and the attacks it stops ----------
 
+use osctl_core::filepolicy::FilePolicy;
 use osctl_core::storage::btrfs_stream::{self as stream, StreamGuard, SubvolumeId};
+
+/// The guard's checks of streams, without its file policy.
+const ANY: FilePolicy = FilePolicy::anything();
 
 /// What B holds and no one else may see.
 const SECRET: &[u8] = b"the secret of container b";
@@ -638,14 +678,14 @@ fn real_streams_pass(fx: &Fixture, compressed: bool) {
             assert!(dump.contains("encoded_write"), "{dump}");
         }
     }
-    let (out, base) = guard_copy(&mut StreamGuard::base("c1"), &full).unwrap();
+    let (out, base) = guard_copy(&mut StreamGuard::base("c1", ANY), &full).unwrap();
     assert!(
         out == fs::read(&full).unwrap(),
         "the full stream passes unchanged"
     );
     let (sent, _) = subvolume_uuids(&fx.snapshots_dir().join("c1/root/a"));
     assert_eq!(base.uuid, sent, "the base stream names the sent snapshot");
-    let (out, made) = guard_copy(&mut StreamGuard::incremental("c1", base), &incr).unwrap();
+    let (out, made) = guard_copy(&mut StreamGuard::incremental("c1", base, ANY), &incr).unwrap();
     assert!(
         out == fs::read(&incr).unwrap(),
         "the incremental stream passes unchanged"
@@ -656,12 +696,12 @@ fn real_streams_pass(fx: &Fixture, compressed: bool) {
         uuid: [7; 16],
         ..base
     };
-    let err = guard_copy(&mut StreamGuard::incremental("c1", elsewhere), &incr).unwrap_err();
+    let err = guard_copy(&mut StreamGuard::incremental("c1", elsewhere, ANY), &incr).unwrap_err();
     assert!(
         err.to_string().contains("(snapshot): its parent is"),
         "{err}"
     );
-    let err = guard_copy(&mut StreamGuard::base("c1"), &incr).unwrap_err();
+    let err = guard_copy(&mut StreamGuard::base("c1", ANY), &incr).unwrap_err();
     assert!(
         err.to_string().contains("a base stream must create"),
         "{err}"
@@ -964,7 +1004,7 @@ fn guard_throughput() {
     println!("stream of {tree}: {mb:.0} MB");
 
     let start = Instant::now();
-    let mut guard = StreamGuard::base("bench");
+    let mut guard = StreamGuard::base("bench", ANY);
     for chunk in bytes.chunks(1 << 20) {
         guard.check(chunk).unwrap();
     }
@@ -1007,7 +1047,7 @@ fn guard_throughput() {
             }
         }
         let mut receiver = if guarded {
-            Receiver::checked(writer, Box::new(Guarded(StreamGuard::base("bench"))))
+            Receiver::checked(writer, Box::new(Guarded(StreamGuard::base("bench", ANY))))
         } else {
             Receiver::direct(writer)
         };

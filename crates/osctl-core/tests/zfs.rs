@@ -5,6 +5,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -54,7 +55,7 @@ fn send_to_file(st: &ZfsStorage, ct: &str, rel: &str, snap: &str, from: Option<&
 }
 
 fn receive_file(st: &ZfsStorage, ct: &str, rel: &str, file: &Path) -> osctl_core::Result<()> {
-    let mut receiver = st.receive(ct, rel)?;
+    let mut receiver = st.receive(ct, rel, &osctl_core::filepolicy::FilePolicy::anything())?;
     let copied = receiver.copy_from(&mut File::open(file).unwrap(), drop);
     receiver.end(copied.map(drop), &format!("into {ct}/{rel}"))
 }
@@ -167,16 +168,27 @@ fn roundtrip_through_streams() {
     assert_eq!(st.subdatasets(ct).unwrap(), ["var", "var/log"]);
     assert_eq!(st.path(ct, ""), root.join("ct/c1"));
     assert_eq!(st.rootfs(ct), root.join("ct/c1/private"));
-    assert_eq!(st.path(ct, "var/log"), root.join("ct/c1/private/var/log"));
+    // The original's layout: each dataset beside its parent's private/,
+    // with its own, created empty.
+    assert_eq!(st.path(ct, "var/log"), root.join("ct/c1/var/log"));
+    assert_eq!(st.private(ct, "var"), root.join("ct/c1/var/private"));
+    for rel in ["var", "var/log"] {
+        let private = st.private(ct, rel);
+        assert_eq!(fs::read_dir(&private).unwrap().count(), 0, "{rel}");
+        assert_eq!(
+            fs::metadata(&private).unwrap().permissions().mode() & 0o7777,
+            0o755
+        );
+    }
     populate(&st.rootfs(ct), "root");
-    populate(&st.path(ct, "var"), "var");
-    populate(&st.path(ct, "var/log"), "log");
+    populate(&st.private(ct, "var"), "var");
+    populate(&st.private(ct, "var/log"), "log");
 
     st.snapshot(ct, "base").unwrap();
     // Changes after the base snapshot: the incremental streams carry them.
     fs::write(st.rootfs(ct).join("etc/hostname"), "changed\n").unwrap();
-    fs::remove_file(st.path(ct, "var/log").join("usr/bin/suid")).unwrap();
-    fs::write(st.path(ct, "var/log").join("new"), "appended\n").unwrap();
+    fs::remove_file(st.private(ct, "var/log").join("usr/bin/suid")).unwrap();
+    fs::write(st.private(ct, "var/log").join("new"), "appended\n").unwrap();
     st.snapshot(ct, "incr").unwrap();
     assert_eq!(st.snapshots(ct).unwrap(), ["base", "incr"]);
 
@@ -190,8 +202,8 @@ fn roundtrip_through_streams() {
             "read-only"
         );
         let log_view = st.snapshot_view(ct, "var/log", "base").unwrap();
-        assert!(log_view.path().join("usr/bin/suid").exists());
-        assert!(!log_view.path().join("new").exists());
+        assert!(log_view.path().join("private/usr/bin/suid").exists());
+        assert!(!log_view.path().join("private/new").exists());
     }
     assert_eq!(view_clones(&zp), Vec::<String>::new(), "views released");
 
@@ -225,14 +237,21 @@ fn roundtrip_through_streams() {
     assert_eq!(st.subdatasets(&staging).unwrap(), ["var", "var/log"]);
     // Left unmounted (the rename mounts); shown here, and renamed mounted.
     st.mount(&staging).unwrap();
-    assert_same(&st.path(&staging, ""), &st.path(ct, ""), &ZFS);
+    // Each dataset's files (the directories holding them have mountpoints
+    // made and removed by zfs).
+    let same_files = |a: &str, b: &str| {
+        for rel in ["", "var", "var/log"] {
+            assert_same(&st.private(a, rel), &st.private(b, rel), &ZFS);
+        }
+    };
+    same_files(&staging, ct);
     assert!(st.containers().unwrap().contains(&staging));
 
     // Staging name to final id: the subdatasets follow to their new places.
     st.rename(&staging, "c2").unwrap();
     assert!(!st.exists(&staging).unwrap());
     assert!(!st.path(&staging, "").exists());
-    assert_same(&st.path("c2", ""), &st.path(ct, ""), &ZFS);
+    same_files("c2", ct);
     let mountpoint = zfs(&[
         "get",
         "-Hp",
@@ -269,7 +288,7 @@ fn roundtrip_through_streams() {
         w.finish().unwrap();
     }
     assert_eq!(
-        fs::read_to_string(zp.mnt.join("plain/new")).unwrap(),
+        fs::read_to_string(zp.mnt.join("plain/private/new")).unwrap(),
         "appended\n"
     );
 
@@ -376,6 +395,51 @@ fn errors_name_the_dataset() {
     let msg = e.to_string();
     assert!(msg.contains(&st.dataset_of(&staging, "").unwrap()), "{msg}");
     assert!(!st.exists(&staging).unwrap(), "nothing left behind");
+}
+
+/// A dataset's mountpoint is reached without a symlink: the directories on
+/// the way come from archives' streams. Containers whose subdatasets are
+/// mounted inside the root file system (older osctl-rs) are refused.
+#[test]
+fn symlinks_and_the_older_layout_are_refused() {
+    let zp = zpool_or_skip!(128);
+    let (st, root) = install(&zp);
+    st.create("c1", "").unwrap();
+    st.create("c1", "var").unwrap();
+    let var = st.dataset_of("c1", "var").unwrap();
+    zfs(&["unmount", &var]);
+    let target = zp.dir().join("elsewhere");
+    fs::create_dir(&target).unwrap();
+    fs::remove_dir(st.path("c1", "var")).unwrap();
+    std::os::unix::fs::symlink(&target, st.path("c1", "var")).unwrap();
+    let e = st.mount("c1").unwrap_err();
+    assert!(
+        matches!(&e, Error::Refused(m) if m.contains("symlink")),
+        "{e}"
+    );
+    assert_eq!(
+        fs::read_dir(&target).unwrap().count(),
+        0,
+        "nothing mounted there"
+    );
+    fs::remove_file(st.path("c1", "var")).unwrap();
+    st.mount("c1").unwrap();
+    assert!(st.private("c1", "var").is_dir());
+
+    // The older layout: mounted at private/var, files at its top.
+    let old = root.join("ct/c1/private/var");
+    zfs(&["set", &format!("mountpoint={}", old.display()), &var]);
+    for e in [
+        st.mount("c1").unwrap_err(),
+        st.snapshot("c1", "s").unwrap_err(),
+    ] {
+        assert!(
+            matches!(&e, Error::Refused(m) if m.contains("dataset 'var'") && m.contains("older")),
+            "{e}"
+        );
+    }
+    assert!(st.snapshots("c1").unwrap().is_empty());
+    st.destroy("c1", "").unwrap();
 }
 
 #[test]

@@ -36,14 +36,31 @@ use crate::resources_cli::{
 )]
 pub struct Args {
     /// The pool to work on (default: the only pool, else the one named `default`)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pool: Option<String>,
     /// Machine-readable output (one JSON document) for ls and show
-    #[arg(short = 'j', long, global = true)]
+    #[arg(short = 'j', long, global = true, help_heading = "Global options")]
     json: bool,
-    /// No progress output
-    #[arg(short = 'q', long, global = true)]
+    /// No progress output and no closing summary
+    #[arg(short = 'q', long, global = true, help_heading = "Global options")]
     quiet: bool,
+    /// Print every external command osctl runs, with its duration and outcome
+    #[arg(
+        short = 'v',
+        long = "debug",
+        global = true,
+        help_heading = "Global options"
+    )]
+    debug: bool,
+    /// Seconds to wait for another operation on the same object
+    /// (default: OSCTL_LOCK_TIMEOUT, else 600)
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        help_heading = "Global options"
+    )]
+    lock_timeout: Option<u64>,
     #[command(subcommand)]
     command: Top,
 }
@@ -186,6 +203,16 @@ enum CtCmd {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// Print the end of the container's LXC log (why a start failed)
+    Log {
+        id: String,
+        /// How many lines from the end
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+        /// Keep printing what is added, until interrupted
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
     /// Run a command inside a running container; its exit status is ours
     Exec {
         id: String,
@@ -214,6 +241,15 @@ enum CtCmd {
     #[command(subcommand)]
     Devices(DevicesCmd),
     /// Write the container (configs and root file system) into one archive
+    ///
+    /// What vpsAdminOS's osctl reads: --format native on zfs pools with
+    /// --compression off, gzip or auto; tar archives (--format tar, or native
+    /// on dir pools) with gzip or auto, since it looks for rootfs/base.tar.gz
+    /// only, and in one layer: always on zfs and btrfs pools, on dir pools
+    /// when the container is stopped, with --no-consistent or --single-layer.
+    /// It refuses loudly what it cannot read (zstd, uncompressed tar, btrfs
+    /// streams, format tar-layers).
+    #[command(verbatim_doc_comment)]
     Export {
         /// Stop a running container briefly so the archive holds a consistent state (default)
         #[arg(long, overrides_with = "no_consistent")]
@@ -221,12 +257,20 @@ enum CtCmd {
         /// Never stop the container: the archive is as after a power loss
         #[arg(long)]
         no_consistent: bool,
-        /// auto: compressed by the storage where it can, else gzip
+        /// auto: compressed by the storage where it can (native streams), else gzip
         #[arg(long, default_value = "auto", value_parser = ["auto", "off", "gzip", "zstd"])]
         compression: String,
-        /// native: the pool's own streams (zfs, btrfs; tar on dir pools); tar: portable
+        /// native: the pool's own streams (zfs, btrfs; tar on dir pools); tar: one
+        /// tree of what the container sees, subdatasets at their mountpoints,
+        /// for pools of any kind
         #[arg(long, default_value = "native", value_parser = ["native", "tar"])]
         format: String,
+        /// Dir pools, tar: a running container stays stopped while its one tar
+        /// is written, as the original reads it; without it the changes made
+        /// during the dump follow in a second layer (format tar-layers,
+        /// readable by osctl-rs only)
+        #[arg(long)]
+        single_layer: bool,
         /// Overwrite FILE if it exists
         #[arg(long)]
         force: bool,
@@ -252,18 +296,27 @@ enum CtCmd {
         trusted: bool,
         file: PathBuf,
     },
-    /// Subdatasets of a container (zfs, btrfs), mounted inside its root file system
+    /// Subdatasets of a container (zfs, btrfs), each with its own private/, shown
+    /// to the container by a dataset mount of its config
     #[command(subcommand)]
     Dataset(DatasetCmd),
 }
 
 #[derive(Subcommand, Debug)]
 enum DatasetCmd {
-    /// Create a subdataset NAME (relative, e.g. var or var/log; the parent must exist)
-    New { id: String, name: String },
+    /// Create a subdataset NAME (relative, e.g. var or var/log; the parent must
+    /// exist) and mount it from the container's next start
+    New {
+        /// Where the container sees it (default: /NAME below the root, or
+        /// below the parent dataset's mountpoint; no mount if the parent has none)
+        #[arg(long)]
+        mountpoint: Option<String>,
+        id: String,
+        name: String,
+    },
     /// List a container's subdatasets
     Ls { id: String },
-    /// Delete a subdataset and its snapshots (not while the container runs)
+    /// Delete a subdataset, its snapshots and its mounts (not while the container runs)
     Del { id: String, name: String },
 }
 
@@ -277,6 +330,39 @@ enum SetCmd {
     },
     #[command(flatten)]
     Limit(LimitSetCmd),
+}
+
+/// Prints the last `lines` lines of a log; with `follow`, then what is
+/// appended, until the process is interrupted.
+fn print_log(path: &std::path::Path, lines: usize, follow: bool) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let missing = || osctl_core::Error::NotFound(format!("no log yet: {}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(|_| missing())?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    let all: Vec<&str> = text.lines().collect();
+    for line in &all[all.len().saturating_sub(lines)..] {
+        outln!("{line}");
+    }
+    let mut at = file.stream_position()?;
+    if !follow {
+        return Ok(());
+    }
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let len = file.metadata()?.len();
+        if len < at {
+            at = 0; // The log was cut: read it from its start again.
+        }
+        file.seek(SeekFrom::Start(at))?;
+        let mut new = Vec::new();
+        at += file.read_to_end(&mut new)? as u64;
+        if !new.is_empty() {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&new)?;
+            out.flush()?;
+        }
+    }
 }
 
 struct Ctx {
@@ -298,6 +384,15 @@ impl Ctx {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    osctl_core::cmd::trace_commands(args.debug);
+    if let Some(secs) = args.lock_timeout {
+        osctl_core::lock::set_wait_limit(Duration::from_secs(secs));
+    }
+    let operation: Vec<String> = std::env::args().skip(1).collect();
+    osctl_core::lock::set_operation(operation.join(" "));
+    if !args.quiet {
+        osctl_core::lock::set_wait_notice(|line| eprintln!("osctl: {line}"));
+    }
     let ctx = Ctx {
         host: Host::from_env(),
         pool_name: args.pool,
@@ -590,13 +685,19 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
         CtCmd::Restart { id, timeout } => {
             containers::restart(&pool, &id, Duration::from_secs(timeout))?
         }
+        CtCmd::Log { id, lines, follow } => {
+            pool.ct_unvalidated(&id)?;
+            print_log(&containers::log_file(&pool, &id), lines, follow)?
+        }
         CtCmd::Exec { id, command } => {
             let code = containers::exec(&pool, &id, &command)?;
             return Ok(ExitCode::from(code.clamp(0, 255) as u8));
         }
         CtCmd::Del { force, id } => containers::delete(&pool, &id, force)?,
         CtCmd::Set(SetCmd::Privileged { id, value }) => {
-            containers::set_privileged(&pool, &id, value == "on")?
+            if containers::set_privileged(&pool, &id, value == "on")? && !ctx.quiet {
+                outln!("container '{id}' is running: the change applies at its next start");
+            }
         }
         CtCmd::Set(SetCmd::Limit(c)) => {
             resources_cli::limit_set_cmd(&pool, Owner::Ct, c, ctx.quiet)?
@@ -612,6 +713,7 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
             no_consistent,
             compression,
             format,
+            single_layer,
             force,
             stop_timeout,
             id,
@@ -628,6 +730,7 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
                 } else {
                     FormatChoice::Native
                 },
+                single_layer,
                 force,
                 progress: Progress::new(!ctx.quiet),
                 stop_timeout: Duration::from_secs(stop_timeout),
@@ -660,7 +763,11 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
 
 fn dataset_cmd(ctx: &Ctx, pool: &Pool, cmd: DatasetCmd) -> Result<()> {
     match cmd {
-        DatasetCmd::New { id, name } => datasets::create(pool, &id, &name)?,
+        DatasetCmd::New {
+            mountpoint,
+            id,
+            name,
+        } => datasets::create(pool, &id, &name, mountpoint.as_deref())?,
         DatasetCmd::Ls { id } => {
             let list = datasets::list(pool, &id)?;
             if ctx.json {
@@ -668,9 +775,9 @@ fn dataset_cmd(ctx: &Ctx, pool: &Pool, cmd: DatasetCmd) -> Result<()> {
             }
             let rows = list
                 .into_iter()
-                .map(|d| vec![d.name, d.path])
+                .map(|d| vec![d.name, d.mountpoint.unwrap_or_else(|| "-".into()), d.path])
                 .collect::<Vec<_>>();
-            output::table(&["NAME", "PATH"], &rows);
+            output::table(&["NAME", "MOUNTPOINT", "PATH"], &rows);
         }
         DatasetCmd::Del { id, name } => datasets::delete(pool, &id, &name)?,
     }
@@ -731,7 +838,7 @@ fn print_summary(file: &std::path::Path, s: &inspect::ArchiveSummary) -> Result<
         ("user", or_none(&m.user)),
         ("group", or_none(&m.group)),
         ("datasets", list(&m.datasets)),
-        ("exported_at", m.exported_at.to_string()),
+        ("exported_at", output::utc_time(m.exported_at)),
         ("hooks", list(&s.hooks)),
         ("snapshots", s.snapshots.as_deref().map_or("-".into(), list)),
         (

@@ -15,9 +15,10 @@
 //! the metadata says must be there.
 
 use std::collections::HashSet;
+use std::io::Read;
 
 use super::meta::{self, EntryName, Metadata, StreamEncoding, StreamKind, StreamName};
-use super::EntryKind;
+use super::{Entry, EntryDigest, EntryKind};
 use crate::error::{Error, Result};
 
 /// Most entries in an archive we read: an export writes a dozen, plus a few
@@ -36,7 +37,9 @@ enum Phase {
     Tail,
 }
 
-/// The state of one reading of an archive.
+/// The state of one reading of an archive, with the archive's own
+/// documents (`metadata.yml`, `checksums.yml`, `snapshots.yml`) and the
+/// digests of the entries `checksums.yml` covers.
 pub struct Grammar {
     metadata: Option<Metadata>,
     phase: Phase,
@@ -44,7 +47,23 @@ pub struct Grammar {
     seen: Vec<EntryName>,
     names: HashSet<EntryName>,
     hooks: usize,
-    checksums: bool,
+    /// Whether `checksums.yml` was admitted: nothing after it is covered.
+    checksums_admitted: bool,
+    checksums: Option<Vec<EntryDigest>>,
+    snapshots: Option<Vec<String>>,
+    /// Digests of the file entries read before `checksums.yml`.
+    digests: Vec<EntryDigest>,
+}
+
+/// What [`Grammar::finish`] found.
+#[derive(Debug)]
+pub struct Finished<'a> {
+    pub metadata: &'a Metadata,
+    /// `snapshots.yml`, newest first, if the archive has one.
+    pub snapshots: Option<&'a [String]>,
+    /// How many entries matched `checksums.yml`; None without one (or when
+    /// digests were not compared).
+    pub checksums_verified: Option<usize>,
 }
 
 impl Default for Grammar {
@@ -61,7 +80,10 @@ impl Grammar {
             seen: Vec::new(),
             names: HashSet::new(),
             hooks: 0,
-            checksums: false,
+            checksums_admitted: false,
+            checksums: None,
+            snapshots: None,
+            digests: Vec::new(),
         }
     }
 
@@ -86,7 +108,7 @@ impl Grammar {
             return Ok(());
         };
         metadata.check_entry(name)?;
-        if self.checksums && *name != EntryName::Snapshots {
+        if self.checksums_admitted && *name != EntryName::Snapshots {
             return bad(format!(
                 "'{shown}' comes after checksums.yml, which does not cover it"
             ));
@@ -122,13 +144,53 @@ impl Grammar {
             }
             EntryName::Checksums => {
                 self.phase = Phase::Tail;
-                self.checksums = true;
+                self.checksums_admitted = true;
             }
             EntryName::Snapshots => self.phase = Phase::Tail,
             _ => {}
         }
         self.seen.push(name.clone());
         Ok(())
+    }
+
+    /// Reads an admitted entry if it is one of the archive's own documents
+    /// (`metadata.yml`, `checksums.yml`, `snapshots.yml`); false for others.
+    pub fn read_own<R: Read>(
+        &mut self,
+        entry: &mut Entry<'_, R>,
+        name: &EntryName,
+    ) -> Result<bool> {
+        match name {
+            EntryName::Metadata => {
+                let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
+                let metadata = Metadata::parse(&bytes)?;
+                entry.use_digest(metadata.digest_algorithm());
+                self.set_metadata(metadata);
+            }
+            EntryName::Checksums => {
+                let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
+                let metadata = self.metadata.as_ref().expect("admitted after metadata.yml");
+                let digests = meta::parse_checksums(&bytes, metadata.digest_algorithm())?;
+                self.checksums = Some(digests);
+            }
+            EntryName::Snapshots => {
+                let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
+                self.snapshots = Some(meta::parse_snapshots(&bytes)?);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// After an admitted entry was read to its end: keeps its digest when
+    /// `checksums.yml` covers it.
+    pub fn keep_digest<R: Read>(&mut self, name: &EntryName, entry: &Entry<'_, R>) {
+        if entry.kind() == EntryKind::File
+            && !self.checksums_admitted
+            && *name != EntryName::Checksums
+        {
+            self.digests.extend(entry.digest());
+        }
     }
 
     /// `metadata.yml`, parsed: what the rest of the archive is judged by.
@@ -140,25 +202,15 @@ impl Grammar {
         self.metadata.as_ref()
     }
 
-    /// Whether an entry just admitted is one `checksums.yml` lists: a file
-    /// before it.
-    pub fn covered(&self, name: &EntryName, kind: EntryKind) -> bool {
-        kind == EntryKind::File && !self.checksums && *name != EntryName::Checksums
-    }
-
-    /// Whether a `checksums.yml` was admitted.
-    pub fn has_checksums(&self) -> bool {
-        self.checksums
-    }
-
     /// Whether any stream was admitted yet.
     pub fn in_streams(&self) -> bool {
         self.phase >= Phase::Streams
     }
 
-    /// After the last entry: everything the metadata asks for is there, and
-    /// send streams have their snapshots named (`snapshots`, as parsed).
-    pub fn finish(&self, snapshots: Option<&[String]>) -> Result<&Metadata> {
+    /// After the last entry: everything the metadata asks for is there, send
+    /// streams have their snapshots named, and, with `compare_digests`, every
+    /// covered entry matches `checksums.yml`.
+    pub fn finish(&self, compare_digests: bool) -> Result<Finished<'_>> {
         let metadata = self
             .metadata
             .as_ref()
@@ -166,13 +218,26 @@ impl Grammar {
         meta::check_complete(metadata, &self.seen)?;
         if metadata.stream_encoding() == StreamEncoding::Dat
             && metadata.archive_type == meta::ArchiveType::Full
-            && snapshots.is_none_or(|s| s.is_empty())
+            && self.snapshots.as_ref().is_none_or(|s| s.is_empty())
         {
             return Err(Error::Archive(
                 "snapshots.yml names no snapshot, but the archive holds send streams".into(),
             ));
         }
-        Ok(metadata)
+        let checksums_verified = match &self.checksums {
+            Some(expected) if compare_digests => Some(check_checksums(expected, &self.digests)?),
+            _ => None,
+        };
+        Ok(Finished {
+            metadata,
+            snapshots: self.snapshots.as_deref(),
+            checksums_verified,
+        })
+    }
+
+    /// Whether the archive had a `checksums.yml`.
+    pub fn has_checksums(&self) -> bool {
+        self.checksums.is_some()
     }
 
     /// One base stream per dataset, the root's first, then at most one
@@ -201,6 +266,49 @@ impl Grammar {
         }
         Ok(())
     }
+}
+
+/// Compares the digests of the entries read with `checksums.yml`: every
+/// entry it lists must be there with its size and digest, and every file
+/// entry before it must be listed. Returns how many matched.
+pub(crate) fn check_checksums(expected: &[EntryDigest], seen: &[EntryDigest]) -> Result<usize> {
+    for want in expected {
+        match seen.iter().find(|d| d.name == want.name) {
+            Some(got)
+                if got.size == want.size
+                    && got.algorithm == want.algorithm
+                    && got.hex.eq_ignore_ascii_case(&want.hex) => {}
+            Some(got) => {
+                return Err(Error::Archive(format!(
+                    "archive entry '{}' is damaged: checksums.yml says {} bytes with {} {}, \
+                     the archive holds {} bytes with {} {}",
+                    want.name,
+                    want.size,
+                    want.algorithm.name(),
+                    want.hex,
+                    got.size,
+                    got.algorithm.name(),
+                    got.hex
+                )))
+            }
+            None => {
+                return Err(Error::Archive(format!(
+                    "checksums.yml lists '{}', which the archive lacks",
+                    want.name
+                )))
+            }
+        }
+    }
+    if let Some(extra) = seen
+        .iter()
+        .find(|d| !expected.iter().any(|w| w.name == d.name))
+    {
+        return Err(Error::Archive(format!(
+            "archive entry '{}' is not listed in checksums.yml",
+            extra.name
+        )));
+    }
+    Ok(expected.len())
 }
 
 #[cfg(test)]
@@ -262,10 +370,11 @@ mod tests {
             "checksums.yml",
             "snapshots.yml",
         ]);
-        let g = judge("zfs", &["var"], &names).unwrap();
-        g.finish(Some(&["s".to_string()])).unwrap();
-        let err = g.finish(Some(&[])).unwrap_err().to_string();
+        let mut g = judge("zfs", &["var"], &names).unwrap();
+        let err = g.finish(true).unwrap_err().to_string();
         assert!(err.contains("names no snapshot"), "{err}");
+        g.snapshots = Some(vec!["s".to_string()]);
+        g.finish(true).unwrap();
     }
 
     #[test]
@@ -347,12 +456,33 @@ mod tests {
     #[test]
     fn completeness_follows_the_metadata() {
         let g = judge("tar", &[], &HEAD).unwrap();
-        let err = g.finish(None).unwrap_err().to_string();
+        let err = g.finish(true).err().unwrap().to_string();
         assert!(err.contains("rootfs/base.tar"), "{err}");
         let mut names = HEAD.to_vec();
         names.push("rootfs/base.tar.gz");
-        judge("tar", &[], &names).unwrap().finish(None).unwrap();
-        let err = Grammar::new().finish(None).unwrap_err().to_string();
+        assert!(judge("tar", &[], &names).unwrap().finish(true).is_ok());
+        let err = Grammar::new().finish(true).err().unwrap().to_string();
         assert!(err.contains("metadata.yml not found"), "{err}");
+    }
+
+    #[test]
+    fn checksums_must_cover_every_entry() {
+        let digest = |name: &str, hex: &str| EntryDigest {
+            name: name.into(),
+            size: 1,
+            algorithm: crate::archive::DigestAlgorithm::Blake3,
+            hex: hex.repeat(64),
+        };
+        let seen = [digest("metadata.yml", "a"), digest("rootfs/base.tar", "b")];
+        assert_eq!(check_checksums(&seen, &seen).unwrap(), 2);
+        let err = check_checksums(&seen[..1], &seen).unwrap_err().to_string();
+        assert!(err.contains("'rootfs/base.tar' is not listed"), "{err}");
+        let err = check_checksums(&[digest("config/user.yml", "c")], &seen[..0])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lists 'config/user.yml', which the archive lacks"),
+            "{err}"
+        );
     }
 }

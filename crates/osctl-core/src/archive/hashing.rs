@@ -14,26 +14,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
+use super::digest::Hasher;
 
 /// Chunk read per `pread`.
 const CHUNK: usize = 1 << 20;
 /// `end` while the region is still growing.
 const UNKNOWN_END: u64 = u64::MAX;
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
-}
-
-pub(crate) fn sha256_hex(hasher: &Sha256) -> String {
-    hex(&hasher.clone().finalize())
-}
 
 /// A thread hashing `[start, end)` of a file, where `end` may be set later
 /// (export: the region grows while a child's output is spliced in).
@@ -42,7 +28,7 @@ pub(crate) struct RegionHasher {
     cancel: Arc<AtomicBool>,
     /// Taken by `finish` and `cancel`; still there on drop (a panic or an
     /// early return in the copy), when the thread is told to stop.
-    thread: Option<JoinHandle<io::Result<Sha256>>>,
+    thread: Option<JoinHandle<io::Result<Hasher>>>,
 }
 
 impl RegionHasher {
@@ -53,7 +39,7 @@ impl RegionHasher {
         file: &File,
         start: u64,
         end: Option<u64>,
-        hasher: Sha256,
+        hasher: Hasher,
     ) -> io::Result<Self> {
         let file = file.try_clone()?;
         let end = Arc::new(AtomicU64::new(end.unwrap_or(UNKNOWN_END)));
@@ -72,7 +58,7 @@ impl RegionHasher {
     }
 
     /// Sets the end of the region, waits until it is hashed, returns the hasher.
-    pub(crate) fn finish(mut self, end: u64) -> io::Result<Sha256> {
+    pub(crate) fn finish(mut self, end: u64) -> io::Result<Hasher> {
         self.end.store(end, Ordering::Release);
         let thread = self
             .thread
@@ -104,8 +90,8 @@ fn hash_region(
     start: u64,
     end: &AtomicU64,
     cancel: &AtomicBool,
-    mut hasher: Sha256,
-) -> io::Result<Sha256> {
+    mut hasher: Hasher,
+) -> io::Result<Hasher> {
     let mut buf = vec![0u8; CHUNK];
     let mut at = start;
     let mut available = start;
@@ -143,32 +129,28 @@ fn hash_region(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archive::DigestAlgorithm::Blake3;
     use std::io::Write;
-
-    #[test]
-    fn hex_digits() {
-        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
-    }
 
     #[test]
     fn follows_a_growing_file() {
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(b"header").unwrap();
-        let hasher = RegionHasher::spawn(&file, 6, None, Sha256::new()).unwrap();
-        let mut expected = Sha256::new();
+        let hasher = RegionHasher::spawn(&file, 6, None, Blake3.hasher()).unwrap();
+        let mut expected = Blake3.hasher();
         for i in 0..50u32 {
             let chunk = vec![i as u8; 100_000];
             file.write_all(&chunk).unwrap();
             expected.update(&chunk);
         }
         let got = hasher.finish(6 + 50 * 100_000).unwrap();
-        assert_eq!(sha256_hex(&got), sha256_hex(&expected));
+        assert_eq!(got.hex(), expected.hex());
     }
 
     #[test]
     fn dropping_stops_the_thread() {
         let file = tempfile::tempfile().unwrap();
-        let hasher = RegionHasher::spawn(&file, 0, None, Sha256::new()).unwrap();
+        let hasher = RegionHasher::spawn(&file, 0, None, Blake3.hasher()).unwrap();
         let cancel = hasher.cancel.clone();
         drop(hasher);
         assert!(cancel.load(Ordering::Acquire));
@@ -178,7 +160,7 @@ mod tests {
     fn short_file_is_an_error() {
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(b"abc").unwrap();
-        let hasher = RegionHasher::spawn(&file, 0, Some(10), Sha256::new()).unwrap();
+        let hasher = RegionHasher::spawn(&file, 0, Some(10), Blake3.hasher()).unwrap();
         assert!(hasher.finish(10).is_err());
     }
 }

@@ -84,16 +84,28 @@ fn checksum_sums(block: &Block) -> (u64, i64) {
 }
 
 /// Builds a GNU-format header (magic `ustar  `): the format GNU tar writes by
-/// default and the one whose base-256 sizes are defined.
+/// default and the one whose base-256 sizes are defined. Files get mode
+/// 0644, directories 0755, as the original writes them.
 pub(crate) fn encode(name: &str, kind: EntryKind, size: u64, mtime: u64) -> Result<Block> {
-    check_written_name(name)?;
-    let mut block = [0u8; BLOCK];
-    block[..name.len()].copy_from_slice(name.as_bytes());
     let mode = match kind {
         EntryKind::File => 0o644,
         EntryKind::Dir => 0o755,
     };
-    put_octal(&mut block, MODE, mode);
+    encode_with_mode(name, kind, size, mtime, mode)
+}
+
+/// [`encode`] with the permission bits given (hook scripts keep theirs).
+pub(crate) fn encode_with_mode(
+    name: &str,
+    kind: EntryKind,
+    size: u64,
+    mtime: u64,
+    mode: u32,
+) -> Result<Block> {
+    check_written_name(name)?;
+    let mut block = [0u8; BLOCK];
+    block[..name.len()].copy_from_slice(name.as_bytes());
+    put_octal(&mut block, MODE, u64::from(mode & 0o7777));
     put_octal(&mut block, UID, 0);
     put_octal(&mut block, GID, 0);
     put_size(&mut block, size);
@@ -147,6 +159,8 @@ pub(crate) struct Decoded {
     pub name: String,
     pub kind: EntryKind,
     pub size: u64,
+    /// Permission bits (the mode field without the file type bits).
+    pub mode: u32,
 }
 
 pub(crate) fn is_zero(block: &Block) -> bool {
@@ -178,7 +192,7 @@ pub(crate) fn decode(block: &Block) -> Result<Decoded> {
     let number = |f: (usize, usize), what: &str| {
         parse_number(field(block, f)).map_err(|why| bad(format!("{what} field {why}")))
     };
-    number(MODE, "mode")?;
+    let mode = (number(MODE, "mode")? & 0o7777) as u32;
     number(UID, "uid")?;
     number(GID, "gid")?;
     number(MTIME, "mtime")?;
@@ -210,7 +224,12 @@ pub(crate) fn decode(block: &Block) -> Result<Decoded> {
     if name.is_empty() && kind == EntryKind::File {
         return Err(bad("a file without a name".into()));
     }
-    Ok(Decoded { name, kind, size })
+    Ok(Decoded {
+        name,
+        kind,
+        size,
+        mode,
+    })
 }
 
 /// Name bytes up to the first NUL; everything after it must be NUL too. A

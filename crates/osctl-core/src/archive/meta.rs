@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::compress::Compression;
+use super::digest::DigestAlgorithm;
 use super::header::EntryKind;
 use super::EntryDigest;
 use crate::error::{Error, Result};
@@ -28,7 +29,12 @@ pub const CHECKSUMS: &str = "checksums.yml";
 pub const FORMAT_ZFS: &str = "zfs";
 pub const FORMAT_TAR: &str = "tar";
 pub const FORMAT_BTRFS: &str = "btrfs";
-pub const KNOWN_FORMATS: [&str; 3] = [FORMAT_ZFS, FORMAT_TAR, FORMAT_BTRFS];
+/// Tar streams in layers, a base and the changes after it: what a consistent
+/// export of a running container on a dir pool writes. The original reads
+/// only `format: tar` archives' base, so it must refuse these (it refuses
+/// every format but `zfs` and `tar`).
+pub const FORMAT_TAR_LAYERS: &str = "tar-layers";
+pub const KNOWN_FORMATS: [&str; 4] = [FORMAT_ZFS, FORMAT_TAR, FORMAT_BTRFS, FORMAT_TAR_LAYERS];
 
 /// Largest YAML document accepted from an archive.
 pub const MAX_DOCUMENT: u64 = yaml::MAX_YAML_BYTES as u64;
@@ -72,6 +78,11 @@ pub struct Metadata {
     /// Unix time of the export.
     #[serde(default)]
     pub exported_at: i64,
+    /// Ours: the hash of `checksums.yml` (see `archive::digest`); absent in
+    /// the original's archives (which have no checksums) and in ours from
+    /// before BLAKE3 (SHA-256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksums: Option<DigestAlgorithm>,
 }
 
 fn default_format() -> String {
@@ -142,15 +153,20 @@ impl Metadata {
                 return Err(bad(format!("dataset '{ds}' is listed twice")));
             }
         }
-        if self.format == FORMAT_TAR && !self.datasets.is_empty() {
+        if self.stream_encoding() == StreamEncoding::Tar && !self.datasets.is_empty() {
             return Err(bad("a tar-format archive cannot hold subdatasets".into()));
         }
         Ok(())
     }
 
+    /// The algorithm of this archive's `checksums.yml`, if it has one.
+    pub fn digest_algorithm(&self) -> DigestAlgorithm {
+        self.checksums.unwrap_or(DigestAlgorithm::Sha256)
+    }
+
     /// The stream encoding this archive's rootfs uses.
     pub fn stream_encoding(&self) -> StreamEncoding {
-        if self.format == FORMAT_TAR {
+        if self.format == FORMAT_TAR || self.format == FORMAT_TAR_LAYERS {
             StreamEncoding::Tar
         } else {
             StreamEncoding::Dat
@@ -218,20 +234,28 @@ pub fn is_snapshot_name(name: &str) -> bool {
     (1..=200).contains(&name.len()) && name.bytes().all(is_dataset_byte)
 }
 
-/// Parses `checksums.yml`: a list of `{name, size, sha256}`.
-pub fn parse_checksums(bytes: &[u8]) -> Result<Vec<EntryDigest>> {
+/// Parses `checksums.yml`: a list of `{name, size, blake3}` (or `sha256`),
+/// every line by `algorithm`, the one `metadata.yml` names.
+pub fn parse_checksums(bytes: &[u8], algorithm: DigestAlgorithm) -> Result<Vec<EntryDigest>> {
     let digests: Vec<EntryDigest> = parse_document(bytes, CHECKSUMS)?;
     let mut seen = HashSet::new();
     for d in &digests {
         let bad = |why: &str| Error::Archive(format!("{CHECKSUMS}: entry '{}' {why}", d.name));
         classify(&d.name, EntryKind::File).map_err(|_| bad("is not an entry of the format"))?;
-        if d.sha256_hex.len() != 64
+        if d.algorithm != algorithm {
+            return Err(bad(&format!(
+                "has a {} digest, but metadata.yml says the archive's checksums are {}",
+                d.algorithm.name(),
+                algorithm.name()
+            )));
+        }
+        if d.hex.len() != 64
             || !d
-                .sha256_hex
+                .hex
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
-            return Err(bad("has a malformed sha256"));
+            return Err(bad(&format!("has a malformed {}", d.algorithm.name())));
         }
         if !seen.insert(d.name.as_str()) {
             return Err(bad("is listed twice"));

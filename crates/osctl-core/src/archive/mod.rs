@@ -13,11 +13,13 @@
 //! Nothing here runs programs or knows about pools.
 
 pub mod compress;
+pub mod digest;
 pub mod grammar;
 mod hashing;
 mod header;
 pub mod meta;
 pub mod reader;
+pub mod sniff;
 pub mod writer;
 
 #[cfg(test)]
@@ -26,18 +28,82 @@ mod testutil;
 use serde::{Deserialize, Serialize};
 
 pub use compress::{Compression, Encoder};
+pub use digest::DigestAlgorithm;
 pub use header::EntryKind;
 pub use meta::EntryName;
 pub use reader::{ArchiveReader, CopyError, Entry};
 pub use writer::{ArchiveWriter, EntrySink};
 
-/// Size and SHA-256 of one entry's content, as written or as read. Also the
-/// record type of `checksums.yml`.
+/// Size and digest of one entry's content, as written or as read. Also the
+/// record type of `checksums.yml`: `{name, size, blake3: HEX}` (or
+/// `sha256: HEX` in archives written before BLAKE3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "DigestLine", into = "DigestLine")]
 pub struct EntryDigest {
     pub name: String,
     pub size: u64,
-    /// Lower-case hexadecimal SHA-256 of the entry's bytes.
-    #[serde(rename = "sha256")]
-    pub sha256_hex: String,
+    pub algorithm: DigestAlgorithm,
+    /// Lower-case hexadecimal digest of the entry's bytes.
+    pub hex: String,
+}
+
+impl EntryDigest {
+    /// The digest of a whole entry held in memory.
+    pub fn of(name: &str, data: &[u8], algorithm: DigestAlgorithm) -> EntryDigest {
+        EntryDigest {
+            name: name.to_string(),
+            size: data.len() as u64,
+            algorithm,
+            hex: algorithm.hex_of(data),
+        }
+    }
+}
+
+/// A line of `checksums.yml` as it is written: the algorithm is the key.
+#[derive(Serialize, Deserialize)]
+struct DigestLine {
+    name: String,
+    size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    blake3: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+}
+
+impl TryFrom<DigestLine> for EntryDigest {
+    type Error = String;
+
+    fn try_from(line: DigestLine) -> Result<Self, String> {
+        let (algorithm, hex) = match (line.blake3, line.sha256) {
+            (Some(hex), None) => (DigestAlgorithm::Blake3, hex),
+            (None, Some(hex)) => (DigestAlgorithm::Sha256, hex),
+            _ => {
+                return Err(format!(
+                    "entry '{}' must have one of blake3 and sha256",
+                    line.name
+                ))
+            }
+        };
+        Ok(EntryDigest {
+            name: line.name,
+            size: line.size,
+            algorithm,
+            hex,
+        })
+    }
+}
+
+impl From<EntryDigest> for DigestLine {
+    fn from(d: EntryDigest) -> DigestLine {
+        let (blake3, sha256) = match d.algorithm {
+            DigestAlgorithm::Blake3 => (Some(d.hex), None),
+            DigestAlgorithm::Sha256 => (None, Some(d.hex)),
+        };
+        DigestLine {
+            name: d.name,
+            size: d.size,
+            blake3,
+            sha256,
+        }
+    }
 }

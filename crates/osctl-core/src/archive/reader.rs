@@ -15,9 +15,8 @@ use std::os::fd::AsFd;
 use rustix::io::Errno;
 use rustix::pipe::SpliceFlags;
 
-use sha2::{Digest, Sha256};
-
-use super::hashing::{sha256_hex, RegionHasher};
+use super::digest::{DigestAlgorithm, Hasher};
+use super::hashing::RegionHasher;
 use super::header::{self, Block, EntryKind, BLOCK};
 use super::EntryDigest;
 use crate::error::{Error, Result};
@@ -33,6 +32,9 @@ pub struct ArchiveReader<R: Read> {
     input: R,
     current: Option<Current>,
     state: State,
+    /// The archive's digest algorithm, once `metadata.yml` named it (see
+    /// [`Entry::use_digest`]); until then entries are hashed both ways.
+    algorithm: Option<DigestAlgorithm>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -48,8 +50,9 @@ struct Current {
     name: String,
     kind: EntryKind,
     size: u64,
+    mode: u32,
     remaining: u64,
-    hasher: Sha256,
+    hasher: Hasher,
     /// Data moved without being hashed (a failed splice): no digest.
     unhashed: bool,
 }
@@ -60,6 +63,7 @@ impl<R: Read> ArchiveReader<R> {
             input,
             current: None,
             state: State::Reading,
+            algorithm: None,
         }
     }
 
@@ -116,8 +120,12 @@ impl<R: Read> ArchiveReader<R> {
                 name: decoded.name,
                 kind: decoded.kind,
                 size: decoded.size,
+                mode: decoded.mode,
                 remaining: decoded.size,
-                hasher: Sha256::new(),
+                hasher: match self.algorithm {
+                    Some(algorithm) => algorithm.hasher(),
+                    None => Hasher::Both(Default::default(), Default::default()),
+                },
                 unhashed: false,
             });
             return Ok(true);
@@ -245,6 +253,11 @@ impl<R: Read> Entry<'_, R> {
         self.current().kind
     }
 
+    /// Permission bits as the header says.
+    pub fn mode(&self) -> u32 {
+        self.current().mode
+    }
+
     /// Size of the data as the header says.
     pub fn size(&self) -> u64 {
         self.current().size
@@ -255,14 +268,27 @@ impl<R: Read> Entry<'_, R> {
         self.current().remaining
     }
 
-    /// Size and SHA-256 of the data, once all of it was read.
+    /// Size and digest of the data, once all of it was read, by the
+    /// archive's algorithm (SHA-256 until [`Entry::use_digest`] says).
     pub fn digest(&self) -> Option<EntryDigest> {
         let current = self.current();
-        (current.remaining == 0 && !current.unhashed).then(|| EntryDigest {
+        let algorithm = self.reader.algorithm.unwrap_or(DigestAlgorithm::Sha256);
+        if current.remaining != 0 || current.unhashed {
+            return None;
+        }
+        Some(EntryDigest {
             name: current.name.clone(),
             size: current.size,
-            sha256_hex: sha256_hex(&current.hasher),
+            algorithm,
+            hex: current.hasher.hex_by(algorithm)?,
         })
+    }
+
+    /// Sets the archive's digest algorithm (from `metadata.yml`, which is
+    /// hashed both ways while it is read) for this entry's digest and every
+    /// later entry's.
+    pub fn use_digest(&mut self, algorithm: DigestAlgorithm) {
+        self.reader.algorithm = Some(algorithm);
     }
 
     /// Reads the whole (small) entry into memory, refusing entries larger than

@@ -14,9 +14,8 @@ use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sha2::{Digest, Sha256};
-
-use super::hashing::{sha256_hex, RegionHasher};
+use super::digest::{DigestAlgorithm, Hasher};
+use super::hashing::RegionHasher;
 use super::header::{self, EntryKind, BLOCK};
 use super::EntryDigest;
 use crate::error::{Context, Error, Result};
@@ -30,6 +29,8 @@ pub struct ArchiveWriter {
     readback: File,
     mtime: u64,
     digests: Vec<EntryDigest>,
+    /// How `digests` are computed: as `metadata.yml` says.
+    algorithm: DigestAlgorithm,
     /// Set when an entry failed half-way: the file is no valid archive.
     broken: bool,
 }
@@ -52,8 +53,16 @@ impl ArchiveWriter {
             readback,
             mtime,
             digests: Vec::new(),
+            algorithm: DigestAlgorithm::CURRENT,
             broken: false,
         })
+    }
+
+    /// Hashes entries with `algorithm`, the one `metadata.yml` names
+    /// ([`DigestAlgorithm::CURRENT`] unless set).
+    pub fn with_digest(mut self, algorithm: DigestAlgorithm) -> Self {
+        self.algorithm = algorithm;
+        self
     }
 
     /// Adds a directory entry (mode 0755); `name` gets a trailing "/".
@@ -66,17 +75,19 @@ impl ArchiveWriter {
 
     /// Adds a file entry (mode 0644) with the given content.
     pub fn add_file(&mut self, name: &str, data: &[u8]) -> Result<()> {
+        self.add_file_with_mode(name, data, 0o644)
+    }
+
+    /// Adds a file entry with the given content and permission bits.
+    pub fn add_file_with_mode(&mut self, name: &str, data: &[u8], mode: u32) -> Result<()> {
         self.check()?;
-        let header = header::encode(name, EntryKind::File, data.len() as u64, self.mtime)?;
+        let size = data.len() as u64;
+        let header = header::encode_with_mode(name, EntryKind::File, size, self.mtime, mode)?;
         self.guard(|w| {
             w.file.write_all(&header).ctx(|| write_failed(name))?;
             w.file.write_all(data).ctx(|| write_failed(name))?;
             w.pad(data.len() as u64).ctx(|| write_failed(name))?;
-            w.digests.push(EntryDigest {
-                name: name.to_string(),
-                size: data.len() as u64,
-                sha256_hex: sha256_hex(&Sha256::new_with_prefix(data)),
-            });
+            w.digests.push(EntryDigest::of(name, data, w.algorithm));
             Ok(())
         })
     }
@@ -100,7 +111,7 @@ impl ArchiveWriter {
                 readback: &w.readback,
                 name,
                 buffer: Vec::with_capacity(SINK_BUFFER),
-                hasher: Sha256::new(),
+                hasher: w.algorithm.hasher(),
                 size: 0,
             };
             let value = fill(&mut sink)?;
@@ -116,13 +127,14 @@ impl ArchiveWriter {
             w.digests.push(EntryDigest {
                 name: name.to_string(),
                 size,
-                sha256_hex: sha256_hex(&hasher),
+                algorithm: w.algorithm,
+                hex: hasher.hex(),
             });
             Ok(value)
         })
     }
 
-    /// Size and SHA-256 of every file entry written so far, in order.
+    /// Size and digest of every file entry written so far, in order.
     pub fn checksums(&self) -> &[EntryDigest] {
         &self.digests
     }
@@ -182,7 +194,7 @@ pub struct EntrySink<'a> {
     readback: &'a File,
     name: &'a str,
     buffer: Vec<u8>,
-    hasher: Sha256,
+    hasher: Hasher,
     /// Bytes of content so far, buffered ones included.
     size: u64,
 }
@@ -254,7 +266,7 @@ impl EntrySink<'_> {
         result
     }
 
-    fn close(mut self) -> Result<(u64, Sha256)> {
+    fn close(mut self) -> Result<(u64, Hasher)> {
         self.drain().ctx(|| write_failed(self.name))?;
         Ok((self.size, self.hasher))
     }

@@ -6,8 +6,9 @@
 //! (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, or O_NOFOLLOW component by
 //! component on kernels without it). Files are created with
 //! O_CREAT|O_EXCL|O_NOFOLLOW after removing what was there; links and nodes
-//! with *at calls relative to those parents. Owners are checked against the
-//! container's id range, device nodes need the caller's permission.
+//! with *at calls relative to those parents. Owners, device nodes,
+//! setuid/setgid and extended attributes must pass the caller's
+//! [`FilePolicy`] (the same rules judge native streams).
 
 use std::ffi::CStr;
 use std::io::{self, Read};
@@ -24,47 +25,23 @@ use super::read::{InEntry, TarReader};
 use super::safefs::{self, join, split_last, Meta, Resolver, DIR_FLAGS};
 use super::{limits, show_bytes, show_path, Notes, Timestamp, IO_BUFFER};
 use crate::error::{Context, Error, Result};
+use crate::filepolicy::{self, FilePolicy, XattrVerdict};
 
 /// What an extraction may create.
 #[derive(Debug, Clone)]
 pub struct ExtractOptions {
-    /// Refuse owners (uid or gid, also in POSIX ACLs) at or above this: ids
-    /// the container's map does not cover. None: any id.
-    pub max_id: Option<u32>,
-    /// Which character and block device nodes may be created; an entry for
-    /// another one fails the extraction ("device node ... refused"). Fifos
-    /// are always allowed.
-    pub devices: DevicePolicy,
+    /// Owners, device nodes, setuid/setgid and extended attributes an entry
+    /// may have; one that breaks the policy fails the extraction.
+    pub policy: FilePolicy,
     /// Apply `.wh.<name>` and `.wh..wh..opq` entries as OCI whiteouts (they
     /// delete, and are not created). When false they are ordinary files.
     pub whiteouts: bool,
 }
 
-/// Device nodes an extraction may create.
-#[derive(Debug, Clone, Copy)]
-pub enum DevicePolicy {
-    Refuse,
-    /// Those for which the function, given the kind ('c' or 'b'), major and
-    /// minor number, says yes.
-    Only(fn(char, u32, u32) -> bool),
-    All,
-}
-
-impl DevicePolicy {
-    fn allows(self, kind: char, major: u32, minor: u32) -> bool {
-        match self {
-            DevicePolicy::Refuse => false,
-            DevicePolicy::Only(allowed) => allowed(kind, major, minor),
-            DevicePolicy::All => true,
-        }
-    }
-}
-
 impl Default for ExtractOptions {
     fn default() -> Self {
         ExtractOptions {
-            max_id: None,
-            devices: DevicePolicy::Refuse,
+            policy: FilePolicy::default(),
             whiteouts: true,
         }
     }
@@ -90,7 +67,8 @@ pub struct ExtractStats {
     /// Of those, files that lost their `security.capability` (the program
     /// keeps running without its capabilities; listed in `notes`).
     pub capabilities_lost: u64,
-    /// Extended attributes in namespaces that are not restored.
+    /// Extended attributes in namespaces that are not restored (trusted
+    /// archives; untrusted ones are refused).
     pub xattrs_skipped: u64,
     pub notes: Notes,
 }
@@ -298,28 +276,10 @@ enum XattrTarget<'a> {
     Path(&'a CStr),
 }
 
-const CAPABILITY: &[u8] = b"security.capability";
-const ACL_ACCESS: &[u8] = b"system.posix_acl_access";
-const ACL_DEFAULT: &[u8] = b"system.posix_acl_default";
-
-/// Namespaces restored: user data, trusted (root-only), security (file
-/// capabilities, labels) and POSIX ACLs (their ids are checked).
-fn xattr_restored(name: &[u8]) -> bool {
-    name.starts_with(b"user.")
-        || name.starts_with(b"trusted.")
-        || name.starts_with(b"security.")
-        || name == ACL_ACCESS
-        || name == ACL_DEFAULT
-}
-
 impl Extractor<'_> {
-    fn check_id(&self, what: &str, id: u32) -> Result<()> {
-        match self.opts.max_id {
-            Some(max) if id >= max => Err(refused(format!(
-                "{what} {id} is outside the container's id map (ids below {max}) (refused)"
-            ))),
-            _ => Ok(()),
-        }
+    /// What the policy says of a judgement: a refusal is the archive's fault.
+    fn judged<T>(verdict: std::result::Result<T, String>) -> Result<T> {
+        verdict.map_err(refused)
     }
 
     /// The directory `rel`, from the cache or resolved beneath the root;
@@ -342,8 +302,10 @@ impl Extractor<'_> {
             return self.whiteout(dir, whiteout);
         }
         if e.kind != TarKind::HardLink {
-            self.check_id("uid", e.uid)?;
-            self.check_id("gid", e.gid)?;
+            // A hard link's owner and mode are its target's.
+            let policy = &self.opts.policy;
+            Self::judged(policy.check_setid(e.mode, e.uid.into(), e.gid.into()))?;
+            Self::judged(policy.check_owner(e.uid.into(), e.gid.into()))?;
         }
         if action == Action::Root {
             let root = fs::openat(&self.root, ".", DIR_FLAGS, Mode::empty())
@@ -490,7 +452,7 @@ impl Extractor<'_> {
         };
         let names: Vec<Vec<u8>> = self.buf[..len]
             .split(|&b| b == 0)
-            .filter(|n| !n.is_empty() && xattr_restored(n))
+            .filter(|n| !n.is_empty() && self.opts.policy.restores(n))
             .filter(|n| !keep.iter().any(|(k, _)| k == n))
             .map(|n| n.to_vec())
             .collect();
@@ -649,18 +611,9 @@ impl Extractor<'_> {
             _ => FileType::Fifo,
         };
         let device = file_type != FileType::Fifo;
-        let (letter, what) = if e.kind == TarKind::Char {
-            ('c', "character")
-        } else {
-            ('b', "block")
-        };
-        if device && !self.opts.devices.allows(letter, e.dev.0, e.dev.1) {
-            return Err(refused(format!(
-                "device node {} ({what} {}:{}) refused",
-                show_path(&rel),
-                e.dev.0,
-                e.dev.1
-            )));
+        if device {
+            let letter = if e.kind == TarKind::Char { 'c' } else { 'b' };
+            Self::judged(self.opts.policy.check_device(letter, e.dev.0, e.dev.1))?;
         }
         self.make_room(parent, parent_rel, name, false)?;
         let dev = if device {
@@ -722,7 +675,11 @@ impl Extractor<'_> {
     ) -> Result<()> {
         let mut unsupported = false;
         for (name, value) in xattrs {
-            if !xattr_restored(name) {
+            if name.is_empty() || name.contains(&0) {
+                return Err(refused("malformed extended attribute name"));
+            }
+            let verdict = Self::judged(self.opts.policy.check_xattr(name, value))?;
+            if verdict == XattrVerdict::Skip {
                 self.stats.xattrs_skipped += 1;
                 self.stats.notes.add(format!(
                     "{}: extended attribute {} not restored",
@@ -730,12 +687,6 @@ impl Extractor<'_> {
                     show_bytes(name)
                 ));
                 continue;
-            }
-            if name.is_empty() || name.contains(&0) {
-                return Err(refused("malformed extended attribute name"));
-            }
-            if name == ACL_ACCESS || name == ACL_DEFAULT {
-                self.check_acl(value)?;
             }
             if unsupported {
                 continue;
@@ -751,6 +702,17 @@ impl Extractor<'_> {
             match set {
                 Ok(()) => {}
                 Err(Errno::NOTSUP) => unsupported = true,
+                // ENOSPC from setxattr is not a full disk: the file's
+                // attributes together pass what the file system keeps
+                // per file (ext4: one block).
+                Err(Errno::NOSPC | Errno::TOOBIG | Errno::RANGE) => {
+                    return Err(Error::Refused(format!(
+                        "cannot set extended attribute {} of {}: the file's extended attributes \
+                         are more than this file system holds for one file",
+                        show_bytes(name),
+                        show_path(rel)
+                    )))
+                }
                 Err(err) => {
                     return Err(Error::io(
                         format!(
@@ -768,7 +730,7 @@ impl Extractor<'_> {
             // file is kept without them. Losing a capability only takes
             // privileges away, so it is a warning the caller reports.
             self.stats.xattrs_unsupported += 1;
-            if xattrs.iter().any(|(n, _)| n == CAPABILITY) {
+            if xattrs.iter().any(|(n, _)| n == filepolicy::CAPABILITY) {
                 self.stats.capabilities_lost += 1;
                 self.stats.notes.add(format!(
                     "{}: file capabilities lost (the file system has no extended attributes)",
@@ -779,29 +741,6 @@ impl Extractor<'_> {
                     "{}: extended attributes lost (the file system has none)",
                     show_path(rel)
                 ));
-            }
-        }
-        Ok(())
-    }
-
-    /// A POSIX ACL in its xattr form: version 2, then (tag u16, perm u16,
-    /// id u32) entries; named users and groups must be in the id map.
-    fn check_acl(&self, value: &[u8]) -> Result<()> {
-        const ACL_USER: u16 = 0x02;
-        const ACL_GROUP: u16 = 0x08;
-        if value.len() < 4
-            || !(value.len() - 4).is_multiple_of(8)
-            || value[..4] != 2u32.to_le_bytes()
-        {
-            return Err(refused("malformed POSIX ACL"));
-        }
-        for entry in value[4..].chunks_exact(8) {
-            let tag = u16::from_le_bytes([entry[0], entry[1]]);
-            let id = u32::from_le_bytes([entry[4], entry[5], entry[6], entry[7]]);
-            match tag {
-                ACL_USER => self.check_id("ACL uid", id)?,
-                ACL_GROUP => self.check_id("ACL gid", id)?,
-                _ => {}
             }
         }
         Ok(())
@@ -866,29 +805,5 @@ mod tests {
             );
         }
         assert!(normalize(&vec![b'a'; 5000], "name").is_err());
-    }
-
-    #[test]
-    fn acl_ids_are_checked() {
-        let opts = ExtractOptions {
-            max_id: Some(1000),
-            ..Default::default()
-        };
-        let ex = Extractor {
-            root: fs::open("/", DIR_FLAGS, Mode::empty()).unwrap(),
-            resolver: Resolver::PerComponent,
-            opts: &opts,
-            stats: ExtractStats::default(),
-            cached_parent: None,
-            dir_times: Vec::new(),
-            buf: Vec::new(),
-        };
-        let mut acl = 2u32.to_le_bytes().to_vec();
-        acl.extend_from_slice(&[0x01, 0, 6, 0, 0xff, 0xff, 0xff, 0xff]); // owner
-        acl.extend_from_slice(&[0x02, 0, 6, 0, 0xe7, 0x03, 0, 0]); // user 999
-        assert!(ex.check_acl(&acl).is_ok());
-        acl.extend_from_slice(&[0x08, 0, 6, 0, 0xe8, 0x03, 0, 0]); // group 1000
-        assert!(ex.check_acl(&acl).is_err());
-        assert!(ex.check_acl(&acl[..7]).is_err());
     }
 }

@@ -21,15 +21,16 @@ mod extract;
 mod header;
 mod manifest;
 mod read;
-mod safefs;
+pub(crate) mod safefs;
 mod walk;
 mod write;
 
 #[cfg(test)]
 mod tests;
 
+pub use crate::filepolicy::{DevicePolicy, FilePolicy};
 pub use dump::{dump_changes, dump_full, DumpSource, DumpStats};
-pub use extract::{extract, DevicePolicy, ExtractOptions, ExtractStats};
+pub use extract::{extract, ExtractOptions, ExtractStats};
 pub use manifest::Manifest;
 pub use walk::{walk, WalkStats};
 

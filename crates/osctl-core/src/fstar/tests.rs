@@ -52,7 +52,7 @@ fn extract_vec(
 
 fn trusting() -> ExtractOptions {
     ExtractOptions {
-        devices: super::DevicePolicy::All,
+        policy: super::FilePolicy::anything(),
         ..Default::default()
     }
 }
@@ -577,6 +577,10 @@ impl Arena {
 
     /// The stream fails with an archive error whose message contains all of
     /// `words`, and nothing outside the root changed.
+    fn is_ext4(&self) -> bool {
+        rustix::fs::statfs(&self.root).is_ok_and(|st| st.f_type == 0xEF53)
+    }
+
     fn refuses(&self, stream: &[u8], opts: &ExtractOptions, words: &[&str]) {
         let err = self
             .extract(stream, opts)
@@ -757,7 +761,10 @@ fn devices_ids_and_sizes_are_bounded() {
     );
     assert!(!a.root.join("sda").exists());
     let mapped = ExtractOptions {
-        max_id: Some(65536),
+        policy: super::FilePolicy {
+            max_id: Some(65536),
+            ..Default::default()
+        },
         ..Default::default()
     };
     a.refuses(
@@ -782,6 +789,25 @@ fn devices_ids_and_sizes_are_bounded() {
         .file(b"f", b"")
         .end();
     a.refuses(&big_xattr, &d, &["extended attribute value"]);
+    // Each value is allowed, together they pass ext4's one block per file:
+    // said as such, not as "No space left on device".
+    let value = vec![b'v'; 3000];
+    let many_xattrs = Raw::new()
+        .pax(&[
+            (b"SCHILY.xattr.user.a", &value),
+            (b"SCHILY.xattr.user.b", &value),
+            (b"SCHILY.xattr.user.c", &value),
+        ])
+        .file(b"crowded", b"")
+        .end();
+    if a.is_ext4() {
+        let err = a.extract(&many_xattrs, &d).unwrap_err().to_string();
+        assert!(
+            err.contains("./crowded") && err.contains("more than this file system holds"),
+            "{err}"
+        );
+        assert!(!err.contains("No space left"), "{err}");
+    }
     a.refuses(
         &Raw::new().header(b"root-file", b'0', 0, b"", 0).0,
         &d,
@@ -797,6 +823,55 @@ fn devices_ids_and_sizes_are_bounded() {
         &d,
         &["root can only be a directory"],
     );
+}
+
+/// Without trust only user.*, file capabilities and ACLs are restored; a
+/// privileged attribute refuses the stream. Trusted, it is restored.
+#[test]
+fn privileged_xattrs_need_trust() {
+    need_root!();
+    let cap = capability_xattr(CAP_NET_RAW);
+    let kept = Raw::new()
+        .pax(&[(b"SCHILY.xattr.user.x", b"1")])
+        .file(b"u", b"")
+        .pax(&[(b"SCHILY.xattr.security.capability", &cap)])
+        .file(b"ping", b"")
+        .end();
+    for name in [
+        &b"trusted.overlay.redirect"[..],
+        b"security.selinux",
+        b"security.ima",
+        b"security.evm",
+    ] {
+        let a = Arena::new();
+        a.extract(&kept, &ExtractOptions::default()).unwrap();
+        assert_eq!(
+            get_xattr(&a.root.join("ping"), b"security.capability"),
+            Some(cap.clone())
+        );
+        let key = [&b"SCHILY.xattr."[..], name].concat();
+        let bad = Raw::new().pax(&[(&key, b"x")]).file(b"bad", b"").end();
+        let shown = String::from_utf8_lossy(name).into_owned();
+        a.refuses(
+            &bad,
+            &ExtractOptions::default(),
+            &["'bad'", &shown, "refused"],
+        );
+        a.extract(&bad, &trusting()).unwrap();
+        assert_eq!(
+            get_xattr(&a.root.join("bad"), name).as_deref(),
+            Some(&b"x"[..]),
+            "{shown}"
+        );
+    }
+}
+
+fn get_xattr(path: &Path, name: &[u8]) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 1024];
+    let name = std::ffi::CString::new(name).unwrap();
+    let n = rustix::fs::lgetxattr(path, name.as_c_str(), &mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
 }
 
 #[test]
@@ -898,7 +973,8 @@ fn a_file_system_without_xattrs_gives_warnings_not_failures() {
         .file(b"d/odd", b"")
         .end();
     let mut input = stream.as_slice();
-    let result = extract(&mut input, &mnt, &ExtractOptions::default());
+    // Trusted: untrusted archives may not hold system.nfs4_acl at all.
+    let result = extract(&mut input, &mnt, &trusting());
     let ping = fs::read(mnt.join("d/ping"));
     rustix::mount::unmount(&mnt, rustix::mount::UnmountFlags::empty()).unwrap();
     let stats = result.unwrap();

@@ -10,7 +10,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::archive::meta::{self, Metadata};
-use crate::archive::{ArchiveReader, EntryDigest};
+use crate::archive::{ArchiveReader, DigestAlgorithm, EntryDigest};
 use crate::fstar::{self, ExtractOptions};
 use crate::model::{ContainerConfig, GroupConfig, UserConfig};
 use crate::yaml;
@@ -52,11 +52,13 @@ pub fn documents(data: &[u8]) {
         let text = meta::snapshots_to_yaml(&names).expect("snapshots serialize");
         assert_eq!(meta::parse_snapshots(text.as_bytes()).ok(), Some(names));
     }
-    if let Ok(digests) = meta::parse_checksums(data) {
-        let text = meta::checksums_to_yaml(&digests).expect("checksums serialize");
-        let back: Vec<EntryDigest> =
-            meta::parse_checksums(text.as_bytes()).expect("written checksums parse");
-        assert_eq!(back, digests, "checksums round-trip");
+    for algorithm in [DigestAlgorithm::Blake3, DigestAlgorithm::Sha256] {
+        if let Ok(digests) = meta::parse_checksums(data, algorithm) {
+            let text = meta::checksums_to_yaml(&digests).expect("checksums serialize");
+            let back: Vec<EntryDigest> =
+                meta::parse_checksums(text.as_bytes(), algorithm).expect("written checksums parse");
+            assert_eq!(back, digests, "checksums round-trip");
+        }
     }
     if let Ok(user) = yaml::parse_bytes::<UserConfig>(data, "user.yml") {
         let _ = user.maps();
@@ -146,7 +148,7 @@ pub mod seeds {
 
     use crate::archive::compress::{CompressOptions, Compression, Encoder};
     use crate::archive::meta::{self, ArchiveType, Metadata};
-    use crate::archive::ArchiveWriter;
+    use crate::archive::{ArchiveWriter, DigestAlgorithm};
     use crate::cmd::Cmd;
     use crate::error::{Context, Result};
     use crate::fstar::{self, DumpSource, Manifest};
@@ -166,7 +168,8 @@ pub mod seeds {
         let digests = vec![crate::archive::EntryDigest {
             name: "rootfs/base.tar.gz".into(),
             size: 1234,
-            sha256_hex: "ab".repeat(32),
+            algorithm: DigestAlgorithm::CURRENT,
+            hex: "ab".repeat(32),
         }];
         Ok(vec![
             ("metadata.yml".into(), metadata.into_bytes()),
@@ -264,6 +267,22 @@ pub mod seeds {
                 Tail::Ours(&snapshots),
             )?,
         ));
+        // As osctl-rs wrote them before BLAKE3: SHA-256 checksums, no
+        // `checksums` key in metadata.yml.
+        out.push((
+            "tar-sha256.tar".into(),
+            archive(
+                scratch,
+                &Metadata {
+                    checksums: None,
+                    ..tar(ArchiveType::Full, &[])
+                },
+                &both,
+                Compression::Gzip,
+                &[],
+                Tail::Ours(&snapshots),
+            )?,
+        ));
         let hooks = [("hooks/pre-start", &b"#!/bin/sh\nexit 0\n"[..])];
         out.push((
             "tar-original-hooks.tar".into(),
@@ -326,6 +345,7 @@ pub mod seeds {
             container: Some("seed".into()),
             datasets: datasets.iter().map(|d| d.to_string()).collect(),
             exported_at: 1_700_000_000,
+            checksums: Some(DigestAlgorithm::CURRENT),
         }
     }
 
@@ -354,7 +374,7 @@ pub mod seeds {
             .write(true)
             .open(&path)
             .ctx(|| format!("cannot create {}", path.display()))?;
-        let mut w = ArchiveWriter::new(file)?;
+        let mut w = ArchiveWriter::new(file)?.with_digest(metadata.digest_algorithm());
         w.add_file(meta::METADATA, metadata.to_yaml()?.as_bytes())?;
         w.add_dir(meta::CONFIG_DIR)?;
         w.add_file(meta::USER_CONFIG, USER_YML.as_bytes())?;

@@ -146,15 +146,21 @@ impl Lxc {
     }
 }
 
-fn log_tail(path: &Path) -> String {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .rfind(|l| l.contains("ERROR"))
-                .map(|l| l.rsplit(" - ").next().unwrap_or(l).trim().to_string())
-        })
-        .unwrap_or_default()
+/// The first error LXC logged after `offset` (this attempt's, not an older
+/// one's), without LXC's prefix of time, file and function: the cause, where
+/// lxc-start itself says only "run the container in foreground mode".
+pub fn first_error_since(log: &Path, offset: u64) -> Option<String> {
+    let text = std::fs::read(log).ok()?;
+    let since = text.get(usize::try_from(offset).ok()?..)?;
+    String::from_utf8_lossy(since)
+        .lines()
+        .find(|l| l.contains(" ERROR "))
+        // "<prefix> ERROR <area> - <file>:<function>:<line> - <cause>"
+        .map(|l| l.splitn(3, " - ").nth(2).unwrap_or(l).trim().to_string())
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
 impl Runtime for Lxc {
@@ -178,6 +184,7 @@ impl Runtime for Lxc {
         // Init's arguments go to LXC as a vector: LXC 5 splits lxc.init.cmd
         // at every space (quotes are kept as characters), LXC 6 at blanks
         // outside quotes, so no quoting in the config is right for both.
+        let logged_before = file_len(&spec.log_file);
         let started = self
             .tool("lxc-start", &spec.id)
             .args(["-d", "--"])
@@ -185,12 +192,16 @@ impl Runtime for Lxc {
             .run()
             .map(drop);
         if let Err(e) = started {
-            let detail = log_tail(&spec.log_file);
-            let err = Error::exec(format!("cannot start container '{}'", spec.id), e);
-            return Err(if detail.is_empty() {
-                err
-            } else {
-                err.context(detail)
+            let failed = format!("cannot start container '{}'", spec.id);
+            return Err(match first_error_since(&spec.log_file, logged_before) {
+                Some(cause) => Error::io(
+                    failed,
+                    std::io::Error::other(format!(
+                        "{cause} (LXC's log: {})",
+                        spec.log_file.display()
+                    )),
+                ),
+                None => Error::exec(failed, e),
             });
         }
         self.wait_for(&spec.id, "RUNNING", Duration::from_secs(30))
@@ -274,6 +285,26 @@ mod tests {
     use super::*;
     use crate::idmap::IdMap;
     use crate::runtime::MountSpec;
+
+    #[test]
+    fn the_first_error_of_this_attempt_is_the_cause() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("c1.log");
+        let old = "lxc-start c1 20261203143000.000 ERROR    start - ../src/lxc/start.c:x:1 - Old trouble\n";
+        let new = "lxc-start c1 20261203143041.666 WARN     conf - a.c:f:2 - Harmless\n\
+                   lxc-start c1 20261203143041.666 ERROR    start - ../src/lxc/start.c:print_top_failing_dir:99 - Permission denied - Could not access /tmp/x. Please grant it x access\n\
+                   lxc-start c1 20261203143041.666 ERROR    sync - ../src/lxc/sync.c:sync_wait:34 - An error occurred in another process\n";
+        std::fs::write(&log, format!("{old}{new}")).unwrap();
+        assert_eq!(
+            first_error_since(&log, old.len() as u64).as_deref(),
+            Some("Permission denied - Could not access /tmp/x. Please grant it x access")
+        );
+        assert_eq!(first_error_since(&log, 0).as_deref(), Some("Old trouble"));
+        assert_eq!(
+            first_error_since(&log, (old.len() + new.len()) as u64),
+            None
+        );
+    }
 
     #[test]
     fn states() {

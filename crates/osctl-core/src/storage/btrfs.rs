@@ -3,7 +3,9 @@
 //!
 //! Layout under the pool directory (which must be on btrfs):
 //! - `ct/<ct>`: the root dataset, a subvolume holding `private/` (the rootfs);
-//! - `ct/<ct>/private/<rel>`: subdataset `rel`, a nested subvolume;
+//! - `ct/<ct>/<rel>`: subdataset `rel`, a nested subvolume holding its own
+//!   `private/` (so `ct/<ct>/var/log` is nested in `ct/<ct>/var`, beside its
+//!   `private/`);
 //! - `snapshots/<ct>/<dataset>/<snap>`: read-only snapshots, one per dataset,
 //!   `<dataset>` being `root` or `root.var.log` for `var/log` (dataset names
 //!   never hold '.', so the encoding is one to one);
@@ -28,19 +30,23 @@
 //! subvolume tree, no walk through the rootfs); every path it yields is checked
 //! (plain names, no symlink on the way, a subvolume at the end) before it is
 //! used, since users inside a container may create subvolumes with any name.
+//! Subvolumes inside a `private/` are the container's files, not datasets;
+//! snapshots would leave them out, so a container with one is not snapshotted
+//! (older versions of osctl-rs kept subdatasets there).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use super::btrfs_parse::{self, CompressionProperty};
 use super::btrfs_stream::{self, StreamGuard, SubvolumeId};
-use super::{Backend, Receiver, SnapshotView, Storage, StreamCheck, ROOTFS_DIR};
+use super::{refuse_symlinks, Backend, Receiver, SnapshotView, Storage, StreamCheck, ROOTFS_DIR};
 use crate::cmd::Cmd;
 use crate::error::{Context, Error, Result};
+use crate::filepolicy::FilePolicy;
 use crate::fsutil;
 use crate::names;
 
@@ -141,16 +147,17 @@ impl BtrfsStorage {
     }
 
     /// A dataset's directory, checked to be reachable without a symlink (the
-    /// directories between the rootfs and a subdataset belong to the container).
+    /// directories between the container's and a subdataset's may come from
+    /// an archive's streams).
     fn dataset_dir(&self, ct: &str, rel: &str) -> Result<PathBuf> {
         check_container_name(ct)?;
+        let top = self.ct_path(ct);
         if rel.is_empty() {
-            return Ok(self.ct_path(ct));
+            return Ok(top);
         }
         names::subdataset(rel)?;
-        let rootfs = self.ct_path(ct).join(ROOTFS_DIR);
-        refuse_symlinks(&rootfs, rel)?;
-        Ok(rootfs.join(rel))
+        refuse_symlinks(&top, rel)?;
+        Ok(top.join(rel))
     }
 
     /// An existing snapshot of a dataset.
@@ -181,7 +188,7 @@ impl BtrfsStorage {
         }
         fsutil::create_dir_all(&self.ct_dir)?;
         create_subvolume(&dir)?;
-        let built = fsutil::set_mode(&dir, 0o700).and_then(|()| {
+        let built = fsutil::seal_container_dir(&dir).and_then(|()| {
             let rootfs = dir.join(ROOTFS_DIR);
             fs::create_dir(&rootfs).ctx(|| format!("cannot create {}", rootfs.display()))?;
             fsutil::set_mode(&rootfs, 0o755)
@@ -208,26 +215,49 @@ impl BtrfsStorage {
                 dataset_label(ct, rel)
             )));
         }
-        // A directory of the parent may stand where the subdataset goes (e.g.
-        // `/var` of the rootfs): an empty one is replaced, keeping its owner
-        // and mode; one with files in it is left alone.
-        let replaced = take_empty_dir(&dir, &dataset_label(ct, rel))?;
+        // The parent's snapshot shows a nested subvolume as an empty
+        // directory: an import of a dataset deleted since leaves one.
+        take_empty_dir(&dir, &dataset_label(ct, rel))?;
         create_subvolume(&dir)?;
-        if let Some(meta) = replaced {
-            let kept = rustix::fs::chown(
-                &dir,
-                Some(rustix::fs::Uid::from_raw(meta.uid())),
-                Some(rustix::fs::Gid::from_raw(meta.gid())),
-            )
-            .map_err(std::io::Error::from)
-            .ctx(|| format!("cannot set owner of {}", dir.display()))
-            .and_then(|()| fsutil::set_mode(&dir, meta.permissions().mode() & 0o7777));
-            if let Err(e) = kept {
-                let _ = remove_tree(&dir);
-                return Err(e);
-            }
+        let rootfs = dir.join(ROOTFS_DIR);
+        let built = fs::create_dir(&rootfs)
+            .ctx(|| format!("cannot create {}", rootfs.display()))
+            .and_then(|()| fsutil::set_mode(&rootfs, 0o755));
+        if built.is_err() {
+            let _ = remove_tree(&dir);
         }
-        Ok(())
+        built
+    }
+
+    /// The container's subdatasets (relative names, sorted) and the
+    /// subvolumes inside a `private/`, which are no datasets.
+    fn nested_subvolumes(&self, ct: &str) -> Result<(Vec<String>, Vec<PathBuf>)> {
+        let root = self.dataset_dir(ct, "")?;
+        if !is_subvolume(&root)? {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let (mut datasets, mut inside) = (Vec::new(), Vec::new());
+        for sub in subvolume_descendants(&root)? {
+            let Ok(rel) = sub.strip_prefix(&root) else {
+                continue;
+            };
+            let rel = rel.to_string_lossy().into_owned();
+            if rel.split('/').any(|part| part == ROOTFS_DIR) {
+                inside.push(sub);
+                continue;
+            }
+            names::subdataset(&rel).map_err(|_| {
+                Error::Refused(format!(
+                    "container '{ct}': nested subvolume {} is not a valid dataset name \
+                     (names of a-z, 0-9, '_' and '-' separated by '/'); rename or delete it",
+                    sub.display()
+                ))
+            })?;
+            datasets.push(rel);
+        }
+        // A parent's name is a prefix of its children's: sorting puts it first.
+        datasets.sort();
+        Ok((datasets, inside))
     }
 
     /// Creates a directory below `snapshots/`, which only root may enter:
@@ -276,15 +306,15 @@ impl BtrfsStorage {
 
     /// The check for the next stream of a dataset: a base stream first, then
     /// one incremental stream based on what the base created.
-    fn stream_guard(&self, ct: &str, rel: &str) -> Result<StreamGuard> {
+    fn stream_guard(&self, ct: &str, rel: &str, policy: &FilePolicy) -> Result<StreamGuard> {
         let label = dataset_label(ct, rel);
         let key = (ct.to_string(), rel.to_string());
         let so_far = lock(&self.received).get(&key).copied();
         match so_far {
-            None => Ok(StreamGuard::base(label)),
+            None => Ok(StreamGuard::base(label, *policy)),
             Some(Received::Base(parent)) => {
                 self.check_parent_is_unique(&parent, ct, rel)?;
-                Ok(StreamGuard::incremental(label, parent))
+                Ok(StreamGuard::incremental(label, parent, *policy))
             }
             Some(Received::Both) => Err(Error::Archive(format!(
                 "{label}: a third stream (a base and an incremental stream were received)"
@@ -381,30 +411,7 @@ impl Storage for BtrfsStorage {
     }
 
     fn subdatasets(&self, ct: &str) -> Result<Vec<String>> {
-        let root = self.dataset_dir(ct, "")?;
-        if !is_subvolume(&root)? {
-            return Ok(Vec::new());
-        }
-        let rootfs = root.join(ROOTFS_DIR);
-        let mut rels = Vec::new();
-        for sub in subvolume_descendants(&root)? {
-            // Subvolumes outside the rootfs are none of the container's.
-            let Ok(rel) = sub.strip_prefix(&rootfs) else {
-                continue;
-            };
-            let rel = rel.to_string_lossy().into_owned();
-            names::subdataset(&rel).map_err(|_| {
-                Error::Refused(format!(
-                    "container '{ct}': nested subvolume {} is not a valid dataset name \
-                     (names of a-z, 0-9, '_' and '-' separated by '/'); rename or delete it",
-                    sub.display()
-                ))
-            })?;
-            rels.push(rel);
-        }
-        // A parent's name is a prefix of its children's: sorting puts it first.
-        rels.sort();
-        Ok(rels)
+        Ok(self.nested_subvolumes(ct)?.0)
     }
 
     fn destroy(&self, ct: &str, rel: &str) -> Result<()> {
@@ -449,6 +456,7 @@ impl Storage for BtrfsStorage {
         }
         fs::rename(&src, &dst)
             .ctx(|| format!("cannot rename {} to {}", src.display(), dst.display()))?;
+        fsutil::seal_container_dir(&dst)?;
         if src_snaps.exists() {
             if let Err(e) = fs::rename(&src_snaps, &dst_snaps) {
                 let _ = fs::rename(&dst, &src);
@@ -469,7 +477,7 @@ impl Storage for BtrfsStorage {
         if rel.is_empty() {
             self.ct_path(ct)
         } else {
-            self.ct_path(ct).join(ROOTFS_DIR).join(rel)
+            self.ct_path(ct).join(rel)
         }
     }
 
@@ -504,8 +512,18 @@ impl Storage for BtrfsStorage {
                 "snapshot '{snap}' of container '{ct}' already exists"
             )));
         }
+        let (subdatasets, inside) = self.nested_subvolumes(ct)?;
+        if let Some(sub) = inside.first() {
+            return Err(Error::Refused(format!(
+                "container '{ct}': subvolume {} is inside a root file system, where a snapshot \
+                 would show it empty; move its files into a dataset (`osctl ct dataset new`) and \
+                 delete the subvolume (older osctl-rs versions kept datasets there: export such a \
+                 container with --format tar using the version that made it)",
+                sub.display()
+            )));
+        }
         let mut datasets = vec![String::new()];
-        datasets.extend(self.subdatasets(ct)?);
+        datasets.extend(subdatasets);
         let mut taken = Vec::new();
         for rel in &datasets {
             let made = self.dataset_dir(ct, rel).and_then(|source| {
@@ -571,12 +589,7 @@ impl Storage for BtrfsStorage {
         if !self.compressed_send_supported() {
             return Ok(false);
         }
-        let dir = self.dataset_dir(ct, rel)?;
-        let data_dir = if rel.is_empty() {
-            dir.join(ROOTFS_DIR)
-        } else {
-            dir
-        };
+        let data_dir = self.dataset_dir(ct, rel)?.join(ROOTFS_DIR);
         let property = Cmd::new("btrfs")
             .args(["property", "get", "-t", "inode"])
             .arg(&data_dir)
@@ -621,13 +634,14 @@ impl Storage for BtrfsStorage {
     /// behind a [`StreamGuard`]: the chroot keeps the stream's own paths
     /// inside that directory, the guard keeps it from naming any subvolume but
     /// its own and its base (which `btrfs receive` would look up across the
-    /// whole file system, chroot or not).
-    fn receive(&self, ct: &str, rel: &str) -> Result<Receiver> {
+    /// whole file system, chroot or not), and from making device nodes,
+    /// owners and attributes that `policy` refuses.
+    fn receive(&self, ct: &str, rel: &str, policy: &FilePolicy) -> Result<Receiver> {
         check_container_name(ct)?;
         if !rel.is_empty() {
             names::subdataset(rel)?;
         }
-        let guard = self.stream_guard(ct, rel)?;
+        let guard = self.stream_guard(ct, rel, policy)?;
         let dir = self.receive_dir(ct, rel);
         self.create_snapshot_dir(&dir)?;
         let writer = Cmd::new("btrfs")
@@ -700,8 +714,8 @@ impl Storage for BtrfsStorage {
         } else {
             // The parent's stream has no entry where a nested subvolume was
             // (btrfs sends none); directories above it may be plain ones.
-            let rootfs = self.ct_path(ct).join(ROOTFS_DIR);
-            let parent = dir.parent().unwrap_or(&rootfs);
+            let top = self.ct_path(ct);
+            let parent = dir.parent().unwrap_or(&top);
             fsutil::create_dir_all(parent)?;
             // The parent directory's times are part of the received tree.
             fsutil::keeping_times(parent, || {
@@ -710,7 +724,8 @@ impl Storage for BtrfsStorage {
             })?;
         }
         if rel.is_empty() {
-            fsutil::set_mode(&dir, 0o700)?;
+            // The stream's subvolume root is the container's directory.
+            fsutil::seal_container_dir(&dir)?;
         }
         remove_tree(&recv_dir)
             .ctx(|| format!("cannot delete the received snapshots of {label}"))?;
@@ -789,33 +804,6 @@ fn is_subvolume(path: &Path) -> Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e).ctx(|| format!("cannot stat {}", path.display())),
     }
-}
-
-/// Refuses `base/rel` when a directory on the way (or the end) is a symlink.
-fn refuse_symlinks(base: &Path, rel: &str) -> Result<()> {
-    if !btrfs_parse::is_plain_relative(rel) {
-        return Err(Error::Invalid(format!(
-            "invalid path '{}' below {}",
-            rel.escape_debug(),
-            base.display()
-        )));
-    }
-    let mut path = base.to_path_buf();
-    for part in rel.split('/') {
-        path.push(part);
-        match fs::symlink_metadata(&path) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                return Err(Error::Refused(format!(
-                    "{} is a symlink where a directory is expected",
-                    path.display()
-                )))
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e).ctx(|| format!("cannot stat {}", path.display())),
-        }
-    }
-    Ok(())
 }
 
 /// Removes an empty directory standing where a subvolume goes and returns

@@ -24,7 +24,15 @@
 //! - paths that are absolute, hold `..` or a NUL byte (where `btrfs receive`
 //!   would stop reading them);
 //! - commands and attributes this check does not know (it could not tell what
-//!   they refer to), and attributes given twice (`btrfs receive` takes the last).
+//!   they refer to), and attributes given twice (`btrfs receive` takes the last);
+//! - what the import's [`FilePolicy`] refuses, as a tar stream's entries are
+//!   refused: `mknod` of a device node it does not allow, `chown` to ids
+//!   outside the container's map, `set_xattr` of an attribute it does not
+//!   restore (privileged ones without `--trusted`, ACLs and capabilities
+//!   naming ids outside the map). `chmod` needs no owner check here: every
+//!   owner passed its `chown`, and `btrfs receive` creates files as root.
+//!   The received tree is judged once more as a whole before the import
+//!   commits ([`crate::filepolicy::scan`]).
 //!
 //! Cost: the stream goes through userspace instead of being spliced from the
 //! archive. The check itself runs at about 1.7 GB/s on one core here; a 289 MB
@@ -44,6 +52,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 
 use crate::error::{Error, Result};
+use crate::filepolicy::FilePolicy;
 
 const MAGIC: &[u8; 13] = b"btrfs-stream\0";
 const STREAM_HEADER_LEN: usize = MAGIC.len() + 4;
@@ -60,11 +69,15 @@ const UUID_LEN: usize = 16;
 pub const C_SUBVOL: u16 = 1;
 pub const C_SNAPSHOT: u16 = 2;
 pub const C_MKFILE: u16 = 3;
+pub const C_MKNOD: u16 = 5;
 pub const C_SYMLINK: u16 = 8;
 pub const C_RENAME: u16 = 9;
 pub const C_LINK: u16 = 10;
+pub const C_SET_XATTR: u16 = 13;
 pub const C_WRITE: u16 = 15;
 pub const C_CLONE: u16 = 16;
+pub const C_CHMOD: u16 = 18;
+pub const C_CHOWN: u16 = 19;
 pub const C_END: u16 = 21;
 /// The highest command of each version: 1 ends with `update_extent`,
 /// 2 with `encoded_write`, 3 with `enable_verity`.
@@ -103,6 +116,12 @@ const COMMAND_NAMES: [&str; 27] = [
 pub const A_UUID: u16 = 1;
 pub const A_CTRANSID: u16 = 2;
 pub const A_INO: u16 = 3;
+pub const A_MODE: u16 = 5;
+pub const A_UID: u16 = 6;
+pub const A_GID: u16 = 7;
+pub const A_RDEV: u16 = 8;
+pub const A_XATTR_NAME: u16 = 13;
+pub const A_XATTR_DATA: u16 = 14;
 pub const A_PATH: u16 = 15;
 pub const A_PATH_TO: u16 = 16;
 pub const A_PATH_LINK: u16 = 17;
@@ -164,6 +183,8 @@ enum Phase {
 pub struct StreamGuard {
     /// Names the dataset in messages.
     label: String,
+    /// What the files the stream makes may be.
+    policy: FilePolicy,
     /// The subvolume an incremental stream must be based on; None for a base stream.
     parent: Option<SubvolumeId>,
     phase: Phase,
@@ -182,20 +203,26 @@ pub struct StreamGuard {
 }
 
 impl StreamGuard {
-    /// A guard for a base (full) stream: it must create its subvolume.
-    pub fn base(label: impl Into<String>) -> StreamGuard {
-        StreamGuard::new(label.into(), None)
+    /// A guard for a base (full) stream: it must create its subvolume, and
+    /// its files must pass `policy`.
+    pub fn base(label: impl Into<String>, policy: FilePolicy) -> StreamGuard {
+        StreamGuard::new(label.into(), None, policy)
     }
 
     /// A guard for an incremental stream, which must be a snapshot of
     /// `parent`, what the same dataset's base stream created.
-    pub fn incremental(label: impl Into<String>, parent: SubvolumeId) -> StreamGuard {
-        StreamGuard::new(label.into(), Some(parent))
+    pub fn incremental(
+        label: impl Into<String>,
+        parent: SubvolumeId,
+        policy: FilePolicy,
+    ) -> StreamGuard {
+        StreamGuard::new(label.into(), Some(parent), policy)
     }
 
-    fn new(label: String, parent: Option<SubvolumeId>) -> StreamGuard {
+    fn new(label: String, parent: Option<SubvolumeId>, policy: FilePolicy) -> StreamGuard {
         StreamGuard {
             label,
+            policy,
             parent,
             phase: Phase::Header,
             pending: Vec::with_capacity(STREAM_HEADER_LEN),
@@ -444,8 +471,39 @@ impl StreamGuard {
                 }
                 inner_paths(kind, attrs)
             }
-            _ => inner_paths(kind, attrs),
+            _ => {
+                inner_paths(kind, attrs)?;
+                self.judge_files(kind, attrs)
+            }
         }
+    }
+
+    /// The file policy, on the commands that make device nodes, owners and
+    /// extended attributes.
+    fn judge_files(&self, kind: u16, attrs: &Attributes) -> Result<(), String> {
+        let verdict = match kind {
+            C_MKNOD => {
+                let mode = attrs.u64(A_MODE)?;
+                // `btrfs receive` passes the mode's file type bits only.
+                let mode = u32::try_from(mode & 0o170000).expect("masked");
+                self.policy.check_node(mode, attrs.u64(A_RDEV)?)
+            }
+            C_CHOWN => self
+                .policy
+                .check_owner(attrs.u64(A_UID)?, attrs.u64(A_GID)?),
+            C_SET_XATTR => {
+                let name = attrs.required(A_XATTR_NAME)?;
+                let value = attrs.required(A_XATTR_DATA)?;
+                // Trusted: what is never restored from tar streams is
+                // still received as it is, as before.
+                self.policy.check_xattr(name, value).map(drop)
+            }
+            _ => Ok(()),
+        };
+        verdict.map_err(|why| {
+            let path = attrs.get(A_PATH).unwrap_or_default();
+            format!("path \"{}\": {why}", path.escape_ascii())
+        })
     }
 
     /// An error naming the command being read (number, name, offset).
@@ -527,6 +585,14 @@ impl<'a> Attributes<'a> {
     fn required(&self, kind: u16) -> Result<&'a [u8], String> {
         self.get(kind)
             .ok_or_else(|| format!("attribute {kind} is missing"))
+    }
+
+    /// A number attribute (8 bytes, little-endian, as `btrfs receive` reads it).
+    fn u64(&self, kind: u16) -> Result<u64, String> {
+        let bytes = self.required(kind)?;
+        <[u8; 8]>::try_from(bytes)
+            .map(u64::from_le_bytes)
+            .map_err(|_| format!("attribute {kind} has {} bytes, not 8", bytes.len()))
     }
 
     /// The subvolume named by a UUID and a ctransid attribute.

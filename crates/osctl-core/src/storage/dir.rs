@@ -52,7 +52,7 @@ impl Storage for DirStorage {
                 Error::io(format!("cannot create {}", dir.display()), e)
             }
         })?;
-        fsutil::set_mode(&dir, 0o700)?;
+        fsutil::seal_container_dir(&dir)?;
         let rootfs = dir.join(ROOTFS_DIR);
         fs::create_dir(&rootfs).ctx(|| format!("cannot create {}", rootfs.display()))?;
         fsutil::set_mode(&rootfs, 0o755)
@@ -92,6 +92,7 @@ impl Storage for DirStorage {
             )));
         }
         fs::rename(&a, &b).ctx(|| format!("cannot rename {} to {}", a.display(), b.display()))?;
+        fsutil::seal_container_dir(&b)?;
         fsutil::sync_dir(&self.ct_dir)
     }
 

@@ -1,10 +1,12 @@
 //! Where containers' file systems live: one trait, three backends.
 //!
 //! A container has a root dataset and optional subdatasets named relative to it
-//! (`var`, `var/log`). The root dataset's directory holds `private/`, the root
-//! file system the container sees (the layout of vpsAdminOS, whose `zfs send`
-//! streams carry `private/`); a subdataset is mounted at `private/<rel>` and
-//! holds its files at its top.
+//! (`var`, `var/log`). Every dataset keeps its files in its own `private/`:
+//! the root dataset's is the root file system the container sees, a
+//! subdataset's is shown to the container by a `mounts` entry of its config
+//! (see [`crate::datasets`]). A subdataset's directory is beside its parent's
+//! `private/`, not in it: `<ct>/var`, `<ct>/var/log`. This is the layout of
+//! vpsAdminOS, whose `zfs send` streams therefore carry `private/...` paths.
 //!
 //! Snapshots are taken of all of a container's datasets at once. Native streams
 //! (`zfs send`, `btrfs send`) exist only on backends that have them.
@@ -16,6 +18,7 @@ use std::process::ChildStdin;
 use crate::archive::CopyError;
 use crate::cmd::{ChildReader, ChildWriter, Cmd};
 use crate::error::{Context, Error, Result};
+use crate::filepolicy::FilePolicy;
 
 pub mod btrfs;
 pub mod btrfs_parse;
@@ -112,7 +115,8 @@ pub trait Storage: Send + Sync {
     /// None when it has none (dir).
     fn native_format(&self) -> Option<&'static str>;
 
-    /// Creates a dataset; for a subdataset, its parent must exist.
+    /// Creates a dataset with an empty `private/` (mode 0755, owned by root);
+    /// for a subdataset, its parent must exist.
     fn create(&self, ct: &str, rel: &str) -> Result<()>;
 
     fn exists(&self, ct: &str) -> Result<bool>;
@@ -127,12 +131,17 @@ pub trait Storage: Send + Sync {
     /// Renames a whole container (staging name to final id on import).
     fn rename(&self, from: &str, to: &str) -> Result<()>;
 
-    /// Where a dataset's files are on the host (mounted).
+    /// A dataset's directory on the host (mounted), which holds `private/`.
     fn path(&self, ct: &str, rel: &str) -> PathBuf;
+
+    /// Where a dataset keeps its files: its `private/`.
+    fn private(&self, ct: &str, rel: &str) -> PathBuf {
+        self.path(ct, rel).join(ROOTFS_DIR)
+    }
 
     /// The container's root file system on the host.
     fn rootfs(&self, ct: &str) -> PathBuf {
-        self.path(ct, "").join(ROOTFS_DIR)
+        self.private(ct, "")
     }
 
     /// Makes sure all of a container's datasets are mounted.
@@ -158,8 +167,9 @@ pub trait Storage: Send + Sync {
     /// Snapshot names present on the container's root dataset.
     fn snapshots(&self, ct: &str) -> Result<Vec<String>>;
 
-    /// A directory showing a dataset's files as of a snapshot. For dir pools,
-    /// which have no snapshots, it is the live directory.
+    /// A directory showing a dataset's directory (with its `private/`) as of
+    /// a snapshot. For dir pools, which have no snapshots, it is the live
+    /// directory.
     fn snapshot_view(&self, ct: &str, rel: &str, snap: &str) -> Result<SnapshotView>;
 
     /// Whether the dataset's data is compressed by the storage and a compressed
@@ -207,9 +217,12 @@ pub trait Storage: Send + Sync {
     }
 
     /// Starts receiving a native stream into a dataset (base, then
-    /// incremental), through the backend's check of streams if it has one.
-    fn receive(&self, ct: &str, rel: &str) -> Result<Receiver> {
-        let _ = (ct, rel);
+    /// incremental), through the backend's check of streams if it has one;
+    /// a check that sees the files go by judges them by `policy` (the
+    /// received tree is judged by it in any case, see
+    /// [`crate::filepolicy::scan`]).
+    fn receive(&self, ct: &str, rel: &str, policy: &FilePolicy) -> Result<Receiver> {
+        let _ = (ct, rel, policy);
         Err(self.no_native_streams())
     }
 
@@ -352,6 +365,60 @@ impl Receiver {
             )),
             Err(CopyError::Source(e)) => Err(e),
         }
+    }
+}
+
+/// Refuses a symlink on the way from `base` down to `base/rel` (a plain
+/// relative path); what does not exist yet is fine. Directories below a
+/// container's directory may come from an archive's streams, and a symlink
+/// there would send a mount or a new subvolume elsewhere on the host.
+pub fn refuse_symlinks(base: &Path, rel: &str) -> Result<()> {
+    if !btrfs_parse::is_plain_relative(rel) {
+        return Err(Error::Invalid(format!(
+            "invalid path '{}' below {}",
+            rel.escape_debug(),
+            base.display()
+        )));
+    }
+    let mut path = base.to_path_buf();
+    for part in rel.split('/') {
+        path.push(part);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(Error::Refused(format!(
+                    "{} is a symlink where a directory is expected",
+                    path.display()
+                )))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).ctx(|| format!("cannot stat {}", path.display())),
+        }
+    }
+    Ok(())
+}
+
+/// A dataset's `private/`, checked to be a directory reached without a
+/// symlink from the container's directory `top` (`rel` "" for the root).
+pub fn checked_private(top: &Path, rel: &str) -> Result<PathBuf> {
+    let below = if rel.is_empty() {
+        ROOTFS_DIR.to_string()
+    } else {
+        format!("{rel}/{ROOTFS_DIR}")
+    };
+    refuse_symlinks(top, &below)?;
+    let private = top.join(&below);
+    match std::fs::symlink_metadata(&private) {
+        Ok(meta) if meta.is_dir() => Ok(private),
+        Ok(_) => Err(Error::Refused(format!(
+            "{} is not a directory",
+            private.display()
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::NotFound(format!(
+            "{} does not exist: every dataset keeps its files in its private/",
+            private.display()
+        ))),
+        Err(e) => Err(e).ctx(|| format!("cannot stat {}", private.display())),
     }
 }
 

@@ -10,14 +10,17 @@
 //! PATH/log             ROOT/log          container logs
 //! PATH/ct              ROOT/ct
 //! PATH/ct/<id>         ROOT/ct/<id>      a container's root dataset, holds private/
-//! PATH/ct/<id>/<rel>   ROOT/ct/<id>/private/<rel>   its subdatasets
+//! PATH/ct/<id>/<rel>   ROOT/ct/<id>/<rel>   its subdatasets, each with its private/
 //! PATH/views           ROOT/views        read-only clones of snapshots (zfs-fuse)
 //! ```
 //!
-//! Only a container's direct subdatasets (`var`) have their mountpoint set; all
-//! other datasets inherit theirs, so that renaming a container or moving the
-//! pool root changes few properties. Mounting a container puts mountpoints
-//! right where they are not.
+//! Every dataset inherits its mountpoint, so that renaming a container or
+//! moving the pool root changes no property. Mounting a container puts
+//! mountpoints right where they are not, and refuses a symlink on the way to
+//! one (the directories there come from archives' streams). Older versions
+//! of osctl-rs mounted subdatasets inside the root file system
+//! (`private/<rel>`, files at the dataset's top); such containers are refused
+//! with a message, not rearranged.
 //!
 //! Every property is read with `zfs get -Hp` and parsed in [`super::zfs_parse`].
 
@@ -27,9 +30,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::zfs_parse::{self, Dataset, Mountpoint, ZfsFeatures, GET_COLUMNS};
-use super::{Backend, Receiver, SnapshotView, Storage, ROOTFS_DIR};
+use super::{refuse_symlinks, Backend, Receiver, SnapshotView, Storage, ROOTFS_DIR};
 use crate::cmd::{Cmd, ExecError};
 use crate::error::{Context, Error, Result};
+use crate::filepolicy::FilePolicy;
 use crate::fsutil;
 
 /// The user property marking a pool's dataset; its value is the layout version.
@@ -488,9 +492,13 @@ impl ZfsStorage {
     }
 
     /// Puts mountpoints where the layout wants them and mounts, parents first,
-    /// the container's file systems that `wanted` selects.
+    /// the container's file systems that `wanted` selects. The root dataset's
+    /// directory is made root's own with mode 0700 as soon as it is mounted:
+    /// its mode and owner are whatever the last stream received said.
     fn mount_where(&self, ct: &str, wanted: impl Fn(&str) -> bool) -> Result<()> {
         let mut sets = self.filesystems(ct)?;
+        self.check_layout(ct, &sets)?;
+        let top = self.path(ct, "");
         let mut next = 0;
         while let Some((rel, ds)) = sets.get(next) {
             next += 1;
@@ -499,32 +507,56 @@ impl ZfsStorage {
             }
             let expected = self.path(ct, rel);
             let name = ds.name.clone();
+            if !rel.is_empty() {
+                // Its parent is mounted: what is on the way is known now.
+                refuse_symlinks(&top, rel)
+                    .map_err(|e| e.context(format!("cannot mount dataset '{name}'")))?;
+            }
             if ds.mountpoint() == Some(Mountpoint::Path(expected.clone())) {
                 if !ds.is_mounted() {
                     mount(&name)?;
                 }
+                if rel.is_empty() {
+                    fsutil::seal_container_dir(&expected)?;
+                }
                 continue;
             }
-            let cmd = if has_explicit_mountpoint(rel) {
-                zfs([
-                    "set".as_ref(),
-                    mountpoint_arg(&expected).as_os_str(),
-                    name.as_ref(),
-                ])
-            } else {
-                zfs(["inherit", "mountpoint", &name])
-            };
-            run(cmd, || {
+            run(zfs(["inherit", "mountpoint", &name]), || {
                 format!("cannot set the mountpoint of dataset '{name}'")
             })?;
             // OpenZFS mounts on `set mountpoint`, zfs-fuse does not.
             mount(&name)?;
+            if rel.is_empty() {
+                fsutil::seal_container_dir(&expected)?;
+            }
             // Children inheriting the mountpoint moved along: look again, and
             // leave alone what is right now (each needless change of a
             // mountpoint re-creates its directory, touching the parent's mtime).
             sets = self.filesystems(ct)?;
         }
         Ok(())
+    }
+
+    /// Refuses a container whose subdatasets are mounted inside its root file
+    /// system, as older versions of osctl-rs mounted them: moving them would
+    /// hide their files from the container.
+    fn check_layout(&self, ct: &str, sets: &[(String, Dataset)]) -> Result<()> {
+        let rootfs = self.rootfs(ct);
+        let old = sets.iter().find(|(rel, ds)| {
+            !rel.is_empty()
+                && matches!(ds.mountpoint(), Some(Mountpoint::Path(p)) if p.starts_with(&rootfs))
+        });
+        match old {
+            None => Ok(()),
+            Some((rel, ds)) => Err(Error::Refused(format!(
+                "container '{ct}': dataset '{rel}' ({}) is mounted inside the root file system with \
+                 its files at its top, as older osctl-rs versions kept datasets; this version keeps \
+                 them in the dataset's own private/ and mounts them through container.yml: export \
+                 the container with --format tar using the version that made it, and import that \
+                 archive here (the dataset's files join the root file system)",
+                ds.name
+            ))),
+        }
     }
 
     /// Mounts the datasets from the container's root down to `rel`.
@@ -556,16 +588,12 @@ impl ZfsStorage {
     }
 
     /// Whether a mounted dataset holds nothing but what `create` put there:
-    /// an empty `private/` in a root dataset, nothing in a subdataset.
+    /// an empty `private/`.
     fn as_created(&self, ct: &str, rel: &str) -> Result<bool> {
         let dir = self.path(ct, rel);
-        if rel.is_empty() {
-            let entries = list_dir(&dir)?;
-            Ok(entries.is_empty()
-                || (entries == [ROOTFS_DIR] && list_dir(&dir.join(ROOTFS_DIR))?.is_empty()))
-        } else {
-            Ok(list_dir(&dir)?.is_empty())
-        }
+        let entries = list_dir(&dir)?;
+        Ok(entries.is_empty()
+            || (entries == [ROOTFS_DIR] && list_dir(&dir.join(ROOTFS_DIR))?.is_empty()))
     }
 
     /// Destroys read-only snapshot clones left behind by processes that died
@@ -601,19 +629,6 @@ fn top_of<'a>(tree: &'a [Dataset], name: &str) -> Result<&'a Dataset> {
     tree.iter()
         .find(|d| d.name == name)
         .ok_or_else(|| missing_dataset(name))
-}
-
-/// Only a container's direct subdatasets (`var`) set their mountpoint, to their
-/// place inside `private/`; the root dataset and nested subdatasets (`var/log`)
-/// inherit theirs, so that a rename moves them without property changes.
-fn has_explicit_mountpoint(rel: &str) -> bool {
-    !rel.is_empty() && !rel.contains('/')
-}
-
-fn mountpoint_arg(path: &Path) -> std::ffi::OsString {
-    let mut arg = std::ffi::OsString::from("mountpoint=");
-    arg.push(path);
-    arg
 }
 
 /// Names in a directory (at most a few: enough to tell "empty" and "one").
@@ -656,33 +671,25 @@ impl Storage for ZfsStorage {
     fn create(&self, ct: &str, rel: &str) -> Result<()> {
         let name = self.dataset_of(ct, rel)?;
         let action = || format!("cannot create dataset '{name}'");
-        if rel.is_empty() {
-            run(zfs(["create", &name]), action)?;
-            let made = (|| {
-                self.mount_chain(ct, "")?;
-                let dir = self.path(ct, "");
-                fsutil::set_mode(&dir, 0o700)?;
-                let rootfs = dir.join(ROOTFS_DIR);
-                std::fs::create_dir(&rootfs)
-                    .ctx(|| format!("cannot create {}", rootfs.display()))?;
-                fsutil::set_mode(&rootfs, 0o755)
-            })();
-            if let Err(e) = made {
-                let _ = destroy_dataset(&name, true);
-                return Err(e.context(format!("dataset '{name}'")));
-            }
-            Ok(())
-        } else {
+        if !rel.is_empty() {
             // The parent must be mounted before the child mounts inside it.
             let parent = rel.rsplit_once('/').map_or("", |(p, _)| p);
             self.mount_chain(ct, parent)?;
-            let mut cmd = zfs(["create"]);
-            if has_explicit_mountpoint(rel) {
-                cmd = cmd.arg("-o").arg(mountpoint_arg(&self.path(ct, rel)));
-            }
-            run(cmd.arg(&name), action)?;
-            self.mount_chain(ct, rel)
+            refuse_symlinks(&self.path(ct, ""), rel)?;
         }
+        run(zfs(["create", &name]), action)?;
+        let made = (|| {
+            // Mounting seals the container's directory (see `mount_where`).
+            self.mount_chain(ct, rel)?;
+            let rootfs = self.path(ct, rel).join(ROOTFS_DIR);
+            std::fs::create_dir(&rootfs).ctx(|| format!("cannot create {}", rootfs.display()))?;
+            fsutil::set_mode(&rootfs, 0o755)
+        })();
+        if let Err(e) = made {
+            let _ = destroy_dataset(&name, true);
+            return Err(e.context(format!("dataset '{name}'")));
+        }
+        Ok(())
     }
 
     fn exists(&self, ct: &str) -> Result<bool> {
@@ -733,7 +740,7 @@ impl Storage for ZfsStorage {
         if rel.is_empty() {
             root
         } else {
-            root.join(ROOTFS_DIR).join(rel)
+            root.join(rel)
         }
     }
 
@@ -757,6 +764,7 @@ impl Storage for ZfsStorage {
 
     fn snapshot(&self, ct: &str, snap: &str) -> Result<()> {
         check_snapshot_name(snap)?;
+        self.check_layout(ct, &self.filesystems(ct)?)?;
         let name = format!("{}@{snap}", self.dataset_of(ct, "")?);
         // -r: one atomic snapshot of the root and every subdataset.
         run(zfs(["snapshot", "-r", &name]), || {
@@ -900,7 +908,8 @@ impl Storage for ZfsStorage {
         Ok(zfs(["recv", "-u", "-F", &name]))
     }
 
-    fn receive(&self, ct: &str, rel: &str) -> Result<Receiver> {
+    /// `zfs recv` sees no files go by: the received tree is judged after.
+    fn receive(&self, ct: &str, rel: &str, _policy: &FilePolicy) -> Result<Receiver> {
         let name = self.dataset_of(ct, rel)?;
         self.receive_cmd(ct, rel)?
             .spawn_writer()

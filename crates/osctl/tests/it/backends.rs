@@ -2,16 +2,19 @@
 //! pools: native streams with subdatasets, consistent exports of running
 //! containers, archives as the original osctl writes them, failures.
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::original;
 use super::rawtar;
 use testkit::loopfs::LoopFs;
 use testkit::tree::{self, build_every_kind, Options, Precision};
 use testkit::zpool::{self, TestZpool};
 
 use super::support::{
-    assert_consistent, can_run_containers, is_root, make_busybox_rootfs, wait_until, Env,
+    assert_consistent, can_run_containers, is_root, make_busybox_rootfs, wait_for_writes,
+    wait_until, Env,
 };
 use crate::require;
 
@@ -91,6 +94,42 @@ impl<'e> Pool<'e> {
 
     fn rootfs(&self, id: &str) -> PathBuf {
         PathBuf::from(self.show(id)["rootfs"].as_str().unwrap())
+    }
+
+    /// `ct dataset ls`: each subdataset's name, mountpoint and files' path.
+    fn datasets(&self, id: &str) -> Vec<(String, Option<String>, PathBuf)> {
+        let list: serde_json::Value =
+            serde_json::from_str(&self.ok(&["-j", "ct", "dataset", "ls", id])).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["name"].as_str().unwrap().to_string(),
+                    d["mountpoint"].as_str().map(String::from),
+                    PathBuf::from(d["path"].as_str().unwrap()),
+                )
+            })
+            .collect()
+    }
+
+    /// Where a subdataset keeps its files.
+    fn private(&self, id: &str, dataset: &str) -> PathBuf {
+        let found = self.datasets(id).into_iter().find(|d| d.0 == dataset);
+        found
+            .unwrap_or_else(|| panic!("{id} has dataset {dataset}"))
+            .2
+    }
+
+    /// Every dataset's files are the same in two containers.
+    fn assert_same_datasets(&self, a: &str, b: &str) {
+        self.assert_same(&self.rootfs(a), &self.rootfs(b));
+        let (ours, theirs) = (self.datasets(a), self.datasets(b));
+        assert_eq!(ours.len(), theirs.len(), "{ours:?} {theirs:?}");
+        for (x, y) in ours.iter().zip(&theirs) {
+            assert_eq!((&x.0, &x.1), (&y.0, &y.1));
+            self.assert_same(&x.2, &y.2);
+        }
     }
 
     /// `ct new` from a directory; privileged on zfs-fuse, which has no idmapped mounts.
@@ -183,6 +222,21 @@ impl Drop for Pool<'_> {
     }
 }
 
+/// Names in an archive, in order, as GNU tar lists them.
+fn tar_names(archive: &Path) -> Vec<String> {
+    let out = Command::new("tar")
+        .arg("-tf")
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "GNU tar reads {}", archive.display());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
 /// A root file system with every file kind the pool can keep, plus files in
 /// subdatasets `srv` and `srv/data` on pools that have them.
 fn rich_container(pool: &Pool, id: &str) {
@@ -192,11 +246,22 @@ fn rich_container(pool: &Pool, id: &str) {
     if pool.kind != Kind::Dir {
         pool.ok(&["ct", "dataset", "new", id, "srv"]);
         pool.ok(&["ct", "dataset", "new", id, "srv/data"]);
-        let rootfs = pool.rootfs(id);
-        std::fs::write(rootfs.join("srv/in-srv"), "srv").unwrap();
-        std::fs::write(rootfs.join("srv/data/in-data"), vec![5u8; 1 << 20]).unwrap();
-        std::os::unix::fs::chown(rootfs.join("srv/data/in-data"), Some(33), Some(33)).unwrap();
+        let (srv, data) = (pool.private(id, "srv"), pool.private(id, "srv/data"));
+        std::fs::write(srv.join("in-srv"), "srv").unwrap();
+        std::fs::write(data.join("in-data"), vec![5u8; 1 << 20]).unwrap();
+        std::os::unix::fs::chown(data.join("in-data"), Some(33), Some(33)).unwrap();
     }
+}
+
+/// What a container of `rich_container` sees in its subdatasets.
+fn assert_sees_rich_datasets(at: impl Fn(&str) -> PathBuf) {
+    assert_eq!(std::fs::read(at("/srv/in-srv")).unwrap(), b"srv");
+    let data = at("/srv/data/in-data");
+    assert_eq!(std::fs::read(&data).unwrap(), vec![5u8; 1 << 20]);
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&data).unwrap()),
+        33
+    );
 }
 
 fn round_trips(kind: Kind) {
@@ -237,8 +302,72 @@ fn round_trips(kind: Kind) {
         pool.import(&id, &archive);
         pool.assert_same(&orig, &pool.rootfs(&id));
         assert_eq!(pool.show(&id)["datasets"], pool.show("orig")["datasets"]);
+        pool.assert_same_datasets("orig", &id);
+        if kind == Kind::Zfs {
+            as_the_original_reads_it(&pool, &archive, compression);
+        }
+    }
+    if kind != Kind::Dir {
+        let archive = env.path("never.tar");
+        let never = archive.to_str().unwrap();
+        let args = [
+            "--pool",
+            &pool.name,
+            "ct",
+            "export",
+            "--single-layer",
+            "orig",
+            never,
+        ];
+        let err = env.fails(&args, 2);
+        assert!(err.contains("--single-layer is for tar archives"), "{err}");
+        assert!(!archive.exists());
+        // One tree of what the container sees: the subdatasets' files at
+        // their mountpoints, no dataset mounts left.
+        let archive = env.path(&format!("{}-tar.tar", pool.name));
+        pool.export(&["--format", "tar"], "orig", &archive);
+        pool.import("merged", &archive);
+        assert_eq!(pool.show("merged")["datasets"], serde_json::json!([]));
+        let merged = pool.rootfs("merged");
+        assert_sees_rich_datasets(|path| merged.join(path.trim_start_matches('/')));
+        if original::have_ruby() {
+            let work = env.path(&format!("original-{}-tar", pool.name));
+            let seen = original::import(&archive, "-", Path::new("-"), &work).unwrap();
+            assert!(seen.dataset_mounts().is_empty(), "{:?}", seen.mounts);
+            assert_sees_rich_datasets(|path| seen.seen(path));
+        }
     }
     pool.assert_clean();
+}
+
+/// The original's importer on our native zfs archive: what it receives
+/// shows the container our container sees, through its dataset mounts;
+/// a zstd archive it refuses loudly.
+fn as_the_original_reads_it(pool: &Pool, archive: &Path, compression: &str) {
+    if !original::have_ruby() {
+        eprintln!("SKIPPED part: ruby is not installed");
+        return;
+    }
+    let z = pool._zpool.as_ref().unwrap();
+    let rel = format!("original/{compression}");
+    let work = pool.env.path(&format!("original-{compression}"));
+    let read = original::import(archive, &z.ds(&rel), &z.mnt.join(&rel), &work);
+    if compression == "zstd" {
+        let err = read.err().expect("the original cannot read zstd streams");
+        assert!(err.contains("base of / not found"), "{err}");
+        return;
+    }
+    let seen = read.unwrap();
+    assert_eq!(seen.datasets, ["srv", "srv/data"]);
+    assert_eq!(
+        seen.dataset_mounts(),
+        [
+            ("srv".into(), "/srv".into()),
+            ("srv/data".into(), "/srv/data".into())
+        ]
+    );
+    pool.assert_same(&pool.rootfs("orig"), &seen.seen("/"));
+    assert_sees_rich_datasets(|path| seen.seen(path));
 }
 
 #[test]
@@ -264,11 +393,7 @@ fn consistent_export_of_running_container(kind: Kind) {
     pool.new_ct("busy", &root);
     pool.ok(&["ct", "start", "busy"]);
     let live = pool.rootfs("busy");
-    assert!(wait_until(20, || std::fs::read_to_string(
-        live.join("root/log")
-    )
-    .map(|l| l.lines().count() > 100)
-    .unwrap_or(false)));
+    wait_for_writes(&live);
     let archive = env.path("busy.tar");
     pool.ok(&["ct", "export", "busy", archive.to_str().unwrap()]);
     assert_eq!(pool.show("busy")["state"], "running");
@@ -286,6 +411,33 @@ fn consistent_export_of_running_container(kind: Kind) {
     assert_consistent(&pool.rootfs("snap"));
     pool.ok(&["ct", "start", "snap"]);
     assert_eq!(pool.show("snap")["state"], "running");
+
+    // A tar archive holds one tar, of a snapshot taken while the container
+    // was stopped: what the original reads, nothing left out. (A container
+    // started once: the writer counts anew from each start.)
+    pool.new_ct("busy2", &root);
+    pool.ok(&["ct", "start", "busy2"]);
+    let live = pool.rootfs("busy2");
+    wait_for_writes(&live);
+    let tar = env.path("busy-tar.tar");
+    pool.export(&["--format", "tar"], "busy2", &tar);
+    assert_eq!(pool.show("busy2")["state"], "running");
+    let names = tar_names(&tar);
+    assert!(
+        names.contains(&"rootfs/base.tar.gz".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.contains("incremental")),
+        "{names:?}"
+    );
+    pool.import("from-tar", &tar);
+    assert_consistent(&pool.rootfs("from-tar"));
+    if original::have_ruby() {
+        let work = env.path("original-tar");
+        let seen = original::import(&tar, "-", Path::new("-"), &work).unwrap();
+        assert_consistent(&seen.seen("/"));
+    }
     pool.assert_clean();
 }
 
@@ -297,6 +449,106 @@ fn consistent_export_of_a_running_container_on_zfs() {
 #[test]
 fn consistent_export_of_a_running_container_on_btrfs() {
     consistent_export_of_running_container(Kind::Btrfs);
+}
+
+/// A running container sees each subdataset where its dataset mount says,
+/// unshifted files shown through an idmapped mount when it is unprivileged
+/// (btrfs), and its writes land in the dataset's private/ as it sees them.
+fn datasets_are_mounted_into_running_containers(kind: Kind) {
+    require!(
+        can_run_containers(),
+        "needs root, LXC, uidmap and busybox-static"
+    );
+    let env = Env::new();
+    let Some(pool) = Pool::new(&env, kind) else {
+        return;
+    };
+    let root = env.busybox_rootfs("r");
+    pool.new_ct("c1", &root);
+    pool.ok(&["ct", "dataset", "new", "c1", "srv"]);
+    pool.ok(&["ct", "dataset", "new", "c1", "srv/data"]);
+    pool.ok(&[
+        "ct",
+        "dataset",
+        "new",
+        "--mountpoint",
+        "/mnt/cache",
+        "c1",
+        "cache",
+    ]);
+    let err = pool.fails(&[
+        "ct",
+        "dataset",
+        "new",
+        "--mountpoint",
+        "/srv",
+        "c1",
+        "other",
+    ]);
+    assert!(
+        err.contains("mounts dataset 'srv' at /srv already"),
+        "{err}"
+    );
+    let listed: Vec<_> = pool
+        .datasets("c1")
+        .into_iter()
+        .map(|(name, at, _)| (name, at.unwrap()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("cache", "/mnt/cache"),
+            ("srv", "/srv"),
+            ("srv/data", "/srv/data")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    let data = pool.private("c1", "srv/data");
+    std::fs::write(data.join("owned"), "by 33\n").unwrap();
+    std::os::unix::fs::chown(data.join("owned"), Some(33), Some(33)).unwrap();
+    pool.ok(&["ct", "start", "c1"]);
+    let seen = pool.ok(&["ct", "exec", "c1", "--", "ls", "-ln", "/srv/data/owned"]);
+    assert!(seen.contains(" 33 ") && seen.contains("owned"), "{seen}");
+    pool.ok(&[
+        "ct",
+        "exec",
+        "c1",
+        "--",
+        "sh",
+        "-c",
+        "echo hi > /mnt/cache/new",
+    ]);
+    let new = pool.private("c1", "cache").join("new");
+    assert_eq!(std::fs::read_to_string(&new).unwrap(), "hi\n");
+    let meta = std::fs::metadata(&new).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (0, 0),
+        "stored as the container sees it"
+    );
+    let err = pool.fails(&["ct", "dataset", "del", "c1", "cache"]);
+    assert!(err.contains("stop it"), "{err}");
+    pool.ok(&["ct", "stop", "c1"]);
+    pool.ok(&["ct", "dataset", "del", "c1", "cache"]);
+    pool.ok(&["ct", "start", "c1"]);
+    let out = pool.ok(&["ct", "exec", "c1", "--", "ls", "/mnt"]);
+    assert_eq!(
+        out.trim(),
+        "cache",
+        "an empty mountpoint left in the rootfs"
+    );
+    pool.ok(&["ct", "stop", "c1"]);
+    pool.assert_clean();
+}
+
+#[test]
+fn datasets_are_mounted_into_running_containers_on_zfs() {
+    datasets_are_mounted_into_running_containers(Kind::Zfs);
+}
+
+#[test]
+fn datasets_are_mounted_into_running_containers_on_btrfs() {
+    datasets_are_mounted_into_running_containers(Kind::Btrfs);
 }
 
 #[test]
@@ -369,27 +621,38 @@ fn containers_move_between_kinds_of_pools_as_tar() {
     }
 }
 
-/// An archive made the way vpsAdminOS's osctl makes one: `zfs send` streams,
-/// one gzipped and one raw, a subdataset, GNU tar in the original's order.
-#[test]
-fn original_zfs_archive_imports() {
-    require!(is_root(), "needs root");
-    let env = Env::new();
-    let Some(pool) = Pool::new(&env, Kind::Zfs) else {
-        return;
-    };
+/// How the subdataset `var` of a hand-made zfs archive holds its files.
+#[derive(PartialEq)]
+enum Layout {
+    /// vpsAdminOS's: in the dataset's own `private/`, shown to the container
+    /// by a dataset mount; the archive carries hooks too.
+    Original,
+    /// Older osctl-rs versions': at the dataset's top, no mount.
+    OlderOsctlRs,
+}
+
+/// A zfs archive made the way vpsAdminOS's osctl makes one: `zfs send`
+/// streams, one gzipped and one raw, of a root dataset and a subdataset
+/// `var`, written in the original's order by Ruby's TarWriter.
+fn zfs_archive_in_layout(pool: &Pool, layout: &Layout) -> PathBuf {
+    let env = pool.env;
     let z = pool._zpool.as_ref().unwrap();
     let (src, var) = (z.ds("legacy"), z.ds("legacy/var"));
     zpool::zfs(&["create", &src]);
     zpool::zfs(&["create", &var]);
     let src_mnt = z.mnt.join("legacy");
-    let rootfs = src_mnt.join("private");
-    make_busybox_rootfs(&rootfs, "::respawn:/bin/sleep 1000000\n");
-    std::fs::write(src_mnt.join("var/in-var"), "var data\n").unwrap();
+    make_busybox_rootfs(&src_mnt.join("private"), "::respawn:/bin/sleep 1000000\n");
+    let var_files = match layout {
+        Layout::Original => src_mnt.join("var/private"),
+        Layout::OlderOsctlRs => src_mnt.join("var"),
+    };
+    std::fs::create_dir_all(&var_files).unwrap();
+    std::fs::write(var_files.join("in-var"), "var data\n").unwrap();
     zpool::zfs(&["snapshot", "-r", &format!("{src}@osctl-base-1690000000")]);
     let stage = env.path("stage");
-    std::fs::create_dir_all(stage.join("config")).unwrap();
     std::fs::create_dir_all(stage.join("rootfs/var")).unwrap();
+    std::fs::create_dir_all(stage.join("config")).unwrap();
+    std::fs::create_dir_all(stage.join("hooks")).unwrap();
     let send = |ds: &str, out: &Path, gzip: bool| {
         let cmd = format!(
             "zfs send {ds}@osctl-base-1690000000 {} > {}",
@@ -417,51 +680,138 @@ fn original_zfs_archive_imports() {
         "---\ncgparams: []\nattrs: {}\n",
     )
     .unwrap();
-    std::fs::write(stage.join("config/container.yml"), "---\nuser: legacy\ngroup: \"/default\"\ndataset: tank/ct/legacy-ct\ndistribution: alpine\nversion: '3.18'\narch: x86_64\nnet_interfaces: []\ncgparams: []\ndevices: []\nprlimits: []\nmounts: []\nautostart:\nephemeral: false\nhostname:\ndns_resolvers:\nnesting: false\nseccomp_profile:\ninit_cmd:\nraw: {}\nattrs: {}\n").unwrap();
+    // The mount `ct dataset new` writes in the original, as Ruby dumps it.
+    let mounts = match layout {
+        Layout::Original => "mounts:\n- fs:\n  mountpoint: \"/var\"\n  type: bind\n  opts: bind,create=dir,rw\n  automount: true\n  dataset: var\n  temporary: false\n",
+        Layout::OlderOsctlRs => "mounts: []\n",
+    };
+    std::fs::write(stage.join("config/container.yml"), format!("---\nuser: legacy\ngroup: \"/default\"\ndataset: tank/ct/legacy-ct\ndistribution: alpine\nversion: '3.18'\narch: x86_64\nnet_interfaces: []\ncgparams: []\ndevices: []\nprlimits: []\n{mounts}autostart:\nephemeral: false\nhostname:\ndns_resolvers:\nnesting: false\nseccomp_profile:\ninit_cmd:\nraw: {{}}\nattrs: {{}}\n")).unwrap();
+    std::fs::write(stage.join("hooks/pre-start"), "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::write(stage.join("hooks/notes"), "not a hook\n").unwrap();
     std::fs::write(
         stage.join("snapshots.yml"),
         "---\n- osctl-base-1690000000\n",
     )
     .unwrap();
+    let mut entries = vec![
+        ("metadata.yml", 0o644),
+        ("config/", 0o755),
+        ("config/user.yml", 0o644),
+        ("config/group.yml", 0o644),
+        ("config/container.yml", 0o644),
+    ];
+    if *layout == Layout::Original {
+        // A hook's header carries its st_mode: file type bits and all.
+        entries.extend([
+            ("hooks/", 0o755),
+            ("hooks/notes", 0o100644),
+            ("hooks/pre-start", 0o100755),
+        ]);
+    }
+    entries.extend([
+        ("rootfs/", 0o755),
+        ("rootfs/var/", 0o755),
+        ("rootfs/base.dat.gz", 0o644),
+        ("rootfs/var/base.dat", 0o644),
+        ("snapshots.yml", 0o644),
+    ]);
     let archive = env.path("legacy.tar");
-    let st = Command::new("tar")
-        .args(["--no-recursion", "-cf"])
-        .arg(&archive)
-        .arg("-C")
-        .arg(&stage)
-        .args([
-            "metadata.yml",
-            "config/",
-            "config/user.yml",
-            "config/group.yml",
-            "config/container.yml",
-        ])
-        .args([
-            "rootfs/",
-            "rootfs/base.dat.gz",
-            "rootfs/var/",
-            "rootfs/var/base.dat",
-            "snapshots.yml",
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    // The archive's container runs privileged on zfs-fuse only after consent.
-    pool.ok(&["ct", "import", archive.to_str().unwrap()]);
+    original::write_archive(&stage, &entries, &archive);
+    archive
+}
+
+/// The original's archive of a container with a subdataset and hooks
+/// imports with the same result as there: the dataset keeps its private/
+/// and is mounted where its dataset mount says, hooks keep their executable
+/// bit. Exported again, the original reads it back the same.
+#[test]
+fn original_zfs_archive_imports() {
+    require!(is_root(), "needs root");
+    require!(original::have_ruby(), "needs ruby (Debian package `ruby`)");
+    let env = Env::new();
+    let Some(pool) = Pool::new(&env, Kind::Zfs) else {
+        return;
+    };
+    let archive = zfs_archive_in_layout(&pool, &Layout::Original);
+    // Hooks take trust; the dataset mount does not.
+    let err = pool.fails(&["ct", "import", archive.to_str().unwrap()]);
+    assert!(
+        err.contains("2 hook script(s)") && !err.contains("mounts"),
+        "{err}"
+    );
+    pool.ok(&["ct", "import", "--trusted", archive.to_str().unwrap()]);
     let ct = pool.show("legacy-ct");
     assert_eq!(ct["user"], "legacy");
     assert_eq!(ct["datasets"], serde_json::json!(["var"]));
-    let imported = pool.rootfs("legacy-ct");
+    let (name, mountpoint, var) = pool.datasets("legacy-ct").remove(0);
     assert_eq!(
-        std::fs::read_to_string(imported.join("var/in-var")).unwrap(),
+        (name.as_str(), mountpoint.as_deref()),
+        ("var", Some("/var"))
+    );
+    assert!(var.ends_with("legacy-ct/var/private"), "{}", var.display());
+    assert_eq!(
+        std::fs::read_to_string(var.join("in-var")).unwrap(),
         "var data\n"
     );
-    assert!(imported.join("bin/busybox").is_file());
+    assert!(pool.rootfs("legacy-ct").join("bin/busybox").is_file());
+    let hooks = pool
+        ._zpool
+        .as_ref()
+        .unwrap()
+        .mnt
+        .join("osctl/hooks/ct/legacy-ct");
+    for (hook, mode) in [("pre-start", 0o700), ("notes", 0o600)] {
+        let meta = std::fs::metadata(hooks.join(hook)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, mode, "{hook}");
+    }
     pool.assert_clean();
     pool.ok(&["ct", "set", "privileged", "legacy-ct", "on"]);
     pool.ok(&["ct", "start", "legacy-ct"]);
     let out = pool.ok(&["ct", "exec", "legacy-ct", "--", "cat", "/var/in-var"]);
     assert_eq!(out, "var data\n");
+    let listed = pool.ok(&["ct", "exec", "legacy-ct", "--", "ls", "-a", "/var"]);
+    assert_eq!(
+        listed.split_whitespace().collect::<Vec<_>>(),
+        [".", "..", "in-var"]
+    );
+
+    // Back to the original, from the running container.
+    let again = env.path("again.tar");
+    pool.export(&[], "legacy-ct", &again);
+    let z = pool._zpool.as_ref().unwrap();
+    let work = env.path("original-again");
+    let seen = original::import(&again, &z.ds("back"), &z.mnt.join("back"), &work).unwrap();
+    assert_eq!(seen.dataset_mounts(), [("var".into(), "/var".into())]);
+    assert_eq!(
+        std::fs::read_to_string(seen.seen("/var/in-var")).unwrap(),
+        "var data\n"
+    );
+    assert!(seen.seen("/bin/busybox").is_file());
+    assert_eq!(
+        seen.hooks,
+        [("notes".into(), 0o644), ("pre-start".into(), 0o755)]
+    );
+    pool.assert_clean();
+}
+
+/// An archive of an older osctl-rs, whose subdataset streams hold the files
+/// at the dataset's top, is refused, not imported with an empty dataset.
+#[test]
+fn archive_of_the_older_dataset_layout_is_refused() {
+    require!(is_root(), "needs root");
+    require!(original::have_ruby(), "needs ruby (Debian package `ruby`)");
+    let env = Env::new();
+    let Some(pool) = Pool::new(&env, Kind::Zfs) else {
+        return;
+    };
+    let archive = zfs_archive_in_layout(&pool, &Layout::OlderOsctlRs);
+    let err = pool.fails(&["ct", "import", archive.to_str().unwrap()]);
+    assert!(
+        err.contains("dataset 'var' has no private/") && err.contains("older osctl-rs"),
+        "{err}"
+    );
+    assert_eq!(pool.ok(&["-j", "ct", "ls"]).trim(), "[]");
+    pool.assert_clean();
 }
 
 /// A directory with a `zfs` (or `btrfs`) that runs the real one, except that
@@ -932,4 +1282,319 @@ fn btrfs_import_cannot_take_another_containers_data() {
                 .arg(entry.unwrap().path()),
         );
     }
+}
+
+// --- Issue 10: native streams are judged like tar streams ----------------
+
+/// What an import must leave as it found it: containers, users, lock files,
+/// the lines of the (private) subordinate-id files, and the storage's
+/// datasets, subvolumes and snapshots.
+fn inventory(pool: &Pool) -> Vec<String> {
+    let mut out = Vec::new();
+    for (what, key) in [("ct", "id"), ("user", "name")] {
+        let list: serde_json::Value = serde_json::from_str(&pool.ok(&["-j", what, "ls"])).unwrap();
+        for item in list.as_array().unwrap() {
+            out.push(format!("{what} {}", item[key].as_str().unwrap()));
+        }
+    }
+    let locks = pool.env.root().join("locks").join(&pool.name);
+    for e in std::fs::read_dir(locks).into_iter().flatten() {
+        out.push(format!("lock {}", e.unwrap().file_name().to_string_lossy()));
+    }
+    let subuid = pool.env.subuid_file();
+    for file in [subuid.clone(), subuid.with_file_name("subgid")] {
+        out.push(std::fs::read_to_string(file).unwrap_or_default());
+    }
+    if let Some(fs) = &pool._fs {
+        for dir in ["pool/ct", "pool/snapshots"] {
+            for e in std::fs::read_dir(fs.path().join(dir)).into_iter().flatten() {
+                out.push(format!(
+                    "{dir}/{}",
+                    e.unwrap().file_name().to_string_lossy()
+                ));
+            }
+        }
+    }
+    if let Some(z) = &pool._zpool {
+        out.push(zpool::zfs(&[
+            "list", "-H", "-o", "name", "-t", "all", "-r", &z.name,
+        ]));
+    }
+    out
+}
+
+/// Imports `archive` as `id` without `--trusted`: it must fail with one
+/// error line and leave nothing. Returns the error.
+fn refused_import(pool: &Pool, id: &str, archive: &Path) -> String {
+    let before = inventory(pool);
+    let err = pool.fails(&["ct", "import", "--as-id", id, archive.to_str().unwrap()]);
+    assert_eq!(
+        inventory(pool),
+        before,
+        "the refused import of {id} left something: {err}"
+    );
+    pool.assert_clean();
+    err
+}
+
+fn mknod(path: &Path, kind: &str, major: u32, minor: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    run_ok(Command::new("mknod").args(["-m", "0666"]).arg(path).args([
+        kind,
+        &major.to_string(),
+        &minor.to_string(),
+    ]));
+}
+
+/// A small root file system: a file and a setuid-root program.
+fn small_rootfs(env: &Env) -> PathBuf {
+    let src = env.path("small");
+    if !src.exists() {
+        testkit::fs::write_file(src.join("etc/hostname"), "small\n", 0o644, 0, 0);
+        testkit::fs::write_file(src.join("rootid"), "#!/bin/sh\nid -u\n", 0o4755, 0, 0);
+    }
+    src
+}
+
+/// Root's own, mode 0700: no host user reaches the root file system.
+fn assert_sealed(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(dir).unwrap();
+    assert_eq!(
+        (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+        (0o700, 0, 0),
+        "{}",
+        dir.display()
+    );
+}
+
+/// The container's directory is root's own with mode 0700 after `ct new`,
+/// and after an import of a container whose directory was open and owned
+/// by a host user when it was exported (a native stream carries both);
+/// returns the imported container's directory.
+fn container_dir_is_sealed(pool: &Pool) -> PathBuf {
+    pool.ok(&["ct", "new", "--user", "u1", "--from-dir"]
+        .iter()
+        .copied()
+        .chain([small_rootfs(pool.env).to_str().unwrap(), "open"])
+        .collect::<Vec<_>>());
+    let dir = pool.rootfs("open").parent().unwrap().to_path_buf();
+    assert_sealed(&dir);
+    testkit::fs::chown(&dir, 1000, 1000);
+    super::support::set_mode(&dir, 0o755);
+    let archive = pool.env.path("open.tar");
+    pool.export(&["--compression", "off"], "open", &archive);
+    pool.ok(&[
+        "ct",
+        "import",
+        "--as-id",
+        "opened",
+        archive.to_str().unwrap(),
+    ]);
+    let imported = pool.rootfs("opened").parent().unwrap().to_path_buf();
+    assert_sealed(&imported);
+    imported
+}
+
+#[test]
+fn container_dir_is_sealed_on_dir() {
+    require!(is_root(), "needs root");
+    let env = Env::new();
+    let Some(pool) = Pool::new(&env, Kind::Dir) else {
+        return;
+    };
+    container_dir_is_sealed(&pool);
+}
+
+#[test]
+fn container_dir_is_sealed_on_btrfs() {
+    require!(is_root(), "needs root");
+    let env = Env::new();
+    let Some(pool) = Pool::new(&env, Kind::Btrfs) else {
+        return;
+    };
+    container_dir_is_sealed(&pool);
+}
+
+/// Issue 10, hole 2: a btrfs stream made device nodes and foreign owners
+/// that the same tree as a tar stream could not (the started container read
+/// the host's block device). Each stream comes from a real `btrfs send` of a
+/// pool's container, with its honest user.yml (65536 ids); without
+/// `--trusted` each is refused, and nothing is left.
+#[test]
+fn hole_2_btrfs_stream_with_device_node_and_foreign_owners() {
+    require!(is_root(), "needs root");
+    let env = Env::with_private_subids();
+    let Some(pool) = Pool::new(&env, Kind::Btrfs) else {
+        return;
+    };
+    type Spoil = fn(&Path);
+    let cases: [(&str, Spoil, &[&str]); 3] = [
+        (
+            "loopdev",
+            |rootfs| mknod(&rootfs.join("dev/loop0"), "b", 7, 0),
+            // btrfs send makes new inodes under a temporary name first.
+            &["(mknod): path \"o", "\": device node (block 7:0) refused"],
+        ),
+        (
+            "foreign",
+            |rootfs| {
+                let owned = rootfs.join("etc/owned");
+                testkit::fs::write_file(owned, "x", 0o644, 4_000_000_000, 0)
+            },
+            &["(chown): path \"private/etc/owned\": uid 4000000000 is outside the container's id map (ids below 65536)"],
+        ),
+        (
+            "suid",
+            |rootfs| testkit::fs::write_file(rootfs.join("bin/su"), "x", 0o4755, 70000, 0),
+            &["(chown): path \"private/bin/su\": uid 70000 is outside"],
+        ),
+    ];
+    for (id, spoil, _) in &cases {
+        pool.new_ct(id, &small_rootfs(&env));
+        spoil(&pool.rootfs(id));
+        pool.export(
+            &["--compression", "off"],
+            id,
+            &env.path(&format!("{id}.tar")),
+        );
+        pool.ok(&["ct", "del", id]);
+    }
+    // The imports would create the user: its lines must not stay either.
+    pool.ok(&["user", "del", "u1"]);
+    for (id, _, expect) in &cases {
+        let err = refused_import(&pool, id, &env.path(&format!("{id}.tar")));
+        assert!(
+            err.contains("'rootfs/base.dat'")
+                && err.contains("btrfs stream refused")
+                && expect.iter().all(|part| err.contains(part)),
+            "{id}: {err}"
+        );
+    }
+    // A device node is the admin's call; the id is free again.
+    pool.import("loopdev", &env.path("loopdev.tar"));
+    assert!(pool.rootfs("loopdev").join("dev/loop0").exists());
+}
+
+/// Issue 10, hole 3: a zfs stream whose dataset root (the container's
+/// directory) was 0755 kept that mode, and its setuid-root program in
+/// `private/` gave every host user root. The directory is root's own with
+/// mode 0700 after the import, whatever the stream said; a stream with a
+/// device node or a foreign owner is refused by the check of the received
+/// tree (`zfs recv` is not watched as it runs), leaving nothing.
+#[test]
+fn hole_3_zfs_stream_with_open_container_dir() {
+    require!(is_root(), "needs root");
+    let env = Env::with_private_subids();
+    let Some(pool) = Pool::new(&env, Kind::Zfs) else {
+        return;
+    };
+    let imported = container_dir_is_sealed(&pool);
+    let program = imported.join("private/rootid");
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&program).unwrap();
+    assert_eq!((meta.mode() & 0o7777, meta.uid()), (0o4755, 0));
+    let as_nobody = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            "test",
+            "-e",
+        ])
+        .arg(&program)
+        .status()
+        .unwrap();
+    assert!(
+        !as_nobody.success(),
+        "a host user reaches {}",
+        program.display()
+    );
+
+    // Unprivileged containers (never started here): their owners are
+    // judged against u1's map.
+    let spoiled: [(&str, &str); 2] = [
+        (
+            "zdev",
+            "./private/dev/loop0: device node (block 7:0) refused",
+        ),
+        // zfs-fuse takes no uid past 2^31.
+        ("zowner", "./private/etc/owned: uid 2000000000 is outside"),
+    ];
+    for (id, _) in spoiled {
+        pool.ok(&[
+            "ct",
+            "new",
+            "--user",
+            "u1",
+            "--from-dir",
+            small_rootfs(&env).to_str().unwrap(),
+            id,
+        ]);
+        let rootfs = pool.rootfs(id);
+        match id {
+            "zdev" => mknod(&rootfs.join("dev/loop0"), "b", 7, 0),
+            _ => testkit::fs::write_file(rootfs.join("etc/owned"), "x", 0o644, 2_000_000_000, 0),
+        }
+        pool.export(
+            &["--compression", "off"],
+            id,
+            &env.path(&format!("{id}.tar")),
+        );
+    }
+    for id in ["zdev", "zowner", "open", "opened"] {
+        pool.ok(&["ct", "del", id]);
+    }
+    pool.ok(&["user", "del", "u1"]);
+    for (id, expect) in spoiled {
+        let err = refused_import(&pool, id, &env.path(&format!("{id}.tar")));
+        assert!(
+            err.contains("the received root file system") && err.contains(expect),
+            "{id}: {err}"
+        );
+    }
+}
+
+/// Issue 10, hole 7, through a btrfs stream: its `set_xattr` commands are
+/// judged as a tar stream's attributes are. Without `--trusted`, privileged
+/// attributes refuse the import; `user.*` and file capabilities are kept.
+#[test]
+fn hole_7_privileged_xattrs_in_a_btrfs_stream() {
+    require!(is_root(), "needs root");
+    let env = Env::with_private_subids();
+    let Some(pool) = Pool::new(&env, Kind::Btrfs) else {
+        return;
+    };
+    let cap = testkit::fs::capability_xattr(testkit::fs::CAP_NET_RAW);
+    let marks: [(&str, &str, &[u8]); 3] = [
+        ("overlay", "trusted.overlay.redirect", b"/etc/shadow"),
+        ("ima", "security.ima", b"\x03\x02\x04"),
+        ("kept", "user.note", b"n"),
+    ];
+    for (id, name, value) in marks {
+        pool.new_ct(id, &small_rootfs(&env));
+        let marked = pool.rootfs(id).join("etc/hostname");
+        testkit::fs::set_xattr(&marked, name, value);
+        testkit::fs::set_xattr(&marked, "security.capability", &cap);
+        pool.export(
+            &["--compression", "off"],
+            id,
+            &env.path(&format!("{id}.tar")),
+        );
+        pool.ok(&["ct", "del", id]);
+    }
+    pool.ok(&["user", "del", "u1"]);
+    for (id, name, _) in &marks[..2] {
+        let err = refused_import(&pool, id, &env.path(&format!("{id}.tar")));
+        let expect = format!(
+            "(set_xattr): path \"private/etc/hostname\": extended attribute {name} refused"
+        );
+        assert!(err.contains(&expect), "{err}");
+    }
+    pool.ok(&["ct", "import", env.path("kept.tar").to_str().unwrap()]);
+    let marked = pool.rootfs("kept").join("etc/hostname");
+    let get = super::hostile::get_xattr;
+    assert_eq!(get(&marked, "user.note").as_deref(), Some(&b"n"[..]));
+    assert_eq!(get(&marked, "security.capability"), Some(cap));
 }

@@ -9,7 +9,10 @@ use std::time::Duration;
 use testkit::loopfs::{self, LoopFs};
 use testkit::tree::{self, build_every_kind, Mtimes, Options, Precision};
 
-use super::support::{assert_consistent, can_run_containers, is_root, wait_until, Env};
+use super::original;
+use super::support::{
+    assert_consistent, can_run_containers, is_root, wait_for_writes, wait_until, Env,
+};
 use crate::require;
 
 /// Names in the archive, in order, as GNU tar lists them.
@@ -97,7 +100,7 @@ fn round_trip_of_every_file_kind_for_each_compression() {
             1,
         );
         assert!(
-            err.contains("device node ./dev/loop9 (block 7:9) refused"),
+            err.contains("'./dev/loop9': device node (block 7:9) refused"),
             "{err}"
         );
         env.ok(&[
@@ -113,6 +116,25 @@ fn round_trip_of_every_file_kind_for_each_compression() {
             let gz = entry_bytes(&archive, entry);
             assert!(gzip_t(&gz, env.dir.path()), "gzip -t passes");
             assert!(single_gzip_member(&gz), "one gzip member");
+        }
+        if original::have_ruby() {
+            // The original reads rootfs/base.tar.gz only, restoring no
+            // xattr but security.capability; it refuses the others loudly.
+            let work = env.path(&format!("original-{compression}"));
+            match original::import(&archive, "-", Path::new("-"), &work) {
+                Ok(seen) => {
+                    assert!(entry.ends_with(".gz"), "{compression}");
+                    let gnu_tar = Precision {
+                        xattrs: false,
+                        ..Precision::EXACT
+                    };
+                    tree::assert_same(&orig, &seen.seen("/"), &gnu_tar);
+                }
+                Err(err) => {
+                    assert!(!entry.ends_with(".gz"), "{compression}: {err}");
+                    assert!(err.contains("rootfs archive not found"), "{err}");
+                }
+            }
         }
     }
 }
@@ -336,11 +358,7 @@ fn consistent_export_of_a_running_container_with_writes_in_flight() {
     env.ct_from("busy", &root);
     env.ok(&["ct", "start", "busy"]);
     let live = env.rootfs_of("busy");
-    assert!(wait_until(10, || std::fs::read_to_string(
-        live.join("root/log")
-    )
-    .map(|l| l.lines().count() > 100)
-    .unwrap_or(false)));
+    wait_for_writes(&live);
     let archive = env.path("busy.tar");
     env.ok(&["ct", "export", "busy", archive.to_str().unwrap()]);
     assert_eq!(
@@ -358,12 +376,73 @@ fn consistent_export_of_a_running_container_with_writes_in_flight() {
         snaps.contains("osctl-incr-") && snaps.contains("osctl-base-"),
         "{snaps}"
     );
+    // Two layers: a format the original refuses, instead of reading the
+    // base alone.
+    let meta = String::from_utf8(entry_bytes(&archive, "metadata.yml")).unwrap();
+    assert!(meta.contains("format: tar-layers"), "{meta}");
+    env.ok(&["archive", "verify", archive.to_str().unwrap()]);
+    if original::have_ruby() {
+        let work = env.path("original-layers");
+        let err = original::import(&archive, "-", Path::new("-"), &work).err();
+        let err = err.expect("the original refuses a layered archive");
+        assert!(
+            err.contains("unsupported archive format 'tar-layers'"),
+            "{err}"
+        );
+    }
     env.ok(&["ct", "import", "--as-id", "snap", archive.to_str().unwrap()]);
     let lines = assert_consistent(&env.rootfs_of("snap"));
     assert!(lines > 100);
     // The copy boots and carries on counting from its own state.
     env.ok(&["ct", "start", "snap"]);
     assert_eq!(env.state("snap"), "running");
+}
+
+/// `--single-layer`: the container stays stopped while its one tar is
+/// written, and the original reads the archive whole.
+#[test]
+fn single_layer_export_of_a_running_container_is_the_originals() {
+    require!(
+        can_run_containers(),
+        "needs root, LXC, uidmap and busybox-static"
+    );
+    let env = Env::new();
+    let root = env.writer_rootfs("writer");
+    env.ct_from("busy", &root);
+    env.ok(&["ct", "start", "busy"]);
+    let live = env.rootfs_of("busy");
+    wait_for_writes(&live);
+    let archive = env.path("busy.tar");
+    env.ok(&[
+        "ct",
+        "export",
+        "--single-layer",
+        "busy",
+        archive.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        env.state("busy"),
+        "running",
+        "running again after the export"
+    );
+    let names = listing(&archive);
+    assert!(
+        names.contains(&"rootfs/base.tar.gz".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.contains("incremental")),
+        "{names:?}"
+    );
+    let meta = String::from_utf8(entry_bytes(&archive, "metadata.yml")).unwrap();
+    assert!(meta.contains("format: tar\n"), "{meta}");
+    env.ok(&["ct", "import", "--as-id", "copy", archive.to_str().unwrap()]);
+    assert!(assert_consistent(&env.rootfs_of("copy")) > 100);
+    if original::have_ruby() {
+        let work = env.path("original");
+        let seen = original::import(&archive, "-", Path::new("-"), &work).unwrap();
+        assert!(assert_consistent(&seen.seen("/")) > 100);
+    }
 }
 
 #[test]
@@ -479,7 +558,7 @@ fn export_killed_by_sigterm_cleans_up() {
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();
-    assert!(!status.success());
+    assert_eq!(status.code(), Some(143), "128 + SIGTERM: {stderr}");
     assert!(stderr.contains("SIGTERM"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert_eq!(env.state("big"), "running");

@@ -226,6 +226,26 @@ fn hole_8_refused_imports_leave_no_lock_and_say_each_reason_once() {
     std::fs::write(&file, late).unwrap();
     env.fails(&["ct", "import", file.to_str().unwrap()], 1);
     assert!(!locks.join("ct.victim.lock").exists());
+    // Extended attributes more than ext4 keeps for one file: said as such.
+    let value = vec![b'v'; 3000];
+    let crowded = valid()
+        .with(|p| {
+            p.rootfs.push(Entry::pax(&[
+                ("SCHILY.xattr.user.a", &value[..]),
+                ("SCHILY.xattr.user.b", &value[..]),
+                ("SCHILY.xattr.user.c", &value[..]),
+            ]));
+            p.rootfs.push(Entry::file("./crowded", b""));
+        })
+        .build();
+    let file = env.path("crowded.tar");
+    std::fs::write(&file, crowded).unwrap();
+    let err = env.fails(&["ct", "import", file.to_str().unwrap()], 1);
+    assert!(
+        err.contains("./crowded") && err.contains("more than this file system holds"),
+        "{err}"
+    );
+    assert!(!locks.join("ct.victim.lock").exists());
     // A deleted container's lock goes with it.
     let file = env.path("good.tar");
     std::fs::write(&file, archive_with_user("owner", "0:3600400000:65536")).unwrap();

@@ -117,6 +117,7 @@ fn subid_lines(env: &Env) -> Vec<String> {
             "root:3900000000:65536",
             "root:3900000100:65536",
             "root:0:65536",
+            XATTR_MAP_LINE,
         ]
         .contains(l)
     };
@@ -144,6 +145,18 @@ pub(super) fn take_turn() -> MutexGuard<'static, ()> {
 /// Imports `bytes` with `args`, expects one clear error line containing
 /// `expect` and exit status 1, and checks that the pool and the host ids are
 /// as before. Returns what went wrong, if anything.
+/// The valid archive with `mounts` (a YAML list) in its container.yml.
+fn with_mounts(mounts: &str) -> Vec<u8> {
+    valid()
+        .with(|p| {
+            p.container = p
+                .container
+                .as_ref()
+                .map(|c| c.replace("mounts: []", &format!("mounts:\n{mounts}")))
+        })
+        .build()
+}
+
 pub(super) fn refused(
     env: &Env,
     name: &str,
@@ -520,6 +533,30 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             "mounts",
         ),
         (
+            "dataset-mount-of-a-dataset-not-brought",
+            with_mounts("- fs:\n  mountpoint: /var\n  type: bind\n  opts: bind,create=dir,rw\n  dataset: var"),
+            vec!["--trusted"],
+            "mounts dataset 'var' at /var, which the container does not have",
+        ),
+        (
+            "dataset-mount-outside",
+            with_mounts("- mountpoint: /../../etc\n  dataset: /"),
+            vec!["--trusted"],
+            "/../../etc\" has a '..' component",
+        ),
+        (
+            "dataset-mount-with-a-host-path",
+            with_mounts("- fs: /etc\n  mountpoint: /mnt\n  dataset: /"),
+            vec!["--trusted"],
+            "names a host path",
+        ),
+        (
+            "dataset-mount-unusual-option",
+            with_mounts("- mountpoint: /mnt/self\n  opts: bind,idmap=/proc/1/ns/user\n  dataset: /"),
+            vec![],
+            "option 'idmap=/proc/1/ns/user'",
+        ),
+        (
             "devices",
             valid()
                 .with(|p| {
@@ -680,7 +717,7 @@ fn set_key(yaml: &str, key: &str, value: &Value) -> String {
 
 /// Sets `key` of container `id`'s config on disk, as an admin's edit or an
 /// older import could have left it.
-fn set_ct_key(env: &Env, id: &str, key: &str, value: &Value) {
+pub(super) fn set_ct_key(env: &Env, id: &str, key: &str, value: &Value) {
     let path = env.root().join(format!("pools/default/conf/ct/{id}.yml"));
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, set_key(&text, key, value)).unwrap();
@@ -832,4 +869,112 @@ fn hole_1_lxc_config_injection_through_init_cmd() {
     assert_eq!(env.state("quoted"), "running");
     env.ok(&["ct", "stop", "quoted"]);
     assert!(!marker.exists());
+}
+
+/// The value of extended attribute `name` of `path` (not followed), if any.
+pub fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let name = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: both strings are NUL-terminated, the buffer's length is given.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = usize::try_from(n).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+/// A `security.capability` value of version 3, whose root is `rootid`.
+fn capability_v3(rootid: u32) -> Vec<u8> {
+    let words: [u32; 6] = [0x0300_0000 | 1, 1 << 13, 0, 0, 0, rootid];
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// Issue 10, hole 7: attributes only host root may set (`trusted.*`, which
+/// overlayfs reads as instructions, SELinux labels, IMA/EVM signatures) came
+/// back from untrusted tar archives. Without `--trusted` they refuse the
+/// import; `user.*` and file capabilities (their root in the map) are kept;
+/// trusted, the privileged ones are restored.
+/// The host ids of the archives of `hole_7_privileged_xattrs`, which runs
+/// beside tests that import `valid()`'s.
+const XATTR_MAP_LINE: &str = "root:3900500000:65536";
+
+#[test]
+fn hole_7_privileged_xattrs() {
+    require!(is_root(), "needs root (trusted.* attributes, subuid)");
+    let env = Env::with_private_subids();
+    env.ok(&["pool", "ls"]);
+    let with_xattrs = |records: &[(&str, &[u8])]| {
+        let records: Vec<(String, &[u8])> = records
+            .iter()
+            .map(|(name, value)| (format!("SCHILY.xattr.{name}"), *value))
+            .collect();
+        let records: Vec<(&str, &[u8])> = records.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let mut rootfs = valid().rootfs;
+        rootfs.extend([Entry::pax(&records), Entry::file("./etc/marked", b"x")]);
+        let map = "0:3900500000:65536";
+        let user = format!("---\nuid_map:\n- {map}\ngid_map:\n- {map}\n");
+        valid()
+            .with(|p| {
+                p.rootfs = rootfs;
+                p.user = Some(user);
+            })
+            .build()
+    };
+    let privileged: [(&str, &[u8]); 5] = [
+        ("trusted.overlay.redirect", b"/etc/shadow"),
+        ("trusted.overlay.opaque", b"y"),
+        ("security.selinux", b"system_u:object_r:shadow_t:s0"),
+        ("security.ima", b"\x03\x02\x04"),
+        ("security.evm", b"\x05\x02"),
+    ];
+    let v3_outside = capability_v3(70000);
+    let mut failures: Vec<String> = privileged
+        .iter()
+        .filter_map(|(name, value)| {
+            let archive = with_xattrs(&[(name, value)]);
+            let expect = format!("'./etc/marked': extended attribute {name} refused");
+            refused(&env, name, &archive, &[], &expect)
+        })
+        .collect();
+    failures.extend(refused(
+        &env,
+        "capability-v3-outside",
+        &with_xattrs(&[("security.capability", &v3_outside)]),
+        &[],
+        "file capability root uid 70000 is outside",
+    ));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Allowed without trust: user attributes and capabilities.
+    let cap = capability_v3(1000);
+    let kept = with_xattrs(&[("user.note", b"n"), ("security.capability", &cap)]);
+    let file = env.path("kept.tar");
+    std::fs::write(&file, kept).unwrap();
+    env.ok(&["ct", "import", "--as-id", "kept", file.to_str().unwrap()]);
+    let marked = env.rootfs_of("kept").join("etc/marked");
+    assert_eq!(get_xattr(&marked, "user.note").as_deref(), Some(&b"n"[..]));
+    assert_eq!(get_xattr(&marked, "security.capability"), Some(cap));
+
+    // Trusted, the privileged ones are restored as before.
+    let all = with_xattrs(&privileged);
+    let file = env.path("trusted.tar");
+    std::fs::write(&file, all).unwrap();
+    let args = ["ct", "import", "--trusted", "--as-id", "trusting"];
+    env.ok(&[&args[..], &[file.to_str().unwrap()]].concat());
+    let marked = env.rootfs_of("trusting").join("etc/marked");
+    for (name, value) in privileged {
+        assert_eq!(
+            get_xattr(&marked, name).as_deref(),
+            Some(value),
+            "{name} restored when trusted"
+        );
+    }
 }

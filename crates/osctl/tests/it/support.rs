@@ -281,6 +281,13 @@ const APPLETS: &[&str] = &[
 ];
 
 /// A minimal root file system: static busybox, its applets, and an inittab.
+/// Waits until a running [`Env::writer_rootfs`] container, whose root file
+/// system is at `live`, has written more than 100 lines.
+pub fn wait_for_writes(live: &Path) {
+    let lines = || std::fs::read_to_string(live.join("root/log")).map_or(0, |l| l.lines().count());
+    assert!(wait_until(20, || lines() > 100), "the writer did not write");
+}
+
 /// Checks a copy of a [`Env::writer_rootfs`] container: the counter is the
 /// log's last line or the one before, and no line is lost or torn. Returns
 /// the number of lines.

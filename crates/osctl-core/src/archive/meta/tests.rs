@@ -9,6 +9,7 @@ fn sample() -> Metadata {
         container: None,
         datasets: vec!["var".into(), "var/log".into()],
         exported_at: 1_700_000_000,
+        checksums: None,
     }
 }
 
@@ -87,6 +88,10 @@ fn bad_metadata_is_an_archive_error() {
         ("type: full\ndatasets: ['a b']\n", "dataset 'a b'"),
         ("type: full\ndatasets: [a, a]\n", "listed twice"),
         ("type: full\nformat: tar\ndatasets: [a]\n", "subdatasets"),
+        (
+            "type: full\nformat: tar-layers\ndatasets: [a]\n",
+            "subdatasets",
+        ),
         ("type: full\nuser: ''\n", "user"),
         ("[1, 2]\n", "invalid YAML"),
     ] {
@@ -120,23 +125,40 @@ fn checksums_round_trip_and_are_checked() {
         EntryDigest {
             name: "metadata.yml".into(),
             size: 12,
-            sha256_hex: "ab".repeat(32),
+            algorithm: DigestAlgorithm::Blake3,
+            hex: "ab".repeat(32),
         },
         EntryDigest {
             name: "rootfs/var/base.dat.gz".into(),
             size: 1 << 40,
-            sha256_hex: "0f".repeat(32),
+            algorithm: DigestAlgorithm::Blake3,
+            hex: "0f".repeat(32),
         },
     ];
     let text = checksums_to_yaml(&digests).unwrap();
-    assert!(text.contains("sha256: "), "{text}");
-    assert_eq!(parse_checksums(text.as_bytes()).unwrap(), digests);
+    assert!(text.contains("blake3: "), "{text}");
+    let blake3 = DigestAlgorithm::Blake3;
+    assert_eq!(parse_checksums(text.as_bytes(), blake3).unwrap(), digests);
+    // The algorithm is metadata.yml's.
+    let err = parse_checksums(text.as_bytes(), DigestAlgorithm::Sha256).unwrap_err();
+    assert!(err.to_string().contains("metadata.yml says"), "{err}");
+    // Archives from before BLAKE3.
     let bad = |name: &str, sha: &str| format!("- name: {name}\n  size: 1\n  sha256: '{sha}'\n");
-    assert!(parse_checksums(bad("etc/passwd", &"a".repeat(64)).as_bytes()).is_err());
-    assert!(parse_checksums(bad("metadata.yml", &"A".repeat(64)).as_bytes()).is_err());
-    assert!(parse_checksums(bad("metadata.yml", "abc").as_bytes()).is_err());
+    let sha256 = DigestAlgorithm::Sha256;
+    let old = bad("metadata.yml", &"a".repeat(64));
+    assert_eq!(
+        parse_checksums(old.as_bytes(), sha256).unwrap()[0].hex,
+        "a".repeat(64)
+    );
+    assert!(parse_checksums(bad("etc/passwd", &"a".repeat(64)).as_bytes(), sha256).is_err());
+    assert!(parse_checksums(bad("metadata.yml", &"A".repeat(64)).as_bytes(), sha256).is_err());
+    assert!(parse_checksums(bad("metadata.yml", "abc").as_bytes(), sha256).is_err());
     let twice = bad("metadata.yml", &"a".repeat(64)).repeat(2);
-    assert!(parse_checksums(twice.as_bytes()).is_err());
+    assert!(parse_checksums(twice.as_bytes(), sha256).is_err());
+    let both = "- name: metadata.yml\n  size: 1\n  sha256: aa\n  blake3: bb\n";
+    assert!(parse_checksums(both.as_bytes(), sha256).is_err());
+    let neither = "- name: metadata.yml\n  size: 1\n";
+    assert!(parse_checksums(neither.as_bytes(), sha256).is_err());
 }
 
 fn stream(
@@ -297,6 +319,16 @@ fn expected_entries_and_completeness() {
     assert!(expected_entries(&tar)
         .iter()
         .any(|e| e.describe() == "rootfs/base.tar[.gz|.zst]"));
+    // Layered tar archives hold the same streams under a format of their own.
+    let layers = Metadata::parse(b"type: full\nformat: tar-layers\n").unwrap();
+    assert_eq!(layers.stream_encoding(), StreamEncoding::Tar);
+    assert_eq!(
+        expected_entries(&layers),
+        expected_entries(&Metadata {
+            format: FORMAT_TAR.into(),
+            ..layers.clone()
+        })
+    );
 }
 
 #[test]

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::*;
-use crate::archive::hashing::hex;
+use crate::archive::digest::hex;
 use crate::archive::header::{encode, EntryKind};
 use crate::archive::testutil::{run_text, sample_data};
 
@@ -96,7 +96,7 @@ fn reads_gnu_tar_archives_in_ustar_and_gnu_format() {
             let entry = entries.iter().find(|e| &e.0 == name).unwrap();
             assert_eq!(entry.1, EntryKind::File);
             assert_eq!(&entry.2, data, "{format} {name}");
-            assert_eq!(entry.3.sha256_hex, hex(&Sha256::digest(data)));
+            assert_eq!(entry.3.hex, hex(&Sha256::digest(data)));
             assert_eq!(entry.3.size, data.len() as u64);
         }
     }
@@ -263,7 +263,7 @@ fn splice_to_a_pipe_and_fallbacks_hash_the_same() {
     let n = entry.splice_to(dd.stdin()).unwrap();
     dd.finish().unwrap();
     assert_eq!(n, data.len() as u64 - 100);
-    assert_eq!(entry.digest().unwrap().sha256_hex, expected);
+    assert_eq!(entry.digest().unwrap().hex, expected);
     let received = std::fs::read(&out).unwrap();
     assert_eq!(&received[..], &data[100..]);
     assert!(
@@ -277,7 +277,7 @@ fn splice_to_a_pipe_and_fallbacks_hash_the_same() {
     let mut entry = reader.next_entry().unwrap().unwrap();
     let mut sink = tempfile::tempfile().unwrap();
     entry.splice_to(&mut sink).unwrap();
-    assert_eq!(entry.digest().unwrap().sha256_hex, expected);
+    assert_eq!(entry.digest().unwrap().hex, expected);
 }
 
 #[test]
@@ -333,10 +333,7 @@ fn take_over_hands_out_the_region_and_reads_on_after_it() {
     assert_eq!(taken, Some(3 * 512 + data.len() as u64));
     assert_eq!(std::fs::read(&out).unwrap(), data);
     assert_eq!(entry.remaining(), 0);
-    assert_eq!(
-        entry.digest().unwrap().sha256_hex,
-        hex(&Sha256::digest(&data))
-    );
+    assert_eq!(entry.digest().unwrap().hex, hex(&Sha256::digest(&data)));
     let mut next = reader.next_entry().unwrap().unwrap();
     assert_eq!(next.name(), "snapshots.yml");
     assert_eq!(next.read_to_vec(100).unwrap(), b"- s\n");
@@ -363,10 +360,7 @@ fn take_over_failing_leaves_the_entry_unread() {
     let mut read = Vec::new();
     entry.read_to_end(&mut read).unwrap();
     assert_eq!(read, data);
-    assert_eq!(
-        entry.digest().unwrap().sha256_hex,
-        hex(&Sha256::digest(&data))
-    );
+    assert_eq!(entry.digest().unwrap().hex, hex(&Sha256::digest(&data)));
 }
 
 #[test]

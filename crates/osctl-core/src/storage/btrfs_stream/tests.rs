@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// The guard's checks of streams, without its file policy.
+const ANY: FilePolicy = FilePolicy::anything();
+
 const BASE: SubvolumeId = SubvolumeId {
     uuid: [0x11; 16],
     ctransid: 7,
@@ -167,12 +170,15 @@ fn feed(guard: &mut StreamGuard, stream: &[u8], piece: usize) -> (Vec<u8>, Resul
 }
 
 fn refused_base(stream: &[u8]) -> String {
-    refused(StreamGuard::base("dataset 'var' of container 'c1'"), stream)
+    refused(
+        StreamGuard::base("dataset 'var' of container 'c1'", ANY),
+        stream,
+    )
 }
 
 fn refused_incremental(stream: &[u8]) -> String {
     refused(
-        StreamGuard::incremental("dataset 'var' of container 'c1'", BASE),
+        StreamGuard::incremental("dataset 'var' of container 'c1'", BASE, ANY),
         stream,
     )
 }
@@ -181,7 +187,7 @@ fn refused_incremental(stream: &[u8]) -> String {
 fn refused(guard: StreamGuard, stream: &[u8]) -> String {
     let mut messages = Vec::new();
     for piece in [1, 7, 4096, stream.len().max(1)] {
-        let mut guard = StreamGuard::new(guard.label.clone(), guard.parent);
+        let mut guard = StreamGuard::new(guard.label.clone(), guard.parent, guard.policy);
         match feed(&mut guard, stream, piece).1 {
             Err(Error::Archive(msg)) => messages.push(msg),
             other => panic!("accepted in pieces of {piece}: {other:?}"),
@@ -201,18 +207,18 @@ fn good_streams_pass_unchanged_in_any_pieces() {
     let base = base_stream();
     let incr = incremental_stream();
     for piece in [1, 2, 3, 9, 10, 11, 17, 64, 4096, 1 << 20] {
-        let mut guard = StreamGuard::base("c1");
+        let mut guard = StreamGuard::base("c1", ANY);
         let (out, made) = feed(&mut guard, &base, piece);
         assert_eq!(out, base, "pieces of {piece}");
         assert_eq!(made.unwrap(), BASE);
 
-        let mut guard = StreamGuard::incremental("c1", BASE);
+        let mut guard = StreamGuard::incremental("c1", BASE, ANY);
         let (out, made) = feed(&mut guard, &incr, piece);
         assert_eq!(out, incr, "pieces of {piece}");
         assert_eq!(made.unwrap(), INCR);
     }
     let mut copied = Vec::new();
-    let made = StreamGuard::base("c1")
+    let made = StreamGuard::base("c1", ANY)
         .copy(&mut &base[..], &mut copied)
         .unwrap();
     assert_eq!((copied, made), (base, BASE));
@@ -240,7 +246,7 @@ fn version_2_data_runs_to_the_end_of_the_command() {
             ],
         )
         .end();
-    let mut guard = StreamGuard::base("c1");
+    let mut guard = StreamGuard::base("c1", ANY);
     let (out, made) = feed(&mut guard, &stream, 333);
     assert_eq!(out, stream);
     assert_eq!(made.unwrap(), BASE);
@@ -300,7 +306,7 @@ fn a_clone_is_judged_before_its_last_byte_passes() {
         .end();
     let end_len = encode_command(1, C_END, &[]).len();
     let clone_end = stream.len() - end_len;
-    let mut guard = StreamGuard::base("c1");
+    let mut guard = StreamGuard::base("c1", ANY);
     guard.check(&stream[..clone_end - 1]).unwrap();
     assert!(guard.check(&stream[clone_end - 1..clone_end]).is_err());
     // Refused for good.
@@ -396,7 +402,7 @@ fn broken_streams_are_refused() {
         (good.len() - end_len, "without an end command"),
         (good.len() - 1, "ends within command #"),
     ] {
-        let mut guard = StreamGuard::base("c1");
+        let mut guard = StreamGuard::base("c1", ANY);
         let (_, verdict) = feed(&mut guard, &good[..cut], 64);
         let msg = verdict.unwrap_err().to_string();
         assert!(msg.contains(why), "cut at {cut}: {msg}");
@@ -417,7 +423,7 @@ fn absurd_lengths_are_refused_before_anything_is_buffered() {
         (1, (MAX_COMMAND_V1 - COMMAND_HEADER_LEN + 1) as u32),
         (2, (MAX_COMMAND_V2 - COMMAND_HEADER_LEN + 1) as u32),
     ] {
-        let mut guard = StreamGuard::base("c1");
+        let mut guard = StreamGuard::base("c1", ANY);
         let msg = guard
             .check(&header_only(version, len))
             .unwrap_err()
@@ -429,7 +435,7 @@ fn absurd_lengths_are_refused_before_anything_is_buffered() {
     // The kernel's largest version 1 command passes.
     let data = vec![7u8; MAX_COMMAND_V1 - COMMAND_HEADER_LEN - 4 - 12 - 4 - 1];
     let stream = Stream::new(1).subvol("s", BASE).write("f", &data).end();
-    let mut guard = StreamGuard::base("c1");
+    let mut guard = StreamGuard::base("c1", ANY);
     assert_eq!(feed(&mut guard, &stream, 10_000).1.unwrap(), BASE);
 }
 
@@ -560,3 +566,84 @@ ID 266 gen 20 top level 5 received_uuid 107c9f33-fd21-4c89-982a-becbe29d9292 pat
         "b8e6ae26-ccb1-204d-b8d9-47b3cff2b3de"
     );
 }
+
+/// The file policy of an import without `--trusted` into a map of 65536 ids,
+/// on the commands that make device nodes, owners and attributes.
+#[test]
+fn files_the_policy_refuses_are_refused() {
+    let policy = FilePolicy::for_import(Some(65536), false);
+    let with = |kind: u16, attrs: &[(u16, &[u8])]| {
+        Stream::new(1)
+            .subvol("osctl-base", BASE)
+            .mkfile("f")
+            .cmd(kind, attrs)
+            .end()
+    };
+    let u64_of = |n: u64| n.to_le_bytes();
+    let (block, null) = (u64_of(0o060666), u64_of(0o020666));
+    let (loop0, dev_null) = (u64_of(0x700), u64_of(0x103));
+    let (root, foreign) = (u64_of(0), u64_of(4_000_000_000));
+    let mut v3_cap = 0x0300_0000u32.to_le_bytes().to_vec();
+    v3_cap.extend_from_slice(&[0; 16]);
+    v3_cap.extend_from_slice(&100_000u32.to_le_bytes());
+    let mut v2_cap = v3_cap[..20].to_vec();
+    v2_cap[..4].copy_from_slice(&0x0200_0000u32.to_le_bytes());
+    let mknod = |mode: &[u8], rdev: &[u8]| {
+        with(
+            C_MKNOD,
+            &[(A_PATH, b"dev/x"), (A_MODE, mode), (A_RDEV, rdev)],
+        )
+    };
+    let chown =
+        |uid: &[u8], gid: &[u8]| with(C_CHOWN, &[(A_PATH, b"f"), (A_UID, uid), (A_GID, gid)]);
+    let xattr = |name: &[u8], value: &[u8]| {
+        with(
+            C_SET_XATTR,
+            &[(A_PATH, b"f"), (A_XATTR_NAME, name), (A_XATTR_DATA, value)],
+        )
+    };
+    let refusals = [
+        (
+            mknod(&block, &loop0),
+            "(mknod): path \"dev/x\": device node (block 7:0)",
+        ),
+        (
+            chown(&foreign, &root),
+            "(chown): path \"f\": uid 4000000000 is outside",
+        ),
+        (
+            chown(&root, &foreign),
+            "(chown): path \"f\": gid 4000000000",
+        ),
+        (
+            xattr(b"trusted.overlay.redirect", b"/etc"),
+            "(set_xattr): path \"f\": extended attribute trusted.overlay.redirect refused",
+        ),
+        (xattr(b"security.selinux", b"x"), "security.selinux refused"),
+        (xattr(CAP_NAME, &v3_cap), "file capability root uid 100000"),
+    ];
+    for (stream, expect) in refusals {
+        let msg = refused(
+            StreamGuard::base("dataset 'var' of container 'c1'", policy),
+            &stream,
+        );
+        assert!(msg.contains(expect), "{msg}");
+        // Trusted, without a map, the same streams pass.
+        let mut guard = StreamGuard::base("c1", ANY);
+        assert_eq!(feed(&mut guard, &stream, 100).1.unwrap(), BASE);
+    }
+    // A number `btrfs receive` would not read either.
+    let msg = refused_base(&chown(&root, &[0; 4]));
+    assert!(msg.contains("attribute 7 has 4 bytes, not 8"), "{msg}");
+    for fine in [
+        mknod(&null, &dev_null),
+        chown(&u64_of(65535), &u64_of(65535)),
+        xattr(b"user.x", b"1"),
+        xattr(CAP_NAME, &v2_cap),
+    ] {
+        let mut guard = StreamGuard::base("c1", policy);
+        assert_eq!(feed(&mut guard, &fine, 100).1.unwrap(), BASE);
+    }
+}
+
+const CAP_NAME: &[u8] = b"security.capability";
