@@ -193,7 +193,7 @@ pub fn start(pool: &Pool, id: &str) -> Result<()> {
 }
 
 pub fn start_locked(pool: &Pool, id: &str) -> Result<()> {
-    let cfg = pool.ct(id)?;
+    let mut cfg = pool.ct(id)?;
     let rt = runtime(pool);
     match rt.state(id)? {
         CtState::Running => return Ok(()),
@@ -202,8 +202,10 @@ pub fn start_locked(pool: &Pool, id: &str) -> Result<()> {
             return Err(Error::Busy(format!("container '{id}' is {other}")));
         }
     }
+    let net = crate::netif::prepare_start(pool, id, &mut cfg)?;
     pool.storage.mount(id)?;
     let mut spec = run_spec(pool, id, &cfg)?;
+    spec.net = net;
     spec.resources = crate::resources::prepare_start(pool, id, &cfg)?;
     rt.start(&spec).inspect_err(|_| {
         if rt.state(id).is_ok_and(|s| s == CtState::Stopped) {
@@ -255,6 +257,7 @@ fn run_spec(pool: &Pool, id: &str, cfg: &ContainerConfig) -> Result<RunSpec> {
         idmap,
         raw_lxc: cfg.raw_lxc(),
         log_file: log_file(pool, id),
+        net: Vec::new(),
         resources: Vec::new(),
     })
 }

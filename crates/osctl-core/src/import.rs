@@ -31,6 +31,7 @@ use crate::journal::{ImportRecord, Journal};
 use crate::lock::Lock;
 use crate::model::{ContainerConfig, GroupConfig, UserConfig};
 use crate::names;
+use crate::netif;
 use crate::pool::Pool;
 use crate::progress::Progress;
 use crate::storage;
@@ -44,7 +45,18 @@ pub struct ImportOptions {
     pub as_user: Option<String>,
     pub as_group: Option<String>,
     pub trusted: bool,
+    /// A clone (`--as-id` other than the archive's id) keeps the addresses
+    /// of its network interfaces.
+    pub keep_addresses: bool,
     pub progress: Option<Progress>,
+}
+
+/// What an import made, and what the admin should be told about it.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub id: String,
+    /// One line each (e.g. the addresses a clone dropped).
+    pub notes: Vec<String>,
 }
 
 /// Who the container will belong to, decided before anything is created.
@@ -124,6 +136,11 @@ struct Decided {
 
 /// Imports the archive at `path` into `pool`; returns the new container's id.
 pub fn import(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<String> {
+    import_report(pool, path, opts).map(|i| i.id)
+}
+
+/// [`import`], with the notes for the admin.
+pub fn import_report(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<Imported> {
     interrupt::install();
     let file = File::open(path).ctx(|| format!("cannot open archive {}", path.display()))?;
     not_an_archive(path)?;
@@ -134,6 +151,7 @@ pub fn import(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<String> 
         head: Head::default(),
         grammar: Grammar::new(),
         plan: None,
+        notes: Vec::new(),
     };
     let result = importer.run(ArchiveReader::new(file));
     importer.progress.finish();
@@ -150,7 +168,12 @@ pub fn import(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<String> 
             }
         }
     };
-    result.map_err(|e| e.context(format!("cannot import {}", path.display())))
+    result
+        .map(|id| Imported {
+            id,
+            notes: std::mem::take(&mut importer.notes),
+        })
+        .map_err(|e| e.context(format!("cannot import {}", path.display())))
 }
 
 struct Importer<'a> {
@@ -160,6 +183,8 @@ struct Importer<'a> {
     head: Head,
     grammar: Grammar,
     plan: Option<Plan>,
+    /// Lines for the admin (see [`Imported`]).
+    notes: Vec<String>,
 }
 
 impl Importer<'_> {
@@ -254,7 +279,7 @@ impl Importer<'_> {
                 "the archive is a config-only (skel) archive: it holds no root file system to import".into(),
             ));
         }
-        let container = self.head.container.take().ok_or_else(|| {
+        let mut container = self.head.container.take().ok_or_else(|| {
             Error::Archive("config/container.yml not found before the root file system".into())
         })?;
         let id = match (&opts.as_id, &metadata.container) {
@@ -276,8 +301,17 @@ impl Importer<'_> {
         // Mounts of datasets the archive does not bring would fail at start.
         datasets::check_mounts(&container, &metadata.datasets)
             .map_err(|e| Error::Archive(format!("{}: {e}", meta::CONTAINER_CONFIG)))?;
+        // A clone: another id than the archive's own.
+        let clone = opts.as_id.is_some()
+            && metadata.container.is_some()
+            && opts.as_id != metadata.container;
+        self.notes.extend(netif::shape_for_import(
+            &id,
+            &mut container,
+            clone,
+            opts.keep_addresses,
+        ));
         let lock = pool.lock_ct(&id)?;
-        let mut container = container;
         let decided = match self.decide(&id, &metadata, &mut container) {
             Ok(decided) => decided,
             Err(e) => {
@@ -323,7 +357,9 @@ impl Importer<'_> {
         let hooks = std::mem::take(&mut self.head.hooks);
         let concerns = self.concerns(container, &user, &group, &hooks)?;
         check_trust(&concerns, opts.trusted)?;
-        carry_group_limits(pool, &group, self.head.group.as_ref(), container)?;
+        netif::check_import(pool, container)?;
+        let kept = carry_group_limits(pool, &group, self.head.group.as_ref(), container)?;
+        self.notes.extend(kept);
         let max_id = id_range(pool, &user, container)?;
         let staging = storage::staging_name(id);
         if pool.storage.exists(&staging)? {
@@ -357,6 +393,7 @@ impl Importer<'_> {
         hooks: &[Hook],
     ) -> Result<Vec<String>> {
         let mut concerns = trust::container_concerns(container);
+        concerns.extend(netif::import_concerns(self.pool, container)?);
         if !hooks.is_empty() {
             concerns.push(format!("it carries {} hook script(s)", hooks.len()));
         }
@@ -730,13 +767,13 @@ fn carry_group_limits(
     group: &GroupPlan,
     archived: Option<&GroupConfig>,
     container: &mut ContainerConfig,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     match (group, archived) {
         (GroupPlan::Existing(path), Some(archived)) => {
             crate::resources::carry::fold_group_limits(pool, path, archived, container)
                 .map_err(|e| e.context("config/group.yml"))
         }
-        _ => Ok(()),
+        _ => Ok(Vec::new()),
     }
 }
 
@@ -782,6 +819,10 @@ impl<R: Read> Read for CountingReader<'_, R> {
 fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
     interrupt::check()?;
     let _accounts = pool.lock_accounts()?;
+    // Held to the end: MACs and addresses are checked and given under it.
+    let _net = netif::registry::lock(&pool.host)?;
+    let mut container = plan.container.clone();
+    netif::finish_import(pool, &mut container)?;
     plan.journal.update(|r| r.committing = true)?;
     match &plan.user {
         UserPlan::Existing(name) => {
@@ -843,7 +884,6 @@ fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
     pool.storage.rename(&plan.staging, &plan.id)?;
     failpoint::hit("import-after-rename");
     save_hooks(pool, &plan.id, &plan.hooks)?;
-    let mut container = plan.container.clone();
     container.user = plan.user.name().to_string();
     container.group = plan.group.name().to_string();
     container.dataset = Some(crate::containers::dataset_name(pool, &plan.id));

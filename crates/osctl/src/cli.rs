@@ -82,6 +82,12 @@ enum Top {
     /// Archives: look inside or check one without importing it
     #[command(subcommand)]
     Archive(ArchiveCmd),
+    /// Run by LXC when a routed veth comes up (not for people)
+    #[command(name = "veth-up-hook", hide = true)]
+    VethUpHook {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -113,6 +119,17 @@ enum PoolCmd {
     Uninstall { name: String },
     /// Find and remove what an interrupted export or import left behind
     Check,
+    /// Show a pool's settings
+    Show { name: String },
+    /// Change a pool's setting
+    #[command(subcommand)]
+    Set(PoolSetCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum PoolSetCmd {
+    /// Bridges that archives imported without --trusted may attach to (none: any that exists)
+    AllowedBridges { name: String, bridges: Vec<String> },
 }
 
 #[derive(Subcommand, Debug)]
@@ -294,12 +311,18 @@ enum CtCmd {
         /// raw LXC lines, host mounts, devices, hooks)
         #[arg(long)]
         trusted: bool,
+        /// A clone (--as-id) keeps the addresses of its network interfaces
+        #[arg(long)]
+        keep_addresses: bool,
         file: PathBuf,
     },
     /// Subdatasets of a container (zfs, btrfs), each with its own private/, shown
     /// to the container by a dataset mount of its config
     #[command(subcommand)]
     Dataset(DatasetCmd),
+    /// Network interfaces: bridged or routed veth pairs
+    #[command(subcommand, visible_alias = "net")]
+    Netif(crate::netif_cli::NetifCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -405,6 +428,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Top::Group(c) => group_cmd(&ctx, c)?,
         Top::Ct(c) => return ct_cmd(&ctx, c),
         Top::Archive(c) => archive_cmd(&ctx, c)?,
+        Top::VethUpHook { args } => osctl_core::netif::veth_up_hook(&args)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -477,6 +501,31 @@ fn pool_cmd(ctx: &Ctx, cmd: PoolCmd) -> Result<()> {
             for line in done {
                 outln!("{line}");
             }
+        }
+        PoolCmd::Show { name } => {
+            let pool = Pool::select(&ctx.host, Some(&name))?;
+            let network = osctl_core::netif::pool_network(&pool)?;
+            if ctx.json {
+                return output::json(&json!({
+                    "name": pool.name, "backend": pool.backend.to_string(),
+                    "location": pool.location, "allowed_bridges": network.allowed_bridges,
+                }));
+            }
+            let bridges = if network.allowed_bridges.is_empty() {
+                "any".to_string()
+            } else {
+                network.allowed_bridges.join(",")
+            };
+            output::pairs(&[
+                ("name", pool.name.clone()),
+                ("backend", pool.backend.to_string()),
+                ("location", pool.location.clone()),
+                ("allowed_bridges", bridges),
+            ]);
+        }
+        PoolCmd::Set(PoolSetCmd::AllowedBridges { name, bridges }) => {
+            let pool = Pool::select(&ctx.host, Some(&name))?;
+            osctl_core::netif::set_allowed_bridges(&pool, &bridges)?;
         }
     }
     Ok(())
@@ -742,6 +791,7 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
             as_user,
             as_group,
             trusted,
+            keep_addresses,
             file,
         } => {
             let opts = ImportOptions {
@@ -749,14 +799,19 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
                 as_user,
                 as_group,
                 trusted,
+                keep_addresses,
                 progress: Some(Progress::new(!ctx.quiet)),
             };
-            let id = import::import(&pool, &file, &opts)?;
+            let imported = import::import_report(&pool, &file, &opts)?;
+            for note in &imported.notes {
+                eprintln!("osctl: {note}");
+            }
             if !ctx.quiet {
-                eprintln!("imported container '{id}'");
+                eprintln!("imported container '{}'", imported.id);
             }
         }
         CtCmd::Dataset(cmd) => dataset_cmd(ctx, &pool, cmd)?,
+        CtCmd::Netif(cmd) => crate::netif_cli::run(&pool, ctx.json, cmd)?,
     }
     Ok(ExitCode::SUCCESS)
 }

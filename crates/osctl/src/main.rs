@@ -4,6 +4,7 @@
 #[macro_use]
 mod output;
 mod cli;
+mod netif_cli;
 mod resources_cli;
 
 use std::process::ExitCode;

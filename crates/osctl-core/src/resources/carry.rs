@@ -28,13 +28,14 @@ fn value(l: Option<Limit>) -> Option<u64> {
 }
 
 /// Adds to `ct` the limits of the archive's group (`archived`) that are
-/// tighter than those of `group` (and its parents) here and its own.
+/// tighter than those of `group` (and its parents) here and its own; says
+/// which for the admin.
 pub fn fold_group_limits(
     pool: &Pool,
     group: &str,
     archived: &GroupConfig,
     ct: &mut ContainerConfig,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let h = Hierarchies::detect()?;
     let version = host_version(&h);
     let from = Limits::resolve(&Settings::of_group(archived)?.cgparams, &version)?;
@@ -44,12 +45,14 @@ pub fn fold_group_limits(
         here.push(Limits::resolve(&s.cgparams, &version)?);
     }
     let mut add: Vec<CgParam> = Vec::new();
+    let mut kept: Vec<String> = Vec::new();
     let mut put = |v: u8, name: &str, val: serde_json::Value| -> Result<()> {
         add.push(cgparams::parse(Some(v), name, &val)?);
         Ok(())
     };
     let memory = tightest(here.iter().map(|l| value(l.memory)));
     if let Some(m) = tighter(value(from.memory), memory) {
+        kept.push(format!("memory {}", super::human_bytes(m)));
         put(2, "memory.max", m.into())?;
         put(1, "memory.limit_in_bytes", m.into())?;
         // v1 keeps memory and swap in one limit: the swap stays as it was.
@@ -60,6 +63,7 @@ pub fn fold_group_limits(
     }
     let pids = tightest(here.iter().map(|l| value(l.pids)));
     if let Some(p) = tighter(value(from.pids), pids) {
+        kept.push(format!("{p} processes"));
         put(2, "pids.max", p.into())?;
         put(1, "pids.max", p.into())?;
     }
@@ -67,14 +71,19 @@ pub fn fold_group_limits(
     let cpu = tightest(here.iter().map(per_mille));
     if let (Some(_), Some(c)) = (tighter(per_mille(&from), cpu), from.cpu) {
         let quota = c.quota.value().unwrap_or_default();
+        kept.push(format!("CPU {}%", c.percent().unwrap_or_default()));
         put(2, "cpu.max", format!("{quota} {}", c.period).into())?;
         put(1, "cpu.cfs_period_us", c.period.into())?;
         put(1, "cpu.cfs_quota_us", quota.into())?;
     }
     if add.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     CgChange::Set(add).apply(&mut ct.cgparams, "the container")?;
     cgparams::list_from_config("", &ct.cgparams)?;
-    Ok(())
+    Ok(vec![format!(
+        "the archive's group limited the container more tightly than group '{group}' here: \
+         its limits ({}) are now the container's own",
+        kept.join(", ")
+    )])
 }

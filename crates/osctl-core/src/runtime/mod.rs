@@ -1,11 +1,13 @@
 //! What runs containers. One implementation, LXC; the trait keeps the rest of
 //! the code independent of it.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::idmap::IdMap;
+use crate::model::netif::IpNet;
 
 pub mod lxc;
 
@@ -50,6 +52,25 @@ pub struct MountSpec {
     pub options: String,
 }
 
+/// A veth interface: `name` inside, `host_veth` on the host side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetSpec {
+    pub name: String,
+    pub hwaddr: String,
+    pub host_veth: String,
+    /// The bridge the host side joins; None for a routed interface.
+    pub link: Option<String>,
+    /// Configured inside before init runs.
+    pub addrs: Vec<IpNet>,
+    /// The container's default routes, at most one per version.
+    pub gateways: Vec<IpAddr>,
+    /// Routes on the host into the host side.
+    pub host_routes: Vec<IpNet>,
+    /// A command the runtime runs on the host once the veth exists; the
+    /// runtime appends its own arguments, the host side's name last.
+    pub up_hook: Option<String>,
+}
+
 /// Everything the runtime needs to start a container.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
@@ -62,6 +83,8 @@ pub struct RunSpec {
     pub mounts: Vec<MountSpec>,
     pub raw_lxc: Option<String>,
     pub log_file: PathBuf,
+    /// Network interfaces; none means no network at all.
+    pub net: Vec<NetSpec>,
     /// LXC lines of its cgroup, limits, device policy and process limits
     /// (`resources/`): keys and values checked there.
     pub resources: Vec<(String, String)>,

@@ -8,6 +8,7 @@ mod export_import;
 mod faults;
 mod holes;
 mod hostile;
+mod netif;
 mod original;
 mod rawtar;
 mod resources;

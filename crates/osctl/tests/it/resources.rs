@@ -354,7 +354,7 @@ fn limits_of_an_archive_of_the_original_come_along_and_hold() {
 
     // Into a group of this host without limits: the archive's group limit
     // comes along as the container's own (the tighter wins).
-    env.ok(&[
+    let out = env.run(&[
         "ct",
         "import",
         "--as-id",
@@ -363,6 +363,12 @@ fn limits_of_an_archive_of_the_original_come_along_and_hold() {
         "/default",
         path,
     ]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("memory 64 MiB) are now the container's own"),
+        "{said}"
+    );
     let shown = env.json(&["ct", "show", "joined"]);
     assert_eq!(shown["resources"]["limits"]["memory"]["value"], 64 << 20);
     assert_eq!(
