@@ -158,7 +158,7 @@ fn fill_rootfs(rootfs: &Path, source: &RootfsSource) -> Result<()> {
 
 pub fn delete(pool: &Pool, id: &str, force: bool) -> Result<()> {
     let lock = pool.lock_ct(id)?;
-    pool.ct_unvalidated(id)?;
+    let cfg = pool.ct_unvalidated(id)?;
     let rt = runtime(pool);
     let state = rt.state(id)?;
     if state.is_up() {
@@ -169,6 +169,7 @@ pub fn delete(pool: &Pool, id: &str, force: bool) -> Result<()> {
         }
         rt.stop(id, Duration::from_secs(0))?;
     }
+    crate::resources::release(pool, id, &cfg.group);
     destroy_locked(pool, id)?;
     pool.unlock_ct(id, lock)
 }
@@ -205,7 +206,12 @@ pub fn start_locked(pool: &Pool, id: &str) -> Result<()> {
     pool.storage.mount(id)?;
     let mut spec = run_spec(pool, id, &cfg)?;
     spec.net = net;
-    rt.start(&spec)
+    spec.resources = crate::resources::prepare_start(pool, id, &cfg)?;
+    rt.start(&spec).inspect_err(|_| {
+        if rt.state(id).is_ok_and(|s| s == CtState::Stopped) {
+            crate::resources::release(pool, id, &cfg.group);
+        }
+    })
 }
 
 /// Runs a container again that a dead export was stopping or starting. LXC
@@ -252,6 +258,7 @@ fn run_spec(pool: &Pool, id: &str, cfg: &ContainerConfig) -> Result<RunSpec> {
         raw_lxc: cfg.raw_lxc(),
         log_file: log_file(pool, id),
         net: Vec::new(),
+        resources: Vec::new(),
     })
 }
 
@@ -363,8 +370,10 @@ fn lacks_idmapped_mounts(path: &Path) -> Result<Option<&'static str>> {
 
 pub fn stop(pool: &Pool, id: &str, timeout: Duration) -> Result<()> {
     let _lock = pool.lock_ct(id)?;
-    pool.ct_unvalidated(id)?;
-    runtime(pool).stop(id, timeout)
+    let cfg = pool.ct_unvalidated(id)?;
+    runtime(pool).stop(id, timeout)?;
+    crate::resources::release(pool, id, &cfg.group);
+    Ok(())
 }
 
 pub fn restart(pool: &Pool, id: &str, timeout: Duration) -> Result<()> {

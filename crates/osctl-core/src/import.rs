@@ -120,6 +120,8 @@ struct Plan {
     max_id: Option<u32>,
     journal: Journal<ImportRecord>,
     lock: Lock,
+    /// `config/group.yml`: the config of a group the import creates.
+    group_config: Option<GroupConfig>,
 }
 
 /// What [`Importer::decide`] settles under the container's lock.
@@ -232,7 +234,7 @@ impl Importer<'_> {
                         self.head.user = Some(yaml::parse_bytes(&bytes, &shown).map_err(bad)?)
                     }
                     EntryName::GroupConfig => {
-                        self.head.group = Some(yaml::parse_bytes(&bytes, &shown).map_err(bad)?)
+                        self.head.group = Some(GroupConfig::parse(&bytes, &shown).map_err(bad)?)
                     }
                     _ => {
                         self.head.container =
@@ -310,7 +312,7 @@ impl Importer<'_> {
             opts.keep_addresses,
         ));
         let lock = pool.lock_ct(&id)?;
-        let decided = match self.decide(&id, &metadata, &container) {
+        let decided = match self.decide(&id, &metadata, &mut container) {
             Ok(decided) => decided,
             Err(e) => {
                 let _ = pool.unlock_ct(&id, lock);
@@ -318,6 +320,7 @@ impl Importer<'_> {
             }
         };
         failpoint::hit("import-after-journal");
+        let group_config = self.head.group.take();
         Ok(Plan {
             id,
             staging: decided.staging,
@@ -329,6 +332,7 @@ impl Importer<'_> {
             max_id: decided.max_id,
             journal: decided.journal,
             lock,
+            group_config,
         })
     }
 
@@ -337,7 +341,7 @@ impl Importer<'_> {
         &mut self,
         id: &str,
         metadata: &Metadata,
-        container: &ContainerConfig,
+        container: &mut ContainerConfig,
     ) -> Result<Decided> {
         let pool = self.pool;
         let opts = self.opts;
@@ -354,6 +358,8 @@ impl Importer<'_> {
         let concerns = self.concerns(container, &user, &group, &hooks)?;
         check_trust(&concerns, opts.trusted)?;
         netif::check_import(pool, container)?;
+        let kept = carry_group_limits(pool, &group, self.head.group.as_ref(), container)?;
+        self.notes.extend(kept);
         let max_id = id_range(pool, &user, container)?;
         let staging = storage::staging_name(id);
         if pool.storage.exists(&staging)? {
@@ -391,8 +397,18 @@ impl Importer<'_> {
         if !hooks.is_empty() {
             concerns.push(format!("it carries {} hook script(s)", hooks.len()));
         }
-        if let (GroupPlan::Create(path), Some(g)) = (group, &self.head.group) {
-            concerns.extend(trust::group_concerns(path, g));
+        if let GroupPlan::Create(path) = group {
+            if let Some(g) = &self.head.group {
+                concerns.extend(trust::group_concerns(path, g));
+            }
+            if let Some(top) = missing_parents(self.pool, path).first() {
+                concerns.push(format!(
+                    "group '{path}' needs group '{top}', which does not exist in pool '{}' \
+                     (the limits it set at the source would not come along; or choose a group \
+                     with --as-group)",
+                    self.pool.name
+                ));
+            }
         }
         if let UserPlan::Create {
             name,
@@ -740,13 +756,33 @@ fn plan_group(pool: &Pool, metadata: &Metadata, opts: &ImportOptions) -> Result<
     if pool.group_exists(path) {
         return Ok(GroupPlan::Existing(path.clone()));
     }
-    match names::group_parent(path) {
-        Some(parent) if !pool.group_exists(parent) => Err(Error::NotFound(format!(
-            "group '{path}' cannot be created: its parent group '{parent}' does not exist in pool '{}'",
-            pool.name
-        ))),
-        _ => Ok(GroupPlan::Create(path.clone())),
+    // Missing parents are created too, for trusted archives (`concerns`).
+    Ok(GroupPlan::Create(path.clone()))
+}
+
+/// Joining a group that exists here, the container keeps the limits of its
+/// group at the source where they are tighter (`resources/carry.rs`).
+fn carry_group_limits(
+    pool: &Pool,
+    group: &GroupPlan,
+    archived: Option<&GroupConfig>,
+    container: &mut ContainerConfig,
+) -> Result<Vec<String>> {
+    match (group, archived) {
+        (GroupPlan::Existing(path), Some(archived)) => {
+            crate::resources::carry::fold_group_limits(pool, path, archived, container)
+                .map_err(|e| e.context("config/group.yml"))
+        }
+        _ => Ok(Vec::new()),
     }
+}
+
+/// The parents of `path` that do not exist in the pool, root first.
+fn missing_parents(pool: &Pool, path: &str) -> Vec<String> {
+    let mut out = crate::resources::lineage(path);
+    out.pop();
+    out.retain(|g| !pool.group_exists(g));
+    out
 }
 
 /// Owners of the container's files must be below this: its user's map size.
@@ -825,9 +861,23 @@ fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
                     "group '{path}' was created by someone else during the import"
                 )));
             }
-            plan.journal
-                .update(|r| r.created_group = Some(path.clone()))?;
+            let parents = missing_parents(pool, path);
+            plan.journal.update(|r| {
+                r.created_group = Some(path.clone());
+                r.created_parents = parents.clone();
+            })?;
+            for parent in &parents {
+                accounts::create_group(pool, parent)?;
+            }
             accounts::create_group(pool, path)?;
+            if let Some(archived) = &plan.group_config {
+                // The archive's limits and devices become the new group's.
+                let cfg = GroupConfig {
+                    path: None,
+                    ..archived.clone()
+                };
+                pool.save_group(path, &cfg)?;
+            }
         }
     }
     failpoint::hit("import-after-accounts");

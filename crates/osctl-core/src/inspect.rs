@@ -364,7 +364,7 @@ impl Scan {
                         .map_err(|e| Error::Archive(format!("{shown}: {e}")))?;
                 }
                 EntryName::GroupConfig => {
-                    yaml::parse_bytes::<GroupConfig>(bytes, shown).map_err(typed)?;
+                    GroupConfig::parse(bytes, shown).map_err(typed)?;
                 }
                 _ => {
                     let ct = ContainerConfig::parse(bytes, shown).map_err(typed)?;

@@ -107,7 +107,7 @@ pub(crate) fn undo_import(pool: &Pool, r: &ImportRecord, done: &mut Vec<String>)
     }
     crate::fsutil::remove_dir_all_if_exists(&pool.hooks_dir(&r.id))?;
     let _accounts = pool.lock_accounts()?;
-    if let Some(group) = &r.created_group {
+    for group in r.created_group.iter().chain(r.created_parents.iter().rev()) {
         if pool.group_exists(group) && accounts::delete_group(pool, group).is_ok() {
             done.push(format!("removed group '{group}' created by the import"));
         }

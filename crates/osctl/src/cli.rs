@@ -24,6 +24,9 @@ use osctl_core::storage::Backend;
 use osctl_core::yaml;
 
 use crate::output;
+use crate::resources_cli::{
+    self, CgparamsCmd, DevicesCmd, LimitSetCmd, LimitUnsetCmd, Owner, PrlimitsCmd,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -164,6 +167,18 @@ enum GroupCmd {
     Del {
         name: String,
     },
+    /// cgroup parameters (limits) of a group: its containers share them
+    #[command(subcommand)]
+    Cgparams(CgparamsCmd),
+    /// Devices a group grants to its subgroups and containers
+    #[command(subcommand)]
+    Devices(DevicesCmd),
+    /// Set a limit
+    #[command(subcommand)]
+    Set(LimitSetCmd),
+    /// Remove a limit
+    #[command(subcommand)]
+    Unset(LimitUnsetCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -230,6 +245,18 @@ enum CtCmd {
     /// Change a setting
     #[command(subcommand)]
     Set(SetCmd),
+    /// Remove a setting
+    #[command(subcommand)]
+    Unset(LimitUnsetCmd),
+    /// cgroup parameters (limits) of a container
+    #[command(subcommand)]
+    Cgparams(CgparamsCmd),
+    /// Process limits (setrlimit) of a container
+    #[command(subcommand)]
+    Prlimits(PrlimitsCmd),
+    /// Devices a container may use
+    #[command(subcommand)]
+    Devices(DevicesCmd),
     /// Write the container (configs and root file system) into one archive
     ///
     /// What vpsAdminOS's osctl reads: --format native on zfs pools with
@@ -329,6 +356,8 @@ enum SetCmd {
         #[arg(value_parser = ["on", "off"])]
         value: String,
     },
+    #[command(flatten)]
+    Limit(LimitSetCmd),
 }
 
 /// Prints the last `lines` lines of a log; with `follow`, then what is
@@ -463,6 +492,7 @@ fn pool_cmd(ctx: &Ctx, cmd: PoolCmd) -> Result<()> {
         PoolCmd::Uninstall { name } => {
             let _registry = ctx.host.lock_registry()?;
             ctx.host.unregister(&name)?;
+            osctl_core::resources::forget_pool(&ctx.host, &name);
         }
         PoolCmd::Check => {
             let pool = ctx.pool()?;
@@ -615,7 +645,16 @@ fn group_cmd(ctx: &Ctx, cmd: GroupCmd) -> Result<()> {
         GroupCmd::Del { name } => {
             let _lock = pool.lock_accounts()?;
             accounts::delete_group(&pool, &name)?;
+            osctl_core::resources::forget_group(&pool, &name);
         }
+        GroupCmd::Cgparams(c) => {
+            resources_cli::cgparams_cmd(&pool, Owner::Group, c, ctx.json, ctx.quiet)?
+        }
+        GroupCmd::Devices(c) => {
+            resources_cli::devices_cmd(&pool, Owner::Group, c, ctx.json, ctx.quiet)?
+        }
+        GroupCmd::Set(c) => resources_cli::limit_set_cmd(&pool, Owner::Group, c, ctx.quiet)?,
+        GroupCmd::Unset(c) => resources_cli::limit_unset_cmd(&pool, Owner::Group, c, ctx.quiet)?,
     }
     Ok(())
 }
@@ -668,10 +707,16 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
         }
         CtCmd::Show { id } => {
             let c = containers::info(&pool, &id)?;
+            let report = osctl_core::resources::report(&pool, &pool.ct_unvalidated(&id)?);
             if ctx.json {
-                output::json(&c)?;
+                let mut v = serde_json::to_value(&c)?;
+                v["resources"] = match &report {
+                    Ok(r) => serde_json::to_value(r)?,
+                    Err(e) => json!({"error": e.to_string()}),
+                };
+                output::json(&v)?;
             } else {
-                output::pairs(&[
+                let mut pairs = vec![
                     ("id", c.id),
                     ("pool", c.pool),
                     ("user", c.user),
@@ -681,7 +726,12 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
                     ("privileged", c.privileged.to_string()),
                     ("hostname", c.hostname),
                     ("datasets", c.datasets.join(",")),
-                ]);
+                ];
+                match &report {
+                    Ok(r) => pairs.extend(resources_cli::show_pairs(r)),
+                    Err(e) => pairs.push(("resources", format!("cannot tell: {e}"))),
+                }
+                output::pairs(&pairs);
             }
         }
         CtCmd::Start { id } => containers::start(&pool, &id)?,
@@ -703,6 +753,15 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
                 outln!("container '{id}' is running: the change applies at its next start");
             }
         }
+        CtCmd::Set(SetCmd::Limit(c)) => {
+            resources_cli::limit_set_cmd(&pool, Owner::Ct, c, ctx.quiet)?
+        }
+        CtCmd::Unset(c) => resources_cli::limit_unset_cmd(&pool, Owner::Ct, c, ctx.quiet)?,
+        CtCmd::Cgparams(c) => {
+            resources_cli::cgparams_cmd(&pool, Owner::Ct, c, ctx.json, ctx.quiet)?
+        }
+        CtCmd::Prlimits(c) => resources_cli::prlimits_cmd(&pool, c, ctx.json, ctx.quiet)?,
+        CtCmd::Devices(c) => resources_cli::devices_cmd(&pool, Owner::Ct, c, ctx.json, ctx.quiet)?,
         CtCmd::Export {
             consistent: _,
             no_consistent,

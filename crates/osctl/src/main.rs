@@ -5,6 +5,7 @@
 mod output;
 mod cli;
 mod netif_cli;
+mod resources_cli;
 
 use std::process::ExitCode;
 
