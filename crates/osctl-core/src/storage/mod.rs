@@ -32,7 +32,7 @@ pub const ROOTFS_DIR: &str = "private";
 
 /// Pipe capacity for native streams going out of a sender or into a
 /// receiver. With the default 64 KiB the two ends take turns instead of
-/// working at once: a guarded btrfs import of 1 GiB took 5.5 s instead of 4.3.
+/// working at once (measured in docs/performance.md, "btrfs import").
 const STREAM_PIPE_SIZE: usize = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
