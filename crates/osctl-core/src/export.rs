@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::archive::compress::{CompressOptions, Compression, Encoder};
-use crate::archive::meta::{self, ArchiveType, Metadata};
+use crate::archive::meta::{self, ArchiveFormat, ArchiveType, Metadata, StreamEncoding};
 use crate::archive::{ArchiveWriter, DigestAlgorithm, EntrySink};
 use crate::cmd::{Cmd, ExecError, OffsetWatch};
 use crate::containers;
@@ -256,13 +256,6 @@ struct Job<'a> {
     running: bool,
 }
 
-/// How the root file system is encoded in this archive.
-#[derive(Clone, Copy, PartialEq)]
-enum Encoding {
-    Native,
-    Tar,
-}
-
 /// How many dumps the archive holds, and when the container is stopped.
 #[derive(Clone, Copy, PartialEq)]
 enum Layers {
@@ -277,10 +270,11 @@ enum Layers {
 }
 
 impl Job<'_> {
-    fn encoding(&self) -> Encoding {
-        match (self.opts.format, self.pool.storage.native_format()) {
-            (FormatChoice::Native, Some(_)) => Encoding::Native,
-            _ => Encoding::Tar,
+    /// The pool's native format when the archive takes native streams.
+    fn native(&self) -> Option<ArchiveFormat> {
+        match self.opts.format {
+            FormatChoice::Native => self.pool.storage.native_format(),
+            FormatChoice::Tar => None,
         }
     }
 
@@ -288,37 +282,34 @@ impl Job<'_> {
         let dir_pool = self.pool.storage.backend() == Backend::Dir;
         if !(self.opts.consistent && self.running) {
             Layers::One
-        } else if self.encoding() == Encoding::Native || (dir_pool && !self.opts.single_layer) {
+        } else if self.native().is_some() || (dir_pool && !self.opts.single_layer) {
             Layers::BaseAndChanges
         } else {
             Layers::OneStopped
         }
     }
 
-    fn format_name(&self) -> &'static str {
-        match self.encoding() {
-            Encoding::Native => self
-                .pool
-                .storage
-                .native_format()
-                .unwrap_or(meta::FORMAT_TAR),
-            Encoding::Tar if self.layers() == Layers::BaseAndChanges => meta::FORMAT_TAR_LAYERS,
-            Encoding::Tar => meta::FORMAT_TAR,
+    fn format(&self) -> ArchiveFormat {
+        match self.native() {
+            Some(native) => native,
+            None if self.layers() == Layers::BaseAndChanges => ArchiveFormat::TarLayers,
+            None => ArchiveFormat::Tar,
         }
     }
 
     fn write(&mut self, file: File) -> Result<()> {
-        let encoding = self.encoding();
+        let format = self.format();
+        let encoding = format.stream_encoding();
         // Tar archives carry the subdatasets in the one tree, where the
         // container sees them; native ones carry each dataset's streams.
         let (datasets, shown) = match encoding {
-            Encoding::Native => (self.pool.storage.subdatasets(self.id)?, Vec::new()),
-            Encoding::Tar => (Vec::new(), self.shown_datasets()?),
+            StreamEncoding::Dat => (self.pool.storage.subdatasets(self.id)?, Vec::new()),
+            StreamEncoding::Tar => (Vec::new(), self.shown_datasets()?),
         };
         let mut w = ArchiveWriter::new(file)?;
         let metadata = Metadata {
             archive_type: ArchiveType::Full,
-            format: self.format_name().to_string(),
+            format,
             user: Some(self.cfg.user.clone()),
             group: Some(self.cfg.group.clone()),
             container: Some(self.id.to_string()),
@@ -366,7 +357,7 @@ impl Job<'_> {
     fn dump_layers(
         &mut self,
         w: &mut ArchiveWriter,
-        encoding: Encoding,
+        encoding: StreamEncoding,
         datasets: &[String],
         shown: &[(String, String)],
     ) -> Result<()> {
@@ -406,13 +397,13 @@ impl Job<'_> {
     /// `config/container.yml`: the pool's file as it is, except that a tar
     /// archive, whose tree holds the subdatasets' files at their mountpoints,
     /// drops the mounts that showed them.
-    fn container_config(&self, encoding: Encoding) -> Result<Vec<u8>> {
+    fn container_config(&self, encoding: StreamEncoding) -> Result<Vec<u8>> {
         let path = self.pool.ct_config_path(self.id);
         let body = std::fs::read(&path).ctx(|| format!("cannot read {}", path.display()))?;
         let of_subdataset = |m: &serde_json::Value| {
             datasets::parse_mount(m).is_some_and(|p| p.is_ok_and(|p| !p.dataset.is_empty()))
         };
-        if encoding == Encoding::Native || !self.cfg.mounts.iter().any(of_subdataset) {
+        if encoding == StreamEncoding::Dat || !self.cfg.mounts.iter().any(of_subdataset) {
             return Ok(body);
         }
         let mut cfg = self.cfg.clone();
@@ -512,11 +503,11 @@ impl Job<'_> {
         started.and(destroyed)
     }
 
-    fn compression_for(&self, rel: &str, encoding: Encoding) -> Result<(Compression, bool)> {
+    fn compression_for(&self, rel: &str, encoding: StreamEncoding) -> Result<(Compression, bool)> {
         Ok(match self.opts.compression {
             CompressionChoice::Fixed(c) => (c, false),
             CompressionChoice::Auto => {
-                if encoding == Encoding::Native
+                if encoding == StreamEncoding::Dat
                     && self.pool.storage.can_send_compressed(self.id, rel)?
                 {
                     (Compression::Off, true)
@@ -532,7 +523,7 @@ impl Job<'_> {
     fn dump(
         &mut self,
         w: &mut ArchiveWriter,
-        encoding: Encoding,
+        encoding: StreamEncoding,
         datasets: &[String],
         shown: &[(String, String)],
         snap: &str,
@@ -544,7 +535,7 @@ impl Job<'_> {
             "base"
         };
         match encoding {
-            Encoding::Native => {
+            StreamEncoding::Dat => {
                 for rel in std::iter::once("").chain(datasets.iter().map(String::as_str)) {
                     let (compression, compressed_send) = self.compression_for(rel, encoding)?;
                     let dir = if rel.is_empty() {
@@ -580,7 +571,7 @@ impl Job<'_> {
                 }
                 Ok(Manifest::default())
             }
-            Encoding::Tar => {
+            StreamEncoding::Tar => {
                 let (compression, _) = self.compression_for("", encoding)?;
                 let entry = format!("{}/{stem}.tar{}", meta::ROOTFS_DIR, compression.suffix());
                 let views = self.views(snap, shown)?;

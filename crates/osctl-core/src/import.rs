@@ -16,7 +16,7 @@ use crate::accounts::{self, MapRequest};
 use crate::archive::compress::{self, Compression};
 use crate::archive::grammar::Grammar;
 use crate::archive::meta::{
-    self, ArchiveType, EntryName, Metadata, StreamEncoding, StreamKind, StreamName,
+    self, ArchiveFormat, ArchiveType, EntryName, Metadata, StreamEncoding, StreamKind, StreamName,
 };
 use crate::archive::{ArchiveReader, CopyError, Entry};
 use crate::cmd::OffsetWatch;
@@ -559,8 +559,8 @@ fn check_stream_end(name: &str, read: u64, len: u64) -> Result<()> {
 }
 
 fn check_format(pool: &Pool, metadata: &Metadata) -> Result<()> {
-    match metadata.format.as_str() {
-        meta::FORMAT_TAR | meta::FORMAT_TAR_LAYERS => Ok(()),
+    match metadata.format {
+        ArchiveFormat::Tar | ArchiveFormat::TarLayers => Ok(()),
         native if pool.storage.native_format() == Some(native) => Ok(()),
         native => Err(Error::Refused(format!(
             "the archive holds {native} streams, which only a {native} pool can take; pool '{}' is a {} pool \

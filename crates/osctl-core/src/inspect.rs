@@ -20,7 +20,9 @@ use serde_json::Value;
 
 use crate::archive::compress::{self, Compression};
 use crate::archive::grammar::Grammar;
-use crate::archive::meta::{self, EntryName, Metadata, StreamEncoding, StreamKind, StreamName};
+use crate::archive::meta::{
+    self, ArchiveFormat, EntryName, Metadata, StreamEncoding, StreamKind, StreamName,
+};
 use crate::archive::reader::read_error;
 use crate::archive::{ArchiveReader, Entry, EntryKind};
 use crate::error::{Context, Error, Result};
@@ -413,7 +415,7 @@ fn read_stream<R: Read + Send>(
                 tar = Some(fstar::walk(&mut input, whiteouts).map_err(spoilt)?);
             }
             StreamEncoding::Dat => {
-                send_stream = Some(check_send_magic(&mut input, &metadata.format).map_err(spoilt)?);
+                send_stream = Some(check_send_magic(&mut input, metadata.format).map_err(spoilt)?);
             }
         }
         // The rest: end blocks, and the compressor's trailer with its checksum.
@@ -446,7 +448,7 @@ fn corrupt(compression: Compression, e: io::Error) -> Error {
 
 /// Reads the first bytes of a send stream and checks they are one of the
 /// format's; returns what it is.
-fn check_send_magic(input: &mut dyn Read, format: &str) -> Result<String> {
+fn check_send_magic(input: &mut dyn Read, format: ArchiveFormat) -> Result<String> {
     let mut head = [0u8; 17];
     let mut filled = 0;
     while filled < head.len() {
@@ -464,7 +466,7 @@ fn check_send_magic(input: &mut dyn Read, format: &str) -> Result<String> {
         )))
     };
     match format {
-        meta::FORMAT_ZFS => {
+        ArchiveFormat::Zfs => {
             // struct dmu_replay_record: drr_type (u32, DRR_BEGIN = 0),
             // drr_payloadlen (u32), drr_begin.drr_magic (u64), in the
             // sender's byte order.
@@ -481,7 +483,7 @@ fn check_send_magic(input: &mut dyn Read, format: &str) -> Result<String> {
             }
             Ok("zfs send stream".into())
         }
-        meta::FORMAT_BTRFS => {
+        ArchiveFormat::Btrfs => {
             if head.len() < 17 || &head[..13] != BTRFS_MAGIC {
                 return bad("no \"btrfs-stream\" magic");
             }

@@ -164,7 +164,7 @@ pub mod seeds {
 
     /// The YAML documents an archive holds.
     pub fn documents() -> Result<Vec<Seed>> {
-        let metadata = metadata(ArchiveType::Full, meta::FORMAT_TAR, &[]).to_yaml()?;
+        let metadata = metadata(ArchiveType::Full, meta::ArchiveFormat::Tar, &[]).to_yaml()?;
         let digests = vec![crate::archive::EntryDigest {
             name: "rootfs/base.tar.gz".into(),
             size: 1234,
@@ -235,7 +235,7 @@ pub mod seeds {
     pub fn archives(scratch: &Path) -> Result<Vec<Seed>> {
         let (base, manifest) = base_stream(scratch)?;
         let changes = changes_stream(scratch, &manifest)?;
-        let tar = |kind, datasets: &[&str]| metadata(kind, meta::FORMAT_TAR, datasets);
+        let tar = |kind, datasets: &[&str]| metadata(kind, meta::ArchiveFormat::Tar, datasets);
         let mut out = Vec::new();
         for compression in [Compression::Off, Compression::Gzip, Compression::Zstd] {
             let streams = vec![("rootfs/base.tar".to_string(), base.clone())];
@@ -314,7 +314,7 @@ pub mod seeds {
             "zfs.tar".into(),
             archive(
                 scratch,
-                &metadata(ArchiveType::Full, meta::FORMAT_ZFS, &["data"]),
+                &metadata(ArchiveType::Full, meta::ArchiveFormat::Zfs, &["data"]),
                 &zfs,
                 Compression::Off,
                 &[],
@@ -326,7 +326,7 @@ pub mod seeds {
             "btrfs.tar".into(),
             archive(
                 scratch,
-                &metadata(ArchiveType::Full, meta::FORMAT_BTRFS, &[]),
+                &metadata(ArchiveType::Full, meta::ArchiveFormat::Btrfs, &[]),
                 &btrfs,
                 Compression::Gzip,
                 &[],
@@ -336,10 +336,10 @@ pub mod seeds {
         Ok(out)
     }
 
-    fn metadata(kind: ArchiveType, format: &str, datasets: &[&str]) -> Metadata {
+    fn metadata(kind: ArchiveType, format: meta::ArchiveFormat, datasets: &[&str]) -> Metadata {
         Metadata {
             archive_type: kind,
-            format: format.into(),
+            format,
             user: Some("seed".into()),
             group: Some("/default".into()),
             container: Some("seed".into()),

@@ -78,7 +78,7 @@ fn show_has_metadata_configs_and_entries() {
     let list = archives();
     let summary = show_from(&seed(&list, "tar-incremental.tar")[..]).unwrap();
     assert_eq!(summary.metadata.container.as_deref(), Some("seed"));
-    assert_eq!(summary.metadata.format, "tar");
+    assert_eq!(summary.metadata.format, meta::ArchiveFormat::Tar);
     assert_eq!(
         summary.user.as_ref().unwrap()["uid_map"][0],
         "0:3900000000:65536"
@@ -258,15 +258,15 @@ fn send_stream_magic_is_checked() {
     let check = |bytes: &[u8], format| check_send_magic(&mut &bytes[..], format);
     let mut zfs = vec![0u8; 312];
     zfs[8..16].copy_from_slice(&ZFS_MAGIC.to_le_bytes());
-    assert!(check(&zfs, "zfs").is_ok());
+    assert!(check(&zfs, meta::ArchiveFormat::Zfs).is_ok());
     let mut swapped = vec![0u8; 312];
     swapped[8..16].copy_from_slice(&ZFS_MAGIC.to_be_bytes());
-    assert!(check(&swapped, "zfs").is_ok());
-    assert!(check(&zfs[..10], "zfs").is_err());
-    assert!(check(b"btrfs-stream\0\x01\0\0\0", "zfs").is_err());
-    assert!(check(b"btrfs-stream\0\x01\0\0\0", "btrfs").is_ok());
-    assert!(check(&zfs, "btrfs").is_err());
-    assert!(check(&zfs, "tar").is_err());
+    assert!(check(&swapped, meta::ArchiveFormat::Zfs).is_ok());
+    assert!(check(&zfs[..10], meta::ArchiveFormat::Zfs).is_err());
+    assert!(check(b"btrfs-stream\0\x01\0\0\0", meta::ArchiveFormat::Zfs).is_err());
+    assert!(check(b"btrfs-stream\0\x01\0\0\0", meta::ArchiveFormat::Btrfs).is_ok());
+    assert!(check(&zfs, meta::ArchiveFormat::Btrfs).is_err());
+    assert!(check(&zfs, meta::ArchiveFormat::Tar).is_err());
 }
 
 // ---------------------------------------------------------------- fuzzing

@@ -44,6 +44,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use super::btrfs_parse::{self, CompressionProperty};
 use super::btrfs_stream::{self, StreamGuard, SubvolumeId};
 use super::{refuse_symlinks, Backend, Receiver, SnapshotView, Storage, StreamCheck, ROOTFS_DIR};
+use crate::archive::meta::ArchiveFormat;
 use crate::cmd::Cmd;
 use crate::error::{Context, Error, Result};
 use crate::filepolicy::FilePolicy;
@@ -391,8 +392,8 @@ impl Storage for BtrfsStorage {
         Backend::Btrfs
     }
 
-    fn native_format(&self) -> Option<&'static str> {
-        Some("btrfs")
+    fn native_format(&self) -> Option<ArchiveFormat> {
+        Some(ArchiveFormat::Btrfs)
     }
 
     fn create(&self, ct: &str, rel: &str) -> Result<()> {

@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{Backend, SnapshotView, Storage, ROOTFS_DIR};
+use crate::archive::meta::ArchiveFormat;
 use crate::error::{Context, Error, Result};
 use crate::fsutil;
 
@@ -37,7 +38,7 @@ impl Storage for DirStorage {
         Backend::Dir
     }
 
-    fn native_format(&self) -> Option<&'static str> {
+    fn native_format(&self) -> Option<ArchiveFormat> {
         None
     }
 

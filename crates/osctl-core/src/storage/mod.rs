@@ -15,6 +15,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ChildStdin;
 
+use crate::archive::meta::ArchiveFormat;
 use crate::archive::CopyError;
 use crate::cmd::{ChildReader, ChildWriter, Cmd};
 use crate::error::{Context, Error, Result};
@@ -113,7 +114,7 @@ pub trait Storage: Send + Sync {
 
     /// The archive `format:` of this backend's native streams (`zfs`, `btrfs`),
     /// None when it has none (dir).
-    fn native_format(&self) -> Option<&'static str>;
+    fn native_format(&self) -> Option<ArchiveFormat>;
 
     /// Creates a dataset with an empty `private/` (mode 0755, owned by root);
     /// for a subdataset, its parent must exist.

@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use super::zfs_parse::{self, Dataset, Mountpoint, ZfsFeatures, GET_COLUMNS};
 use super::{refuse_symlinks, Backend, Receiver, SnapshotView, Storage, ROOTFS_DIR};
+use crate::archive::meta::ArchiveFormat;
 use crate::cmd::{Cmd, ExecError};
 use crate::error::{Context, Error, Result};
 use crate::filepolicy::FilePolicy;
@@ -656,8 +657,8 @@ impl Storage for ZfsStorage {
         Backend::Zfs
     }
 
-    fn native_format(&self) -> Option<&'static str> {
-        Some("zfs")
+    fn native_format(&self) -> Option<ArchiveFormat> {
+        Some(ArchiveFormat::Zfs)
     }
 
     fn remove_leftovers(&self) -> Result<Vec<String>> {
