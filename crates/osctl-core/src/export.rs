@@ -36,7 +36,7 @@ use crate::names;
 use crate::pool::Pool;
 use crate::progress::Progress;
 use crate::runtime::{CtState, Runtime};
-use crate::storage::{Backend, ROOTFS_DIR};
+use crate::storage::{self, Dataset, SendRequest, ROOTFS_DIR};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompressionChoice {
@@ -171,10 +171,11 @@ fn now() -> u64 {
 pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Result<()> {
     names::container_id(id)?;
     if let (true, FormatChoice::Native, Some(native)) =
-        (opts.single_layer, opts.format, pool.storage.native_format())
+        (opts.single_layer, opts.format, pool.storage.native())
     {
         return Err(Error::Invalid(format!(
-            "--single-layer is for tar archives; {native} streams of a consistent export hold two layers"
+            "--single-layer is for tar archives; {} streams of a consistent export hold two layers",
+            native.format()
         )));
     }
     interrupt::install();
@@ -273,16 +274,16 @@ impl Job<'_> {
     /// The pool's native format when the archive takes native streams.
     fn native(&self) -> Option<ArchiveFormat> {
         match self.opts.format {
-            FormatChoice::Native => self.pool.storage.native_format(),
+            FormatChoice::Native => self.pool.storage.native().map(|n| n.format()),
             FormatChoice::Tar => None,
         }
     }
 
     fn layers(&self) -> Layers {
-        let dir_pool = self.pool.storage.backend() == Backend::Dir;
+        let live_views = self.pool.storage.views_are_live();
         if !(self.opts.consistent && self.running) {
             Layers::One
-        } else if self.native().is_some() || (dir_pool && !self.opts.single_layer) {
+        } else if self.native().is_some() || (live_views && !self.opts.single_layer) {
             Layers::BaseAndChanges
         } else {
             Layers::OneStopped
@@ -361,7 +362,7 @@ impl Job<'_> {
         datasets: &[String],
         shown: &[(String, String)],
     ) -> Result<()> {
-        let dir_pool = self.pool.storage.backend() == Backend::Dir;
+        let live_views = self.pool.storage.views_are_live();
         let layers = self.layers();
         if layers == Layers::OneStopped {
             self.stop_for_export()?;
@@ -369,7 +370,7 @@ impl Job<'_> {
         let base = self.take_snapshot("base")?;
         failpoint::hit("export-after-base-snapshot");
         // With real snapshots the container may run while they are dumped.
-        if layers == Layers::OneStopped && !dir_pool {
+        if layers == Layers::OneStopped && !live_views {
             self.start_again()?;
         }
         let manifest = self.dump(w, encoding, datasets, shown, &base, None)?;
@@ -377,7 +378,7 @@ impl Job<'_> {
             self.stop_for_export()?;
             let incr = self.take_snapshot("incr")?;
             failpoint::hit("export-after-incr-snapshot");
-            if !dir_pool {
+            if !live_views {
                 self.start_again()?;
             }
             let since = Some((base.as_str(), &manifest));
@@ -507,8 +508,11 @@ impl Job<'_> {
         Ok(match self.opts.compression {
             CompressionChoice::Fixed(c) => (c, false),
             CompressionChoice::Auto => {
+                let native = self.pool.storage.native();
                 if encoding == StreamEncoding::Dat
-                    && self.pool.storage.can_send_compressed(self.id, rel)?
+                    && native.map_or(Ok(false), |n| {
+                        n.can_send_compressed(Dataset::new(self.id, rel))
+                    })?
                 {
                     (Compression::Off, true)
                 } else {
@@ -548,12 +552,22 @@ impl Job<'_> {
                         "{stem} of {}",
                         if rel.is_empty() { "rootfs" } else { rel }
                     ));
-                    let storage = &self.pool.storage;
-                    let from = since.map(|s| s.0);
+                    let native = self.pool.storage.native().ok_or_else(|| {
+                        Error::Refused(format!(
+                            "{} pools have no native streams; use the tar format",
+                            self.pool.storage.backend()
+                        ))
+                    })?;
+                    let ds = Dataset::new(self.id, rel);
+                    let request = SendRequest {
+                        snapshot: snap,
+                        from: since.map(|s| s.0),
+                        compressed: compressed_send,
+                    };
                     let progress = self.opts.progress.clone();
                     let failed = || format!("cannot dump {entry}");
                     if compression == Compression::Off {
-                        let send = storage.send_cmd(self.id, rel, snap, from, compressed_send)?;
+                        let send = native.send_cmd(ds, &request)?;
                         w.stream_entry(&entry, |sink| {
                             failpoint::hit("export-in-stream");
                             sink.with_file(|file| {
@@ -561,7 +575,7 @@ impl Job<'_> {
                             })
                         })?;
                     } else {
-                        let mut stream = storage.send(self.id, rel, snap, from, compressed_send)?;
+                        let mut stream = storage::send(native, ds, &request)?;
                         w.stream_entry(&entry, |sink| {
                             compress_into(sink, compression, &progress, |out| {
                                 io::copy(&mut stream, out).map(drop).ctx(failed)
@@ -607,7 +621,7 @@ impl Job<'_> {
     ) -> Result<Vec<(DumpSource, crate::storage::SnapshotView)>> {
         let storage = &self.pool.storage;
         let mut out = Vec::new();
-        let root = storage.snapshot_view(self.id, "", snap)?;
+        let root = storage.snapshot_view(Dataset::root(self.id), snap)?;
         out.push((
             DumpSource {
                 prefix: String::new(),
@@ -616,7 +630,7 @@ impl Job<'_> {
             root,
         ));
         for (rel, at) in shown {
-            let view = storage.snapshot_view(self.id, rel, snap)?;
+            let view = storage.snapshot_view(Dataset::new(self.id, rel), snap)?;
             out.push((
                 DumpSource {
                     prefix: at.clone(),

@@ -33,7 +33,7 @@ use crate::model::{ContainerConfig, GroupConfig, UserConfig};
 use crate::names;
 use crate::pool::Pool;
 use crate::progress::Progress;
-use crate::storage;
+use crate::storage::{self, Dataset, NativeStreams};
 use crate::subid::SubIds;
 use crate::trust;
 use crate::yaml;
@@ -320,7 +320,7 @@ impl Importer<'_> {
         let staging = storage::staging_name(id);
         if pool.storage.exists(&staging)? {
             // A dead import's leftover, under our lock now: ours to remove.
-            pool.storage.destroy(&staging, "")?;
+            pool.storage.destroy(Dataset::root(&staging))?;
         }
         let journal = Journal::begin(
             pool,
@@ -381,7 +381,7 @@ impl Importer<'_> {
             && dataset.is_empty()
             && stream.encoding == StreamEncoding::Tar
         {
-            storage.create(&plan.staging, "")?;
+            storage.create(Dataset::root(&plan.staging))?;
         }
         failpoint::hit("import-in-stream");
         let in_place = stream.encoding == StreamEncoding::Dat
@@ -413,7 +413,9 @@ impl Importer<'_> {
                     .map_err(|e| Error::Archive(format!("archive entry '{name}': {e}")))?;
             }
             StreamEncoding::Dat => {
-                let mut recv = storage.receive(&plan.staging, dataset, &self.file_policy())?;
+                let mut recv = self
+                    .native()?
+                    .receive(Dataset::new(&plan.staging, dataset), &self.file_policy())?;
                 // Spliced without a copy when the receiver takes the stream
                 // unchecked (zfs); through userspace when it must pass a check
                 // first (btrfs), or be decompressed.
@@ -458,13 +460,12 @@ impl Importer<'_> {
         staging: &str,
         dataset: &str,
     ) -> Result<bool> {
-        let storage = &self.pool.storage;
-        if !storage.receives_from_file() {
+        let Some(receiver) = self.native()?.file_receiver() else {
             return Ok(false);
-        }
+        };
         let name = entry.name().to_string();
         let received = entry.take_over(|input, start, len| {
-            let receive = storage.receive_cmd(staging, dataset)?;
+            let receive = receiver.receive_cmd(Dataset::new(staging, dataset))?;
             let failed = || format!("cannot receive {name}");
             let mut read = OffsetWatch::new(&input).ctx(failed)?;
             receive
@@ -491,7 +492,7 @@ impl Importer<'_> {
         }
         let storage = &self.pool.storage;
         storage.mount(&plan.staging)?;
-        let top = storage.path(&plan.staging, "");
+        let top = storage.path(Dataset::root(&plan.staging));
         for ds in std::iter::once("").chain(plan.metadata.datasets.iter().map(String::as_str)) {
             let label = if ds.is_empty() { "/" } else { ds };
             storage::checked_private(&top, ds).map_err(|e| match e {
@@ -504,6 +505,16 @@ impl Importer<'_> {
             })?;
         }
         Ok(())
+    }
+
+    /// The pool's native streams, for an archive of them.
+    fn native(&self) -> Result<&dyn NativeStreams> {
+        self.pool.storage.native().ok_or_else(|| {
+            Error::Refused(format!(
+                "{} pools have no native streams; use the tar format",
+                self.pool.storage.backend()
+            ))
+        })
     }
 
     /// What the files of the root file system may be.
@@ -533,9 +544,8 @@ impl Importer<'_> {
             return Ok(());
         }
         for ds in std::iter::once(String::new()).chain(plan.metadata.datasets.iter().cloned()) {
-            self.pool
-                .storage
-                .finish_receive(&plan.staging, &ds, snapshots)?;
+            self.native()?
+                .finish_receive(Dataset::new(&plan.staging, &ds), snapshots)?;
         }
         Ok(())
     }
@@ -561,7 +571,7 @@ fn check_stream_end(name: &str, read: u64, len: u64) -> Result<()> {
 fn check_format(pool: &Pool, metadata: &Metadata) -> Result<()> {
     match metadata.format {
         ArchiveFormat::Tar | ArchiveFormat::TarLayers => Ok(()),
-        native if pool.storage.native_format() == Some(native) => Ok(()),
+        native if pool.storage.native().map(|n| n.format()) == Some(native) => Ok(()),
         native => Err(Error::Refused(format!(
             "the archive holds {native} streams, which only a {native} pool can take; pool '{}' is a {} pool \
              (export with --format tar to move containers between kinds of pools)",
