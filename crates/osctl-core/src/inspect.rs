@@ -28,6 +28,7 @@ use crate::archive::{ArchiveReader, Entry, EntryKind};
 use crate::error::{Context, Error, Result};
 use crate::fstar::{self, WalkStats};
 use crate::model::{ContainerConfig, GroupConfig, UserConfig};
+use crate::progress::Counting;
 use crate::yaml;
 
 pub mod fuzz;
@@ -254,10 +255,7 @@ impl Scan {
     }
 
     fn run(mut self, input: impl Read + Send) -> Result<VerifyReport> {
-        let mut counted = CountingReader {
-            inner: input,
-            count: 0,
-        };
+        let mut counted = Counting::new(input);
         let mut reader = ArchiveReader::new(&mut counted);
         while let Some(mut entry) = reader.next_entry()? {
             let name = meta::classify(entry.name(), entry.kind())?;
@@ -295,7 +293,7 @@ impl Scan {
                 snapshots: finished.snapshots.map(<[String]>::to_vec),
                 checksums: self.grammar.has_checksums(),
                 entries: self.entries,
-                archive_bytes: counted.count,
+                archive_bytes: counted.count(),
             },
             streams: self.streams,
             checksums_verified,
@@ -405,10 +403,7 @@ fn read_stream<R: Read + Send>(
             Error::Io { source, .. } => corrupt(compression, source),
             other => other,
         };
-        let mut input = CountingReader {
-            inner: decompressed,
-            count: 0,
-        };
+        let mut input = Counting::new(decompressed);
         match stream.encoding {
             StreamEncoding::Tar => {
                 let whiteouts = stream.kind == StreamKind::Incremental;
@@ -420,7 +415,7 @@ fn read_stream<R: Read + Send>(
         }
         // The rest: end blocks, and the compressor's trailer with its checksum.
         io::copy(&mut input, &mut io::sink()).map_err(|e| corrupt(compression, e))?;
-        data_bytes = input.count;
+        data_bytes = input.count();
     }
     Ok(StreamReport {
         name: stream.entry_name(),
@@ -491,20 +486,6 @@ fn check_send_magic(input: &mut dyn Read, format: ArchiveFormat) -> Result<Strin
             Ok(format!("btrfs send stream v{version}"))
         }
         other => bad(&format!("format '{other}' has no send streams")),
-    }
-}
-
-/// Counts the bytes read through it.
-struct CountingReader<R> {
-    inner: R,
-    count: u64,
-}
-
-impl<R: Read> Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
     }
 }
 
