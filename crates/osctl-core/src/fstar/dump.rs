@@ -649,8 +649,23 @@ impl<'w, 'm> Walker<'w, 'm> {
                 .add(format!("{}: socket left out", show_path(rel)));
             return Ok(None);
         };
+        let node = PinnedNode {
+            dir,
+            fd: &pinned,
+            rel,
+            name,
+            meta: &meta,
+            kind,
+        };
+        self.node(&node, base_index).map(|()| None)
+    }
+
+    /// A pinned non-directory: unchanged since the base (nothing written), a
+    /// hard link to one written before, or an entry of its kind.
+    fn node(&mut self, node: &PinnedNode<'_>, base_index: Option<usize>) -> Result<()> {
+        let (rel, meta, kind) = (node.rel, node.meta, node.kind);
         let target = if kind == Kind::Symlink {
-            match fs::readlinkat(&pinned, "", Vec::new()) {
+            match fs::readlinkat(node.fd, "", Vec::new()) {
                 Ok(t) => t.into_bytes(),
                 Err(e) => {
                     return Err(io::Error::from(e))
@@ -660,10 +675,9 @@ impl<'w, 'm> Walker<'w, 'm> {
         } else {
             Vec::new()
         };
-        let state = recorded(kind, &meta);
+        let state = recorded(kind, meta);
         let verdict = self.judge(base_index, &state, &target);
         self.record(rel, state, &target);
-
         let first_link = if meta.nlink > 1 {
             match self.links.get(&(meta.dev, meta.ino)) {
                 Some(first) => Some(first.clone()),
@@ -676,30 +690,35 @@ impl<'w, 'm> Walker<'w, 'm> {
             None
         };
         if verdict == Verdict::Same {
-            return Ok(None);
+            return Ok(());
         }
-        let mut entry = owned_entry(rel, TarKind::File, &meta);
         if let Some(first) = &first_link {
             self.stats.hardlinks += 1;
-            entry.kind = TarKind::HardLink;
+            let mut entry = owned_entry(rel, TarKind::HardLink, meta);
             entry.link = first;
-            return self.put(&entry).map(|()| None);
+            return self.put(&entry);
         }
         if kind == Kind::File {
-            self.file(dir, &pinned, rel, name, &meta)?;
-            return Ok(None);
+            return self.file(node.dir, node.fd, rel, node.name, meta);
         }
+        self.special(node, &target)
+    }
+
+    /// A symlink, device node or fifo, with its extended attributes.
+    fn special(&mut self, node: &PinnedNode<'_>, target: &[u8]) -> Result<()> {
+        let (rel, meta, kind) = (node.rel, node.meta, node.kind);
         // The l*xattr calls need a path; the parent is pinned by its descriptor.
-        let xattrs = match safefs::proc_child_path(dir, name) {
+        let xattrs = match safefs::proc_child_path(node.dir, node.name) {
             Ok(path) => self.read_xattrs(rel, XattrSource::Path(&path))?,
             Err(_) => Vec::new(),
         };
+        let mut entry = owned_entry(rel, TarKind::File, meta);
         entry.xattrs = &xattrs;
         match kind {
             Kind::Symlink => {
                 self.stats.symlinks += 1;
                 entry.kind = TarKind::Symlink;
-                entry.link = &target;
+                entry.link = target;
             }
             Kind::Char | Kind::Block => {
                 self.stats.devices += 1;
@@ -715,7 +734,7 @@ impl<'w, 'm> Walker<'w, 'm> {
                 entry.kind = TarKind::Fifo;
             }
         }
-        self.put(&entry).map(|()| None)
+        self.put(&entry)
     }
 
     fn gone(&mut self, rel: &[u8]) -> Option<Frame> {
@@ -969,6 +988,17 @@ fn sparse_map_text(segments: &[(u64, u64)]) -> Vec<u8> {
     let mut bytes = text.into_bytes();
     bytes.resize(bytes.len().div_ceil(BLOCK) * BLOCK, 0);
     bytes
+}
+
+/// A non-directory inode of a real tree, pinned by an O_PATH descriptor
+/// `fd`; `name` in the directory `dir`.
+struct PinnedNode<'a> {
+    dir: BorrowedFd<'a>,
+    fd: &'a OwnedFd,
+    rel: &'a [u8],
+    name: &'a [u8],
+    meta: &'a Meta,
+    kind: Kind,
 }
 
 /// An entry at `rel` with the owner, mode and time of `meta`.

@@ -348,38 +348,43 @@ fn apply_layers(dst: &Path, streams: &[&[u8]]) {
     }
 }
 
-#[test]
-fn changeset_applied_on_the_base_gives_the_modified_tree() {
-    need_root!();
-    let t = tempfile::tempdir().unwrap();
-    let src = t.path().join("src");
-    let w = |rel: &str, data: &[u8]| {
-        let path = src.join(rel);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, data).unwrap();
-    };
-    w("same", b"unchanged");
-    w("big-unchanged", &noise(2 << 20, 3));
-    w("edit", b"aaaa");
-    w("append", b"start");
-    w("delete-me", b"x");
-    w("tree/a/b/c", b"c");
-    w("tree/d", b"d");
-    w("dir2file/x", b"x");
-    w("file2dir", b"f");
-    w("recreate/keep", b"old");
-    w("recreate/old-only", b"old");
-    w("chmod", b"m");
-    w("chown", b"o");
-    w("linked", b"l");
-    w("touch", b"t");
-    w("kept/inside", b"k");
+/// Writes `data` at `rel` below `dir`, making the directories on the way.
+fn write_at(dir: &Path, rel: &str, data: &[u8]) {
+    let path = dir.join(rel);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, data).unwrap();
+}
+
+/// The base tree of the changeset test: one file or tree per change to come.
+fn changeset_base(src: &Path) {
+    for (rel, data) in [
+        ("same", &b"unchanged"[..]),
+        ("edit", b"aaaa"),
+        ("append", b"start"),
+        ("delete-me", b"x"),
+        ("tree/a/b/c", b"c"),
+        ("tree/d", b"d"),
+        ("dir2file/x", b"x"),
+        ("file2dir", b"f"),
+        ("recreate/keep", b"old"),
+        ("recreate/old-only", b"old"),
+        ("chmod", b"m"),
+        ("chown", b"o"),
+        ("linked", b"l"),
+        ("touch", b"t"),
+        ("kept/inside", b"k"),
+    ] {
+        write_at(src, rel, data);
+    }
+    write_at(src, "big-unchanged", &noise(2 << 20, 3));
     symlink("same", src.join("retarget")).unwrap();
     set_xattr(src.join("edit"), "user.x", b"1");
-    let sources = root_source(&src);
-    let (base, _, manifest) = dump_to_vec(&sources);
+}
 
-    // The modifications.
+/// Every kind of change a changeset carries; `aside` is a directory beside
+/// `src` to move things to.
+fn changeset_modify(src: &Path, aside: &Path) {
+    let w = |rel: &str, data: &[u8]| write_at(src, rel, data);
     fs::write(src.join("edit"), b"bbbb").unwrap();
     set_mtime(src.join("edit"), 1_700_000_000, 5);
     fs::OpenOptions::new()
@@ -395,7 +400,7 @@ fn changeset_applied_on_the_base_gives_the_modified_tree() {
     w("file2dir/child", b"now a dir");
     // Moved away rather than deleted: its inode stays in use, so the new
     // directory cannot get the same number (file systems reuse them at once).
-    fs::rename(src.join("recreate"), t.path().join("recreate-old")).unwrap();
+    fs::rename(src.join("recreate"), aside.join("recreate-old")).unwrap();
     w("recreate/keep", b"new");
     w("recreate/new-only", b"new");
     chmod(src.join("chmod"), 0o600);
@@ -405,6 +410,17 @@ fn changeset_applied_on_the_base_gives_the_modified_tree() {
     fs::remove_file(src.join("retarget")).unwrap();
     symlink("edit", src.join("retarget")).unwrap();
     w("brand/new/file", b"new");
+}
+
+#[test]
+fn changeset_applied_on_the_base_gives_the_modified_tree() {
+    need_root!();
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    changeset_base(&src);
+    let sources = root_source(&src);
+    let (base, _, manifest) = dump_to_vec(&sources);
+    changeset_modify(&src, t.path());
 
     let mut changes = Vec::new();
     let stats = dump_changes(&mut changes, &sources, &manifest).unwrap();

@@ -233,6 +233,15 @@ pub mod seeds {
     /// the original's (no `checksums.yml`), zfs and btrfs send streams, a
     /// skel archive, hooks.
     pub fn archives(scratch: &Path) -> Result<Vec<Seed>> {
+        let mut out = tar_archives(scratch)?;
+        out.extend(native_archives(scratch)?);
+        Ok(out)
+    }
+
+    /// The newest first, as `snapshots.yml` lists them.
+    const SNAPSHOTS: [&str; 2] = ["osctl-incr-1700000100", "osctl-base-1700000000"];
+
+    fn tar_archives(scratch: &Path) -> Result<Vec<Seed>> {
         let (base, manifest) = base_stream(scratch)?;
         let changes = changes_stream(scratch, &manifest)?;
         let tar = |kind, datasets: &[&str]| metadata(kind, meta::ArchiveFormat::Tar, datasets);
@@ -255,7 +264,7 @@ pub mod seeds {
             ("rootfs/base.tar".to_string(), base.clone()),
             ("rootfs/incremental.tar".to_string(), changes),
         ];
-        let snapshots = ["osctl-incr-1700000100", "osctl-base-1700000000"];
+        let snapshots = SNAPSHOTS;
         out.push((
             "tar-incremental.tar".into(),
             archive(
@@ -306,6 +315,13 @@ pub mod seeds {
                 Tail::Ours(&[]),
             )?,
         ));
+        Ok(out)
+    }
+
+    /// zfs (with a subdataset) and btrfs send streams.
+    fn native_archives(scratch: &Path) -> Result<Vec<Seed>> {
+        let snapshots = SNAPSHOTS;
+        let mut out = Vec::new();
         let zfs = vec![
             ("rootfs/base.dat".to_string(), zfs_stream()),
             ("rootfs/data/base.dat".to_string(), zfs_stream()),
