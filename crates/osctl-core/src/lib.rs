@@ -28,6 +28,7 @@ pub mod recovery;
 pub mod runtime;
 pub mod storage;
 pub mod subid;
+mod tarblock;
 pub mod trust;
 pub mod yaml;
 

@@ -335,7 +335,7 @@ impl<'a> TarReader<'a> {
         long_link: Option<Vec<u8>>,
         header_size: u64,
     ) -> Result<InEntry> {
-        let is_ustar = block[h::MAGIC.0..h::MAGIC.0 + 6] == *b"ustar\0";
+        let is_ustar = crate::tarblock::is_posix(block);
         let header_name = || {
             let name = h::get_str(block, h::NAME);
             let prefix = h::get_str(block, h::PREFIX);
