@@ -171,15 +171,15 @@ impl VerifyReport {
                 (Some(t), _) => format!(
                     "tar with {} entries ({} files of {} bytes, {} directories, {} symlinks, \
                      {} hard links, {} device nodes, {} fifos, {} whiteouts), names safe",
-                    t.entries,
-                    t.files,
-                    t.file_bytes,
-                    t.dirs,
-                    t.symlinks,
-                    t.hardlinks,
-                    t.devices,
-                    t.fifos,
-                    t.whiteouts
+                    t.counts.entries,
+                    t.counts.files,
+                    t.counts.file_bytes,
+                    t.counts.dirs,
+                    t.counts.symlinks,
+                    t.counts.hardlinks,
+                    t.counts.devices,
+                    t.counts.fifos,
+                    t.counts.whiteouts
                 ),
                 (None, Some(kind)) => kind.clone(),
                 (None, None) => "data".into(),

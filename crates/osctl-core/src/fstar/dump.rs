@@ -18,6 +18,7 @@ use super::header::{TarKind, BLOCK};
 use super::manifest::{key_of, Kind, Manifest, Recorded};
 use super::safefs::{self, join, Meta, XattrReader, XattrSource, DIR_FLAGS};
 use super::write::{OutEntry, TarWriter};
+use super::EntryCounts;
 use super::{limits, show_path, Notes, Timestamp};
 use crate::error::{Context, Error, Result};
 
@@ -34,20 +35,10 @@ pub struct DumpSource {
 /// What a dump wrote and what it had to leave out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DumpStats {
-    /// Entries written (whiteouts included).
-    pub entries: u64,
-    pub files: u64,
-    pub dirs: u64,
-    pub symlinks: u64,
-    pub hardlinks: u64,
-    pub devices: u64,
-    pub fifos: u64,
+    /// Entries written; `file_bytes`: file content read.
+    pub counts: EntryCounts,
     /// Files written in sparse format.
     pub sparse_files: u64,
-    /// `.wh.<name>` and `.wh..wh..opq` entries (changesets only).
-    pub whiteouts: u64,
-    /// Bytes of file content read.
-    pub file_bytes: u64,
     /// Bytes of the tar stream.
     pub stream_bytes: u64,
     /// Sockets: tar cannot carry them.
@@ -415,7 +406,7 @@ impl<'w, 'm> Walker<'w, 'm> {
     }
 
     fn put(&mut self, e: &OutEntry<'_>) -> Result<()> {
-        self.stats.entries += 1;
+        self.stats.counts.entries += 1;
         self.out.header(e).map_err(write_error)
     }
 
@@ -427,7 +418,7 @@ impl<'w, 'm> Walker<'w, 'm> {
             [WHITEOUT_PREFIX, name].concat()
         };
         let path = join(dir, &marker);
-        self.stats.whiteouts += 1;
+        self.stats.counts.whiteouts += 1;
         self.put(&OutEntry::bare(&path, TarKind::File))
     }
 
@@ -449,7 +440,7 @@ impl<'w, 'm> Walker<'w, 'm> {
                 Some(fd) => self.read_xattrs(rel, XattrSource::Fd(fd.as_fd()))?,
                 None => Vec::new(),
             };
-            self.stats.dirs += 1;
+            self.stats.counts.dirs += 1;
             self.put(&OutEntry {
                 mode: state.mode,
                 uid: state.uid,
@@ -693,7 +684,7 @@ impl<'w, 'm> Walker<'w, 'm> {
             return Ok(());
         }
         if let Some(first) = &first_link {
-            self.stats.hardlinks += 1;
+            self.stats.counts.hardlinks += 1;
             let mut entry = owned_entry(rel, TarKind::HardLink, meta);
             entry.link = first;
             return self.put(&entry);
@@ -716,12 +707,12 @@ impl<'w, 'm> Walker<'w, 'm> {
         entry.xattrs = &xattrs;
         match kind {
             Kind::Symlink => {
-                self.stats.symlinks += 1;
+                self.stats.counts.symlinks += 1;
                 entry.kind = TarKind::Symlink;
                 entry.link = target;
             }
             Kind::Char | Kind::Block => {
-                self.stats.devices += 1;
+                self.stats.counts.devices += 1;
                 entry.kind = if kind == Kind::Char {
                     TarKind::Char
                 } else {
@@ -730,7 +721,7 @@ impl<'w, 'm> Walker<'w, 'm> {
                 entry.dev = (fs::major(meta.rdev as _), fs::minor(meta.rdev as _));
             }
             _ => {
-                self.stats.fifos += 1;
+                self.stats.counts.fifos += 1;
                 entry.kind = TarKind::Fifo;
             }
         }
@@ -778,7 +769,7 @@ impl<'w, 'm> Walker<'w, 'm> {
             None => meta.size,
         };
         let map_len = map_text.as_ref().map_or(0, |t| t.len() as u64);
-        self.stats.files += 1;
+        self.stats.counts.files += 1;
         self.put(&OutEntry {
             size: map_len + data,
             xattrs: &xattrs,
@@ -810,7 +801,7 @@ impl<'w, 'm> Walker<'w, 'm> {
             }
         }
         self.out.pad().map_err(write_error)?;
-        self.stats.file_bytes += got;
+        self.stats.counts.file_bytes += got;
         // A file that grew is cut at the size announced, silently: the
         // manifest holds the state before reading, so a changeset catches it.
         if got < data {

@@ -79,10 +79,10 @@ fn full_dump_round_trips_through_our_extractor() {
     let (stream, stats, manifest) = dump_to_vec(&root_source(&src));
     assert_eq!(stats.stream_bytes, stream.len() as u64);
     assert_eq!(stats.sparse_files, 3, "{stats:?}");
-    assert_eq!(stats.hardlinks, 3);
-    assert_eq!(stats.devices, 2);
-    assert_eq!(stats.fifos, 1);
-    assert_eq!(manifest.len() as u64, stats.entries);
+    assert_eq!(stats.counts.hardlinks, 3);
+    assert_eq!(stats.counts.devices, 2);
+    assert_eq!(stats.counts.fifos, 1);
+    assert_eq!(manifest.len() as u64, stats.counts.entries);
     assert!(
         stream.len() < 8 << 20,
         "sparse files stay sparse in the stream: {}",
@@ -91,7 +91,7 @@ fn full_dump_round_trips_through_our_extractor() {
 
     let dst = t.path().join("dst");
     let got = extract_vec(&stream, &dst, &trusting()).unwrap();
-    assert_eq!(got.entries, stats.entries);
+    assert_eq!(got.counts.entries, stats.counts.entries);
     assert_eq!(got.capabilities_lost, 0);
     assert_same(&src, &dst, &Precision::EXACT);
 }
@@ -191,7 +191,7 @@ fn gnu_tar_posix_and_gnu_formats_extract_with_ours() {
         let stream = fs::read(&file).unwrap();
         let stats =
             extract_vec(&stream, &dst, &trusting()).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(stats.files > 10, "{name}: {stats:?}");
+        assert!(stats.counts.files > 10, "{name}: {stats:?}");
         assert_same(&src, &dst, &precision);
     }
 }
@@ -269,8 +269,8 @@ fn sources_nest_at_their_prefixes() {
     // Nothing changed: the changeset is empty.
     let mut changes = Vec::new();
     let cstats = dump_changes(&mut changes, &sources, &manifest).unwrap();
-    assert_eq!(cstats.entries, 0, "{cstats:?}");
-    assert_eq!(stats.entries as usize, manifest.len());
+    assert_eq!(cstats.counts.entries, 0, "{cstats:?}");
+    assert_eq!(stats.counts.entries as usize, manifest.len());
 }
 
 #[test]
@@ -425,11 +425,11 @@ fn changeset_applied_on_the_base_gives_the_modified_tree() {
     let mut changes = Vec::new();
     let stats = dump_changes(&mut changes, &sources, &manifest).unwrap();
     assert!(
-        stats.file_bytes < 1024,
+        stats.counts.file_bytes < 1024,
         "unchanged files are not in the changeset: {stats:?}"
     );
     // delete-me, tree, dir2file, file2dir: one whiteout each; recreate: opaque.
-    assert_eq!(stats.whiteouts, 5, "{stats:?}");
+    assert_eq!(stats.counts.whiteouts, 5, "{stats:?}");
 
     let dst = t.path().join("dst");
     apply_layers(&dst, &[&base, &changes]);
@@ -896,7 +896,7 @@ fn zero_blocks_only_is_an_empty_archive() {
     let stats = a
         .extract(&[0u8; 10240], &ExtractOptions::default())
         .unwrap();
-    assert_eq!(stats.entries, 0);
+    assert_eq!(stats.counts.entries, 0);
     assert_eq!(fs::read_dir(&a.root).unwrap().count(), 0);
 }
 
@@ -919,7 +919,7 @@ fn whiteouts_delete_inside_the_root_only() {
         .file(b".wh.missing", b"")
         .end();
     let stats = a.extract(&layer, &d).unwrap();
-    assert_eq!(stats.whiteouts, 3);
+    assert_eq!(stats.counts.whiteouts, 3);
     assert!(!a.root.join("l").exists() && !a.root.join("d/x").exists());
     a.check_outside();
     // An opaque marker at the root empties it: a replaced root directory.

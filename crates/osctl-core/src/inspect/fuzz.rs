@@ -94,7 +94,7 @@ pub fn extract(data: &[u8], scratch: &Path) {
     if let (Ok(stats), Err(e)) = (&extracted, &walked) {
         panic!(
             "extracted ({} entries) but the walk refused: {e}",
-            stats.entries
+            stats.counts.entries
         );
     }
 

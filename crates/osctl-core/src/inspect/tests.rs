@@ -123,7 +123,12 @@ fn verify_reports_streams() {
     let stream = &report.streams[0];
     assert_eq!(stream.name, "rootfs/base.tar.gz");
     let tar = stream.tar.as_ref().unwrap();
-    assert!(tar.files >= 4 && tar.symlinks == 1 && tar.hardlinks == 1 && tar.fifos == 1);
+    assert!(
+        tar.counts.files >= 4
+            && tar.counts.symlinks == 1
+            && tar.counts.hardlinks == 1
+            && tar.counts.fifos == 1
+    );
     assert!(stream.data_bytes > stream.stored_bytes);
     let zfs = verify_from(&seed(&list, "zfs.tar")[..]).unwrap();
     assert_eq!(zfs.streams.len(), 2);
