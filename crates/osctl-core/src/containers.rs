@@ -15,7 +15,6 @@ use crate::idmap::IdMap;
 use crate::model::{grammar, ContainerConfig};
 use crate::names;
 use crate::pool::Pool;
-use crate::runtime::lxc::Lxc;
 use crate::runtime::{CtState, MountSpec, RunSpec, Runtime};
 use crate::storage::Dataset;
 
@@ -52,8 +51,9 @@ pub struct ContainerInfo {
     pub datasets: Vec<String>,
 }
 
-pub fn runtime(pool: &Pool) -> Lxc {
-    Lxc::new(pool.lxc_path())
+/// The pool's runtime.
+pub fn runtime(pool: &Pool) -> &dyn Runtime {
+    pool.runtime.as_ref()
 }
 
 /// The dataset name recorded in container.yml.

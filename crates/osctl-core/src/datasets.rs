@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::model::ContainerConfig;
 use crate::names;
 use crate::pool::Pool;
-use crate::runtime::{MountSpec, Runtime};
+use crate::runtime::MountSpec;
 use crate::storage::{self, Dataset};
 
 /// Options of the mounts `ct dataset new` adds, as the original writes them.

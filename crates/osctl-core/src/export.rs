@@ -219,7 +219,7 @@ pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Resul
         cfg: &cfg,
         opts,
         journal: &mut journal,
-        runtime: &runtime,
+        runtime,
         running,
         native,
     };
