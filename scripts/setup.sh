@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 packages=(
   lxc uidmap busybox-static   # the runtime and the test containers
+  iproute2                    # network interfaces: ip on the host and (nsenter) in containers
   zfs-fuse btrfs-progs        # storage backends
   e2fsprogs util-linux        # loop-mounted test file systems
   tar gzip pigz zstd          # reference tools the tests and benchmark compare with

@@ -116,20 +116,35 @@ fn save_new_user(pool: &Pool, name: &str, cfg: &UserConfig, subids: &SubIds) -> 
     Ok(())
 }
 
+/// Refuses to delete `what` while containers (all of them named) use it.
+fn refuse_if_used(
+    pool: &Pool,
+    what: &str,
+    uses: impl Fn(&crate::model::ContainerConfig) -> bool,
+) -> Result<()> {
+    let mut users = Vec::new();
+    for id in pool.ct_ids()? {
+        if pool.ct_unvalidated(&id).is_ok_and(|c| uses(&c)) {
+            users.push(format!("'{id}'"));
+        }
+    }
+    match users.len() {
+        0 => Ok(()),
+        1 => Err(Error::Refused(format!(
+            "{what} is used by container {}: delete it or give it another first",
+            users[0]
+        ))),
+        _ => Err(Error::Refused(format!(
+            "{what} is used by containers {}: delete them or give them another first",
+            users.join(", ")
+        ))),
+    }
+}
+
 /// Deletes a user no container uses. The caller holds the accounts lock.
 pub fn delete_user(pool: &Pool, name: &str) -> Result<()> {
     let cfg = pool.user(name)?;
-    for id in pool.ct_ids()? {
-        if pool
-            .ct_unvalidated(&id)
-            .map(|c| c.user == name)
-            .unwrap_or(false)
-        {
-            return Err(Error::Refused(format!(
-                "user '{name}' is used by container '{id}'"
-            )));
-        }
-    }
+    refuse_if_used(pool, &format!("user '{name}'"), |c| c.user == name)?;
     let subids = SubIds::system();
     let _subid_lock = subids.lock()?;
     pool.remove_user_config(name)?;
@@ -174,16 +189,6 @@ pub fn delete_group(pool: &Pool, path: &str) -> Result<()> {
             "group '{path}' has subgroup '{child}'"
         )));
     }
-    for id in pool.ct_ids()? {
-        if pool
-            .ct_unvalidated(&id)
-            .map(|c| c.group == path)
-            .unwrap_or(false)
-        {
-            return Err(Error::Refused(format!(
-                "group '{path}' is used by container '{id}'"
-            )));
-        }
-    }
+    refuse_if_used(pool, &format!("group '{path}'"), |c| c.group == path)?;
     pool.remove_group_config(path)
 }

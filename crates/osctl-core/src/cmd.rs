@@ -10,8 +10,9 @@ use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How much of a child's stderr is kept for the error message.
 const STDERR_TAIL: usize = 16 * 1024;
@@ -81,6 +82,22 @@ impl ExecError {
     }
 }
 
+static TRACE: AtomicBool = AtomicBool::new(false);
+
+/// Makes every command print itself, its duration and its outcome to
+/// stderr when it ends (`osctl --debug`).
+pub fn trace_commands(on: bool) {
+    TRACE.store(on, Ordering::Relaxed);
+}
+
+/// Prints a finished command when tracing.
+fn trace(cmd: &Cmd, started: Instant, outcome: &dyn std::fmt::Display) {
+    if TRACE.load(Ordering::Relaxed) {
+        let ms = started.elapsed().as_millis();
+        eprintln!("osctl: ran {} ({ms} ms, {outcome})", cmd.display());
+    }
+}
+
 /// A command line to run: a program and its arguments.
 #[derive(Debug, Clone)]
 pub struct Cmd {
@@ -138,19 +155,25 @@ impl Cmd {
     }
 
     fn spawn_with(&self, stdin: Stdio, stdout: Stdio) -> Result<Child, ExecError> {
-        self.command()
-            .stdin(stdin)
-            .stdout(stdout)
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| ExecError::Spawn {
+        let mut command = self.command();
+        command.stdin(stdin).stdout(stdout).stderr(Stdio::piped());
+        self.spawn(&mut command)
+    }
+
+    fn spawn(&self, command: &mut Command) -> Result<Child, ExecError> {
+        let started = Instant::now();
+        command.spawn().map_err(|source| {
+            trace(self, started, &format_args!("cannot start: {source}"));
+            ExecError::Spawn {
                 command: self.display(),
                 source,
-            })
+            }
+        })
     }
 
     /// Runs to completion and returns stdout. Non-zero exit is an error.
     pub fn run(&self) -> Result<String, ExecError> {
+        let started = Instant::now();
         let mut child = self.spawn_with(Stdio::null(), Stdio::piped())?;
         let stderr = StderrDrain::start(&mut child);
         let mut out = Vec::new();
@@ -163,17 +186,18 @@ impl Cmd {
         let stderr = stderr.collect();
         let status = status.map_err(|source| self.io_error(source))?;
         read.map_err(|source| self.io_error(source))?;
-        self.check(status, stderr)?;
+        self.check(status, stderr, started)?;
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
     /// Runs with stdout and stderr inherited (output goes to the user) and
     /// returns the exit status, whatever it is.
     pub fn run_inherited(&self) -> Result<ExitStatus, ExecError> {
-        self.command().status().map_err(|source| ExecError::Spawn {
-            command: self.display(),
-            source,
-        })
+        let started = Instant::now();
+        let status = self.spawn(&mut self.command())?.wait();
+        let status = status.map_err(|source| self.io_error(source))?;
+        trace(self, started, &status);
+        Ok(status)
     }
 
     /// Runs with stdin and stdout connected to files (`None`: `/dev/null`),
@@ -221,15 +245,13 @@ impl Cmd {
                 Ok(())
             });
         }
-        let mut child = command.spawn().map_err(|source| ExecError::Spawn {
-            command: self.display(),
-            source,
-        })?;
+        let started = Instant::now();
+        let mut child = self.spawn(&mut command)?;
         let stderr = StderrDrain::start(&mut child);
         loop {
             let outcome = poll().and_then(|()| child.try_wait());
             match outcome {
-                Ok(Some(status)) => return self.check(status, stderr.collect()),
+                Ok(Some(status)) => return self.check(status, stderr.collect(), started),
                 Ok(None) => std::thread::sleep(POLL_INTERVAL),
                 Err(e) => {
                     let _ = child.kill();
@@ -237,6 +259,7 @@ impl Cmd {
                     // Not collected: what the child started may still hold
                     // its stderr open; the drain thread ends with them.
                     drop(stderr);
+                    trace(self, started, &format_args!("killed: {e}"));
                     return Err(self.io_error(e));
                 }
             }
@@ -245,11 +268,13 @@ impl Cmd {
 
     /// Starts the program with its stdout readable as a stream.
     pub fn spawn_reader(&self) -> Result<ChildReader, ExecError> {
+        let started = Instant::now();
         let mut child = self.spawn_with(Stdio::null(), Stdio::piped())?;
         let stderr = StderrDrain::start(&mut child);
         let stdout = child.stdout.take().expect("stdout is piped");
         Ok(ChildReader {
             cmd: self.clone(),
+            started,
             child: Some(child),
             stdout,
             stderr: Some(stderr),
@@ -258,6 +283,7 @@ impl Cmd {
 
     /// Starts the program with its stdin writable as a stream; stdout is captured.
     pub fn spawn_writer(&self) -> Result<ChildWriter, ExecError> {
+        let started = Instant::now();
         let mut child = self.spawn_with(Stdio::piped(), Stdio::piped())?;
         let stderr = StderrDrain::start(&mut child);
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -269,6 +295,7 @@ impl Cmd {
         let stdin = child.stdin.take().expect("stdin is piped");
         Ok(ChildWriter {
             cmd: self.clone(),
+            started,
             child: Some(child),
             stdin: Some(stdin),
             stdout: Some(stdout),
@@ -283,7 +310,8 @@ impl Cmd {
         }
     }
 
-    fn check(&self, status: ExitStatus, stderr: String) -> Result<(), ExecError> {
+    fn check(&self, status: ExitStatus, stderr: String, started: Instant) -> Result<(), ExecError> {
+        trace(self, started, &status);
         if status.success() {
             Ok(())
         } else {
@@ -372,6 +400,7 @@ impl StderrDrain {
 /// complete stream. Dropping it unfinished kills the child.
 pub struct ChildReader {
     cmd: Cmd,
+    started: Instant,
     child: Option<Child>,
     stdout: ChildStdout,
     stderr: Option<StderrDrain>,
@@ -434,7 +463,7 @@ impl ChildReader {
             .take()
             .map(StderrDrain::collect)
             .unwrap_or_default();
-        self.cmd.check(status, stderr)
+        self.cmd.check(status, stderr, self.started)
     }
 }
 
@@ -462,6 +491,7 @@ impl Drop for ChildReader {
 /// the child.
 pub struct ChildWriter {
     cmd: Cmd,
+    started: Instant,
     child: Option<Child>,
     stdin: Option<ChildStdin>,
     stdout: Option<JoinHandle<Vec<u8>>>,
@@ -496,7 +526,7 @@ impl ChildWriter {
             .take()
             .map(StderrDrain::collect)
             .unwrap_or_default();
-        self.cmd.check(status, stderr)?;
+        self.cmd.check(status, stderr, self.started)?;
         Ok(String::from_utf8_lossy(&stdout).into_owned())
     }
 
@@ -511,7 +541,7 @@ impl ChildWriter {
                     .take()
                     .map(StderrDrain::collect)
                     .unwrap_or_default();
-                if let Err(e) = self.cmd.check(status, stderr) {
+                if let Err(e) = self.cmd.check(status, stderr, self.started) {
                     return e;
                 }
             }

@@ -72,18 +72,7 @@ pub fn create(pool: &Pool, new: &NewContainer) -> Result<()> {
     }
     pool.user(&new.user)?;
     pool.group(&new.group)?;
-    match &new.source {
-        RootfsSource::Dir(d) if !d.is_dir() => {
-            return Err(Error::NotFound(format!(
-                "directory {} not found",
-                d.display()
-            )))
-        }
-        RootfsSource::Tar(f) if !f.is_file() => {
-            return Err(Error::NotFound(format!("file {} not found", f.display())))
-        }
-        _ => {}
-    }
+    check_source(&new.source)?;
     pool.storage.create(Dataset::root(&new.id))?;
     let built = (|| {
         fill_rootfs(&pool.storage.rootfs(&new.id), &new.source)?;
@@ -103,6 +92,37 @@ pub fn create(pool: &Pool, new: &NewContainer) -> Result<()> {
         return Err(e.context(format!("container '{}'", new.id)));
     }
     Ok(())
+}
+
+/// Refuses a source that is missing or not what its option says.
+fn check_source(source: &RootfsSource) -> Result<()> {
+    use crate::archive::sniff::{sniff_file, Sniffed};
+    match source {
+        RootfsSource::Dir(d) if d.is_file() => Err(Error::Invalid(format!(
+            "{} is a file, not a directory (for a tarball, use --from-tar)",
+            d.display()
+        ))),
+        RootfsSource::Dir(d) if !d.is_dir() => Err(Error::NotFound(format!(
+            "directory {} not found",
+            d.display()
+        ))),
+        RootfsSource::Tar(f) if f.is_dir() => Err(Error::Invalid(format!(
+            "{} is a directory, not a tarball (for a directory, use --from-dir)",
+            f.display()
+        ))),
+        RootfsSource::Tar(f) if !f.is_file() => {
+            Err(Error::NotFound(format!("file {} not found", f.display())))
+        }
+        RootfsSource::Tar(f) if sniff_file(f) == Sniffed::OsctlArchive => {
+            Err(Error::Invalid(format!(
+                "{} is an osctl archive, not a root file system: import it with \
+                 `osctl ct import {}`",
+                f.display(),
+                f.display()
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Copies the source into an empty root file system, keeping owners, modes,
@@ -170,7 +190,7 @@ pub fn start(pool: &Pool, id: &str) -> Result<()> {
 }
 
 pub fn start_locked(pool: &Pool, id: &str) -> Result<()> {
-    let cfg = pool.ct(id)?;
+    let mut cfg = pool.ct(id)?;
     let rt = runtime(pool);
     match rt.state(id)? {
         CtState::Running => return Ok(()),
@@ -179,8 +199,10 @@ pub fn start_locked(pool: &Pool, id: &str) -> Result<()> {
             return Err(Error::Busy(format!("container '{id}' is {other}")));
         }
     }
+    let net = crate::netif::prepare_start(pool, id, &mut cfg)?;
     pool.storage.mount(id)?;
-    let spec = run_spec(pool, id, &cfg)?;
+    let mut spec = run_spec(pool, id, &cfg)?;
+    spec.net = net;
     rt.start(&spec)
 }
 
@@ -215,6 +237,7 @@ fn run_spec(pool: &Pool, id: &str, cfg: &ContainerConfig) -> Result<RunSpec> {
                  to run it privileged (without a user namespace), run `osctl ct set privileged {id} on`"
             )));
         }
+        check_lxc_path_reachable(pool, id, &maps)?;
         Some(maps)
     };
     Ok(RunSpec {
@@ -226,7 +249,37 @@ fn run_spec(pool: &Pool, id: &str, cfg: &ContainerConfig) -> Result<RunSpec> {
         idmap,
         raw_lxc: cfg.raw_lxc(),
         log_file: log_file(pool, id),
+        net: Vec::new(),
     })
+}
+
+/// LXC, once it runs as the container's root (its mapped host ids), must
+/// pass through every directory above the pool's LXC path; a state
+/// directory under a private parent (`OSCTL_ROOT=$(mktemp -d)`) stops it
+/// with a message that names neither. Said here, before starting.
+fn check_lxc_path_reachable(
+    pool: &Pool,
+    id: &str,
+    (uid_map, gid_map): &(IdMap, IdMap),
+) -> Result<()> {
+    let (Some(uid), Some(gid)) = (uid_map.to_host(0), gid_map.to_host(0)) else {
+        return Ok(());
+    };
+    let lxc_path = pool.lxc_path();
+    let Some((dir, meta)) = crate::fsutil::first_unsearchable(&lxc_path, uid, gid) else {
+        return Ok(());
+    };
+    use std::os::unix::fs::MetadataExt;
+    Err(Error::Refused(format!(
+        "container '{id}' cannot start: its root user (host uid {uid}) cannot pass through {} \
+         (mode {:04o}, owner uid {}), above {}, where LXC keeps the container; \
+         let others search it (chmod o+x {}) or use an OSCTL_ROOT they can reach",
+        dir.display(),
+        meta.mode() & 0o7777,
+        meta.uid(),
+        lxc_path.display(),
+        dir.display()
+    )))
 }
 
 /// `mounts` entries of container.yml as osctld writes them
@@ -329,11 +382,14 @@ pub fn exec(pool: &Pool, id: &str, argv: &[String]) -> Result<i32> {
     runtime(pool).exec(id, argv)
 }
 
-pub fn set_privileged(pool: &Pool, id: &str, on: bool) -> Result<()> {
+/// Sets whether the container runs without a user namespace; true when it
+/// runs now, so that the change waits for its next start.
+pub fn set_privileged(pool: &Pool, id: &str, on: bool) -> Result<bool> {
     let _lock = pool.lock_ct(id)?;
     let mut cfg = pool.ct(id)?;
     cfg.privileged = on;
-    pool.save_ct(id, &cfg)
+    pool.save_ct(id, &cfg)?;
+    Ok(runtime(pool).state(id)?.is_up())
 }
 
 /// Works on a broken config too, so that `ct ls` shows what to fix.

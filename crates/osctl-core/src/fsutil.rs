@@ -2,7 +2,7 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Context, Result};
 
@@ -137,6 +137,34 @@ pub fn remove_dir_all_if_exists(path: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).ctx(|| format!("cannot remove {}", path.display())),
     }
+}
+
+/// The first directory on the way down to `path` (itself included) that a
+/// process with host `uid` and `gid` (no supplementary groups) cannot search,
+/// by its mode bits, with its metadata. Directories with a POSIX ACL are
+/// taken as searchable: their ACL may grant it.
+pub fn first_unsearchable(path: &Path, uid: u32, gid: u32) -> Option<(PathBuf, fs::Metadata)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut dirs: Vec<&Path> = path.ancestors().collect();
+    dirs.reverse();
+    for dir in dirs {
+        let Ok(meta) = fs::metadata(dir) else {
+            continue;
+        };
+        let bit = if meta.uid() == uid {
+            0o100
+        } else if meta.gid() == gid {
+            0o010
+        } else {
+            0o001
+        };
+        let has_acl =
+            rustix::fs::getxattr(dir, "system.posix_acl_access", &mut [0u8; 0][..]).is_ok();
+        if meta.mode() & bit == 0 && !has_acl {
+            return Some((dir.to_path_buf(), meta));
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ use crate::journal::{ImportRecord, Journal};
 use crate::lock::Lock;
 use crate::model::{ContainerConfig, GroupConfig, UserConfig};
 use crate::names;
+use crate::netif;
 use crate::pool::Pool;
 use crate::progress::Progress;
 use crate::storage::{self, Dataset, NativeStreams};
@@ -44,7 +45,18 @@ pub struct ImportOptions {
     pub as_user: Option<String>,
     pub as_group: Option<String>,
     pub trusted: bool,
+    /// A clone (`--as-id` other than the archive's id) keeps the addresses
+    /// of its network interfaces.
+    pub keep_addresses: bool,
     pub progress: Option<Progress>,
+}
+
+/// What an import made, and what the admin should be told about it.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub id: String,
+    /// One line each (e.g. the addresses a clone dropped).
+    pub notes: Vec<String>,
 }
 
 /// Who the container will belong to, decided before anything is created.
@@ -145,13 +157,20 @@ enum Stage {
 
 /// Imports the archive at `path` into `pool`; returns the new container's id.
 pub fn import(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<String> {
+    import_report(pool, path, opts).map(|i| i.id)
+}
+
+/// [`import`], with the notes for the admin.
+pub fn import_report(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<Imported> {
     interrupt::install();
     let file = File::open(path).ctx(|| format!("cannot open archive {}", path.display()))?;
+    not_an_archive(path)?;
     let mut importer = Importer {
         env: Env {
             pool,
             opts,
             progress: opts.progress.clone().unwrap_or_else(Progress::hidden),
+            notes: Vec::new(),
         },
         grammar: Grammar::new(),
         stage: Stage::Head(Box::default()),
@@ -169,7 +188,12 @@ pub fn import(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<String> 
         }
         (Err(e), _) => Err(interrupt::explain(e)),
     };
-    result.map_err(|e| e.context(format!("cannot import {}", path.display())))
+    result
+        .map(|id| Imported {
+            id,
+            notes: std::mem::take(&mut importer.env.notes),
+        })
+        .map_err(|e| e.context(format!("cannot import {}", path.display())))
 }
 
 struct Importer<'a> {
@@ -183,6 +207,8 @@ struct Env<'a> {
     pool: &'a Pool,
     opts: &'a ImportOptions,
     progress: Progress,
+    /// Lines for the admin (see [`Imported`]).
+    notes: Vec<String>,
 }
 
 impl Importer<'_> {
@@ -297,7 +323,7 @@ fn read_head_entry(head: &mut Head, entry: &mut Entry<'_, File>, name: EntryName
 impl Env<'_> {
     /// Decides id, user and group, applies the trust policy, takes the lock
     /// and starts the journal: everything before the first byte is written.
-    fn make_plan(&self, grammar: &Grammar, head: &mut Head) -> Result<Plan> {
+    fn make_plan(&mut self, grammar: &Grammar, head: &mut Head) -> Result<Plan> {
         let pool = self.pool;
         let opts = self.opts;
         let metadata = grammar.metadata().cloned().ok_or_else(|| {
@@ -308,7 +334,7 @@ impl Env<'_> {
                 "the archive is a config-only (skel) archive: it holds no root file system to import".into(),
             ));
         }
-        let container = head.container.take().ok_or_else(|| {
+        let mut container = head.container.take().ok_or_else(|| {
             Error::Archive("config/container.yml not found before the root file system".into())
         })?;
         let id = container_id(&metadata, opts)?;
@@ -319,6 +345,16 @@ impl Env<'_> {
         // Mounts of datasets the archive does not bring would fail at start.
         datasets::check_mounts(&container, &metadata.datasets)
             .map_err(|e| Error::Archive(format!("{}: {e}", meta::CONTAINER_CONFIG)))?;
+        // A clone: another id than the archive's own.
+        let clone = opts.as_id.is_some()
+            && metadata.container.is_some()
+            && opts.as_id != metadata.container;
+        self.notes.extend(netif::shape_for_import(
+            &id,
+            &mut container,
+            clone,
+            opts.keep_addresses,
+        ));
         let lock = pool.lock_ct(&id)?;
         let decided = match self.decide(&id, &metadata, &container, head) {
             Ok(decided) => decided,
@@ -354,7 +390,8 @@ impl Env<'_> {
         let opts = self.opts;
         if pool.ct_exists(id) || pool.storage.exists(id)? {
             return Err(Error::Exists(format!(
-                "container '{id}' already exists in pool '{}'",
+                "container '{id}' already exists in pool '{}': import it under another id \
+                 with --as-id NEW_ID",
                 pool.name
             )));
         }
@@ -363,6 +400,7 @@ impl Env<'_> {
         let hooks = std::mem::take(&mut head.hooks);
         let concerns = self.concerns(container, &user, (&group, head.group.as_ref()), &hooks)?;
         check_trust(&concerns, opts.trusted)?;
+        netif::check_import(pool, container)?;
         let max_id = id_range(pool, &user, container)?;
         let staging = storage::staging_name(id);
         if pool.storage.exists(&staging)? {
@@ -397,6 +435,7 @@ impl Env<'_> {
         hooks: &[Hook],
     ) -> Result<Vec<String>> {
         let mut concerns = trust::container_concerns(container);
+        concerns.extend(netif::import_concerns(self.pool, container)?);
         if !hooks.is_empty() {
             concerns.push(format!("it carries {} hook script(s)", hooks.len()));
         }
@@ -616,6 +655,25 @@ fn container_id(metadata: &Metadata, opts: &ImportOptions) -> Result<String> {
     Ok(id)
 }
 
+/// Refuses, saying what to do instead, a file that is plainly not an osctl
+/// archive: a compressed file, or a tar of files (a root file system).
+fn not_an_archive(path: &Path) -> Result<()> {
+    use crate::archive::sniff::{sniff_file, Sniffed};
+    let shown = path.display();
+    match sniff_file(path) {
+        Sniffed::Compressed(kind) => Err(Error::Archive(format!(
+            "{shown} is {kind}-compressed; osctl archives are uncompressed tars (decompress it \
+             first, or, if it holds a root file system, use `osctl ct new --from-tar {shown}`)"
+        ))),
+        Sniffed::Tar(first) => Err(Error::Archive(format!(
+            "{shown} is a tar of files ('{first}' first), not an osctl archive (which starts \
+             with metadata.yml); to make a container of a root file system, use \
+             `osctl ct new --user USER --from-tar {shown} ID`"
+        ))),
+        Sniffed::OsctlArchive | Sniffed::Unknown => Ok(()),
+    }
+}
+
 /// A receiver that read a stream from the archive file itself must have read
 /// exactly the entry's `len` bytes; it `read` that many from the entry's start.
 fn check_stream_end(name: &str, read: u64, len: u64) -> Result<()> {
@@ -787,6 +845,10 @@ fn id_range(pool: &Pool, user: &UserPlan, container: &ContainerConfig) -> Result
 fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
     interrupt::check()?;
     let _accounts = pool.lock_accounts()?;
+    // Held to the end: MACs and addresses are checked and given under it.
+    let _net = netif::registry::lock(&pool.host)?;
+    let mut container = plan.container.clone();
+    netif::finish_import(pool, &mut container)?;
     plan.journal.update(|r| r.committing = true)?;
     match &plan.user {
         UserPlan::Existing(name) => {
@@ -834,7 +896,6 @@ fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
     pool.storage.rename(&plan.staging, &plan.id)?;
     failpoint::hit("import-after-rename");
     save_hooks(pool, &plan.id, &plan.hooks)?;
-    let mut container = plan.container.clone();
     container.user = plan.user.name().to_string();
     container.group = plan.group.name().to_string();
     container.dataset = Some(crate::containers::dataset_name(pool, &plan.id));

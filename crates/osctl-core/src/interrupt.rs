@@ -40,6 +40,14 @@ fn signal_name(sig: i32) -> &'static str {
     }
 }
 
+/// The signal that arrived, if any: the CLI exits with 128 + its number.
+pub fn received() -> Option<i32> {
+    match RECEIVED.load(Ordering::SeqCst) {
+        0 => None,
+        sig => Some(sig),
+    }
+}
+
 /// Fails once a signal has arrived.
 pub fn check() -> Result<()> {
     match RECEIVED.load(Ordering::SeqCst) {

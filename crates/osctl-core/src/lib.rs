@@ -22,6 +22,7 @@ pub mod journal;
 pub mod lock;
 pub mod model;
 pub mod names;
+pub mod netif;
 pub mod pool;
 pub mod progress;
 pub mod recovery;

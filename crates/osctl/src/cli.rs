@@ -33,14 +33,31 @@ use crate::output;
 )]
 pub struct Args {
     /// The pool to work on (default: the only pool, else the one named `default`)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pool: Option<String>,
     /// Machine-readable output (one JSON document) for ls and show
-    #[arg(short = 'j', long, global = true)]
+    #[arg(short = 'j', long, global = true, help_heading = "Global options")]
     json: bool,
-    /// No progress output
-    #[arg(short = 'q', long, global = true)]
+    /// No progress output and no closing summary
+    #[arg(short = 'q', long, global = true, help_heading = "Global options")]
     quiet: bool,
+    /// Print every external command osctl runs, with its duration and outcome
+    #[arg(
+        short = 'v',
+        long = "debug",
+        global = true,
+        help_heading = "Global options"
+    )]
+    debug: bool,
+    /// Seconds to wait for another operation on the same object
+    /// (default: OSCTL_LOCK_TIMEOUT, else 600)
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        help_heading = "Global options"
+    )]
+    lock_timeout: Option<u64>,
     #[command(subcommand)]
     command: Top,
 }
@@ -62,6 +79,12 @@ enum Top {
     /// Archives: look inside or check one without importing it
     #[command(subcommand)]
     Archive(ArchiveCmd),
+    /// Run by LXC when a routed veth comes up (not for people)
+    #[command(name = "veth-up-hook", hide = true)]
+    VethUpHook {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -93,6 +116,17 @@ enum PoolCmd {
     Uninstall { name: String },
     /// Find and remove what an interrupted export or import left behind
     Check,
+    /// Show a pool's settings
+    Show { name: String },
+    /// Change a pool's setting
+    #[command(subcommand)]
+    Set(PoolSetCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum PoolSetCmd {
+    /// Bridges that archives imported without --trusted may attach to (none: any that exists)
+    AllowedBridges { name: String, bridges: Vec<String> },
 }
 
 #[derive(Subcommand, Debug)]
@@ -171,6 +205,16 @@ enum CtCmd {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// Print the end of the container's LXC log (why a start failed)
+    Log {
+        id: String,
+        /// How many lines from the end
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+        /// Keep printing what is added, until interrupted
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
     /// Run a command inside a running container; its exit status is ours
     Exec {
         id: String,
@@ -240,12 +284,18 @@ enum CtCmd {
         /// raw LXC lines, host mounts, devices, hooks)
         #[arg(long)]
         trusted: bool,
+        /// A clone (--as-id) keeps the addresses of its network interfaces
+        #[arg(long)]
+        keep_addresses: bool,
         file: PathBuf,
     },
     /// Subdatasets of a container (zfs, btrfs), each with its own private/, shown
     /// to the container by a dataset mount of its config
     #[command(subcommand)]
     Dataset(DatasetCmd),
+    /// Network interfaces: bridged or routed veth pairs
+    #[command(subcommand, visible_alias = "net")]
+    Netif(crate::netif_cli::NetifCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -276,6 +326,39 @@ enum SetCmd {
     },
 }
 
+/// Prints the last `lines` lines of a log; with `follow`, then what is
+/// appended, until the process is interrupted.
+fn print_log(path: &std::path::Path, lines: usize, follow: bool) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let missing = || osctl_core::Error::NotFound(format!("no log yet: {}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(|_| missing())?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    let all: Vec<&str> = text.lines().collect();
+    for line in &all[all.len().saturating_sub(lines)..] {
+        outln!("{line}");
+    }
+    let mut at = file.stream_position()?;
+    if !follow {
+        return Ok(());
+    }
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let len = file.metadata()?.len();
+        if len < at {
+            at = 0; // The log was cut: read it from its start again.
+        }
+        file.seek(SeekFrom::Start(at))?;
+        let mut new = Vec::new();
+        at += file.read_to_end(&mut new)? as u64;
+        if !new.is_empty() {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&new)?;
+            out.flush()?;
+        }
+    }
+}
+
 struct Ctx {
     host: Host,
     pool_name: Option<String>,
@@ -295,6 +378,15 @@ impl Ctx {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    osctl_core::cmd::trace_commands(args.debug);
+    if let Some(secs) = args.lock_timeout {
+        osctl_core::lock::set_wait_limit(Duration::from_secs(secs));
+    }
+    let operation: Vec<String> = std::env::args().skip(1).collect();
+    osctl_core::lock::set_operation(operation.join(" "));
+    if !args.quiet {
+        osctl_core::lock::set_wait_notice(|line| eprintln!("osctl: {line}"));
+    }
     let ctx = Ctx {
         host: Host::from_env(),
         pool_name: args.pool,
@@ -307,6 +399,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Top::Group(c) => group_cmd(&ctx, c)?,
         Top::Ct(c) => return ct_cmd(&ctx, c),
         Top::Archive(c) => archive_cmd(&ctx, c)?,
+        Top::VethUpHook { args } => osctl_core::netif::veth_up_hook(&args)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -378,6 +471,31 @@ fn pool_cmd(ctx: &Ctx, cmd: PoolCmd) -> Result<()> {
             for line in done {
                 outln!("{line}");
             }
+        }
+        PoolCmd::Show { name } => {
+            let pool = Pool::select(&ctx.host, Some(&name))?;
+            let network = osctl_core::netif::pool_network(&pool)?;
+            if ctx.json {
+                return output::json(&json!({
+                    "name": pool.name, "backend": pool.backend.to_string(),
+                    "location": pool.location, "allowed_bridges": network.allowed_bridges,
+                }));
+            }
+            let bridges = if network.allowed_bridges.is_empty() {
+                "any".to_string()
+            } else {
+                network.allowed_bridges.join(",")
+            };
+            output::pairs(&[
+                ("name", pool.name.clone()),
+                ("backend", pool.backend.to_string()),
+                ("location", pool.location.clone()),
+                ("allowed_bridges", bridges),
+            ]);
+        }
+        PoolCmd::Set(PoolSetCmd::AllowedBridges { name, bridges }) => {
+            let pool = Pool::select(&ctx.host, Some(&name))?;
+            osctl_core::netif::set_allowed_bridges(&pool, &bridges)?;
         }
     }
     Ok(())
@@ -566,13 +684,19 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
         CtCmd::Restart { id, timeout } => {
             containers::restart(&pool, &id, Duration::from_secs(timeout))?
         }
+        CtCmd::Log { id, lines, follow } => {
+            pool.ct_unvalidated(&id)?;
+            print_log(&containers::log_file(&pool, &id), lines, follow)?
+        }
         CtCmd::Exec { id, command } => {
             let code = containers::exec(&pool, &id, &command)?;
             return Ok(ExitCode::from(code.clamp(0, 255) as u8));
         }
         CtCmd::Del { force, id } => containers::delete(&pool, &id, force)?,
         CtCmd::Set(SetCmd::Privileged { id, value }) => {
-            containers::set_privileged(&pool, &id, value == "on")?
+            if containers::set_privileged(&pool, &id, value == "on")? && !ctx.quiet {
+                outln!("container '{id}' is running: the change applies at its next start");
+            }
         }
         CtCmd::Export {
             consistent: _,
@@ -608,6 +732,7 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
             as_user,
             as_group,
             trusted,
+            keep_addresses,
             file,
         } => {
             let opts = ImportOptions {
@@ -615,14 +740,19 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
                 as_user,
                 as_group,
                 trusted,
+                keep_addresses,
                 progress: Some(Progress::new(!ctx.quiet)),
             };
-            let id = import::import(&pool, &file, &opts)?;
+            let imported = import::import_report(&pool, &file, &opts)?;
+            for note in &imported.notes {
+                eprintln!("osctl: {note}");
+            }
             if !ctx.quiet {
-                eprintln!("imported container '{id}'");
+                eprintln!("imported container '{}'", imported.id);
             }
         }
         CtCmd::Dataset(cmd) => dataset_cmd(ctx, &pool, cmd)?,
+        CtCmd::Netif(cmd) => crate::netif_cli::run(&pool, ctx.json, cmd)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -704,7 +834,7 @@ fn print_summary(file: &std::path::Path, s: &inspect::ArchiveSummary) -> Result<
         ("user", or_none(&m.user)),
         ("group", or_none(&m.group)),
         ("datasets", list(&m.datasets)),
-        ("exported_at", m.exported_at.to_string()),
+        ("exported_at", output::utc_time(m.exported_at)),
         ("hooks", list(&s.hooks)),
         ("snapshots", s.snapshots.as_deref().map_or("-".into(), list)),
         (

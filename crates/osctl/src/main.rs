@@ -4,6 +4,7 @@
 #[macro_use]
 mod output;
 mod cli;
+mod netif_cli;
 
 use std::process::ExitCode;
 
@@ -22,7 +23,13 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", output::one_line(&e));
-            ExitCode::from(if output::is_usage(&e) { 2 } else { 1 })
+            match osctl_core::interrupt::received() {
+                // As a shell reports a death by the signal: 130 for SIGINT,
+                // 143 for SIGTERM, after the same clean-up as any failure.
+                Some(sig) => ExitCode::from(128 + sig as u8),
+                None if output::is_usage(&e) => ExitCode::from(2),
+                None => ExitCode::from(1),
+            }
         }
     }
 }

@@ -25,7 +25,9 @@ pub fn write_line(args: std::fmt::Arguments<'_>) {
     }
 }
 
-/// The error as one line: causes joined, newlines folded.
+/// The error as one line: causes joined, newlines folded, Rust's
+/// "(os error N)" dropped (the text before it says the same), and a part
+/// said twice in a row ("container 'a': container 'a': ...") said once.
 pub fn one_line(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
@@ -36,13 +38,31 @@ pub fn one_line(e: &anyhow::Error) -> String {
         }
         parts.push(text);
     }
-    parts
+    let text = parts
         .join(": ")
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    tidy(&text)
+}
+
+fn tidy(text: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for part in text.split(": ") {
+        if out.last() != Some(&part) {
+            out.push(part);
+        }
+    }
+    let mut text = out.join(": ");
+    while let Some(at) = text.find(" (os error ") {
+        match text[at..].find(')') {
+            Some(end) => text.replace_range(at..at + end + 1, ""),
+            None => break,
+        }
+    }
+    text
 }
 
 pub fn is_usage(e: &anyhow::Error) -> bool {
@@ -89,5 +109,48 @@ pub fn pairs(items: &[(&str, String)]) {
     let width = items.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     for (k, v) in items {
         outln!("{:<width$} {v}", format!("{k}:"));
+    }
+}
+
+/// A unix time as `2026-12-03 14:30:12 UTC`.
+pub fn utc_time(unix: i64) -> String {
+    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_tidied() {
+        assert_eq!(
+            tidy("container 'a': container 'a': cannot open x: No such file or directory (os error 2)"),
+            "container 'a': cannot open x: No such file or directory"
+        );
+        assert_eq!(tidy("a: b: a"), "a: b: a");
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_time(1_700_000_000), "2023-11-14 22:13:20 UTC");
+        assert_eq!(utc_time(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc_time(-1), "1969-12-31 23:59:59 UTC");
     }
 }

@@ -19,6 +19,7 @@ mod hashing;
 mod header;
 pub mod meta;
 pub mod reader;
+pub mod sniff;
 pub mod writer;
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::netif::{self, NetIf};
 use super::{empty_map, grammar, Extra};
 use crate::error::Result;
 use crate::yaml;
@@ -8,7 +9,7 @@ use crate::yaml;
 /// `conf/ct/<id>.yml` and `config/container.yml` in archives.
 ///
 /// The fields below are the ones we act on; every other key (distribution,
-/// net_interfaces, cgparams, prlimits, autostart, ...) rides along in `extra`.
+/// cgparams, prlimits, autostart, ...) rides along in `extra`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ContainerConfig {
     pub user: String,
@@ -31,6 +32,9 @@ pub struct ContainerConfig {
     /// systems without idmapped mounts (zfs-fuse).
     #[serde(default, skip_serializing_if = "is_false")]
     pub privileged: bool,
+    /// Veth interfaces, bridged or routed (`model/netif.rs`).
+    #[serde(default)]
+    pub net_interfaces: Vec<NetIf>,
     #[serde(default = "empty_map")]
     pub attrs: Value,
     #[serde(flatten)]
@@ -70,6 +74,7 @@ impl ContainerConfig {
             mounts: Vec::new(),
             raw: None,
             privileged: false,
+            net_interfaces: Vec::new(),
             attrs: empty_map(),
             extra: Extra::new(),
         }
@@ -112,7 +117,7 @@ impl ContainerConfig {
         if let Some(raw) = self.raw_lxc() {
             grammar::raw_lxc(&raw)?;
         }
-        Ok(())
+        netif::validate_all(&self.net_interfaces)
     }
 
     pub fn init_argv(&self) -> Vec<String> {

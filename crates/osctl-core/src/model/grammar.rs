@@ -13,6 +13,11 @@
 //! | `mounts[].mountpoint`     | second field, a path under the root file system | a string: absolute, not `/`, no `..` component, 1..4096 bytes without control characters or blanks |
 //! | `mounts[].type`, `.opts`  | third and fourth field                    | null/absent (`none`, `bind`) or 1..255 (type) / 1..4096 (opts) bytes without control characters or blanks |
 //! | `raw` (`{lxc: text}`)     | LXC config lines as written (trusted archives only, `trust.rs`) | no NUL |
+//! | `net_interfaces[].type`   | which LXC lines are written              | `bridge` or `routed`; at most 32 interfaces, names unique |
+//! | `net_interfaces[].name`, `.link` | `lxc.net.N.name`, `lxc.net.N.link`, `ip … dev NAME` | a kernel interface name: 1..15 bytes of ASCII letters, digits, `-`, `_`, `.`; not `.` or `..` (the kernel forbids `/`, `:` and blanks; `%` would be a template) |
+//! | `net_interfaces[].hwaddr` | `lxc.net.N.hwaddr`, the host veth's name  | null, or six two-digit hex octets joined by `:`, unicast (low bit of the first octet clear), not all zero |
+//! | `net_interfaces[].ip_addresses`, `.routes` | `lxc.net.N.ipv4.address`, `veth.ipv4.route`, `ip addr`/`ip route` | `ADDR/PREFIX` (or `ADDR`: a host prefix) parsed by `std::net`, of the list's version, prefix 0..32 or 0..128; not loopback, multicast, 255.255.255.254/255 (the routed gateway, broadcast), nor unspecified with a host prefix; at most 1024 per interface. A route's `via`: an address of the same version. What a route covers of the host is judged by trust (`netif/import.rs`) |
+//! | `net_interfaces[].gateways` | `lxc.net.N.ipv4.gateway`                | `auto`, `none`, null or an address of the version |
 //! | `user`, `group`           | paths `conf/user/<name>.yml`, `conf/group/<path>/` | `names.rs`, checked where they are used (`Pool::user`, `Pool::group`); an import puts its own in |
 //! | `dataset`                 | nothing: written by create and import, never read | anything |
 //! | `devices`                 | nothing rendered; `trust.rs` judges them  | anything |
@@ -25,7 +30,10 @@
 
 use serde_json::Value;
 
+use std::net::IpAddr;
+
 use super::container::InitCmd;
+use super::netif::IpNet;
 use crate::error::{Error, Result};
 
 pub const MAX_HOSTNAME: usize = 253;
@@ -35,6 +43,12 @@ pub const MAX_INIT_ARGS: usize = 64;
 pub const MAX_INIT_ARG: usize = 4096;
 pub const MAX_PATH: usize = 4096;
 const MAX_FSTYPE: usize = 255;
+/// The kernel's IFNAMSIZ less its NUL.
+pub const MAX_IFNAME: usize = 15;
+pub const MAX_NETIFS: usize = 32;
+pub const MAX_NETIF_ADDRS: usize = 1024;
+/// Held by the host side of every routed veth: the containers' IPv4 gateway.
+pub const ROUTED_GATEWAY_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(255, 255, 255, 254);
 /// Characters of a value quoted in an error message.
 const SHOWN_CHARS: usize = 60;
 
@@ -178,6 +192,112 @@ pub fn mount(index: usize, entry: &Value) -> Result<()> {
     Ok(())
 }
 
+/// A kernel network interface name (a container's interface or a bridge).
+pub fn ifname(field: &str, name: &str) -> Result<()> {
+    let ok_char = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    if name.is_empty()
+        || name.len() > MAX_IFNAME
+        || name == "."
+        || name == ".."
+        || !name.bytes().all(ok_char)
+    {
+        return Err(bad(
+            field,
+            name,
+            "is not a valid interface name (1 to 15 ASCII letters, digits, '-', '_' or '.'; not '.' or '..')",
+        ));
+    }
+    Ok(())
+}
+
+/// A unicast MAC address, `xx:xx:xx:xx:xx:xx`.
+pub fn hwaddr(field: &str, mac: &str) -> Result<()> {
+    let octets: Vec<&str> = mac.split(':').collect();
+    let well_formed = octets.len() == 6
+        && octets
+            .iter()
+            .all(|o| o.len() == 2 && o.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !well_formed {
+        return Err(bad(
+            field,
+            mac,
+            "is not a MAC address (six two-digit hex octets joined by ':')",
+        ));
+    }
+    let first = u8::from_str_radix(octets[0], 16).unwrap_or(1);
+    if first & 1 == 1 {
+        return Err(bad(field, mac, "is a multicast MAC address"));
+    }
+    if octets.iter().all(|o| *o == "00") {
+        return Err(bad(field, mac, "is the all-zero MAC address"));
+    }
+    Ok(())
+}
+
+fn ip_version(v6: bool) -> &'static str {
+    if v6 {
+        "IPv6"
+    } else {
+        "IPv4"
+    }
+}
+
+/// An address without a prefix, of the given version.
+pub fn ip_addr(field: &str, value: &str, v6: bool) -> Result<IpAddr> {
+    match value.parse::<IpAddr>() {
+        Ok(a) if a.is_ipv6() == v6 => Ok(a),
+        _ => Err(bad(
+            field,
+            value,
+            &format!("is not an {} address", ip_version(v6)),
+        )),
+    }
+}
+
+/// An interface address or a route: `ADDR/PREFIX`, or `ADDR` for a host prefix.
+pub fn ip_net(field: &str, value: &str, v6: bool) -> Result<IpNet> {
+    let (addr, prefix) = match value.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (value, None),
+    };
+    let addr = ip_addr(field, addr, v6).map_err(|_| {
+        bad(
+            field,
+            value,
+            &format!("is not an {} address with a prefix length", ip_version(v6)),
+        )
+    })?;
+    let width = if v6 { 128 } else { 32 };
+    let prefix = match prefix {
+        None => width,
+        Some(p) if !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()) => {
+            p.parse::<u8>().unwrap_or(u8::MAX)
+        }
+        Some(_) => u8::MAX,
+    };
+    if prefix > width {
+        return Err(bad(
+            field,
+            value,
+            &format!("has a prefix length outside 0..{width}"),
+        ));
+    }
+    // A network may start at 0.0.0.0 (a route); an address may not be it.
+    let reserved = (addr.is_unspecified() && prefix == width)
+        || addr.is_loopback()
+        || addr.is_multicast()
+        || addr == IpAddr::V4(ROUTED_GATEWAY_V4)
+        || addr == IpAddr::V4(std::net::Ipv4Addr::BROADCAST);
+    if reserved {
+        return Err(bad(
+            field,
+            value,
+            "is an unspecified, loopback, multicast or reserved address",
+        ));
+    }
+    Ok(IpNet { addr, prefix })
+}
+
 /// Raw LXC lines: trusted, written as they are, but a NUL would end LXC's
 /// reading of the file where it stands.
 pub fn raw_lxc(text: &str) -> Result<()> {
@@ -307,6 +427,87 @@ mod tests {
         }
         let msg = mount(3, &m("/srv", "/a/../b")).unwrap_err().to_string();
         assert!(msg.starts_with("mounts[3].mountpoint \"/a/../b\""), "{msg}");
+    }
+
+    #[test]
+    fn interface_names() {
+        for good in ["eth0", "br-lan", "a", "veth_1.2", "x23456789012345"] {
+            assert!(ifname("n", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "eth0/x",
+            "a b",
+            "eth0:1",
+            "eth%d",
+            "x234567890123456",
+            "eth0\nlxc.hook.pre-start = /bin/sh",
+            "é",
+        ] {
+            assert!(ifname("n", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn mac_addresses() {
+        for good in ["02:6f:73:00:00:01", "00:16:3E:AA:bb:cc"] {
+            assert!(hwaddr("m", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "02:6f:73:00:00",
+            "02:6f:73:00:00:01:02",
+            "02-6f-73-00-00-01",
+            "2:6f:73:00:00:01",
+            "02:6f:73:00:00:0g",
+            "01:00:5e:00:00:01",
+            "ff:ff:ff:ff:ff:ff",
+            "00:00:00:00:00:00",
+            "02:6f:73:00:00:01\n",
+        ] {
+            assert!(hwaddr("m", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn addresses() {
+        let net = |s: &str, v6| ip_net("a", s, v6).map(|n| n.to_string());
+        assert_eq!(net("10.0.0.5/24", false).unwrap(), "10.0.0.5/24");
+        assert_eq!(net("10.0.0.5", false).unwrap(), "10.0.0.5/32");
+        assert_eq!(net("2001:db8::1/64", true).unwrap(), "2001:db8::1/64");
+        assert_eq!(net("2001:db8::1", true).unwrap(), "2001:db8::1/128");
+        assert_eq!(net("0.0.0.1/0", false).unwrap(), "0.0.0.1/0");
+        // Networks of routes; trust judges what they cover (`netif/import.rs`).
+        assert_eq!(net("0.0.0.0/1", false).unwrap(), "0.0.0.0/1");
+        assert_eq!(net("::/0", true).unwrap(), "::/0");
+        for (bad, v6) in [
+            ("10.0.0.5/33", false),
+            ("10.0.0.5/", false),
+            ("10.0.0.5/+1", false),
+            ("10.0.0.5/0024", false),
+            ("10.0.0.5/24 dev lo", false),
+            ("2001:db8::1/64", false),
+            ("10.0.0.5/24", true),
+            ("2001:db8::1/129", true),
+            ("fe80::1%eth0/64", true),
+            ("0.0.0.0/32", false),
+            ("0.0.0.0", false),
+            ("127.0.0.1/8", false),
+            ("224.0.0.1/32", false),
+            ("255.255.255.254/32", false),
+            ("::/128", true),
+            ("::1/128", true),
+            ("ff02::1/128", true),
+            ("10.0.0.5/24\n", false),
+            ("", false),
+        ] {
+            assert!(ip_net("a", bad, v6).is_err(), "{bad:?}");
+        }
+        assert!(ip_addr("g", "10.0.0.1", false).is_ok());
+        assert!(ip_addr("g", "10.0.0.1/32", false).is_err());
+        assert!(ip_addr("g", "10.0.0.1", true).is_err());
     }
 
     #[test]

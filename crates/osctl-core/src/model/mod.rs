@@ -5,6 +5,7 @@
 pub mod container;
 pub mod grammar;
 pub mod group;
+pub mod netif;
 pub mod user;
 
 pub use container::ContainerConfig;

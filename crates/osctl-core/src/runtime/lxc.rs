@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{not_running, CtState, RunSpec, Runtime};
+use super::{not_running, CtState, NetSpec, RunSpec, Runtime};
 use crate::cmd::Cmd;
 use crate::error::{Context, Error, Result};
 use crate::fsutil;
@@ -14,6 +14,11 @@ use crate::model::grammar;
 pub struct Lxc {
     path: PathBuf,
 }
+
+/// A hook that fails leaves its one-line reason in this file of the
+/// container's LXC directory (next to `LXC_CONFIG_FILE`): LXC itself logs a
+/// hook's output only at debug level.
+pub const HOOK_ERROR: &str = "hook-error";
 
 /// Parses `lxc-info -s -H` output.
 pub fn parse_state(output: &str) -> Result<CtState> {
@@ -73,7 +78,14 @@ pub fn render_config(spec: &RunSpec) -> Result<String> {
             line("lxc.idmap", &format!("g {} {} {}", r.ns, r.host, r.count))?;
         }
     }
-    line("lxc.net.0.type", "empty")?;
+    if spec.net.is_empty() {
+        line("lxc.net.0.type", "empty")?;
+    }
+    for (i, net) in spec.net.iter().enumerate() {
+        for (key, value) in net_lines(net) {
+            line(&format!("lxc.net.{i}.{key}"), &value)?;
+        }
+    }
     line("lxc.mount.auto", "proc:mixed sys:ro cgroup:mixed")?;
     line("lxc.autodev", "1")?;
     line("lxc.tty.max", "0")?;
@@ -108,6 +120,48 @@ pub fn render_config(spec: &RunSpec) -> Result<String> {
     Ok(c)
 }
 
+/// The keys (after `lxc.net.N.`) and values of one veth interface.
+fn net_lines(net: &NetSpec) -> Vec<(&'static str, String)> {
+    let mut out = vec![
+        ("type", "veth".to_string()),
+        ("name", net.name.clone()),
+        ("flags", "up".into()),
+        ("hwaddr", net.hwaddr.clone()),
+        ("veth.pair", net.host_veth.clone()),
+    ];
+    if let Some(link) = &net.link {
+        out.push(("link", link.clone()));
+    }
+    for a in &net.addrs {
+        out.push(match (a.is_v6(), a.broadcast()) {
+            (true, _) => ("ipv6.address", a.to_string()),
+            // LXC 5 gets the broadcast address wrong when left to itself.
+            (false, Some(brd)) => ("ipv4.address", format!("{a} {brd}")),
+            (false, None) => ("ipv4.address", a.to_string()),
+        });
+    }
+    for gw in &net.gateways {
+        let key = if gw.is_ipv6() {
+            "ipv6.gateway"
+        } else {
+            "ipv4.gateway"
+        };
+        out.push((key, gw.to_string()));
+    }
+    for r in &net.host_routes {
+        let key = if r.is_v6() {
+            "veth.ipv6.route"
+        } else {
+            "veth.ipv4.route"
+        };
+        out.push((key, r.network().to_string()));
+    }
+    if let Some(hook) = &net.up_hook {
+        out.push(("script.up", hook.clone()));
+    }
+    out
+}
+
 impl Lxc {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Lxc { path: path.into() }
@@ -121,6 +175,16 @@ impl Lxc {
         Cmd::new(tool).arg("-n").arg(id).arg("-P").arg(&self.path)
     }
 
+    /// The host pid of a running container's init.
+    pub fn init_pid(&self, id: &str) -> Result<u32> {
+        let out = self
+            .tool("lxc-info", id)
+            .args(["-p", "-H"])
+            .run()
+            .ctx(|| format!("cannot find the init of container '{id}'"))?;
+        out.trim().parse().map_err(|_| not_running(id))
+    }
+
     fn wait_for(&self, id: &str, state: &str, timeout: Duration) -> Result<()> {
         self.tool("lxc-wait", id)
             .args(["-s", state, "-t"])
@@ -131,18 +195,28 @@ impl Lxc {
     }
 }
 
-fn log_tail(path: &Path) -> String {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .rfind(|l| l.contains("ERROR"))
-                .map(|l| l.rsplit(" - ").next().unwrap_or(l).trim().to_string())
-        })
-        .unwrap_or_default()
+/// The first error LXC logged after `offset` (this attempt's, not an older
+/// one's), without LXC's prefix of time, file and function: the cause, where
+/// lxc-start itself says only "run the container in foreground mode".
+pub fn first_error_since(log: &Path, offset: u64) -> Option<String> {
+    let text = std::fs::read(log).ok()?;
+    let since = text.get(usize::try_from(offset).ok()?..)?;
+    String::from_utf8_lossy(since)
+        .lines()
+        .find(|l| l.contains(" ERROR "))
+        // "<prefix> ERROR <area> - <file>:<function>:<line> - <cause>"
+        .map(|l| l.splitn(3, " - ").nth(2).unwrap_or(l).trim().to_string())
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
 impl Runtime for Lxc {
+    fn init_pid(&self, id: &str) -> Result<u32> {
+        Lxc::init_pid(self, id)
+    }
+
     fn state(&self, id: &str) -> Result<CtState> {
         if !self.config_dir(id).join("config").exists() {
             return Ok(CtState::Stopped);
@@ -160,9 +234,11 @@ impl Runtime for Lxc {
         let dir = self.config_dir(&spec.id);
         fsutil::create_dir_all(&dir)?;
         fsutil::atomic_write(&dir.join("config"), config.as_bytes())?;
+        fsutil::remove_file_if_exists(&dir.join(HOOK_ERROR))?;
         // Init's arguments go to LXC as a vector: LXC 5 splits lxc.init.cmd
         // at every space (quotes are kept as characters), LXC 6 at blanks
         // outside quotes, so no quoting in the config is right for both.
+        let logged_before = file_len(&spec.log_file);
         let started = self
             .tool("lxc-start", &spec.id)
             .args(["-d", "--"])
@@ -170,12 +246,24 @@ impl Runtime for Lxc {
             .run()
             .map(drop);
         if let Err(e) = started {
-            let detail = log_tail(&spec.log_file);
-            let err = Error::exec(format!("cannot start container '{}'", spec.id), e);
-            return Err(if detail.is_empty() {
-                err
-            } else {
-                err.context(detail)
+            // A hook of ours says why it failed in a file (LXC logs a
+            // hook's output only at debug level); else LXC's first error.
+            let hook_error = std::fs::read_to_string(dir.join(HOOK_ERROR)).ok();
+            let _ = fsutil::remove_file_if_exists(&dir.join(HOOK_ERROR));
+            let cause = match hook_error {
+                Some(why) => Some(why.trim().to_string()),
+                None => first_error_since(&spec.log_file, logged_before),
+            };
+            let failed = format!("cannot start container '{}'", spec.id);
+            return Err(match cause {
+                Some(cause) => Error::io(
+                    failed,
+                    std::io::Error::other(format!(
+                        "{cause} (LXC's log: {})",
+                        spec.log_file.display()
+                    )),
+                ),
+                None => Error::exec(failed, e),
             });
         }
         self.wait_for(&spec.id, "RUNNING", Duration::from_secs(30))
@@ -238,7 +326,27 @@ impl Runtime for Lxc {
 mod tests {
     use super::*;
     use crate::idmap::IdMap;
-    use crate::runtime::MountSpec;
+    use crate::runtime::{MountSpec, NetSpec};
+
+    #[test]
+    fn the_first_error_of_this_attempt_is_the_cause() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("c1.log");
+        let old = "lxc-start c1 20261203143000.000 ERROR    start - ../src/lxc/start.c:x:1 - Old trouble\n";
+        let new = "lxc-start c1 20261203143041.666 WARN     conf - a.c:f:2 - Harmless\n\
+                   lxc-start c1 20261203143041.666 ERROR    start - ../src/lxc/start.c:print_top_failing_dir:99 - Permission denied - Could not access /tmp/x. Please grant it x access\n\
+                   lxc-start c1 20261203143041.666 ERROR    sync - ../src/lxc/sync.c:sync_wait:34 - An error occurred in another process\n";
+        std::fs::write(&log, format!("{old}{new}")).unwrap();
+        assert_eq!(
+            first_error_since(&log, old.len() as u64).as_deref(),
+            Some("Permission denied - Could not access /tmp/x. Please grant it x access")
+        );
+        assert_eq!(first_error_since(&log, 0).as_deref(), Some("Old trouble"));
+        assert_eq!(
+            first_error_since(&log, (old.len() + new.len()) as u64),
+            None
+        );
+    }
 
     #[test]
     fn states() {
@@ -263,6 +371,7 @@ mod tests {
             mounts: vec![],
             raw_lxc: None,
             log_file: "/p/log/c1.log".into(),
+            net: vec![],
         };
         let c = render_config(&spec).unwrap();
         assert!(c.contains("lxc.rootfs.path = dir:/p/ct/c1/private\n"));
@@ -286,6 +395,7 @@ mod tests {
             }],
             raw_lxc: Some("lxc.cap.drop = sys_admin".into()),
             log_file: "/l".into(),
+            net: vec![],
         }
     }
 
@@ -297,6 +407,69 @@ mod tests {
         assert!(c.contains("lxc.mount.entry = /srv mnt/srv none bind,create=dir 0 0\n"));
         // Init is handed to lxc-start, not written.
         assert!(!c.contains("init") && !c.contains("sleep"));
+    }
+
+    fn net(name: &str, link: Option<&str>, addrs: &[&str]) -> NetSpec {
+        let parse = |a: &&str| crate::model::grammar::ip_net("t", a, a.contains(':')).unwrap();
+        NetSpec {
+            name: name.into(),
+            hwaddr: "02:6f:73:00:00:01".into(),
+            host_veth: "os026f73000001".into(),
+            link: link.map(String::from),
+            addrs: addrs.iter().map(parse).collect(),
+            gateways: vec![],
+            host_routes: vec![],
+            up_hook: None,
+        }
+    }
+
+    #[test]
+    fn network_interfaces() {
+        let mut spec = privileged();
+        assert!(render_config(&spec)
+            .unwrap()
+            .contains("lxc.net.0.type = empty\n"));
+        let bridged = NetSpec {
+            gateways: vec!["10.0.0.1".parse().unwrap()],
+            ..net("eth0", Some("br0"), &["10.0.0.2/24", "fd00::2/64"])
+        };
+        let mut routed = net("eth1", None, &["203.0.113.5/32"]);
+        routed.hwaddr = "02:6f:73:00:00:02".into();
+        routed.host_veth = "os026f73000002".into();
+        routed.host_routes =
+            vec![crate::model::grammar::ip_net("t", "203.0.113.9/24", false).unwrap()];
+        routed.gateways = vec!["255.255.255.254".parse().unwrap()];
+        routed.up_hook = Some("/usr/bin/osctl veth-up-hook".into());
+        spec.net = vec![bridged, routed];
+        let c = render_config(&spec).unwrap();
+        let expected = "lxc.net.0.type = veth
+lxc.net.0.name = eth0
+lxc.net.0.flags = up
+lxc.net.0.hwaddr = 02:6f:73:00:00:01
+lxc.net.0.veth.pair = os026f73000001
+lxc.net.0.link = br0
+lxc.net.0.ipv4.address = 10.0.0.2/24 10.0.0.255
+lxc.net.0.ipv6.address = fd00::2/64
+lxc.net.0.ipv4.gateway = 10.0.0.1
+lxc.net.1.type = veth
+lxc.net.1.name = eth1
+lxc.net.1.flags = up
+lxc.net.1.hwaddr = 02:6f:73:00:00:02
+lxc.net.1.veth.pair = os026f73000002
+lxc.net.1.ipv4.address = 203.0.113.5/32
+lxc.net.1.ipv4.gateway = 255.255.255.254
+lxc.net.1.veth.ipv4.route = 203.0.113.0/24
+lxc.net.1.script.up = /usr/bin/osctl veth-up-hook
+";
+        assert!(c.contains(expected), "{c}");
+        assert!(!c.contains("type = empty"));
+        // Names reach the config as they are: a newline would start a key.
+        spec.net[0].name = "eth0\nlxc.hook.pre-start = /bin/sh".into();
+        let e = render_config(&spec).unwrap_err().to_string();
+        assert!(
+            e.starts_with("container 'c1': cannot write its LXC config: lxc.net.0.name"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! as it holds its storage ([`crate::pool::Pool::runtime`]), and the rest of
 //! the code reaches it only through the trait.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::idmap::IdMap;
+use crate::model::netif::IpNet;
 
 pub mod lxc;
 
@@ -51,6 +53,25 @@ pub struct MountSpec {
     pub options: String,
 }
 
+/// A veth interface: `name` inside, `host_veth` on the host side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetSpec {
+    pub name: String,
+    pub hwaddr: String,
+    pub host_veth: String,
+    /// The bridge the host side joins; None for a routed interface.
+    pub link: Option<String>,
+    /// Configured inside before init runs.
+    pub addrs: Vec<IpNet>,
+    /// The container's default routes, at most one per version.
+    pub gateways: Vec<IpAddr>,
+    /// Routes on the host into the host side.
+    pub host_routes: Vec<IpNet>,
+    /// A command the runtime runs on the host once the veth exists; the
+    /// runtime appends its own arguments, the host side's name last.
+    pub up_hook: Option<String>,
+}
+
 /// Everything the runtime needs to start a container.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
@@ -63,6 +84,8 @@ pub struct RunSpec {
     pub mounts: Vec<MountSpec>,
     pub raw_lxc: Option<String>,
     pub log_file: PathBuf,
+    /// Network interfaces; none means no network at all.
+    pub net: Vec<NetSpec>,
 }
 
 pub trait Runtime {
@@ -78,6 +101,8 @@ pub trait Runtime {
     fn exec(&self, id: &str, argv: &[String]) -> Result<i32>;
     /// Forgets the container (its runtime config).
     fn remove(&self, id: &str) -> Result<()>;
+    /// The host pid of a running container's init.
+    fn init_pid(&self, id: &str) -> Result<u32>;
 }
 
 pub(crate) fn not_running(id: &str) -> Error {

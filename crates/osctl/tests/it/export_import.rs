@@ -544,7 +544,7 @@ fn export_killed_by_sigterm_cleans_up() {
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();
-    assert!(!status.success());
+    assert_eq!(status.code(), Some(143), "128 + SIGTERM: {stderr}");
     assert!(stderr.contains("SIGTERM"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert_eq!(env.state("big"), "running");

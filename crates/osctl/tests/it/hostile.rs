@@ -137,7 +137,7 @@ fn subid_lines(env: &Env) -> Vec<String> {
 /// The archives here map host ids from 3900000000 and [`refused`] watches
 /// those lines of /etc/subuid: tests that import them take turns, or one's
 /// import would look like another's leftover.
-fn take_turn() -> MutexGuard<'static, ()> {
+pub(super) fn take_turn() -> MutexGuard<'static, ()> {
     static TURN: Mutex<()> = Mutex::new(());
     TURN.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -742,7 +742,7 @@ fn set_key(yaml: &str, key: &str, value: &Value) -> String {
 
 /// Sets `key` of container `id`'s config on disk, as an admin's edit or an
 /// older import could have left it.
-fn set_ct_key(env: &Env, id: &str, key: &str, value: &Value) {
+pub(super) fn set_ct_key(env: &Env, id: &str, key: &str, value: &Value) {
     let path = env.root().join(format!("pools/default/conf/ct/{id}.yml"));
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, set_key(&text, key, value)).unwrap();

@@ -1,4 +1,5 @@
 mod accounts;
+mod admin;
 mod archive_cmds;
 mod backends;
 mod concurrency;
@@ -7,6 +8,7 @@ mod export_import;
 mod faults;
 mod holes;
 mod hostile;
+mod netif;
 mod original;
 mod rawtar;
 mod support;

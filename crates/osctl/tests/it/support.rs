@@ -175,6 +175,16 @@ impl Env {
         rootfs
     }
 
+    /// A busybox rootfs whose init runs a web server on port 80 serving
+    /// `body` as /index.html.
+    pub fn web_rootfs(&self, name: &str, body: &str) -> PathBuf {
+        let root = self.path(name);
+        make_busybox_rootfs(&root, "::respawn:/bin/httpd -f -p 80 -h /www\n");
+        std::fs::create_dir_all(root.join("www")).unwrap();
+        std::fs::write(root.join("www/index.html"), body).unwrap();
+        root
+    }
+
     /// A busybox rootfs whose init ignores the signals that ask it to stop.
     pub fn stubborn_rootfs(&self, name: &str) -> PathBuf {
         let rootfs = self.path(name);
@@ -278,6 +288,12 @@ const APPLETS: &[&str] = &[
     "wc",
     "head",
     "date",
+    "ip",
+    "ifconfig",
+    "route",
+    "ping",
+    "nc",
+    "httpd",
 ];
 
 /// A minimal root file system: static busybox, its applets, and an inittab.
