@@ -15,8 +15,8 @@ use crate::idmap::IdMap;
 use crate::model::{grammar, ContainerConfig};
 use crate::names;
 use crate::pool::Pool;
-use crate::runtime::lxc::Lxc;
 use crate::runtime::{CtState, MountSpec, RunSpec, Runtime};
+use crate::storage::Dataset;
 
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -51,16 +51,14 @@ pub struct ContainerInfo {
     pub datasets: Vec<String>,
 }
 
-pub fn runtime(pool: &Pool) -> Lxc {
-    Lxc::new(pool.lxc_path())
+/// The pool's runtime.
+pub fn runtime(pool: &Pool) -> &dyn Runtime {
+    pool.runtime.as_ref()
 }
 
 /// The dataset name recorded in container.yml.
 pub fn dataset_name(pool: &Pool, id: &str) -> String {
-    match pool.backend {
-        crate::storage::Backend::Zfs => format!("{}/ct/{id}", pool.location),
-        _ => pool.storage.path(id, "").to_string_lossy().into_owned(),
-    }
+    pool.storage.recorded_name(id)
 }
 
 pub fn create(pool: &Pool, new: &NewContainer) -> Result<()> {
@@ -75,7 +73,7 @@ pub fn create(pool: &Pool, new: &NewContainer) -> Result<()> {
     pool.user(&new.user)?;
     pool.group(&new.group)?;
     check_source(&new.source)?;
-    pool.storage.create(&new.id, "")?;
+    pool.storage.create(Dataset::root(&new.id))?;
     let built = (|| {
         fill_rootfs(&pool.storage.rootfs(&new.id), &new.source)?;
         let mut cfg = ContainerConfig::new(&new.user, &new.group);
@@ -89,7 +87,7 @@ pub fn create(pool: &Pool, new: &NewContainer) -> Result<()> {
         pool.save_ct(&new.id, &cfg)
     })();
     if let Err(e) = built {
-        let _ = pool.storage.destroy(&new.id, "");
+        let _ = pool.storage.destroy(Dataset::root(&new.id));
         let _ = pool.remove_ct_config(&new.id);
         return Err(e.context(format!("container '{}'", new.id)));
     }
@@ -177,7 +175,7 @@ pub fn delete(pool: &Pool, id: &str, force: bool) -> Result<()> {
 /// Removes a stopped container's runtime config, datasets, config and log.
 pub fn destroy_locked(pool: &Pool, id: &str) -> Result<()> {
     runtime(pool).remove(id)?;
-    pool.storage.destroy(id, "")?;
+    pool.storage.destroy(Dataset::root(id))?;
     pool.remove_ct_config(id)?;
     crate::fsutil::remove_dir_all_if_exists(&pool.hooks_dir(id))?;
     crate::fsutil::remove_file_if_exists(&log_file(pool, id))

@@ -30,6 +30,7 @@ pub mod resources;
 pub mod runtime;
 pub mod storage;
 pub mod subid;
+mod tarblock;
 pub mod trust;
 pub mod yaml;
 

@@ -895,7 +895,7 @@ fn print_summary(file: &std::path::Path, s: &inspect::ArchiveSummary) -> Result<
         ("file", file.to_string_lossy().into_owned()),
         ("size", format!("{} bytes", s.archive_bytes)),
         ("type", format!("{:?}", m.archive_type).to_lowercase()),
-        ("format", m.format.clone()),
+        ("format", m.format.to_string()),
         ("container", or_none(&m.container)),
         ("user", or_none(&m.user)),
         ("group", or_none(&m.group)),

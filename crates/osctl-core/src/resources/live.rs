@@ -151,7 +151,7 @@ pub fn ct_cgparams(pool: &Pool, id: &str, change: &CgChange) -> Result<Effect> {
             "{owner}: saved; applies when it starts"
         )));
     }
-    match write_running(&rt, id, &changes, &owner) {
+    match write_running(rt, id, &changes, &owner) {
         Ok(()) => Ok(Effect::Now(format!("{owner}: saved and applied to the running container"))),
         Err(e) => Ok(Effect::NextStart(format!(
             "{owner}: saved; applies at its next start, the running container was left as it was ({e})"
@@ -162,7 +162,7 @@ pub fn ct_cgparams(pool: &Pool, id: &str, change: &CgChange) -> Result<Effect> {
 /// The container's cgroup (LXC's `lxc.payload.*`) in a hierarchy, found
 /// from its init's `/proc/PID/cgroup` (init may have moved into a cgroup
 /// of its own below it, as systemd does).
-fn payload_dir(rt: &impl Runtime, id: &str, mount: &Mount) -> Result<std::path::PathBuf> {
+fn payload_dir(rt: &dyn Runtime, id: &str, mount: &Mount) -> Result<std::path::PathBuf> {
     let pid = rt
         .init_pid(id)?
         .ok_or_else(|| Error::Refused(format!("container '{id}' has no init process")))?;
@@ -189,7 +189,7 @@ fn payload_dir(rt: &impl Runtime, id: &str, mount: &Mount) -> Result<std::path::
 }
 
 fn write_running(
-    rt: &impl Runtime,
+    rt: &dyn Runtime,
     id: &str,
     changes: &[(Mount, Vec<Write>)],
     owner: &str,

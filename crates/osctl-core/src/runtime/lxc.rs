@@ -190,16 +190,6 @@ impl Lxc {
         Cmd::new(tool).arg("-n").arg(id).arg("-P").arg(&self.path)
     }
 
-    /// The host pid of a running container's init.
-    pub fn init_pid(&self, id: &str) -> Result<u32> {
-        let out = self
-            .tool("lxc-info", id)
-            .args(["-p", "-H"])
-            .run()
-            .ctx(|| format!("cannot find the init of container '{id}'"))?;
-        out.trim().parse().map_err(|_| not_running(id))
-    }
-
     fn wait_for(&self, id: &str, state: &str, timeout: Duration) -> Result<()> {
         self.tool("lxc-wait", id)
             .args(["-s", state, "-t"])

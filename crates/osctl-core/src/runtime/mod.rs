@@ -1,5 +1,6 @@
-//! What runs containers. One implementation, LXC; the trait keeps the rest of
-//! the code independent of it.
+//! What runs containers. One implementation, LXC; a pool holds its runtime
+//! as it holds its storage ([`crate::pool::Pool::runtime`]), and the rest of
+//! the code reaches it only through the trait.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
