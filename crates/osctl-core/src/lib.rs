@@ -34,4 +34,4 @@ mod tarblock;
 pub mod trust;
 pub mod yaml;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
