@@ -9,7 +9,7 @@
 //! command replays.
 
 use std::fs::File;
-use std::io::{self, BufReader};
+use std::io::{self, BufReader, Read};
 use std::path::Path;
 
 use crate::accounts::{self, MapRequest};
@@ -18,7 +18,7 @@ use crate::archive::grammar::Grammar;
 use crate::archive::meta::{
     self, ArchiveFormat, ArchiveType, EntryName, Metadata, StreamEncoding, StreamKind, StreamName,
 };
-use crate::archive::{ArchiveReader, CopyError, Entry};
+use crate::archive::{ArchiveReader, CopyError, Entry, FileBacked, PartsReader};
 use crate::cmd::OffsetWatch;
 use crate::datasets;
 use crate::error::{Context, Error, Result};
@@ -164,9 +164,65 @@ pub fn import(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<String> 
 
 /// [`import`], with the notes for the admin.
 pub fn import_report(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<Imported> {
-    interrupt::install();
     let file = File::open(path).ctx(|| format!("cannot open archive {}", path.display()))?;
     not_an_archive(path)?;
+    import_input(pool, file, opts)
+        .map_err(|e| e.context(format!("cannot import {}", path.display())))
+}
+
+/// Imports the archive that `input` yields (a pipe, a socket, an SSH
+/// channel: read once, in order, never seeking), with every check and
+/// guarantee of [`import_report`]: a cut or broken input is refused and
+/// leaves nothing behind.
+pub fn import_from<R: Read + Send>(
+    pool: &Pool,
+    input: R,
+    opts: &ImportOptions,
+) -> Result<Imported> {
+    import_input(pool, NotAFile(input), opts)
+        .map_err(|e| e.context("cannot import the archive stream"))
+}
+
+/// Imports the archive on standard input (a file or a pipe); a terminal
+/// is refused.
+pub fn import_stdin(pool: &Pool, opts: &ImportOptions) -> Result<Imported> {
+    use std::io::IsTerminal;
+    use std::os::fd::AsFd;
+    let stdin = io::stdin();
+    let fd = stdin
+        .as_fd()
+        .try_clone_to_owned()
+        .ctx(|| "cannot use standard input")?;
+    if fd.is_terminal() {
+        return Err(Error::refused(
+            "standard input is a terminal: pipe the archive in (... | osctl ct import -)",
+        ));
+    }
+    import_input(pool, File::from(fd), opts)
+        .map_err(|e| e.context("cannot import the archive on standard input"))
+}
+
+/// A reader that is not a file: the copies only a file allows are skipped.
+struct NotAFile<R>(R);
+
+impl<R: Read> Read for NotAFile<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<R: Read> FileBacked for NotAFile<R> {
+    fn file(&self) -> Option<&File> {
+        None
+    }
+}
+
+fn import_input<R: FileBacked + Send>(
+    pool: &Pool,
+    input: R,
+    opts: &ImportOptions,
+) -> Result<Imported> {
+    interrupt::install();
     let mut importer = Importer {
         env: Env {
             pool,
@@ -177,7 +233,7 @@ pub fn import_report(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<I
         grammar: Grammar::new(),
         stage: Stage::Head(Box::default()),
     };
-    let result = importer.run(ArchiveReader::new(file));
+    let result = importer.run(ArchiveReader::new(input));
     importer.env.progress.finish();
     let result = match (result, importer.stage) {
         (Ok(id), _) => Ok(id),
@@ -190,12 +246,10 @@ pub fn import_report(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<I
         }
         (Err(e), _) => Err(interrupt::explain(e)),
     };
-    result
-        .map(|id| Imported {
-            id,
-            notes: std::mem::take(&mut importer.env.notes),
-        })
-        .map_err(|e| e.context(format!("cannot import {}", path.display())))
+    result.map(|id| Imported {
+        id,
+        notes: std::mem::take(&mut importer.env.notes),
+    })
 }
 
 struct Importer<'a> {
@@ -214,10 +268,14 @@ struct Env<'a> {
 }
 
 impl Importer<'_> {
-    fn run(&mut self, mut reader: ArchiveReader<File>) -> Result<String> {
+    fn run<R: FileBacked + Send>(&mut self, mut reader: ArchiveReader<R>) -> Result<String> {
         while let Some(mut entry) = reader.next_entry()? {
             let name = meta::classify(entry.name(), entry.kind())?;
             self.grammar.admit(&name, entry.name())?;
+            if let EntryName::StreamPart(stream, _) = name {
+                self.parts(&mut reader, stream)?;
+                continue;
+            }
             if !self.grammar.read_own(&mut entry, &name)? {
                 self.entry(&mut entry, name.clone())?;
             }
@@ -249,13 +307,35 @@ impl Importer<'_> {
         }
     }
 
+    /// A stream in parts, from its first (the reader's current entry) on.
+    fn parts<R: FileBacked + Send>(
+        &mut self,
+        reader: &mut ArchiveReader<R>,
+        stream: StreamName,
+    ) -> Result<()> {
+        self.start_receiving()?;
+        let Stage::Receiving(plan) = &self.stage else {
+            return Err(Error::archive("a stream after the import ended"));
+        };
+        let mut parts = PartsReader::new(reader, &mut self.grammar, stream.clone())?;
+        self.env
+            .receive(plan, &mut StreamIn::Parts(&mut parts), &stream)?;
+        parts.finish()
+    }
+
     /// Reads an entry the grammar admitted.
-    fn entry(&mut self, entry: &mut Entry<'_, File>, name: EntryName) -> Result<()> {
+    fn entry<R: FileBacked + Send>(
+        &mut self,
+        entry: &mut Entry<'_, R>,
+        name: EntryName,
+    ) -> Result<()> {
         match name {
             EntryName::Stream(stream) => {
                 self.start_receiving()?;
                 match &self.stage {
-                    Stage::Receiving(plan) => self.env.receive(plan, entry, &stream),
+                    Stage::Receiving(plan) => {
+                        self.env.receive(plan, &mut StreamIn::Whole(entry), &stream)
+                    }
                     _ => Err(Error::Archive(format!(
                         "archive entry '{}' after the import ended",
                         entry.name()
@@ -287,7 +367,11 @@ impl Importer<'_> {
 }
 
 /// A config or hook before the root file system, kept in `head`.
-fn read_head_entry(head: &mut Head, entry: &mut Entry<'_, File>, name: EntryName) -> Result<()> {
+fn read_head_entry<R: Read>(
+    head: &mut Head,
+    entry: &mut Entry<'_, R>,
+    name: EntryName,
+) -> Result<()> {
     let shown = entry.name().to_string();
     let bad = |e: Error| Error::Archive(e.to_string());
     match name {
@@ -474,7 +558,12 @@ impl Env<'_> {
 
     /// One root file system stream: a tar into the staged root file
     /// system, or a native stream into its dataset.
-    fn receive(&self, plan: &Plan, entry: &mut Entry<'_, File>, stream: &StreamName) -> Result<()> {
+    fn receive<R: FileBacked + Send>(
+        &self,
+        plan: &Plan,
+        entry: &mut StreamIn<'_, '_, R>,
+        stream: &StreamName,
+    ) -> Result<()> {
         interrupt::check()?;
         self.progress.step(format!("receiving {}", entry.name()));
         match stream.encoding {
@@ -488,10 +577,10 @@ impl Env<'_> {
 
     /// A tar stream, extracted into the root file system (made by the base
     /// stream) under the plan's file policy.
-    fn receive_tar(
+    fn receive_tar<R: FileBacked + Send>(
         &self,
         plan: &Plan,
-        entry: &mut Entry<'_, File>,
+        entry: &mut StreamIn<'_, '_, R>,
         stream: &StreamName,
     ) -> Result<()> {
         let name = entry.name().to_string();
@@ -518,17 +607,19 @@ impl Env<'_> {
 
     /// A native stream into dataset `ds`: straight from the archive file
     /// where the receiver can read it there, else through a pipe.
-    fn receive_native(
+    fn receive_native<R: FileBacked + Send>(
         &self,
         plan: &Plan,
-        entry: &mut Entry<'_, File>,
+        entry: &mut StreamIn<'_, '_, R>,
         stream: &StreamName,
         ds: Dataset,
     ) -> Result<()> {
         failpoint::hit("import-in-stream");
-        if stream.compression == Compression::Off && self.receive_in_place(entry, ds)? {
-            // Received straight from the archive file: nothing left to copy.
-            return Ok(());
+        if let StreamIn::Whole(whole) = entry {
+            if stream.compression == Compression::Off && self.receive_in_place(whole, ds)? {
+                // Received straight from the archive file: nothing left to copy.
+                return Ok(());
+            }
         }
         let name = entry.name().to_string();
         let mut recv = self
@@ -538,8 +629,10 @@ impl Env<'_> {
         // unchecked (zfs); through userspace when it must pass a check
         // first (btrfs), or be decompressed.
         let splice = stream.compression == Compression::Off;
-        let copied = match recv.splice_target() {
-            Some(stdin) if splice => entry.splice_to(stdin).map(|n| self.progress.add_bytes(n)),
+        let copied = match (recv.splice_target(), &mut *entry) {
+            (Some(stdin), StreamIn::Whole(whole)) if splice => {
+                whole.splice_to(stdin).map(|n| self.progress.add_bytes(n))
+            }
             _ => {
                 let buffered = BufReader::with_capacity(1 << 20, &mut *entry);
                 match compress::decompressor(stream.compression, buffered) {
@@ -563,7 +656,11 @@ impl Env<'_> {
     /// the entry held more than the stream; past it, the stream ran on into
     /// the archive's next members. False (nothing done) where the storage
     /// checks its streams on the way in or the archive is not a regular file.
-    fn receive_in_place(&self, entry: &mut Entry<'_, File>, ds: Dataset) -> Result<bool> {
+    fn receive_in_place<R: FileBacked>(
+        &self,
+        entry: &mut Entry<'_, R>,
+        ds: Dataset,
+    ) -> Result<bool> {
         let Some(receiver) = self.native()?.file_receiver() else {
             return Ok(false);
         };
@@ -650,6 +747,31 @@ impl Env<'_> {
                 self.pool.storage.backend()
             ))
         })
+    }
+}
+
+/// A stream's bytes: one entry, or a stream's parts read as one.
+enum StreamIn<'e, 'r, R: FileBacked> {
+    Whole(&'e mut Entry<'r, R>),
+    Parts(&'e mut PartsReader<'r, R>),
+}
+
+impl<R: FileBacked> StreamIn<'_, '_, R> {
+    /// The stream's name in the archive (whole, for parts).
+    fn name(&self) -> String {
+        match self {
+            StreamIn::Whole(e) => e.name().to_string(),
+            StreamIn::Parts(p) => p.name(),
+        }
+    }
+}
+
+impl<R: FileBacked> Read for StreamIn<'_, '_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            StreamIn::Whole(e) => e.read(buf),
+            StreamIn::Parts(p) => p.read(buf),
+        }
     }
 }
 

@@ -299,7 +299,11 @@ enum CtCmd {
         /// power cut)
         #[arg(long, conflicts_with_all = ["no_consistent", "single_layer"])]
         freeze: bool,
+        /// Largest part of a stream written to a pipe, in bytes
+        #[arg(long, hide = true, default_value_t = osctl_core::archive::parts::DEFAULT_PART)]
+        part_size: u64,
         id: String,
+        /// The archive file; "-": standard output (a file, or a pipe: streams in parts)
         file: PathBuf,
     },
     /// Create a container from an archive
@@ -771,6 +775,7 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
             force,
             stop_timeout,
             freeze,
+            part_size,
             id,
             file,
         } => {
@@ -790,8 +795,13 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
                 progress: Progress::new(!ctx.quiet),
                 stop_timeout: Duration::from_secs(stop_timeout),
                 freeze,
+                part_size,
             };
-            export::export(&pool, &id, &file, &opts)?;
+            if file.as_os_str() == "-" {
+                export::export_to_stdout(&pool, &id, &opts)?;
+            } else {
+                export::export(&pool, &id, &file, &opts)?;
+            }
         }
         CtCmd::Import {
             as_id,
@@ -809,7 +819,11 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
                 keep_addresses,
                 progress: Some(Progress::new(!ctx.quiet)),
             };
-            let imported = import::import_report(&pool, &file, &opts)?;
+            let imported = if file.as_os_str() == "-" {
+                import::import_stdin(&pool, &opts)?
+            } else {
+                import::import_report(&pool, &file, &opts)?
+            };
             for note in &imported.notes {
                 eprintln!("osctl: {note}");
             }

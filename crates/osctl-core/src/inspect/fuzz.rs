@@ -362,6 +362,7 @@ pub mod seeds {
             datasets: datasets.iter().map(|d| d.to_string()).collect(),
             exported_at: 1_700_000_000,
             checksums: Some(DigestAlgorithm::CURRENT),
+            part_size: None,
         }
     }
 
