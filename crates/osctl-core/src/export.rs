@@ -89,7 +89,7 @@ impl Default for ExportOptions {
 
 /// The archive file being written: a temporary name next to the destination,
 /// renamed over it only when complete, removed when dropped before that.
-struct PartialFile {
+pub(crate) struct PartialFile {
     temp: PathBuf,
     dest: PathBuf,
     force: bool,
@@ -100,7 +100,7 @@ impl PartialFile {
     /// Checks the destination and picks the temporary name; creates nothing.
     /// Whatever makes the destination unusable is found here, before the
     /// container is touched.
-    fn plan(dest: &Path, force: bool) -> Result<PartialFile> {
+    pub(crate) fn plan(dest: &Path, force: bool) -> Result<PartialFile> {
         let shown = dest.display();
         match dest.metadata() {
             Ok(m) if m.is_dir() => {
@@ -147,7 +147,7 @@ impl PartialFile {
         })
     }
 
-    fn create(&self) -> Result<File> {
+    pub(crate) fn create(&self) -> Result<File> {
         std::fs::OpenOptions::new()
             .write(true)
             .read(true)
@@ -156,7 +156,7 @@ impl PartialFile {
             .ctx(|| format!("cannot create {}", self.temp.display()))
     }
 
-    fn commit(mut self) -> Result<()> {
+    pub(crate) fn commit(mut self) -> Result<()> {
         let flags = if self.force {
             rustix::fs::RenameFlags::empty()
         } else {

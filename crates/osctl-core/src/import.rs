@@ -48,6 +48,10 @@ pub struct ImportOptions {
     /// A clone (`--as-id` other than the archive's id) keeps the addresses
     /// of its network interfaces.
     pub keep_addresses: bool,
+    /// A user the import creates keeps the archive's id maps even where
+    /// they overlap ids given out here (which needs `trusted`), instead of
+    /// a fresh block of the same shape.
+    pub keep_map: bool,
     pub progress: Option<Progress>,
 }
 
@@ -62,10 +66,14 @@ pub struct Imported {
 /// Who the container will belong to, decided before anything is created.
 enum UserPlan {
     Existing(String),
-    /// Created at the commit; maps from the archive, or allocated when None.
+    /// Created at the commit; maps from the archive, or allocated when None;
+    /// `moved`: the archive's maps overlap ids given out here, so the same
+    /// shape goes onto free host ids (files are stored unshifted: nothing
+    /// else changes).
     Create {
         name: String,
         config: Option<UserConfig>,
+        moved: bool,
     },
 }
 
@@ -488,7 +496,7 @@ impl Env<'_> {
         self.notes.extend(kept);
         let hooks = std::mem::take(&mut head.hooks);
         let concerns = self.concerns(container, &user, (&group, head.group.as_ref()), &hooks)?;
-        check_trust(&concerns, opts.trusted)?;
+        check_trust(&concerns, opts.trusted, opts.keep_map)?;
         netif::check_import(pool, container)?;
         let max_id = id_range(pool, &user, container)?;
         let staging = storage::staging_name(id);
@@ -544,6 +552,7 @@ impl Env<'_> {
         if let UserPlan::Create {
             name,
             config: Some(config),
+            moved: false,
         } = user
         {
             concerns.extend(user_concerns(
@@ -685,14 +694,15 @@ impl Env<'_> {
 
     /// After the last entry: the received datasets finished and checked,
     /// then the commit.
-    fn complete(&self, plan: &mut Plan, snapshots: &[String]) -> Result<()> {
+    fn complete(&mut self, plan: &mut Plan, snapshots: &[String]) -> Result<()> {
         if plan.metadata.stream_encoding() == StreamEncoding::Dat {
             self.finish_datasets(plan, snapshots)?;
             self.check_private_dirs(plan)?;
             self.check_received(plan)?;
         }
         failpoint::hit("import-before-commit");
-        commit(self.pool, plan, self.opts.trusted)?;
+        let note = commit(self.pool, plan, self.opts.trusted)?;
+        self.notes.extend(note);
         failpoint::hit("import-after-commit");
         Ok(())
     }
@@ -841,13 +851,20 @@ fn check_format(pool: &Pool, metadata: &Metadata) -> Result<()> {
     }
 }
 
-/// Refuses what needs trust unless the admin gave it.
-fn check_trust(concerns: &[String], trusted: bool) -> Result<()> {
+/// Refuses what needs trust unless the admin gave it; the way around it
+/// comes first, `--trusted` last.
+fn check_trust(concerns: &[String], trusted: bool, keep_map: bool) -> Result<()> {
     if concerns.is_empty() || trusted {
         return Ok(());
     }
-    Err(Error::Refused(format!(
-        "the archive asks for what reaches outside the container ({}): import it with --trusted only if you trust it",
+    let instead = if keep_map {
+        "import without --keep-map to give its user a fresh block of ids, or "
+    } else {
+        ""
+    };
+    Err(Error::refused(format!(
+        "the archive asks for what reaches outside the container ({}): {instead}import it with \
+         --trusted if, and only if, you trust it",
         concerns.join("; ")
     )))
 }
@@ -906,6 +923,7 @@ fn plan_user(
             UserPlan::Create {
                 name: id.to_string(),
                 config: None,
+                moved: false,
             }
         });
     };
@@ -924,16 +942,21 @@ fn plan_user(
         ));
     }
     if !pool.user_exists(name) {
+        let moved =
+            !opts.keep_map && accounts::overlaps_given_out(pool, name, &[&uid_map, &gid_map])?;
         return Ok(UserPlan::Create {
             name: name.clone(),
             config: Some(archived.clone()),
+            moved,
         });
     }
     let (eu, eg) = pool.user(name)?.maps()?;
     if eu != uid_map || eg != gid_map {
-        return Err(Error::Refused(format!(
-            "user '{name}' exists in pool '{}' with other id maps (uid {eu}, gid {eg}; the archive's: uid {uid_map}, \
-             gid {gid_map}): choose a user with --as-user",
+        return Err(Error::refused(format!(
+            "user '{name}' exists in pool '{}' with other id maps (uid {eu}, gid {eg}; the \
+             archive's: uid {uid_map}, gid {gid_map}): give the container an existing user with \
+             --as-user USER (files are stored unshifted, so any user's map fits), or remove \
+             that user here to import with the archive's maps (--keep-map)",
             pool.name
         )));
     }
@@ -998,8 +1021,9 @@ fn id_range(pool: &Pool, user: &UserPlan, container: &ContainerConfig) -> Result
 }
 
 /// Makes the staged container real: user, group, dataset, config, hooks.
-/// The journal names what will be created before it is.
-fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
+/// The journal names what will be created before it is. Returns a line for
+/// the admin when the user got a fresh block.
+fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<Option<String>> {
     interrupt::check()?;
     let _accounts = pool.lock_accounts()?;
     // Held to the end: MACs and addresses are checked and given under it.
@@ -1007,12 +1031,33 @@ fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
     let mut container = plan.container.clone();
     netif::finish_import(pool, &mut container)?;
     plan.journal.update(|r| r.committing = true)?;
+    let note = commit_user(pool, plan, trusted)?;
+    commit_group(pool, plan)?;
+    failpoint::hit("import-after-accounts");
+    pool.storage.rename(&plan.staging, &plan.id)?;
+    failpoint::hit("import-after-rename");
+    save_hooks(pool, &plan.id, &plan.hooks)?;
+    container.user = plan.user.name().to_string();
+    container.group = plan.group.name().to_string();
+    container.dataset = Some(crate::containers::dataset_name(pool, &plan.id));
+    pool.save_ct(&plan.id, &container)?;
+    Ok(note)
+}
+
+/// The user of [`commit`]: checked, or created (the archive's maps, moved
+/// or kept, or a new block).
+fn commit_user(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<Option<String>> {
+    let mut note = None;
     match &plan.user {
         UserPlan::Existing(name) => {
             pool.user(name)
                 .map_err(|e| e.context("the user went away during the import"))?;
         }
-        UserPlan::Create { name, config } => {
+        UserPlan::Create {
+            name,
+            config,
+            moved,
+        } => {
             if pool.user_exists(name) {
                 return Err(Error::Exists(format!(
                     "user '{name}' was created by someone else during the import"
@@ -1021,11 +1066,23 @@ fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
             plan.journal
                 .update(|r| r.created_user = Some(name.clone()))?;
             match config {
+                Some(config) if *moved => {
+                    let made = accounts::create_user_moved(pool, name, config)?;
+                    note = Some(format!(
+                        "user '{name}': the archive's id maps (uid {}, gid {}) overlap ids given \
+                         out on this host, so it was created with a fresh block of the same shape \
+                         (uid {}, gid {}; files are stored unshifted, nothing was rewritten)",
+                        config.uid_map.join(","),
+                        config.gid_map.join(","),
+                        made.uid_map.join(","),
+                        made.gid_map.join(",")
+                    ));
+                }
                 // Judged again under the subordinate-id lock, with the
                 // creation: another import or `user new` may have taken
                 // these ids since the plan.
                 Some(config) => accounts::create_user_from(pool, name, config, |taken| {
-                    check_trust(&user_concerns(pool, name, config, taken)?, trusted)
+                    check_trust(&user_concerns(pool, name, config, taken)?, trusted, true)
                 })?,
                 None => {
                     accounts::create_user(pool, name, &MapRequest::default())?;
@@ -1033,6 +1090,11 @@ fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
             }
         }
     }
+    Ok(note)
+}
+
+/// The group of [`commit`]: checked, or created with its missing parents.
+fn commit_group(pool: &Pool, plan: &mut Plan) -> Result<()> {
     match &plan.group {
         GroupPlan::Existing(path) => {
             pool.group(path)
@@ -1063,14 +1125,7 @@ fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
             }
         }
     }
-    failpoint::hit("import-after-accounts");
-    pool.storage.rename(&plan.staging, &plan.id)?;
-    failpoint::hit("import-after-rename");
-    save_hooks(pool, &plan.id, &plan.hooks)?;
-    container.user = plan.user.name().to_string();
-    container.group = plan.group.name().to_string();
-    container.dataset = Some(crate::containers::dataset_name(pool, &plan.id));
-    pool.save_ct(&plan.id, &container)
+    Ok(())
 }
 
 /// Trusted hook scripts are kept (never run by osctl-rs) next to the pool's

@@ -20,6 +20,7 @@ use osctl_core::inspect;
 use osctl_core::pool::Pool;
 use osctl_core::progress::Progress;
 use osctl_core::recovery;
+use osctl_core::repack;
 use osctl_core::storage::Backend;
 use osctl_core::yaml;
 
@@ -97,6 +98,16 @@ enum ArchiveCmd {
     /// Check an archive's structure, streams and checksums without importing it
     /// ("-": standard input)
     Verify { file: PathBuf },
+    /// Turn an archive written to a pipe (streams in parts) into the single-entry
+    /// layout vpsAdminOS's osctl reads ("-": standard input, or standard output
+    /// when it is a file)
+    Repack {
+        /// Overwrite OUT if it exists
+        #[arg(long)]
+        force: bool,
+        input: PathBuf,
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -323,6 +334,11 @@ enum CtCmd {
         /// A clone (--as-id) keeps the addresses of its network interfaces
         #[arg(long)]
         keep_addresses: bool,
+        /// A user the import creates keeps the archive's id maps even where they
+        /// overlap ids given out here (needs --trusted then) instead of a fresh block
+        #[arg(long)]
+        keep_map: bool,
+        /// The archive file; "-": standard input (a file or a pipe)
         file: PathBuf,
     },
     /// Subdatasets of a container (zfs, btrfs), each with its own private/, shown
@@ -809,6 +825,7 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
             as_group,
             trusted,
             keep_addresses,
+            keep_map,
             file,
         } => {
             let opts = ImportOptions {
@@ -817,6 +834,7 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
                 as_group,
                 trusted,
                 keep_addresses,
+                keep_map,
                 progress: Some(Progress::new(!ctx.quiet)),
             };
             let imported = if file.as_os_str() == "-" {
@@ -891,6 +909,14 @@ fn archive_cmd(ctx: &Ctx, cmd: ArchiveCmd) -> Result<()> {
             }
             outln!("{}", report.verdict(&file.to_string_lossy()));
             Ok(())
+        }
+        ArchiveCmd::Repack { force, input, out } => {
+            let input = match stdin(&input) {
+                true => repack::Input::Stdin,
+                false => repack::Input::Path(input),
+            };
+            let out = (!stdin(&out)).then_some(out);
+            Ok(repack::repack_cmd(input, out.as_deref(), force)?)
         }
     }
 }

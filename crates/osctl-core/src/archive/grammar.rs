@@ -262,6 +262,11 @@ impl Grammar {
         self.metadata.as_ref()
     }
 
+    /// `snapshots.yml`, once read.
+    pub fn snapshots(&self) -> Option<&[String]> {
+        self.snapshots.as_deref()
+    }
+
     /// Whether any stream was admitted yet.
     pub fn in_streams(&self) -> bool {
         self.phase >= Phase::Streams
