@@ -281,6 +281,13 @@ impl Grammar {
             .as_ref()
             .ok_or_else(|| Error::Archive("metadata.yml not found: not an osctl archive".into()))?;
         meta::check_complete(metadata, &self.seen)?;
+        // Ours name their checksums' algorithm: then a missing checksums.yml
+        // is an archive cut short (the original's have none).
+        if metadata.checksums.is_some() && self.checksums.is_none() {
+            return Err(Error::archive(
+                "archive is incomplete: checksums.yml is missing, which metadata.yml announces",
+            ));
+        }
         if metadata.stream_encoding() == StreamEncoding::Dat
             && metadata.archive_type == meta::ArchiveType::Full
             && self.snapshots.as_ref().is_none_or(|s| s.is_empty())
