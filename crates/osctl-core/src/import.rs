@@ -942,8 +942,17 @@ fn plan_user(
         ));
     }
     if !pool.user_exists(name) {
-        let moved =
-            !opts.keep_map && accounts::overlaps_given_out(pool, name, &[&uid_map, &gid_map])?;
+        // Moved only where the overlap is all that is wrong with the maps:
+        // their shape (size, host root, system ids) is judged as ever.
+        let maps = trust::MapsToJudge {
+            name,
+            uid_map: &uid_map,
+            gid_map: &gid_map,
+        };
+        let shape_ok = trust::map_concerns(&maps, &[], &[], &SubordinateFloor::system()).is_empty();
+        let moved = !opts.keep_map
+            && shape_ok
+            && accounts::overlaps_given_out(pool, name, &[&uid_map, &gid_map])?;
         return Ok(UserPlan::Create {
             name: name.clone(),
             config: Some(archived.clone()),
