@@ -364,7 +364,7 @@ enum SetCmd {
 /// appended, until the process is interrupted.
 fn print_log(path: &std::path::Path, lines: usize, follow: bool) -> Result<()> {
     use std::io::{Read, Seek, SeekFrom, Write};
-    let missing = || osctl_core::Error::NotFound(format!("no log yet: {}", path.display()));
+    let missing = || osctl_core::Error::not_found(format!("no log yet: {}", path.display()));
     let mut file = std::fs::File::open(path).map_err(|_| missing())?;
     let mut text = String::new();
     file.read_to_string(&mut text)?;
@@ -450,9 +450,7 @@ fn pool_cmd(ctx: &Ctx, cmd: PoolCmd) -> Result<()> {
             let location = match (backend, path, dataset) {
                 (Backend::Zfs, None, Some(ds)) => ds,
                 (Backend::Zfs, _, None) => {
-                    return Err(
-                        osctl_core::Error::Invalid("a zfs pool needs --dataset".into()).into(),
-                    )
+                    return Err(osctl_core::Error::invalid("a zfs pool needs --dataset").into())
                 }
                 (_, Some(p), None) => std::path::absolute(p)?.to_string_lossy().into_owned(),
                 (_, None, None) => ctx
@@ -463,7 +461,7 @@ fn pool_cmd(ctx: &Ctx, cmd: PoolCmd) -> Result<()> {
                     .to_string_lossy()
                     .into_owned(),
                 (_, _, Some(_)) => {
-                    return Err(osctl_core::Error::Invalid(format!(
+                    return Err(osctl_core::Error::invalid(format!(
                         "a {backend} pool takes --path, not --dataset"
                     ))
                     .into())
