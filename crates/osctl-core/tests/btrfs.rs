@@ -6,6 +6,7 @@ use osctl_core::ErrorKind;
 use std::fs::{self, File};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use osctl_core::cmd::Cmd;
 use osctl_core::host::{Host, PoolEntry};
@@ -248,7 +249,24 @@ fn round_trip(fx: &Fixture, compressed: bool) {
     assert_eq!(s.containers().unwrap(), ["c1", "c2"]);
     assert!(!s.exists(&staging).unwrap());
     assert_same_datasets(s, "c1", "c2");
-    // The imported datasets are writable subvolumes.
+    // The imported datasets are writable subvolumes that no later stream
+    // can take for a parent: the received UUID went with the read-only flag.
+    for rel in DATASETS {
+        let shown = Command::new("btrfs")
+            .args(["subvolume", "show"])
+            .arg(s.path(Dataset::new("c2", rel)))
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&shown.stdout);
+        let field = |key: &str| {
+            shown
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(key).map(str::trim))
+                .map(String::from)
+        };
+        assert_eq!(field("Received UUID:").as_deref(), Some("-"), "{shown}");
+        assert_eq!(field("Flags:").as_deref(), Some("-"), "{shown}");
+    }
     for rel in DATASETS {
         fs::write(
             s.private(Dataset::new("c2", rel))
