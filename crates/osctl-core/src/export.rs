@@ -18,7 +18,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::archive::compress::{CompressOptions, Compression, Encoder};
 use crate::archive::meta::{self, ArchiveType, Metadata};
@@ -82,6 +82,17 @@ impl Default for ExportOptions {
             freeze: false,
         }
     }
+}
+
+/// What an export wrote, for its closing line.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub elapsed: Duration,
+    /// How long a consistent export kept the running container stopped (or
+    /// frozen); None when it never stopped it.
+    pub downtime: Option<Duration>,
 }
 
 /// The archive file being written: a temporary name next to the destination,
@@ -173,7 +184,8 @@ fn now() -> u64 {
 }
 
 /// Exports container `id` of `pool` into the archive `dest`.
-pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Result<()> {
+pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Result<Exported> {
+    let began = Instant::now();
     names::container_id(id)?;
     if let (true, FormatChoice::Native, Some(native)) =
         (opts.single_layer, opts.format, pool.storage.native_format())
@@ -222,6 +234,8 @@ pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Resul
         journal: &mut journal,
         runtime: &runtime,
         running,
+        down_since: None,
+        downtime: None,
     };
     let written = job.write(file).and_then(|()| {
         failpoint::hit("export-before-rename");
@@ -229,6 +243,7 @@ pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Resul
     });
     let cleaned = job.clean_up();
     opts.progress.finish();
+    let downtime = job.downtime;
     let outcome = match (written, cleaned) {
         (Ok(()), Ok(())) => Ok(()),
         (Err(e), _) => Err(interrupt::explain(e)),
@@ -236,7 +251,15 @@ pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Resul
     };
     match outcome {
         // The journal goes only when everything it records was undone.
-        Ok(()) => journal.finish(),
+        Ok(()) => {
+            journal.finish()?;
+            Ok(Exported {
+                bytes: std::fs::metadata(dest).map_or(0, |m| m.len()),
+                path: dest.to_path_buf(),
+                elapsed: began.elapsed(),
+                downtime,
+            })
+        }
         Err(e) => {
             if job_is_clean(&journal) {
                 let _ = journal.finish();
@@ -259,6 +282,10 @@ struct Job<'a> {
     journal: &'a mut Journal<ExportRecord>,
     runtime: &'a dyn Runtime,
     running: bool,
+    /// When the container was last stopped or frozen, until it runs again.
+    down_since: Option<Instant>,
+    /// The time it spent stopped or frozen, in all.
+    downtime: Option<Duration>,
 }
 
 /// How the root file system is encoded in this archive.
@@ -403,6 +430,7 @@ impl Job<'_> {
     /// Stops the running container for the last snapshot, or freezes it
     /// with `--freeze`; [`Job::start_again`] undoes either.
     fn stop_for_export(&mut self) -> Result<()> {
+        self.down_since = Some(Instant::now());
         if self.opts.freeze {
             self.progress(format!("freezing container '{}'", self.id));
             self.journal.update(|r| r.frozen = true)?;
@@ -502,16 +530,19 @@ impl Job<'_> {
             self.runtime.thaw(self.id)?;
             self.journal.update(|r| r.frozen = false)?;
         }
-        if !self.journal.record().stopped {
-            return Ok(());
+        if self.journal.record().stopped {
+            self.progress(format!("starting container '{}'", self.id));
+            self.journal.update(|r| r.starting = true)?;
+            containers::start_locked(self.pool, self.id)?;
+            self.journal.update(|r| {
+                r.stopped = false;
+                r.starting = false;
+            })?;
         }
-        self.progress(format!("starting container '{}'", self.id));
-        self.journal.update(|r| r.starting = true)?;
-        containers::start_locked(self.pool, self.id)?;
-        self.journal.update(|r| {
-            r.stopped = false;
-            r.starting = false;
-        })
+        if let Some(since) = self.down_since.take() {
+            *self.downtime.get_or_insert_default() += since.elapsed();
+        }
+        Ok(())
     }
 
     fn destroy_snapshots(&mut self) -> Result<()> {
@@ -571,11 +602,15 @@ impl Job<'_> {
                         format!("{}/{rel}", meta::ROOTFS_DIR)
                     };
                     let entry = format!("{dir}/{stem}.dat{}", compression.suffix());
-                    self.progress(format!(
-                        "{stem} of {}",
-                        if rel.is_empty() { "rootfs" } else { rel }
-                    ));
                     let storage = &self.pool.storage;
+                    // Only a full stream's size is known before it is sent.
+                    let estimate = (since.is_none() && self.opts.progress.is_visible())
+                        .then(|| storage.send_estimate(self.id, rel, snap, compressed_send))
+                        .flatten();
+                    self.opts.progress.step_bytes(
+                        format!("{stem} of {}", if rel.is_empty() { "rootfs" } else { rel }),
+                        estimate,
+                    );
                     let from = since.map(|s| s.0);
                     let progress = self.opts.progress.clone();
                     let failed = || format!("cannot dump {entry}");
@@ -604,7 +639,11 @@ impl Job<'_> {
                 let views = self.views(snap, shown)?;
                 let sources: Vec<DumpSource> =
                     views.iter().map(|(source, _)| source.clone()).collect();
-                self.progress(format!("{stem} of rootfs"));
+                let estimate = (since.is_none() && self.opts.progress.is_visible())
+                    .then(|| sources.iter().map(|s| crate::fsutil::tree_bytes(&s.dir)).sum());
+                self.opts
+                    .progress
+                    .step_bytes(format!("{stem} of rootfs"), estimate);
                 let progress = self.opts.progress.clone();
                 w.stream_entry(&entry, |sink| {
                     let mut manifest = Manifest::default();

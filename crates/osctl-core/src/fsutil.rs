@@ -167,6 +167,33 @@ pub fn first_unsearchable(path: &Path, uid: u32, gid: u32) -> Option<(PathBuf, f
     None
 }
 
+/// About the bytes a stream of the tree at `dir` carries: file sizes plus a
+/// header's 512 bytes per entry, without following symlinks or leaving the
+/// file system. For progress estimates only: unreadable parts count nothing.
+pub fn tree_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(top) = fs::symlink_metadata(dir) else {
+        return 0;
+    };
+    let mut total = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            total += 512;
+            if meta.is_file() {
+                total += meta.len();
+            } else if meta.is_dir() && meta.dev() == top.dev() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,9 +52,19 @@ pub struct ImportOptions {
 }
 
 /// What an import made, and what the admin should be told about it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Imported {
     pub id: String,
+    pub pool: String,
+    pub user: String,
+    pub group: String,
+    /// The import created the user (else it existed).
+    pub new_user: bool,
+    /// The id map allocated for a new user whose archive brought none.
+    pub fresh_ids: Option<String>,
+    pub new_group: bool,
+    /// A clone whose hostname was its id takes the new id: (old, new).
+    pub hostname: Option<(String, String)>,
     /// One line each (e.g. the addresses a clone dropped).
     pub notes: Vec<String>,
 }
@@ -150,6 +160,7 @@ pub fn import_report(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<I
         grammar: Grammar::new(),
         plan: None,
         notes: Vec::new(),
+        hostname: None,
     };
     let result = importer.run(ArchiveReader::new(file));
     importer.progress.finish();
@@ -167,9 +178,10 @@ pub fn import_report(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<I
         }
     };
     result
-        .map(|id| Imported {
-            id,
+        .map(|imported| Imported {
             notes: std::mem::take(&mut importer.notes),
+            hostname: importer.hostname.take(),
+            ..imported
         })
         .map_err(|e| e.context(format!("cannot import {}", path.display())))
 }
@@ -183,10 +195,11 @@ struct Importer<'a> {
     plan: Option<Plan>,
     /// Lines for the admin (see [`Imported`]).
     notes: Vec<String>,
+    hostname: Option<(String, String)>,
 }
 
 impl Importer<'_> {
-    fn run(&mut self, mut reader: ArchiveReader<File>) -> Result<String> {
+    fn run(&mut self, mut reader: ArchiveReader<File>) -> Result<Imported> {
         while let Some(mut entry) = reader.next_entry()? {
             let name = meta::classify(entry.name(), entry.kind())?;
             self.grammar.admit(&name, entry.name())?;
@@ -213,11 +226,20 @@ impl Importer<'_> {
         self.check_received()?;
         let plan = self.plan.as_mut().expect("checked above");
         failpoint::hit("import-before-commit");
-        commit(self.pool, plan, self.opts.trusted)?;
+        let fresh_ids = commit(self.pool, plan, self.opts.trusted)?;
         failpoint::hit("import-after-commit");
         let plan = self.plan.take().expect("checked above");
         plan.journal.finish()?;
-        Ok(plan.id)
+        Ok(Imported {
+            pool: self.pool.name.clone(),
+            user: plan.user.name().to_string(),
+            group: plan.group.name().to_string(),
+            new_user: matches!(plan.user, UserPlan::Create { .. }),
+            fresh_ids,
+            new_group: matches!(plan.group, GroupPlan::Create(_)),
+            id: plan.id,
+            ..Default::default()
+        })
     }
 
     /// Reads an entry the grammar admitted.
@@ -309,6 +331,9 @@ impl Importer<'_> {
             clone,
             opts.keep_addresses,
         ));
+        if clone {
+            self.hostname = rename_host(&mut container, metadata.container.as_deref(), &id);
+        }
         let lock = pool.lock_ct(&id)?;
         let decided = match self.decide(&id, &metadata, &container) {
             Ok(decided) => decided,
@@ -414,7 +439,8 @@ impl Importer<'_> {
         let plan = self.plan.as_ref().expect("planned before the first stream");
         let name = entry.name().to_string();
         let dataset = stream.dataset_rel.as_str();
-        self.progress.step(format!("receiving {name}"));
+        self.progress
+            .step_bytes(format!("receiving {name}"), Some(entry.size()));
         let storage = &self.pool.storage;
         if stream.kind == StreamKind::Base
             && dataset.is_empty()
@@ -462,11 +488,14 @@ impl Importer<'_> {
                         entry.splice_to(stdin).map(|n| self.progress.add_bytes(n))
                     }
                     _ => {
-                        let buffered = BufReader::with_capacity(1 << 20, &mut *entry);
+                        // Counted as read from the archive, as the entry's size.
+                        let counted = CountingReader {
+                            inner: &mut *entry,
+                            progress: &self.progress,
+                        };
+                        let buffered = BufReader::with_capacity(1 << 20, counted);
                         match compress::decompressor(stream.compression, buffered) {
-                            Ok(mut input) => recv
-                                .copy_from(&mut input, |n| self.progress.add_bytes(n))
-                                .map(drop),
+                            Ok(mut input) => recv.copy_from(&mut input, |_| ()).map(drop),
                             Err(e) => {
                                 Err(CopyError::Source(Error::Archive(format!("{name}: {e}"))))
                             }
@@ -578,6 +607,23 @@ impl Importer<'_> {
         }
         Ok(())
     }
+}
+
+/// A clone whose hostname was its old id (as `ct new` sets it) is named after
+/// its new id, when that is a valid host name. Returns (old, new).
+fn rename_host(
+    container: &mut ContainerConfig,
+    old_id: Option<&str>,
+    new_id: &str,
+) -> Option<(String, String)> {
+    let old = container.hostname.clone()?;
+    if Some(old.as_str()) != old_id
+        || crate::model::grammar::host_name("hostname", new_id).is_err()
+    {
+        return None;
+    }
+    container.hostname = Some(new_id.to_string());
+    Some((old, new_id.to_string()))
 }
 
 /// Refuses, saying what to do instead, a file that is plainly not an osctl
@@ -779,8 +825,10 @@ impl<R: Read> Read for CountingReader<'_, R> {
 }
 
 /// Makes the staged container real: user, group, dataset, config, hooks.
-/// The journal names what will be created before it is.
-fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
+/// The journal names what will be created before it is. Returns the id map
+/// allocated for a new user whose archive brought none.
+fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<Option<String>> {
+    let mut fresh_ids = None;
     interrupt::check()?;
     let _accounts = pool.lock_accounts()?;
     // Held to the end: MACs and addresses are checked and given under it.
@@ -809,7 +857,8 @@ fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
                     check_trust(&user_concerns(pool, name, config, taken)?, trusted)
                 })?,
                 None => {
-                    accounts::create_user(pool, name, &MapRequest::default())?;
+                    let cfg = accounts::create_user(pool, name, &MapRequest::default())?;
+                    fresh_ids = Some(cfg.uid_map.join(","));
                 }
             }
         }
@@ -837,7 +886,8 @@ fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
     container.user = plan.user.name().to_string();
     container.group = plan.group.name().to_string();
     container.dataset = Some(crate::containers::dataset_name(pool, &plan.id));
-    pool.save_ct(&plan.id, &container)
+    pool.save_ct(&plan.id, &container)?;
+    Ok(fresh_ids)
 }
 
 /// Trusted hook scripts are kept (never run by osctl-rs) next to the pool's

@@ -580,6 +580,13 @@ impl Storage for BtrfsStorage {
         Ok(SnapshotView::new(self.existing_snapshot(ct, rel, snap)?))
     }
 
+    /// The snapshot's tree: btrfs has no cheap count of a subvolume's bytes
+    /// without quotas.
+    fn send_estimate(&self, ct: &str, rel: &str, snap: &str, _compressed: bool) -> Option<u64> {
+        let dir = self.existing_snapshot(ct, rel, snap).ok()?;
+        Some(crate::fsutil::tree_bytes(&dir))
+    }
+
     /// True when btrfs-progs offers `--compressed-data`, the kernel writes send
     /// protocol 2, and new data of the dataset is compressed: by its rootfs's
     /// (root) or its own (subdataset) `compression` property, or else by the

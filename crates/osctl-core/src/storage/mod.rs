@@ -178,6 +178,14 @@ pub trait Storage: Send + Sync {
         Ok(false)
     }
 
+    /// About how many bytes a full native stream of the dataset at `snap`
+    /// holds (compressed as [`Storage::can_send_compressed`] says), for
+    /// progress; None where the storage cannot tell cheaply.
+    fn send_estimate(&self, ct: &str, rel: &str, snap: &str, compressed: bool) -> Option<u64> {
+        let _ = (ct, rel, snap, compressed);
+        None
+    }
+
     /// The command writing a native stream of a dataset at `snap`,
     /// incremental from `from`, to its stdout. Missing snapshots are reported
     /// here, before anything runs. The caller runs it with stdout into a pipe

@@ -829,6 +829,22 @@ impl Storage for ZfsStorage {
         shown.map(|()| view)
     }
 
+    /// `referenced` is what the snapshot takes on disk, compressed; an
+    /// uncompressed stream is about `compressratio` times that (zfs-fuse
+    /// has no `logicalreferenced`).
+    fn send_estimate(&self, ct: &str, rel: &str, snap: &str, compressed: bool) -> Option<u64> {
+        check_snapshot_name(snap).ok()?;
+        let name = format!("{}@{snap}", self.dataset_of(ct, rel).ok()?);
+        let sets = query(&name, "referenced,compressratio", Depth::Itself).ok()??;
+        let value = |p: &str| sets.iter().find_map(|d| d.value(p));
+        let referenced: f64 = value("referenced")?.parse().ok()?;
+        let ratio: f64 = match compressed {
+            true => 1.0,
+            false => value("compressratio")?.trim_end_matches('x').parse().ok()?,
+        };
+        Some((referenced * ratio) as u64)
+    }
+
     fn can_send_compressed(&self, ct: &str, rel: &str) -> Result<bool> {
         if !self.features()?.send_compressed() {
             return Ok(false);
