@@ -24,6 +24,8 @@ const RAW_SNAPSHOT: &str = "bench-raw";
 const SAME_SPEED: f64 = 0.95;
 const GZIP_SPEEDUP: f64 = 1.7;
 const GZIP_SIZE: f64 = 1.02;
+/// `--compression zstd` against `zstd -3 -T0`: as fast, within 2% in size.
+const ZSTD_SIZE: f64 = 1.02;
 const RSS_LIMIT_MIB: f64 = 64.0;
 const DUMP_TO_DOWNTIME: f64 = 10.0;
 
@@ -661,6 +663,7 @@ impl Runner<'_> {
             raw[0].output_bytes,
             GZIP_SIZE,
         );
+        self.zstd_rows(b, ct, native)?;
         self.report.push(
             name,
             "archive size, off, vs raw stream".into(),
@@ -735,6 +738,45 @@ impl Runner<'_> {
                 .run(Some(&b.pool), ["ct", "del", "--force", IMPORTED_CT])?;
         }
         Ok((export_rss, import_rss))
+    }
+
+    /// export `--compression zstd` against the raw dump through `zstd -3 -T0`:
+    /// time and size.
+    fn zstd_rows(&mut self, b: &Backend, ct: &Ct, native: &str) -> Result<()> {
+        let out = self.cfg.workdir.out();
+        let name = b.kind.name();
+        let raws = vec![self.raw_dump(
+            b,
+            ct,
+            &format!("{native} | zstd -3 -T0"),
+            &[&["zstd", "-3", "-T0", "-q"]],
+            &out.join(format!("{name}-raw.zst")),
+        )];
+        let ours_file = out.join(format!("{name}-osctl-zstd.tar"));
+        let ours = self
+            .has_export
+            .then(|| self.our_export(b, ct, "zstd", &ours_file));
+        let mut rss = None;
+        let (ours, raw) = self.race(&format!("{name} export zstd"), ours, raws, &mut rss)?;
+        let ours = ours.as_ref();
+        let raw_described = describe_raw(b.kind, Some("zstd -3 -T0"));
+        self.report.throughput(
+            name,
+            format!("export `--compression zstd` vs `{raw_described}`"),
+            ct.data.data_bytes,
+            ours,
+            &raw[0],
+            SAME_SPEED,
+        );
+        self.report.size(
+            name,
+            format!("archive size, zstd, vs `{raw_described}`"),
+            ours.and_then(|s| s.output_bytes),
+            raw[0].output_bytes,
+            ZSTD_SIZE,
+        );
+        let _ = fs::remove_file(&ours_file);
+        Ok(())
     }
 
     /// osctl's gzip encoder alone (`osctl-bench gzip`, the library's parallel

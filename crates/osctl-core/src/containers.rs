@@ -15,8 +15,8 @@ use crate::idmap::IdMap;
 use crate::model::{grammar, ContainerConfig};
 use crate::names;
 use crate::pool::Pool;
-use crate::runtime::lxc::Lxc;
 use crate::runtime::{CtState, MountSpec, RunSpec, Runtime};
+use crate::storage::Dataset;
 
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -51,16 +51,14 @@ pub struct ContainerInfo {
     pub datasets: Vec<String>,
 }
 
-pub fn runtime(pool: &Pool) -> Lxc {
-    Lxc::new(pool.lxc_path())
+/// The pool's runtime.
+pub fn runtime(pool: &Pool) -> &dyn Runtime {
+    pool.runtime.as_ref()
 }
 
 /// The dataset name recorded in container.yml.
 pub fn dataset_name(pool: &Pool, id: &str) -> String {
-    match pool.backend {
-        crate::storage::Backend::Zfs => format!("{}/ct/{id}", pool.location),
-        _ => pool.storage.path(id, "").to_string_lossy().into_owned(),
-    }
+    pool.storage.recorded_name(id)
 }
 
 pub fn create(pool: &Pool, new: &NewContainer) -> Result<()> {
@@ -75,7 +73,7 @@ pub fn create(pool: &Pool, new: &NewContainer) -> Result<()> {
     pool.user(&new.user)?;
     pool.group(&new.group)?;
     check_source(&new.source)?;
-    pool.storage.create(&new.id, "")?;
+    pool.storage.create(Dataset::root(&new.id))?;
     let built = (|| {
         fill_rootfs(&pool.storage.rootfs(&new.id), &new.source)?;
         let mut cfg = ContainerConfig::new(&new.user, &new.group);
@@ -89,7 +87,7 @@ pub fn create(pool: &Pool, new: &NewContainer) -> Result<()> {
         pool.save_ct(&new.id, &cfg)
     })();
     if let Err(e) = built {
-        let _ = pool.storage.destroy(&new.id, "");
+        let _ = pool.storage.destroy(Dataset::root(&new.id));
         let _ = pool.remove_ct_config(&new.id);
         return Err(e.context(format!("container '{}'", new.id)));
     }
@@ -158,7 +156,7 @@ fn fill_rootfs(rootfs: &Path, source: &RootfsSource) -> Result<()> {
 
 pub fn delete(pool: &Pool, id: &str, force: bool) -> Result<()> {
     let lock = pool.lock_ct(id)?;
-    pool.ct_unvalidated(id)?;
+    let cfg = pool.ct_unvalidated(id)?;
     let rt = runtime(pool);
     let state = rt.state(id)?;
     if state.is_up() {
@@ -169,6 +167,7 @@ pub fn delete(pool: &Pool, id: &str, force: bool) -> Result<()> {
         }
         rt.stop(id, Duration::from_secs(0))?;
     }
+    crate::resources::release(pool, id, &cfg.group);
     destroy_locked(pool, id)?;
     pool.unlock_ct(id, lock)
 }
@@ -176,7 +175,7 @@ pub fn delete(pool: &Pool, id: &str, force: bool) -> Result<()> {
 /// Removes a stopped container's runtime config, datasets, config and log.
 pub fn destroy_locked(pool: &Pool, id: &str) -> Result<()> {
     runtime(pool).remove(id)?;
-    pool.storage.destroy(id, "")?;
+    pool.storage.destroy(Dataset::root(id))?;
     pool.remove_ct_config(id)?;
     crate::fsutil::remove_dir_all_if_exists(&pool.hooks_dir(id))?;
     crate::fsutil::remove_file_if_exists(&log_file(pool, id))
@@ -205,7 +204,12 @@ pub fn start_locked(pool: &Pool, id: &str) -> Result<()> {
     pool.storage.mount(id)?;
     let mut spec = run_spec(pool, id, &cfg)?;
     spec.net = net;
-    rt.start(&spec)
+    spec.resources = crate::resources::prepare_start(pool, id, &cfg)?;
+    rt.start(&spec).inspect_err(|_| {
+        if rt.state(id).is_ok_and(|s| s == CtState::Stopped) {
+            crate::resources::release(pool, id, &cfg.group);
+        }
+    })
 }
 
 /// Runs a container again that a dead export was stopping or starting. LXC
@@ -252,6 +256,7 @@ fn run_spec(pool: &Pool, id: &str, cfg: &ContainerConfig) -> Result<RunSpec> {
         raw_lxc: cfg.raw_lxc(),
         log_file: log_file(pool, id),
         net: Vec::new(),
+        resources: Vec::new(),
     })
 }
 
@@ -363,8 +368,10 @@ fn lacks_idmapped_mounts(path: &Path) -> Result<Option<&'static str>> {
 
 pub fn stop(pool: &Pool, id: &str, timeout: Duration) -> Result<()> {
     let _lock = pool.lock_ct(id)?;
-    pool.ct_unvalidated(id)?;
-    runtime(pool).stop(id, timeout)
+    let cfg = pool.ct_unvalidated(id)?;
+    runtime(pool).stop(id, timeout)?;
+    crate::resources::release(pool, id, &cfg.group);
+    Ok(())
 }
 
 pub fn restart(pool: &Pool, id: &str, timeout: Duration) -> Result<()> {

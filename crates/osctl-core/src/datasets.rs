@@ -22,8 +22,8 @@ use crate::error::{Error, Result};
 use crate::model::ContainerConfig;
 use crate::names;
 use crate::pool::Pool;
-use crate::runtime::{MountSpec, Runtime};
-use crate::storage;
+use crate::runtime::MountSpec;
+use crate::storage::{self, Dataset};
 
 /// Options of the mounts `ct dataset new` adds, as the original writes them.
 pub const MOUNT_OPTS: &str = "bind,create=dir,rw";
@@ -207,12 +207,12 @@ pub fn create(pool: &Pool, id: &str, name: &str, mountpoint: Option<&str>) -> Re
         )));
     }
     pool.storage
-        .create(id, name)
+        .create(Dataset::new(id, name))
         .map_err(|e| e.context(format!("container '{id}'")))?;
     if let Some(target) = target {
         cfg.mounts.push(mount_entry(name, &target));
         if let Err(e) = pool.save_ct(id, &cfg) {
-            let _ = pool.storage.destroy(id, name);
+            let _ = pool.storage.destroy(Dataset::new(id, name));
             return Err(e);
         }
     }
@@ -242,7 +242,7 @@ pub fn list(pool: &Pool, id: &str) -> Result<Vec<DatasetInfo>> {
         .map(|name| DatasetInfo {
             path: pool
                 .storage
-                .private(id, &name)
+                .private(Dataset::new(id, &name))
                 .to_string_lossy()
                 .into_owned(),
             mountpoint: mounts
@@ -293,7 +293,7 @@ pub fn delete(pool: &Pool, id: &str, name: &str) -> Result<()> {
         // a mount of a dataset that is gone stops the container's start.
         pool.save_ct(id, &cfg)?;
     }
-    pool.storage.destroy(id, name)
+    pool.storage.destroy(Dataset::new(id, name))
 }
 
 /// What LXC mounts for a dataset mount (checked by [`check_mounts`]): the
@@ -306,7 +306,7 @@ pub fn mount_spec(
     mount: &DatasetMount,
     idmapped: bool,
 ) -> Result<MountSpec> {
-    let top = pool.storage.path(id, "");
+    let top = pool.storage.path(Dataset::root(id));
     let source = storage::checked_private(&top, &mount.dataset).map_err(|e| {
         e.context(format!(
             "container '{id}': dataset '{}' mounted at {}",
@@ -340,7 +340,7 @@ pub fn mount_spec(
 /// container's), as root, mode 0755, as LXC makes them.
 pub fn make_nested_mountpoints(pool: &Pool, id: &str, mounts: &[DatasetMount]) -> Result<()> {
     use std::os::fd::AsFd;
-    let top = pool.storage.path(id, "");
+    let top = pool.storage.path(Dataset::root(id));
     let resolver = crate::fstar::safefs::Resolver::detect();
     for (i, mount) in mounts.iter().enumerate().filter(|(_, m)| m.at_start) {
         let below = |outer: &&DatasetMount| {
@@ -383,7 +383,7 @@ pub fn make_nested_mountpoints(pool: &Pool, id: &str, mounts: &[DatasetMount]) -
 /// must reach it. Nobody else on the host may (setuid files in there are
 /// stored as the container sees them).
 pub fn let_root_through(pool: &Pool, id: &str, root_gid: u32) -> Result<()> {
-    let dir = pool.storage.path(id, "");
+    let dir = pool.storage.path(Dataset::root(id));
     rustix::fs::chown(&dir, None, Some(rustix::fs::Gid::from_raw(root_gid)))
         .map_err(std::io::Error::from)
         .map_err(|e| Error::io(format!("cannot set the group of {}", dir.display()), e))?;

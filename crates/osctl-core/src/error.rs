@@ -84,6 +84,59 @@ impl Error {
     }
 }
 
+/// What went wrong, for callers that decide by it (the CLI's exit status,
+/// a backend that treats "not found" as done).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Invalid,
+    NotFound,
+    Exists,
+    Refused,
+    Archive,
+    Busy,
+    Interrupted,
+    Io,
+    Exec,
+}
+
+impl Error {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::Invalid(message.into())
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Error::NotFound(message.into())
+    }
+    pub fn exists(message: impl Into<String>) -> Self {
+        Error::Exists(message.into())
+    }
+    pub fn refused(message: impl Into<String>) -> Self {
+        Error::Refused(message.into())
+    }
+    pub fn archive(message: impl Into<String>) -> Self {
+        Error::Archive(message.into())
+    }
+    pub fn busy(message: impl Into<String>) -> Self {
+        Error::Busy(message.into())
+    }
+    pub fn interrupted(message: impl Into<String>) -> Self {
+        Error::Interrupted(message.into())
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Invalid(_) => ErrorKind::Invalid,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Exists(_) => ErrorKind::Exists,
+            Error::Refused(_) => ErrorKind::Refused,
+            Error::Archive(_) => ErrorKind::Archive,
+            Error::Busy(_) => ErrorKind::Busy,
+            Error::Interrupted(_) => ErrorKind::Interrupted,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Exec { .. } => ErrorKind::Exec,
+        }
+    }
+}
+
 /// Attaches context to I/O and command results.
 pub trait Context<T> {
     fn ctx<C: Into<String>>(self, context: impl FnOnce() -> C) -> Result<T>;

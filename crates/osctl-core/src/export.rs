@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::archive::compress::{CompressOptions, Compression, Encoder};
-use crate::archive::meta::{self, ArchiveType, Metadata};
+use crate::archive::meta::{self, ArchiveFormat, ArchiveType, Metadata, StreamEncoding};
 use crate::archive::{ArchiveWriter, DigestAlgorithm, EntrySink};
 use crate::cmd::{Cmd, ExecError, OffsetWatch};
 use crate::containers;
@@ -36,7 +36,7 @@ use crate::names;
 use crate::pool::Pool;
 use crate::progress::Progress;
 use crate::runtime::{CtState, Runtime};
-use crate::storage::{Backend, ROOTFS_DIR};
+use crate::storage::{self, Dataset, NativeStreams, SendRequest, ROOTFS_DIR};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompressionChoice {
@@ -187,11 +187,15 @@ fn now() -> u64 {
 pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Result<Exported> {
     let began = Instant::now();
     names::container_id(id)?;
-    if let (true, FormatChoice::Native, Some(native)) =
-        (opts.single_layer, opts.format, pool.storage.native_format())
-    {
+    // The pool's native streams when the archive takes them, else tar.
+    let native = match opts.format {
+        FormatChoice::Native => pool.storage.native(),
+        FormatChoice::Tar => None,
+    };
+    if let (true, Some(native)) = (opts.single_layer, native) {
         return Err(Error::Invalid(format!(
-            "--single-layer is for tar archives; {native} streams of a consistent export hold two layers"
+            "--single-layer is for tar archives; {} streams of a consistent export hold two layers",
+            native.format()
         )));
     }
     interrupt::install();
@@ -226,14 +230,15 @@ pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Resul
             return Err(e);
         }
     };
-    let mut job = Job {
+    let mut job = ExportJob {
         pool,
         id,
         cfg: &cfg,
         opts,
         journal: &mut journal,
-        runtime: &runtime,
+        runtime,
         running,
+        native,
         down_since: None,
         downtime: None,
     };
@@ -274,7 +279,8 @@ fn job_is_clean(journal: &Journal<ExportRecord>) -> bool {
     r.snapshots.is_empty() && !r.stopped && !r.frozen
 }
 
-struct Job<'a> {
+/// One export under way: what it writes, and what it must undo.
+struct ExportJob<'a> {
     pool: &'a Pool,
     id: &'a str,
     cfg: &'a ContainerConfig,
@@ -282,17 +288,12 @@ struct Job<'a> {
     journal: &'a mut Journal<ExportRecord>,
     runtime: &'a dyn Runtime,
     running: bool,
+    /// The pool's native streams when the archive holds them (else tar).
+    native: Option<&'a dyn NativeStreams>,
     /// When the container was last stopped or frozen, until it runs again.
     down_since: Option<Instant>,
     /// The time it spent stopped or frozen, in all.
     downtime: Option<Duration>,
-}
-
-/// How the root file system is encoded in this archive.
-#[derive(Clone, Copy, PartialEq)]
-enum Encoding {
-    Native,
-    Tar,
 }
 
 /// How many dumps the archive holds, and when the container is stopped.
@@ -301,60 +302,151 @@ enum Layers {
     /// One dump; the container is not stopped.
     One,
     /// One dump of the stopped container: of a snapshot taken while it was
-    /// stopped (it runs again during the dump), or on dir pools of the live
-    /// tree while it stays stopped.
+    /// stopped (it runs again during the dump), or where views are live of
+    /// the live tree while it stays stopped.
     OneStopped,
     /// A base dumped while it runs, then the changes after a stop.
     BaseAndChanges,
 }
 
-impl Job<'_> {
-    fn encoding(&self) -> Encoding {
-        match (self.opts.format, self.pool.storage.native_format()) {
-            (FormatChoice::Native, Some(_)) => Encoding::Native,
-            _ => Encoding::Tar,
+/// How one dataset's stream goes into its archive entry; chosen in
+/// [`ExportJob::route`], the one place that knows.
+#[derive(Clone, Copy)]
+enum Route<'a> {
+    /// A native sender writes an uncompressed entry straight into the
+    /// archive file; `compressed`: its data as the storage keeps it
+    /// compressed.
+    SendIntoFile {
+        native: &'a dyn NativeStreams,
+        compressed: bool,
+    },
+    /// A native sender's pipe through an encoder.
+    SendThroughEncoder(&'a dyn NativeStreams, Compression),
+    /// A tar dump of the root file system through an encoder.
+    Tar(Compression),
+}
+
+impl Route<'_> {
+    fn compression(self) -> Compression {
+        match self {
+            Route::SendIntoFile { .. } => Compression::Off,
+            Route::SendThroughEncoder(_, c) | Route::Tar(c) => c,
         }
     }
 
+    /// `rootfs/[<rel>/]<stem>.<dat|tar><compression>`.
+    fn entry(self, rel: &str, stem: &str) -> String {
+        let dir = if rel.is_empty() {
+            meta::ROOTFS_DIR.to_string()
+        } else {
+            format!("{}/{rel}", meta::ROOTFS_DIR)
+        };
+        let kind = match self {
+            Route::Tar(_) => StreamEncoding::Tar,
+            _ => StreamEncoding::Dat,
+        };
+        let suffix = self.compression().suffix();
+        format!("{dir}/{stem}{}{suffix}", kind.extension())
+    }
+}
+
+/// A tar dump: the root file system with the subdatasets `shown` where the
+/// container sees them, at `snap`; whole, or the changes since the base dump
+/// that made `base`.
+struct TarDump<'a> {
+    shown: &'a [(String, String)],
+    snap: &'a str,
+    base: Option<&'a Manifest>,
+    /// The progress step it shows.
+    step: String,
+}
+
+/// What the archive holds of the container's datasets.
+struct Contents {
+    /// Native archives: the subdatasets, each with its own streams.
+    datasets: Vec<String>,
+    /// Tar archives: each subdataset with where the container sees it, all
+    /// in the one tree.
+    shown: Vec<(String, String)>,
+}
+
+impl<'a> ExportJob<'a> {
     fn layers(&self) -> Layers {
-        let dir_pool = self.pool.storage.backend() == Backend::Dir;
         if !(self.opts.consistent && self.running) {
             Layers::One
-        } else if self.encoding() == Encoding::Native || (dir_pool && !self.opts.single_layer) {
+        } else if self.native.is_some()
+            || (self.pool.storage.views_are_live() && !self.opts.single_layer)
+        {
             Layers::BaseAndChanges
         } else {
             Layers::OneStopped
         }
     }
 
-    fn format_name(&self) -> &'static str {
-        match self.encoding() {
-            Encoding::Native => self
-                .pool
-                .storage
-                .native_format()
-                .unwrap_or(meta::FORMAT_TAR),
-            Encoding::Tar if self.layers() == Layers::BaseAndChanges => meta::FORMAT_TAR_LAYERS,
-            Encoding::Tar => meta::FORMAT_TAR,
+    fn format(&self) -> ArchiveFormat {
+        match self.native {
+            Some(native) => native.format(),
+            None if self.layers() == Layers::BaseAndChanges => ArchiveFormat::TarLayers,
+            None => ArchiveFormat::Tar,
         }
     }
 
+    /// How the stream of dataset `rel` is written.
+    fn route(&self, rel: &str) -> Result<Route<'a>> {
+        let fixed = match self.opts.compression {
+            CompressionChoice::Fixed(c) => Some(c),
+            CompressionChoice::Auto => None,
+        };
+        let Some(native) = self.native else {
+            return Ok(Route::Tar(fixed.unwrap_or(Compression::Gzip)));
+        };
+        Ok(match fixed {
+            Some(Compression::Off) => Route::SendIntoFile {
+                native,
+                compressed: false,
+            },
+            Some(c) => Route::SendThroughEncoder(native, c),
+            None if native.can_send_compressed(Dataset::new(self.id, rel))? => {
+                Route::SendIntoFile {
+                    native,
+                    compressed: true,
+                }
+            }
+            None => Route::SendThroughEncoder(native, Compression::Gzip),
+        })
+    }
+
+    /// The archive: its head (metadata and configs), the root file system's
+    /// streams, and its tail (checksums and snapshot names).
     fn write(&mut self, file: File) -> Result<()> {
-        let encoding = self.encoding();
-        // Tar archives carry the subdatasets in the one tree, where the
-        // container sees them; native ones carry each dataset's streams.
-        let (datasets, shown) = match encoding {
-            Encoding::Native => (self.pool.storage.subdatasets(self.id)?, Vec::new()),
-            Encoding::Tar => (Vec::new(), self.shown_datasets()?),
+        let contents = match self.native {
+            Some(_) => Contents {
+                datasets: self.pool.storage.subdatasets(self.id)?,
+                shown: Vec::new(),
+            },
+            None => Contents {
+                datasets: Vec::new(),
+                shown: self.shown_datasets()?,
+            },
         };
         let mut w = ArchiveWriter::new(file)?;
+        self.write_head(&mut w, &contents.datasets)?;
+        self.dump_layers(&mut w, &contents)?;
+        interrupt::check()?;
+        failpoint::hit("export-before-end");
+        self.write_tail(w)
+    }
+
+    /// `metadata.yml`, the configs, hooks and the root file system's
+    /// directories.
+    fn write_head(&self, w: &mut ArchiveWriter, datasets: &[String]) -> Result<()> {
         let metadata = Metadata {
             archive_type: ArchiveType::Full,
-            format: self.format_name().to_string(),
+            format: self.format(),
             user: Some(self.cfg.user.clone()),
             group: Some(self.cfg.group.clone()),
             container: Some(self.id.to_string()),
-            datasets: datasets.clone(),
+            datasets: datasets.to_vec(),
             exported_at: now() as i64,
             checksums: Some(DigestAlgorithm::CURRENT),
         };
@@ -368,15 +460,18 @@ impl Job<'_> {
             let body = std::fs::read(&path).ctx(|| format!("cannot read {}", path.display()))?;
             w.add_file(entry, &body)?;
         }
-        w.add_file(meta::CONTAINER_CONFIG, &self.container_config(encoding)?)?;
-        self.add_hooks(&mut w)?;
+        w.add_file(meta::CONTAINER_CONFIG, &self.container_config()?)?;
+        self.add_hooks(w)?;
         w.add_dir(meta::ROOTFS_DIR)?;
-        for rel in &datasets {
+        for rel in datasets {
             w.add_dir(&format!("{}/{rel}", meta::ROOTFS_DIR))?;
         }
-        self.dump_layers(&mut w, encoding, &datasets, &shown)?;
-        interrupt::check()?;
-        failpoint::hit("export-before-end");
+        Ok(())
+    }
+
+    /// After the streams: destroys the snapshots, then writes
+    /// `checksums.yml` and `snapshots.yml` (newest first) and ends the archive.
+    fn write_tail(&mut self, mut w: ArchiveWriter) -> Result<()> {
         let snapshots = self.journal.record().snapshots.clone();
         self.destroy_snapshots()?;
         let checksums = w.checksums().to_vec();
@@ -394,15 +489,9 @@ impl Job<'_> {
     }
 
     /// Takes the snapshots and dumps them, stopping and starting the
-    /// container as [`Job::layers`] says.
-    fn dump_layers(
-        &mut self,
-        w: &mut ArchiveWriter,
-        encoding: Encoding,
-        datasets: &[String],
-        shown: &[(String, String)],
-    ) -> Result<()> {
-        let dir_pool = self.pool.storage.backend() == Backend::Dir;
+    /// container as [`ExportJob::layers`] says.
+    fn dump_layers(&mut self, w: &mut ArchiveWriter, contents: &Contents) -> Result<()> {
+        let live_views = self.pool.storage.views_are_live();
         let layers = self.layers();
         if layers == Layers::OneStopped {
             self.stop_for_export()?;
@@ -410,19 +499,18 @@ impl Job<'_> {
         let base = self.take_snapshot("base")?;
         failpoint::hit("export-after-base-snapshot");
         // With real snapshots the container may run while they are dumped.
-        if layers == Layers::OneStopped && !dir_pool {
+        if layers == Layers::OneStopped && !live_views {
             self.start_again()?;
         }
-        let manifest = self.dump(w, encoding, datasets, shown, &base, None)?;
+        let manifest = self.dump(w, contents, &base, None)?;
         if layers == Layers::BaseAndChanges {
             self.stop_for_export()?;
             let incr = self.take_snapshot("incr")?;
             failpoint::hit("export-after-incr-snapshot");
-            if !dir_pool {
+            if !live_views {
                 self.start_again()?;
             }
-            let since = Some((base.as_str(), &manifest));
-            self.dump(w, encoding, datasets, shown, &incr, since)?;
+            self.dump(w, contents, &incr, Some((base.as_str(), &manifest)))?;
         }
         self.start_again()
     }
@@ -448,13 +536,13 @@ impl Job<'_> {
     /// `config/container.yml`: the pool's file as it is, except that a tar
     /// archive, whose tree holds the subdatasets' files at their mountpoints,
     /// drops the mounts that showed them.
-    fn container_config(&self, encoding: Encoding) -> Result<Vec<u8>> {
+    fn container_config(&self) -> Result<Vec<u8>> {
         let path = self.pool.ct_config_path(self.id);
         let body = std::fs::read(&path).ctx(|| format!("cannot read {}", path.display()))?;
         let of_subdataset = |m: &serde_json::Value| {
             datasets::parse_mount(m).is_some_and(|p| p.is_ok_and(|p| !p.dataset.is_empty()))
         };
-        if encoding == Encoding::Native || !self.cfg.mounts.iter().any(of_subdataset) {
+        if self.native.is_some() || !self.cfg.mounts.iter().any(of_subdataset) {
             return Ok(body);
         }
         let mut cfg = self.cfg.clone();
@@ -516,6 +604,11 @@ impl Job<'_> {
         self.opts.progress.step(step);
     }
 
+    /// Whether progress is drawn: estimates are worth their cost only then.
+    fn visible(&self) -> bool {
+        self.opts.progress.is_visible()
+    }
+
     fn take_snapshot(&mut self, kind: &str) -> Result<String> {
         interrupt::check()?;
         let name = format!("osctl-{kind}-{}", now());
@@ -561,106 +654,142 @@ impl Job<'_> {
         started.and(destroyed)
     }
 
-    fn compression_for(&self, rel: &str, encoding: Encoding) -> Result<(Compression, bool)> {
-        Ok(match self.opts.compression {
-            CompressionChoice::Fixed(c) => (c, false),
-            CompressionChoice::Auto => {
-                if encoding == Encoding::Native
-                    && self.pool.storage.can_send_compressed(self.id, rel)?
-                {
-                    (Compression::Off, true)
-                } else {
-                    (Compression::Gzip, false)
-                }
-            }
-        })
-    }
-
     /// Dumps every dataset at `snap`: a base, or with `since` the changes
     /// after the base. Returns the manifest of a tar base dump.
     fn dump(
         &mut self,
         w: &mut ArchiveWriter,
-        encoding: Encoding,
-        datasets: &[String],
-        shown: &[(String, String)],
+        contents: &Contents,
         snap: &str,
         since: Option<(&str, &Manifest)>,
     ) -> Result<Manifest> {
-        let stem = if since.is_some() {
-            "incremental"
-        } else {
-            "base"
+        let stem = match since {
+            Some(_) => "incremental",
+            None => "base",
         };
-        match encoding {
-            Encoding::Native => {
-                for rel in std::iter::once("").chain(datasets.iter().map(String::as_str)) {
-                    let (compression, compressed_send) = self.compression_for(rel, encoding)?;
-                    let dir = if rel.is_empty() {
-                        meta::ROOTFS_DIR.to_string()
-                    } else {
-                        format!("{}/{rel}", meta::ROOTFS_DIR)
-                    };
-                    let entry = format!("{dir}/{stem}.dat{}", compression.suffix());
-                    let storage = &self.pool.storage;
-                    // Only a full stream's size is known before it is sent.
-                    let estimate = (since.is_none() && self.opts.progress.is_visible())
-                        .then(|| storage.send_estimate(self.id, rel, snap, compressed_send))
-                        .flatten();
-                    self.opts.progress.step_bytes(
-                        format!("{stem} of {}", if rel.is_empty() { "rootfs" } else { rel }),
-                        estimate,
-                    );
-                    let from = since.map(|s| s.0);
-                    let progress = self.opts.progress.clone();
-                    let failed = || format!("cannot dump {entry}");
-                    if compression == Compression::Off {
-                        let send = storage.send_cmd(self.id, rel, snap, from, compressed_send)?;
-                        w.stream_entry(&entry, |sink| {
-                            failpoint::hit("export-in-stream");
-                            sink.with_file(|file| {
-                                send_into_file(&send, file, &progress).ctx(failed)
-                            })
-                        })?;
-                    } else {
-                        let mut stream = storage.send(self.id, rel, snap, from, compressed_send)?;
-                        w.stream_entry(&entry, |sink| {
-                            compress_into(sink, compression, &progress, |out| {
-                                io::copy(&mut stream, out).map(drop).ctx(failed)
-                            })
-                        })?;
-                    }
-                }
-                Ok(Manifest::default())
-            }
-            Encoding::Tar => {
-                let (compression, _) = self.compression_for("", encoding)?;
-                let entry = format!("{}/{stem}.tar{}", meta::ROOTFS_DIR, compression.suffix());
-                let views = self.views(snap, shown)?;
-                let sources: Vec<DumpSource> =
-                    views.iter().map(|(source, _)| source.clone()).collect();
-                let estimate = (since.is_none() && self.opts.progress.is_visible())
-                    .then(|| sources.iter().map(|s| crate::fsutil::tree_bytes(&s.dir)).sum());
+        let request = SendRequest {
+            snapshot: snap,
+            from: since.map(|s| s.0),
+            compressed: false,
+        };
+        let mut manifest = Manifest::default();
+        for rel in std::iter::once("").chain(contents.datasets.iter().map(String::as_str)) {
+            let route = self.route(rel)?;
+            let entry = route.entry(rel, stem);
+            let shown = if rel.is_empty() { "rootfs" } else { rel };
+            let step = format!("{stem} of {shown}");
+            let ds = Dataset::new(self.id, rel);
+            if let Route::SendIntoFile { native, .. } | Route::SendThroughEncoder(native, _) = route
+            {
+                let sent = SendRequest {
+                    compressed: matches!(
+                        route,
+                        Route::SendIntoFile {
+                            compressed: true,
+                            ..
+                        }
+                    ),
+                    ..request
+                };
+                let estimate = self.visible().then(|| native.send_estimate(ds, &sent));
                 self.opts
                     .progress
-                    .step_bytes(format!("{stem} of rootfs"), estimate);
-                let progress = self.opts.progress.clone();
-                w.stream_entry(&entry, |sink| {
-                    let mut manifest = Manifest::default();
-                    compress_into(sink, compression, &progress, |out| {
-                        match since {
-                            None => manifest = fstar::dump_full(out, &sources)?.1,
-                            Some((_, base)) => {
-                                fstar::dump_changes(out, &sources, base)?;
-                            }
-                        }
-                        Ok(())
-                    })
-                    .map_err(|e| e.context(format!("cannot dump {entry}")))?;
-                    Ok(manifest)
-                })
+                    .step_bytes(step.clone(), estimate.flatten());
             }
+            manifest = match route {
+                Route::Tar(compression) => {
+                    let base = since.map(|s| s.1);
+                    let tar = TarDump {
+                        shown: &contents.shown,
+                        snap,
+                        base,
+                        step,
+                    };
+                    self.dump_tar(w, &tar, compression, &entry)?
+                }
+                Route::SendIntoFile { native, compressed } => {
+                    let send = native.send_cmd(
+                        ds,
+                        &SendRequest {
+                            compressed,
+                            ..request
+                        },
+                    )?;
+                    self.send_into_entry(w, &send, &entry)?;
+                    Manifest::default()
+                }
+                Route::SendThroughEncoder(native, compression) => {
+                    let mut stream = storage::send(native, ds, &request)?;
+                    self.compress_into_entry(w, compression, &entry, |out| {
+                        io::copy(&mut stream, out).map(drop)
+                    })?;
+                    Manifest::default()
+                }
+            };
         }
+        Ok(manifest)
+    }
+
+    /// Runs a native sender with the entry's data in the archive file as its
+    /// stdout.
+    fn send_into_entry(&self, w: &mut ArchiveWriter, send: &Cmd, entry: &str) -> Result<()> {
+        let progress = &self.opts.progress;
+        w.stream_entry(entry, |sink| {
+            failpoint::hit("export-in-stream");
+            sink.with_file(|file| {
+                send_into_file(send, file, progress).ctx(|| format!("cannot dump {entry}"))
+            })
+        })
+    }
+
+    /// Writes what `fill` copies into the entry through an encoder.
+    fn compress_into_entry(
+        &self,
+        w: &mut ArchiveWriter,
+        compression: Compression,
+        entry: &str,
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<()> {
+        w.stream_entry(entry, |sink| {
+            compress_into(sink, compression, &self.opts.progress, |out| {
+                fill(out).ctx(|| format!("cannot dump {entry}"))
+            })
+        })
+    }
+
+    /// The root file system as one tar stream, see [`TarDump`].
+    fn dump_tar(
+        &self,
+        w: &mut ArchiveWriter,
+        tar: &TarDump,
+        compression: Compression,
+        entry: &str,
+    ) -> Result<Manifest> {
+        let views = self.views(tar.snap, tar.shown)?;
+        let sources: Vec<DumpSource> = views.iter().map(|(source, _)| source.clone()).collect();
+        let progress = &self.opts.progress;
+        // A base dump's size is about the tree's; the changes' is unknown.
+        let estimate = (tar.base.is_none() && self.visible()).then(|| {
+            sources
+                .iter()
+                .map(|s| crate::fsutil::tree_bytes(&s.dir))
+                .sum()
+        });
+        progress.step_bytes(tar.step.clone(), estimate);
+        w.stream_entry(entry, |sink| {
+            let mut manifest = Manifest::default();
+            compress_into(sink, compression, progress, |out| {
+                match tar.base {
+                    None => manifest = fstar::dump_full(out, &sources)?.1,
+                    Some(base) => {
+                        fstar::dump_changes(out, &sources, base)?;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e| e.context(format!("cannot dump {entry}")))?;
+            Ok(manifest)
+        })
     }
 
     /// Directory views of the root file system and each subdataset (`shown`:
@@ -673,7 +802,7 @@ impl Job<'_> {
     ) -> Result<Vec<(DumpSource, crate::storage::SnapshotView)>> {
         let storage = &self.pool.storage;
         let mut out = Vec::new();
-        let root = storage.snapshot_view(self.id, "", snap)?;
+        let root = storage.snapshot_view(Dataset::root(self.id), snap)?;
         out.push((
             DumpSource {
                 prefix: String::new(),
@@ -682,7 +811,7 @@ impl Job<'_> {
             root,
         ));
         for (rel, at) in shown {
-            let view = storage.snapshot_view(self.id, rel, snap)?;
+            let view = storage.snapshot_view(Dataset::new(self.id, rel), snap)?;
             out.push((
                 DumpSource {
                     prefix: at.clone(),

@@ -9,14 +9,14 @@
 //! command replays.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader};
 use std::path::Path;
 
 use crate::accounts::{self, MapRequest};
 use crate::archive::compress::{self, Compression};
 use crate::archive::grammar::Grammar;
 use crate::archive::meta::{
-    self, ArchiveType, EntryName, Metadata, StreamEncoding, StreamKind, StreamName,
+    self, ArchiveFormat, ArchiveType, EntryName, Metadata, StreamEncoding, StreamKind, StreamName,
 };
 use crate::archive::{ArchiveReader, CopyError, Entry};
 use crate::cmd::OffsetWatch;
@@ -34,7 +34,7 @@ use crate::names;
 use crate::netif;
 use crate::pool::Pool;
 use crate::progress::Progress;
-use crate::storage;
+use crate::storage::{self, Dataset, NativeStreams};
 use crate::subid::SubIds;
 use crate::trust;
 use crate::yaml;
@@ -126,10 +126,25 @@ struct Plan {
     user: UserPlan,
     group: GroupPlan,
     hooks: Vec<Hook>,
+    /// `config/group.yml`: the config of a group the import creates.
+    group_config: Option<GroupConfig>,
     /// Owners of files must be below this (the user's map size).
     max_id: Option<u32>,
     journal: Journal<ImportRecord>,
     lock: Lock,
+}
+
+impl Plan {
+    /// What the files of the root file system may be.
+    fn file_policy(&self, trusted: bool) -> FilePolicy {
+        FilePolicy::for_import(self.max_id, trusted)
+    }
+
+    /// The root dataset and the subdatasets the archive brings.
+    fn datasets(&self) -> impl Iterator<Item = Dataset<'_>> {
+        let rels = std::iter::once("").chain(self.metadata.datasets.iter().map(String::as_str));
+        rels.map(|rel| Dataset::new(&self.staging, rel))
+    }
 }
 
 /// What [`Importer::decide`] settles under the container's lock.
@@ -140,6 +155,16 @@ struct Decided {
     hooks: Vec<Hook>,
     max_id: Option<u32>,
     journal: Journal<ImportRecord>,
+}
+
+/// Where an import is.
+enum Stage {
+    /// Reading the entries before the root file system; nothing is created.
+    Head(Box<Head>),
+    /// From the first stream on: the plan records what a failure undoes.
+    Receiving(Box<Plan>),
+    /// Committed, or no root file system came.
+    Done,
 }
 
 /// Imports the archive at `path` into `pool`; returns the new container's id.
@@ -153,48 +178,52 @@ pub fn import_report(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<I
     let file = File::open(path).ctx(|| format!("cannot open archive {}", path.display()))?;
     not_an_archive(path)?;
     let mut importer = Importer {
-        pool,
-        opts,
-        progress: opts.progress.clone().unwrap_or_else(Progress::hidden),
-        head: Head::default(),
+        env: Env {
+            pool,
+            opts,
+            progress: opts.progress.clone().unwrap_or_else(Progress::hidden),
+            notes: Vec::new(),
+            hostname: None,
+        },
         grammar: Grammar::new(),
-        plan: None,
-        notes: Vec::new(),
-        hostname: None,
+        stage: Stage::Head(Box::default()),
     };
     let result = importer.run(ArchiveReader::new(file));
-    importer.progress.finish();
-    let result = match result {
-        Ok(id) => Ok(id),
-        Err(e) => {
+    importer.env.progress.finish();
+    let result = match (result, importer.stage) {
+        (Ok(id), _) => Ok(id),
+        (Err(e), Stage::Receiving(plan)) => {
             let e = interrupt::explain(e);
-            match importer.plan.take() {
-                Some(plan) => Err(match undo(pool, plan) {
-                    Ok(()) => e,
-                    Err(u) => e.context(format!("(undoing the import failed too: {u})")),
-                }),
-                None => Err(e),
-            }
+            Err(match undo(pool, *plan) {
+                Ok(()) => e,
+                Err(u) => e.context(format!("(undoing the import failed too: {u})")),
+            })
         }
+        (Err(e), _) => Err(interrupt::explain(e)),
     };
     result
         .map(|imported| Imported {
-            notes: std::mem::take(&mut importer.notes),
-            hostname: importer.hostname.take(),
+            notes: std::mem::take(&mut importer.env.notes),
+            hostname: importer.env.hostname.take(),
             ..imported
         })
         .map_err(|e| e.context(format!("cannot import {}", path.display())))
 }
 
 struct Importer<'a> {
+    env: Env<'a>,
+    grammar: Grammar,
+    stage: Stage,
+}
+
+/// What an import works with, apart from the archive's state.
+struct Env<'a> {
     pool: &'a Pool,
     opts: &'a ImportOptions,
     progress: Progress,
-    head: Head,
-    grammar: Grammar,
-    plan: Option<Plan>,
     /// Lines for the admin (see [`Imported`]).
     notes: Vec<String>,
+    /// A clone's hostname that followed its new id: (old, new).
     hostname: Option<(String, String)>,
 }
 
@@ -216,104 +245,116 @@ impl Importer<'_> {
         }
         let finished = self.grammar.finish(true)?;
         let snapshots = finished.snapshots.unwrap_or_default().to_vec();
-        if self.plan.is_none() {
+        let Stage::Receiving(mut plan) = std::mem::replace(&mut self.stage, Stage::Done) else {
             return Err(Error::Archive(
                 "the archive holds no root file system".into(),
             ));
+        };
+        match self.env.complete(&mut plan, &snapshots) {
+            Ok(()) => {
+                let imported = summary(self.env.pool, &plan);
+                plan.journal.finish()?;
+                Ok(imported)
+            }
+            Err(e) => {
+                // Back where a failure finds what to undo.
+                self.stage = Stage::Receiving(plan);
+                Err(e)
+            }
         }
-        self.finish_datasets(&snapshots)?;
-        self.check_private_dirs()?;
-        self.check_received()?;
-        let plan = self.plan.as_mut().expect("checked above");
-        failpoint::hit("import-before-commit");
-        let fresh_ids = commit(self.pool, plan, self.opts.trusted)?;
-        failpoint::hit("import-after-commit");
-        let plan = self.plan.take().expect("checked above");
-        plan.journal.finish()?;
-        Ok(Imported {
-            pool: self.pool.name.clone(),
-            user: plan.user.name().to_string(),
-            group: plan.group.name().to_string(),
-            new_user: matches!(plan.user, UserPlan::Create { .. }),
-            fresh_ids,
-            new_group: matches!(plan.group, GroupPlan::Create(_)),
-            id: plan.id,
-            ..Default::default()
-        })
     }
 
     /// Reads an entry the grammar admitted.
     fn entry(&mut self, entry: &mut Entry<'_, File>, name: EntryName) -> Result<()> {
-        let shown = entry.name().to_string();
         match name {
-            EntryName::UserConfig | EntryName::GroupConfig | EntryName::ContainerConfig => {
-                let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
-                let bad = |e: Error| Error::Archive(e.to_string());
-                match name {
-                    EntryName::UserConfig => {
-                        self.head.user = Some(yaml::parse_bytes(&bytes, &shown).map_err(bad)?)
-                    }
-                    EntryName::GroupConfig => {
-                        self.head.group = Some(yaml::parse_bytes(&bytes, &shown).map_err(bad)?)
-                    }
-                    _ => {
-                        self.head.container =
-                            Some(ContainerConfig::parse(&bytes, &shown).map_err(bad)?)
-                    }
-                }
-            }
-            EntryName::Hook(rel) => {
-                let executable = entry.mode() & 0o111 != 0;
-                let body = entry.read_to_vec(meta::MAX_HOOK_BYTES)?;
-                self.head.hooks.push(Hook {
-                    rel,
-                    body,
-                    executable,
-                });
-            }
-            EntryName::Dir(_) => {}
             EntryName::Stream(stream) => {
-                if self.plan.is_none() {
-                    self.plan = Some(self.make_plan()?);
+                self.start_receiving()?;
+                match &self.stage {
+                    Stage::Receiving(plan) => self.env.receive(plan, entry, &stream),
+                    _ => Err(Error::Archive(format!(
+                        "archive entry '{}' after the import ended",
+                        entry.name()
+                    ))),
                 }
-                self.receive(entry, &stream)?;
             }
+            EntryName::Dir(_) => Ok(()),
             // The grammar's own documents, read by it.
-            EntryName::Metadata | EntryName::Checksums | EntryName::Snapshots => {}
+            EntryName::Metadata | EntryName::Checksums | EntryName::Snapshots => Ok(()),
+            head_entry => match &mut self.stage {
+                Stage::Head(head) => read_head_entry(head, entry, head_entry),
+                // The grammar admits no head entry after the streams.
+                _ => Err(Error::Archive(format!(
+                    "archive entry '{}' after the root file system",
+                    entry.name()
+                ))),
+            },
+        }
+    }
+
+    /// At the first stream: the plan, made from the head.
+    fn start_receiving(&mut self) -> Result<()> {
+        if let Stage::Head(head) = &mut self.stage {
+            let plan = self.env.make_plan(&self.grammar, head)?;
+            self.stage = Stage::Receiving(Box::new(plan));
         }
         Ok(())
     }
+}
 
+/// A config or hook before the root file system, kept in `head`.
+fn read_head_entry(head: &mut Head, entry: &mut Entry<'_, File>, name: EntryName) -> Result<()> {
+    let shown = entry.name().to_string();
+    let bad = |e: Error| Error::Archive(e.to_string());
+    match name {
+        EntryName::UserConfig => {
+            let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
+            head.user = Some(yaml::parse_bytes(&bytes, &shown).map_err(bad)?);
+        }
+        EntryName::GroupConfig => {
+            let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
+            head.group = Some(GroupConfig::parse(&bytes, &shown).map_err(bad)?);
+        }
+        EntryName::ContainerConfig => {
+            let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
+            head.container = Some(ContainerConfig::parse(&bytes, &shown).map_err(bad)?);
+        }
+        EntryName::Hook(rel) => {
+            let executable = entry.mode() & 0o111 != 0;
+            let body = entry.read_to_vec(meta::MAX_HOOK_BYTES)?;
+            head.hooks.push(Hook {
+                rel,
+                body,
+                executable,
+            });
+        }
+        other => {
+            return Err(Error::Archive(format!(
+                "archive entry '{}' is not part of the head",
+                other.entry_name()
+            )))
+        }
+    }
+    Ok(())
+}
+
+impl Env<'_> {
     /// Decides id, user and group, applies the trust policy, takes the lock
     /// and starts the journal: everything before the first byte is written.
-    fn make_plan(&mut self) -> Result<Plan> {
+    fn make_plan(&mut self, grammar: &Grammar, head: &mut Head) -> Result<Plan> {
         let pool = self.pool;
         let opts = self.opts;
-        let metadata = self
-            .grammar
-            .metadata()
-            .cloned()
-            .expect("admitted after metadata.yml");
+        let metadata = grammar.metadata().cloned().ok_or_else(|| {
+            Error::Archive("metadata.yml not found before the root file system".into())
+        })?;
         if metadata.archive_type != ArchiveType::Full {
             return Err(Error::Refused(
                 "the archive is a config-only (skel) archive: it holds no root file system to import".into(),
             ));
         }
-        let mut container = self.head.container.take().ok_or_else(|| {
+        let mut container = head.container.take().ok_or_else(|| {
             Error::Archive("config/container.yml not found before the root file system".into())
         })?;
-        let id = match (&opts.as_id, &metadata.container) {
-            (Some(id), _) | (None, Some(id)) => id.clone(),
-            (None, None) => {
-                return Err(Error::Invalid(
-                    "the archive names no container: give one with --as-id".into(),
-                ))
-            }
-        };
-        names::container_id(&id).map_err(|e| match &opts.as_id {
-            Some(_) => e,
-            None => Error::Archive(format!("metadata.yml: {e}")),
-        })?;
+        let id = container_id(&metadata, opts)?;
         for ds in &metadata.datasets {
             names::subdataset(ds).map_err(|e| Error::Archive(format!("metadata.yml: {e}")))?;
         }
@@ -335,7 +376,7 @@ impl Importer<'_> {
             self.hostname = rename_host(&mut container, metadata.container.as_deref(), &id);
         }
         let lock = pool.lock_ct(&id)?;
-        let decided = match self.decide(&id, &metadata, &container) {
+        let decided = match self.decide(&id, &metadata, &mut container, head) {
             Ok(decided) => decided,
             Err(e) => {
                 let _ = pool.unlock_ct(&id, lock);
@@ -351,18 +392,20 @@ impl Importer<'_> {
             user: decided.user,
             group: decided.group,
             hooks: decided.hooks,
+            group_config: head.group.take(),
             max_id: decided.max_id,
             journal: decided.journal,
             lock,
         })
     }
 
-    /// The part of [`Importer::make_plan`] done under the container's lock.
+    /// The part of [`Env::make_plan`] done under the container's lock.
     fn decide(
         &mut self,
         id: &str,
         metadata: &Metadata,
-        container: &ContainerConfig,
+        container: &mut ContainerConfig,
+        head: &mut Head,
     ) -> Result<Decided> {
         let pool = self.pool;
         let opts = self.opts;
@@ -373,17 +416,19 @@ impl Importer<'_> {
                 pool.name
             )));
         }
-        let user = plan_user(pool, id, metadata, self.head.user.as_ref(), opts)?;
+        let user = plan_user(pool, id, metadata, head.user.as_ref(), opts)?;
         let group = plan_group(pool, metadata, opts)?;
-        let hooks = std::mem::take(&mut self.head.hooks);
-        let concerns = self.concerns(container, &user, &group, &hooks)?;
+        let kept = carry_group_limits(pool, &group, head.group.as_ref(), container)?;
+        self.notes.extend(kept);
+        let hooks = std::mem::take(&mut head.hooks);
+        let concerns = self.concerns(container, &user, (&group, head.group.as_ref()), &hooks)?;
         check_trust(&concerns, opts.trusted)?;
         netif::check_import(pool, container)?;
         let max_id = id_range(pool, &user, container)?;
         let staging = storage::staging_name(id);
         if pool.storage.exists(&staging)? {
             // A dead import's leftover, under our lock now: ours to remove.
-            pool.storage.destroy(&staging, "")?;
+            pool.storage.destroy(Dataset::root(&staging))?;
         }
         let journal = Journal::begin(
             pool,
@@ -404,11 +449,12 @@ impl Importer<'_> {
         })
     }
 
+    /// What needs trust; `group`: the plan and the archive's group config.
     fn concerns(
         &self,
         container: &ContainerConfig,
         user: &UserPlan,
-        group: &GroupPlan,
+        group: (&GroupPlan, Option<&GroupConfig>),
         hooks: &[Hook],
     ) -> Result<Vec<String>> {
         let mut concerns = trust::container_concerns(container);
@@ -416,8 +462,18 @@ impl Importer<'_> {
         if !hooks.is_empty() {
             concerns.push(format!("it carries {} hook script(s)", hooks.len()));
         }
-        if let (GroupPlan::Create(path), Some(g)) = (group, &self.head.group) {
-            concerns.extend(trust::group_concerns(path, g));
+        if let (GroupPlan::Create(path), archived) = group {
+            if let Some(g) = archived {
+                concerns.extend(trust::group_concerns(path, g));
+            }
+            if let Some(top) = missing_parents(self.pool, path).first() {
+                concerns.push(format!(
+                    "group '{path}' needs group '{top}', which does not exist in pool '{}' \
+                     (the limits it set at the source would not come along; or choose a group \
+                     with --as-group)",
+                    self.pool.name
+                ));
+            }
         }
         if let UserPlan::Create {
             name,
@@ -434,83 +490,90 @@ impl Importer<'_> {
         Ok(concerns)
     }
 
-    fn receive(&mut self, entry: &mut Entry<'_, File>, stream: &StreamName) -> Result<()> {
+    /// One root file system stream: a tar into the staged root file
+    /// system, or a native stream into its dataset.
+    fn receive(&self, plan: &Plan, entry: &mut Entry<'_, File>, stream: &StreamName) -> Result<()> {
         interrupt::check()?;
-        let plan = self.plan.as_ref().expect("planned before the first stream");
-        let name = entry.name().to_string();
-        let dataset = stream.dataset_rel.as_str();
+        // Counted as read from the archive, against the entry's size.
+        let size = Some(entry.size());
         self.progress
-            .step_bytes(format!("receiving {name}"), Some(entry.size()));
-        let storage = &self.pool.storage;
-        if stream.kind == StreamKind::Base
-            && dataset.is_empty()
-            && stream.encoding == StreamEncoding::Tar
-        {
-            storage.create(&plan.staging, "")?;
+            .step_bytes(format!("receiving {}", entry.name()), size);
+        match stream.encoding {
+            StreamEncoding::Tar => self.receive_tar(plan, entry, stream),
+            StreamEncoding::Dat => {
+                let ds = Dataset::new(&plan.staging, &stream.dataset_rel);
+                self.receive_native(plan, entry, stream, ds)
+            }
+        }
+    }
+
+    /// A tar stream, extracted into the root file system (made by the base
+    /// stream) under the plan's file policy.
+    fn receive_tar(
+        &self,
+        plan: &Plan,
+        entry: &mut Entry<'_, File>,
+        stream: &StreamName,
+    ) -> Result<()> {
+        let name = entry.name().to_string();
+        if stream.kind == StreamKind::Base && stream.dataset_rel.is_empty() {
+            self.pool.storage.create(Dataset::root(&plan.staging))?;
         }
         failpoint::hit("import-in-stream");
-        let in_place = stream.encoding == StreamEncoding::Dat
-            && stream.compression == Compression::Off
-            && self.receive_in_place(entry, &plan.staging, dataset)?;
-        match stream.encoding {
+        let opts = ExtractOptions {
+            policy: plan.file_policy(self.opts.trusted),
+            // A base stream of the original may hold files named `.wh.*`.
+            whiteouts: stream.kind == StreamKind::Incremental,
+        };
+        let root = self.pool.storage.rootfs(&plan.staging);
+        let buffered = BufReader::with_capacity(1 << 20, self.progress.counting(&mut *entry));
+        let mut input = compress::decompressor(stream.compression, buffered)
+            .ctx(|| format!("cannot read {name}"))?;
+        fstar::extract(&mut input, &root, &opts)
+            .map_err(|e| e.context(format!("archive entry '{name}'")))?;
+        // The end blocks and the compressor's trailer (its checksum).
+        io::copy(&mut input, &mut io::sink())
+            .map_err(|e| Error::Archive(format!("archive entry '{name}': {e}")))?;
+        Ok(())
+    }
+
+    /// A native stream into dataset `ds`: straight from the archive file
+    /// where the receiver can read it there, else through a pipe.
+    fn receive_native(
+        &self,
+        plan: &Plan,
+        entry: &mut Entry<'_, File>,
+        stream: &StreamName,
+        ds: Dataset,
+    ) -> Result<()> {
+        failpoint::hit("import-in-stream");
+        if stream.compression == Compression::Off && self.receive_in_place(entry, ds)? {
             // Received straight from the archive file: nothing left to copy.
-            _ if in_place => {}
-            StreamEncoding::Tar => {
-                let opts = ExtractOptions {
-                    policy: self.file_policy(),
-                    // A base stream of the original may hold files named `.wh.*`.
-                    whiteouts: stream.kind == StreamKind::Incremental,
-                };
-                let root = storage.rootfs(&plan.staging);
-                let buffered = BufReader::with_capacity(
-                    1 << 20,
-                    CountingReader {
-                        inner: &mut *entry,
-                        progress: &self.progress,
-                    },
-                );
-                let mut input = compress::decompressor(stream.compression, buffered)
-                    .ctx(|| format!("cannot read {name}"))?;
-                fstar::extract(&mut input, &root, &opts)
-                    .map_err(|e| e.context(format!("archive entry '{name}'")))?;
-                // The end blocks and the compressor's trailer (its checksum).
-                io::copy(&mut input, &mut io::sink())
-                    .map_err(|e| Error::Archive(format!("archive entry '{name}': {e}")))?;
-            }
-            StreamEncoding::Dat => {
-                let mut recv = storage.receive(&plan.staging, dataset, &self.file_policy())?;
-                // Spliced without a copy when the receiver takes the stream
-                // unchecked (zfs); through userspace when it must pass a check
-                // first (btrfs), or be decompressed.
-                let splice = stream.compression == Compression::Off;
-                let copied = match recv.splice_target() {
-                    Some(stdin) if splice => {
-                        entry.splice_to(stdin).map(|n| self.progress.add_bytes(n))
-                    }
-                    _ => {
-                        // Counted as read from the archive, as the entry's size.
-                        let counted = CountingReader {
-                            inner: &mut *entry,
-                            progress: &self.progress,
-                        };
-                        let buffered = BufReader::with_capacity(1 << 20, counted);
-                        match compress::decompressor(stream.compression, buffered) {
-                            Ok(mut input) => recv.copy_from(&mut input, |_| ()).map(drop),
-                            Err(e) => {
-                                Err(CopyError::Source(Error::Archive(format!("{name}: {e}"))))
-                            }
-                        }
-                    }
-                };
-                match copied {
-                    Err(CopyError::Source(e)) => {
-                        return Err(e.context(format!("archive entry '{name}'")))
-                    }
-                    copied => recv.end(copied, &name)?,
+            return Ok(());
+        }
+        let name = entry.name().to_string();
+        let mut recv = self
+            .native()?
+            .receive(ds, &plan.file_policy(self.opts.trusted))?;
+        // Spliced without a copy when the receiver takes the stream
+        // unchecked (zfs); through userspace when it must pass a check
+        // first (btrfs), or be decompressed.
+        let splice = stream.compression == Compression::Off;
+        let copied = match recv.splice_target() {
+            Some(stdin) if splice => entry.splice_to(stdin).map(|n| self.progress.add_bytes(n)),
+            _ => {
+                let counted = self.progress.counting(&mut *entry);
+                let buffered = BufReader::with_capacity(1 << 20, counted);
+                match compress::decompressor(stream.compression, buffered) {
+                    Ok(mut input) => recv.copy_from(&mut input, |_| ()).map(drop),
+                    Err(e) => Err(CopyError::Source(Error::Archive(format!("{name}: {e}")))),
                 }
             }
+        };
+        match copied {
+            Err(CopyError::Source(e)) => Err(e.context(format!("archive entry '{name}'"))),
+            copied => recv.end(copied, &name),
         }
-        Ok(())
     }
 
     /// Receives an uncompressed native stream with the archive file itself as
@@ -520,19 +583,13 @@ impl Importer<'_> {
     /// the entry held more than the stream; past it, the stream ran on into
     /// the archive's next members. False (nothing done) where the storage
     /// checks its streams on the way in or the archive is not a regular file.
-    fn receive_in_place(
-        &self,
-        entry: &mut Entry<'_, File>,
-        staging: &str,
-        dataset: &str,
-    ) -> Result<bool> {
-        let storage = &self.pool.storage;
-        if !storage.receives_from_file() {
+    fn receive_in_place(&self, entry: &mut Entry<'_, File>, ds: Dataset) -> Result<bool> {
+        let Some(receiver) = self.native()?.file_receiver() else {
             return Ok(false);
-        }
+        };
         let name = entry.name().to_string();
         let received = entry.take_over(|input, start, len| {
-            let receive = storage.receive_cmd(staging, dataset)?;
+            let receive = receiver.receive_cmd(ds)?;
             let failed = || format!("cannot receive {name}");
             let mut read = OffsetWatch::new(&input).ctx(failed)?;
             receive
@@ -549,24 +606,43 @@ impl Importer<'_> {
         Ok(received.is_some())
     }
 
+    /// After the last entry: the received datasets finished and checked,
+    /// then the commit.
+    fn complete(&self, plan: &mut Plan, snapshots: &[String]) -> Result<()> {
+        if plan.metadata.stream_encoding() == StreamEncoding::Dat {
+            self.finish_datasets(plan, snapshots)?;
+            self.check_private_dirs(plan)?;
+            self.check_received(plan)?;
+        }
+        failpoint::hit("import-before-commit");
+        commit(self.pool, plan, self.opts.trusted)?;
+        failpoint::hit("import-after-commit");
+        Ok(())
+    }
+
+    fn finish_datasets(&self, plan: &Plan, snapshots: &[String]) -> Result<()> {
+        let native = self.native()?;
+        for ds in plan.datasets() {
+            native.finish_receive(ds, snapshots)?;
+        }
+        Ok(())
+    }
+
     /// Every dataset a native stream brought must keep its files in its
     /// `private/`, a directory (no symlink) where the container's mounts
     /// will look for it.
-    fn check_private_dirs(&self) -> Result<()> {
-        let plan = self.plan.as_ref().expect("planned");
-        if plan.metadata.stream_encoding() == StreamEncoding::Tar {
-            return Ok(());
-        }
+    fn check_private_dirs(&self, plan: &Plan) -> Result<()> {
         let storage = &self.pool.storage;
         storage.mount(&plan.staging)?;
-        let top = storage.path(&plan.staging, "");
-        for ds in std::iter::once("").chain(plan.metadata.datasets.iter().map(String::as_str)) {
-            let label = if ds.is_empty() { "/" } else { ds };
-            storage::checked_private(&top, ds).map_err(|e| match e {
-                Error::NotFound(_) if !ds.is_empty() => Error::Archive(format!(
-                    "dataset '{ds}' has no private/ directory: older osctl-rs versions kept a \
+        let top = storage.path(Dataset::root(&plan.staging));
+        for ds in plan.datasets() {
+            let label = if ds.is_root() { "/" } else { ds.rel };
+            storage::checked_private(&top, ds.rel).map_err(|e| match e {
+                Error::NotFound(_) if !ds.is_root() => Error::Archive(format!(
+                    "dataset '{}' has no private/ directory: older osctl-rs versions kept a \
                      dataset's files at its top; import the archive with such a version and \
-                     export it with --format tar"
+                     export it with --format tar",
+                    ds.rel
                 )),
                 other => Error::Archive(format!("dataset '{label}': {other}")),
             })?;
@@ -574,38 +650,66 @@ impl Importer<'_> {
         Ok(())
     }
 
-    /// What the files of the root file system may be.
-    fn file_policy(&self) -> FilePolicy {
-        let plan = self.plan.as_ref().expect("planned");
-        FilePolicy::for_import(plan.max_id, self.opts.trusted)
-    }
-
     /// Native streams are judged like tar streams: the received tree of
     /// every dataset, by the same policy, before anything is committed.
-    fn check_received(&self) -> Result<()> {
-        let plan = self.plan.as_ref().expect("planned");
-        if plan.metadata.stream_encoding() == StreamEncoding::Tar {
-            return Ok(());
-        }
+    fn check_received(&self, plan: &Plan) -> Result<()> {
         self.progress.step("checking the received files");
         let storage = &*self.pool.storage;
         let (staging, datasets) = (&plan.staging, &plan.metadata.datasets);
-        filepolicy::scan::check_container(storage, staging, datasets, &self.file_policy())
+        let policy = plan.file_policy(self.opts.trusted);
+        filepolicy::scan::check_container(storage, staging, datasets, &policy)
             .map(drop)
             .map_err(|e| e.context("the received root file system"))
     }
 
-    fn finish_datasets(&self, snapshots: &[String]) -> Result<()> {
-        let plan = self.plan.as_ref().expect("planned");
-        if plan.metadata.stream_encoding() == StreamEncoding::Tar {
-            return Ok(());
+    /// The pool's native streams, for an archive of them.
+    fn native(&self) -> Result<&dyn NativeStreams> {
+        self.pool.storage.native().ok_or_else(|| {
+            Error::Refused(format!(
+                "{} pools have no native streams; use the tar format",
+                self.pool.storage.backend()
+            ))
+        })
+    }
+}
+
+/// The id the container gets: `--as-id`, else the archive's.
+fn container_id(metadata: &Metadata, opts: &ImportOptions) -> Result<String> {
+    let id = match (&opts.as_id, &metadata.container) {
+        (Some(id), _) | (None, Some(id)) => id.clone(),
+        (None, None) => {
+            return Err(Error::Invalid(
+                "the archive names no container: give one with --as-id".into(),
+            ))
         }
-        for ds in std::iter::once(String::new()).chain(plan.metadata.datasets.iter().cloned()) {
-            self.pool
-                .storage
-                .finish_receive(&plan.staging, &ds, snapshots)?;
-        }
-        Ok(())
+    };
+    names::container_id(&id).map_err(|e| match &opts.as_id {
+        Some(_) => e,
+        None => Error::Archive(format!("metadata.yml: {e}")),
+    })?;
+    Ok(id)
+}
+
+/// What the committed `plan` made, for the import's closing line.
+fn summary(pool: &Pool, plan: &Plan) -> Imported {
+    let (new_user, allocated) = match &plan.user {
+        UserPlan::Create { config, .. } => (true, config.is_none()),
+        UserPlan::Existing(_) => (false, false),
+    };
+    let user = plan.user.name().to_string();
+    // An allocated block is the user's map as the commit saved it.
+    let fresh_ids = allocated
+        .then(|| pool.user(&user).ok().map(|u| u.uid_map.join(",")))
+        .flatten();
+    Imported {
+        id: plan.id.clone(),
+        pool: pool.name.clone(),
+        group: plan.group.name().to_string(),
+        new_user,
+        fresh_ids,
+        new_group: matches!(plan.group, GroupPlan::Create(_)),
+        user,
+        ..Default::default()
     }
 }
 
@@ -617,8 +721,7 @@ fn rename_host(
     new_id: &str,
 ) -> Option<(String, String)> {
     let old = container.hostname.clone()?;
-    if Some(old.as_str()) != old_id
-        || crate::model::grammar::host_name("hostname", new_id).is_err()
+    if Some(old.as_str()) != old_id || crate::model::grammar::host_name("hostname", new_id).is_err()
     {
         return None;
     }
@@ -663,9 +766,9 @@ fn check_stream_end(name: &str, read: u64, len: u64) -> Result<()> {
 }
 
 fn check_format(pool: &Pool, metadata: &Metadata) -> Result<()> {
-    match metadata.format.as_str() {
-        meta::FORMAT_TAR | meta::FORMAT_TAR_LAYERS => Ok(()),
-        native if pool.storage.native_format() == Some(native) => Ok(()),
+    match metadata.format {
+        ArchiveFormat::Tar | ArchiveFormat::TarLayers => Ok(()),
+        native if pool.storage.native().map(|n| n.format()) == Some(native) => Ok(()),
         native => Err(Error::Refused(format!(
             "the archive holds {native} streams, which only a {native} pool can take; pool '{}' is a {} pool \
              (export with --format tar to move containers between kinds of pools)",
@@ -786,13 +889,33 @@ fn plan_group(pool: &Pool, metadata: &Metadata, opts: &ImportOptions) -> Result<
     if pool.group_exists(path) {
         return Ok(GroupPlan::Existing(path.clone()));
     }
-    match names::group_parent(path) {
-        Some(parent) if !pool.group_exists(parent) => Err(Error::NotFound(format!(
-            "group '{path}' cannot be created: its parent group '{parent}' does not exist in pool '{}'",
-            pool.name
-        ))),
-        _ => Ok(GroupPlan::Create(path.clone())),
+    // Missing parents are created too, for trusted archives (`concerns`).
+    Ok(GroupPlan::Create(path.clone()))
+}
+
+/// Joining a group that exists here, the container keeps the limits of its
+/// group at the source where they are tighter (`resources/carry.rs`).
+fn carry_group_limits(
+    pool: &Pool,
+    group: &GroupPlan,
+    archived: Option<&GroupConfig>,
+    container: &mut ContainerConfig,
+) -> Result<Vec<String>> {
+    match (group, archived) {
+        (GroupPlan::Existing(path), Some(archived)) => {
+            crate::resources::carry::fold_group_limits(pool, path, archived, container)
+                .map_err(|e| e.context("config/group.yml"))
+        }
+        _ => Ok(Vec::new()),
     }
+}
+
+/// The parents of `path` that do not exist in the pool, root first.
+fn missing_parents(pool: &Pool, path: &str) -> Vec<String> {
+    let mut out = crate::resources::lineage(path);
+    out.pop();
+    out.retain(|g| !pool.group_exists(g));
+    out
 }
 
 /// Owners of the container's files must be below this: its user's map size.
@@ -811,24 +934,9 @@ fn id_range(pool: &Pool, user: &UserPlan, container: &ContainerConfig) -> Result
     Ok(map.0.iter().map(|r| r.ns.saturating_add(r.count)).max())
 }
 
-struct CountingReader<'a, R> {
-    inner: R,
-    progress: &'a Progress,
-}
-
-impl<R: Read> Read for CountingReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.progress.add_bytes(n as u64);
-        Ok(n)
-    }
-}
-
 /// Makes the staged container real: user, group, dataset, config, hooks.
-/// The journal names what will be created before it is. Returns the id map
-/// allocated for a new user whose archive brought none.
-fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<Option<String>> {
-    let mut fresh_ids = None;
+/// The journal names what will be created before it is.
+fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
     interrupt::check()?;
     let _accounts = pool.lock_accounts()?;
     // Held to the end: MACs and addresses are checked and given under it.
@@ -857,8 +965,7 @@ fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<Option<String>>
                     check_trust(&user_concerns(pool, name, config, taken)?, trusted)
                 })?,
                 None => {
-                    let cfg = accounts::create_user(pool, name, &MapRequest::default())?;
-                    fresh_ids = Some(cfg.uid_map.join(","));
+                    accounts::create_user(pool, name, &MapRequest::default())?;
                 }
             }
         }
@@ -874,9 +981,23 @@ fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<Option<String>>
                     "group '{path}' was created by someone else during the import"
                 )));
             }
-            plan.journal
-                .update(|r| r.created_group = Some(path.clone()))?;
+            let parents = missing_parents(pool, path);
+            plan.journal.update(|r| {
+                r.created_group = Some(path.clone());
+                r.created_parents = parents.clone();
+            })?;
+            for parent in &parents {
+                accounts::create_group(pool, parent)?;
+            }
             accounts::create_group(pool, path)?;
+            if let Some(archived) = &plan.group_config {
+                // The archive's limits and devices become the new group's.
+                let cfg = GroupConfig {
+                    path: None,
+                    ..archived.clone()
+                };
+                pool.save_group(path, &cfg)?;
+            }
         }
     }
     failpoint::hit("import-after-accounts");
@@ -886,8 +1007,7 @@ fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<Option<String>>
     container.user = plan.user.name().to_string();
     container.group = plan.group.name().to_string();
     container.dataset = Some(crate::containers::dataset_name(pool, &plan.id));
-    pool.save_ct(&plan.id, &container)?;
-    Ok(fresh_ids)
+    pool.save_ct(&plan.id, &container)
 }
 
 /// Trusted hook scripts are kept (never run by osctl-rs) next to the pool's

@@ -20,12 +20,15 @@ use serde_json::Value;
 
 use crate::archive::compress::{self, Compression};
 use crate::archive::grammar::Grammar;
-use crate::archive::meta::{self, EntryName, Metadata, StreamEncoding, StreamKind, StreamName};
+use crate::archive::meta::{
+    self, ArchiveFormat, EntryName, Metadata, StreamEncoding, StreamKind, StreamName,
+};
 use crate::archive::reader::read_error;
 use crate::archive::{ArchiveReader, Entry, EntryKind};
 use crate::error::{Context, Error, Result};
 use crate::fstar::{self, WalkStats};
 use crate::model::{ContainerConfig, GroupConfig, UserConfig};
+use crate::progress::Counting;
 use crate::yaml;
 
 pub mod fuzz;
@@ -168,15 +171,15 @@ impl VerifyReport {
                 (Some(t), _) => format!(
                     "tar with {} entries ({} files of {} bytes, {} directories, {} symlinks, \
                      {} hard links, {} device nodes, {} fifos, {} whiteouts), names safe",
-                    t.entries,
-                    t.files,
-                    t.file_bytes,
-                    t.dirs,
-                    t.symlinks,
-                    t.hardlinks,
-                    t.devices,
-                    t.fifos,
-                    t.whiteouts
+                    t.counts.entries,
+                    t.counts.files,
+                    t.counts.file_bytes,
+                    t.counts.dirs,
+                    t.counts.symlinks,
+                    t.counts.hardlinks,
+                    t.counts.devices,
+                    t.counts.fifos,
+                    t.counts.whiteouts
                 ),
                 (None, Some(kind)) => kind.clone(),
                 (None, None) => "data".into(),
@@ -252,10 +255,7 @@ impl Scan {
     }
 
     fn run(mut self, input: impl Read + Send) -> Result<VerifyReport> {
-        let mut counted = CountingReader {
-            inner: input,
-            count: 0,
-        };
+        let mut counted = Counting::new(input);
         let mut reader = ArchiveReader::new(&mut counted);
         while let Some(mut entry) = reader.next_entry()? {
             let name = meta::classify(entry.name(), entry.kind())?;
@@ -293,7 +293,7 @@ impl Scan {
                 snapshots: finished.snapshots.map(<[String]>::to_vec),
                 checksums: self.grammar.has_checksums(),
                 entries: self.entries,
-                archive_bytes: counted.count,
+                archive_bytes: counted.count(),
             },
             streams: self.streams,
             checksums_verified,
@@ -364,7 +364,7 @@ impl Scan {
                         .map_err(|e| Error::Archive(format!("{shown}: {e}")))?;
                 }
                 EntryName::GroupConfig => {
-                    yaml::parse_bytes::<GroupConfig>(bytes, shown).map_err(typed)?;
+                    GroupConfig::parse(bytes, shown).map_err(typed)?;
                 }
                 _ => {
                     let ct = ContainerConfig::parse(bytes, shown).map_err(typed)?;
@@ -403,22 +403,19 @@ fn read_stream<R: Read + Send>(
             Error::Io { source, .. } => corrupt(compression, source),
             other => other,
         };
-        let mut input = CountingReader {
-            inner: decompressed,
-            count: 0,
-        };
+        let mut input = Counting::new(decompressed);
         match stream.encoding {
             StreamEncoding::Tar => {
                 let whiteouts = stream.kind == StreamKind::Incremental;
                 tar = Some(fstar::walk(&mut input, whiteouts).map_err(spoilt)?);
             }
             StreamEncoding::Dat => {
-                send_stream = Some(check_send_magic(&mut input, &metadata.format).map_err(spoilt)?);
+                send_stream = Some(check_send_magic(&mut input, metadata.format).map_err(spoilt)?);
             }
         }
         // The rest: end blocks, and the compressor's trailer with its checksum.
         io::copy(&mut input, &mut io::sink()).map_err(|e| corrupt(compression, e))?;
-        data_bytes = input.count;
+        data_bytes = input.count();
     }
     Ok(StreamReport {
         name: stream.entry_name(),
@@ -446,7 +443,7 @@ fn corrupt(compression: Compression, e: io::Error) -> Error {
 
 /// Reads the first bytes of a send stream and checks they are one of the
 /// format's; returns what it is.
-fn check_send_magic(input: &mut dyn Read, format: &str) -> Result<String> {
+fn check_send_magic(input: &mut dyn Read, format: ArchiveFormat) -> Result<String> {
     let mut head = [0u8; 17];
     let mut filled = 0;
     while filled < head.len() {
@@ -464,7 +461,7 @@ fn check_send_magic(input: &mut dyn Read, format: &str) -> Result<String> {
         )))
     };
     match format {
-        meta::FORMAT_ZFS => {
+        ArchiveFormat::Zfs => {
             // struct dmu_replay_record: drr_type (u32, DRR_BEGIN = 0),
             // drr_payloadlen (u32), drr_begin.drr_magic (u64), in the
             // sender's byte order.
@@ -481,7 +478,7 @@ fn check_send_magic(input: &mut dyn Read, format: &str) -> Result<String> {
             }
             Ok("zfs send stream".into())
         }
-        meta::FORMAT_BTRFS => {
+        ArchiveFormat::Btrfs => {
             if head.len() < 17 || &head[..13] != BTRFS_MAGIC {
                 return bad("no \"btrfs-stream\" magic");
             }
@@ -489,20 +486,6 @@ fn check_send_magic(input: &mut dyn Read, format: &str) -> Result<String> {
             Ok(format!("btrfs send stream v{version}"))
         }
         other => bad(&format!("format '{other}' has no send streams")),
-    }
-}
-
-/// Counts the bytes read through it.
-struct CountingReader<R> {
-    inner: R,
-    count: u64,
-}
-
-impl<R: Read> Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
     }
 }
 

@@ -49,6 +49,10 @@ pub struct ImportRecord {
     pub created_user: Option<String>,
     #[serde(default)]
     pub created_group: Option<String>,
+    /// Parents of `created_group` the import created too (trusted archives
+    /// only), root first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub created_parents: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -185,7 +189,8 @@ mod tests {
             staging: "a.importing".into(),
             committing: true,
             created_user: Some("a".into()),
-            created_group: None,
+            created_group: Some("/x/y".into()),
+            created_parents: vec!["/x".into()],
         });
         let text = yaml::to_string(&r).unwrap();
         assert!(text.contains("operation: import"), "{text}");

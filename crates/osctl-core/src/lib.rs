@@ -26,10 +26,12 @@ pub mod netif;
 pub mod pool;
 pub mod progress;
 pub mod recovery;
+pub mod resources;
 pub mod runtime;
 pub mod storage;
 pub mod subid;
+mod tarblock;
 pub mod trust;
 pub mod yaml;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};

@@ -18,6 +18,8 @@ use crate::host::{Host, PoolEntry};
 use crate::lock::Lock;
 use crate::model::{ContainerConfig, GroupConfig, UserConfig};
 use crate::names;
+use crate::runtime::lxc::Lxc;
+use crate::runtime::Runtime;
 use crate::storage::{self, Backend, Storage};
 use crate::yaml;
 
@@ -28,6 +30,9 @@ pub struct Pool {
     /// Where `conf/`, `log/` and `state/` are.
     pub root: PathBuf,
     pub storage: Box<dyn Storage>,
+    /// What runs the pool's containers: LXC, chosen here as the storage is,
+    /// so that the rest of the code reaches it only through the trait.
+    pub runtime: Box<dyn Runtime + Send + Sync>,
     pub host: Host,
 }
 
@@ -96,6 +101,7 @@ impl Pool {
             location: entry.location.clone(),
             root,
             storage,
+            runtime: Box::new(Lxc::new(host.lxc_path(&entry.name))),
             host: host.clone(),
         })
     }

@@ -4,7 +4,7 @@
 //! container, checking files) a spinner. Silent with `-q` and when stderr is
 //! not a terminal.
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::time::Duration;
 
 use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -107,34 +107,66 @@ impl Progress {
         self.bar.finish_and_clear();
     }
 
-    /// A writer that counts what passes through it.
-    pub fn counting<W: Write>(&self, inner: W) -> Counting<W> {
+    /// A writer or reader that counts what passes through it, into this
+    /// display and its own total.
+    pub fn counting<T>(&self, inner: T) -> Counting<T> {
         Counting {
             inner,
-            progress: self.clone(),
+            progress: Some(self.clone()),
+            count: 0,
         }
     }
 }
 
-pub struct Counting<W> {
-    inner: W,
-    progress: Progress,
+pub struct Counting<T> {
+    inner: T,
+    progress: Option<Progress>,
+    count: u64,
 }
 
-impl<W> Counting<W> {
-    pub fn into_inner(self) -> W {
+impl<T> Counting<T> {
+    /// Counts without a display.
+    pub fn new(inner: T) -> Counting<T> {
+        Counting {
+            inner,
+            progress: None,
+            count: 0,
+        }
+    }
+
+    pub fn into_inner(self) -> T {
         self.inner
+    }
+
+    /// The bytes that passed through so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    fn passed(&mut self, n: usize) {
+        self.count += n as u64;
+        if let Some(progress) = &self.progress {
+            progress.add_bytes(n as u64);
+        }
     }
 }
 
 impl<W: Write> Write for Counting<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.progress.add_bytes(n as u64);
+        self.passed(n);
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.passed(n);
+        Ok(n)
     }
 }

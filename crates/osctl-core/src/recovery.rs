@@ -10,8 +10,7 @@ use crate::error::Result;
 use crate::journal::{self, ExportRecord, ImportRecord, Record};
 use crate::lock::Lock;
 use crate::pool::Pool;
-use crate::runtime::Runtime;
-use crate::storage;
+use crate::storage::{self, Dataset};
 
 /// Snapshot names our exports take.
 pub fn is_our_snapshot(name: &str) -> bool {
@@ -93,7 +92,7 @@ fn undo_export(pool: &Pool, r: &ExportRecord, done: &mut Vec<String>) -> Result<
 pub(crate) fn undo_import(pool: &Pool, r: &ImportRecord, done: &mut Vec<String>) -> Result<()> {
     // Also when only some of it exists (a stream half received).
     let staged = pool.storage.exists(&r.staging)?;
-    pool.storage.destroy(&r.staging, "")?;
+    pool.storage.destroy(Dataset::root(&r.staging))?;
     if staged {
         done.push(format!("removed staged container '{}'", r.staging));
     }
@@ -102,12 +101,12 @@ pub(crate) fn undo_import(pool: &Pool, r: &ImportRecord, done: &mut Vec<String>)
         return Ok(());
     }
     if pool.storage.exists(&r.id)? {
-        pool.storage.destroy(&r.id, "")?;
+        pool.storage.destroy(Dataset::root(&r.id))?;
         done.push(format!("removed half-imported container '{}'", r.id));
     }
     crate::fsutil::remove_dir_all_if_exists(&pool.hooks_dir(&r.id))?;
     let _accounts = pool.lock_accounts()?;
-    if let Some(group) = &r.created_group {
+    for group in r.created_group.iter().chain(r.created_parents.iter().rev()) {
         if pool.group_exists(group) && accounts::delete_group(pool, group).is_ok() {
             done.push(format!("removed group '{group}' created by the import"));
         }
@@ -130,7 +129,7 @@ pub fn check_pool(pool: &Pool) -> Result<Vec<String>> {
             continue;
         };
         if let Some(lock) = Lock::try_acquire(&pool.ct_lock_path(id))? {
-            pool.storage.destroy(&name, "")?;
+            pool.storage.destroy(Dataset::root(&name))?;
             done.push(format!("removed staged container '{name}'"));
             pool.unlock_ct(id, lock)?;
         }

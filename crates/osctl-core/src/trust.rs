@@ -13,7 +13,7 @@ use crate::model::{ContainerConfig, GroupConfig};
 
 /// Character devices every container may have: null, zero, full, random,
 /// urandom, tty, console, ptmx, pts, tun, fuse.
-const DEFAULT_DEVICES: &[(char, u32, Option<u32>)] = &[
+pub(crate) const DEFAULT_DEVICES: &[(char, u32, Option<u32>)] = &[
     ('c', 1, Some(3)),
     ('c', 1, Some(5)),
     ('c', 1, Some(7)),
@@ -50,34 +50,11 @@ pub fn is_default_device_node(kind: char, major: u32, minor: u32) -> bool {
         .any(|&(k, maj, min)| k == kind && maj == major && min.is_none_or(|m| m == minor))
 }
 
-fn number(v: Option<&Value>) -> Option<u32> {
-    match v? {
-        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
-/// True when a `devices` entry (`{type, major, minor, mode, ...}`) is one of the defaults.
+/// True when a `devices` entry (`{type, major, minor, mode, ...}`) asks for
+/// no more than the default policy grants (`resources/devices.rs`).
 fn is_default_device(dev: &Value) -> bool {
-    let kind = match dev.get("type").and_then(Value::as_str) {
-        Some("char") | Some("c") => 'c',
-        Some("block") | Some("b") => 'b',
-        _ => return false,
-    };
-    let Some(major) = number(dev.get("major")) else {
-        return false;
-    };
-    let minor_any = matches!(dev.get("minor").and_then(Value::as_str), Some("*"));
-    let minor = number(dev.get("minor"));
-    DEFAULT_DEVICES.iter().any(|&(k, maj, min)| {
-        k == kind
-            && maj == major
-            && match min {
-                None => true,
-                Some(m) => !minor_any && minor == Some(m),
-            }
-    })
+    crate::resources::devices::from_config("", dev)
+        .is_ok_and(|d| crate::resources::devices::is_default(&d))
 }
 
 fn describe_device(dev: &Value) -> String {
@@ -186,7 +163,26 @@ pub fn container_concerns(ct: &ContainerConfig) -> Vec<String> {
     if ct.privileged {
         out.push("container.yml runs the container privileged".into());
     }
+    out.extend(prlimit_concerns(ct));
     out
+}
+
+/// Process limits that let a container's processes raise their scheduling
+/// priority above what the host gives them: real-time priority and nice.
+fn prlimit_concerns(ct: &ContainerConfig) -> Vec<String> {
+    use crate::resources::prlimits::{self, RlimValue};
+    let limits = prlimits::from_config(ct.prlimits.as_ref()).unwrap_or_default();
+    limits
+        .iter()
+        .filter(|l| ["rtprio", "nice"].contains(&l.name.as_str()))
+        .filter(|l| l.hard != RlimValue::Value(0))
+        .map(|l| {
+            format!(
+                "container.yml lets processes raise their priority (prlimit {} {}:{})",
+                l.name, l.soft, l.hard
+            )
+        })
+        .collect()
 }
 
 /// Reasons why a group config (one the import would create) needs trust.
@@ -210,7 +206,13 @@ mod tests {
             &json!({"type": "char", "major": 1, "minor": 3, "mode": "rwm"})
         ));
         assert!(is_default_device(
-            &json!({"type": "char", "major": "136", "minor": "*"})
+            &json!({"type": "char", "major": "136", "minor": "*", "mode": "rw"})
+        ));
+        assert!(is_default_device(
+            &json!({"type": "block", "major": "*", "minor": "*", "mode": "m"})
+        ));
+        assert!(!is_default_device(
+            &json!({"type": "block", "major": "*", "minor": "*", "mode": "rwm"})
         ));
         assert!(!is_default_device(
             &json!({"type": "block", "major": 8, "minor": 0})
@@ -231,7 +233,9 @@ mod tests {
         ct.mounts = vec![json!({"fs": "/", "mountpoint": "/host"})];
         ct.devices = vec![json!({"type": "block", "major": 8, "minor": 0})];
         ct.privileged = true;
-        assert_eq!(container_concerns(&ct).len(), 4);
+        ct.prlimits =
+            Some(json!({"rtprio": {"soft": 0, "hard": 99}, "nofile": {"soft": 1, "hard": 2}}));
+        assert_eq!(container_concerns(&ct).len(), 5);
     }
 
     #[test]

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use osctl_core::cmd::Cmd;
 use osctl_core::host::{Host, PoolEntry};
 use osctl_core::pool::Pool;
-use osctl_core::storage::{staging_name, Backend, Storage};
+use osctl_core::storage::{
+    self, staging_name, Backend, Dataset, NativeStreams, SendRequest, Storage,
+};
 use osctl_core::Error;
 use testkit::fs::{chown, is_sparse, write_file};
 use testkit::loopfs::LoopFs;
@@ -57,6 +59,10 @@ impl Fixture {
         self.pool.storage.as_ref()
     }
 
+    fn native(&self) -> &dyn NativeStreams {
+        self.storage().native().expect("btrfs has native streams")
+    }
+
     fn stream_file(&self, name: &str) -> PathBuf {
         self.work.path().join(name)
     }
@@ -71,9 +77,12 @@ impl Fixture {
         compressed: bool,
     ) -> PathBuf {
         let file = self.stream_file(&format!("{}-{}-{snap}.dat", ct, rel.replace('/', "_")));
-        let mut reader = self
-            .storage()
-            .send(ct, rel, snap, from, compressed)
+        let request = SendRequest {
+            snapshot: snap,
+            from,
+            compressed,
+        };
+        let mut reader = storage::send(self.native(), Dataset::new(ct, rel), &request)
             .expect("start btrfs send");
         let mut out = File::create(&file).unwrap();
         reader.copy_to_file(&mut out).expect("btrfs send");
@@ -81,10 +90,10 @@ impl Fixture {
     }
 
     /// Feeds a stream file to the storage's receiver, as an import does.
-    fn receive(&self, ct: &str, rel: &str, file: &Path) -> osctl_core::Result<()> {
-        let mut receiver = self.storage().receive(ct, rel, &ANY)?;
+    fn receive(&self, ds: Dataset, file: &Path) -> osctl_core::Result<()> {
+        let mut receiver = self.native().receive(ds, &ANY)?;
         let copied = receiver.copy_from(&mut File::open(file).unwrap(), drop);
-        receiver.end(copied.map(drop), &format!("into '{ct}'"))
+        receiver.end(copied.map(drop), &format!("into '{}'", ds.ct))
     }
 
     /// Every subvolume on the file system, as `btrfs subvolume list` prints them.
@@ -121,20 +130,24 @@ const DATASETS: [&str; 3] = ["", "var", "var/log"];
 fn populated_container(fx: &Fixture) {
     let s = fx.storage();
     for rel in DATASETS {
-        s.create("c1", rel).unwrap();
+        s.create(Dataset::new("c1", rel)).unwrap();
     }
-    let log = s.private("c1", "var/log");
+    let log = s.private(Dataset::new("c1", "var/log"));
     chown(&log, 0, 4);
     fs::set_permissions(&log, fs::Permissions::from_mode(0o2775)).unwrap();
     for (rel, tag) in DATASETS.iter().zip(["root", "var", "log"]) {
-        fill_every_kind(&s.private("c1", rel).join("every"), tag);
+        fill_every_kind(&s.private(Dataset::new("c1", rel)).join("every"), tag);
     }
 }
 
 /// Each dataset's files are the same in two containers.
 fn assert_same_datasets(s: &dyn Storage, a: &str, b: &str) {
     for rel in DATASETS {
-        assert_same(&s.private(a, rel), &s.private(b, rel), &BTRFS);
+        assert_same(
+            &s.private(Dataset::new(a, rel)),
+            &s.private(Dataset::new(b, rel)),
+            &BTRFS,
+        );
     }
 }
 
@@ -150,11 +163,11 @@ fn modify(s: &dyn Storage) {
     .unwrap();
     write_file(rootfs.join("every/new/file"), b"new", 0o644, 12, 34);
     fs::remove_dir(rootfs.join("every/mnt")).unwrap();
-    let var = s.private("c1", "var");
+    let var = s.private(Dataset::new("c1", "var"));
     write_file(var.join("every/more"), b"more", 0o644, 0, 0);
     fs::remove_file(var.join("every/fifo")).unwrap();
     write_file(
-        s.private("c1", "var/log").join("every/today"),
+        s.private(Dataset::new("c1", "var/log")).join("every/today"),
         b"log line\n",
         0o640,
         0,
@@ -177,7 +190,9 @@ fn round_trip(fx: &Fixture, compressed: bool) {
     assert_eq!(s.snapshots("c1").unwrap(), ["osctl-base"]);
     for rel in DATASETS {
         assert_eq!(
-            s.can_send_compressed("c1", rel).unwrap(),
+            fx.native()
+                .can_send_compressed(Dataset::new("c1", rel))
+                .unwrap(),
             compressed,
             "{rel:?}"
         );
@@ -207,9 +222,11 @@ fn round_trip(fx: &Fixture, compressed: bool) {
     let staging = staging_name("c2");
     let snapshots = ["osctl-incr".to_string(), "osctl-base".to_string()];
     for (i, rel) in DATASETS.iter().enumerate() {
-        fx.receive(&staging, rel, &base[i]).unwrap();
-        fx.receive(&staging, rel, &incr[i]).unwrap();
-        s.finish_receive(&staging, rel, &snapshots).unwrap();
+        fx.receive(Dataset::new(&staging, rel), &base[i]).unwrap();
+        fx.receive(Dataset::new(&staging, rel), &incr[i]).unwrap();
+        fx.native()
+            .finish_receive(Dataset::new(&staging, rel), &snapshots)
+            .unwrap();
     }
     assert_same_datasets(s, "c1", &staging);
     assert!(is_sparse(s.rootfs(&staging).join("every/sparse")));
@@ -220,7 +237,10 @@ fn round_trip(fx: &Fixture, compressed: bool) {
         "received snapshots deleted"
     );
     assert_eq!(
-        fs::metadata(s.path(&staging, "")).unwrap().mode() & 0o777,
+        fs::metadata(s.path(Dataset::root(&staging)))
+            .unwrap()
+            .mode()
+            & 0o777,
         0o700
     );
 
@@ -230,16 +250,21 @@ fn round_trip(fx: &Fixture, compressed: bool) {
     assert_same_datasets(s, "c1", "c2");
     // The imported datasets are writable subvolumes.
     for rel in DATASETS {
-        fs::write(s.private("c2", rel).join("written-after-import"), b"x").unwrap();
+        fs::write(
+            s.private(Dataset::new("c2", rel))
+                .join("written-after-import"),
+            b"x",
+        )
+        .unwrap();
     }
 
     s.destroy_snapshot("c1", "osctl-base").unwrap();
     s.destroy_snapshot("c1", "osctl-incr").unwrap();
     s.destroy_snapshot("c1", "osctl-incr").unwrap(); // missing is fine
     assert_eq!(s.snapshots("c1").unwrap(), Vec::<String>::new());
-    s.destroy("c1", "").unwrap();
-    s.destroy("c2", "").unwrap();
-    s.destroy("c2", "").unwrap(); // missing is fine
+    s.destroy(Dataset::root("c1")).unwrap();
+    s.destroy(Dataset::root("c2")).unwrap();
+    s.destroy(Dataset::root("c2")).unwrap(); // missing is fine
     fx.assert_empty();
 }
 
@@ -261,18 +286,27 @@ fn round_trip_through_compressed_streams() {
 fn compression_property_enables_compressed_send() {
     let Some(fx) = Fixture::new("") else { return };
     let s = fx.storage();
-    s.create("c1", "").unwrap();
-    s.create("c1", "var").unwrap();
-    assert!(!s.can_send_compressed("c1", "").unwrap());
+    s.create(Dataset::root("c1")).unwrap();
+    s.create(Dataset::new("c1", "var")).unwrap();
+    assert!(!fx
+        .native()
+        .can_send_compressed(Dataset::root("c1"))
+        .unwrap());
     Cmd::new("btrfs")
         .args(["property", "set"])
-        .arg(s.private("c1", "var"))
+        .arg(s.private(Dataset::new("c1", "var")))
         .args(["compression", "zstd"])
         .run()
         .unwrap();
-    assert!(s.can_send_compressed("c1", "var").unwrap());
-    assert!(!s.can_send_compressed("c1", "").unwrap());
-    s.destroy("c1", "").unwrap();
+    assert!(fx
+        .native()
+        .can_send_compressed(Dataset::new("c1", "var"))
+        .unwrap());
+    assert!(!fx
+        .native()
+        .can_send_compressed(Dataset::root("c1"))
+        .unwrap());
+    s.destroy(Dataset::root("c1")).unwrap();
     fx.assert_empty();
 }
 
@@ -281,7 +315,7 @@ fn compression_property_enables_compressed_send() {
 fn plain_btrfs_receive_reads_our_streams() {
     let Some(fx) = Fixture::new("") else { return };
     let s = fx.storage();
-    s.create("c1", "").unwrap();
+    s.create(Dataset::root("c1")).unwrap();
     let rootfs = s.rootfs("c1");
     fill_every_kind(&rootfs.join("data"), "plain");
     s.snapshot("c1", "a").unwrap();
@@ -310,7 +344,7 @@ fn plain_btrfs_receive_reads_our_streams() {
             .run()
             .unwrap();
     }
-    s.destroy("c1", "").unwrap();
+    s.destroy(Dataset::root("c1")).unwrap();
     fx.assert_empty();
 }
 
@@ -326,34 +360,42 @@ fn modify_root_only(rootfs: &Path) {
 fn broken_streams_leave_nothing_after_destroy() {
     let Some(fx) = Fixture::new("") else { return };
     let s = fx.storage();
-    s.create("c1", "").unwrap();
-    s.create("c1", "var").unwrap();
-    fill_every_kind(&s.private("c1", "var").join("big"), "big");
+    s.create(Dataset::root("c1")).unwrap();
+    s.create(Dataset::new("c1", "var")).unwrap();
+    fill_every_kind(&s.private(Dataset::new("c1", "var")).join("big"), "big");
     s.snapshot("c1", "base").unwrap();
     let root_stream = fx.send("c1", "", "base", None, false);
     let var_stream = fx.send("c1", "var", "base", None, false);
 
     let staging = staging_name("c2");
     // A subdataset cannot be finished before its container's root dataset.
-    fx.receive(&staging, "var", &var_stream).unwrap();
-    let early = s.finish_receive(&staging, "var", &["base".into()]);
+    fx.receive(Dataset::new(&staging, "var"), &var_stream)
+        .unwrap();
+    let early = fx
+        .native()
+        .finish_receive(Dataset::new(&staging, "var"), &["base".into()]);
     assert!(matches!(early, Err(Error::Invalid(_))), "{early:?}");
-    s.destroy(&staging, "var").unwrap();
-    fx.receive(&staging, "", &root_stream).unwrap();
-    s.finish_receive(&staging, "", &["base".into()]).unwrap();
+    s.destroy(Dataset::new(&staging, "var")).unwrap();
+    fx.receive(Dataset::root(&staging), &root_stream).unwrap();
+    fx.native()
+        .finish_receive(Dataset::root(&staging), &["base".into()])
+        .unwrap();
 
     // Cut in the middle of the data: btrfs leaves a half-received subvolume.
     let truncated = fx.stream_file("truncated.dat");
     let data = fs::read(&var_stream).unwrap();
     fs::write(&truncated, &data[..data.len() / 2]).unwrap();
-    let err = fx.receive(&staging, "var", &truncated).unwrap_err();
+    let err = fx
+        .receive(Dataset::new(&staging, "var"), &truncated)
+        .unwrap_err();
     assert!(err.to_string().contains("btrfs receive"), "{err}");
     assert!(
         fx.subvolumes().iter().any(|l| l.contains(".recv")),
         "a partial subvolume is left for destroy to find"
     );
-    let err = s
-        .finish_receive(&staging, "var", &["base".into()])
+    let err = fx
+        .native()
+        .finish_receive(Dataset::new(&staging, "var"), &["base".into()])
         .unwrap_err();
     let msg = err.to_string();
     assert!(
@@ -364,11 +406,13 @@ fn broken_streams_leave_nothing_after_destroy() {
     // Garbage does not get past the stream guard.
     let garbage = fx.stream_file("garbage.dat");
     fs::write(&garbage, b"this is not a btrfs stream, not at all").unwrap();
-    let err = fx.receive(&staging, "var/log", &garbage).unwrap_err();
+    let err = fx
+        .receive(Dataset::new(&staging, "var/log"), &garbage)
+        .unwrap_err();
     assert!(matches!(err, Error::Archive(_)), "{err}");
     assert!(err.to_string().contains("not a btrfs send stream"), "{err}");
 
-    s.destroy(&staging, "").unwrap();
+    s.destroy(Dataset::root(&staging)).unwrap();
     assert_eq!(s.containers().unwrap(), ["c1"]);
     assert!(!fx.snapshots_dir().join(&staging).exists());
     assert!(
@@ -376,7 +420,7 @@ fn broken_streams_leave_nothing_after_destroy() {
         "{:?}",
         fx.subvolumes()
     );
-    s.destroy("c1", "").unwrap();
+    s.destroy(Dataset::root("c1")).unwrap();
     fx.assert_empty();
 }
 
@@ -384,74 +428,98 @@ fn broken_streams_leave_nothing_after_destroy() {
 fn datasets_snapshots_and_views() {
     let Some(fx) = Fixture::new("") else { return };
     let s = fx.storage();
-    s.create("c1", "").unwrap();
-    assert!(matches!(s.create("c1", ""), Err(Error::Exists(_))));
+    s.create(Dataset::root("c1")).unwrap();
+    assert!(matches!(
+        s.create(Dataset::root("c1")),
+        Err(Error::Exists(_))
+    ));
     let rootfs = s.rootfs("c1");
-    assert!(matches!(s.create("c1", "var/log"), Err(Error::NotFound(_))));
-    s.create("c1", "var").unwrap();
-    assert!(matches!(s.create("c1", "var"), Err(Error::Exists(_))));
-    s.create("c1", "var/log").unwrap();
-    assert!(matches!(s.create("c1", "../x"), Err(Error::Invalid(_))));
+    assert!(matches!(
+        s.create(Dataset::new("c1", "var/log")),
+        Err(Error::NotFound(_))
+    ));
+    s.create(Dataset::new("c1", "var")).unwrap();
+    assert!(matches!(
+        s.create(Dataset::new("c1", "var")),
+        Err(Error::Exists(_))
+    ));
+    s.create(Dataset::new("c1", "var/log")).unwrap();
+    assert!(matches!(
+        s.create(Dataset::new("c1", "../x")),
+        Err(Error::Invalid(_))
+    ));
 
     // Each has an empty private/ of its own, beside its parent's.
     for rel in ["var", "var/log"] {
-        let private = s.private("c1", rel);
-        assert_eq!(private, s.path("c1", "").join(rel).join("private"));
+        let private = s.private(Dataset::new("c1", rel));
+        assert_eq!(
+            private,
+            s.path(Dataset::root("c1")).join(rel).join("private")
+        );
         assert_eq!(fs::read_dir(&private).unwrap().count(), 0, "{rel}");
         assert_eq!(fs::metadata(&private).unwrap().mode() & 0o7777, 0o755);
     }
     // An empty directory gives way to the subdataset (a parent's snapshot
     // shows a nested subvolume so); one with files in it does not, nor
     // does a symlink.
-    let top = s.path("c1", "");
+    let top = s.path(Dataset::root("c1"));
     fs::create_dir(top.join("srv")).unwrap();
-    s.create("c1", "srv").unwrap();
+    s.create(Dataset::new("c1", "srv")).unwrap();
     assert_eq!(fs::metadata(top.join("srv")).unwrap().ino(), 256);
     write_file(top.join("opt/keep"), b"keep", 0o644, 0, 0);
-    assert!(matches!(s.create("c1", "opt"), Err(Error::Exists(_))));
+    assert!(matches!(
+        s.create(Dataset::new("c1", "opt")),
+        Err(Error::Exists(_))
+    ));
     assert_eq!(fs::read(top.join("opt/keep")).unwrap(), b"keep");
     std::os::unix::fs::symlink("/", top.join("link")).unwrap();
-    assert!(s.create("c1", "link").is_err());
-    assert!(s.create("c1", "link/tmp").is_err());
+    assert!(s.create(Dataset::new("c1", "link")).is_err());
+    assert!(s.create(Dataset::new("c1", "link/tmp")).is_err());
     fs::remove_file(top.join("link")).unwrap();
     fs::remove_dir_all(top.join("opt")).unwrap();
     assert_eq!(s.subdatasets("c1").unwrap(), ["srv", "var", "var/log"]);
 
     write_file(rootfs.join("opt/keep"), b"keep", 0o644, 0, 0);
-    let var_files = s.private("c1", "var");
+    let var_files = s.private(Dataset::new("c1", "var"));
     write_file(var_files.join("in-var"), b"v", 0o644, 0, 0);
-    write_file(s.private("c1", "var/log").join("in-log"), b"l", 0o644, 0, 0);
+    write_file(
+        s.private(Dataset::new("c1", "var/log")).join("in-log"),
+        b"l",
+        0o644,
+        0,
+        0,
+    );
     s.snapshot("c1", "s").unwrap();
     assert!(matches!(s.snapshot("c1", "s"), Err(Error::Exists(_))));
     assert!(matches!(s.snapshot("c1", "../s"), Err(Error::Invalid(_))));
     fs::write(var_files.join("in-var"), b"changed later").unwrap();
 
-    let var = s.snapshot_view("c1", "var", "s").unwrap();
+    let var = s.snapshot_view(Dataset::new("c1", "var"), "s").unwrap();
     assert_eq!(fs::read(var.path().join("private/in-var")).unwrap(), b"v");
     // Snapshots are not recursive: the nested one is an empty directory.
     assert_eq!(fs::read_dir(var.path().join("log")).unwrap().count(), 0);
-    let log = s.snapshot_view("c1", "var/log", "s").unwrap();
+    let log = s.snapshot_view(Dataset::new("c1", "var/log"), "s").unwrap();
     assert!(log.path().join("private/in-log").is_file());
-    let root = s.snapshot_view("c1", "", "s").unwrap();
+    let root = s.snapshot_view(Dataset::root("c1"), "s").unwrap();
     assert!(root.path().join("private/opt/keep").is_file());
     assert!(
         fs::write(root.path().join("private/new"), b"x").is_err(),
         "read-only"
     );
     assert!(matches!(
-        s.snapshot_view("c1", "var", "nope"),
+        s.snapshot_view(Dataset::new("c1", "var"), "nope"),
         Err(Error::NotFound(_))
     ));
     drop((var, log, root));
 
     // Destroying a subdataset takes its children and their snapshots along.
-    s.destroy("c1", "var").unwrap();
+    s.destroy(Dataset::new("c1", "var")).unwrap();
     assert_eq!(s.subdatasets("c1").unwrap(), ["srv"]);
     assert!(matches!(
-        s.snapshot_view("c1", "var/log", "s"),
+        s.snapshot_view(Dataset::new("c1", "var/log"), "s"),
         Err(Error::NotFound(_))
     ));
-    assert!(s.snapshot_view("c1", "", "s").is_ok());
+    assert!(s.snapshot_view(Dataset::root("c1"), "s").is_ok());
     assert_eq!(s.snapshots("c1").unwrap(), ["s"]);
     s.destroy_snapshot("c1", "s").unwrap();
     assert!(!fx.snapshots_dir().join("c1").exists());
@@ -484,7 +552,7 @@ fn datasets_snapshots_and_views() {
         "{err}"
     );
     assert!(s.snapshots("c1").unwrap().is_empty());
-    s.destroy("c1", "").unwrap();
+    s.destroy(Dataset::root("c1")).unwrap();
     fx.assert_empty();
 }
 
@@ -492,15 +560,15 @@ fn datasets_snapshots_and_views() {
 fn rename_refuses_a_taken_name() {
     let Some(fx) = Fixture::new("") else { return };
     let s = fx.storage();
-    s.create("a", "").unwrap();
-    s.create("b", "").unwrap();
+    s.create(Dataset::root("a")).unwrap();
+    s.create(Dataset::root("b")).unwrap();
     s.snapshot("a", "s").unwrap();
     assert!(matches!(s.rename("a", "b"), Err(Error::Exists(_))));
     s.rename("a", "c").unwrap();
     assert_eq!(s.containers().unwrap(), ["b", "c"]);
     assert_eq!(s.snapshots("c").unwrap(), ["s"]);
     for ct in ["b", "c"] {
-        s.destroy(ct, "").unwrap();
+        s.destroy(Dataset::root(ct)).unwrap();
     }
     fx.assert_empty();
 }
@@ -640,7 +708,7 @@ fn tree_holds(dir: &Path, needle: &[u8]) -> bool {
 /// compressed data on a compressed mount too.
 fn real_streams_pass(fx: &Fixture, compressed: bool) {
     let s = fx.storage();
-    s.create("c1", "").unwrap();
+    s.create(Dataset::root("c1")).unwrap();
     let rootfs = s.rootfs("c1");
     fill_every_kind(&rootfs.join("data"), "real");
     let reflink = |from: &str, to: &str| {
@@ -710,7 +778,7 @@ fn real_streams_pass(fx: &Fixture, compressed: bool) {
     for snap in ["a", "b"] {
         s.destroy_snapshot("c1", snap).unwrap();
     }
-    s.destroy("c1", "").unwrap();
+    s.destroy(Dataset::root("c1")).unwrap();
     fx.assert_empty();
 }
 
@@ -737,7 +805,7 @@ fn streams_reaching_other_subvolumes_are_refused() {
     let Some(fx) = Fixture::new("") else { return };
     let s = fx.storage();
     for ct in ["a", "b"] {
-        s.create(ct, "").unwrap();
+        s.create(Dataset::root(ct)).unwrap();
     }
     let a_root = s.rootfs("a");
     fill_every_kind(&a_root.join("data"), "a");
@@ -752,7 +820,7 @@ fn streams_reaching_other_subvolumes_are_refused() {
     s.snapshot("b", "base").unwrap();
     let a_base = fx.send("a", "", "base", None, false);
     let b_base = fx.send("b", "", "base", None, false);
-    let (b_uuid, _) = subvolume_uuids(&s.path("b", ""));
+    let (b_uuid, _) = subvolume_uuids(&s.path(Dataset::root("b")));
     let b_id = SubvolumeId {
         uuid: b_uuid,
         ctransid: 1,
@@ -765,7 +833,7 @@ fn streams_reaching_other_subvolumes_are_refused() {
         path
     };
     let no_trace_left = || {
-        s.destroy(&staging, "").unwrap();
+        s.destroy(Dataset::root(&staging)).unwrap();
         assert_eq!(s.containers().unwrap(), ["a", "b"]);
         assert!(!fx.subvolumes().iter().any(|l| l.contains(&staging)));
         assert!(!fx.snapshots_dir().join(&staging).exists());
@@ -784,7 +852,7 @@ fn streams_reaching_other_subvolumes_are_refused() {
         }
     }
     let edited = write("clone-from-b.dat", &join_stream(&commands));
-    let err = fx.receive(&staging, "", &edited).unwrap_err();
+    let err = fx.receive(Dataset::root(&staging), &edited).unwrap_err();
     assert!(matches!(err, Error::Archive(_)), "{err}");
     let msg = err.to_string();
     assert!(
@@ -815,8 +883,8 @@ fn streams_reaching_other_subvolumes_are_refused() {
         ]
         .concat(),
     );
-    fx.receive(&staging, "", &a_base).unwrap();
-    let err = fx.receive(&staging, "", &evil_incr).unwrap_err();
+    fx.receive(Dataset::root(&staging), &a_base).unwrap();
+    let err = fx.receive(Dataset::root(&staging), &evil_incr).unwrap_err();
     let msg = err.to_string();
     assert!(
         matches!(err, Error::Archive(_))
@@ -827,7 +895,7 @@ fn streams_reaching_other_subvolumes_are_refused() {
     assert!(!tree_holds(&fx.snapshots_dir().join(&staging), SECRET));
     no_trace_left();
     // As a base stream it is refused too.
-    let err = fx.receive(&staging, "", &evil_incr).unwrap_err();
+    let err = fx.receive(Dataset::root(&staging), &evil_incr).unwrap_err();
     assert!(
         err.to_string()
             .contains("a base stream must create its subvolume"),
@@ -895,7 +963,9 @@ fn streams_reaching_other_subvolumes_are_refused() {
             .starts_with(SECRET),
         "without the guard, the import would get B's file"
     );
-    let err = fx.receive(&staging, "", &evil_clone).unwrap_err();
+    let err = fx
+        .receive(Dataset::root(&staging), &evil_clone)
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains("(clone): it clones from subvolume"),
@@ -949,8 +1019,10 @@ fn streams_reaching_other_subvolumes_are_refused() {
         SECRET,
         "without the check, the incremental stream would be based on B's copy"
     );
-    fx.receive(&staging, "", &impostor).unwrap();
-    let err = fx.receive(&staging, "", &on_impostor).unwrap_err();
+    fx.receive(Dataset::root(&staging), &impostor).unwrap();
+    let err = fx
+        .receive(Dataset::root(&staging), &on_impostor)
+        .unwrap_err();
     assert!(matches!(err, Error::Refused(_)), "{err}");
     assert!(
         err.to_string()
@@ -969,7 +1041,7 @@ fn streams_reaching_other_subvolumes_are_refused() {
             .unwrap();
     }
     for ct in ["a", "b"] {
-        s.destroy(ct, "").unwrap();
+        s.destroy(Dataset::root(ct)).unwrap();
     }
     fx.assert_empty();
 }
@@ -989,7 +1061,7 @@ fn guard_throughput() {
     let Some(fx) = Fixture::new("") else { return };
     let s = fx.storage();
     let tree = std::env::var("OSCTL_BENCH_TREE").unwrap_or_else(|_| "/usr/bin".into());
-    s.create("c1", "").unwrap();
+    s.create(Dataset::root("c1")).unwrap();
     Cmd::new("cp")
         .arg("-a")
         .arg(format!("{tree}/."))
@@ -1077,5 +1149,5 @@ fn guard_throughput() {
         println!("round {round}: receive -f FILE:          {}", rate(secs));
     }
     s.destroy_snapshot("c1", "base").unwrap();
-    s.destroy("c1", "").unwrap();
+    s.destroy(Dataset::root("c1")).unwrap();
 }

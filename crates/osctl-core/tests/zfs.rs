@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use osctl_core::cmd::Cmd;
 use osctl_core::error::Error;
 use osctl_core::storage::zfs::{ZfsStorage, POOL_PROPERTY};
-use osctl_core::storage::{staging_name, Storage};
+use osctl_core::storage::{
+    self, staging_name, Dataset, NativeStreams, ReceiveFromFile, SendRequest, Storage,
+};
 
 use testkit::tree::{assert_same, build_every_kind, Allocation, Options, Precision};
 use testkit::zpool::{zfs, TestZpool};
@@ -49,13 +51,34 @@ fn populate(dir: &Path, tag: &str) {
 }
 
 fn send_to_file(st: &ZfsStorage, ct: &str, rel: &str, snap: &str, from: Option<&str>, file: &Path) {
-    let mut reader = st.send(ct, rel, snap, from, false).expect("send");
+    let mut reader = storage::send(st, Dataset::new(ct, rel), &plain(snap, from)).expect("send");
     let mut out = File::create(file).unwrap();
     reader.copy_to_file(&mut out).expect("stream to file");
 }
 
+/// A stream of `snapshot` as the storage keeps it, from `from` if given.
+fn plain<'a>(snapshot: &'a str, from: Option<&'a str>) -> SendRequest<'a> {
+    SendRequest {
+        snapshot,
+        from,
+        compressed: false,
+    }
+}
+
+/// A full stream of `snapshot` with its data compressed as stored.
+fn compressed(snapshot: &str) -> SendRequest<'_> {
+    SendRequest {
+        snapshot,
+        from: None,
+        compressed: true,
+    }
+}
+
 fn receive_file(st: &ZfsStorage, ct: &str, rel: &str, file: &Path) -> osctl_core::Result<()> {
-    let mut receiver = st.receive(ct, rel, &osctl_core::filepolicy::FilePolicy::anything())?;
+    let mut receiver = st.receive(
+        Dataset::new(ct, rel),
+        &osctl_core::filepolicy::FilePolicy::anything(),
+    )?;
     let copied = receiver.copy_from(&mut File::open(file).unwrap(), drop);
     receiver.end(copied.map(drop), &format!("into {ct}/{rel}"))
 }
@@ -162,18 +185,24 @@ fn roundtrip_through_streams() {
     let zp = zpool_or_skip!(256);
     let (st, root) = install(&zp);
     let ct = "c1";
-    st.create(ct, "").unwrap();
-    st.create(ct, "var").unwrap();
-    st.create(ct, "var/log").unwrap();
+    st.create(Dataset::root(ct)).unwrap();
+    st.create(Dataset::new(ct, "var")).unwrap();
+    st.create(Dataset::new(ct, "var/log")).unwrap();
     assert_eq!(st.subdatasets(ct).unwrap(), ["var", "var/log"]);
-    assert_eq!(st.path(ct, ""), root.join("ct/c1"));
+    assert_eq!(st.path(Dataset::root(ct)), root.join("ct/c1"));
     assert_eq!(st.rootfs(ct), root.join("ct/c1/private"));
     // The original's layout: each dataset beside its parent's private/,
     // with its own, created empty.
-    assert_eq!(st.path(ct, "var/log"), root.join("ct/c1/var/log"));
-    assert_eq!(st.private(ct, "var"), root.join("ct/c1/var/private"));
+    assert_eq!(
+        st.path(Dataset::new(ct, "var/log")),
+        root.join("ct/c1/var/log")
+    );
+    assert_eq!(
+        st.private(Dataset::new(ct, "var")),
+        root.join("ct/c1/var/private")
+    );
     for rel in ["var", "var/log"] {
-        let private = st.private(ct, rel);
+        let private = st.private(Dataset::new(ct, rel));
         assert_eq!(fs::read_dir(&private).unwrap().count(), 0, "{rel}");
         assert_eq!(
             fs::metadata(&private).unwrap().permissions().mode() & 0o7777,
@@ -181,27 +210,33 @@ fn roundtrip_through_streams() {
         );
     }
     populate(&st.rootfs(ct), "root");
-    populate(&st.private(ct, "var"), "var");
-    populate(&st.private(ct, "var/log"), "log");
+    populate(&st.private(Dataset::new(ct, "var")), "var");
+    populate(&st.private(Dataset::new(ct, "var/log")), "log");
 
     st.snapshot(ct, "base").unwrap();
     // Changes after the base snapshot: the incremental streams carry them.
     fs::write(st.rootfs(ct).join("etc/hostname"), "changed\n").unwrap();
-    fs::remove_file(st.private(ct, "var/log").join("usr/bin/suid")).unwrap();
-    fs::write(st.private(ct, "var/log").join("new"), "appended\n").unwrap();
+    fs::remove_file(st.private(Dataset::new(ct, "var/log")).join("usr/bin/suid")).unwrap();
+    fs::write(
+        st.private(Dataset::new(ct, "var/log")).join("new"),
+        "appended\n",
+    )
+    .unwrap();
     st.snapshot(ct, "incr").unwrap();
     assert_eq!(st.snapshots(ct).unwrap(), ["base", "incr"]);
 
     // A read-only view of the base snapshot shows the old content.
     {
-        let view = st.snapshot_view(ct, "", "base").unwrap();
+        let view = st.snapshot_view(Dataset::root(ct), "base").unwrap();
         let old = fs::read_to_string(view.path().join("private/etc/hostname")).unwrap();
         assert_eq!(old, "root\n");
         assert!(
             fs::write(view.path().join("private/x"), "x").is_err(),
             "read-only"
         );
-        let log_view = st.snapshot_view(ct, "var/log", "base").unwrap();
+        let log_view = st
+            .snapshot_view(Dataset::new(ct, "var/log"), "base")
+            .unwrap();
         assert!(log_view.path().join("private/usr/bin/suid").exists());
         assert!(!log_view.path().join("private/new").exists());
     }
@@ -221,17 +256,18 @@ fn roundtrip_through_streams() {
     let staging = staging_name("c2");
     for rel in ["", "var", "var/log"] {
         if rel == "var" {
-            st.create(&staging, "var").unwrap();
+            st.create(Dataset::new(&staging, "var")).unwrap();
         }
         receive_file(&st, &staging, rel, &file(rel, "base")).unwrap();
         receive_file(&st, &staging, rel, &file(rel, "incr")).unwrap();
     }
     let listed = ["incr".to_string(), "base".to_string()];
     for rel in ["", "var", "var/log"] {
-        st.finish_receive(&staging, rel, &listed).unwrap();
+        st.finish_receive(Dataset::new(&staging, rel), &listed)
+            .unwrap();
     }
     assert_eq!(
-        snapshot_names(&st.dataset_of(&staging, "").unwrap()),
+        snapshot_names(&st.dataset_of(Dataset::root(&staging)).unwrap()),
         Vec::<String>::new()
     );
     assert_eq!(st.subdatasets(&staging).unwrap(), ["var", "var/log"]);
@@ -241,7 +277,11 @@ fn roundtrip_through_streams() {
     // made and removed by zfs).
     let same_files = |a: &str, b: &str| {
         for rel in ["", "var", "var/log"] {
-            assert_same(&st.private(a, rel), &st.private(b, rel), &ZFS);
+            assert_same(
+                &st.private(Dataset::new(a, rel)),
+                &st.private(Dataset::new(b, rel)),
+                &ZFS,
+            );
         }
     };
     same_files(&staging, ct);
@@ -250,7 +290,7 @@ fn roundtrip_through_streams() {
     // Staging name to final id: the subdatasets follow to their new places.
     st.rename(&staging, "c2").unwrap();
     assert!(!st.exists(&staging).unwrap());
-    assert!(!st.path(&staging, "").exists());
+    assert!(!st.path(Dataset::root(&staging)).exists());
     same_files("c2", ct);
     let mountpoint = zfs(&[
         "get",
@@ -258,24 +298,25 @@ fn roundtrip_through_streams() {
         "-o",
         "value",
         "mountpoint",
-        &st.dataset_of("c2", "var/log").unwrap(),
+        &st.dataset_of(Dataset::new("c2", "var/log")).unwrap(),
     ]);
     assert_eq!(
         mountpoint.trim(),
-        st.path("c2", "var/log").to_str().unwrap()
+        st.path(Dataset::new("c2", "var/log")).to_str().unwrap()
     );
     assert_eq!(st.containers().unwrap(), ["c1", "c2"]);
 
     // A root dataset made by `create` takes a full stream, then the incremental.
     let made_first = staging_name("c3");
-    st.create(&made_first, "").unwrap();
+    st.create(Dataset::root(&made_first)).unwrap();
     receive_file(&st, &made_first, "", &file("", "base")).unwrap();
     receive_file(&st, &made_first, "", &file("", "incr")).unwrap();
-    st.finish_receive(&made_first, "", &listed).unwrap();
+    st.finish_receive(Dataset::root(&made_first), &listed)
+        .unwrap();
     st.mount(&made_first).unwrap();
     let hostname = st.rootfs(&made_first).join("etc/hostname");
     assert_eq!(fs::read_to_string(hostname).unwrap(), "changed\n");
-    st.destroy(&made_first, "").unwrap();
+    st.destroy(Dataset::root(&made_first)).unwrap();
 
     // Our streams are plain zfs streams: `zfs recv` takes them as they are.
     let plain = zp.ds("plain");
@@ -296,41 +337,43 @@ fn roundtrip_through_streams() {
     st.destroy_snapshot(ct, "incr").unwrap();
     st.destroy_snapshot(ct, "incr").unwrap();
     assert_eq!(
-        snapshot_names(&st.dataset_of(ct, "").unwrap()),
+        snapshot_names(&st.dataset_of(Dataset::root(ct)).unwrap()),
         ["c1@base", "c1/var@base", "c1/var/log@base"].map(|s| format!("{}/ct/{s}", st.dataset()))
     );
 
-    st.destroy("c2", "var/log").unwrap();
+    st.destroy(Dataset::new("c2", "var/log")).unwrap();
     assert_eq!(st.subdatasets("c2").unwrap(), ["var"]);
-    st.destroy("c2", "").unwrap();
-    st.destroy(ct, "").unwrap();
+    st.destroy(Dataset::root("c2")).unwrap();
+    st.destroy(Dataset::root(ct)).unwrap();
     assert_eq!(st.containers().unwrap(), Vec::<String>::new());
-    assert!(!st.path(ct, "").exists());
+    assert!(!st.path(Dataset::root(ct)).exists());
 }
 
 #[test]
 fn compressed_send_only_where_zfs_has_it() {
     let zp = zpool_or_skip!(128);
     let (st, _) = install(&zp);
-    st.create("c1", "").unwrap();
+    st.create(Dataset::root("c1")).unwrap();
     let features = st.features().unwrap().clone();
-    let ds = st.dataset_of("c1", "").unwrap();
+    let ds = st.dataset_of(Dataset::root("c1")).unwrap();
 
     zfs(&["set", "compression=off", &ds]);
-    assert!(!st.can_send_compressed("c1", "").unwrap());
+    assert!(!st.can_send_compressed(Dataset::root("c1")).unwrap());
     zfs(&["set", "compression=on", &ds]);
     assert_eq!(
-        st.can_send_compressed("c1", "").unwrap(),
+        st.can_send_compressed(Dataset::root("c1")).unwrap(),
         features.send_compressed()
     );
     st.snapshot("c1", "s").unwrap();
     if features.send_compressed() {
-        let mut r = st.send("c1", "", "s", None, true).unwrap();
+        let mut r = storage::send(&st, Dataset::root("c1"), &compressed("s")).unwrap();
         io::copy(&mut r, &mut io::sink()).unwrap();
     } else {
         // zfs-fuse: `zfs send` knows only -R -D -p -i -I.
         assert!(!features.send_flags.contains(&'c'));
-        let e = st.send("c1", "", "s", None, true).err().expect("refused");
+        let e = storage::send(&st, Dataset::root("c1"), &compressed("s"))
+            .err()
+            .expect("refused");
         assert!(matches!(&e, Error::Refused(m) if m.contains(&ds)), "{e}");
     }
     eprintln!(
@@ -344,16 +387,16 @@ fn compressed_send_only_where_zfs_has_it() {
 fn errors_name_the_dataset() {
     let zp = zpool_or_skip!(128);
     let (st, _) = install(&zp);
-    let ds = st.dataset_of("c1", "").unwrap();
+    let ds = st.dataset_of(Dataset::root("c1")).unwrap();
 
     // Destroying what is missing is fine.
-    st.destroy("nothing", "").unwrap();
+    st.destroy(Dataset::root("nothing")).unwrap();
     st.destroy_snapshot("nothing", "s").unwrap();
 
-    st.create("c1", "").unwrap();
-    let e = st.create("c1", "").unwrap_err();
+    st.create(Dataset::root("c1")).unwrap();
+    let e = st.create(Dataset::root("c1")).unwrap_err();
     assert!(matches!(&e, Error::Exists(m) if m.contains(&ds)), "{e}");
-    let e = st.create("c1", "a/b").unwrap_err();
+    let e = st.create(Dataset::new("c1", "a/b")).unwrap_err();
     assert!(
         matches!(&e, Error::NotFound(m) if m.contains(&format!("{ds}/a/b"))),
         "{e}"
@@ -364,26 +407,33 @@ fn errors_name_the_dataset() {
     st.snapshot("c1", "s").unwrap();
     let e = st.snapshot("c1", "s").unwrap_err();
     assert!(matches!(&e, Error::Exists(m) if m.contains(&ds)), "{e}");
-    let e = st
-        .send("c1", "", "nope", None, false)
+    let e = storage::send(&st, Dataset::root("c1"), &plain("nope", None))
         .err()
         .expect("missing snapshot");
     assert!(matches!(&e, Error::NotFound(m) if m.contains(&ds)), "{e}");
     let e = st
-        .snapshot_view("c1", "", "nope")
+        .snapshot_view(Dataset::root("c1"), "nope")
         .err()
         .expect("missing snapshot");
     assert!(matches!(&e, Error::NotFound(m) if m.contains(&ds)), "{e}");
 
     // Names from archives cannot smuggle in zfs syntax.
     for bad in ["a%b", "a,b", "a@b", "../x"] {
-        let e = st.finish_receive("c1", "", &[bad.to_string()]).unwrap_err();
+        let e = st
+            .finish_receive(Dataset::root("c1"), &[bad.to_string()])
+            .unwrap_err();
         assert!(matches!(e, Error::Invalid(_)), "{bad}: {e}");
     }
-    assert!(matches!(st.create("c1", "../x"), Err(Error::Invalid(_))));
-    assert!(matches!(st.create("a/b", ""), Err(Error::Invalid(_))));
+    assert!(matches!(
+        st.create(Dataset::new("c1", "../x")),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        st.create(Dataset::root("a/b")),
+        Err(Error::Invalid(_))
+    ));
 
-    st.create("c2", "").unwrap();
+    st.create(Dataset::root("c2")).unwrap();
     let e = st.rename("c1", "c2").unwrap_err();
     assert!(matches!(&e, Error::Exists(m) if m.contains("c2")), "{e}");
 
@@ -393,7 +443,10 @@ fn errors_name_the_dataset() {
     let staging = staging_name("c3");
     let e = receive_file(&st, &staging, "", &garbage).unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains(&st.dataset_of(&staging, "").unwrap()), "{msg}");
+    assert!(
+        msg.contains(&st.dataset_of(Dataset::root(&staging)).unwrap()),
+        "{msg}"
+    );
     assert!(!st.exists(&staging).unwrap(), "nothing left behind");
 }
 
@@ -404,14 +457,14 @@ fn errors_name_the_dataset() {
 fn symlinks_and_the_older_layout_are_refused() {
     let zp = zpool_or_skip!(128);
     let (st, root) = install(&zp);
-    st.create("c1", "").unwrap();
-    st.create("c1", "var").unwrap();
-    let var = st.dataset_of("c1", "var").unwrap();
+    st.create(Dataset::root("c1")).unwrap();
+    st.create(Dataset::new("c1", "var")).unwrap();
+    let var = st.dataset_of(Dataset::new("c1", "var")).unwrap();
     zfs(&["unmount", &var]);
     let target = zp.dir().join("elsewhere");
     fs::create_dir(&target).unwrap();
-    fs::remove_dir(st.path("c1", "var")).unwrap();
-    std::os::unix::fs::symlink(&target, st.path("c1", "var")).unwrap();
+    fs::remove_dir(st.path(Dataset::new("c1", "var"))).unwrap();
+    std::os::unix::fs::symlink(&target, st.path(Dataset::new("c1", "var"))).unwrap();
     let e = st.mount("c1").unwrap_err();
     assert!(
         matches!(&e, Error::Refused(m) if m.contains("symlink")),
@@ -422,9 +475,9 @@ fn symlinks_and_the_older_layout_are_refused() {
         0,
         "nothing mounted there"
     );
-    fs::remove_file(st.path("c1", "var")).unwrap();
+    fs::remove_file(st.path(Dataset::new("c1", "var"))).unwrap();
     st.mount("c1").unwrap();
-    assert!(st.private("c1", "var").is_dir());
+    assert!(st.private(Dataset::new("c1", "var")).is_dir());
 
     // The older layout: mounted at private/var, files at its top.
     let old = root.join("ct/c1/private/var");
@@ -439,27 +492,27 @@ fn symlinks_and_the_older_layout_are_refused() {
         );
     }
     assert!(st.snapshots("c1").unwrap().is_empty());
-    st.destroy("c1", "").unwrap();
+    st.destroy(Dataset::root("c1")).unwrap();
 }
 
 #[test]
 fn busy_dataset_is_a_clean_error() {
     let zp = zpool_or_skip!(128);
     let (st, _) = install(&zp);
-    st.create("c1", "").unwrap();
-    st.create("c1", "var").unwrap();
+    st.create(Dataset::root("c1")).unwrap();
+    st.create(Dataset::new("c1", "var")).unwrap();
     // A process whose working directory is inside the dataset keeps it busy.
     let mut holder = std::process::Command::new("sleep")
         .arg("60")
-        .current_dir(st.path("c1", "var"))
+        .current_dir(st.path(Dataset::new("c1", "var")))
         .spawn()
         .unwrap();
-    let e = st.destroy("c1", "").unwrap_err();
+    let e = st.destroy(Dataset::root("c1")).unwrap_err();
     holder.kill().unwrap();
     holder.wait().unwrap();
     assert!(matches!(&e, Error::Busy(m) if m.contains("c1")), "{e}");
     // Once it is gone, destroying works.
-    st.destroy("c1", "").unwrap();
+    st.destroy(Dataset::root("c1")).unwrap();
     assert!(!st.exists("c1").unwrap());
 }
 
@@ -467,7 +520,7 @@ fn busy_dataset_is_a_clean_error() {
 fn full_zpool_is_a_clean_error() {
     let zp = zpool_or_skip!(64);
     let (st, _) = install(&zp);
-    st.create("c1", "").unwrap();
+    st.create(Dataset::root("c1")).unwrap();
     st.snapshot("c1", "s").unwrap();
     let stream = zp.dir().join("c1.zfs");
     send_to_file(&st, "c1", "", "s", None, &stream);
@@ -484,8 +537,8 @@ fn full_zpool_is_a_clean_error() {
     drop(out);
     assert_eq!(err.kind(), io::ErrorKind::StorageFull, "{err}");
 
-    let ds = st.dataset_of("c2", "").unwrap();
-    let e = st.create("c2", "").unwrap_err();
+    let ds = st.dataset_of(Dataset::root("c2")).unwrap();
+    let e = st.create(Dataset::root("c2")).unwrap_err();
     let msg = e.to_string();
     match &e {
         Error::Io { source, .. } => assert_eq!(source.kind(), io::ErrorKind::StorageFull),
@@ -498,7 +551,7 @@ fn full_zpool_is_a_clean_error() {
     fs::remove_file(&filler).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match st.create("c2", "") {
+        match st.create(Dataset::root("c2")) {
             Ok(()) => break,
             Err(e) if Instant::now() < deadline => {
                 let _ = e;
@@ -519,7 +572,7 @@ fn streams_straight_into_and_out_of_files() {
     use std::io::{Seek, SeekFrom};
     let zp = zpool_or_skip!(160);
     let (st, _) = install(&zp);
-    st.create("c1", "").unwrap();
+    st.create(Dataset::root("c1")).unwrap();
     populate(&st.rootfs("c1"), "one");
     st.snapshot("c1", "base").unwrap();
     fs::write(st.rootfs("c1").join("etc/hostname"), "two\n").unwrap();
@@ -533,7 +586,7 @@ fn streams_straight_into_and_out_of_files() {
     let mut out = File::create_new(&archive).unwrap();
     out.write_all(&[b'h'; 1536]).unwrap();
     let mut polls = 0;
-    st.send_cmd("c1", "", "base", None, false)
+    st.send_cmd(Dataset::root("c1"), &plain("base", None))
         .unwrap()
         .run_with_files(None, Some(&out), || {
             polls += 1;
@@ -557,19 +610,23 @@ fn streams_straight_into_and_out_of_files() {
     );
 
     // Received from that file: each receiver stops right at its stream's end.
-    assert!(st.receives_from_file());
+    assert!(st.file_receiver().is_some());
     let staging = staging_name("c2");
     let input = File::open(&archive).unwrap();
     (&input).seek(SeekFrom::Start(1536)).unwrap();
     for end in [base_end, incr_end] {
-        st.receive_cmd(&staging, "")
+        st.receive_cmd(Dataset::root(&staging))
             .unwrap()
             .run_with_files(Some(&input), None, || Ok(()))
             .unwrap();
         assert_eq!((&input).stream_position().unwrap(), end);
     }
-    st.finish_receive(&staging, "", &["incr".into(), "base".into()])
+    st.finish_receive(Dataset::root(&staging), &["incr".into(), "base".into()])
         .unwrap();
     st.rename(&staging, "c2").unwrap();
-    assert_same(&st.path("c2", ""), &st.path("c1", ""), &ZFS);
+    assert_same(
+        &st.path(Dataset::root("c2")),
+        &st.path(Dataset::root("c1")),
+        &ZFS,
+    );
 }

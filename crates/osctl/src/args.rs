@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 
 use crate::list::ListOpts;
+use crate::resources_cli::{CgparamsCmd, DevicesCmd, LimitSetCmd, LimitUnsetCmd, PrlimitsCmd};
 
 const GLOBAL: &str = "Global options";
 
@@ -226,6 +227,18 @@ pub enum GroupCmd {
         /// The group ([POOL:]PATH)
         name: String,
     },
+    /// cgroup parameters (limits) of a group: its containers share them
+    #[command(subcommand)]
+    Cgparams(CgparamsCmd),
+    /// Devices a group grants to its subgroups and containers
+    #[command(subcommand)]
+    Devices(DevicesCmd),
+    /// Set a limit of a group
+    #[command(subcommand)]
+    Set(LimitSetCmd),
+    /// Remove a limit of a group
+    #[command(subcommand)]
+    Unset(LimitUnsetCmd),
 }
 
 /// How the root file system is compressed in an archive.
@@ -364,6 +377,18 @@ pub enum CtCmd {
     /// Change a setting
     #[command(subcommand)]
     Set(SetCmd),
+    /// Remove a setting
+    #[command(subcommand)]
+    Unset(LimitUnsetCmd),
+    /// cgroup parameters (limits) of a container
+    #[command(subcommand)]
+    Cgparams(CgparamsCmd),
+    /// Process limits (setrlimit) of a container
+    #[command(subcommand)]
+    Prlimits(PrlimitsCmd),
+    /// Devices a container may use
+    #[command(subcommand)]
+    Devices(DevicesCmd),
     /// Write the container (configs and root file system) into one archive
     ///
     /// What vpsAdminOS's osctl reads: --format native on zfs pools with
@@ -495,4 +520,6 @@ pub enum SetCmd {
         #[arg(value_enum)]
         value: OnOff,
     },
+    #[command(flatten)]
+    Limit(LimitSetCmd),
 }

@@ -24,6 +24,7 @@ use osctl_core::yaml;
 use crate::args::*;
 use crate::list::{self, ListOpts};
 use crate::output;
+use crate::resources_cli::{self, Owner};
 
 /// Prints the last `lines` lines of a log; with `follow`, then what is
 /// appended, until the process is interrupted.
@@ -66,7 +67,7 @@ struct Ctx {
 }
 
 fn usage(message: String) -> anyhow::Error {
-    osctl_core::Error::Invalid(message).into()
+    osctl_core::Error::invalid(message).into()
 }
 
 impl Ctx {
@@ -168,14 +169,28 @@ pub fn run(args: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn pool_location(ctx: &Ctx, backend: Backend, path: Option<PathBuf>, dataset: Option<String>, name: &str) -> Result<String> {
+fn pool_location(
+    ctx: &Ctx,
+    backend: Backend,
+    path: Option<PathBuf>,
+    dataset: Option<String>,
+    name: &str,
+) -> Result<String> {
     Ok(match (backend, path, dataset) {
         (Backend::Zfs, None, Some(ds)) => ds,
         (Backend::Zfs, _, None) => return Err(usage("a zfs pool needs --dataset".into())),
         (_, Some(p), None) => std::path::absolute(p)?.to_string_lossy().into_owned(),
-        (_, None, None) => ctx.host.root().join("pools").join(name).to_string_lossy().into_owned(),
+        (_, None, None) => ctx
+            .host
+            .root()
+            .join("pools")
+            .join(name)
+            .to_string_lossy()
+            .into_owned(),
         (_, _, Some(_)) => {
-            return Err(usage(format!("a {backend} pool takes --path, not --dataset")))
+            return Err(usage(format!(
+                "a {backend} pool takes --path, not --dataset"
+            )))
         }
     })
 }
@@ -194,7 +209,14 @@ fn pool_cmd(ctx: &Ctx, cmd: PoolCmd) -> Result<()> {
                 BackendArg::Btrfs => Backend::Btrfs,
             };
             let location = pool_location(ctx, backend, path, dataset, &name)?;
-            Pool::install(&ctx.host, PoolEntry { name, backend, location })?;
+            Pool::install(
+                &ctx.host,
+                PoolEntry {
+                    name,
+                    backend,
+                    location,
+                },
+            )?;
         }
         PoolCmd::Ls { list, names } => {
             let mut pools = ctx.host.pools()?;
@@ -207,6 +229,7 @@ fn pool_cmd(ctx: &Ctx, cmd: PoolCmd) -> Result<()> {
         PoolCmd::Uninstall { name } => {
             let _registry = ctx.host.lock_registry()?;
             ctx.host.unregister(&name)?;
+            osctl_core::resources::forget_pool(&ctx.host, &name);
         }
         PoolCmd::Check => {
             let pool = ctx.pool()?;
@@ -323,6 +346,23 @@ fn group_cmd(ctx: &Ctx, cmd: GroupCmd) -> Result<()> {
             let pool = ctx.locate(&mut name)?;
             let _lock = pool.lock_accounts()?;
             accounts::delete_group(&pool, &name)?;
+            osctl_core::resources::forget_group(&pool, &name);
+        }
+        GroupCmd::Cgparams(mut c) => {
+            let pool = ctx.locate(c.of_mut())?;
+            resources_cli::cgparams_cmd(&pool, Owner::Group, c, ctx.json, ctx.quiet)?
+        }
+        GroupCmd::Devices(mut c) => {
+            let pool = ctx.locate(c.of_mut())?;
+            resources_cli::devices_cmd(&pool, Owner::Group, c, ctx.json, ctx.quiet)?
+        }
+        GroupCmd::Set(mut c) => {
+            let pool = ctx.locate(c.of_mut())?;
+            resources_cli::limit_set_cmd(&pool, Owner::Group, c, ctx.quiet)?
+        }
+        GroupCmd::Unset(mut c) => {
+            let pool = ctx.locate(c.of_mut())?;
+            resources_cli::limit_unset_cmd(&pool, Owner::Group, c, ctx.quiet)?
         }
     }
     Ok(())
@@ -331,9 +371,11 @@ fn group_cmd(ctx: &Ctx, cmd: GroupCmd) -> Result<()> {
 /// `ct ls`: the containers of every listed pool, filtered.
 fn ct_ls(ctx: &Ctx, list: &ListOpts, filters: [&Option<String>; 3], ids: &[String]) -> Result<()> {
     let [users, groups, states] = filters.map(list::split);
-    if let Some(bad) = states.iter().flatten().find(|s| {
-        !["stopped", "starting", "running", "stopping"].contains(&s.as_str())
-    }) {
+    if let Some(bad) = states
+        .iter()
+        .flatten()
+        .find(|s| !["stopped", "starting", "running", "stopping"].contains(&s.as_str()))
+    {
         return Err(usage(format!(
             "-S: unknown state '{bad}' (states: stopped, starting, running, stopping)"
         )));
@@ -364,13 +406,25 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
                 (None, Some(t)) => RootfsSource::Tar(t),
                 _ => unreachable!("clap requires exactly one source"),
             };
-            let new = NewContainer { id, user, group, source, privileged };
+            let new = NewContainer {
+                id,
+                user,
+                group,
+                source,
+                privileged,
+            };
             containers::create(&pool, &new)?;
         }
-        CtCmd::Ls { list, user, group, state, ids } => ct_ls(ctx, &list, [&user, &group, &state], &ids)?,
+        CtCmd::Ls {
+            list,
+            user,
+            group,
+            state,
+            ids,
+        } => ct_ls(ctx, &list, [&user, &group, &state], &ids)?,
         CtCmd::Show { mut id } => {
             let pool = ctx.locate(&mut id)?;
-            list::show(ctx.json, &containers::info(&pool, &id)?)?;
+            ct_show(ctx, &pool, &id)?;
         }
         CtCmd::Start { mut id } => containers::start(&ctx.locate(&mut id)?, &id)?,
         CtCmd::Stop { mut id, timeout } => {
@@ -379,7 +433,11 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
         CtCmd::Restart { mut id, timeout } => {
             containers::restart(&ctx.locate(&mut id)?, &id, Duration::from_secs(timeout))?
         }
-        CtCmd::Log { mut id, lines, follow } => {
+        CtCmd::Log {
+            mut id,
+            lines,
+            follow,
+        } => {
             let pool = ctx.locate(&mut id)?;
             pool.ct_unvalidated(&id)?;
             print_log(&containers::log_file(&pool, &id), lines, follow)?
@@ -394,6 +452,26 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
             if containers::set_privileged(&pool, &id, value == OnOff::On)? && !ctx.quiet {
                 outln!("container '{id}' is running: the change applies at its next start");
             }
+        }
+        CtCmd::Set(SetCmd::Limit(mut c)) => {
+            let pool = ctx.locate(c.of_mut())?;
+            resources_cli::limit_set_cmd(&pool, Owner::Ct, c, ctx.quiet)?
+        }
+        CtCmd::Unset(mut c) => {
+            let pool = ctx.locate(c.of_mut())?;
+            resources_cli::limit_unset_cmd(&pool, Owner::Ct, c, ctx.quiet)?
+        }
+        CtCmd::Cgparams(mut c) => {
+            let pool = ctx.locate(c.of_mut())?;
+            resources_cli::cgparams_cmd(&pool, Owner::Ct, c, ctx.json, ctx.quiet)?
+        }
+        CtCmd::Prlimits(mut c) => {
+            let pool = ctx.locate(c.id_mut())?;
+            resources_cli::prlimits_cmd(&pool, c, ctx.json, ctx.quiet)?
+        }
+        CtCmd::Devices(mut c) => {
+            let pool = ctx.locate(c.of_mut())?;
+            resources_cli::devices_cmd(&pool, Owner::Ct, c, ctx.json, ctx.quiet)?
         }
         CtCmd::Export(a) => ct_export(ctx, a)?,
         CtCmd::Import(a) => ct_import(ctx, a)?,
@@ -410,6 +488,27 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `ct show`: the container's row with its resources.
+fn ct_show(ctx: &Ctx, pool: &Pool, id: &str) -> Result<()> {
+    let c = containers::info(pool, id)?;
+    let report = osctl_core::resources::report(pool, &pool.ct_unvalidated(id)?);
+    if ctx.json {
+        let mut v = serde_json::to_value(&c)?;
+        v["resources"] = match &report {
+            Ok(r) => serde_json::to_value(r)?,
+            Err(e) => serde_json::json!({"error": e.to_string()}),
+        };
+        return output::json(&v);
+    }
+    let mut pairs = list::pairs(&c)?;
+    match &report {
+        Ok(r) => pairs.extend(resources_cli::show_pairs(r)),
+        Err(e) => pairs.push(("resources", format!("cannot tell: {e}"))),
+    }
+    output::pairs(&pairs);
+    Ok(())
 }
 
 fn ct_export(ctx: &Ctx, mut a: ExportArgs) -> Result<()> {
@@ -535,7 +634,7 @@ fn print_summary(file: &std::path::Path, s: &inspect::ArchiveSummary) -> Result<
         ("file", file.to_string_lossy().into_owned()),
         ("size", format!("{} bytes", s.archive_bytes)),
         ("type", format!("{:?}", m.archive_type).to_lowercase()),
-        ("format", m.format.clone()),
+        ("format", m.format.to_string()),
         ("container", or_none(&m.container)),
         ("user", or_none(&m.user)),
         ("group", or_none(&m.group)),

@@ -96,7 +96,10 @@ fn extra_sections() -> String {
             roff_text(what)
         ));
     }
-    out.push_str(&format!(".SH \"EXIT STATUS\"\n{}\n", roff_text(EXIT_STATUS)));
+    out.push_str(&format!(
+        ".SH \"EXIT STATUS\"\n{}\n",
+        roff_text(EXIT_STATUS)
+    ));
     out
 }
 

@@ -59,7 +59,7 @@ fn columns<T: Listed>(given: &Option<String>, option: &str) -> Result<Vec<String
     for name in &names {
         if !T::COLUMNS.iter().any(|(c, _)| c == name) {
             let known: Vec<&str> = T::COLUMNS.iter().map(|(c, _)| *c).collect();
-            return Err(osctl_core::Error::Invalid(format!(
+            return Err(osctl_core::Error::invalid(format!(
                 "{option}: unknown column '{name}' (columns: {})",
                 known.join(", ")
             ))
@@ -125,13 +125,17 @@ pub fn show<T: Listed>(json: bool, row: &T) -> Result<()> {
     if json {
         return output::json(row);
     }
+    output::pairs(&pairs(row)?);
+    Ok(())
+}
+
+/// A row as `(column, cell)` pairs, every column in `-L` order.
+pub fn pairs<T: Listed>(row: &T) -> Result<Vec<(&'static str, String)>> {
     let object = object(row)?;
-    let pairs: Vec<(&str, String)> = T::COLUMNS
+    Ok(T::COLUMNS
         .iter()
         .map(|(c, _)| (*c, cell(&object[*c])))
-        .collect();
-    output::pairs(&pairs);
-    Ok(())
+        .collect())
 }
 
 /// Numbers by value, everything else by its cell text.

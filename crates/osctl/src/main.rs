@@ -8,6 +8,7 @@ mod cli;
 mod gen;
 mod list;
 mod netif_cli;
+mod resources_cli;
 
 use std::process::ExitCode;
 

@@ -3,9 +3,11 @@
 //! (no PAX, octal fields parsed strictly) and we read archives from anywhere.
 
 use crate::error::{Error, Result};
-
-pub(crate) const BLOCK: usize = 512;
-pub(crate) type Block = [u8; BLOCK];
+use crate::tarblock::{
+    self as tb, field, CHECKSUM, GID, GNAME, GNU_MAGIC, MAGIC, MODE, MTIME, NAME, PREFIX, SIZE,
+    TYPEFLAG, UID, UNAME,
+};
+pub(crate) use crate::tarblock::{is_zero, Block, BLOCK};
 
 /// The two kinds of entry the outer archive may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,31 +21,10 @@ pub(crate) const MAX_WRITTEN_NAME: usize = 100;
 /// Longest name we accept on reading (a ustar prefix joined with the name).
 pub(crate) const MAX_READ_NAME: usize = 255;
 
-// Field offsets and lengths of the ustar/GNU header.
-const NAME: (usize, usize) = (0, 100);
-const MODE: (usize, usize) = (100, 8);
-const UID: (usize, usize) = (108, 8);
-const GID: (usize, usize) = (116, 8);
-const SIZE: (usize, usize) = (124, 12);
-const MTIME: (usize, usize) = (136, 12);
-const CHKSUM: (usize, usize) = (148, 8);
-const TYPEFLAG: usize = 156;
-const MAGIC: (usize, usize) = (257, 8); // magic and version together
-const UNAME: (usize, usize) = (265, 32);
-const GNAME: (usize, usize) = (297, 32);
-const PREFIX: (usize, usize) = (345, 155);
-
-const GNU_MAGIC: &[u8; 8] = b"ustar  \0";
-const POSIX_MAGIC: &[u8; 6] = b"ustar\0";
-
 /// Largest value an 11-digit octal field with its terminator holds (8 GiB - 1).
 const OCTAL_11_MAX: u64 = (1 << 33) - 1;
 /// Largest value 12 octal digits hold without a terminator (64 GiB - 1).
 const OCTAL_12_MAX: u64 = (1 << 36) - 1;
-
-fn field(block: &Block, (at, len): (usize, usize)) -> &[u8] {
-    &block[at..at + len]
-}
 
 fn put_octal(block: &mut Block, (at, len): (usize, usize), value: u64) {
     // `len - 1` digits and a NUL, as GNU tar and Ruby's TarWriter write them.
@@ -69,18 +50,6 @@ fn put_size(block: &mut Block, size: u64) {
         dest[0] = 0x80;
         dest[len - 8..].copy_from_slice(&size.to_be_bytes());
     }
-}
-
-fn checksum_sums(block: &Block) -> (u64, i64) {
-    let (at, len) = CHKSUM;
-    let mut unsigned = 0u64;
-    let mut signed = 0i64;
-    for (i, &b) in block.iter().enumerate() {
-        let b = if (at..at + len).contains(&i) { b' ' } else { b };
-        unsigned += u64::from(b);
-        signed += i64::from(b as i8);
-    }
-    (unsigned, signed)
 }
 
 /// Builds a GNU-format header (magic `ustar  `): the format GNU tar writes by
@@ -117,10 +86,7 @@ pub(crate) fn encode_with_mode(
     block[MAGIC.0..MAGIC.0 + MAGIC.1].copy_from_slice(GNU_MAGIC);
     block[UNAME.0..UNAME.0 + 4].copy_from_slice(b"root");
     block[GNAME.0..GNAME.0 + 4].copy_from_slice(b"root");
-    let (sum, _) = checksum_sums(&block);
-    // Six digits, a NUL and a space: the traditional layout.
-    let text = format!("{sum:06o}\0 ");
-    block[CHKSUM.0..CHKSUM.0 + CHKSUM.1].copy_from_slice(text.as_bytes());
+    tb::seal(&mut block);
     Ok(block)
 }
 
@@ -163,24 +129,19 @@ pub(crate) struct Decoded {
     pub mode: u32,
 }
 
-pub(crate) fn is_zero(block: &Block) -> bool {
-    block.iter().all(|&b| b == 0)
-}
-
 /// Validates and decodes a non-zero header block. Every other entry type than
 /// a file or a directory is refused, naming the entry.
 pub(crate) fn decode(block: &Block) -> Result<Decoded> {
-    let magic = field(block, MAGIC);
-    let posix = magic.starts_with(POSIX_MAGIC);
-    if !posix && magic != GNU_MAGIC {
+    let posix = tb::is_posix(block);
+    if !posix && field(block, MAGIC) != GNU_MAGIC {
         return Err(Error::Archive(
             "not a tar archive: a header has neither the ustar nor the GNU magic".into(),
         ));
     }
-    let stored_sum = parse_number(field(block, CHKSUM))
+    let stored_sum = parse_number(field(block, CHECKSUM))
         .map_err(|why| Error::Archive(format!("tar header checksum field {why}")))?;
-    let (unsigned, signed) = checksum_sums(block);
-    if stored_sum != unsigned && i64::try_from(stored_sum).ok() != Some(signed) {
+    if !tb::checksum_matches(block, stored_sum) {
+        let (unsigned, _) = tb::checksum_sums(block);
         return Err(Error::Archive(format!(
             "tar header checksum mismatch (stored {stored_sum:o}, computed {unsigned:o}): the archive is corrupt"
         )));
@@ -335,8 +296,7 @@ mod tests {
     use super::*;
 
     fn fix_checksum(block: &mut Block) {
-        let (sum, _) = checksum_sums(block);
-        block[CHKSUM.0..CHKSUM.0 + CHKSUM.1].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        tb::seal(block);
     }
 
     #[test]

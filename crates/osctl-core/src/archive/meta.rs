@@ -26,15 +26,73 @@ pub const ROOTFS_DIR: &str = "rootfs";
 pub const SNAPSHOTS: &str = "snapshots.yml";
 pub const CHECKSUMS: &str = "checksums.yml";
 
-pub const FORMAT_ZFS: &str = "zfs";
-pub const FORMAT_TAR: &str = "tar";
-pub const FORMAT_BTRFS: &str = "btrfs";
-/// Tar streams in layers, a base and the changes after it: what a consistent
-/// export of a running container on a dir pool writes. The original reads
-/// only `format: tar` archives' base, so it must refuse these (it refuses
-/// every format but `zfs` and `tar`).
-pub const FORMAT_TAR_LAYERS: &str = "tar-layers";
-pub const KNOWN_FORMATS: [&str; 4] = [FORMAT_ZFS, FORMAT_TAR, FORMAT_BTRFS, FORMAT_TAR_LAYERS];
+/// How an archive's root file system is encoded: `metadata.yml`'s `format:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveFormat {
+    /// `zfs send` streams, one base (and incremental) per dataset.
+    Zfs,
+    /// One tar of the root file system, as the original writes and reads it.
+    Tar,
+    /// `btrfs send` streams, one base (and incremental) per dataset.
+    Btrfs,
+    /// Tar streams in layers, a base and the changes after it: what a
+    /// consistent export of a running container on a dir pool writes. The
+    /// original reads only `format: tar` archives' base, so it must refuse
+    /// these (it refuses every format but `zfs` and `tar`).
+    #[serde(rename = "tar-layers")]
+    TarLayers,
+}
+
+impl ArchiveFormat {
+    pub const ALL: [ArchiveFormat; 4] = [
+        ArchiveFormat::Zfs,
+        ArchiveFormat::Tar,
+        ArchiveFormat::Btrfs,
+        ArchiveFormat::TarLayers,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArchiveFormat::Zfs => "zfs",
+            ArchiveFormat::Tar => "tar",
+            ArchiveFormat::Btrfs => "btrfs",
+            ArchiveFormat::TarLayers => "tar-layers",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ArchiveFormat> {
+        Self::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+
+    /// How the root file system's streams are encoded.
+    pub fn stream_encoding(self) -> StreamEncoding {
+        match self {
+            ArchiveFormat::Tar | ArchiveFormat::TarLayers => StreamEncoding::Tar,
+            ArchiveFormat::Zfs | ArchiveFormat::Btrfs => StreamEncoding::Dat,
+        }
+    }
+}
+
+impl std::fmt::Display for ArchiveFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// By hand, for a message that lists the formats known.
+impl<'de> Deserialize<'de> for ArchiveFormat {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        ArchiveFormat::parse(&name).ok_or_else(|| {
+            let known: Vec<&str> = ArchiveFormat::ALL.iter().map(|f| f.as_str()).collect();
+            serde::de::Error::custom(format!(
+                "unknown format '{name}' (known: {})",
+                known.join(", ")
+            ))
+        })
+    }
+}
 
 /// Largest YAML document accepted from an archive.
 pub const MAX_DOCUMENT: u64 = yaml::MAX_YAML_BYTES as u64;
@@ -62,10 +120,10 @@ pub enum ArchiveType {
 pub struct Metadata {
     #[serde(rename = "type")]
     pub archive_type: ArchiveType,
-    /// How the rootfs is encoded: one of [`KNOWN_FORMATS`]. Archives from
-    /// before the key existed hold zfs streams.
+    /// How the rootfs is encoded. Archives from before the key existed hold
+    /// zfs streams.
     #[serde(default = "default_format")]
-    pub format: String,
+    pub format: ArchiveFormat,
     #[serde(default, deserialize_with = "optional_name")]
     pub user: Option<String>,
     #[serde(default, deserialize_with = "optional_name")]
@@ -85,8 +143,8 @@ pub struct Metadata {
     pub checksums: Option<DigestAlgorithm>,
 }
 
-fn default_format() -> String {
-    FORMAT_ZFS.to_string()
+fn default_format() -> ArchiveFormat {
+    ArchiveFormat::Zfs
 }
 
 /// A name that YAML may have typed as a number (`container: 101`).
@@ -121,13 +179,6 @@ impl Metadata {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |why: String| Error::Archive(format!("{METADATA}: {why}"));
-        if !KNOWN_FORMATS.contains(&self.format.as_str()) {
-            return Err(bad(format!(
-                "unknown format '{}' (known: {})",
-                self.format,
-                KNOWN_FORMATS.join(", ")
-            )));
-        }
         for (what, value) in [
             ("user", &self.user),
             ("group", &self.group),
@@ -166,11 +217,7 @@ impl Metadata {
 
     /// The stream encoding this archive's rootfs uses.
     pub fn stream_encoding(&self) -> StreamEncoding {
-        if self.format == FORMAT_TAR || self.format == FORMAT_TAR_LAYERS {
-            StreamEncoding::Tar
-        } else {
-            StreamEncoding::Dat
-        }
+        self.format.stream_encoding()
     }
 
     /// Refuses entries this archive should not hold: streams of datasets the

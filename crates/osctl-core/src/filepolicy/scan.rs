@@ -21,7 +21,7 @@ use super::{FilePolicy, XattrVerdict, ACL_ACCESS, ACL_DEFAULT, CAPABILITY};
 use crate::error::{Context, Error, Result};
 use crate::fstar::safefs::{self, Meta, DIR_FLAGS};
 use crate::fstar::show_path;
-use crate::storage::Storage;
+use crate::storage::{Dataset, Storage};
 
 /// What a scan looked at.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,10 +43,10 @@ pub fn check_container(
     policy: &FilePolicy,
 ) -> Result<ScanStats> {
     storage.mount(ct)?;
-    let root = storage.path(ct, "");
+    let root = storage.path(Dataset::root(ct));
     let mut mounts = Vec::new();
     for rel in datasets {
-        let path = storage.path(ct, rel);
+        let path = storage.path(Dataset::new(ct, rel));
         let inner = path.strip_prefix(&root).map_err(|_| {
             Error::Invalid(format!(
                 "dataset '{rel}' of '{ct}' is not below {}",

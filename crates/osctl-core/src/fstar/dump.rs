@@ -18,6 +18,7 @@ use super::header::{TarKind, BLOCK};
 use super::manifest::{key_of, Kind, Manifest, Recorded};
 use super::safefs::{self, join, Meta, XattrReader, XattrSource, DIR_FLAGS};
 use super::write::{OutEntry, TarWriter};
+use super::EntryCounts;
 use super::{limits, show_path, Notes, Timestamp};
 use crate::error::{Context, Error, Result};
 
@@ -34,20 +35,10 @@ pub struct DumpSource {
 /// What a dump wrote and what it had to leave out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DumpStats {
-    /// Entries written (whiteouts included).
-    pub entries: u64,
-    pub files: u64,
-    pub dirs: u64,
-    pub symlinks: u64,
-    pub hardlinks: u64,
-    pub devices: u64,
-    pub fifos: u64,
+    /// Entries written; `file_bytes`: file content read.
+    pub counts: EntryCounts,
     /// Files written in sparse format.
     pub sparse_files: u64,
-    /// `.wh.<name>` and `.wh..wh..opq` entries (changesets only).
-    pub whiteouts: u64,
-    /// Bytes of file content read.
-    pub file_bytes: u64,
     /// Bytes of the tar stream.
     pub stream_bytes: u64,
     /// Sockets: tar cannot carry them.
@@ -415,7 +406,7 @@ impl<'w, 'm> Walker<'w, 'm> {
     }
 
     fn put(&mut self, e: &OutEntry<'_>) -> Result<()> {
-        self.stats.entries += 1;
+        self.stats.counts.entries += 1;
         self.out.header(e).map_err(write_error)
     }
 
@@ -427,7 +418,7 @@ impl<'w, 'm> Walker<'w, 'm> {
             [WHITEOUT_PREFIX, name].concat()
         };
         let path = join(dir, &marker);
-        self.stats.whiteouts += 1;
+        self.stats.counts.whiteouts += 1;
         self.put(&OutEntry::bare(&path, TarKind::File))
     }
 
@@ -449,7 +440,7 @@ impl<'w, 'm> Walker<'w, 'm> {
                 Some(fd) => self.read_xattrs(rel, XattrSource::Fd(fd.as_fd()))?,
                 None => Vec::new(),
             };
-            self.stats.dirs += 1;
+            self.stats.counts.dirs += 1;
             self.put(&OutEntry {
                 mode: state.mode,
                 uid: state.uid,
@@ -649,8 +640,23 @@ impl<'w, 'm> Walker<'w, 'm> {
                 .add(format!("{}: socket left out", show_path(rel)));
             return Ok(None);
         };
+        let node = PinnedNode {
+            dir,
+            fd: &pinned,
+            rel,
+            name,
+            meta: &meta,
+            kind,
+        };
+        self.node(&node, base_index).map(|()| None)
+    }
+
+    /// A pinned non-directory: unchanged since the base (nothing written), a
+    /// hard link to one written before, or an entry of its kind.
+    fn node(&mut self, node: &PinnedNode<'_>, base_index: Option<usize>) -> Result<()> {
+        let (rel, meta, kind) = (node.rel, node.meta, node.kind);
         let target = if kind == Kind::Symlink {
-            match fs::readlinkat(&pinned, "", Vec::new()) {
+            match fs::readlinkat(node.fd, "", Vec::new()) {
                 Ok(t) => t.into_bytes(),
                 Err(e) => {
                     return Err(io::Error::from(e))
@@ -660,10 +666,9 @@ impl<'w, 'm> Walker<'w, 'm> {
         } else {
             Vec::new()
         };
-        let state = recorded(kind, &meta);
+        let state = recorded(kind, meta);
         let verdict = self.judge(base_index, &state, &target);
         self.record(rel, state, &target);
-
         let first_link = if meta.nlink > 1 {
             match self.links.get(&(meta.dev, meta.ino)) {
                 Some(first) => Some(first.clone()),
@@ -676,33 +681,38 @@ impl<'w, 'm> Walker<'w, 'm> {
             None
         };
         if verdict == Verdict::Same {
-            return Ok(None);
+            return Ok(());
         }
-        let mut entry = owned_entry(rel, TarKind::File, &meta);
         if let Some(first) = &first_link {
-            self.stats.hardlinks += 1;
-            entry.kind = TarKind::HardLink;
+            self.stats.counts.hardlinks += 1;
+            let mut entry = owned_entry(rel, TarKind::HardLink, meta);
             entry.link = first;
-            return self.put(&entry).map(|()| None);
+            return self.put(&entry);
         }
         if kind == Kind::File {
-            self.file(dir, &pinned, rel, name, &meta)?;
-            return Ok(None);
+            return self.file(node.dir, node.fd, rel, node.name, meta);
         }
+        self.special(node, &target)
+    }
+
+    /// A symlink, device node or fifo, with its extended attributes.
+    fn special(&mut self, node: &PinnedNode<'_>, target: &[u8]) -> Result<()> {
+        let (rel, meta, kind) = (node.rel, node.meta, node.kind);
         // The l*xattr calls need a path; the parent is pinned by its descriptor.
-        let xattrs = match safefs::proc_child_path(dir, name) {
+        let xattrs = match safefs::proc_child_path(node.dir, node.name) {
             Ok(path) => self.read_xattrs(rel, XattrSource::Path(&path))?,
             Err(_) => Vec::new(),
         };
+        let mut entry = owned_entry(rel, TarKind::File, meta);
         entry.xattrs = &xattrs;
         match kind {
             Kind::Symlink => {
-                self.stats.symlinks += 1;
+                self.stats.counts.symlinks += 1;
                 entry.kind = TarKind::Symlink;
-                entry.link = &target;
+                entry.link = target;
             }
             Kind::Char | Kind::Block => {
-                self.stats.devices += 1;
+                self.stats.counts.devices += 1;
                 entry.kind = if kind == Kind::Char {
                     TarKind::Char
                 } else {
@@ -711,11 +721,11 @@ impl<'w, 'm> Walker<'w, 'm> {
                 entry.dev = (fs::major(meta.rdev as _), fs::minor(meta.rdev as _));
             }
             _ => {
-                self.stats.fifos += 1;
+                self.stats.counts.fifos += 1;
                 entry.kind = TarKind::Fifo;
             }
         }
-        self.put(&entry).map(|()| None)
+        self.put(&entry)
     }
 
     fn gone(&mut self, rel: &[u8]) -> Option<Frame> {
@@ -759,7 +769,7 @@ impl<'w, 'm> Walker<'w, 'm> {
             None => meta.size,
         };
         let map_len = map_text.as_ref().map_or(0, |t| t.len() as u64);
-        self.stats.files += 1;
+        self.stats.counts.files += 1;
         self.put(&OutEntry {
             size: map_len + data,
             xattrs: &xattrs,
@@ -791,7 +801,7 @@ impl<'w, 'm> Walker<'w, 'm> {
             }
         }
         self.out.pad().map_err(write_error)?;
-        self.stats.file_bytes += got;
+        self.stats.counts.file_bytes += got;
         // A file that grew is cut at the size announced, silently: the
         // manifest holds the state before reading, so a changeset catches it.
         if got < data {
@@ -969,6 +979,17 @@ fn sparse_map_text(segments: &[(u64, u64)]) -> Vec<u8> {
     let mut bytes = text.into_bytes();
     bytes.resize(bytes.len().div_ceil(BLOCK) * BLOCK, 0);
     bytes
+}
+
+/// A non-directory inode of a real tree, pinned by an O_PATH descriptor
+/// `fd`; `name` in the directory `dir`.
+struct PinnedNode<'a> {
+    dir: BorrowedFd<'a>,
+    fd: &'a OwnedFd,
+    rel: &'a [u8],
+    name: &'a [u8],
+    meta: &'a Meta,
+    kind: Kind,
 }
 
 /// An entry at `rel` with the owner, mode and time of `meta`.

@@ -23,6 +23,7 @@ use rustix::io::Errno;
 use super::header::TarKind;
 use super::read::{InEntry, TarReader};
 use super::safefs::{self, join, split_last, Meta, Resolver, DIR_FLAGS};
+use super::EntryCounts;
 use super::{limits, show_bytes, show_path, Notes, Timestamp, IO_BUFFER};
 use crate::error::{Context, Error, Result};
 use crate::filepolicy::{self, FilePolicy, XattrVerdict};
@@ -50,17 +51,8 @@ impl Default for ExtractOptions {
 /// What an extraction did, and what it could not keep.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExtractStats {
-    pub entries: u64,
-    pub files: u64,
-    pub dirs: u64,
-    pub symlinks: u64,
-    pub hardlinks: u64,
-    pub devices: u64,
-    pub fifos: u64,
-    /// Whiteouts applied (`.wh.<name>` and opaque markers).
-    pub whiteouts: u64,
-    /// Bytes of file content written.
-    pub file_bytes: u64,
+    /// Entries made; whiteouts applied; `file_bytes`: file content written.
+    pub counts: EntryCounts,
     /// Entries whose extended attributes the file system could not store
     /// (zfs-fuse has none): a warning, not a failure.
     pub xattrs_unsupported: u64,
@@ -107,7 +99,7 @@ pub(crate) fn extract_with(
     };
     let mut reader = TarReader::new(input);
     while let Some(entry) = reader.next_entry()? {
-        ex.stats.entries += 1;
+        ex.stats.counts.entries += 1;
         ex.apply(&mut reader, &entry)
             .map_err(|e| e.context(format!("archive entry '{}'", show_bytes(&entry.name))))?;
     }
@@ -343,7 +335,7 @@ impl Extractor<'_> {
         };
         match whiteout {
             Whiteout::Opaque => {
-                self.stats.whiteouts += 1;
+                self.stats.counts.whiteouts += 1;
                 self.resolver
                     .clear_dir(root, dir)
                     .ctx(|| format!("cannot empty directory {}", show_path(dir)))
@@ -356,7 +348,7 @@ impl Extractor<'_> {
                 Ok(())
             }
             Whiteout::Remove(name) => {
-                self.stats.whiteouts += 1;
+                self.stats.counts.whiteouts += 1;
                 self.resolver
                     .remove(root, dir_fd.as_fd(), dir, &name)
                     .map(|_| ())
@@ -433,7 +425,7 @@ impl Extractor<'_> {
             .ctx(|| format!("cannot stat {shown}"))?
             .ino;
         self.dir_times.push((rel.to_vec(), e.mtime, ino));
-        self.stats.dirs += 1;
+        self.stats.counts.dirs += 1;
         self.cached_parent = Some((rel.to_vec(), fd));
         Ok(())
     }
@@ -490,7 +482,7 @@ impl Extractor<'_> {
                     write_all_at(fd.as_fd(), &self.buf[..n], offset).map_err(write_error)?;
                     offset += n as u64;
                 }
-                self.stats.file_bytes += offset;
+                self.stats.counts.file_bytes += offset;
             }
             Some(map) => {
                 // Holes are what we do not write; the size comes last.
@@ -503,7 +495,7 @@ impl Extractor<'_> {
                             .map_err(write_error)?;
                         done += want as u64;
                     }
-                    self.stats.file_bytes += len;
+                    self.stats.counts.file_bytes += len;
                 }
                 fs::ftruncate(&fd, map.realsize)
                     .map_err(errno)
@@ -522,7 +514,7 @@ impl Extractor<'_> {
         fs::futimens(&fd, &times(e.mtime))
             .map_err(errno)
             .ctx(|| format!("cannot set times of {shown}"))?;
-        self.stats.files += 1;
+        self.stats.counts.files += 1;
         Ok(())
     }
 
@@ -575,7 +567,7 @@ impl Extractor<'_> {
         fs::linkat(&target_dir, target_name, parent, name, AtFlags::empty())
             .map_err(errno)
             .ctx(|| format!("cannot link {} to {}", show_path(rel), show_path(&target)))?;
-        self.stats.hardlinks += 1;
+        self.stats.counts.hardlinks += 1;
         Ok(())
     }
 
@@ -593,7 +585,7 @@ impl Extractor<'_> {
             .map_err(errno)
             .ctx(|| format!("cannot create symbolic link {}", show_path(&rel)))?;
         self.finish_at(parent, &rel, name, e, false)?;
-        self.stats.symlinks += 1;
+        self.stats.counts.symlinks += 1;
         Ok(())
     }
 
@@ -626,9 +618,9 @@ impl Extractor<'_> {
             .ctx(|| format!("cannot create {}", show_path(&rel)))?;
         self.finish_at(parent, &rel, name, e, true)?;
         if device {
-            self.stats.devices += 1;
+            self.stats.counts.devices += 1;
         } else {
-            self.stats.fifos += 1;
+            self.stats.counts.fifos += 1;
         }
         Ok(())
     }

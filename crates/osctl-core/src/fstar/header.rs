@@ -1,10 +1,15 @@
-//! Tar header blocks and PAX extended-header records: the byte layout shared by
-//! the dumper (encoding) and the extractor (decoding).
-//!
-//! Layout of a 512-byte header (POSIX ustar; GNU reuses the prefix area for
-//! its own fields, which is why the magic decides how it is read).
+//! Tar header fields as the root file system's streams use them (every
+//! entry type, numbers in octal or base-256) and PAX extended-header records,
+//! shared by the dumper (encoding) and the extractor (decoding); the block
+//! itself is [`crate::tarblock`]'s.
 
-pub(crate) const BLOCK: usize = 512;
+#[cfg(test)]
+pub(crate) use crate::tarblock::GNU_MAGIC;
+use crate::tarblock::{checksum_matches, field, field_mut};
+pub(crate) use crate::tarblock::{
+    is_zero, seal, Block, BLOCK, CHECKSUM, DEVMAJOR, DEVMINOR, GID, LINKNAME, MAGIC, MODE, MTIME,
+    NAME, PREFIX, SIZE, TYPEFLAG, UID,
+};
 
 /// The kinds of entry a root file system's stream holds, read or written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,19 +38,6 @@ impl TarKind {
     }
 }
 
-pub(crate) const NAME: (usize, usize) = (0, 100);
-pub(crate) const MODE: (usize, usize) = (100, 8);
-pub(crate) const UID: (usize, usize) = (108, 8);
-pub(crate) const GID: (usize, usize) = (116, 8);
-pub(crate) const SIZE: (usize, usize) = (124, 12);
-pub(crate) const MTIME: (usize, usize) = (136, 12);
-pub(crate) const CHECKSUM: (usize, usize) = (148, 8);
-pub(crate) const TYPEFLAG: usize = 156;
-pub(crate) const LINKNAME: (usize, usize) = (157, 100);
-pub(crate) const MAGIC: (usize, usize) = (257, 8);
-pub(crate) const DEVMAJOR: (usize, usize) = (329, 8);
-pub(crate) const DEVMINOR: (usize, usize) = (337, 8);
-pub(crate) const PREFIX: (usize, usize) = (345, 155);
 /// Old GNU sparse header ('S'): four (offset, length) pairs, a continuation
 /// flag and the real file size.
 pub(crate) const GNU_SPARSE: usize = 386;
@@ -56,18 +48,6 @@ pub(crate) const GNU_EXT_PAIRS: usize = 21;
 pub(crate) const GNU_EXT_IS_EXTENDED: usize = 504;
 
 pub(crate) const USTAR_MAGIC: &[u8; 8] = b"ustar\x0000";
-#[cfg(test)]
-pub(crate) const GNU_MAGIC: &[u8; 8] = b"ustar  \x00";
-
-pub(crate) type Block = [u8; BLOCK];
-
-fn field(block: &Block, (off, len): (usize, usize)) -> &[u8] {
-    &block[off..off + len]
-}
-
-fn field_mut(block: &mut Block, (off, len): (usize, usize)) -> &mut [u8] {
-    &mut block[off..off + len]
-}
 
 /// A NUL-terminated string field (the whole field when it has no NUL).
 pub(crate) fn get_str(block: &Block, f: (usize, usize)) -> &[u8] {
@@ -159,32 +139,9 @@ pub(crate) fn get_num(block: &Block, f: (usize, usize)) -> Result<u64, String> {
     u64::try_from(v).map_err(|_| "negative number".to_string())
 }
 
-/// Fills the checksum field: the sum of all bytes with the field read as spaces.
-pub(crate) fn seal(block: &mut Block) {
-    field_mut(block, CHECKSUM).fill(b' ');
-    let sum: u32 = block.iter().map(|&b| b as u32).sum();
-    let out = field_mut(block, CHECKSUM);
-    let text = format!("{sum:06o}\0 ");
-    out.copy_from_slice(text.as_bytes());
-}
-
 /// Checks the checksum; old writers summed signed bytes, both are accepted.
 pub(crate) fn checksum_ok(block: &Block) -> bool {
-    let Ok(stored) = get_num(block, CHECKSUM) else {
-        return false;
-    };
-    let (c0, c1) = CHECKSUM;
-    let (mut unsigned, mut signed) = (0i64, 0i64);
-    for (i, &b) in block.iter().enumerate() {
-        let b = if (c0..c0 + c1).contains(&i) { b' ' } else { b };
-        unsigned += b as i64;
-        signed += b as i8 as i64;
-    }
-    stored as i64 == unsigned || stored as i64 == signed
-}
-
-pub(crate) fn is_zero(block: &Block) -> bool {
-    block.iter().all(|&b| b == 0)
+    get_num(block, CHECKSUM).is_ok_and(|stored| checksum_matches(block, stored))
 }
 
 /// Appends one PAX record `"<len> <key>=<value>\n"`; `len` counts itself.

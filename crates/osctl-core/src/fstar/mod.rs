@@ -34,6 +34,40 @@ pub use extract::{extract, ExtractOptions, ExtractStats};
 pub use manifest::Manifest;
 pub use walk::{walk, WalkStats};
 
+/// How many entries of each kind a stream holds: what a dump wrote, an
+/// extraction made and a walk read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EntryCounts {
+    /// Entries (a dump's and an extraction's whiteouts included).
+    pub entries: u64,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    /// Character and block device nodes.
+    pub devices: u64,
+    pub fifos: u64,
+    /// `.wh.<name>` entries and opaque markers.
+    pub whiteouts: u64,
+    /// Bytes of file content (the data of sparse files, not their holes).
+    pub file_bytes: u64,
+}
+
+impl EntryCounts {
+    /// Counts one entry of `kind` by its kind (not in `entries`).
+    pub(crate) fn add(&mut self, kind: header::TarKind) {
+        use header::TarKind;
+        match kind {
+            TarKind::File => self.files += 1,
+            TarKind::Dir => self.dirs += 1,
+            TarKind::Symlink => self.symlinks += 1,
+            TarKind::HardLink => self.hardlinks += 1,
+            TarKind::Char | TarKind::Block => self.devices += 1,
+            TarKind::Fifo => self.fifos += 1,
+        }
+    }
+}
+
 /// Bounds that keep a hostile stream from exhausting memory.
 pub(crate) mod limits {
     /// Size of one PAX extended header (also of a GNU long name).

@@ -59,6 +59,12 @@ struct Pax {
 }
 
 impl Pax {
+    /// Whether the records describe a GNU sparse file (any format).
+    fn is_sparse(&self) -> bool {
+        let v1 = self.sparse_major == Some(1) && self.sparse_minor == Some(0);
+        v1 || self.sparse_map.is_some() || !self.sparse_pairs.is_empty()
+    }
+
     fn parse(data: &[u8]) -> std::result::Result<Pax, String> {
         let mut pax = Pax::default();
         for (key, value) in h::parse_pax(data)? {
@@ -329,8 +335,7 @@ impl<'a> TarReader<'a> {
         long_link: Option<Vec<u8>>,
         header_size: u64,
     ) -> Result<InEntry> {
-        let bad = |m: String| Error::Archive(m);
-        let is_ustar = block[h::MAGIC.0..h::MAGIC.0 + 6] == *b"ustar\0";
+        let is_ustar = crate::tarblock::is_posix(block);
         let header_name = || {
             let name = h::get_str(block, h::NAME);
             let prefix = h::get_str(block, h::PREFIX);
@@ -344,8 +349,7 @@ impl<'a> TarReader<'a> {
             }
         };
         let typeflag = block[h::TYPEFLAG];
-        let sparse_v1 = pax.sparse_major == Some(1) && pax.sparse_minor == Some(0);
-        let pax_sparse = sparse_v1 || pax.sparse_map.is_some() || !pax.sparse_pairs.is_empty();
+        let pax_sparse = pax.is_sparse();
         let name = match (&pax.sparse_name, pax_sparse) {
             (Some(n), true) => n.clone(),
             _ => pax.path.clone().or(long_name).unwrap_or_else(header_name),
@@ -355,83 +359,15 @@ impl<'a> TarReader<'a> {
             .clone()
             .or(long_link)
             .unwrap_or_else(|| h::get_str(block, h::LINKNAME).to_vec());
-
-        let kind = match typeflag {
-            b'0' | b'7' | b'S' => TarKind::File,
-            0 if name.ends_with(b"/") => TarKind::Dir,
-            0 => TarKind::File,
-            b'1' => TarKind::HardLink,
-            b'2' => TarKind::Symlink,
-            b'3' => TarKind::Char,
-            b'4' => TarKind::Block,
-            b'5' | b'D' => TarKind::Dir,
-            b'6' => TarKind::Fifo,
-            other => {
-                return Err(bad(format!(
-                    "unsupported entry type {:?} for {}",
-                    other as char,
-                    super::show_path(&name)
-                )))
-            }
-        };
-        let num = |f: (usize, usize), what: &str| {
-            h::get_num(block, f).map_err(|m| bad(format!("{what}: {m}")))
-        };
-        let id = |v: u64, what: &str| {
-            u32::try_from(v).map_err(|_| bad(format!("{what} {v} is out of range")))
-        };
-        let uid = id(pax.uid.map_or_else(|| num(h::UID, "uid"), Ok)?, "uid")?;
-        let gid = id(pax.gid.map_or_else(|| num(h::GID, "gid"), Ok)?, "gid")?;
-        let mode = (num(h::MODE, "mode")? & 0o7777) as u32;
-        let mtime = match pax.mtime {
-            Some(t) => t,
-            None => Timestamp {
-                sec: h::get_signed(block, h::MTIME).map_err(|m| bad(format!("mtime: {m}")))?,
-                nsec: 0,
-            },
-        };
+        let kind = entry_kind(typeflag, &name)?;
+        let numbers = HeaderNumbers::read(block, &pax, kind)?;
         let mut size = pax.size.unwrap_or(header_size);
-        let dev = if matches!(kind, TarKind::Char | TarKind::Block) {
-            let major = pax
-                .devmajor
-                .map_or_else(|| num(h::DEVMAJOR, "device major"), Ok)?;
-            let minor = pax
-                .devminor
-                .map_or_else(|| num(h::DEVMINOR, "device minor"), Ok)?;
-            (id(major, "device major")?, id(minor, "device minor")?)
-        } else {
-            (0, 0)
-        };
-
         self.remaining = size;
         self.padding = padding_of(size);
-
         let sparse = if typeflag == b'S' {
             Some(self.old_gnu_sparse_map(block)?)
         } else if pax_sparse && kind == TarKind::File {
-            if sparse_v1 {
-                let realsize = pax
-                    .sparse_realsize
-                    .ok_or_else(|| bad("sparse file without GNU.sparse.realsize".into()))?;
-                let segments = self.v1_sparse_map()?;
-                Some(SparseMap { realsize, segments })
-            } else {
-                let realsize = pax
-                    .sparse_size
-                    .ok_or_else(|| bad("sparse file without GNU.sparse.size".into()))?;
-                let numbers = match &pax.sparse_map {
-                    Some(map) => map
-                        .split(|&b| b == b',')
-                        .map(h::parse_decimal)
-                        .collect::<std::result::Result<Vec<_>, _>>()
-                        .map_err(bad)?,
-                    None => pax.sparse_pairs.clone(),
-                };
-                Some(SparseMap {
-                    realsize,
-                    segments: pairs(&numbers)?,
-                })
-            }
+            Some(self.pax_sparse_map(&pax)?)
         } else {
             None
         };
@@ -442,15 +378,43 @@ impl<'a> TarReader<'a> {
         Ok(InEntry {
             name,
             kind,
-            mode,
-            uid,
-            gid,
-            mtime,
+            mode: numbers.mode,
+            uid: numbers.uid,
+            gid: numbers.gid,
+            mtime: numbers.mtime,
             link,
-            dev,
+            dev: numbers.dev,
             xattrs: pax.xattrs,
             size,
             sparse,
+        })
+    }
+
+    /// The sparse map of a PAX sparse file: format 1.0 in the data's first
+    /// blocks, or 0.x in the PAX records.
+    fn pax_sparse_map(&mut self, pax: &Pax) -> Result<SparseMap> {
+        let bad = |m: String| Error::Archive(m);
+        if pax.sparse_major == Some(1) && pax.sparse_minor == Some(0) {
+            let realsize = pax
+                .sparse_realsize
+                .ok_or_else(|| bad("sparse file without GNU.sparse.realsize".into()))?;
+            let segments = self.v1_sparse_map()?;
+            return Ok(SparseMap { realsize, segments });
+        }
+        let realsize = pax
+            .sparse_size
+            .ok_or_else(|| bad("sparse file without GNU.sparse.size".into()))?;
+        let numbers = match &pax.sparse_map {
+            Some(map) => map
+                .split(|&b| b == b',')
+                .map(h::parse_decimal)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(bad)?,
+            None => pax.sparse_pairs.clone(),
+        };
+        Ok(SparseMap {
+            realsize,
+            segments: pairs(&numbers)?,
         })
     }
 
@@ -539,6 +503,77 @@ fn pairs(numbers: &[u64]) -> Result<Vec<(u64, u64)>> {
         return Err(Error::Archive("too many sparse segments".into()));
     }
     Ok(numbers.chunks(2).map(|c| (c[0], c[1])).collect())
+}
+
+/// What a header's type flag says the entry is.
+fn entry_kind(typeflag: u8, name: &[u8]) -> Result<TarKind> {
+    Ok(match typeflag {
+        b'0' | b'7' | b'S' => TarKind::File,
+        0 if name.ends_with(b"/") => TarKind::Dir,
+        0 => TarKind::File,
+        b'1' => TarKind::HardLink,
+        b'2' => TarKind::Symlink,
+        b'3' => TarKind::Char,
+        b'4' => TarKind::Block,
+        b'5' | b'D' => TarKind::Dir,
+        b'6' => TarKind::Fifo,
+        other => {
+            return Err(Error::Archive(format!(
+                "unsupported entry type {:?} for {}",
+                other as char,
+                super::show_path(name)
+            )))
+        }
+    })
+}
+
+/// The numbers of a header, PAX records taking precedence.
+struct HeaderNumbers {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    mtime: Timestamp,
+    dev: (u32, u32),
+}
+
+impl HeaderNumbers {
+    fn read(block: &Block, pax: &Pax, kind: TarKind) -> Result<HeaderNumbers> {
+        let bad = |m: String| Error::Archive(m);
+        let num = |f: (usize, usize), what: &str| {
+            h::get_num(block, f).map_err(|m| bad(format!("{what}: {m}")))
+        };
+        let id = |v: u64, what: &str| {
+            u32::try_from(v).map_err(|_| bad(format!("{what} {v} is out of range")))
+        };
+        let uid = id(pax.uid.map_or_else(|| num(h::UID, "uid"), Ok)?, "uid")?;
+        let gid = id(pax.gid.map_or_else(|| num(h::GID, "gid"), Ok)?, "gid")?;
+        let mode = (num(h::MODE, "mode")? & 0o7777) as u32;
+        let mtime = match pax.mtime {
+            Some(t) => t,
+            None => Timestamp {
+                sec: h::get_signed(block, h::MTIME).map_err(|m| bad(format!("mtime: {m}")))?,
+                nsec: 0,
+            },
+        };
+        let dev = if matches!(kind, TarKind::Char | TarKind::Block) {
+            let major = pax
+                .devmajor
+                .map_or_else(|| num(h::DEVMAJOR, "device major"), Ok)?;
+            let minor = pax
+                .devminor
+                .map_or_else(|| num(h::DEVMINOR, "device minor"), Ok)?;
+            (id(major, "device major")?, id(minor, "device minor")?)
+        } else {
+            (0, 0)
+        };
+        Ok(HeaderNumbers {
+            uid,
+            gid,
+            mode,
+            mtime,
+            dev,
+        })
+    }
 }
 
 /// Segments must be in order, disjoint, inside the file, and their lengths

@@ -79,10 +79,10 @@ fn full_dump_round_trips_through_our_extractor() {
     let (stream, stats, manifest) = dump_to_vec(&root_source(&src));
     assert_eq!(stats.stream_bytes, stream.len() as u64);
     assert_eq!(stats.sparse_files, 3, "{stats:?}");
-    assert_eq!(stats.hardlinks, 3);
-    assert_eq!(stats.devices, 2);
-    assert_eq!(stats.fifos, 1);
-    assert_eq!(manifest.len() as u64, stats.entries);
+    assert_eq!(stats.counts.hardlinks, 3);
+    assert_eq!(stats.counts.devices, 2);
+    assert_eq!(stats.counts.fifos, 1);
+    assert_eq!(manifest.len() as u64, stats.counts.entries);
     assert!(
         stream.len() < 8 << 20,
         "sparse files stay sparse in the stream: {}",
@@ -91,7 +91,7 @@ fn full_dump_round_trips_through_our_extractor() {
 
     let dst = t.path().join("dst");
     let got = extract_vec(&stream, &dst, &trusting()).unwrap();
-    assert_eq!(got.entries, stats.entries);
+    assert_eq!(got.counts.entries, stats.counts.entries);
     assert_eq!(got.capabilities_lost, 0);
     assert_same(&src, &dst, &Precision::EXACT);
 }
@@ -191,7 +191,7 @@ fn gnu_tar_posix_and_gnu_formats_extract_with_ours() {
         let stream = fs::read(&file).unwrap();
         let stats =
             extract_vec(&stream, &dst, &trusting()).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(stats.files > 10, "{name}: {stats:?}");
+        assert!(stats.counts.files > 10, "{name}: {stats:?}");
         assert_same(&src, &dst, &precision);
     }
 }
@@ -269,8 +269,8 @@ fn sources_nest_at_their_prefixes() {
     // Nothing changed: the changeset is empty.
     let mut changes = Vec::new();
     let cstats = dump_changes(&mut changes, &sources, &manifest).unwrap();
-    assert_eq!(cstats.entries, 0, "{cstats:?}");
-    assert_eq!(stats.entries as usize, manifest.len());
+    assert_eq!(cstats.counts.entries, 0, "{cstats:?}");
+    assert_eq!(stats.counts.entries as usize, manifest.len());
 }
 
 #[test]
@@ -348,38 +348,43 @@ fn apply_layers(dst: &Path, streams: &[&[u8]]) {
     }
 }
 
-#[test]
-fn changeset_applied_on_the_base_gives_the_modified_tree() {
-    need_root!();
-    let t = tempfile::tempdir().unwrap();
-    let src = t.path().join("src");
-    let w = |rel: &str, data: &[u8]| {
-        let path = src.join(rel);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, data).unwrap();
-    };
-    w("same", b"unchanged");
-    w("big-unchanged", &noise(2 << 20, 3));
-    w("edit", b"aaaa");
-    w("append", b"start");
-    w("delete-me", b"x");
-    w("tree/a/b/c", b"c");
-    w("tree/d", b"d");
-    w("dir2file/x", b"x");
-    w("file2dir", b"f");
-    w("recreate/keep", b"old");
-    w("recreate/old-only", b"old");
-    w("chmod", b"m");
-    w("chown", b"o");
-    w("linked", b"l");
-    w("touch", b"t");
-    w("kept/inside", b"k");
+/// Writes `data` at `rel` below `dir`, making the directories on the way.
+fn write_at(dir: &Path, rel: &str, data: &[u8]) {
+    let path = dir.join(rel);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, data).unwrap();
+}
+
+/// The base tree of the changeset test: one file or tree per change to come.
+fn changeset_base(src: &Path) {
+    for (rel, data) in [
+        ("same", &b"unchanged"[..]),
+        ("edit", b"aaaa"),
+        ("append", b"start"),
+        ("delete-me", b"x"),
+        ("tree/a/b/c", b"c"),
+        ("tree/d", b"d"),
+        ("dir2file/x", b"x"),
+        ("file2dir", b"f"),
+        ("recreate/keep", b"old"),
+        ("recreate/old-only", b"old"),
+        ("chmod", b"m"),
+        ("chown", b"o"),
+        ("linked", b"l"),
+        ("touch", b"t"),
+        ("kept/inside", b"k"),
+    ] {
+        write_at(src, rel, data);
+    }
+    write_at(src, "big-unchanged", &noise(2 << 20, 3));
     symlink("same", src.join("retarget")).unwrap();
     set_xattr(src.join("edit"), "user.x", b"1");
-    let sources = root_source(&src);
-    let (base, _, manifest) = dump_to_vec(&sources);
+}
 
-    // The modifications.
+/// Every kind of change a changeset carries; `aside` is a directory beside
+/// `src` to move things to.
+fn changeset_modify(src: &Path, aside: &Path) {
+    let w = |rel: &str, data: &[u8]| write_at(src, rel, data);
     fs::write(src.join("edit"), b"bbbb").unwrap();
     set_mtime(src.join("edit"), 1_700_000_000, 5);
     fs::OpenOptions::new()
@@ -395,7 +400,7 @@ fn changeset_applied_on_the_base_gives_the_modified_tree() {
     w("file2dir/child", b"now a dir");
     // Moved away rather than deleted: its inode stays in use, so the new
     // directory cannot get the same number (file systems reuse them at once).
-    fs::rename(src.join("recreate"), t.path().join("recreate-old")).unwrap();
+    fs::rename(src.join("recreate"), aside.join("recreate-old")).unwrap();
     w("recreate/keep", b"new");
     w("recreate/new-only", b"new");
     chmod(src.join("chmod"), 0o600);
@@ -405,15 +410,26 @@ fn changeset_applied_on_the_base_gives_the_modified_tree() {
     fs::remove_file(src.join("retarget")).unwrap();
     symlink("edit", src.join("retarget")).unwrap();
     w("brand/new/file", b"new");
+}
+
+#[test]
+fn changeset_applied_on_the_base_gives_the_modified_tree() {
+    need_root!();
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    changeset_base(&src);
+    let sources = root_source(&src);
+    let (base, _, manifest) = dump_to_vec(&sources);
+    changeset_modify(&src, t.path());
 
     let mut changes = Vec::new();
     let stats = dump_changes(&mut changes, &sources, &manifest).unwrap();
     assert!(
-        stats.file_bytes < 1024,
+        stats.counts.file_bytes < 1024,
         "unchanged files are not in the changeset: {stats:?}"
     );
     // delete-me, tree, dir2file, file2dir: one whiteout each; recreate: opaque.
-    assert_eq!(stats.whiteouts, 5, "{stats:?}");
+    assert_eq!(stats.counts.whiteouts, 5, "{stats:?}");
 
     let dst = t.path().join("dst");
     apply_layers(&dst, &[&base, &changes]);
@@ -880,7 +896,7 @@ fn zero_blocks_only_is_an_empty_archive() {
     let stats = a
         .extract(&[0u8; 10240], &ExtractOptions::default())
         .unwrap();
-    assert_eq!(stats.entries, 0);
+    assert_eq!(stats.counts.entries, 0);
     assert_eq!(fs::read_dir(&a.root).unwrap().count(), 0);
 }
 
@@ -903,7 +919,7 @@ fn whiteouts_delete_inside_the_root_only() {
         .file(b".wh.missing", b"")
         .end();
     let stats = a.extract(&layer, &d).unwrap();
-    assert_eq!(stats.whiteouts, 3);
+    assert_eq!(stats.counts.whiteouts, 3);
     assert!(!a.root.join("l").exists() && !a.root.join("d/x").exists());
     a.check_outside();
     // An opaque marker at the root empties it: a replaced root directory.

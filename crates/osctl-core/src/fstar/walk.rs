@@ -9,24 +9,14 @@ use std::io::Read;
 use super::extract::{check_entry, Action, Whiteout};
 use super::header::TarKind;
 use super::read::TarReader;
-use super::show_bytes;
+use super::{show_bytes, EntryCounts};
 use crate::error::Result;
 
 /// What a stream holds, counted as [`walk`] reads it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WalkStats {
-    pub entries: u64,
-    pub files: u64,
-    pub dirs: u64,
-    pub symlinks: u64,
-    pub hardlinks: u64,
-    /// Character and block device nodes.
-    pub devices: u64,
-    pub fifos: u64,
-    /// Whiteouts (`.wh.<name>`, opaque markers), when they apply.
-    pub whiteouts: u64,
-    /// Bytes of file content (the data of sparse files, not their holes).
-    pub file_bytes: u64,
+    #[serde(flatten)]
+    pub counts: EntryCounts,
     /// Highest uid or gid an entry names.
     pub max_id: u32,
 }
@@ -39,12 +29,12 @@ pub fn walk(input: &mut dyn Read, whiteouts: bool) -> Result<WalkStats> {
     let mut stats = WalkStats::default();
     let mut reader = TarReader::new(input);
     while let Some(entry) = reader.next_entry()? {
-        stats.entries += 1;
+        stats.counts.entries += 1;
         let (_, action) = check_entry(&entry, whiteouts)
             .map_err(|e| e.context(format!("archive entry '{}'", show_bytes(&entry.name))))?;
         if let Action::Whiteout(w) = action {
             if !matches!(w, Whiteout::Unknown(_)) {
-                stats.whiteouts += 1;
+                stats.counts.whiteouts += 1;
             }
             continue;
         }
@@ -52,16 +42,9 @@ pub fn walk(input: &mut dyn Read, whiteouts: bool) -> Result<WalkStats> {
             // A hard link's owner is its target's (the extractor ignores it).
             stats.max_id = stats.max_id.max(entry.uid).max(entry.gid);
         }
-        match entry.kind {
-            TarKind::File => {
-                stats.files += 1;
-                stats.file_bytes += entry.size;
-            }
-            TarKind::Dir => stats.dirs += 1,
-            TarKind::Symlink => stats.symlinks += 1,
-            TarKind::HardLink => stats.hardlinks += 1,
-            TarKind::Char | TarKind::Block => stats.devices += 1,
-            TarKind::Fifo => stats.fifos += 1,
+        stats.counts.add(entry.kind);
+        if entry.kind == TarKind::File {
+            stats.counts.file_bytes += entry.size;
         }
         // The reader skips the data (and checks it is all there) on the
         // next call.
@@ -121,16 +104,20 @@ mod tests {
         .unwrap();
         assert_eq!(
             (
-                stats.entries,
-                stats.files,
-                stats.dirs,
-                stats.symlinks,
-                stats.hardlinks
+                stats.counts.entries,
+                stats.counts.files,
+                stats.counts.dirs,
+                stats.counts.symlinks,
+                stats.counts.hardlinks
             ),
             (7, 1, 1, 1, 1)
         );
         assert_eq!(
-            (stats.whiteouts, stats.file_bytes, stats.max_id),
+            (
+                stats.counts.whiteouts,
+                stats.counts.file_bytes,
+                stats.max_id
+            ),
             (2, 4, 1000)
         );
     }
@@ -154,7 +141,7 @@ mod tests {
         }
         // Without whiteouts, `.wh.` names are plain files.
         let stats = walked(&[(b"./d/.wh..", b'0', b"", b"")], false).unwrap();
-        assert_eq!((stats.files, stats.whiteouts), (1, 0));
+        assert_eq!((stats.counts.files, stats.counts.whiteouts), (1, 0));
     }
 
     #[test]

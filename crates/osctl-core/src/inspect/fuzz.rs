@@ -94,7 +94,7 @@ pub fn extract(data: &[u8], scratch: &Path) {
     if let (Ok(stats), Err(e)) = (&extracted, &walked) {
         panic!(
             "extracted ({} entries) but the walk refused: {e}",
-            stats.entries
+            stats.counts.entries
         );
     }
 
@@ -164,7 +164,7 @@ pub mod seeds {
 
     /// The YAML documents an archive holds.
     pub fn documents() -> Result<Vec<Seed>> {
-        let metadata = metadata(ArchiveType::Full, meta::FORMAT_TAR, &[]).to_yaml()?;
+        let metadata = metadata(ArchiveType::Full, meta::ArchiveFormat::Tar, &[]).to_yaml()?;
         let digests = vec![crate::archive::EntryDigest {
             name: "rootfs/base.tar.gz".into(),
             size: 1234,
@@ -233,9 +233,18 @@ pub mod seeds {
     /// the original's (no `checksums.yml`), zfs and btrfs send streams, a
     /// skel archive, hooks.
     pub fn archives(scratch: &Path) -> Result<Vec<Seed>> {
+        let mut out = tar_archives(scratch)?;
+        out.extend(native_archives(scratch)?);
+        Ok(out)
+    }
+
+    /// The newest first, as `snapshots.yml` lists them.
+    const SNAPSHOTS: [&str; 2] = ["osctl-incr-1700000100", "osctl-base-1700000000"];
+
+    fn tar_archives(scratch: &Path) -> Result<Vec<Seed>> {
         let (base, manifest) = base_stream(scratch)?;
         let changes = changes_stream(scratch, &manifest)?;
-        let tar = |kind, datasets: &[&str]| metadata(kind, meta::FORMAT_TAR, datasets);
+        let tar = |kind, datasets: &[&str]| metadata(kind, meta::ArchiveFormat::Tar, datasets);
         let mut out = Vec::new();
         for compression in [Compression::Off, Compression::Gzip, Compression::Zstd] {
             let streams = vec![("rootfs/base.tar".to_string(), base.clone())];
@@ -255,7 +264,7 @@ pub mod seeds {
             ("rootfs/base.tar".to_string(), base.clone()),
             ("rootfs/incremental.tar".to_string(), changes),
         ];
-        let snapshots = ["osctl-incr-1700000100", "osctl-base-1700000000"];
+        let snapshots = SNAPSHOTS;
         out.push((
             "tar-incremental.tar".into(),
             archive(
@@ -306,6 +315,13 @@ pub mod seeds {
                 Tail::Ours(&[]),
             )?,
         ));
+        Ok(out)
+    }
+
+    /// zfs (with a subdataset) and btrfs send streams.
+    fn native_archives(scratch: &Path) -> Result<Vec<Seed>> {
+        let snapshots = SNAPSHOTS;
+        let mut out = Vec::new();
         let zfs = vec![
             ("rootfs/base.dat".to_string(), zfs_stream()),
             ("rootfs/data/base.dat".to_string(), zfs_stream()),
@@ -314,7 +330,7 @@ pub mod seeds {
             "zfs.tar".into(),
             archive(
                 scratch,
-                &metadata(ArchiveType::Full, meta::FORMAT_ZFS, &["data"]),
+                &metadata(ArchiveType::Full, meta::ArchiveFormat::Zfs, &["data"]),
                 &zfs,
                 Compression::Off,
                 &[],
@@ -326,7 +342,7 @@ pub mod seeds {
             "btrfs.tar".into(),
             archive(
                 scratch,
-                &metadata(ArchiveType::Full, meta::FORMAT_BTRFS, &[]),
+                &metadata(ArchiveType::Full, meta::ArchiveFormat::Btrfs, &[]),
                 &btrfs,
                 Compression::Gzip,
                 &[],
@@ -336,10 +352,10 @@ pub mod seeds {
         Ok(out)
     }
 
-    fn metadata(kind: ArchiveType, format: &str, datasets: &[&str]) -> Metadata {
+    fn metadata(kind: ArchiveType, format: meta::ArchiveFormat, datasets: &[&str]) -> Metadata {
         Metadata {
             archive_type: kind,
-            format: format.into(),
+            format,
             user: Some("seed".into()),
             group: Some("/default".into()),
             container: Some("seed".into()),

@@ -78,7 +78,7 @@ fn show_has_metadata_configs_and_entries() {
     let list = archives();
     let summary = show_from(&seed(&list, "tar-incremental.tar")[..]).unwrap();
     assert_eq!(summary.metadata.container.as_deref(), Some("seed"));
-    assert_eq!(summary.metadata.format, "tar");
+    assert_eq!(summary.metadata.format, meta::ArchiveFormat::Tar);
     assert_eq!(
         summary.user.as_ref().unwrap()["uid_map"][0],
         "0:3900000000:65536"
@@ -123,7 +123,12 @@ fn verify_reports_streams() {
     let stream = &report.streams[0];
     assert_eq!(stream.name, "rootfs/base.tar.gz");
     let tar = stream.tar.as_ref().unwrap();
-    assert!(tar.files >= 4 && tar.symlinks == 1 && tar.hardlinks == 1 && tar.fifos == 1);
+    assert!(
+        tar.counts.files >= 4
+            && tar.counts.symlinks == 1
+            && tar.counts.hardlinks == 1
+            && tar.counts.fifos == 1
+    );
     assert!(stream.data_bytes > stream.stored_bytes);
     let zfs = verify_from(&seed(&list, "zfs.tar")[..]).unwrap();
     assert_eq!(zfs.streams.len(), 2);
@@ -258,15 +263,15 @@ fn send_stream_magic_is_checked() {
     let check = |bytes: &[u8], format| check_send_magic(&mut &bytes[..], format);
     let mut zfs = vec![0u8; 312];
     zfs[8..16].copy_from_slice(&ZFS_MAGIC.to_le_bytes());
-    assert!(check(&zfs, "zfs").is_ok());
+    assert!(check(&zfs, meta::ArchiveFormat::Zfs).is_ok());
     let mut swapped = vec![0u8; 312];
     swapped[8..16].copy_from_slice(&ZFS_MAGIC.to_be_bytes());
-    assert!(check(&swapped, "zfs").is_ok());
-    assert!(check(&zfs[..10], "zfs").is_err());
-    assert!(check(b"btrfs-stream\0\x01\0\0\0", "zfs").is_err());
-    assert!(check(b"btrfs-stream\0\x01\0\0\0", "btrfs").is_ok());
-    assert!(check(&zfs, "btrfs").is_err());
-    assert!(check(&zfs, "tar").is_err());
+    assert!(check(&swapped, meta::ArchiveFormat::Zfs).is_ok());
+    assert!(check(&zfs[..10], meta::ArchiveFormat::Zfs).is_err());
+    assert!(check(b"btrfs-stream\0\x01\0\0\0", meta::ArchiveFormat::Zfs).is_err());
+    assert!(check(b"btrfs-stream\0\x01\0\0\0", meta::ArchiveFormat::Btrfs).is_ok());
+    assert!(check(&zfs, meta::ArchiveFormat::Btrfs).is_err());
+    assert!(check(&zfs, meta::ArchiveFormat::Tar).is_err());
 }
 
 // ---------------------------------------------------------------- fuzzing

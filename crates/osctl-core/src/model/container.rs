@@ -9,7 +9,7 @@ use crate::yaml;
 /// `conf/ct/<id>.yml` and `config/container.yml` in archives.
 ///
 /// The fields below are the ones we act on; every other key (distribution,
-/// cgparams, prlimits, autostart, ...) rides along in `extra`.
+/// autostart, ...) rides along in `extra`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ContainerConfig {
     pub user: String,
@@ -21,6 +21,12 @@ pub struct ContainerConfig {
     /// The command run as init; None means `/sbin/init`.
     #[serde(default)]
     pub init_cmd: Option<InitCmd>,
+    /// cgroup limits, `{version, subsystem, name, value, persistent}` (`resources/`).
+    #[serde(default)]
+    pub cgparams: Vec<Value>,
+    /// Process limits: `{NAME: {soft, hard}}` (older configs: a list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prlimits: Option<Value>,
     #[serde(default)]
     pub devices: Vec<Value>,
     #[serde(default)]
@@ -70,6 +76,8 @@ impl ContainerConfig {
             dataset: None,
             hostname: None,
             init_cmd: None,
+            cgparams: Vec::new(),
+            prlimits: None,
             devices: Vec::new(),
             mounts: Vec::new(),
             raw: None,
@@ -117,6 +125,7 @@ impl ContainerConfig {
         if let Some(raw) = self.raw_lxc() {
             grammar::raw_lxc(&raw)?;
         }
+        crate::resources::Settings::of_container(self)?;
         netif::validate_all(&self.net_interfaces)
     }
 

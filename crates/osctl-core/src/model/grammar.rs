@@ -2,8 +2,9 @@
 //! config line, a command line, a file name or a path. Archives are hostile
 //! and configs on disk may predate these checks, so every such value is
 //! checked here when a config is parsed ([`ContainerConfig::validate`], called
-//! by import, `archive verify` and `Pool::ct`), and the LXC renderer refuses
-//! control characters once more (`runtime/lxc.rs`).
+//! by import, `archive verify` and `Pool::ct`; resources in `resources/`,
+//! also for group.yml), and the LXC renderer refuses control characters once
+//! more (`runtime/lxc.rs`).
 //!
 //! | field                     | reaches                                  | allowed |
 //! |---------------------------|------------------------------------------|---------|
@@ -20,7 +21,9 @@
 //! | `net_interfaces[].gateways` | `lxc.net.N.ipv4.gateway`                | `auto`, `none`, null or an address of the version |
 //! | `user`, `group`           | paths `conf/user/<name>.yml`, `conf/group/<path>/` | `names.rs`, checked where they are used (`Pool::user`, `Pool::group`); an import puts its own in |
 //! | `dataset`                 | nothing: written by create and import, never read | anything |
-//! | `devices`                 | nothing rendered; `trust.rs` judges them  | anything |
+//! | `cgparams` (container and group.yml) | a cgroup file or `lxc.cgroup[2].FILE = …`, re-rendered from parsed numbers | names of the table in `resources/cgparams.rs` only; numbers in range, `max`/`-1`, `cpu.max` as `QUOTA PERIOD`; one value each (`docs/resources.md`) |
+//! | `prlimits`                | `lxc.prlimit.NAME = SOFT:HARD`, re-rendered | osctld's names; whole numbers up to 2^63−1 or `unlimited`, soft at most hard (`resources/prlimits.rs`) |
+//! | `devices` (container and group.yml) | `lxc.cgroup[2].devices.allow = …`, and `lxc.mount.entry` of a `name` | `char`/`block`, major 0..4095 and minor 0..2^20−1 or `*`/`all`, a mode of `r`, `w`, `m`; `name` a path below `/dev` without blanks, control characters or `..`, bound only when the host's node is that device (`resources/devices.rs`); `trust.rs` judges grants |
 //! | user.yml `uid_map`, `gid_map` | `lxc.idmap` lines, as numbers         | `idmap.rs` parses them |
 //! | every other key, `attrs`  | nothing: kept and written back as YAML   | anything |
 //!

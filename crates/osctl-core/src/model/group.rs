@@ -2,6 +2,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{empty_map, is_empty_list, Extra};
+use crate::error::Result;
+use crate::yaml;
 
 /// `conf/group/<path>/config.yml` and `config/group.yml` in archives.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -20,6 +22,19 @@ pub struct GroupConfig {
 }
 
 impl GroupConfig {
+    /// Parses `config/group.yml` and checks its limits and devices
+    /// (`resources/`). Errors name `what` and the field.
+    pub fn parse(bytes: &[u8], what: &str) -> Result<Self> {
+        let cfg: GroupConfig = yaml::parse_bytes(bytes, what)?;
+        cfg.validate().map_err(|e| e.context(what))?;
+        Ok(cfg)
+    }
+
+    /// Checks the values that reach a cgroup file or an LXC line.
+    pub fn validate(&self) -> Result<()> {
+        crate::resources::Settings::of_group(self).map(drop)
+    }
+
     pub fn new(path: &str) -> Self {
         GroupConfig {
             path: (path == "/").then(|| "/".to_string()),

@@ -22,7 +22,9 @@ fn family(v6: bool) -> &'static str {
 
 /// The container's init and the host side of `n`.
 fn endpoints(pool: &Pool, id: &str, n: &NetIf) -> Result<(u32, String)> {
-    let pid = containers::runtime(pool).init_pid(id)?;
+    let pid = containers::runtime(pool)
+        .init_pid(id)?
+        .ok_or_else(|| crate::runtime::not_running(id))?;
     let mac = n.hwaddr.as_deref().ok_or_else(|| {
         Error::Refused(format!(
             "interface '{}' of container '{id}' has no MAC: restart the container",

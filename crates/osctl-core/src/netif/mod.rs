@@ -34,7 +34,7 @@ use crate::model::grammar;
 use crate::model::netif::{self, ByVersion, Gateways, IpNet, NetIf, Route};
 use crate::model::{ContainerConfig, Extra};
 use crate::pool::Pool;
-use crate::runtime::{CtState, NetSpec, Runtime};
+use crate::runtime::{CtState, NetSpec};
 use crate::yaml;
 
 pub use import::{check_import, finish_import, import_concerns, shape_for_import};

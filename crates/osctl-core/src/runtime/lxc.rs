@@ -38,6 +38,14 @@ pub fn parse_state(output: &str) -> Result<CtState> {
     }
 }
 
+/// The keys of [`RunSpec::resources`] lines.
+const RESOURCE_KEYS: &[&str] = &[
+    "lxc.cgroup.",
+    "lxc.cgroup2.",
+    "lxc.prlimit.",
+    "lxc.mount.entry",
+];
+
 /// Renders the LXC config of a container. The values were checked when the
 /// config was read (`model/grammar.rs`); a control character is refused here
 /// once more, since a newline would start a line of its own (a hook, say).
@@ -110,6 +118,13 @@ pub fn render_config(spec: &RunSpec) -> Result<String> {
         );
         line("lxc.mount.entry", &entry)?;
     }
+    for (key, value) in &spec.resources {
+        let bad_key = grammar::has_control(key) || key.contains([' ', '\t', '=']);
+        if bad_key || !RESOURCE_KEYS.iter().any(|k| key.starts_with(k)) {
+            return Err(refuse("key", key, "is not one of resources"));
+        }
+        line(key, value)?;
+    }
     if let Some(raw) = &spec.raw_lxc {
         grammar::raw_lxc(raw)
             .map_err(|e| Error::Refused(format!("container '{}': {e}", spec.id)))?;
@@ -173,16 +188,6 @@ impl Lxc {
 
     fn tool(&self, tool: &str, id: &str) -> Cmd {
         Cmd::new(tool).arg("-n").arg(id).arg("-P").arg(&self.path)
-    }
-
-    /// The host pid of a running container's init.
-    pub fn init_pid(&self, id: &str) -> Result<u32> {
-        let out = self
-            .tool("lxc-info", id)
-            .args(["-p", "-H"])
-            .run()
-            .ctx(|| format!("cannot find the init of container '{id}'"))?;
-        out.trim().parse().map_err(|_| not_running(id))
     }
 
     fn wait_for(&self, id: &str, state: &str, timeout: Duration) -> Result<()> {
@@ -333,6 +338,26 @@ impl Runtime for Lxc {
     fn remove(&self, id: &str) -> Result<()> {
         fsutil::remove_dir_all_if_exists(&self.config_dir(id))
     }
+
+    fn init_pid(&self, id: &str) -> Result<Option<u32>> {
+        if self.state(id)? != CtState::Running {
+            return Ok(None);
+        }
+        let out = self
+            .tool("lxc-info", id)
+            .args(["-p", "-H"])
+            .run()
+            .ctx(|| format!("cannot get the init of container '{id}'"))?;
+        Ok(out.trim().parse().ok())
+    }
+
+    fn cgroup_set(&self, id: &str, key: &str, value: &str) -> Result<()> {
+        self.tool("lxc-cgroup", id)
+            .args([key, value])
+            .run()
+            .map(drop)
+            .ctx(|| format!("container '{id}': cannot set {key} to '{value}'"))
+    }
 }
 
 #[cfg(test)]
@@ -385,6 +410,7 @@ mod tests {
             raw_lxc: None,
             log_file: "/p/log/c1.log".into(),
             net: vec![],
+            resources: vec![],
         };
         let c = render_config(&spec).unwrap();
         assert!(c.contains("lxc.rootfs.path = dir:/p/ct/c1/private\n"));
@@ -409,6 +435,7 @@ mod tests {
             raw_lxc: Some("lxc.cap.drop = sys_admin".into()),
             log_file: "/l".into(),
             net: vec![],
+            resources: vec![("lxc.cgroup.pids.max".into(), "50".into())],
         }
     }
 
@@ -510,6 +537,12 @@ lxc.net.1.script.up = /usr/bin/osctl veth-up-hook
         spoil("mount root", &|s| s.mounts[0].target = "/".into());
         spoil("raw nul", &|s| s.raw_lxc = Some("lxc.cap.drop = \0".into()));
         spoil("long hostname", &|s| s.hostname = "a".repeat(65));
+        spoil("resource value", &|s| {
+            s.resources[0].1 = format!("50{hook}")
+        });
+        spoil("resource key", &|s| {
+            s.resources[0].0 = "lxc.hook.pre-start".into()
+        });
         for (what, spec) in &spoiled {
             let e = render_config(spec).expect_err(what).to_string();
             assert!(e.starts_with("container 'c1': "), "{what}: {e}");

@@ -1,5 +1,6 @@
-//! What runs containers. One implementation, LXC; the trait keeps the rest of
-//! the code independent of it.
+//! What runs containers. One implementation, LXC; a pool holds its runtime
+//! as it holds its storage ([`crate::pool::Pool::runtime`]), and the rest of
+//! the code reaches it only through the trait.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -85,6 +86,9 @@ pub struct RunSpec {
     pub log_file: PathBuf,
     /// Network interfaces; none means no network at all.
     pub net: Vec<NetSpec>,
+    /// LXC lines of its cgroup, limits, device policy and process limits
+    /// (`resources/`): keys and values checked there.
+    pub resources: Vec<(String, String)>,
 }
 
 pub trait Runtime {
@@ -105,6 +109,10 @@ pub trait Runtime {
     fn exec(&self, id: &str, argv: &[String]) -> Result<i32>;
     /// Forgets the container (its runtime config).
     fn remove(&self, id: &str) -> Result<()>;
+    /// The host pid of a running container's init.
+    fn init_pid(&self, id: &str) -> Result<Option<u32>>;
+    /// Sets a cgroup file of a running container (`devices.allow`, ...).
+    fn cgroup_set(&self, id: &str, key: &str, value: &str) -> Result<()>;
 }
 
 pub(crate) fn not_running(id: &str) -> Error {

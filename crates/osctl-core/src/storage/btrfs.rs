@@ -43,7 +43,11 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use super::btrfs_parse::{self, CompressionProperty};
 use super::btrfs_stream::{self, StreamGuard, SubvolumeId};
-use super::{refuse_symlinks, Backend, Receiver, SnapshotView, Storage, StreamCheck, ROOTFS_DIR};
+use super::{
+    refuse_symlinks, Backend, Dataset, NativeStreams, Receiver, SendRequest, SnapshotView, Storage,
+    StreamCheck, ROOTFS_DIR,
+};
+use crate::archive::meta::ArchiveFormat;
 use crate::cmd::Cmd;
 use crate::error::{Context, Error, Result};
 use crate::filepolicy::FilePolicy;
@@ -130,50 +134,47 @@ impl BtrfsStorage {
     }
 
     /// `snapshots/<ct>/<dataset>`: the snapshots of one dataset.
-    fn dataset_snap_dir(&self, ct: &str, rel: &str) -> PathBuf {
-        self.snap_dir.join(ct).join(encode_dataset(rel))
+    fn dataset_snap_dir(&self, ds: Dataset) -> PathBuf {
+        self.snap_dir.join(ds.ct).join(encode_dataset(ds.rel))
     }
 
     /// `snapshots/<ct>/.recv/<dataset>`: where a dataset's streams are received.
-    fn receive_dir(&self, ct: &str, rel: &str) -> PathBuf {
+    fn receive_dir(&self, ds: Dataset) -> PathBuf {
         self.snap_dir
-            .join(ct)
+            .join(ds.ct)
             .join(RECEIVE_DIR)
-            .join(encode_dataset(rel))
+            .join(encode_dataset(ds.rel))
     }
 
-    fn snapshot_path(&self, ct: &str, rel: &str, snap: &str) -> PathBuf {
-        self.dataset_snap_dir(ct, rel).join(snap)
+    fn snapshot_path(&self, ds: Dataset, snap: &str) -> PathBuf {
+        self.dataset_snap_dir(ds).join(snap)
     }
 
     /// A dataset's directory, checked to be reachable without a symlink (the
     /// directories between the container's and a subdataset's may come from
     /// an archive's streams).
-    fn dataset_dir(&self, ct: &str, rel: &str) -> Result<PathBuf> {
-        check_container_name(ct)?;
-        let top = self.ct_path(ct);
-        if rel.is_empty() {
+    fn dataset_dir(&self, ds: Dataset) -> Result<PathBuf> {
+        check_container_name(ds.ct)?;
+        let top = self.ct_path(ds.ct);
+        if ds.is_root() {
             return Ok(top);
         }
-        names::subdataset(rel)?;
-        refuse_symlinks(&top, rel)?;
-        Ok(top.join(rel))
+        names::subdataset(ds.rel)?;
+        refuse_symlinks(&top, ds.rel)?;
+        Ok(top.join(ds.rel))
     }
 
     /// An existing snapshot of a dataset.
-    fn existing_snapshot(&self, ct: &str, rel: &str, snap: &str) -> Result<PathBuf> {
-        check_container_name(ct)?;
+    fn existing_snapshot(&self, ds: Dataset, snap: &str) -> Result<PathBuf> {
+        check_dataset(ds)?;
         check_snapshot_name(snap)?;
-        if !rel.is_empty() {
-            names::subdataset(rel)?;
-        }
-        let path = self.snapshot_path(ct, rel, snap);
+        let path = self.snapshot_path(ds, snap);
         if is_subvolume(&path)? {
             Ok(path)
         } else {
             Err(Error::NotFound(format!(
                 "snapshot '{snap}' of {} not found",
-                dataset_label(ct, rel)
+                ds.label()
             )))
         }
     }
@@ -183,7 +184,7 @@ impl BtrfsStorage {
         if fs::symlink_metadata(&dir).is_ok() {
             return Err(Error::Exists(format!(
                 "{} already exists",
-                dataset_label(ct, "")
+                Dataset::root(ct).label()
             )));
         }
         fsutil::create_dir_all(&self.ct_dir)?;
@@ -199,25 +200,19 @@ impl BtrfsStorage {
         built
     }
 
-    fn create_subdataset(&self, ct: &str, rel: &str) -> Result<()> {
-        let parent = parent_dataset(rel);
-        let parent_dir = self.dataset_dir(ct, parent)?;
+    fn create_subdataset(&self, ds: Dataset) -> Result<()> {
+        let parent = ds.parent();
+        let parent_dir = self.dataset_dir(parent)?;
         if !is_subvolume(&parent_dir)? {
-            return Err(Error::NotFound(format!(
-                "{} not found",
-                dataset_label(ct, parent)
-            )));
+            return Err(Error::NotFound(format!("{} not found", parent.label())));
         }
-        let dir = self.dataset_dir(ct, rel)?;
+        let dir = self.dataset_dir(ds)?;
         if is_subvolume(&dir)? {
-            return Err(Error::Exists(format!(
-                "{} already exists",
-                dataset_label(ct, rel)
-            )));
+            return Err(Error::Exists(format!("{} already exists", ds.label())));
         }
         // The parent's snapshot shows a nested subvolume as an empty
         // directory: an import of a dataset deleted since leaves one.
-        take_empty_dir(&dir, &dataset_label(ct, rel))?;
+        take_empty_dir(&dir, &ds.label())?;
         create_subvolume(&dir)?;
         let rootfs = dir.join(ROOTFS_DIR);
         let built = fs::create_dir(&rootfs)
@@ -232,7 +227,7 @@ impl BtrfsStorage {
     /// The container's subdatasets (relative names, sorted) and the
     /// subvolumes inside a `private/`, which are no datasets.
     fn nested_subvolumes(&self, ct: &str) -> Result<(Vec<String>, Vec<PathBuf>)> {
-        let root = self.dataset_dir(ct, "")?;
+        let root = self.dataset_dir(Dataset::root(ct))?;
         if !is_subvolume(&root)? {
             return Ok((Vec::new(), Vec::new()));
         }
@@ -306,14 +301,13 @@ impl BtrfsStorage {
 
     /// The check for the next stream of a dataset: a base stream first, then
     /// one incremental stream based on what the base created.
-    fn stream_guard(&self, ct: &str, rel: &str, policy: &FilePolicy) -> Result<StreamGuard> {
-        let label = dataset_label(ct, rel);
-        let key = (ct.to_string(), rel.to_string());
-        let so_far = lock(&self.received).get(&key).copied();
+    fn stream_guard(&self, ds: Dataset, policy: &FilePolicy) -> Result<StreamGuard> {
+        let label = ds.label();
+        let so_far = lock(&self.received).get(&memory_key(ds)).copied();
         match so_far {
             None => Ok(StreamGuard::base(label, *policy)),
             Some(Received::Base(parent)) => {
-                self.check_parent_is_unique(&parent, ct, rel)?;
+                self.check_parent_is_unique(&parent, ds)?;
                 Ok(StreamGuard::incremental(label, parent, *policy))
             }
             Some(Received::Both) => Err(Error::Archive(format!(
@@ -327,8 +321,8 @@ impl BtrfsStorage {
     /// base stream created must be the only one on the file system with its
     /// UUID, or an archive that names the received UUID of someone else's
     /// subvolume in its base stream would get that subvolume as its parent.
-    fn check_parent_is_unique(&self, parent: &SubvolumeId, ct: &str, rel: &str) -> Result<()> {
-        let label = dataset_label(ct, rel);
+    fn check_parent_is_unique(&self, parent: &SubvolumeId, ds: Dataset) -> Result<()> {
+        let label = ds.label();
         let listed = Cmd::new("btrfs")
             .args(["subvolume", "list", "-R"])
             .arg(&self.snap_dir)
@@ -337,7 +331,9 @@ impl BtrfsStorage {
         let holders = btrfs_stream::received_uuid_holders(&listed, &parent.uuid)?;
         // Ours is `snapshots/<ct>/.recv/<dataset>/<snapshot>` (paths are
         // relative to the file system's top level, which may be above the pool).
-        let ours = Path::new(ct).join(RECEIVE_DIR).join(encode_dataset(rel));
+        let ours = Path::new(ds.ct)
+            .join(RECEIVE_DIR)
+            .join(encode_dataset(ds.rel));
         let is_ours = |path: &String| {
             Path::new(path)
                 .parent()
@@ -355,10 +351,10 @@ impl BtrfsStorage {
     }
 
     /// Forgets the streams of a dataset and of the datasets below it.
-    fn forget_received(&self, ct: &str, rel: &str) {
-        let children = format!("{rel}/");
+    fn forget_received(&self, ds: Dataset) {
+        let children = format!("{}/", ds.rel);
         lock(&self.received).retain(|(c, r), _| {
-            !(c == ct && (rel.is_empty() || r == rel || r.starts_with(&children)))
+            !(c == ds.ct && (ds.is_root() || r == ds.rel || r.starts_with(&children)))
         });
     }
 }
@@ -391,17 +387,16 @@ impl Storage for BtrfsStorage {
         Backend::Btrfs
     }
 
-    fn native_format(&self) -> Option<&'static str> {
-        Some("btrfs")
+    fn native(&self) -> Option<&dyn NativeStreams> {
+        Some(self)
     }
 
-    fn create(&self, ct: &str, rel: &str) -> Result<()> {
-        check_container_name(ct)?;
-        if rel.is_empty() {
-            self.create_root(ct)
+    fn create(&self, ds: Dataset) -> Result<()> {
+        check_dataset(ds)?;
+        if ds.is_root() {
+            self.create_root(ds.ct)
         } else {
-            names::subdataset(rel)?;
-            self.create_subdataset(ct, rel)
+            self.create_subdataset(ds)
         }
     }
 
@@ -414,17 +409,18 @@ impl Storage for BtrfsStorage {
         Ok(self.nested_subvolumes(ct)?.0)
     }
 
-    fn destroy(&self, ct: &str, rel: &str) -> Result<()> {
-        let dir = self.dataset_dir(ct, rel)?;
-        self.forget_received(ct, rel);
-        let label = dataset_label(ct, rel);
+    fn destroy(&self, ds: Dataset) -> Result<()> {
+        let ct = ds.ct;
+        let dir = self.dataset_dir(ds)?;
+        self.forget_received(ds);
+        let label = ds.label();
         remove_tree(&dir).ctx(|| format!("cannot destroy {label}"))?;
-        if rel.is_empty() {
+        if ds.is_root() {
             return remove_tree(&self.snap_dir.join(ct))
                 .ctx(|| format!("cannot destroy the snapshots of {label}"));
         }
         // The dataset's and its children's snapshots and received streams.
-        let own = encode_dataset(rel);
+        let own = encode_dataset(ds.rel);
         let children = format!("{own}.");
         for base in [
             self.snap_dir.join(ct),
@@ -473,11 +469,11 @@ impl Storage for BtrfsStorage {
         fsutil::sync_dir(&self.ct_dir)
     }
 
-    fn path(&self, ct: &str, rel: &str) -> PathBuf {
-        if rel.is_empty() {
-            self.ct_path(ct)
+    fn path(&self, ds: Dataset) -> PathBuf {
+        if ds.is_root() {
+            self.ct_path(ds.ct)
         } else {
-            self.ct_path(ct).join(rel)
+            self.ct_path(ds.ct).join(ds.rel)
         }
     }
 
@@ -500,14 +496,14 @@ impl Storage for BtrfsStorage {
 
     fn snapshot(&self, ct: &str, snap: &str) -> Result<()> {
         check_snapshot_name(snap)?;
-        let root = self.dataset_dir(ct, "")?;
+        let root = self.dataset_dir(Dataset::root(ct))?;
         if !is_subvolume(&root)? {
             return Err(Error::NotFound(format!(
                 "{} not found",
-                dataset_label(ct, "")
+                Dataset::root(ct).label()
             )));
         }
-        if fs::symlink_metadata(self.snapshot_path(ct, "", snap)).is_ok() {
+        if fs::symlink_metadata(self.snapshot_path(Dataset::root(ct), snap)).is_ok() {
             return Err(Error::Exists(format!(
                 "snapshot '{snap}' of container '{ct}' already exists"
             )));
@@ -526,8 +522,9 @@ impl Storage for BtrfsStorage {
         datasets.extend(subdatasets);
         let mut taken = Vec::new();
         for rel in &datasets {
-            let made = self.dataset_dir(ct, rel).and_then(|source| {
-                let dir = self.dataset_snap_dir(ct, rel);
+            let ds = Dataset::new(ct, rel);
+            let made = self.dataset_dir(ds).and_then(|source| {
+                let dir = self.dataset_snap_dir(ds);
                 self.create_snapshot_dir(&dir)?;
                 let dest = dir.join(snap);
                 Cmd::new("btrfs")
@@ -535,7 +532,7 @@ impl Storage for BtrfsStorage {
                     .arg(&source)
                     .arg(&dest)
                     .run()
-                    .ctx(|| format!("cannot snapshot {}", dataset_label(ct, rel)))?;
+                    .ctx(|| format!("cannot snapshot {}", ds.label()))?;
                 Ok(dest)
             });
             match made {
@@ -572,18 +569,27 @@ impl Storage for BtrfsStorage {
 
     fn snapshots(&self, ct: &str) -> Result<Vec<String>> {
         check_container_name(ct)?;
-        list_dir(&self.dataset_snap_dir(ct, ""))
+        list_dir(&self.dataset_snap_dir(Dataset::root(ct)))
     }
 
-    fn snapshot_view(&self, ct: &str, rel: &str, snap: &str) -> Result<SnapshotView> {
+    fn snapshot_view(&self, ds: Dataset, snap: &str) -> Result<SnapshotView> {
         // Read-only snapshots are directories already: nothing to set up.
-        Ok(SnapshotView::new(self.existing_snapshot(ct, rel, snap)?))
+        Ok(SnapshotView::new(self.existing_snapshot(ds, snap)?))
+    }
+}
+
+impl NativeStreams for BtrfsStorage {
+    fn format(&self) -> ArchiveFormat {
+        ArchiveFormat::Btrfs
     }
 
-    /// The snapshot's tree: btrfs has no cheap count of a subvolume's bytes
-    /// without quotas.
-    fn send_estimate(&self, ct: &str, rel: &str, snap: &str, _compressed: bool) -> Option<u64> {
-        let dir = self.existing_snapshot(ct, rel, snap).ok()?;
+    /// The snapshot's tree for a full stream: btrfs has no cheap count of a
+    /// subvolume's bytes without quotas, nor of an incremental stream's.
+    fn send_estimate(&self, ds: Dataset, request: &SendRequest) -> Option<u64> {
+        if request.from.is_some() {
+            return None;
+        }
+        let dir = self.existing_snapshot(ds, request.snapshot).ok()?;
         Some(crate::fsutil::tree_bytes(&dir))
     }
 
@@ -592,17 +598,17 @@ impl Storage for BtrfsStorage {
     /// (root) or its own (subdataset) `compression` property, or else by the
     /// mount's `compress`/`compress-force` option. Existing data written
     /// before compression was turned on is sent as it is, uncompressed.
-    fn can_send_compressed(&self, ct: &str, rel: &str) -> Result<bool> {
+    fn can_send_compressed(&self, ds: Dataset) -> Result<bool> {
         if !self.compressed_send_supported() {
             return Ok(false);
         }
-        let data_dir = self.dataset_dir(ct, rel)?.join(ROOTFS_DIR);
+        let data_dir = self.dataset_dir(ds)?.join(ROOTFS_DIR);
         let property = Cmd::new("btrfs")
             .args(["property", "get", "-t", "inode"])
             .arg(&data_dir)
             .arg("compression")
             .run()
-            .ctx(|| format!("cannot read the compression of {}", dataset_label(ct, rel)))?;
+            .ctx(|| format!("cannot read the compression of {}", ds.label()))?;
         match btrfs_parse::parse_compression_property(&property) {
             CompressionProperty::Algorithm(_) => Ok(true),
             CompressionProperty::Disabled => Ok(false),
@@ -618,21 +624,14 @@ impl Storage for BtrfsStorage {
 
     /// `btrfs send [--proto 2 --compressed-data] [-p FROM] SNAP`. Protocol 1
     /// unless compressed, so that older receivers can read the stream.
-    fn send_cmd(
-        &self,
-        ct: &str,
-        rel: &str,
-        snap: &str,
-        from: Option<&str>,
-        compressed: bool,
-    ) -> Result<Cmd> {
-        let path = self.existing_snapshot(ct, rel, snap)?;
+    fn send_cmd(&self, ds: Dataset, request: &SendRequest) -> Result<Cmd> {
+        let path = self.existing_snapshot(ds, request.snapshot)?;
         let mut cmd = Cmd::new("btrfs").arg("send");
-        if compressed {
+        if request.compressed {
             cmd = cmd.args(["--proto", "2", "--compressed-data"]);
         }
-        if let Some(from) = from {
-            cmd = cmd.arg("-p").arg(self.existing_snapshot(ct, rel, from)?);
+        if let Some(from) = request.from {
+            cmd = cmd.arg("-p").arg(self.existing_snapshot(ds, from)?);
         }
         Ok(cmd.arg(&path))
     }
@@ -643,25 +642,22 @@ impl Storage for BtrfsStorage {
     /// its own and its base (which `btrfs receive` would look up across the
     /// whole file system, chroot or not), and from making device nodes,
     /// owners and attributes that `policy` refuses.
-    fn receive(&self, ct: &str, rel: &str, policy: &FilePolicy) -> Result<Receiver> {
-        check_container_name(ct)?;
-        if !rel.is_empty() {
-            names::subdataset(rel)?;
-        }
-        let guard = self.stream_guard(ct, rel, policy)?;
-        let dir = self.receive_dir(ct, rel);
+    fn receive(&self, ds: Dataset, policy: &FilePolicy) -> Result<Receiver> {
+        check_dataset(ds)?;
+        let guard = self.stream_guard(ds, policy)?;
+        let dir = self.receive_dir(ds);
         self.create_snapshot_dir(&dir)?;
         let writer = Cmd::new("btrfs")
             .args(["receive", "-C"])
             .arg(&dir)
             .spawn_writer()
-            .ctx(|| format!("cannot receive {}", dataset_label(ct, rel)))?;
+            .ctx(|| format!("cannot receive {}", ds.label()))?;
         Ok(Receiver::checked(
             writer,
             Box::new(GuardedReceive {
                 guard,
                 memory: Arc::clone(&self.received),
-                key: (ct.to_string(), rel.to_string()),
+                key: memory_key(ds),
             }),
         ))
     }
@@ -670,8 +666,9 @@ impl Storage for BtrfsStorage {
     /// it at the dataset's place), then deletes everything the streams brought.
     /// The root dataset comes first, then parents before children (a plain
     /// directory made for a child would stand in its parent's way).
-    fn finish_receive(&self, ct: &str, rel: &str, snapshots: &[String]) -> Result<()> {
-        let label = dataset_label(ct, rel);
+    fn finish_receive(&self, ds: Dataset, snapshots: &[String]) -> Result<()> {
+        let (ct, rel) = (ds.ct, ds.rel);
+        let label = ds.label();
         let Some(newest) = snapshots.first() else {
             return Err(Error::Invalid(format!(
                 "{label}: no snapshot names to finish the receive with"
@@ -680,7 +677,7 @@ impl Storage for BtrfsStorage {
         for snap in snapshots {
             check_snapshot_name(snap)?;
         }
-        let recv_dir = self.receive_dir(ct, rel);
+        let recv_dir = self.receive_dir(ds);
         let received = recv_dir.join(newest);
         if !is_subvolume(&received)? {
             return Err(Error::Archive(format!(
@@ -695,7 +692,7 @@ impl Storage for BtrfsStorage {
                 "{label}: snapshot '{newest}' was not received completely"
             )));
         }
-        let dir = self.dataset_dir(ct, rel)?;
+        let dir = self.dataset_dir(ds)?;
         if !rel.is_empty() && !is_subvolume(&self.ct_path(ct))? {
             return Err(Error::Invalid(format!(
                 "{label}: the container's root dataset must be received first"
@@ -738,7 +735,7 @@ impl Storage for BtrfsStorage {
             .ctx(|| format!("cannot delete the received snapshots of {label}"))?;
         let _ = fs::remove_dir(self.snap_dir.join(ct).join(RECEIVE_DIR));
         self.tidy_snapshot_dirs(ct);
-        lock(&self.received).remove(&(ct.to_string(), rel.to_string()));
+        lock(&self.received).remove(&memory_key(ds));
         Ok(())
     }
 }
@@ -753,18 +750,18 @@ fn encode_dataset(rel: &str) -> String {
     }
 }
 
-/// "container 'c1'" or "dataset 'var' of container 'c1'", for messages.
-fn dataset_label(ct: &str, rel: &str) -> String {
-    if rel.is_empty() {
-        format!("container '{ct}'")
-    } else {
-        format!("dataset '{rel}' of container '{ct}'")
-    }
+/// Where the streams received into a dataset are remembered.
+fn memory_key(ds: Dataset) -> (String, String) {
+    (ds.ct.to_string(), ds.rel.to_string())
 }
 
-/// The parent dataset of a subdataset ("" for the root).
-fn parent_dataset(rel: &str) -> &str {
-    rel.rsplit_once('/').map_or("", |(parent, _)| parent)
+/// Checks the names of a dataset that become path components.
+fn check_dataset(ds: Dataset) -> Result<()> {
+    check_container_name(ds.ct)?;
+    if !ds.is_root() {
+        names::subdataset(ds.rel)?;
+    }
+    Ok(())
 }
 
 /// Container ids and staging names become one path component.
@@ -969,9 +966,15 @@ mod tests {
 
     #[test]
     fn parents() {
-        assert_eq!(parent_dataset("var"), "");
-        assert_eq!(parent_dataset("var/log"), "var");
-        assert_eq!(parent_dataset("a/b/c"), "a/b");
+        let parent = |rel| Dataset::new("c1", rel).parent().rel;
+        assert_eq!(parent("var"), "");
+        assert_eq!(parent("var/log"), "var");
+        assert_eq!(parent("a/b/c"), "a/b");
+        assert_eq!(Dataset::root("c1").parent(), Dataset::root("c1"));
+        assert_eq!(
+            Dataset::new("c1", "var").label(),
+            "dataset 'var' of container 'c1'"
+        );
     }
 
     #[test]

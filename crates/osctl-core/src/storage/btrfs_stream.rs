@@ -35,12 +35,8 @@
 //!   commits ([`crate::filepolicy::scan`]).
 //!
 //! Cost: the stream goes through userspace instead of being spliced from the
-//! archive. The check itself runs at about 1.7 GB/s on one core here; a 289 MB
-//! stream (of `/usr/bin`) went into `btrfs receive` at 190-310 MB/s through
-//! the checked copy, 220-350 MB/s through the same copy unchecked, 260-430
-//! MB/s with `btrfs receive -f` reading the file itself (2 shared cores,
-//! noisy; `guard_throughput` in `tests/btrfs.rs`). `btrfs receive` is what
-//! takes the time.
+//! archive; `btrfs receive` is what takes the time. Figures in
+//! docs/performance.md ("btrfs import: the stream guard's copy").
 //!
 //! The wire format: the magic `btrfs-stream\0`, a le32 version, then commands:
 //! a le32 payload length, a le16 command, a le32 CRC-32C (of the header with

@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{Backend, SnapshotView, Storage, ROOTFS_DIR};
+use super::{Backend, Dataset, SnapshotView, Storage, ROOTFS_DIR};
 use crate::error::{Context, Error, Result};
 use crate::fsutil;
 
@@ -21,14 +21,19 @@ impl DirStorage {
         }
     }
 
-    fn only_root(&self, ct: &str, rel: &str) -> Result<()> {
-        if rel.is_empty() {
+    fn only_root(&self, ds: Dataset) -> Result<()> {
+        if ds.is_root() {
             Ok(())
         } else {
             Err(Error::Refused(format!(
-                "container '{ct}': dir pools have no subdatasets (use a zfs or btrfs pool)"
+                "container '{}': dir pools have no subdatasets (use a zfs or btrfs pool)",
+                ds.ct
             )))
         }
+    }
+
+    fn ct_path(&self, ct: &str) -> PathBuf {
+        self.ct_dir.join(ct)
     }
 }
 
@@ -37,13 +42,14 @@ impl Storage for DirStorage {
         Backend::Dir
     }
 
-    fn native_format(&self) -> Option<&'static str> {
-        None
+    /// No snapshots: a view is the live directory.
+    fn views_are_live(&self) -> bool {
+        true
     }
 
-    fn create(&self, ct: &str, rel: &str) -> Result<()> {
-        self.only_root(ct, rel)?;
-        let dir = self.path(ct, "");
+    fn create(&self, ds: Dataset) -> Result<()> {
+        self.only_root(ds)?;
+        let dir = self.ct_path(ds.ct);
         fsutil::create_dir_all(&self.ct_dir)?;
         fs::create_dir(&dir).map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
@@ -59,16 +65,16 @@ impl Storage for DirStorage {
     }
 
     fn exists(&self, ct: &str) -> Result<bool> {
-        Ok(self.path(ct, "").is_dir())
+        Ok(self.ct_path(ct).is_dir())
     }
 
     fn subdatasets(&self, _ct: &str) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
 
-    fn destroy(&self, ct: &str, rel: &str) -> Result<()> {
-        self.only_root(ct, rel)?;
-        let dir = self.path(ct, "");
+    fn destroy(&self, ds: Dataset) -> Result<()> {
+        self.only_root(ds)?;
+        let dir = self.ct_path(ds.ct);
         // The root file system may hold immutable or append-only files; clear
         // the flags where a plain removal fails.
         match fsutil::remove_dir_all_if_exists(&dir) {
@@ -84,7 +90,7 @@ impl Storage for DirStorage {
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<()> {
-        let (a, b) = (self.path(from, ""), self.path(to, ""));
+        let (a, b) = (self.ct_path(from), self.ct_path(to));
         if b.exists() {
             return Err(Error::Exists(format!(
                 "directory {} already exists",
@@ -96,8 +102,8 @@ impl Storage for DirStorage {
         fsutil::sync_dir(&self.ct_dir)
     }
 
-    fn path(&self, ct: &str, _rel: &str) -> PathBuf {
-        self.ct_dir.join(ct)
+    fn path(&self, ds: Dataset) -> PathBuf {
+        self.ct_path(ds.ct)
     }
 
     fn containers(&self) -> Result<Vec<String>> {
@@ -129,8 +135,8 @@ impl Storage for DirStorage {
         Ok(Vec::new())
     }
 
-    fn snapshot_view(&self, ct: &str, rel: &str, _snap: &str) -> Result<SnapshotView> {
-        self.only_root(ct, rel)?;
-        Ok(SnapshotView::new(self.path(ct, "")))
+    fn snapshot_view(&self, ds: Dataset, _snap: &str) -> Result<SnapshotView> {
+        self.only_root(ds)?;
+        Ok(SnapshotView::new(self.ct_path(ds.ct)))
     }
 }

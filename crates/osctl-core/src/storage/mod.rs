@@ -15,6 +15,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ChildStdin;
 
+use crate::archive::meta::ArchiveFormat;
 use crate::archive::CopyError;
 use crate::cmd::{ChildReader, ChildWriter, Cmd};
 use crate::error::{Context, Error, Result};
@@ -32,7 +33,7 @@ pub const ROOTFS_DIR: &str = "private";
 
 /// Pipe capacity for native streams going out of a sender or into a
 /// receiver. With the default 64 KiB the two ends take turns instead of
-/// working at once: a guarded btrfs import of 1 GiB took 5.5 s instead of 4.3.
+/// working at once (measured in docs/performance.md, "btrfs import").
 const STREAM_PIPE_SIZE: usize = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -105,43 +106,97 @@ impl Drop for SnapshotView {
     }
 }
 
-/// Storage of containers' datasets. `ct` is a container id or a staging name
-/// (ids never contain '.', staging names always do); `rel` is "" for the root
-/// dataset or a subdataset name.
+/// One dataset of a container: its root dataset (`rel` "") or a subdataset
+/// (`var`, `var/log`). `ct` is a container id or a staging name (ids never
+/// contain '.', staging names always do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dataset<'a> {
+    pub ct: &'a str,
+    pub rel: &'a str,
+}
+
+impl<'a> Dataset<'a> {
+    pub fn new(ct: &'a str, rel: &'a str) -> Self {
+        Dataset { ct, rel }
+    }
+
+    /// The container's root dataset.
+    pub fn root(ct: &'a str) -> Self {
+        Dataset { ct, rel: "" }
+    }
+
+    pub fn is_root(self) -> bool {
+        self.rel.is_empty()
+    }
+
+    /// The parent of a subdataset (the root dataset for `var`); the root
+    /// dataset is its own.
+    pub fn parent(self) -> Dataset<'a> {
+        let rel = self.rel.rsplit_once('/').map_or("", |(parent, _)| parent);
+        Dataset { ct: self.ct, rel }
+    }
+
+    /// "container 'c1'" or "dataset 'var' of container 'c1'", for messages.
+    pub fn label(self) -> String {
+        if self.is_root() {
+            format!("container '{}'", self.ct)
+        } else {
+            format!("dataset '{}' of container '{}'", self.rel, self.ct)
+        }
+    }
+}
+
+/// Storage of containers' datasets: what every backend can do. Native
+/// streams are a capability of some backends, asked for with
+/// [`Storage::native`].
 pub trait Storage: Send + Sync {
+    /// The backend's name, for messages and the pool's record.
     fn backend(&self) -> Backend;
 
-    /// The archive `format:` of this backend's native streams (`zfs`, `btrfs`),
-    /// None when it has none (dir).
-    fn native_format(&self) -> Option<&'static str>;
+    /// Whether a snapshot view shows the live tree, not a frozen one (dir
+    /// pools have no snapshots): a consistent export must then keep the
+    /// container stopped while it dumps.
+    fn views_are_live(&self) -> bool {
+        false
+    }
+
+    /// The dataset name recorded in a container's `container.yml`.
+    fn recorded_name(&self, ct: &str) -> String {
+        self.path(Dataset::root(ct)).to_string_lossy().into_owned()
+    }
+
+    /// The backend's native streams, None when it has none (dir).
+    fn native(&self) -> Option<&dyn NativeStreams> {
+        None
+    }
 
     /// Creates a dataset with an empty `private/` (mode 0755, owned by root);
     /// for a subdataset, its parent must exist.
-    fn create(&self, ct: &str, rel: &str) -> Result<()>;
+    fn create(&self, ds: Dataset) -> Result<()>;
 
     fn exists(&self, ct: &str) -> Result<bool>;
 
     /// The container's subdatasets, relative names, parents before children.
     fn subdatasets(&self, ct: &str) -> Result<Vec<String>>;
 
-    /// Destroys a dataset with its children and snapshots; the root ("") means
-    /// the whole container. A missing dataset is not an error.
-    fn destroy(&self, ct: &str, rel: &str) -> Result<()>;
+    /// Destroys a dataset with its children and snapshots; the root dataset
+    /// means the whole container. A missing dataset is not an error.
+    fn destroy(&self, ds: Dataset) -> Result<()>;
 
     /// Renames a whole container (staging name to final id on import).
     fn rename(&self, from: &str, to: &str) -> Result<()>;
 
     /// A dataset's directory on the host (mounted), which holds `private/`.
-    fn path(&self, ct: &str, rel: &str) -> PathBuf;
+    fn path(&self, ds: Dataset) -> PathBuf;
 
     /// Where a dataset keeps its files: its `private/`.
-    fn private(&self, ct: &str, rel: &str) -> PathBuf {
-        self.path(ct, rel).join(ROOTFS_DIR)
+    fn private(&self, ds: Dataset) -> PathBuf {
+        self.path(ds).join(ROOTFS_DIR)
     }
 
     /// The container's root file system on the host.
     fn rootfs(&self, ct: &str) -> PathBuf {
-        self.private(ct, "")
+        self.private(Dataset::root(ct))
     }
 
     /// Makes sure all of a container's datasets are mounted.
@@ -168,103 +223,89 @@ pub trait Storage: Send + Sync {
     fn snapshots(&self, ct: &str) -> Result<Vec<String>>;
 
     /// A directory showing a dataset's directory (with its `private/`) as of
-    /// a snapshot. For dir pools, which have no snapshots, it is the live
-    /// directory.
-    fn snapshot_view(&self, ct: &str, rel: &str, snap: &str) -> Result<SnapshotView>;
+    /// a snapshot. Where [`Storage::views_are_live`], it is the live directory.
+    fn snapshot_view(&self, ds: Dataset, snap: &str) -> Result<SnapshotView>;
+}
 
-    /// Whether the dataset's data is compressed by the storage and a compressed
-    /// native stream (`zfs send -c`, `btrfs send --compressed-data`) is available.
-    fn can_send_compressed(&self, _ct: &str, _rel: &str) -> Result<bool> {
-        Ok(false)
-    }
+/// What a native stream of a dataset holds: the dataset at `snapshot`, whole
+/// or (with `from`) the changes since `from`; `compressed` sends the data as
+/// the storage keeps it compressed ([`NativeStreams::can_send_compressed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendRequest<'a> {
+    pub snapshot: &'a str,
+    pub from: Option<&'a str>,
+    pub compressed: bool,
+}
 
-    /// About how many bytes a full native stream of the dataset at `snap`
-    /// holds (compressed as [`Storage::can_send_compressed`] says), for
+/// Native streams (`zfs send`, `btrfs send` and their receivers), on the
+/// backends that have them ([`Storage::native`]).
+pub trait NativeStreams: Send + Sync {
+    /// The archive format of these streams.
+    fn format(&self) -> ArchiveFormat;
+
+    /// Whether the dataset's data is compressed by the storage and a
+    /// compressed native stream (`zfs send -c`, `btrfs send
+    /// --compressed-data`) is available.
+    fn can_send_compressed(&self, ds: Dataset) -> Result<bool>;
+
+    /// About how many bytes the stream `request` asks for holds, for
     /// progress; None where the storage cannot tell cheaply.
-    fn send_estimate(&self, ct: &str, rel: &str, snap: &str, compressed: bool) -> Option<u64> {
-        let _ = (ct, rel, snap, compressed);
+    fn send_estimate(&self, ds: Dataset, request: &SendRequest) -> Option<u64> {
+        let _ = (ds, request);
         None
     }
 
-    /// The command writing a native stream of a dataset at `snap`,
-    /// incremental from `from`, to its stdout. Missing snapshots are reported
-    /// here, before anything runs. The caller runs it with stdout into a pipe
-    /// ([`Storage::send`]) or straight into a file ([`Cmd::run_with_files`]).
-    fn send_cmd(
-        &self,
-        ct: &str,
-        rel: &str,
-        snap: &str,
-        from: Option<&str>,
-        compressed: bool,
-    ) -> Result<Cmd> {
-        let _ = (ct, rel, snap, from, compressed);
-        Err(self.no_native_streams())
-    }
-
-    /// Starts [`Storage::send_cmd`] with its stream readable from a pipe.
-    fn send(
-        &self,
-        ct: &str,
-        rel: &str,
-        snap: &str,
-        from: Option<&str>,
-        compressed: bool,
-    ) -> Result<ChildReader> {
-        let cmd = self.send_cmd(ct, rel, snap, from, compressed)?;
-        let reader = cmd.spawn_reader().ctx(|| {
-            let dataset = if rel.is_empty() {
-                String::new()
-            } else {
-                format!(", dataset '{rel}'")
-            };
-            format!("cannot send snapshot '{snap}' of container '{ct}'{dataset}")
-        })?;
-        reader.enlarge_pipe(STREAM_PIPE_SIZE);
-        Ok(reader)
-    }
+    /// The command writing a native stream of a dataset to its stdout.
+    /// Missing snapshots are reported here, before anything runs. The caller
+    /// runs it with stdout into a pipe ([`send`]) or straight into a file
+    /// ([`Cmd::run_with_files`]).
+    fn send_cmd(&self, ds: Dataset, request: &SendRequest) -> Result<Cmd>;
 
     /// Starts receiving a native stream into a dataset (base, then
     /// incremental), through the backend's check of streams if it has one;
     /// a check that sees the files go by judges them by `policy` (the
     /// received tree is judged by it in any case, see
     /// [`crate::filepolicy::scan`]).
-    fn receive(&self, ct: &str, rel: &str, policy: &FilePolicy) -> Result<Receiver> {
-        let _ = (ct, rel, policy);
-        Err(self.no_native_streams())
-    }
+    fn receive(&self, ds: Dataset, policy: &FilePolicy) -> Result<Receiver>;
 
-    /// Whether [`Storage::receive_cmd`] exists: the receiver takes a stream
-    /// unchecked, so it may read it straight from the archive file. Backends
-    /// whose streams are checked on their way in say no.
-    fn receives_from_file(&self) -> bool {
-        false
-    }
-
-    /// Prepares a dataset for a native stream as [`Storage::receive`] does,
-    /// and returns the command that receives the stream from its stdin, for
-    /// [`Cmd::run_with_files`]. Only where [`Storage::receives_from_file`].
-    fn receive_cmd(&self, ct: &str, rel: &str) -> Result<Cmd> {
-        let _ = (ct, rel);
-        Err(self.no_native_streams())
+    /// Where the receiver takes streams unchecked and so may read them
+    /// straight from the archive file. Backends whose streams are checked on
+    /// their way in have none.
+    fn file_receiver(&self) -> Option<&dyn ReceiveFromFile> {
+        None
     }
 
     /// After all streams of a dataset are received: removes the snapshots the
     /// streams brought (`snapshots`, newest first). The dataset may be left
     /// unmounted: the import's commit renames the container, which mounts it
     /// at its final place ([`Storage::mount`] shows it before that).
-    fn finish_receive(&self, ct: &str, rel: &str, snapshots: &[String]) -> Result<()> {
-        let _ = (ct, rel, snapshots);
-        Err(self.no_native_streams())
-    }
+    fn finish_receive(&self, ds: Dataset, snapshots: &[String]) -> Result<()>;
+}
 
-    #[doc(hidden)]
-    fn no_native_streams(&self) -> Error {
-        Error::Refused(format!(
-            "{} pools have no native streams; use the tar format",
-            self.backend()
-        ))
-    }
+/// A receiver that reads a native stream from a file it is given.
+pub trait ReceiveFromFile {
+    /// Prepares a dataset for a native stream as [`NativeStreams::receive`]
+    /// does, and returns the command that receives the stream from its
+    /// stdin, for [`Cmd::run_with_files`].
+    fn receive_cmd(&self, ds: Dataset) -> Result<Cmd>;
+}
+
+/// Starts [`NativeStreams::send_cmd`] with its stream readable from a pipe.
+pub fn send(native: &dyn NativeStreams, ds: Dataset, request: &SendRequest) -> Result<ChildReader> {
+    let cmd = native.send_cmd(ds, request)?;
+    let reader = cmd.spawn_reader().ctx(|| {
+        let dataset = if ds.is_root() {
+            String::new()
+        } else {
+            format!(", dataset '{}'", ds.rel)
+        };
+        format!(
+            "cannot send snapshot '{}' of container '{}'{dataset}",
+            request.snapshot, ds.ct
+        )
+    })?;
+    reader.enlarge_pipe(STREAM_PIPE_SIZE);
+    Ok(reader)
 }
 
 /// Pieces in which [`Receiver::copy_from`] moves a stream.

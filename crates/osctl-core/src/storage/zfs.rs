@@ -29,8 +29,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::zfs_parse::{self, Dataset, Mountpoint, ZfsFeatures, GET_COLUMNS};
-use super::{refuse_symlinks, Backend, Receiver, SnapshotView, Storage, ROOTFS_DIR};
+use super::zfs_parse::{self, Dataset as Listed, Mountpoint, ZfsFeatures, GET_COLUMNS};
+use super::{
+    refuse_symlinks, Backend, Dataset, NativeStreams, ReceiveFromFile, Receiver, SendRequest,
+    SnapshotView, Storage, ROOTFS_DIR,
+};
+use crate::archive::meta::ArchiveFormat;
 use crate::cmd::{Cmd, ExecError};
 use crate::error::{Context, Error, Result};
 use crate::filepolicy::FilePolicy;
@@ -103,7 +107,7 @@ fn run(cmd: Cmd, action: impl FnOnce() -> String) -> Result<String> {
     cmd.run().map_err(|e| classify(action(), e))
 }
 
-fn parse_output(output: &str, action: impl FnOnce() -> String) -> Result<Vec<Dataset>> {
+fn parse_output(output: &str, action: impl FnOnce() -> String) -> Result<Vec<Listed>> {
     zfs_parse::parse_get(output).map_err(|e| {
         Error::io(
             action(),
@@ -122,7 +126,7 @@ enum Depth {
 
 /// Properties of a dataset (and what is below it, snapshots included); None
 /// when it does not exist.
-fn query(name: &str, properties: &str, depth: Depth) -> Result<Option<Vec<Dataset>>> {
+fn query(name: &str, properties: &str, depth: Depth) -> Result<Option<Vec<Listed>>> {
     let mut cmd = zfs(["get", "-Hp", "-o", GET_COLUMNS]);
     cmd = match depth {
         Depth::Itself => cmd,
@@ -170,7 +174,7 @@ fn run_patiently(cmd: &Cmd, action: impl Fn() -> String, between: impl Fn()) -> 
 }
 
 /// Unmounts the mounted file systems of a tree, children first.
-fn unmount_tree(datasets: &[Dataset]) -> Result<()> {
+fn unmount_tree(datasets: &[Listed]) -> Result<()> {
     for name in mounted_children_first(datasets) {
         let unmount = zfs(["unmount", name]);
         match run_patiently(
@@ -187,7 +191,7 @@ fn unmount_tree(datasets: &[Dataset]) -> Result<()> {
     Ok(())
 }
 
-fn mounted_children_first(datasets: &[Dataset]) -> Vec<&str> {
+fn mounted_children_first(datasets: &[Listed]) -> Vec<&str> {
     let mut mounted: Vec<&str> = datasets
         .iter()
         .filter(|d| d.is_filesystem() && d.is_mounted())
@@ -398,7 +402,7 @@ impl ZfsStorage {
             .collect())
     }
 
-    fn root_of(top: &Dataset) -> Result<PathBuf> {
+    fn root_of(top: &Listed) -> Result<PathBuf> {
         match top.mountpoint() {
             Some(Mountpoint::Path(p)) => Ok(p),
             _ => Err(Error::Refused(format!(
@@ -414,9 +418,9 @@ impl ZfsStorage {
 
     /// Mounts the pool dataset and its layout datasets, creating missing ones
     /// and putting inherited mountpoints back where they were changed.
-    fn ensure_layout(&self, tree: &[Dataset]) -> Result<()> {
+    fn ensure_layout(&self, tree: &[Listed]) -> Result<()> {
         let find = |name: &str| tree.iter().find(|d| d.name == name);
-        if !find(&self.dataset).is_some_and(Dataset::is_mounted) {
+        if !find(&self.dataset).is_some_and(Listed::is_mounted) {
             mount(&self.dataset)?;
         }
         for child in LAYOUT {
@@ -458,25 +462,25 @@ impl ZfsStorage {
         Ok(self.features.get_or_init(|| detected))
     }
 
-    /// The dataset of a container (`rel` ""), or of one of its subdatasets.
-    pub fn dataset_of(&self, ct: &str, rel: &str) -> Result<String> {
-        check_ct_name(ct)?;
-        let root = format!("{}/{CT}/{ct}", self.dataset);
-        if rel.is_empty() {
+    /// The zfs dataset of a container's root dataset or subdataset.
+    pub fn dataset_of(&self, ds: Dataset) -> Result<String> {
+        check_ct_name(ds.ct)?;
+        let root = format!("{}/{CT}/{}", self.dataset, ds.ct);
+        if ds.is_root() {
             Ok(root)
         } else {
-            crate::names::subdataset(rel)?;
-            Ok(format!("{root}/{rel}"))
+            crate::names::subdataset(ds.rel)?;
+            Ok(format!("{root}/{}", ds.rel))
         }
     }
 
     /// The container's file systems as `(rel, dataset)`, parents first.
-    fn filesystems(&self, ct: &str) -> Result<Vec<(String, Dataset)>> {
-        let root = self.dataset_of(ct, "")?;
-        let mut out: Vec<(String, Dataset)> = self
+    fn filesystems(&self, ct: &str) -> Result<Vec<(String, Listed)>> {
+        let root = self.dataset_of(Dataset::root(ct))?;
+        let mut out: Vec<(String, Listed)> = self
             .dataset_tree(ct)?
             .into_iter()
-            .filter(Dataset::is_filesystem)
+            .filter(Listed::is_filesystem)
             .filter_map(|d| {
                 let rel = if d.name == root {
                     String::new()
@@ -498,14 +502,14 @@ impl ZfsStorage {
     fn mount_where(&self, ct: &str, wanted: impl Fn(&str) -> bool) -> Result<()> {
         let mut sets = self.filesystems(ct)?;
         self.check_layout(ct, &sets)?;
-        let top = self.path(ct, "");
+        let top = self.path(Dataset::root(ct));
         let mut next = 0;
         while let Some((rel, ds)) = sets.get(next) {
             next += 1;
             if !wanted(rel) {
                 continue;
             }
-            let expected = self.path(ct, rel);
+            let expected = self.path(Dataset::new(ct, rel));
             let name = ds.name.clone();
             if !rel.is_empty() {
                 // Its parent is mounted: what is on the way is known now.
@@ -540,7 +544,7 @@ impl ZfsStorage {
     /// Refuses a container whose subdatasets are mounted inside its root file
     /// system, as older versions of osctl-rs mounted them: moving them would
     /// hide their files from the container.
-    fn check_layout(&self, ct: &str, sets: &[(String, Dataset)]) -> Result<()> {
+    fn check_layout(&self, ct: &str, sets: &[(String, Listed)]) -> Result<()> {
         let rootfs = self.rootfs(ct);
         let old = sets.iter().find(|(rel, ds)| {
             !rel.is_empty()
@@ -559,20 +563,21 @@ impl ZfsStorage {
         }
     }
 
-    /// Mounts the datasets from the container's root down to `rel`.
-    fn mount_chain(&self, ct: &str, rel: &str) -> Result<()> {
-        self.mount_where(ct, |r| {
+    /// Mounts the datasets from the container's root down to `ds`.
+    fn mount_chain(&self, ds: Dataset) -> Result<()> {
+        let rel = ds.rel;
+        self.mount_where(ds.ct, |r| {
             r.is_empty() || r == rel || rel.strip_prefix(r).is_some_and(|s| s.starts_with('/'))
         })
     }
 
     /// Every dataset of a container, snapshots included.
-    fn dataset_tree(&self, ct: &str) -> Result<Vec<Dataset>> {
+    fn dataset_tree(&self, ct: &str) -> Result<Vec<Listed>> {
         self.query_container(ct, TREE_PROPERTIES, Depth::All)
     }
 
-    fn query_container(&self, ct: &str, properties: &str, depth: Depth) -> Result<Vec<Dataset>> {
-        let root = self.dataset_of(ct, "")?;
+    fn query_container(&self, ct: &str, properties: &str, depth: Depth) -> Result<Vec<Listed>> {
+        let root = self.dataset_of(Dataset::root(ct))?;
         query(&root, properties, depth)?
             .ok_or_else(|| Error::NotFound(format!("container '{ct}' has no dataset '{root}'")))
     }
@@ -589,8 +594,8 @@ impl ZfsStorage {
 
     /// Whether a mounted dataset holds nothing but what `create` put there:
     /// an empty `private/`.
-    fn as_created(&self, ct: &str, rel: &str) -> Result<bool> {
-        let dir = self.path(ct, rel);
+    fn as_created(&self, ds: Dataset) -> Result<bool> {
+        let dir = self.path(ds);
         let entries = list_dir(&dir)?;
         Ok(entries.is_empty()
             || (entries == [ROOTFS_DIR] && list_dir(&dir.join(ROOTFS_DIR))?.is_empty()))
@@ -625,7 +630,7 @@ fn missing_dataset(name: &str) -> Error {
 }
 
 /// The dataset itself in the output of a query on it.
-fn top_of<'a>(tree: &'a [Dataset], name: &str) -> Result<&'a Dataset> {
+fn top_of<'a>(tree: &'a [Listed], name: &str) -> Result<&'a Listed> {
     tree.iter()
         .find(|d| d.name == name)
         .ok_or_else(|| missing_dataset(name))
@@ -656,8 +661,13 @@ impl Storage for ZfsStorage {
         Backend::Zfs
     }
 
-    fn native_format(&self) -> Option<&'static str> {
-        Some("zfs")
+    /// The zfs dataset of the container: `<pool dataset>/ct/<id>`.
+    fn recorded_name(&self, ct: &str) -> String {
+        format!("{}/{CT}/{ct}", self.dataset)
+    }
+
+    fn native(&self) -> Option<&dyn NativeStreams> {
+        Some(self)
     }
 
     fn remove_leftovers(&self) -> Result<Vec<String>> {
@@ -668,20 +678,19 @@ impl Storage for ZfsStorage {
             .collect())
     }
 
-    fn create(&self, ct: &str, rel: &str) -> Result<()> {
-        let name = self.dataset_of(ct, rel)?;
+    fn create(&self, ds: Dataset) -> Result<()> {
+        let name = self.dataset_of(ds)?;
         let action = || format!("cannot create dataset '{name}'");
-        if !rel.is_empty() {
+        if !ds.is_root() {
             // The parent must be mounted before the child mounts inside it.
-            let parent = rel.rsplit_once('/').map_or("", |(p, _)| p);
-            self.mount_chain(ct, parent)?;
-            refuse_symlinks(&self.path(ct, ""), rel)?;
+            self.mount_chain(ds.parent())?;
+            refuse_symlinks(&self.path(Dataset::root(ds.ct)), ds.rel)?;
         }
         run(zfs(["create", &name]), action)?;
         let made = (|| {
             // Mounting seals the container's directory (see `mount_where`).
-            self.mount_chain(ct, rel)?;
-            let rootfs = self.path(ct, rel).join(ROOTFS_DIR);
+            self.mount_chain(ds)?;
+            let rootfs = self.private(ds);
             std::fs::create_dir(&rootfs).ctx(|| format!("cannot create {}", rootfs.display()))?;
             fsutil::set_mode(&rootfs, 0o755)
         })();
@@ -693,7 +702,7 @@ impl Storage for ZfsStorage {
     }
 
     fn exists(&self, ct: &str) -> Result<bool> {
-        let name = self.dataset_of(ct, "")?;
+        let name = self.dataset_of(Dataset::root(ct))?;
         Ok(query(&name, "type", Depth::Itself)?.is_some())
     }
 
@@ -706,18 +715,19 @@ impl Storage for ZfsStorage {
             .collect())
     }
 
-    fn destroy(&self, ct: &str, rel: &str) -> Result<()> {
-        let name = self.dataset_of(ct, rel)?;
+    fn destroy(&self, ds: Dataset) -> Result<()> {
+        let name = self.dataset_of(ds)?;
         destroy_dataset(&name, true)?;
-        if rel.is_empty() {
+        if ds.is_root() {
             // zfs removes mountpoint directories it made; an old one may stay.
-            let _ = std::fs::remove_dir(self.path(ct, ""));
+            let _ = std::fs::remove_dir(self.path(ds));
         }
         Ok(())
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<()> {
-        let (old, new) = (self.dataset_of(from, "")?, self.dataset_of(to, "")?);
+        let old = self.dataset_of(Dataset::root(from))?;
+        let new = self.dataset_of(Dataset::root(to))?;
         if query(&new, "type", Depth::Itself)?.is_some() {
             return Err(Error::Exists(format!(
                 "cannot rename container '{from}' to '{to}': dataset '{new}' already exists"
@@ -731,16 +741,16 @@ impl Storage for ZfsStorage {
             || format!("cannot rename dataset '{old}' to '{new}'"),
             || try_unmount(&old),
         )?;
-        let _ = std::fs::remove_dir(self.path(from, ""));
+        let _ = std::fs::remove_dir(self.path(Dataset::root(from)));
         self.mount(to)
     }
 
-    fn path(&self, ct: &str, rel: &str) -> PathBuf {
-        let root = self.root.join(CT).join(ct);
-        if rel.is_empty() {
+    fn path(&self, ds: Dataset) -> PathBuf {
+        let root = self.root.join(CT).join(ds.ct);
+        if ds.is_root() {
             root
         } else {
-            root.join(rel)
+            root.join(ds.rel)
         }
     }
 
@@ -765,7 +775,7 @@ impl Storage for ZfsStorage {
     fn snapshot(&self, ct: &str, snap: &str) -> Result<()> {
         check_snapshot_name(snap)?;
         self.check_layout(ct, &self.filesystems(ct)?)?;
-        let name = format!("{}@{snap}", self.dataset_of(ct, "")?);
+        let name = format!("{}@{snap}", self.dataset_of(Dataset::root(ct))?);
         // -r: one atomic snapshot of the root and every subdataset.
         run(zfs(["snapshot", "-r", &name]), || {
             format!("cannot snapshot container '{ct}' as '{name}'")
@@ -795,7 +805,7 @@ impl Storage for ZfsStorage {
     }
 
     fn snapshots(&self, ct: &str) -> Result<Vec<String>> {
-        let root = self.dataset_of(ct, "")?;
+        let root = self.dataset_of(Dataset::root(ct))?;
         let tree = self.query_container(ct, "type", Depth::Children)?;
         Ok(tree
             .iter()
@@ -805,16 +815,16 @@ impl Storage for ZfsStorage {
             .collect())
     }
 
-    fn snapshot_view(&self, ct: &str, rel: &str, snap: &str) -> Result<SnapshotView> {
+    fn snapshot_view(&self, ds: Dataset, snap: &str) -> Result<SnapshotView> {
         check_snapshot_name(snap)?;
-        let name = self.dataset_of(ct, rel)?;
+        let name = self.dataset_of(ds)?;
         // OpenZFS shows snapshots under .zfs (mounted on access); zfs-fuse has
         // no .zfs directory, so there a read-only clone shows the snapshot.
-        let snapdir = self.path(ct, rel).join(".zfs/snapshot").join(snap);
+        let snapdir = self.path(ds).join(".zfs/snapshot").join(snap);
         if snapdir.is_dir() {
             return Ok(SnapshotView::new(snapdir));
         }
-        let leaf = view_name(ct);
+        let leaf = view_name(ds.ct);
         let clone = format!("{}/{VIEWS}/{leaf}", self.dataset);
         let origin = format!("{name}@{snap}");
         run(zfs(["clone", "-o", "readonly=on", &origin, &clone]), || {
@@ -828,28 +838,18 @@ impl Storage for ZfsStorage {
         });
         shown.map(|()| view)
     }
+}
 
-    /// `referenced` is what the snapshot takes on disk, compressed; an
-    /// uncompressed stream is about `compressratio` times that (zfs-fuse
-    /// has no `logicalreferenced`).
-    fn send_estimate(&self, ct: &str, rel: &str, snap: &str, compressed: bool) -> Option<u64> {
-        check_snapshot_name(snap).ok()?;
-        let name = format!("{}@{snap}", self.dataset_of(ct, rel).ok()?);
-        let sets = query(&name, "referenced,compressratio", Depth::Itself).ok()??;
-        let value = |p: &str| sets.iter().find_map(|d| d.value(p));
-        let referenced: f64 = value("referenced")?.parse().ok()?;
-        let ratio: f64 = match compressed {
-            true => 1.0,
-            false => value("compressratio")?.trim_end_matches('x').parse().ok()?,
-        };
-        Some((referenced * ratio) as u64)
+impl NativeStreams for ZfsStorage {
+    fn format(&self) -> ArchiveFormat {
+        ArchiveFormat::Zfs
     }
 
-    fn can_send_compressed(&self, ct: &str, rel: &str) -> Result<bool> {
+    fn can_send_compressed(&self, ds: Dataset) -> Result<bool> {
         if !self.features()?.send_compressed() {
             return Ok(false);
         }
-        let name = self.dataset_of(ct, rel)?;
+        let name = self.dataset_of(ds)?;
         let sets =
             query(&name, "compression", Depth::Itself)?.ok_or_else(|| missing_dataset(&name))?;
         Ok(sets
@@ -858,16 +858,33 @@ impl Storage for ZfsStorage {
             .is_some_and(|c| c != "off"))
     }
 
-    fn send_cmd(
-        &self,
-        ct: &str,
-        rel: &str,
-        snap: &str,
-        from: Option<&str>,
-        compressed: bool,
-    ) -> Result<Cmd> {
+    /// A full stream: `referenced` is what the snapshot takes on disk,
+    /// compressed; an uncompressed stream is about `compressratio` times that
+    /// (zfs-fuse has no `logicalreferenced`). Incremental streams: no guess.
+    fn send_estimate(&self, ds: Dataset, request: &SendRequest) -> Option<u64> {
+        if request.from.is_some() {
+            return None;
+        }
+        check_snapshot_name(request.snapshot).ok()?;
+        let name = format!("{}@{}", self.dataset_of(ds).ok()?, request.snapshot);
+        let sets = query(&name, "referenced,compressratio", Depth::Itself).ok()??;
+        let value = |p: &str| sets.iter().find_map(|d| d.value(p));
+        let referenced: f64 = value("referenced")?.parse().ok()?;
+        let ratio: f64 = match request.compressed {
+            true => 1.0,
+            false => value("compressratio")?.trim_end_matches('x').parse().ok()?,
+        };
+        Some((referenced * ratio) as u64)
+    }
+
+    fn send_cmd(&self, ds: Dataset, request: &SendRequest) -> Result<Cmd> {
+        let SendRequest {
+            snapshot: snap,
+            from,
+            compressed,
+        } = *request;
         check_snapshot_name(snap)?;
-        let name = self.dataset_of(ct, rel)?;
+        let name = self.dataset_of(ds)?;
         if compressed && !self.features()?.send_compressed() {
             return Err(Error::Refused(format!(
                 "cannot send dataset '{name}' compressed: `zfs send -c` is missing in {}",
@@ -898,20 +915,45 @@ impl Storage for ZfsStorage {
     /// `zfs recv` reads each record with its exact length and stops at the
     /// stream's END record, so it may read from the archive file itself: its
     /// file offset then tells where the stream ended.
-    fn receives_from_file(&self) -> bool {
-        true
+    fn file_receiver(&self) -> Option<&dyn ReceiveFromFile> {
+        Some(self)
     }
 
+    /// `zfs recv` sees no files go by: the received tree is judged after.
+    fn receive(&self, ds: Dataset, _policy: &FilePolicy) -> Result<Receiver> {
+        let name = self.dataset_of(ds)?;
+        self.receive_cmd(ds)?
+            .spawn_writer()
+            .map(Receiver::direct)
+            .ctx(|| format!("cannot receive into dataset '{name}'"))
+    }
+
+    /// Leaves the dataset unmounted, as received: the rename at the commit
+    /// would unmount it again (and zfs-fuse then reports the dataset busy for
+    /// a moment), and mounts it at its final place anyway.
+    fn finish_receive(&self, ds: Dataset, snapshots: &[String]) -> Result<()> {
+        let name = self.dataset_of(ds)?;
+        for snap in snapshots {
+            check_snapshot_name(snap)?;
+        }
+        for snap in snapshots {
+            self.destroy_snapshot_on(&name, snap)?;
+        }
+        Ok(())
+    }
+}
+
+impl ReceiveFromFile for ZfsStorage {
     /// `zfs recv -u -F`: unmounted, so that nothing touches the dataset between
     /// the base and the incremental stream (on zfs-fuse a mere atime update
     /// breaks the incremental), and forced, so that an incremental stream rolls
     /// back whatever changed. A subdataset's parent must exist.
-    fn receive_cmd(&self, ct: &str, rel: &str) -> Result<Cmd> {
-        let name = self.dataset_of(ct, rel)?;
+    fn receive_cmd(&self, ds: Dataset) -> Result<Cmd> {
+        let name = self.dataset_of(ds)?;
         if let Some(tree) = query(&name, "type,mounted", Depth::All)? {
             let alone = tree.iter().all(|d| d.name == name);
             let mounted = tree.iter().any(|d| d.name == name && d.is_mounted());
-            if alone && mounted && self.as_created(ct, rel)? {
+            if alone && mounted && self.as_created(ds)? {
                 // Left as `create` made it, the dataset can only take a full
                 // stream, which replaces it anyway; and receiving a full stream
                 // over an existing dataset fails now and then on zfs-fuse
@@ -922,29 +964,6 @@ impl Storage for ZfsStorage {
             }
         }
         Ok(zfs(["recv", "-u", "-F", &name]))
-    }
-
-    /// `zfs recv` sees no files go by: the received tree is judged after.
-    fn receive(&self, ct: &str, rel: &str, _policy: &FilePolicy) -> Result<Receiver> {
-        let name = self.dataset_of(ct, rel)?;
-        self.receive_cmd(ct, rel)?
-            .spawn_writer()
-            .map(Receiver::direct)
-            .ctx(|| format!("cannot receive into dataset '{name}'"))
-    }
-
-    /// Leaves the dataset unmounted, as received: the rename at the commit
-    /// would unmount it again (and zfs-fuse then reports the dataset busy for
-    /// a moment), and mounts it at its final place anyway.
-    fn finish_receive(&self, ct: &str, rel: &str, snapshots: &[String]) -> Result<()> {
-        let name = self.dataset_of(ct, rel)?;
-        for snap in snapshots {
-            check_snapshot_name(snap)?;
-        }
-        for snap in snapshots {
-            self.destroy_snapshot_on(&name, snap)?;
-        }
-        Ok(())
     }
 }
 

@@ -14,7 +14,7 @@ use testkit::zpool::{self, TestZpool};
 
 use super::support::{
     assert_consistent, can_run_containers, is_root, make_busybox_rootfs, signal, stopped_at,
-    wait_for_writes, wait_until, Env,
+    tar_names, wait_for_writes, wait_until, Env,
 };
 use crate::require;
 
@@ -222,21 +222,6 @@ impl Drop for Pool<'_> {
     }
 }
 
-/// Names in an archive, in order, as GNU tar lists them.
-fn tar_names(archive: &Path) -> Vec<String> {
-    let out = Command::new("tar")
-        .arg("-tf")
-        .arg(archive)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "GNU tar reads {}", archive.display());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect()
-}
-
 /// A root file system with every file kind the pool can keep, plus files in
 /// subdatasets `srv` and `srv/data` on pools that have them.
 fn rich_container(pool: &Pool, id: &str) {
@@ -279,15 +264,7 @@ fn round_trips(kind: Kind) {
     for compression in ["off", "gzip", "zstd", "auto"] {
         let archive = env.path(&format!("{}-{compression}.tar", pool.name));
         pool.export(&["--compression", compression], "orig", &archive);
-        let listing = String::from_utf8(
-            Command::new("tar")
-                .arg("-tf")
-                .arg(&archive)
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap();
+        let listing = tar_names(&archive).join("\n");
         assert!(
             listing.contains(&format!("rootfs/base.{stem}")),
             "{listing}"
@@ -397,15 +374,7 @@ fn consistent_export_of_running_container(kind: Kind) {
     let archive = env.path("busy.tar");
     pool.ok(&["ct", "export", "busy", archive.to_str().unwrap()]);
     assert_eq!(pool.show("busy")["state"], "running");
-    let listing = String::from_utf8(
-        Command::new("tar")
-            .arg("-tf")
-            .arg(&archive)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let listing = tar_names(&archive).join("\n");
     assert!(listing.contains("rootfs/incremental."), "{listing}");
     pool.import("snap", &archive);
     assert_consistent(&pool.rootfs("snap"));
@@ -1313,15 +1282,7 @@ fn btrfs_import_cannot_take_another_containers_data() {
             .arg("-C")
             .arg(&stage),
     );
-    let listing = String::from_utf8(
-        Command::new("tar")
-            .arg("-tf")
-            .arg(&archive)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let listing = tar_names(&archive).join("\n");
 
     let b_dataset = pool.rootfs("b").parent().unwrap().to_path_buf();
     let b_uuid = subvolume_uuid(&b_dataset);

@@ -11,23 +11,9 @@ use testkit::tree::{self, build_every_kind, Mtimes, Options, Precision};
 
 use super::original;
 use super::support::{
-    assert_consistent, can_run_containers, is_root, wait_for_writes, wait_until, Env,
+    assert_consistent, can_run_containers, is_root, tar_names, wait_for_writes, wait_until, Env,
 };
 use crate::require;
-
-/// Names in the archive, in order, as GNU tar lists them.
-fn listing(archive: &Path) -> Vec<String> {
-    let out = Command::new("tar")
-        .arg("-tf")
-        .arg(archive)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "GNU tar reads the archive");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(String::from)
-        .collect()
-}
 
 fn entry_bytes(archive: &Path, name: &str) -> Vec<u8> {
     let out = Command::new("tar")
@@ -88,7 +74,7 @@ fn round_trip_of_every_file_kind_for_each_compression() {
             "orig",
             archive.to_str().unwrap(),
         ]);
-        let names = listing(&archive);
+        let names = tar_names(&archive);
         assert!(
             names.contains(&entry.to_string()),
             "{compression}: {names:?}"
@@ -159,7 +145,7 @@ fn archive_layout_is_the_originals() {
     ]);
     let archive = env.path("lay.tar");
     env.ok(&["ct", "export", "lay", archive.to_str().unwrap()]);
-    let names = listing(&archive);
+    let names = tar_names(&archive);
     let expected_prefix = [
         "metadata.yml",
         "config/",
@@ -251,7 +237,7 @@ fn output_is_not_overwritten_without_force() {
     assert!(err.contains("already exists"), "{err}");
     assert_eq!(std::fs::read(&archive).unwrap(), b"precious");
     env.ok(&["ct", "export", "--force", "c1", archive.to_str().unwrap()]);
-    assert!(listing(&archive).contains(&"metadata.yml".to_string()));
+    assert!(tar_names(&archive).contains(&"metadata.yml".to_string()));
 }
 
 #[test]
@@ -366,7 +352,7 @@ fn consistent_export_of_a_running_container_with_writes_in_flight() {
         "running",
         "running again after the export"
     );
-    let names = listing(&archive);
+    let names = tar_names(&archive);
     assert!(
         names.contains(&"rootfs/incremental.tar.gz".to_string()),
         "{names:?}"
@@ -425,7 +411,7 @@ fn single_layer_export_of_a_running_container_is_the_originals() {
         "running",
         "running again after the export"
     );
-    let names = listing(&archive);
+    let names = tar_names(&archive);
     assert!(
         names.contains(&"rootfs/base.tar.gz".to_string()),
         "{names:?}"
@@ -476,7 +462,7 @@ fn inconsistent_export_never_stops_the_container() {
         archive.to_str().unwrap(),
     ]);
     assert_eq!(pid(), before, "same init: never stopped");
-    let names = listing(&archive);
+    let names = tar_names(&archive);
     assert!(
         !names.iter().any(|n| n.contains("incremental")),
         "{names:?}"

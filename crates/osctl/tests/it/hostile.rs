@@ -157,6 +157,31 @@ fn with_mounts(mounts: &str) -> Vec<u8> {
         .build()
 }
 
+/// An archive that an import must refuse, leaving nothing behind.
+struct Hostile<'a> {
+    /// Also the archive's file name.
+    name: &'a str,
+    archive: Vec<u8>,
+    /// Arguments of `osctl ct import` before the archive.
+    args: Vec<&'a str>,
+    /// A part of the one-line refusal.
+    refusal: &'a str,
+}
+
+fn hostile<'a>(
+    name: &'a str,
+    archive: Vec<u8>,
+    args: Vec<&'a str>,
+    refusal: &'a str,
+) -> Hostile<'a> {
+    Hostile {
+        name,
+        archive,
+        args,
+        refusal,
+    }
+}
+
 pub(super) fn refused(
     env: &Env,
     name: &str,
@@ -226,33 +251,33 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
         gz(v)
     };
     let complete = valid().build();
-    let cases: Vec<(&str, Vec<u8>, Vec<&str>, &str)> = vec![
-        ("empty", Vec::new(), vec![], "metadata.yml"),
-        (
+    let cases: Vec<Hostile> = vec![
+        hostile("empty", Vec::new(), vec![], "metadata.yml"),
+        hostile(
             "garbage",
             b"this is not a tar archive at all, not even close".repeat(40),
             vec![],
             "archive",
         ),
-        (
+        hostile(
             "truncated-in-stream",
             complete[..complete.len() / 2 + 700].to_vec(),
             vec![],
             "truncated",
         ),
-        (
+        hostile(
             "truncated-in-header",
             complete[..1024 + 100].to_vec(),
             vec![],
             "truncated",
         ),
-        (
+        hostile(
             "no-metadata",
             valid().with(|p| p.metadata.clear()).build()[512 + 512..].to_vec(),
             vec![],
             "metadata.yml",
         ),
-        (
+        hostile(
             "bad-yaml",
             valid()
                 .with(|p| p.metadata = "type: [unclosed\n".into())
@@ -260,7 +285,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "metadata.yml",
         ),
-        (
+        hostile(
             "yaml-bomb",
             valid()
                 .with(|p| {
@@ -277,7 +302,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "metadata.yml",
         ),
-        (
+        hostile(
             "deep-yaml",
             valid()
                 .with(|p| p.container = Some("[".repeat(5000) + &"]".repeat(5000)))
@@ -285,7 +310,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "container.yml",
         ),
-        (
+        hostile(
             "duplicate-keys",
             valid()
                 .with(|p| {
@@ -297,7 +322,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "metadata.yml",
         ),
-        (
+        hostile(
             "wrong-types",
             valid()
                 .with(|p| p.container = Some("---\nuser: [1, 2]\ngroup: 3\n".into()))
@@ -305,7 +330,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "container.yml",
         ),
-        (
+        hostile(
             "unknown-format",
             valid()
                 .with(|p| p.metadata = p.metadata.replace("format: tar", "format: xfs"))
@@ -313,7 +338,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "format",
         ),
-        (
+        hostile(
             "zfs-into-dir",
             valid()
                 .with(|p| {
@@ -324,7 +349,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "zfs pool",
         ),
-        (
+        hostile(
             "bad-id",
             valid()
                 .with(|p| {
@@ -336,7 +361,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "invalid container id",
         ),
-        (
+        hostile(
             "bad-user-name",
             valid()
                 .with(|p| p.metadata = p.metadata.replace("user: hostile", "user: \"root:x\""))
@@ -344,7 +369,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "invalid user name",
         ),
-        (
+        hostile(
             "skel",
             valid()
                 .with(|p| p.metadata = p.metadata.replace("type: full", "type: skel"))
@@ -352,13 +377,13 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "skel",
         ),
-        (
+        hostile(
             "no-container-yml",
             valid().with(|p| p.container = None).build(),
             vec![],
             "container.yml",
         ),
-        (
+        hostile(
             "no-rootfs",
             valid()
                 .with(|p| p.base_name = "rootfs/other.bin".into())
@@ -366,7 +391,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "rootfs/other.bin",
         ),
-        (
+        hostile(
             "missing-base",
             valid()
                 .with(|p| p.base_name = "rootfs/incremental.tar.gz".into())
@@ -374,7 +399,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "base",
         ),
-        (
+        hostile(
             "unknown-entry",
             valid()
                 .with(|p| p.extra = vec![Entry::file("evil.sh", b"#!/bin/sh\n")])
@@ -382,7 +407,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "evil.sh",
         ),
-        (
+        hostile(
             "outer-traversal",
             valid()
                 .with(|p| p.extra = vec![Entry::file("../../tmp/osctl-escaped", b"x")])
@@ -390,7 +415,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "..",
         ),
-        (
+        hostile(
             "outer-symlink",
             valid()
                 .with(|p| p.extra = vec![Entry::link(Kind::Symlink, "rootfs/link", "/etc")])
@@ -398,19 +423,19 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "rootfs/link",
         ),
-        (
+        hostile(
             "rootfs-dotdot",
             inner(vec![Entry::file("./../../../../tmp/osctl-escaped", b"x")]),
             vec![],
             "..",
         ),
-        (
+        hostile(
             "rootfs-absolute",
             inner(vec![Entry::file("/tmp/osctl-escaped", b"x")]),
             vec![],
             "/tmp/osctl-escaped",
         ),
-        (
+        hostile(
             "rootfs-through-symlink",
             inner(vec![
                 Entry::link(Kind::Symlink, "./up", "/tmp"),
@@ -419,13 +444,13 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "up/osctl-escaped",
         ),
-        (
+        hostile(
             "rootfs-hardlink-host",
             inner(vec![Entry::link(Kind::HardLink, "./passwd", "/etc/passwd")]),
             vec![],
             "passwd",
         ),
-        (
+        hostile(
             "rootfs-hardlink-dotdot",
             inner(vec![Entry::link(
                 Kind::HardLink,
@@ -435,7 +460,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "..",
         ),
-        (
+        hostile(
             "rootfs-pax-override",
             inner(vec![
                 Entry::pax(&[("path", b"../../../../tmp/osctl-escaped")]),
@@ -444,7 +469,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "..",
         ),
-        (
+        hostile(
             "rootfs-gnu-longname",
             inner(vec![
                 Entry::gnu_long_name(&format!(
@@ -456,13 +481,13 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "..",
         ),
-        (
+        hostile(
             "rootfs-uid-outside-map",
             inner(vec![Entry::file("./etc/owned", b"x").owner(70000, 0)]),
             vec![],
             "70000",
         ),
-        (
+        hostile(
             "rootfs-setuid-outside-map",
             inner(vec![Entry::file("./bin/su", b"#!/bin/sh\n")
                 .mode(0o4755)
@@ -470,13 +495,13 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "200000",
         ),
-        (
+        hostile(
             "rootfs-device",
             inner(vec![Entry::device(Kind::BlockDev, "./dev/sda", 8, 0)]),
             vec![],
             "dev/sda",
         ),
-        (
+        hostile(
             "rootfs-corrupt-gzip",
             valid()
                 .with(|p| {
@@ -491,7 +516,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "rootfs/base.tar.gz",
         ),
-        (
+        hostile(
             "host-root-map",
             valid()
                 .with(|p| {
@@ -502,7 +527,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "host root",
         ),
-        (
+        hostile(
             "raw-lxc",
             valid()
                 .with(|p| {
@@ -517,7 +542,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "raw LXC",
         ),
-        (
+        hostile(
             "host-mount",
             valid()
                 .with(|p| {
@@ -532,31 +557,31 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "mounts",
         ),
-        (
+        hostile(
             "dataset-mount-of-a-dataset-not-brought",
             with_mounts("- fs:\n  mountpoint: /var\n  type: bind\n  opts: bind,create=dir,rw\n  dataset: var"),
             vec!["--trusted"],
             "mounts dataset 'var' at /var, which the container does not have",
         ),
-        (
+        hostile(
             "dataset-mount-outside",
             with_mounts("- mountpoint: /../../etc\n  dataset: /"),
             vec!["--trusted"],
             "/../../etc\" has a '..' component",
         ),
-        (
+        hostile(
             "dataset-mount-with-a-host-path",
             with_mounts("- fs: /etc\n  mountpoint: /mnt\n  dataset: /"),
             vec!["--trusted"],
             "names a host path",
         ),
-        (
+        hostile(
             "dataset-mount-unusual-option",
             with_mounts("- mountpoint: /mnt/self\n  opts: bind,idmap=/proc/1/ns/user\n  dataset: /"),
             vec![],
             "option 'idmap=/proc/1/ns/user'",
         ),
-        (
+        hostile(
             "devices",
             valid()
                 .with(|p| {
@@ -571,7 +596,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "device",
         ),
-        (
+        hostile(
             "hooks",
             valid()
                 .with(|p| {
@@ -584,25 +609,25 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "hook",
         ),
-        (
+        hostile(
             "missing-as-user",
             valid().build(),
             vec!["--as-user", "nobody-here"],
             "user 'nobody-here' not found",
         ),
-        (
+        hostile(
             "missing-as-group",
             valid().build(),
             vec!["--as-group", "/nowhere"],
             "group '/nowhere' not found",
         ),
-        (
+        hostile(
             "existing-id",
             valid().build(),
             vec!["--as-id", "control"],
             "container 'control' already exists",
         ),
-        (
+        hostile(
             "user-map-mismatch",
             valid()
                 .with(|p| p.metadata = p.metadata.replace("user: hostile", "user: u-existing"))
@@ -610,7 +635,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec!["--as-id", "other"],
             "u-existing",
         ),
-        (
+        hostile(
             "overlapping-map",
             valid()
                 .with(|p| {
@@ -624,7 +649,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec!["--as-id", "other2"],
             "overlaps",
         ),
-        (
+        hostile(
             // Host ids of a user of another pool on this host.
             "map-of-another-pool",
             valid()
@@ -639,7 +664,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec!["--as-id", "other4"],
             "overlaps host ids 3900200000-3900265535",
         ),
-        (
+        hostile(
             "missing-parent-group",
             valid()
                 .with(|p| p.metadata = p.metadata.replace("group: /default", "group: /a/b"))
@@ -647,7 +672,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec!["--as-id", "other3"],
             "'/a'",
         ),
-        (
+        hostile(
             "huge-config",
             valid()
                 .with(|p| {
@@ -660,7 +685,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
             vec![],
             "container.yml",
         ),
-        (
+        hostile(
             "lying-size",
             valid()
                 .with(|p| {
@@ -680,7 +705,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
     assert!(cases.len() >= 25);
     let failures: Vec<String> = cases
         .iter()
-        .filter_map(|(name, bytes, args, expect)| refused(&env, name, bytes, args, expect))
+        .filter_map(|c| refused(&env, c.name, &c.archive, &c.args, c.refusal))
         .collect();
     assert!(
         failures.is_empty(),

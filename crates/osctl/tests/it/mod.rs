@@ -11,4 +11,5 @@ mod hostile;
 mod netif;
 mod original;
 mod rawtar;
+mod resources;
 mod support;

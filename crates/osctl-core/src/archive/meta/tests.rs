@@ -3,7 +3,7 @@ use super::*;
 fn sample() -> Metadata {
     Metadata {
         archive_type: ArchiveType::Full,
-        format: FORMAT_ZFS.into(),
+        format: ArchiveFormat::Zfs,
         user: Some("1000".into()),
         group: Some("/default".into()),
         container: None,
@@ -65,7 +65,7 @@ fn metadata_as_ruby_writes_it() {
 fn old_metadata_without_format_or_datasets_is_zfs() {
     let text = "---\ntype: full\nuser: u\ngroup: \ncontainer: 101\nexported_at: 1\n";
     let meta = Metadata::parse(text.as_bytes()).unwrap();
-    assert_eq!(meta.format, FORMAT_ZFS);
+    assert_eq!(meta.format, ArchiveFormat::Zfs);
     assert!(meta.datasets.is_empty());
     assert_eq!(meta.group, None);
     assert_eq!(
@@ -312,7 +312,7 @@ fn expected_entries_and_completeness() {
     };
     assert_eq!(expected_entries(&skel).len(), 2);
     let tar = Metadata {
-        format: FORMAT_TAR.into(),
+        format: ArchiveFormat::Tar,
         datasets: vec![],
         ..sample()
     };
@@ -325,7 +325,7 @@ fn expected_entries_and_completeness() {
     assert_eq!(
         expected_entries(&layers),
         expected_entries(&Metadata {
-            format: FORMAT_TAR.into(),
+            format: ArchiveFormat::Tar,
             ..layers.clone()
         })
     );
@@ -370,6 +370,26 @@ fn the_list_of_subdatasets_is_bounded() {
     let err = Metadata::parse(text.as_bytes()).unwrap_err().to_string();
     assert!(
         err.contains("lists 1001 subdatasets, more than 1000"),
+        "{err}"
+    );
+}
+
+#[test]
+fn formats_are_written_and_read_by_their_names() {
+    for format in ArchiveFormat::ALL {
+        let meta = Metadata {
+            format,
+            ..Metadata::parse(b"type: skel\n").unwrap()
+        };
+        let text = meta.to_yaml().unwrap();
+        assert!(text.contains(&format!("format: {format}\n")), "{text}");
+        assert_eq!(Metadata::parse(text.as_bytes()).unwrap().format, format);
+    }
+    assert_eq!(ArchiveFormat::TarLayers.to_string(), "tar-layers");
+    let err = Metadata::parse(b"type: full\nformat: ext4\n").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("known: zfs, tar, btrfs, tar-layers"),
         "{err}"
     );
 }
