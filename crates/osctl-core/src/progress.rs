@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-const SIZED: &str = "{spinner} {msg:<20} [{wide_bar}] {percent:>3}% {bytes:>10}/{total_bytes:<10} \
-                     {binary_bytes_per_sec:>12} ETA {eta:<4}";
-const UNSIZED: &str = "{spinner} {msg:<20} {bytes:>10} {binary_bytes_per_sec:>12} {elapsed}";
+// The bar takes what the text leaves of the line; the ETA comes before the
+// rate so that a narrow terminal keeps it.
+const SIZED: &str = "{spinner} {msg} [{wide_bar}] {percent:>3}% {bytes}/{total_bytes} ETA {eta} \
+                     {binary_bytes_per_sec}";
+const UNSIZED: &str = "{spinner} {msg} {bytes} {binary_bytes_per_sec} {elapsed}";
 const NO_BYTES: &str = "{spinner} {msg} {elapsed}";
 
 #[derive(Clone)]
@@ -62,17 +64,23 @@ impl Progress {
         // The new step is set up before the line of the last one is
         // printed, which redraws the bar.
         let finished = self.finished_line();
+        // Each call below draws: hidden until the step is whole.
+        let visible = self.is_visible();
+        self.bar.set_draw_target(ProgressDrawTarget::hidden());
+        self.bar.set_message(message);
+        self.bar.set_style(style(template));
         self.bar.reset();
         match total {
             Some(n) => self.bar.set_length(n.max(1)),
             None => self.bar.unset_length(),
         }
-        self.bar.set_message(message);
-        self.bar.set_style(style(template));
+        if visible {
+            self.bar.set_draw_target(ProgressDrawTarget::stderr());
+        }
         if let Some(line) = finished {
             self.bar.println(line);
         }
-        if self.is_visible() {
+        if visible {
             // Idempotent after the first step; nothing is drawn before it.
             self.bar.enable_steady_tick(Duration::from_millis(200));
         }

@@ -62,13 +62,11 @@ pub enum Top {
     #[command(subcommand)]
     Archive(ArchiveCmd),
     /// Print a shell completion script (bash, zsh, fish, ...) to standard output
-    #[command(hide = true)]
     GenCompletion {
         /// The shell to complete for
         shell: clap_complete::Shell,
     },
     /// Write the man pages (osctl(8) and one per command group) into DIR
-    #[command(hide = true)]
     GenMan {
         /// Where to write osctl.8, osctl-ct.8, ...
         dir: PathBuf,
