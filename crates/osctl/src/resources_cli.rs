@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use osctl_core::pool::Pool;
 use osctl_core::resources::cgparams::{self, Version};
@@ -294,6 +294,14 @@ pub fn cgparams_cmd(
     }
 }
 
+/// A cgroup parameter as `cgparams ls -j` prints it.
+#[derive(serde::Serialize)]
+struct CgparamRow<'a> {
+    version: &'a str,
+    parameter: &'a str,
+    value: &'a str,
+}
+
 fn list_cgparams(list: &[Value], json: bool) -> Result<()> {
     let shown = |v: Option<&Value>| match v {
         Some(Value::String(s)) => osctl_core::model::grammar::escaped(s),
@@ -315,9 +323,13 @@ fn list_cgparams(list: &[Value], json: bool) -> Result<()> {
         })
         .collect();
     if json {
-        let out: Vec<Value> = rows
+        let out: Vec<CgparamRow> = rows
             .iter()
-            .map(|r| json!({"version": r[0], "parameter": r[1], "value": r[2]}))
+            .map(|r| CgparamRow {
+                version: &r[0],
+                parameter: &r[1],
+                value: &r[2],
+            })
             .collect();
         return output::json(&out);
     }
