@@ -96,7 +96,7 @@ pub fn check_no_overlap(pool: &Pool, name: &str, maps: &[&IdMap]) -> Result<()> 
         }
         for map in maps {
             if let Some(r) = map.0.iter().find(|r| r.overlaps_host(&range)) {
-                return Err(Error::Refused(format!(
+                return Err(Error::refused(format!(
                     "user '{name}': id map {r} overlaps user '{owner}' ({range})"
                 )));
             }
@@ -109,7 +109,7 @@ pub fn check_no_overlap(pool: &Pool, name: &str, maps: &[&IdMap]) -> Result<()> 
 fn check_new_user(pool: &Pool, name: &str) -> Result<()> {
     names::user_name(name)?;
     if pool.user_exists(name) {
-        return Err(Error::Exists(format!(
+        return Err(Error::exists(format!(
             "user '{name}' already exists in pool '{}'",
             pool.name
         )));
@@ -189,11 +189,11 @@ fn refuse_if_used(
     }
     match users.len() {
         0 => Ok(()),
-        1 => Err(Error::Refused(format!(
+        1 => Err(Error::refused(format!(
             "{what} is used by container {}: delete it or give it another first",
             users[0]
         ))),
-        _ => Err(Error::Refused(format!(
+        _ => Err(Error::refused(format!(
             "{what} is used by containers {}: delete them or give them another first",
             users.join(", ")
         ))),
@@ -217,14 +217,14 @@ pub fn delete_user(pool: &Pool, name: &str) -> Result<()> {
 pub fn create_group(pool: &Pool, path: &str) -> Result<()> {
     names::group_path(path)?;
     if pool.group_exists(path) {
-        return Err(Error::Exists(format!(
+        return Err(Error::exists(format!(
             "group '{path}' already exists in pool '{}'",
             pool.name
         )));
     }
     if let Some(parent) = names::group_parent(path) {
         if !pool.group_exists(parent) {
-            return Err(Error::NotFound(format!(
+            return Err(Error::not_found(format!(
                 "group '{path}': parent group '{parent}' does not exist"
             )));
         }
@@ -236,7 +236,7 @@ pub fn create_group(pool: &Pool, path: &str) -> Result<()> {
 pub fn delete_group(pool: &Pool, path: &str) -> Result<()> {
     pool.group(path)?;
     if path == "/" || path == "/default" {
-        return Err(Error::Refused(format!("group '{path}' cannot be deleted")));
+        return Err(Error::refused(format!("group '{path}' cannot be deleted")));
     }
     let prefix = format!("{path}/");
     if let Some(child) = pool
@@ -244,7 +244,7 @@ pub fn delete_group(pool: &Pool, path: &str) -> Result<()> {
         .into_iter()
         .find(|g| g.starts_with(&prefix))
     {
-        return Err(Error::Refused(format!(
+        return Err(Error::refused(format!(
             "group '{path}' has subgroup '{child}'"
         )));
     }

@@ -108,14 +108,14 @@ impl PartialFile {
     /// Checks the destination and picks the temporary name; creates nothing.
     fn plan(dest: &Path, force: bool) -> Result<PartialFile> {
         if !force && dest.symlink_metadata().is_ok() {
-            return Err(Error::Exists(format!(
+            return Err(Error::exists(format!(
                 "file {} already exists: use --force to overwrite it",
                 dest.display()
             )));
         }
         let name = dest
             .file_name()
-            .ok_or_else(|| Error::Invalid(format!("{} is not a file name", dest.display())))?;
+            .ok_or_else(|| Error::invalid(format!("{} is not a file name", dest.display())))?;
         // Absolute: the journal keeps this name for a later command, which
         // may run elsewhere, to remove.
         let dir = match dest.parent() {
@@ -193,7 +193,7 @@ pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Resul
         FormatChoice::Tar => None,
     };
     if let (true, Some(native)) = (opts.single_layer, native) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::invalid(format!(
             "--single-layer is for tar archives; {} streams of a consistent export hold two layers",
             native.format()
         )));
@@ -206,7 +206,7 @@ pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Resul
         CtState::Running => true,
         CtState::Stopped => false,
         other => {
-            return Err(Error::Busy(format!(
+            return Err(Error::busy(format!(
                 "container '{id}' is {other}: try again later"
             )))
         }
@@ -560,7 +560,7 @@ impl<'a> ExportJob<'a> {
             .into_iter()
             .map(|rel| match mounts.iter().find(|m| m.dataset == rel) {
                 Some(m) => Ok((rel, m.mountpoint.trim_start_matches('/').to_string())),
-                None => Err(Error::Refused(format!(
+                None => Err(Error::refused(format!(
                     "dataset '{rel}' is not mounted in the container, so a tar archive, which \
                      holds what the container sees, has no place for it: mount it (`osctl ct \
                      dataset` mounts new ones) or export with --format native"

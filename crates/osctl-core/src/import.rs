@@ -21,7 +21,7 @@ use crate::archive::meta::{
 use crate::archive::{ArchiveReader, CopyError, Entry};
 use crate::cmd::OffsetWatch;
 use crate::datasets;
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Error, ErrorKind, Result};
 use crate::failpoint;
 use crate::filepolicy::{self, FilePolicy};
 use crate::fstar::{self, ExtractOptions};
@@ -236,7 +236,7 @@ impl Importer<'_> {
                 self.entry(&mut entry, name.clone())?;
             }
             if entry.remaining() > 0 {
-                return Err(Error::Archive(format!(
+                return Err(Error::archive(format!(
                     "archive entry '{}' was not read to its end",
                     entry.name()
                 )));
@@ -246,9 +246,7 @@ impl Importer<'_> {
         let finished = self.grammar.finish(true)?;
         let snapshots = finished.snapshots.unwrap_or_default().to_vec();
         let Stage::Receiving(mut plan) = std::mem::replace(&mut self.stage, Stage::Done) else {
-            return Err(Error::Archive(
-                "the archive holds no root file system".into(),
-            ));
+            return Err(Error::archive("the archive holds no root file system"));
         };
         match self.env.complete(&mut plan, &snapshots) {
             Ok(()) => {
@@ -271,7 +269,7 @@ impl Importer<'_> {
                 self.start_receiving()?;
                 match &self.stage {
                     Stage::Receiving(plan) => self.env.receive(plan, entry, &stream),
-                    _ => Err(Error::Archive(format!(
+                    _ => Err(Error::archive(format!(
                         "archive entry '{}' after the import ended",
                         entry.name()
                     ))),
@@ -283,7 +281,7 @@ impl Importer<'_> {
             head_entry => match &mut self.stage {
                 Stage::Head(head) => read_head_entry(head, entry, head_entry),
                 // The grammar admits no head entry after the streams.
-                _ => Err(Error::Archive(format!(
+                _ => Err(Error::archive(format!(
                     "archive entry '{}' after the root file system",
                     entry.name()
                 ))),
@@ -304,7 +302,7 @@ impl Importer<'_> {
 /// A config or hook before the root file system, kept in `head`.
 fn read_head_entry(head: &mut Head, entry: &mut Entry<'_, File>, name: EntryName) -> Result<()> {
     let shown = entry.name().to_string();
-    let bad = |e: Error| Error::Archive(e.to_string());
+    let bad = |e: Error| e.with_kind(ErrorKind::Archive);
     match name {
         EntryName::UserConfig => {
             let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
@@ -328,7 +326,7 @@ fn read_head_entry(head: &mut Head, entry: &mut Entry<'_, File>, name: EntryName
             });
         }
         other => {
-            return Err(Error::Archive(format!(
+            return Err(Error::archive(format!(
                 "archive entry '{}' is not part of the head",
                 other.entry_name()
             )))
@@ -343,25 +341,27 @@ impl Env<'_> {
     fn make_plan(&mut self, grammar: &Grammar, head: &mut Head) -> Result<Plan> {
         let pool = self.pool;
         let opts = self.opts;
-        let metadata = grammar.metadata().cloned().ok_or_else(|| {
-            Error::Archive("metadata.yml not found before the root file system".into())
-        })?;
+        let metadata = grammar
+            .metadata()
+            .cloned()
+            .ok_or_else(|| Error::archive("metadata.yml not found before the root file system"))?;
         if metadata.archive_type != ArchiveType::Full {
-            return Err(Error::Refused(
-                "the archive is a config-only (skel) archive: it holds no root file system to import".into(),
+            return Err(Error::refused(
+                "the archive is a config-only (skel) archive: it holds no root file system to import",
             ));
         }
         let mut container = head.container.take().ok_or_else(|| {
-            Error::Archive("config/container.yml not found before the root file system".into())
+            Error::archive("config/container.yml not found before the root file system")
         })?;
         let id = container_id(&metadata, opts)?;
         for ds in &metadata.datasets {
-            names::subdataset(ds).map_err(|e| Error::Archive(format!("metadata.yml: {e}")))?;
+            names::subdataset(ds)
+                .map_err(|e| e.context("metadata.yml").with_kind(ErrorKind::Archive))?;
         }
         check_format(pool, &metadata)?;
         // Mounts of datasets the archive does not bring would fail at start.
         datasets::check_mounts(&container, &metadata.datasets)
-            .map_err(|e| Error::Archive(format!("{}: {e}", meta::CONTAINER_CONFIG)))?;
+            .map_err(|e| Error::archive(format!("{}: {e}", meta::CONTAINER_CONFIG)))?;
         // A clone: another id than the archive's own.
         let clone = opts.as_id.is_some()
             && metadata.container.is_some()
@@ -410,7 +410,7 @@ impl Env<'_> {
         let pool = self.pool;
         let opts = self.opts;
         if pool.ct_exists(id) || pool.storage.exists(id)? {
-            return Err(Error::Exists(format!(
+            return Err(Error::exists(format!(
                 "container '{id}' already exists in pool '{}': import it under another id \
                  with --as-id NEW_ID",
                 pool.name
@@ -532,8 +532,9 @@ impl Env<'_> {
         fstar::extract(&mut input, &root, &opts)
             .map_err(|e| e.context(format!("archive entry '{name}'")))?;
         // The end blocks and the compressor's trailer (its checksum).
-        io::copy(&mut input, &mut io::sink())
-            .map_err(|e| Error::Archive(format!("archive entry '{name}': {e}")))?;
+        io::copy(&mut input, &mut io::sink()).map_err(|e| {
+            Error::io(format!("archive entry '{name}'"), e).with_kind(ErrorKind::Archive)
+        })?;
         Ok(())
     }
 
@@ -566,7 +567,9 @@ impl Env<'_> {
                 let buffered = BufReader::with_capacity(1 << 20, counted);
                 match compress::decompressor(stream.compression, buffered) {
                     Ok(mut input) => recv.copy_from(&mut input, |_| ()).map(drop),
-                    Err(e) => Err(CopyError::Source(Error::Archive(format!("{name}: {e}")))),
+                    Err(e) => Err(CopyError::Source(
+                        Error::io(name.to_string(), e).with_kind(ErrorKind::Archive),
+                    )),
                 }
             }
         };
@@ -637,14 +640,16 @@ impl Env<'_> {
         let top = storage.path(Dataset::root(&plan.staging));
         for ds in plan.datasets() {
             let label = if ds.is_root() { "/" } else { ds.rel };
-            storage::checked_private(&top, ds.rel).map_err(|e| match e {
-                Error::NotFound(_) if !ds.is_root() => Error::Archive(format!(
+            storage::checked_private(&top, ds.rel).map_err(|e| match e.kind() {
+                ErrorKind::NotFound if !ds.is_root() => Error::archive(format!(
                     "dataset '{}' has no private/ directory: older osctl-rs versions kept a \
                      dataset's files at its top; import the archive with such a version and \
                      export it with --format tar",
                     ds.rel
                 )),
-                other => Error::Archive(format!("dataset '{label}': {other}")),
+                _ => e
+                    .context(format!("dataset '{label}'"))
+                    .with_kind(ErrorKind::Archive),
             })?;
         }
         Ok(())
@@ -665,7 +670,7 @@ impl Env<'_> {
     /// The pool's native streams, for an archive of them.
     fn native(&self) -> Result<&dyn NativeStreams> {
         self.pool.storage.native().ok_or_else(|| {
-            Error::Refused(format!(
+            Error::refused(format!(
                 "{} pools have no native streams; use the tar format",
                 self.pool.storage.backend()
             ))
@@ -678,14 +683,14 @@ fn container_id(metadata: &Metadata, opts: &ImportOptions) -> Result<String> {
     let id = match (&opts.as_id, &metadata.container) {
         (Some(id), _) | (None, Some(id)) => id.clone(),
         (None, None) => {
-            return Err(Error::Invalid(
-                "the archive names no container: give one with --as-id".into(),
+            return Err(Error::invalid(
+                "the archive names no container: give one with --as-id",
             ))
         }
     };
     names::container_id(&id).map_err(|e| match &opts.as_id {
         Some(_) => e,
-        None => Error::Archive(format!("metadata.yml: {e}")),
+        None => e.context("metadata.yml").with_kind(ErrorKind::Archive),
     })?;
     Ok(id)
 }
@@ -735,11 +740,11 @@ fn not_an_archive(path: &Path) -> Result<()> {
     use crate::archive::sniff::{sniff_file, Sniffed};
     let shown = path.display();
     match sniff_file(path) {
-        Sniffed::Compressed(kind) => Err(Error::Archive(format!(
+        Sniffed::Compressed(kind) => Err(Error::archive(format!(
             "{shown} is {kind}-compressed; osctl archives are uncompressed tars (decompress it \
              first, or, if it holds a root file system, use `osctl ct new --from-tar {shown}`)"
         ))),
-        Sniffed::Tar(first) => Err(Error::Archive(format!(
+        Sniffed::Tar(first) => Err(Error::archive(format!(
             "{shown} is a tar of files ('{first}' first), not an osctl archive (which starts \
              with metadata.yml); to make a container of a root file system, use \
              `osctl ct new --user USER --from-tar {shown} ID`"
@@ -753,11 +758,11 @@ fn not_an_archive(path: &Path) -> Result<()> {
 fn check_stream_end(name: &str, read: u64, len: u64) -> Result<()> {
     match read.cmp(&len) {
         std::cmp::Ordering::Equal => Ok(()),
-        std::cmp::Ordering::Less => Err(Error::Archive(format!(
+        std::cmp::Ordering::Less => Err(Error::archive(format!(
             "archive entry '{name}': its stream ends after {read} of the entry's {len} bytes \
              (data after the end of the stream)"
         ))),
-        std::cmp::Ordering::Greater => Err(Error::Archive(format!(
+        std::cmp::Ordering::Greater => Err(Error::archive(format!(
             "archive entry '{name}': its stream does not end within the entry's {len} bytes \
              (the receiver read {} bytes past it, into the archive's next members)",
             read - len
@@ -769,7 +774,7 @@ fn check_format(pool: &Pool, metadata: &Metadata) -> Result<()> {
     match metadata.format {
         ArchiveFormat::Tar | ArchiveFormat::TarLayers => Ok(()),
         native if pool.storage.native().map(|n| n.format()) == Some(native) => Ok(()),
-        native => Err(Error::Refused(format!(
+        native => Err(Error::refused(format!(
             "the archive holds {native} streams, which only a {native} pool can take; pool '{}' is a {} pool \
              (export with --format tar to move containers between kinds of pools)",
             pool.name,
@@ -783,7 +788,7 @@ fn check_trust(concerns: &[String], trusted: bool) -> Result<()> {
     if concerns.is_empty() || trusted {
         return Ok(());
     }
-    Err(Error::Refused(format!(
+    Err(Error::refused(format!(
         "the archive asks for what reaches outside the container ({}): import it with --trusted only if you trust it",
         concerns.join("; ")
     )))
@@ -799,7 +804,7 @@ fn user_concerns(
 ) -> Result<Vec<String>> {
     let (uid_map, gid_map) = config
         .maps()
-        .map_err(|e| Error::Archive(format!("config/user.yml: {e}")))?;
+        .map_err(|e| Error::archive(format!("config/user.yml: {e}")))?;
     let user = trust::MapsToJudge {
         name,
         uid_map: &uid_map,
@@ -846,18 +851,18 @@ fn plan_user(
             }
         });
     };
-    names::user_name(name).map_err(|e| Error::Archive(format!("metadata.yml: {e}")))?;
+    names::user_name(name).map_err(|e| Error::archive(format!("metadata.yml: {e}")))?;
     let archived = archived.ok_or_else(|| {
-        Error::Archive(format!(
+        Error::archive(format!(
             "metadata.yml names user '{name}' but config/user.yml is missing"
         ))
     })?;
     let (uid_map, gid_map) = archived
         .maps()
-        .map_err(|e| Error::Archive(format!("config/user.yml: {e}")))?;
+        .map_err(|e| Error::archive(format!("config/user.yml: {e}")))?;
     if uid_map.is_empty() || gid_map.is_empty() {
-        return Err(Error::Archive(
-            "config/user.yml: the user has no uid_map or gid_map".into(),
+        return Err(Error::archive(
+            "config/user.yml: the user has no uid_map or gid_map",
         ));
     }
     if !pool.user_exists(name) {
@@ -868,7 +873,7 @@ fn plan_user(
     }
     let (eu, eg) = pool.user(name)?.maps()?;
     if eu != uid_map || eg != gid_map {
-        return Err(Error::Refused(format!(
+        return Err(Error::refused(format!(
             "user '{name}' exists in pool '{}' with other id maps (uid {eu}, gid {eg}; the archive's: uid {uid_map}, \
              gid {gid_map}): choose a user with --as-user",
             pool.name
@@ -885,7 +890,7 @@ fn plan_group(pool: &Pool, metadata: &Metadata, opts: &ImportOptions) -> Result<
     let Some(path) = &metadata.group else {
         return Ok(GroupPlan::Existing("/default".into()));
     };
-    names::group_path(path).map_err(|e| Error::Archive(format!("metadata.yml: {e}")))?;
+    names::group_path(path).map_err(|e| Error::archive(format!("metadata.yml: {e}")))?;
     if pool.group_exists(path) {
         return Ok(GroupPlan::Existing(path.clone()));
     }
@@ -951,7 +956,7 @@ fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
         }
         UserPlan::Create { name, config } => {
             if pool.user_exists(name) {
-                return Err(Error::Exists(format!(
+                return Err(Error::exists(format!(
                     "user '{name}' was created by someone else during the import"
                 )));
             }
@@ -977,7 +982,7 @@ fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
         }
         GroupPlan::Create(path) => {
             if pool.group_exists(path) {
-                return Err(Error::Exists(format!(
+                return Err(Error::exists(format!(
                     "group '{path}' was created by someone else during the import"
                 )));
             }

@@ -30,7 +30,7 @@ use crate::resources_cli::{self, Owner};
 /// appended, until the process is interrupted.
 fn print_log(path: &std::path::Path, lines: usize, follow: bool) -> Result<()> {
     use std::io::{Read, Seek, SeekFrom, Write};
-    let missing = || osctl_core::Error::NotFound(format!("no log yet: {}", path.display()));
+    let missing = || osctl_core::Error::not_found(format!("no log yet: {}", path.display()));
     let mut file = std::fs::File::open(path).map_err(|_| missing())?;
     let mut text = String::new();
     file.read_to_string(&mut text)?;

@@ -352,7 +352,7 @@ pub fn limit_set_cmd(pool: &Pool, owner: Owner, cmd: LimitSetCmd, quiet: bool) -
             let pct = cgparams::digits(&percent)
                 .filter(|p| *p > 0)
                 .ok_or_else(|| {
-                    Error::Invalid(format!(
+                    Error::invalid(format!(
                         "CPU limit {} is not a whole, positive percentage",
                         osctl_core::model::grammar::shown(&percent)
                     ))
@@ -412,7 +412,7 @@ pub fn prlimits_cmd(pool: &Pool, cmd: PrlimitsCmd, json: bool, quiet: bool) -> R
             let before = list.len();
             list.retain(|l| l.name != limit);
             if list.len() == before {
-                return Err(Error::NotFound(format!(
+                return Err(Error::not_found(format!(
                     "container '{id}' has no process limit '{}'",
                     osctl_core::model::grammar::escaped(&limit)
                 )));

@@ -151,8 +151,8 @@ impl ArchiveWriter {
 
     fn check(&self) -> Result<()> {
         if self.broken {
-            return Err(Error::Archive(
-                "the archive is incomplete after an earlier error".into(),
+            return Err(Error::archive(
+                "the archive is incomplete after an earlier error",
             ));
         }
         Ok(())
@@ -232,7 +232,7 @@ impl EntrySink<'_> {
             Ok(end) if end >= start => end,
             Ok(_) => {
                 hasher.cancel();
-                return Err(Error::Archive(format!(
+                return Err(Error::archive(format!(
                     "archive entry '{name}': the copy moved the file position backwards"
                 )));
             }
