@@ -198,6 +198,18 @@ pub fn tree_bytes(dir: &Path) -> u64 {
 mod tests {
     use super::*;
 
+    /// File bytes plus a header per entry; symlinks are not followed.
+    #[test]
+    fn tree_bytes_counts_files_and_headers() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir(d.path().join("sub")).unwrap();
+        fs::write(d.path().join("sub/a"), [0u8; 1000]).unwrap();
+        fs::write(d.path().join("b"), [0u8; 24]).unwrap();
+        std::os::unix::fs::symlink("/usr", d.path().join("link")).unwrap();
+        assert_eq!(tree_bytes(d.path()), 4 * 512 + 1024);
+        assert_eq!(tree_bytes(&d.path().join("missing")), 0);
+    }
+
     #[test]
     fn atomic_write_replaces() {
         let d = tempfile::tempdir().unwrap();
