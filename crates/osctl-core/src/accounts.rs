@@ -1,11 +1,70 @@
 //! Users (id maps) and groups of a pool.
 
+use serde::Serialize;
+
 use crate::error::{Error, Result};
 use crate::idmap::{self, IdMap, IdRange};
 use crate::model::{GroupConfig, UserConfig};
 use crate::names;
 use crate::pool::Pool;
 use crate::subid::SubIds;
+
+/// A user as `user ls` and `user show` print it.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserInfo {
+    pub pool: String,
+    pub name: String,
+    pub uid_map: Vec<String>,
+    pub gid_map: Vec<String>,
+    pub standalone: bool,
+}
+
+/// A group as `group ls` and `group show` print it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupInfo {
+    pub pool: String,
+    pub name: String,
+    /// None for `/`.
+    pub parent: Option<String>,
+    pub cgparams: Vec<serde_json::Value>,
+    pub devices: Vec<serde_json::Value>,
+}
+
+pub fn user_info(pool: &Pool, name: &str) -> Result<UserInfo> {
+    let cfg = pool.user(name)?;
+    Ok(UserInfo {
+        pool: pool.name.clone(),
+        name: name.to_string(),
+        uid_map: cfg.uid_map,
+        gid_map: cfg.gid_map,
+        standalone: cfg.standalone,
+    })
+}
+
+pub fn users(pool: &Pool) -> Result<Vec<UserInfo>> {
+    pool.user_names()?
+        .iter()
+        .map(|n| user_info(pool, n))
+        .collect()
+}
+
+pub fn group_info(pool: &Pool, path: &str) -> Result<GroupInfo> {
+    let cfg = pool.group(path)?;
+    Ok(GroupInfo {
+        pool: pool.name.clone(),
+        name: path.to_string(),
+        parent: names::group_parent(path).map(String::from),
+        cgparams: cfg.cgparams,
+        devices: cfg.devices,
+    })
+}
+
+pub fn groups(pool: &Pool) -> Result<Vec<GroupInfo>> {
+    pool.group_paths()?
+        .iter()
+        .map(|p| group_info(pool, p))
+        .collect()
+}
 
 /// Maps requested for a new user; None fields get an allocated block.
 #[derive(Debug, Default, Clone)]

@@ -18,7 +18,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::archive::compress::{CompressOptions, Compression, Encoder};
 use crate::archive::meta::{self, ArchiveFormat, ArchiveType, Metadata, StreamEncoding};
@@ -82,6 +82,17 @@ impl Default for ExportOptions {
             freeze: false,
         }
     }
+}
+
+/// What an export wrote, for its closing line.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub elapsed: Duration,
+    /// How long a consistent export kept the running container stopped (or
+    /// frozen); None when it never stopped it.
+    pub downtime: Option<Duration>,
 }
 
 /// The archive file being written: a temporary name next to the destination,
@@ -173,7 +184,8 @@ fn now() -> u64 {
 }
 
 /// Exports container `id` of `pool` into the archive `dest`.
-pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Result<()> {
+pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Result<Exported> {
+    let began = Instant::now();
     names::container_id(id)?;
     // The pool's native streams when the archive takes them, else tar.
     let native = match opts.format {
@@ -227,6 +239,8 @@ pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Resul
         runtime,
         running,
         native,
+        down_since: None,
+        downtime: None,
     };
     let written = job.write(file).and_then(|()| {
         failpoint::hit("export-before-rename");
@@ -234,6 +248,7 @@ pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Resul
     });
     let cleaned = job.clean_up();
     opts.progress.finish();
+    let downtime = job.downtime;
     let outcome = match (written, cleaned) {
         (Ok(()), Ok(())) => Ok(()),
         (Err(e), _) => Err(interrupt::explain(e)),
@@ -241,7 +256,15 @@ pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Resul
     };
     match outcome {
         // The journal goes only when everything it records was undone.
-        Ok(()) => journal.finish(),
+        Ok(()) => {
+            journal.finish()?;
+            Ok(Exported {
+                bytes: std::fs::metadata(dest).map_or(0, |m| m.len()),
+                path: dest.to_path_buf(),
+                elapsed: began.elapsed(),
+                downtime,
+            })
+        }
         Err(e) => {
             if job_is_clean(&journal) {
                 let _ = journal.finish();
@@ -267,6 +290,10 @@ struct ExportJob<'a> {
     running: bool,
     /// The pool's native streams when the archive holds them (else tar).
     native: Option<&'a dyn NativeStreams>,
+    /// When the container was last stopped or frozen, until it runs again.
+    down_since: Option<Instant>,
+    /// The time it spent stopped or frozen, in all.
+    downtime: Option<Duration>,
 }
 
 /// How many dumps the archive holds, and when the container is stopped.
@@ -330,6 +357,8 @@ struct TarDump<'a> {
     shown: &'a [(String, String)],
     snap: &'a str,
     base: Option<&'a Manifest>,
+    /// The progress step it shows.
+    step: String,
 }
 
 /// What the archive holds of the container's datasets.
@@ -489,6 +518,7 @@ impl<'a> ExportJob<'a> {
     /// Stops the running container for the last snapshot, or freezes it
     /// with `--freeze`; [`Job::start_again`] undoes either.
     fn stop_for_export(&mut self) -> Result<()> {
+        self.down_since = Some(Instant::now());
         if self.opts.freeze {
             self.progress(format!("freezing container '{}'", self.id));
             self.journal.update(|r| r.frozen = true)?;
@@ -574,6 +604,11 @@ impl<'a> ExportJob<'a> {
         self.opts.progress.step(step);
     }
 
+    /// Whether progress is drawn: estimates are worth their cost only then.
+    fn visible(&self) -> bool {
+        self.opts.progress.is_visible()
+    }
+
     fn take_snapshot(&mut self, kind: &str) -> Result<String> {
         interrupt::check()?;
         let name = format!("osctl-{kind}-{}", now());
@@ -588,16 +623,19 @@ impl<'a> ExportJob<'a> {
             self.runtime.thaw(self.id)?;
             self.journal.update(|r| r.frozen = false)?;
         }
-        if !self.journal.record().stopped {
-            return Ok(());
+        if self.journal.record().stopped {
+            self.progress(format!("starting container '{}'", self.id));
+            self.journal.update(|r| r.starting = true)?;
+            containers::start_locked(self.pool, self.id)?;
+            self.journal.update(|r| {
+                r.stopped = false;
+                r.starting = false;
+            })?;
         }
-        self.progress(format!("starting container '{}'", self.id));
-        self.journal.update(|r| r.starting = true)?;
-        containers::start_locked(self.pool, self.id)?;
-        self.journal.update(|r| {
-            r.stopped = false;
-            r.starting = false;
-        })
+        if let Some(since) = self.down_since.take() {
+            *self.downtime.get_or_insert_default() += since.elapsed();
+        }
+        Ok(())
     }
 
     fn destroy_snapshots(&mut self) -> Result<()> {
@@ -639,8 +677,25 @@ impl<'a> ExportJob<'a> {
             let route = self.route(rel)?;
             let entry = route.entry(rel, stem);
             let shown = if rel.is_empty() { "rootfs" } else { rel };
-            self.progress(format!("{stem} of {shown}"));
+            let step = format!("{stem} of {shown}");
             let ds = Dataset::new(self.id, rel);
+            if let Route::SendIntoFile { native, .. } | Route::SendThroughEncoder(native, _) = route
+            {
+                let sent = SendRequest {
+                    compressed: matches!(
+                        route,
+                        Route::SendIntoFile {
+                            compressed: true,
+                            ..
+                        }
+                    ),
+                    ..request
+                };
+                let estimate = self.visible().then(|| native.send_estimate(ds, &sent));
+                self.opts
+                    .progress
+                    .step_bytes(step.clone(), estimate.flatten());
+            }
             manifest = match route {
                 Route::Tar(compression) => {
                     let base = since.map(|s| s.1);
@@ -648,6 +703,7 @@ impl<'a> ExportJob<'a> {
                         shown: &contents.shown,
                         snap,
                         base,
+                        step,
                     };
                     self.dump_tar(w, &tar, compression, &entry)?
                 }
@@ -712,6 +768,14 @@ impl<'a> ExportJob<'a> {
         let views = self.views(tar.snap, tar.shown)?;
         let sources: Vec<DumpSource> = views.iter().map(|(source, _)| source.clone()).collect();
         let progress = &self.opts.progress;
+        // A base dump's size is about the tree's; the changes' is unknown.
+        let estimate = (tar.base.is_none() && self.visible()).then(|| {
+            sources
+                .iter()
+                .map(|s| crate::fsutil::tree_bytes(&s.dir))
+                .sum()
+        });
+        progress.step_bytes(tar.step.clone(), estimate);
         w.stream_entry(entry, |sink| {
             let mut manifest = Manifest::default();
             compress_into(sink, compression, progress, |out| {

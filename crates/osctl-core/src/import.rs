@@ -52,9 +52,19 @@ pub struct ImportOptions {
 }
 
 /// What an import made, and what the admin should be told about it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Imported {
     pub id: String,
+    pub pool: String,
+    pub user: String,
+    pub group: String,
+    /// The import created the user (else it existed).
+    pub new_user: bool,
+    /// The id map allocated for a new user whose archive brought none.
+    pub fresh_ids: Option<String>,
+    pub new_group: bool,
+    /// A clone whose hostname was its id takes the new id: (old, new).
+    pub hostname: Option<(String, String)>,
     /// One line each (e.g. the addresses a clone dropped).
     pub notes: Vec<String>,
 }
@@ -173,6 +183,7 @@ pub fn import_report(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<I
             opts,
             progress: opts.progress.clone().unwrap_or_else(Progress::hidden),
             notes: Vec::new(),
+            hostname: None,
         },
         grammar: Grammar::new(),
         stage: Stage::Head(Box::default()),
@@ -191,9 +202,10 @@ pub fn import_report(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<I
         (Err(e), _) => Err(interrupt::explain(e)),
     };
     result
-        .map(|id| Imported {
-            id,
+        .map(|imported| Imported {
             notes: std::mem::take(&mut importer.env.notes),
+            hostname: importer.env.hostname.take(),
+            ..imported
         })
         .map_err(|e| e.context(format!("cannot import {}", path.display())))
 }
@@ -211,10 +223,12 @@ struct Env<'a> {
     progress: Progress,
     /// Lines for the admin (see [`Imported`]).
     notes: Vec<String>,
+    /// A clone's hostname that followed its new id: (old, new).
+    hostname: Option<(String, String)>,
 }
 
 impl Importer<'_> {
-    fn run(&mut self, mut reader: ArchiveReader<File>) -> Result<String> {
+    fn run(&mut self, mut reader: ArchiveReader<File>) -> Result<Imported> {
         while let Some(mut entry) = reader.next_entry()? {
             let name = meta::classify(entry.name(), entry.kind())?;
             self.grammar.admit(&name, entry.name())?;
@@ -236,8 +250,9 @@ impl Importer<'_> {
         };
         match self.env.complete(&mut plan, &snapshots) {
             Ok(()) => {
+                let imported = summary(self.env.pool, &plan);
                 plan.journal.finish()?;
-                Ok(plan.id)
+                Ok(imported)
             }
             Err(e) => {
                 // Back where a failure finds what to undo.
@@ -357,6 +372,9 @@ impl Env<'_> {
             clone,
             opts.keep_addresses,
         ));
+        if clone {
+            self.hostname = rename_host(&mut container, metadata.container.as_deref(), &id);
+        }
         let lock = pool.lock_ct(&id)?;
         let decided = match self.decide(&id, &metadata, &mut container, head) {
             Ok(decided) => decided,
@@ -476,7 +494,10 @@ impl Env<'_> {
     /// system, or a native stream into its dataset.
     fn receive(&self, plan: &Plan, entry: &mut Entry<'_, File>, stream: &StreamName) -> Result<()> {
         interrupt::check()?;
-        self.progress.step(format!("receiving {}", entry.name()));
+        // Counted as read from the archive, against the entry's size.
+        let size = Some(entry.size());
+        self.progress
+            .step_bytes(format!("receiving {}", entry.name()), size);
         match stream.encoding {
             StreamEncoding::Tar => self.receive_tar(plan, entry, stream),
             StreamEncoding::Dat => {
@@ -542,11 +563,10 @@ impl Env<'_> {
         let copied = match recv.splice_target() {
             Some(stdin) if splice => entry.splice_to(stdin).map(|n| self.progress.add_bytes(n)),
             _ => {
-                let buffered = BufReader::with_capacity(1 << 20, &mut *entry);
+                let counted = self.progress.counting(&mut *entry);
+                let buffered = BufReader::with_capacity(1 << 20, counted);
                 match compress::decompressor(stream.compression, buffered) {
-                    Ok(mut input) => recv
-                        .copy_from(&mut input, |n| self.progress.add_bytes(n))
-                        .map(drop),
+                    Ok(mut input) => recv.copy_from(&mut input, |_| ()).map(drop),
                     Err(e) => Err(CopyError::Source(
                         Error::io(name.to_string(), e).with_kind(ErrorKind::Archive),
                     )),
@@ -673,6 +693,45 @@ fn container_id(metadata: &Metadata, opts: &ImportOptions) -> Result<String> {
         None => e.context("metadata.yml").with_kind(ErrorKind::Archive),
     })?;
     Ok(id)
+}
+
+/// What the committed `plan` made, for the import's closing line.
+fn summary(pool: &Pool, plan: &Plan) -> Imported {
+    let (new_user, allocated) = match &plan.user {
+        UserPlan::Create { config, .. } => (true, config.is_none()),
+        UserPlan::Existing(_) => (false, false),
+    };
+    let user = plan.user.name().to_string();
+    // An allocated block is the user's map as the commit saved it.
+    let fresh_ids = allocated
+        .then(|| pool.user(&user).ok().map(|u| u.uid_map.join(",")))
+        .flatten();
+    Imported {
+        id: plan.id.clone(),
+        pool: pool.name.clone(),
+        group: plan.group.name().to_string(),
+        new_user,
+        fresh_ids,
+        new_group: matches!(plan.group, GroupPlan::Create(_)),
+        user,
+        ..Default::default()
+    }
+}
+
+/// A clone whose hostname was its old id (as `ct new` sets it) is named after
+/// its new id, when that is a valid host name. Returns (old, new).
+fn rename_host(
+    container: &mut ContainerConfig,
+    old_id: Option<&str>,
+    new_id: &str,
+) -> Option<(String, String)> {
+    let old = container.hostname.clone()?;
+    if Some(old.as_str()) != old_id || crate::model::grammar::host_name("hostname", new_id).is_err()
+    {
+        return None;
+    }
+    container.hostname = Some(new_id.to_string());
+    Some((old, new_id.to_string()))
 }
 
 /// Refuses, saying what to do instead, a file that is plainly not an osctl

@@ -583,6 +583,16 @@ impl NativeStreams for BtrfsStorage {
         ArchiveFormat::Btrfs
     }
 
+    /// The snapshot's tree for a full stream: btrfs has no cheap count of a
+    /// subvolume's bytes without quotas, nor of an incremental stream's.
+    fn send_estimate(&self, ds: Dataset, request: &SendRequest) -> Option<u64> {
+        if request.from.is_some() {
+            return None;
+        }
+        let dir = self.existing_snapshot(ds, request.snapshot).ok()?;
+        Some(crate::fsutil::tree_bytes(&dir))
+    }
+
     /// True when btrfs-progs offers `--compressed-data`, the kernel writes send
     /// protocol 2, and new data of the dataset is compressed: by its rootfs's
     /// (root) or its own (subdataset) `compression` property, or else by the

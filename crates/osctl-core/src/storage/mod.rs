@@ -248,6 +248,13 @@ pub trait NativeStreams: Send + Sync {
     /// --compressed-data`) is available.
     fn can_send_compressed(&self, ds: Dataset) -> Result<bool>;
 
+    /// About how many bytes the stream `request` asks for holds, for
+    /// progress; None where the storage cannot tell cheaply.
+    fn send_estimate(&self, ds: Dataset, request: &SendRequest) -> Option<u64> {
+        let _ = (ds, request);
+        None
+    }
+
     /// The command writing a native stream of a dataset to its stdout.
     /// Missing snapshots are reported here, before anything runs. The caller
     /// runs it with stdout into a pipe ([`send`]) or straight into a file
