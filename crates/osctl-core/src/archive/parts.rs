@@ -153,10 +153,16 @@ impl<'a, R: Read> PartsReader<'a, R> {
                 entry.continue_hash(carried);
                 Ok(true)
             }
-            other => {
-                if other.is_some() {
-                    self.reader.keep_current();
-                }
+            // checksums.yml and snapshots.yml follow the streams: an archive
+            // that ends after a part was cut there (and the stream's
+            // consumer must not take the end of input for the stream's).
+            None => Err(Error::archive(format!(
+                "archive is truncated: it ends after part {} of '{}'",
+                self.part,
+                self.name()
+            ))),
+            Some(_) => {
+                self.reader.keep_current();
                 let hasher = self.carried.take().expect("set above");
                 self.grammar.keep_stream_digest(EntryDigest {
                     name: self.name(),
