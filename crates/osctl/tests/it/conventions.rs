@@ -439,6 +439,14 @@ fn a_consistent_export_of_a_running_container_says_its_downtime() {
 
 /// Runs osctl under a pseudo-terminal (`script`), returns what it drew.
 fn on_terminal(env: &Env, args: &[&str]) -> String {
+    let (ok, text) = on_terminal_status(env, args);
+    assert!(ok, "{text}");
+    text
+}
+
+/// [`on_terminal`] for a command that may fail: whether it succeeded, and
+/// what it drew. Runs in the test's directory (a file named `-` would show).
+fn on_terminal_status(env: &Env, args: &[&str]) -> (bool, String) {
     let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
     let mut line = quote(env!("CARGO_BIN_EXE_osctl"));
     for a in args {
@@ -453,10 +461,48 @@ fn on_terminal(env: &Env, args: &[&str]) -> String {
             script.env(name, value);
         }
     }
+    script.current_dir(env.root());
     let out = script.output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{text}");
-    text
+    (out.status.success(), text)
+}
+
+#[test]
+fn a_terminal_is_refused_as_the_archive_with_one_line() {
+    require!(is_root() && have("script"), "needs root and script(1)");
+    let env = Env::with_private_subids();
+    let rootfs = plain_rootfs(&env, "rootfs", 0);
+    env.ok(&["user", "new", "u1"]);
+    let from = rootfs.to_str().unwrap();
+    env.ok(&["ct", "new", "--user", "u1", "--from-dir", from, "c1"]);
+    // Standard output and input both the pty: nothing binary is drawn, no
+    // file named "-" is written, one line says why.
+    for (args, says) in [
+        (
+            &["ct", "export", "c1", "-"][..],
+            "standard output is a terminal",
+        ),
+        (
+            &["ct", "import", "--as-id", "c2", "-"][..],
+            "standard input is a terminal",
+        ),
+    ] {
+        let (ok, drawn) = on_terminal_status(&env, args);
+        assert!(!ok, "{args:?}: {drawn:?}");
+        let lines: Vec<&str> = drawn.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {drawn:?}");
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].contains(says),
+            "{drawn:?}"
+        );
+        assert!(!env.root().join("-").exists(), "{args:?}");
+    }
+    assert_eq!(env.state("c1"), "stopped");
+    let ids = env.json(&["ct", "ls"]);
+    assert_eq!(ids.as_array().map(Vec::len), Some(1), "{ids}");
+    // Nothing of the refused export is left to be recovered or in the way.
+    let file = env.path("c1.tar");
+    env.ok(&["ct", "export", "c1", file.to_str().unwrap()]);
 }
 
 #[test]
