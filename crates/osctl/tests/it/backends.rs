@@ -29,11 +29,11 @@ pub(crate) enum Kind {
 /// loop-mounted file system, a zpool). Its containers and users are deleted
 /// before those go away.
 pub(crate) struct Pool<'e> {
-    env: &'e Env,
+    pub(crate) env: &'e Env,
     pub(crate) name: String,
     kind: Kind,
     _fs: Option<LoopFs>,
-    _zpool: Option<TestZpool>,
+    pub(crate) _zpool: Option<TestZpool>,
 }
 
 impl<'e> Pool<'e> {
