@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::downtime;
+
+mod pipe;
 use crate::gen::{self, Dataset};
 use crate::measure::{Bench, Contender, Stats};
 use crate::osctl::Osctl;
@@ -232,6 +234,9 @@ impl Runner<'_> {
                 small_rss.1,
                 RSS_LIMIT_MIB,
             );
+        }
+        if self.has_export && self.has_import {
+            self.pipe_rows(&backend, &ct)?;
         }
         if self.has_export && main.bootable {
             self.downtime_rows(&backend, &ct, small_ct.as_ref())?;

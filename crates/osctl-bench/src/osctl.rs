@@ -22,7 +22,7 @@ pub struct CtInfo {
 }
 
 impl Osctl {
-    fn argv<I, S>(&self, pool: Option<&str>, args: I) -> Vec<OsString>
+    pub fn argv<I, S>(&self, pool: Option<&str>, args: I) -> Vec<OsString>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
