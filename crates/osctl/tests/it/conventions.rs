@@ -347,6 +347,77 @@ fn export_line(out: &str, id: &str, file: &Path) -> String {
     lines[0].to_string()
 }
 
+/// `osctl [-q] ct export c1 -` into a pipe (`Stdio::piped`) or a file.
+fn export_to_stdout(env: &Env, quiet: bool, out: std::process::Stdio) -> std::process::Output {
+    let mut cmd = env.cmd();
+    if quiet {
+        cmd.arg("-q");
+    }
+    let out = cmd
+        .args(["ct", "export", "c1", "-"])
+        .stdout(out)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    out
+}
+
+/// `osctl [-q] ct import --as-id ID -` fed `archive`.
+fn import_from_stdin(env: &Env, quiet: bool, id: &str, archive: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut cmd = env.cmd();
+    if quiet {
+        cmd.arg("-q");
+    }
+    let mut child = cmd
+        .args(["ct", "import", "--as-id", id, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(archive).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    out
+}
+
+#[test]
+fn export_and_import_through_stdio_end_with_one_line_beside_the_archive() {
+    use std::process::Stdio;
+    require!(is_root(), "needs root");
+    let env = Env::with_private_subids();
+    let rootfs = plain_rootfs(&env, "rootfs", 1);
+    env.ok(&["user", "new", "u1"]);
+    let from = rootfs.to_str().unwrap();
+    env.ok(&["ct", "new", "--user", "u1", "--from-dir", from, "c1"]);
+    let shown = Path::new("standard output");
+    // A pipe: the archive alone on stdout, the closing line on stderr.
+    let out = export_to_stdout(&env, false, Stdio::piped());
+    let line = export_line(&String::from_utf8_lossy(&out.stderr), "c1", shown);
+    assert!(out.stdout.starts_with(b"metadata.yml"), "{line}");
+    let archive = out.stdout;
+    // A file: the same, its size counted from where it was written.
+    let file = env.path("c1.tar");
+    let out = export_to_stdout(&env, false, std::fs::File::create(&file).unwrap().into());
+    let line = export_line(&String::from_utf8_lossy(&out.stderr), "c1", shown);
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(line.contains(" MiB in ") && size > 1 << 20, "{line}");
+    let out = export_to_stdout(&env, true, Stdio::piped());
+    assert!(out.stderr.is_empty() && !out.stdout.is_empty(), "{out:?}");
+    // The import's line on stdout, as from a file; -q: nothing at all.
+    let out = import_from_stdin(&env, false, "c2", &archive);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.starts_with("imported container 'c2' into pool 'default'")
+            && said.lines().count() == 1,
+        "{said}"
+    );
+    let out = import_from_stdin(&env, true, "c3", &archive);
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+}
+
 #[test]
 fn export_and_import_end_with_one_line_that_q_silences() {
     require!(is_root(), "needs root");
