@@ -28,6 +28,7 @@ pub mod progress;
 pub mod recovery;
 pub mod resources;
 pub mod runtime;
+pub mod send;
 pub mod storage;
 pub mod subid;
 mod tarblock;

@@ -82,6 +82,12 @@ enum Top {
     /// Archives: look inside or check one without importing it
     #[command(subcommand)]
     Archive(ArchiveCmd),
+    /// This host's key for sending containers to other hosts
+    #[command(subcommand)]
+    Send(crate::send_cli::SendCmd),
+    /// Receiving containers from other hosts
+    #[command(subcommand)]
+    Receive(crate::send_cli::ReceiveCmd),
     /// Run by LXC when a routed veth comes up (not for people)
     #[command(name = "veth-up-hook", hide = true)]
     VethUpHook {
@@ -328,6 +334,8 @@ enum CtCmd {
     /// Network interfaces: bridged or routed veth pairs
     #[command(subcommand, visible_alias = "net")]
     Netif(crate::netif_cli::NetifCmd),
+    /// Move the container to another host over SSH, in rounds
+    Send(crate::send_cli::CtSendCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -434,6 +442,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Top::Ct(c) => return ct_cmd(&ctx, c),
         Top::Archive(c) => archive_cmd(&ctx, c)?,
         Top::VethUpHook { args } => osctl_core::netif::veth_up_hook(&args)?,
+        Top::Send(c) => crate::send_cli::send_cmd(&ctx.host, c)?,
+        Top::Receive(c) => crate::send_cli::receive_cmd(&ctx.host, ctx.json, c)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -808,6 +818,7 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
                 trusted,
                 keep_addresses,
                 progress: Some(Progress::new(!ctx.quiet)),
+                ..Default::default()
             };
             let imported = import::import_report(&pool, &file, &opts)?;
             for note in &imported.notes {
@@ -819,6 +830,7 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
         }
         CtCmd::Dataset(cmd) => dataset_cmd(ctx, &pool, cmd)?,
         CtCmd::Netif(cmd) => crate::netif_cli::run(&pool, ctx.json, cmd)?,
+        CtCmd::Send(cmd) => crate::send_cli::ct_send_cmd(&pool, &ctx.host, ctx.quiet, cmd)?,
     }
     Ok(ExitCode::SUCCESS)
 }

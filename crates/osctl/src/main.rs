@@ -6,6 +6,7 @@ mod output;
 mod cli;
 mod netif_cli;
 mod resources_cli;
+mod send_cli;
 
 use std::process::ExitCode;
 

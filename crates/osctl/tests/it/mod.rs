@@ -12,4 +12,5 @@ mod netif;
 mod original;
 mod rawtar;
 mod resources;
+mod send;
 mod support;
