@@ -197,15 +197,15 @@ pub fn config(pool: &Pool, host: &Host, id: &str, dest: &str, opts: &SendOptions
     locked(pool, id, || {
         let cfg = pool.ct(id)?;
         let mut log = match read_log(pool, id)?.filter(|l| l.role == "source") {
-            Some(log) if log.dest.as_deref() != Some(dest) => {
+            Some(log) if !log.state.is_empty() && log.dest.as_deref() != Some(dest) => {
                 return Err(Error::refused(format!(
                     "container '{id}' is being sent to {}: cancel that first",
                     log.dest.unwrap_or_default()
                 )))
             }
             Some(log) if !log.state.is_empty() => return Ok(()),
-            Some(log) => log,
-            None => SendLog {
+            // Not staged yet: this attempt's options count.
+            _ => SendLog {
                 role: "source".into(),
                 dest: Some(dest.to_string()),
                 target_id: Some(opts.as_id.clone().unwrap_or_else(|| id.to_string())),

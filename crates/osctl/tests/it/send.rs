@@ -246,3 +246,265 @@ fn dir_step_by_step_carries_every_change_and_stages_until_the_cutover() {
     let cfg = std::fs::read_to_string(h.dst.root().join("pools/default/conf/ct/web.yml")).unwrap();
     assert!(!cfg.contains("send_log"), "{cfg}");
 }
+
+impl Sshd {
+    /// Stops sshd (the target is unreachable) until [`Sshd::restart`].
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The same sshd again: same host key, config and port.
+    fn restart(&mut self) {
+        let dir = self._dir.path();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("sshd.log"))
+            .unwrap();
+        self.child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(dir.join("sshd_config"))
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let port = self.port;
+        assert!(wait_until(10, || TcpStream::connect(("127.0.0.2", port)).is_ok()));
+    }
+}
+
+impl Hosts {
+    fn send_env(&self, env: (&str, &str), args: &[&str]) -> std::process::Output {
+        let dest = self.sshd.dest();
+        let args: Vec<&str> = args
+            .iter()
+            .map(|a| if *a == "{dest}" { dest.as_str() } else { a })
+            .collect();
+        let mut full = vec!["ct", "send"];
+        full.extend_from_slice(&args);
+        self.src
+            .cmd()
+            .env(env.0, env.1)
+            .args(&full)
+            .output()
+            .unwrap()
+    }
+
+    fn dst_users(&self) -> Vec<String> {
+        let list = self.dst.json(&["user", "ls"]);
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+#[test]
+fn every_authorization_case_gets_one_line_and_changes_nothing() {
+    require!(can_send(), "needs root, LXC, busybox and sshd");
+    let h = Hosts::new();
+    running_ct(&h, "web");
+    // No key authorized: sshd itself refuses.
+    let e = h.send_fails(&["config", "web", "{dest}"]);
+    assert!(e.contains("Permission denied"), "{e}");
+    assert!(h.dst_ids().is_empty());
+    // Two entries of one key, told apart by passphrase.
+    h.authorize(
+        "other",
+        &[
+            "--from",
+            "127.0.0.1",
+            "--passphrase",
+            "p1",
+            "--ctid",
+            "other",
+        ],
+    );
+    h.authorize(
+        "once",
+        &[
+            "--from",
+            "127.0.0.1",
+            "--passphrase",
+            "p2",
+            "--ctid",
+            "web",
+            "--single-use",
+        ],
+    );
+    let e = h.send_fails(&["config", "--passphrase", "nope", "web", "{dest}"]);
+    assert!(e.contains("wrong passphrase"), "{e}");
+    let e = h.send_fails(&["config", "--passphrase", "p1", "web", "{dest}"]);
+    assert!(e.contains("may send only container 'other'"), "{e}");
+    // From 127.0.0.3, which both entries' from= exclude: sshd refuses.
+    let from3 = h.send_env(
+        ("OSCTL_SSH_OPTIONS", "-b 127.0.0.3"),
+        &["config", "--passphrase", "p2", "web", "{dest}"],
+    );
+    assert_eq!(from3.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&from3.stderr);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("Permission denied"), "{e}");
+    assert!(h.dst_ids().is_empty() && h.dst_users().is_empty());
+    // The right passphrase from the right address: the send completes, and
+    // the single-use entry is gone with it.
+    h.send_ok(&["--passphrase", "p2", "web", "{dest}"]);
+    assert_eq!(h.dst_ids(), ["web"]);
+    let names: Vec<String> = h
+        .dst
+        .json(&["receive", "authorized-keys", "ls"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["other"]);
+    // Spent: the same passphrase is refused now.
+    running_ct(&h, "web3");
+    let e = h.send_fails(&["config", "--passphrase", "p2", "web3", "{dest}"]);
+    assert!(e.contains("wrong passphrase"), "{e}");
+    assert_eq!(h.dst_ids(), ["web"]);
+}
+
+#[test]
+fn one_shot_clone_keeps_the_source_running_and_the_copy_is_its_own() {
+    require!(can_send(), "needs root, LXC, busybox and sshd");
+    let h = Hosts::new();
+    h.authorize("src", &[]);
+    let live = running_ct(&h, "web");
+    write(&live, "root/x", "cloned");
+    let out = h.send_ok(&["--clone", "--as-id", "web2", "web", "{dest}"]);
+    assert!(out.contains("down for"), "{out}");
+    assert_eq!(h.src.state("web"), "running");
+    assert_eq!(h.dst_ids(), ["web2"]);
+    assert_eq!(h.dst.state("web2"), "running");
+    assert_eq!(
+        read(&h.dst.rootfs_of("web2"), "root/x").as_deref(),
+        Some("cloned")
+    );
+    // No send under way on either side: a new one may start.
+    let cfg = std::fs::read_to_string(h.src.root().join("pools/default/conf/ct/web.yml")).unwrap();
+    assert!(!cfg.contains("send_log"), "{cfg}");
+}
+
+#[test]
+fn cancel_at_every_step_leaves_nothing_on_the_target() {
+    require!(can_send(), "needs root, LXC, busybox and sshd");
+    let h = Hosts::new();
+    h.authorize("src", &[]);
+    running_ct(&h, "web");
+    let steps: [&[&str]; 4] = [
+        &["config"],
+        &["config", "rootfs"],
+        &["config", "rootfs", "sync"],
+        &["config", "rootfs", "state"],
+    ];
+    for steps in steps {
+        for step in steps {
+            match *step {
+                "config" => h.send_ok(&["config", "web", "{dest}"]),
+                other => h.send_ok(&[other, "web"]),
+            };
+        }
+        h.send_ok(&["cancel", "web"]);
+        assert!(h.dst_ids().is_empty(), "after {steps:?}");
+        assert!(h.dst_users().is_empty(), "after {steps:?}");
+        let spool = h.dst.root().join("pools/default/state/receive/web");
+        assert!(!spool.exists(), "after {steps:?}");
+        assert_eq!(h.src.state("web"), "running", "after {steps:?}");
+    }
+}
+
+#[test]
+fn an_unreachable_target_fails_a_step_which_then_succeeds() {
+    require!(can_send(), "needs root, LXC, busybox and sshd");
+    let mut h = Hosts::new();
+    h.authorize("src", &[]);
+    let live = running_ct(&h, "web");
+    h.send_ok(&["config", "web", "{dest}"]);
+    h.send_ok(&["rootfs", "web"]);
+    write(&live, "root/late", "arrives");
+    h.sshd.stop();
+    let e = h.send_fails(&["state", "web"]);
+    assert!(e.contains("127.0.0.2"), "{e}");
+    // The cutover stopped the source, then failed: the source runs again.
+    assert_eq!(h.src.state("web"), "running");
+    h.sshd.restart();
+    h.send_ok(&["state", "web"]);
+    assert_eq!(h.src.state("web"), "stopped");
+    assert_eq!(h.dst.state("web"), "running");
+    assert_eq!(
+        read(&h.dst.rootfs_of("web"), "root/late").as_deref(),
+        Some("arrives")
+    );
+    h.send_ok(&["cleanup", "web"]);
+}
+
+/// Kills the `ssh` children of `osctl` once the target's spool of `round`
+/// holds some of it; returns the bytes it held.
+fn cut_connection(h: &Hosts, mut osctl: Child, round: u32) -> u64 {
+    let spool = h
+        .dst
+        .root()
+        .join(format!("pools/default/state/receive/web/round-{round}"));
+    let size = || std::fs::metadata(&spool).map_or(0, |m| m.len());
+    assert!(
+        wait_until(60, || size() > (1 << 20)),
+        "the round never reached the target"
+    );
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let Some((comm, rest)) = stat.split_once(") ") else {
+            continue;
+        };
+        let ppid: u32 = rest
+            .split(' ')
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        if ppid == osctl.id() && comm.ends_with("(ssh") {
+            let pid: i32 = entry.file_name().to_string_lossy().parse().unwrap();
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let out = osctl.wait().unwrap();
+    assert!(!out.success(), "the step ended before the cut");
+    size()
+}
+
+#[test]
+fn a_connection_cut_mid_round_resumes_where_it_stopped() {
+    require!(can_send(), "needs root, LXC, busybox and sshd");
+    let h = Hosts::new();
+    h.authorize("src", &[]);
+    let rootfs = h.src.noisy_rootfs("rootfs-web", 256);
+    h.src.ct_from("web", &rootfs);
+    h.src.ok(&["ct", "start", "web"]);
+    let live = h.src.rootfs_of("web");
+    h.send_ok(&["config", "web", "{dest}"]);
+    let spawn = |step: &str| {
+        h.src
+            .cmd()
+            .args(["ct", "send", step, "web"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let held = cut_connection(&h, spawn("rootfs"), 1);
+    let out = h.send_ok(&["rootfs", "web"]);
+    assert!(
+        out.contains("round 1:") && out.contains("resumed"),
+        "held {held}: {out}"
+    );
+    // The same in a sync, with 128 MiB more.
+    let noise = std::fs::read(live.join("root/noise")).unwrap();
+    std::fs::write(live.join("root/more"), &noise[..128 << 20]).unwrap();
+    cut_connection(&h, spawn("sync"), 2);
+    let out = h.send_ok(&["sync", "web"]);
+    assert!(out.contains("round 2:") && out.contains("resumed"), "{out}");
+    h.send_ok(&["state", "web"]);
+    let there = h.dst.rootfs_of("web");
+    assert!(std::fs::read(there.join("root/noise")).unwrap() == noise);
+    assert!(std::fs::read(there.join("root/more")).unwrap()[..] == noise[..128 << 20]);
+    h.send_ok(&["cleanup", "web"]);
+}
