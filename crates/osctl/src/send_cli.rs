@@ -67,6 +67,9 @@ pub enum AuthKeysCmd {
         /// Removed after one completed send
         #[arg(long)]
         single_use: bool,
+        /// Import what this key sends as `ct import --trusted` does
+        #[arg(long)]
+        trusted: bool,
     },
     /// List the allowed keys
     Ls,
@@ -176,6 +179,7 @@ fn auth_keys_cmd(host: &Host, json: bool, cmd: AuthKeysCmd) -> Result<()> {
             ctid,
             passphrase,
             single_use,
+            trusted,
         } => {
             let mut line = String::new();
             std::io::stdin().take(64 << 10).read_to_string(&mut line)?;
@@ -194,6 +198,7 @@ fn auth_keys_cmd(host: &Host, json: bool, cmd: AuthKeysCmd) -> Result<()> {
                 ctid,
                 passphrase_sha256: passphrase.as_deref().map(keys::passphrase_digest),
                 single_use,
+                trusted,
             })?;
             db.save(&keys::receive_command()?)?;
         }
@@ -204,7 +209,8 @@ fn auth_keys_cmd(host: &Host, json: bool, cmd: AuthKeysCmd) -> Result<()> {
                 .iter()
                 .map(|e| {
                     json!({"name": e.name, "key": e.key, "from": e.from, "ctid": e.ctid,
-                       "passphrase": e.passphrase_sha256.is_some(), "single_use": e.single_use})
+                       "passphrase": e.passphrase_sha256.is_some(), "single_use": e.single_use,
+                       "trusted": e.trusted})
                 })
                 .collect();
             if json {

@@ -103,6 +103,9 @@ pub struct AuthorizedKey {
     pub passphrase_sha256: Option<String>,
     #[serde(default)]
     pub single_use: bool,
+    /// Its containers are imported as with `ct import --trusted`.
+    #[serde(default)]
+    pub trusted: bool,
 }
 
 impl AuthorizedKey {
@@ -367,6 +370,7 @@ mod tests {
             ctid: None,
             passphrase_sha256: pass.map(passphrase_digest),
             single_use: false,
+            trusted: false,
         };
         let text = render(
             &[e("a", Some("x"), Some("1.2.3.4")), e("b", Some("y"), None)],

@@ -189,6 +189,7 @@ fn config(pool: &Pool, req: &Request, entry: &AuthorizedKey, stdin: &mut dyn Rea
     let opts = ImportOptions {
         as_id: Some(id.to_string()),
         force_clone: req.clone,
+        trusted: entry.trusted,
         set_extra: vec![(LOG_KEY.to_string(), staged)],
         ..Default::default()
     };
@@ -271,7 +272,7 @@ fn round(pool: &Pool, req: &Request, entry: &AuthorizedKey, stdin: &mut dyn Read
             "round {n} of container '{id}' does not match its size and digest"
         )));
     }
-    let policy = FilePolicy::for_import(max_id(pool, id)?, false);
+    let policy = FilePolicy::for_import(max_id(pool, id)?, entry.trusted);
     let applied = rounds::apply(pool, id, &spool, policy);
     fsutil::remove_file_if_exists(&spool)?;
     applied.map_err(|e| e.context(format!("round {n} of container '{id}'")))?;

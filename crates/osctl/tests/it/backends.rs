@@ -19,7 +19,7 @@ use super::support::{
 use crate::require;
 
 #[derive(Clone, Copy, PartialEq, Debug)]
-enum Kind {
+pub(crate) enum Kind {
     Dir,
     Btrfs,
     Zfs,

@@ -8,6 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use crate::it::backends::Kind;
 use crate::it::support::{can_run_containers, have, wait_until, Env};
 use crate::require;
 
@@ -507,4 +508,136 @@ fn a_connection_cut_mid_round_resumes_where_it_stopped() {
     assert!(std::fs::read(there.join("root/noise")).unwrap() == noise);
     assert!(std::fs::read(there.join("root/more")).unwrap()[..] == noise[..128 << 20]);
     h.send_ok(&["cleanup", "web"]);
+}
+
+/// What holds the pools of a backend test (one zpool for both: a test
+/// process has one zpool at a time); dropped after the hosts.
+struct Stores {
+    _zpool: Option<testkit::zpool::TestZpool>,
+    _fs: Vec<testkit::loopfs::LoopFs>,
+    /// `pool install` arguments of the source's pool and the target's.
+    install: [Vec<String>; 2],
+}
+
+impl Stores {
+    fn new(kinds: [Kind; 2], dir: &Path) -> Option<Stores> {
+        let zpool = match kinds.contains(&Kind::Zfs) {
+            true => Some(testkit::zpool::TestZpool::create(1024)?),
+            false => None,
+        };
+        let mut fs = Vec::new();
+        let mut install = [Vec::new(), Vec::new()];
+        for (i, kind) in kinds.iter().enumerate() {
+            let args: Vec<String> = match kind {
+                Kind::Dir => vec![
+                    "--path".into(),
+                    dir.join(format!("pool{i}")).to_string_lossy().into(),
+                ],
+                Kind::Btrfs => {
+                    let f = testkit::loopfs::LoopFs::new("btrfs", 1024, "compress=zstd")?;
+                    let path = f.path().join("pool").to_string_lossy().into_owned();
+                    fs.push(f);
+                    vec!["--path".into(), path]
+                }
+                Kind::Zfs => vec!["--dataset".into(), zpool.as_ref()?.ds(&format!("pool{i}"))],
+            };
+            let backend = format!("{kind:?}").to_lowercase();
+            install[i] = ["pool", "install", "--backend", &backend]
+                .iter()
+                .map(|s| s.to_string())
+                .chain(args)
+                .collect();
+        }
+        Some(Stores {
+            _zpool: zpool,
+            _fs: fs,
+            install,
+        })
+    }
+}
+
+/// Step by step from a pool of `from` to one of `to`, files written between
+/// the steps all arriving.
+fn send_between(from: Kind, to: Kind) {
+    let scratch = tempfile::tempdir().unwrap();
+    let Some(stores) = Stores::new([from, to], scratch.path()) else {
+        eprintln!("SKIPPED: no {from:?} or {to:?} pool here");
+        return;
+    };
+    let h = Hosts::new();
+    for (env, args, name) in [
+        (&h.src, &stores.install[0], "source"),
+        (&h.dst, &stores.install[1], "target"),
+    ] {
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        args.push(name);
+        env.ok(&args);
+    }
+    // zfs-fuse runs only privileged containers, which need trust.
+    h.authorize("src", &["--trusted"]);
+    let rootfs = h.src.busybox_rootfs("rootfs-web");
+    h.src.ok(&["--pool", "source", "user", "new", "u1"]);
+    let path = rootfs.to_str().unwrap();
+    let mut new = vec![
+        "--pool",
+        "source",
+        "ct",
+        "new",
+        "--user",
+        "u1",
+        "--from-dir",
+        path,
+        "web",
+    ];
+    if from == Kind::Zfs {
+        new.insert(4, "--privileged");
+    }
+    h.src.ok(&new);
+    h.src.ok(&["--pool", "source", "ct", "start", "web"]);
+    let show = h.src.json(&["--pool", "source", "ct", "show", "web"]);
+    let live = PathBuf::from(show["rootfs"].as_str().unwrap());
+    write(&live, "root/a", "first");
+    h.send_ok(&[
+        "config",
+        "--pool",
+        "source",
+        "--to-pool",
+        "target",
+        "web",
+        "{dest}",
+    ]);
+    h.send_ok(&["rootfs", "--pool", "source", "web"]);
+    write(&live, "root/b", "second");
+    h.send_ok(&["sync", "--pool", "source", "web"]);
+    std::fs::remove_file(live.join("root/a")).unwrap();
+    write(&live, "root/c", "third");
+    h.send_ok(&["state", "--pool", "source", "web"]);
+    h.send_ok(&["cleanup", "--pool", "source", "web"]);
+    let show = h.dst.json(&["--pool", "target", "ct", "show", "web"]);
+    assert_eq!(show["state"], "running");
+    let there = PathBuf::from(show["rootfs"].as_str().unwrap());
+    assert_eq!(read(&there, "root/a"), None);
+    assert_eq!(read(&there, "root/b").as_deref(), Some("second"));
+    assert_eq!(read(&there, "root/c").as_deref(), Some("third"));
+    assert_eq!(read(&there, "etc/hostname").as_deref(), Some("busybox\n"));
+    drop(h);
+    drop(stores);
+}
+
+#[test]
+fn zfs_to_dir() {
+    require!(can_send(), "needs root, LXC, busybox and sshd");
+    send_between(Kind::Zfs, Kind::Dir);
+}
+
+#[test]
+fn zfs_to_zfs() {
+    require!(can_send(), "needs root, LXC, busybox and sshd");
+    send_between(Kind::Zfs, Kind::Zfs);
+}
+
+#[test]
+fn btrfs_to_btrfs() {
+    require!(can_send(), "needs root, LXC, busybox and sshd");
+    send_between(Kind::Btrfs, Kind::Btrfs);
 }
