@@ -641,3 +641,80 @@ fn btrfs_to_btrfs() {
     require!(can_send(), "needs root, LXC, busybox and sshd");
     send_between(Kind::Btrfs, Kind::Btrfs);
 }
+
+impl Hosts {
+    /// Runs `receive REQUEST` on the target with the source's key, as a
+    /// hostile source would (ssh by hand), with `input` as its stdin.
+    fn raw_request(&self, request: &str, input: &[u8]) -> std::process::Output {
+        let key = self.src.ok(&["send", "key", "path", "private"]);
+        let known = self.src.root().join("send/known_hosts");
+        let mut child = Command::new("ssh")
+            .args(["-i", key.trim(), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new"])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", known.display()))
+            .args(["-p", &self.sshd.port.to_string(), "root@127.0.0.2", request])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+/// A zstd tar of `dir` with every owner set to `uid`, made by GNU tar.
+fn hostile_round(dir: &Path, uid: u32) -> Vec<u8> {
+    let tar = Command::new("tar")
+        .args(["--numeric-owner", &format!("--owner={uid}"), "--group=0", "-cf", "-", "-C"])
+        .arg(dir)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let mut zstd = Command::new("zstd").args(["-q", "-c"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    zstd.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
+    zstd.wait_with_output().unwrap().stdout
+}
+
+#[test]
+fn the_target_judges_what_a_hostile_source_sends_as_an_import_does() {
+    require!(can_send(), "needs root, LXC, busybox and sshd");
+    let h = Hosts::new();
+    h.authorize("src", &[]);
+    running_ct(&h, "web");
+    h.send_ok(&["config", "web", "{dest}"]);
+    h.send_ok(&["rootfs", "web"]);
+    let there = h.dst.rootfs_of("web");
+    // A request outside the grammar changes nothing.
+    let out = h.raw_request("receive cancel web; touch /tmp/x", b"");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("request refused"));
+    assert_eq!(h.dst_ids(), ["web"]);
+    // A round whose files belong to ids outside the container's map.
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "evil", "owned by someone else");
+    let round = hostile_round(dir.path(), 4_000_000);
+    let sha = sha256_hex(&round);
+    let request = format!("receive round web 2 {} {sha} 0", round.len());
+    let out = h.raw_request(&request, &round);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("round 2 of container 'web'"), "{stderr}");
+    assert_eq!(read(&there, "evil"), None);
+    // The send goes on as if the round never came.
+    let status = h.raw_request("receive status web", b"");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["round"], 1);
+    assert_eq!(status["spooled"], 0);
+    h.send_ok(&["state", "web"]);
+    h.send_ok(&["cleanup", "web"]);
+    assert_eq!(h.dst.state("web"), "running");
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let mut child = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+}
