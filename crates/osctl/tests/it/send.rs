@@ -97,11 +97,14 @@ struct Hosts {
 
 impl Hosts {
     fn new() -> Hosts {
-        // The target's subordinate ids are its own copy of /etc's, taken
-        // before the source's user exists: a host that never saw it. The
-        // source's lines stay in /etc, where newuidmap finds them for the
-        // copy started on the target too (the same ids).
+        // The target's subordinate-id files are its own, and empty: a host
+        // that never saw the source's users (parallel tests come and go in
+        // /etc's). The source's lines stay in /etc, where newuidmap finds
+        // them for the copy started on the target too (the same ids).
         let dst = Env::with_private_subids();
+        let subuid = dst.subuid_file();
+        std::fs::write(&subuid, "").unwrap();
+        std::fs::write(subuid.with_file_name("subgid"), "").unwrap();
         let src = Env::new();
         src.ok(&["send", "key", "gen"]);
         // The target's pool first: the receive command runs with its state.
@@ -649,7 +652,14 @@ impl Hosts {
         let key = self.src.ok(&["send", "key", "path", "private"]);
         let known = self.src.root().join("send/known_hosts");
         let mut child = Command::new("ssh")
-            .args(["-i", key.trim(), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new"])
+            .args([
+                "-i",
+                key.trim(),
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=accept-new",
+            ])
             .arg("-o")
             .arg(format!("UserKnownHostsFile={}", known.display()))
             .args(["-p", &self.sshd.port.to_string(), "root@127.0.0.2", request])
@@ -666,13 +676,25 @@ impl Hosts {
 /// A zstd tar of `dir` with every owner set to `uid`, made by GNU tar.
 fn hostile_round(dir: &Path, uid: u32) -> Vec<u8> {
     let tar = Command::new("tar")
-        .args(["--numeric-owner", &format!("--owner={uid}"), "--group=0", "-cf", "-", "-C"])
+        .args([
+            "--numeric-owner",
+            &format!("--owner={uid}"),
+            "--group=0",
+            "-cf",
+            "-",
+            "-C",
+        ])
         .arg(dir)
         .arg(".")
         .output()
         .unwrap();
     assert!(tar.status.success());
-    let mut zstd = Command::new("zstd").args(["-q", "-c"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut zstd = Command::new("zstd")
+        .args(["-q", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     zstd.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
     zstd.wait_with_output().unwrap().stdout
 }
@@ -713,8 +735,16 @@ fn the_target_judges_what_a_hostile_source_sends_as_an_import_does() {
 }
 
 fn sha256_hex(data: &[u8]) -> String {
-    let mut child = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     child.stdin.take().unwrap().write_all(data).unwrap();
     let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
