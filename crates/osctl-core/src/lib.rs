@@ -26,6 +26,7 @@ pub mod netif;
 pub mod pool;
 pub mod progress;
 pub mod recovery;
+pub mod repack;
 pub mod resources;
 pub mod runtime;
 pub mod send;

@@ -20,6 +20,7 @@ use osctl_core::inspect;
 use osctl_core::pool::Pool;
 use osctl_core::progress::Progress;
 use osctl_core::recovery;
+use osctl_core::repack;
 use osctl_core::storage::Backend;
 use osctl_core::yaml;
 
@@ -103,6 +104,16 @@ enum ArchiveCmd {
     /// Check an archive's structure, streams and checksums without importing it
     /// ("-": standard input)
     Verify { file: PathBuf },
+    /// Turn an archive written to a pipe (streams in parts) into the single-entry
+    /// layout vpsAdminOS's osctl reads ("-": standard input, or standard output
+    /// when it is a file)
+    Repack {
+        /// Overwrite OUT if it exists
+        #[arg(long)]
+        force: bool,
+        input: PathBuf,
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -305,7 +316,11 @@ enum CtCmd {
         /// power cut)
         #[arg(long, conflicts_with_all = ["no_consistent", "single_layer"])]
         freeze: bool,
+        /// Largest part of a stream written to a pipe, in bytes
+        #[arg(long, hide = true, default_value_t = osctl_core::archive::parts::DEFAULT_PART)]
+        part_size: u64,
         id: String,
+        /// The archive file; "-": standard output (a file, or a pipe: streams in parts)
         file: PathBuf,
     },
     /// Create a container from an archive
@@ -325,6 +340,11 @@ enum CtCmd {
         /// A clone (--as-id) keeps the addresses of its network interfaces
         #[arg(long)]
         keep_addresses: bool,
+        /// A user the import creates keeps the archive's id maps even where they
+        /// overlap ids given out here (needs --trusted then) instead of a fresh block
+        #[arg(long)]
+        keep_map: bool,
+        /// The archive file; "-": standard input (a file or a pipe)
         file: PathBuf,
     },
     /// Subdatasets of a container (zfs, btrfs), each with its own private/, shown
@@ -781,6 +801,7 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
             force,
             stop_timeout,
             freeze,
+            part_size,
             id,
             file,
         } => {
@@ -800,8 +821,13 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
                 progress: Progress::new(!ctx.quiet),
                 stop_timeout: Duration::from_secs(stop_timeout),
                 freeze,
+                part_size,
             };
-            export::export(&pool, &id, &file, &opts)?;
+            if file.as_os_str() == "-" {
+                export::export_to_stdout(&pool, &id, &opts)?;
+            } else {
+                export::export(&pool, &id, &file, &opts)?;
+            }
         }
         CtCmd::Import {
             as_id,
@@ -809,6 +835,7 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
             as_group,
             trusted,
             keep_addresses,
+            keep_map,
             file,
         } => {
             let opts = ImportOptions {
@@ -817,10 +844,15 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
                 as_group,
                 trusted,
                 keep_addresses,
+                keep_map,
                 progress: Some(Progress::new(!ctx.quiet)),
                 ..Default::default()
             };
-            let imported = import::import_report(&pool, &file, &opts)?;
+            let imported = if file.as_os_str() == "-" {
+                import::import_stdin(&pool, &opts)?
+            } else {
+                import::import_report(&pool, &file, &opts)?
+            };
             for note in &imported.notes {
                 eprintln!("osctl: {note}");
             }
@@ -889,6 +921,14 @@ fn archive_cmd(ctx: &Ctx, cmd: ArchiveCmd) -> Result<()> {
             }
             outln!("{}", report.verdict(&file.to_string_lossy()));
             Ok(())
+        }
+        ArchiveCmd::Repack { force, input, out } => {
+            let input = match stdin(&input) {
+                true => repack::Input::Stdin,
+                false => repack::Input::Path(input),
+            };
+            let out = (!stdin(&out)).then_some(out);
+            Ok(repack::repack_cmd(input, out.as_deref(), force)?)
         }
     }
 }

@@ -271,6 +271,7 @@ fn config_archive(
         datasets: Vec::new(),
         exported_at: now(),
         checksums: Some(DigestAlgorithm::CURRENT),
+        part_size: None,
     };
     w.add_file(meta::METADATA, metadata.to_yaml()?.as_bytes())?;
     w.add_dir(meta::CONFIG_DIR)?;

@@ -13,4 +13,5 @@ mod original;
 mod rawtar;
 mod resources;
 mod send;
+mod streams;
 mod support;
