@@ -868,6 +868,48 @@ impl Runner<'_> {
         Ok((export, import))
     }
 
+    /// `ct export --freeze` of the running container: the longest pause its
+    /// own ticker saw, against the target (0.3 s with snapshots, 0.5 s on
+    /// dir, where the last incremental dump runs frozen).
+    fn freeze_row(&mut self, b: &Backend, c: &Ct, out: &Path) -> Result<()> {
+        let name = b.kind.name();
+        let runs = downtime::measure_freeze(
+            &self.osctl,
+            &b.pool,
+            &c.id,
+            out,
+            self.cfg.runs,
+            &self.bench.logs,
+        )?;
+        let gaps: Vec<f64> = runs.iter().map(|r| r.longest_gap).collect();
+        let totals: Vec<f64> = runs.iter().map(|r| r.total).collect();
+        let target = if b.kind == Kind::Dir { 0.5 } else { 0.3 };
+        let gap = med(&gaps);
+        self.report.push(
+            name,
+            format!(
+                "export --freeze at {}, 1 MiB changed: longest pause seen inside",
+                c.data.name
+            ),
+            [
+                format!("{gap:.3} s"),
+                format!(
+                    "runs: pause {}; export {}",
+                    secs_list(&gaps),
+                    secs_list(&totals)
+                ),
+                "—".into(),
+                format!("≤ {target} s"),
+            ],
+            if gap <= target {
+                Verdict::Pass
+            } else {
+                Verdict::Fail
+            },
+        );
+        Ok(())
+    }
+
     fn downtime_rows(&mut self, b: &Backend, ct: &Ct, small: Option<&Ct>) -> Result<()> {
         let name = b.kind.name();
         let out = self
@@ -886,6 +928,7 @@ impl Runner<'_> {
                 &self.bench.logs,
             )?;
             per_size.push((c.data.name, stats));
+            self.freeze_row(b, c, &out)?;
         }
         for (size, st) in &per_size {
             let downtime: Vec<f64> = st.exports.iter().map(|e| e.downtime).collect();

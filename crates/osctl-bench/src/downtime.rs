@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::bench::export_args;
-use crate::gen::CHURN_NAME;
+use crate::gen::{CHURN_NAME, TICKS_FILE};
 use crate::osctl::Osctl;
 use crate::sys;
 
@@ -243,9 +243,95 @@ pub fn measure(
     Ok(stats)
 }
 
+/// One `ct export --freeze`, as the container's ticker saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct FreezeTimes {
+    /// The whole `osctl ct export --freeze`.
+    pub total: f64,
+    /// The longest time between two notes of the ticker during the export.
+    pub longest_gap: f64,
+}
+
+/// The kernel's uptime in seconds: the clock the container's ticker reads.
+fn uptime() -> Result<f64> {
+    let text = fs::read_to_string("/proc/uptime")?;
+    parse_uptime(&text).context("unexpected /proc/uptime")
+}
+
+fn parse_uptime(line: &str) -> Option<f64> {
+    line.split_whitespace().next()?.parse().ok()
+}
+
+/// The longest time between two of the ticker's notes in `[start, end]`,
+/// counting the edges of the window: a pause that covers the export's start
+/// or end counts too. Notes outside the window are ignored.
+pub fn longest_gap(ticks: &[f64], start: f64, end: f64) -> f64 {
+    let inside = ticks.iter().copied().filter(|t| (start..=end).contains(t));
+    let times: Vec<f64> = std::iter::once(start)
+        .chain(inside)
+        .chain(std::iter::once(end))
+        .collect();
+    times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max)
+}
+
+/// Times `runs` exports with `--freeze` of the running container `id`,
+/// reading the pause from the ticker inside it. Leaves the container stopped.
+pub fn measure_freeze(
+    osctl: &Osctl,
+    pool: &str,
+    id: &str,
+    out: &Path,
+    runs: usize,
+    logs: &Path,
+) -> Result<Vec<FreezeTimes>> {
+    let log = logs.join(format!("freeze-{pool}-{id}.log"));
+    let info = osctl.show(pool, id)?;
+    if info.state != "running" {
+        osctl.run(Some(pool), ["ct", "start", id])?;
+    }
+    let ticks_file = info.rootfs.join(TICKS_FILE);
+    let mut times = Vec::new();
+    for round in 0..runs {
+        wait_for_churn(id)?;
+        thread::sleep(Duration::from_millis(500));
+        let _ = fs::remove_file(out);
+        // The ticker appends: emptying the file under it loses nothing.
+        fs::write(&ticks_file, b"").with_context(|| format!("{}", ticks_file.display()))?;
+        let export = osctl.step(pool, export_args(id, out, "--freeze", "off"));
+        let (start, started) = (uptime()?, Instant::now());
+        export.execute(&log)?;
+        let (end, total) = (uptime()?, started.elapsed().as_secs_f64());
+        let notes = fs::read_to_string(&ticks_file)?;
+        let ticks: Vec<f64> = notes.lines().filter_map(parse_uptime).collect();
+        if ticks.len() < 2 {
+            bail!("the ticker of container '{id}' noted nothing during its export (is bench-ticks running?)");
+        }
+        let longest_gap = longest_gap(&ticks, start, end);
+        eprintln!(
+            "bench: freeze {pool}/{id} run {}/{runs}: export {total:.2} s, longest pause seen inside {longest_gap:.3} s",
+            round + 1
+        );
+        times.push(FreezeTimes { total, longest_gap });
+    }
+    let _ = fs::remove_file(out);
+    osctl.run(Some(pool), ["ct", "stop", id])?;
+    Ok(times)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_longest_gap_counts_the_window_edges() {
+        let ticks = [9.0, 10.01, 10.02, 10.40, 10.41, 11.5];
+        // 10.02 -> 10.40 inside; 9.0 and 11.5 are outside the window.
+        assert!((longest_gap(&ticks, 10.0, 10.5) - 0.38).abs() < 1e-9);
+        // A pause over the end: the last note to the end of the window.
+        assert!((longest_gap(&ticks, 10.0, 11.0) - 0.59).abs() < 1e-9);
+        assert!((longest_gap(&[], 1.0, 1.25) - 0.25).abs() < 1e-9);
+        assert_eq!(parse_uptime("12345.67 999.00\n"), Some(12345.67));
+    }
 
     #[test]
     fn reads_lxc_monitor_lines() {

@@ -111,15 +111,21 @@ pub struct Dataset {
 /// init runs the churn service: the downtime rows' "running container that
 /// changes 1 MiB during the export".
 const INITTAB: &str =
-    "::sysinit:/bin/mkdir -p /run/lock\n::respawn:/usr/bin/bench-churn\n::shutdown:/bin/sync\n";
+    "::sysinit:/bin/mkdir -p /run/lock\n::respawn:/usr/bin/bench-churn\n::respawn:/usr/bin/bench-ticks\n::shutdown:/bin/sync\n";
 /// Rewrites the same 1 MiB five times a second: however long an export runs,
 /// at most 1 MiB differs between its base and its final snapshot.
 pub const CHURN_SCRIPT: &str = "#!/bin/sh\n# osctl-bench: a service that keeps changing 1 MiB of its data.\n\
 while :; do\n  dd if=/dev/urandom of=/var/tmp/churn bs=64k count=16 conv=notrunc 2>/dev/null\n  sleep 0.2\ndone\n";
 pub const CHURN_NAME: &str = "bench-churn";
+/// Notes the time (the kernel's uptime, the host's clock too) every 10 ms:
+/// the freeze rows take the longest gap between two notes, the pause as the
+/// container's own processes saw it.
+pub const TICKS_SCRIPT: &str = "#!/bin/sh\n# osctl-bench: notes the time every 10 ms.\n\
+while :; do\n  read up idle < /proc/uptime\n  echo $up >> /var/tmp/ticks\n  usleep 10000\ndone\n";
+pub const TICKS_FILE: &str = "var/tmp/ticks";
 const APPLETS: &[&str] = &[
     "sh", "ash", "cat", "dd", "echo", "ls", "mkdir", "mount", "nohup", "rm", "sleep", "sync",
-    "true", "umount", "halt", "poweroff", "reboot", "hostname", "id", "tee",
+    "true", "umount", "halt", "poweroff", "reboot", "hostname", "id", "tee", "usleep",
 ];
 const LANGS: &[&str] = &[
     "de", "fr", "es", "it", "pt_BR", "ru", "ja", "zh_CN", "pl", "cs", "nl", "sv",
@@ -437,15 +443,18 @@ fn plan(spec: &DataSpec, with_busybox: bool) -> Vec<Node> {
             p.symlink(format!("usr/bin/{applet}"), "busybox".into());
         }
         p.symlink("usr/sbin/init".into(), "../bin/busybox".into());
-        p.claim("usr/bin/bench-churn");
-        p.nodes.push(Node::File {
-            path: "usr/bin/bench-churn".into(),
-            size: CHURN_SCRIPT.len() as u64,
-            content: Content::Fixed(CHURN_SCRIPT),
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-        });
+        for (name, script) in [("bench-churn", CHURN_SCRIPT), ("bench-ticks", TICKS_SCRIPT)] {
+            let path = format!("usr/bin/{name}");
+            p.claim(&path);
+            p.nodes.push(Node::File {
+                path,
+                size: script.len() as u64,
+                content: Content::Fixed(script),
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+            });
+        }
         p.claim("etc/inittab");
         p.nodes.push(Node::File {
             path: "etc/inittab".into(),

@@ -1,11 +1,70 @@
 //! Users (id maps) and groups of a pool.
 
+use serde::Serialize;
+
 use crate::error::{Error, Result};
 use crate::idmap::{self, IdMap, IdRange};
 use crate::model::{GroupConfig, UserConfig};
 use crate::names;
 use crate::pool::Pool;
 use crate::subid::SubIds;
+
+/// A user as `user ls` and `user show` print it.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserInfo {
+    pub pool: String,
+    pub name: String,
+    pub uid_map: Vec<String>,
+    pub gid_map: Vec<String>,
+    pub standalone: bool,
+}
+
+/// A group as `group ls` and `group show` print it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupInfo {
+    pub pool: String,
+    pub name: String,
+    /// None for `/`.
+    pub parent: Option<String>,
+    pub cgparams: Vec<serde_json::Value>,
+    pub devices: Vec<serde_json::Value>,
+}
+
+pub fn user_info(pool: &Pool, name: &str) -> Result<UserInfo> {
+    let cfg = pool.user(name)?;
+    Ok(UserInfo {
+        pool: pool.name.clone(),
+        name: name.to_string(),
+        uid_map: cfg.uid_map,
+        gid_map: cfg.gid_map,
+        standalone: cfg.standalone,
+    })
+}
+
+pub fn users(pool: &Pool) -> Result<Vec<UserInfo>> {
+    pool.user_names()?
+        .iter()
+        .map(|n| user_info(pool, n))
+        .collect()
+}
+
+pub fn group_info(pool: &Pool, path: &str) -> Result<GroupInfo> {
+    let cfg = pool.group(path)?;
+    Ok(GroupInfo {
+        pool: pool.name.clone(),
+        name: path.to_string(),
+        parent: names::group_parent(path).map(String::from),
+        cgparams: cfg.cgparams,
+        devices: cfg.devices,
+    })
+}
+
+pub fn groups(pool: &Pool) -> Result<Vec<GroupInfo>> {
+    pool.group_paths()?
+        .iter()
+        .map(|p| group_info(pool, p))
+        .collect()
+}
 
 /// Maps requested for a new user; None fields get an allocated block.
 #[derive(Debug, Default, Clone)]
@@ -37,7 +96,7 @@ pub fn check_no_overlap(pool: &Pool, name: &str, maps: &[&IdMap]) -> Result<()> 
         }
         for map in maps {
             if let Some(r) = map.0.iter().find(|r| r.overlaps_host(&range)) {
-                return Err(Error::Refused(format!(
+                return Err(Error::refused(format!(
                     "user '{name}': id map {r} overlaps user '{owner}' ({range})"
                 )));
             }
@@ -50,7 +109,7 @@ pub fn check_no_overlap(pool: &Pool, name: &str, maps: &[&IdMap]) -> Result<()> 
 fn check_new_user(pool: &Pool, name: &str) -> Result<()> {
     names::user_name(name)?;
     if pool.user_exists(name) {
-        return Err(Error::Exists(format!(
+        return Err(Error::exists(format!(
             "user '{name}' already exists in pool '{}'",
             pool.name
         )));
@@ -171,11 +230,11 @@ fn refuse_if_used(
     }
     match users.len() {
         0 => Ok(()),
-        1 => Err(Error::Refused(format!(
+        1 => Err(Error::refused(format!(
             "{what} is used by container {}: delete it or give it another first",
             users[0]
         ))),
-        _ => Err(Error::Refused(format!(
+        _ => Err(Error::refused(format!(
             "{what} is used by containers {}: delete them or give them another first",
             users.join(", ")
         ))),
@@ -199,14 +258,14 @@ pub fn delete_user(pool: &Pool, name: &str) -> Result<()> {
 pub fn create_group(pool: &Pool, path: &str) -> Result<()> {
     names::group_path(path)?;
     if pool.group_exists(path) {
-        return Err(Error::Exists(format!(
+        return Err(Error::exists(format!(
             "group '{path}' already exists in pool '{}'",
             pool.name
         )));
     }
     if let Some(parent) = names::group_parent(path) {
         if !pool.group_exists(parent) {
-            return Err(Error::NotFound(format!(
+            return Err(Error::not_found(format!(
                 "group '{path}': parent group '{parent}' does not exist"
             )));
         }
@@ -218,7 +277,7 @@ pub fn create_group(pool: &Pool, path: &str) -> Result<()> {
 pub fn delete_group(pool: &Pool, path: &str) -> Result<()> {
     pool.group(path)?;
     if path == "/" || path == "/default" {
-        return Err(Error::Refused(format!("group '{path}' cannot be deleted")));
+        return Err(Error::refused(format!("group '{path}' cannot be deleted")));
     }
     let prefix = format!("{path}/");
     if let Some(child) = pool
@@ -226,7 +285,7 @@ pub fn delete_group(pool: &Pool, path: &str) -> Result<()> {
         .into_iter()
         .find(|g| g.starts_with(&prefix))
     {
-        return Err(Error::Refused(format!(
+        return Err(Error::refused(format!(
             "group '{path}' has subgroup '{child}'"
         )));
     }

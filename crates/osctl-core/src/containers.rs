@@ -65,7 +65,7 @@ pub fn create(pool: &Pool, new: &NewContainer) -> Result<()> {
     names::container_id(&new.id)?;
     let _lock = pool.lock_ct(&new.id)?;
     if pool.ct_exists(&new.id) {
-        return Err(Error::Exists(format!(
+        return Err(Error::exists(format!(
             "container '{}' already exists in pool '{}'",
             new.id, pool.name
         )));
@@ -98,23 +98,23 @@ pub fn create(pool: &Pool, new: &NewContainer) -> Result<()> {
 fn check_source(source: &RootfsSource) -> Result<()> {
     use crate::archive::sniff::{sniff_file, Sniffed};
     match source {
-        RootfsSource::Dir(d) if d.is_file() => Err(Error::Invalid(format!(
+        RootfsSource::Dir(d) if d.is_file() => Err(Error::invalid(format!(
             "{} is a file, not a directory (for a tarball, use --from-tar)",
             d.display()
         ))),
-        RootfsSource::Dir(d) if !d.is_dir() => Err(Error::NotFound(format!(
+        RootfsSource::Dir(d) if !d.is_dir() => Err(Error::not_found(format!(
             "directory {} not found",
             d.display()
         ))),
-        RootfsSource::Tar(f) if f.is_dir() => Err(Error::Invalid(format!(
+        RootfsSource::Tar(f) if f.is_dir() => Err(Error::invalid(format!(
             "{} is a directory, not a tarball (for a directory, use --from-dir)",
             f.display()
         ))),
         RootfsSource::Tar(f) if !f.is_file() => {
-            Err(Error::NotFound(format!("file {} not found", f.display())))
+            Err(Error::not_found(format!("file {} not found", f.display())))
         }
         RootfsSource::Tar(f) if sniff_file(f) == Sniffed::OsctlArchive => {
-            Err(Error::Invalid(format!(
+            Err(Error::invalid(format!(
                 "{} is an osctl archive, not a root file system: import it with \
                  `osctl ct import {}`",
                 f.display(),
@@ -161,7 +161,7 @@ pub fn delete(pool: &Pool, id: &str, force: bool) -> Result<()> {
     let state = rt.state(id)?;
     if state.is_up() {
         if !force {
-            return Err(Error::Refused(format!(
+            return Err(Error::refused(format!(
                 "container '{id}' is {state}: stop it first or use --force"
             )));
         }
@@ -198,7 +198,7 @@ pub fn start_locked(pool: &Pool, id: &str) -> Result<()> {
         CtState::Running => return Ok(()),
         CtState::Stopped => {}
         other => {
-            return Err(Error::Busy(format!("container '{id}' is {other}")));
+            return Err(Error::busy(format!("container '{id}' is {other}")));
         }
     }
     let net = crate::netif::prepare_start(pool, id, &mut cfg)?;
@@ -239,7 +239,7 @@ fn run_spec(pool: &Pool, id: &str, cfg: &ContainerConfig) -> Result<RunSpec> {
             .maps()
             .map_err(|e| e.context(format!("user '{}'", cfg.user)))?;
         if let Some(fs) = lacks_idmapped_mounts(&rootfs)? {
-            return Err(Error::Refused(format!(
+            return Err(Error::refused(format!(
                 "container '{id}': its root file system is on {fs}, which has no idmapped mounts; \
                  to run it privileged (without a user namespace), run `osctl ct set privileged {id} on`"
             )));
@@ -278,7 +278,7 @@ fn check_lxc_path_reachable(
         return Ok(());
     };
     use std::os::unix::fs::MetadataExt;
-    Err(Error::Refused(format!(
+    Err(Error::refused(format!(
         "container '{id}' cannot start: its root user (host uid {uid}) cannot pass through {} \
          (mode {:04o}, owner uid {}), above {}, where LXC keeps the container; \
          let others search it (chmod o+x {}) or use an OSCTL_ROOT they can reach",
@@ -332,9 +332,8 @@ fn mount_specs(
 /// A `mounts` entry of a host path.
 fn host_mount_spec(m: &serde_json::Value) -> Result<MountSpec> {
     let get = |k: &str| m.get(k).and_then(|v| v.as_str()).map(String::from);
-    let source = get("fs").ok_or_else(|| Error::Invalid("mount without 'fs'".into()))?;
-    let target =
-        get("mountpoint").ok_or_else(|| Error::Invalid("mount without 'mountpoint'".into()))?;
+    let source = get("fs").ok_or_else(|| Error::invalid("mount without 'fs'"))?;
+    let target = get("mountpoint").ok_or_else(|| Error::invalid("mount without 'mountpoint'"))?;
     Ok(MountSpec {
         source,
         target,

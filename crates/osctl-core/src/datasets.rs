@@ -67,13 +67,13 @@ fn parse_dataset_mount(entry: &Value) -> Result<DatasetMount> {
         match entry.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(Error::Invalid(format!(
+            Some(other) => Err(Error::invalid(format!(
                 "a dataset mount has a {key} that is no string ({other})"
             ))),
         }
     };
     let dataset = text("dataset")?.unwrap_or_default();
-    let bad = |why: String| Error::Invalid(format!("mount of dataset '{dataset}': {why}"));
+    let bad = |why: String| Error::invalid(format!("mount of dataset '{dataset}': {why}"));
     let dataset = if dataset == "/" {
         String::new()
     } else {
@@ -139,7 +139,7 @@ pub fn check_mounts(cfg: &ContainerConfig, datasets: &[String]) -> Result<Vec<Da
         };
         let mount = mount?;
         if !mount.dataset.is_empty() && !datasets.contains(&mount.dataset) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::invalid(format!(
                 "container.yml mounts dataset '{}' at {}, which the container does not have",
                 mount.dataset, mount.mountpoint
             )));
@@ -191,7 +191,7 @@ pub fn create(pool: &Pool, id: &str, name: &str, mountpoint: Option<&str>) -> Re
     let target = match mountpoint {
         Some(path) => {
             check_mountpoint(path)
-                .map_err(|why| Error::Invalid(format!("mountpoint '{path}' {why}")))?;
+                .map_err(|why| Error::invalid(format!("mountpoint '{path}' {why}")))?;
             Some(path.to_string())
         }
         None => default_mountpoint(&cfg, name)?,
@@ -200,7 +200,7 @@ pub fn create(pool: &Pool, id: &str, name: &str, mountpoint: Option<&str>) -> Re
         .iter()
         .find(|m| Some(&m.mountpoint) == target.as_ref())
     {
-        return Err(Error::Exists(format!(
+        return Err(Error::exists(format!(
             "container '{id}' mounts dataset '{}' at {} already",
             display_name(&taken.dataset),
             taken.mountpoint
@@ -263,13 +263,13 @@ pub fn delete(pool: &Pool, id: &str, name: &str) -> Result<()> {
     let mut cfg = pool.ct(id)?;
     let state = containers::runtime(pool).state(id)?;
     if state.is_up() {
-        return Err(Error::Refused(format!(
+        return Err(Error::refused(format!(
             "container '{id}' is {state}: stop it before deleting its dataset '{name}'"
         )));
     }
     let all = pool.storage.subdatasets(id)?;
     if !all.iter().any(|d| d == name) {
-        return Err(Error::NotFound(format!(
+        return Err(Error::not_found(format!(
             "container '{id}' has no dataset '{name}'"
         )));
     }
@@ -280,7 +280,7 @@ pub fn delete(pool: &Pool, id: &str, name: &str) -> Result<()> {
         .map(String::as_str)
         .collect();
     if !children.is_empty() {
-        return Err(Error::Refused(format!(
+        return Err(Error::refused(format!(
             "dataset '{name}' of container '{id}' has datasets below it ({}): delete them first",
             children.join(", ")
         )));

@@ -1,138 +1,175 @@
-//! The library's error type. Every message names the object and the cause, so
-//! that the CLI can print it as the one line a user reads.
+//! The library's error type: one shape for every failure, a kind, the message
+//! a user reads (naming the object and the cause) and, for failures of the
+//! system, the I/O or command error underneath. The CLI prints the whole chain
+//! as one line; callers that decide by the failure look at [`Error::kind`].
 
+use std::fmt;
 use std::io;
 
 use crate::cmd::ExecError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
+/// What went wrong, for callers that decide by it (the CLI's exit status,
+/// a backend that treats "not found" as done).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
     /// The caller asked for something malformed (a name, an option value).
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Exists(String),
+    Invalid,
+    NotFound,
+    Exists,
     /// Allowed in principle, refused by policy (a running container, an untrusted setting).
-    #[error("{0}")]
-    Refused(String),
+    Refused,
     /// An archive that is broken or hostile.
-    #[error("{0}")]
-    Archive(String),
+    Archive,
     /// Another operation holds what this one needs.
-    #[error("{0}")]
-    Busy(String),
+    Busy,
     /// Interrupted by a signal.
-    #[error("{0}")]
-    Interrupted(String),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{context}: {source}")]
-    Exec {
-        context: String,
-        #[source]
-        source: ExecError,
-    },
+    Interrupted,
+    /// A system call failed.
+    Io,
+    /// An external program failed.
+    Exec,
+}
+
+/// The failure underneath an error, kept typed so that callers can look at
+/// an errno or a program's exit status without parsing the message.
+#[derive(Debug)]
+enum Source {
+    Io(io::Error),
+    Exec(ExecError),
+}
+
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    source: Option<Source>,
 }
 
 impl Error {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Invalid, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+    pub fn exists(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Exists, message)
+    }
+    pub fn refused(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Refused, message)
+    }
+    pub fn archive(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Archive, message)
+    }
+    pub fn busy(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Busy, message)
+    }
+    pub fn interrupted(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Interrupted, message)
+    }
+
+    /// A failed system call on the object `context` names.
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
+        Error {
+            source: Some(Source::Io(source)),
+            ..Self::new(ErrorKind::Io, context)
         }
     }
 
+    /// A failed external program; `context` says what it was doing.
     pub fn exec(context: impl Into<String>, source: ExecError) -> Self {
-        Error::Exec {
-            context: context.into(),
-            source,
+        Error {
+            source: Some(Source::Exec(source)),
+            ..Self::new(ErrorKind::Exec, context)
         }
     }
 
-    /// Prefixes the message with more context, keeping the kind.
-    pub fn context(self, outer: impl std::fmt::Display) -> Self {
-        match self {
-            Error::Io { context, source } => Error::Io {
-                context: format!("{outer}: {context}"),
-                source,
-            },
-            Error::Exec { context, source } => Error::Exec {
-                context: format!("{outer}: {context}"),
-                source,
-            },
-            Error::Invalid(m) => Error::Invalid(format!("{outer}: {m}")),
-            Error::NotFound(m) => Error::NotFound(format!("{outer}: {m}")),
-            Error::Exists(m) => Error::Exists(format!("{outer}: {m}")),
-            Error::Refused(m) => Error::Refused(format!("{outer}: {m}")),
-            Error::Archive(m) => Error::Archive(format!("{outer}: {m}")),
-            Error::Busy(m) => Error::Busy(format!("{outer}: {m}")),
-            Error::Interrupted(m) => Error::Interrupted(format!("{outer}: {m}")),
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The same failure, classified otherwise (e.g. an I/O error while
+    /// reading an archive's entry is the archive's fault); keeps the source.
+    pub fn with_kind(mut self, kind: ErrorKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// Reclassifies errors of kind `from` as `to`, leaving others alone.
+    pub fn reclassify(self, from: ErrorKind, to: ErrorKind) -> Self {
+        if self.kind == from {
+            self.with_kind(to)
+        } else {
+            self
+        }
+    }
+
+    /// The I/O error underneath, by value; the error itself when it has none.
+    pub fn into_io_source(self) -> std::result::Result<io::Error, Self> {
+        match self.source {
+            Some(Source::Io(e)) => Ok(e),
+            source => Err(Error { source, ..self }),
+        }
+    }
+
+    /// Prefixes the message with more context, keeping the kind and source.
+    pub fn context(mut self, outer: impl fmt::Display) -> Self {
+        self.message = format!("{outer}: {}", self.message);
+        self
+    }
+
+    /// The message without the source's.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn io_source(&self) -> Option<&io::Error> {
+        match &self.source {
+            Some(Source::Io(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    pub fn exec_source(&self) -> Option<&ExecError> {
+        match &self.source {
+            Some(Source::Exec(e)) => Some(e),
+            _ => None,
         }
     }
 
     /// True for errors caused by the caller's input rather than by the system.
     pub fn is_usage(&self) -> bool {
-        matches!(self, Error::Invalid(_))
+        self.kind == ErrorKind::Invalid
     }
 }
 
-/// What went wrong, for callers that decide by it (the CLI's exit status,
-/// a backend that treats "not found" as done).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    Invalid,
-    NotFound,
-    Exists,
-    Refused,
-    Archive,
-    Busy,
-    Interrupted,
-    Io,
-    Exec,
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        match &self.source {
+            Some(Source::Io(e)) => write!(f, ": {e}"),
+            Some(Source::Exec(e)) => write!(f, ": {e}"),
+            None => Ok(()),
+        }
+    }
 }
 
-impl Error {
-    pub fn invalid(message: impl Into<String>) -> Self {
-        Error::Invalid(message.into())
-    }
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Error::NotFound(message.into())
-    }
-    pub fn exists(message: impl Into<String>) -> Self {
-        Error::Exists(message.into())
-    }
-    pub fn refused(message: impl Into<String>) -> Self {
-        Error::Refused(message.into())
-    }
-    pub fn archive(message: impl Into<String>) -> Self {
-        Error::Archive(message.into())
-    }
-    pub fn busy(message: impl Into<String>) -> Self {
-        Error::Busy(message.into())
-    }
-    pub fn interrupted(message: impl Into<String>) -> Self {
-        Error::Interrupted(message.into())
-    }
-
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            Error::Invalid(_) => ErrorKind::Invalid,
-            Error::NotFound(_) => ErrorKind::NotFound,
-            Error::Exists(_) => ErrorKind::Exists,
-            Error::Refused(_) => ErrorKind::Refused,
-            Error::Archive(_) => ErrorKind::Archive,
-            Error::Busy(_) => ErrorKind::Busy,
-            Error::Interrupted(_) => ErrorKind::Interrupted,
-            Error::Io { .. } => ErrorKind::Io,
-            Error::Exec { .. } => ErrorKind::Exec,
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.source {
+            Some(Source::Io(e)) => Some(e),
+            Some(Source::Exec(e)) => Some(e),
+            None => None,
         }
     }
 }
@@ -157,5 +194,23 @@ impl<T> Context<T> for std::result::Result<T, ExecError> {
 impl<T> Context<T> for Result<T> {
     fn ctx<C: Into<String>>(self, context: impl FnOnce() -> C) -> Result<T> {
         self.map_err(|e| e.context(context().into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_keeps_kind_and_source() {
+        let e = Error::io("reading /x", io::Error::from_raw_os_error(2))
+            .context("container 'a'")
+            .with_kind(ErrorKind::Archive);
+        assert_eq!(e.kind(), ErrorKind::Archive);
+        assert_eq!(e.io_source().and_then(io::Error::raw_os_error), Some(2));
+        assert!(
+            e.to_string().starts_with("container 'a': reading /x: "),
+            "{e}"
+        );
     }
 }

@@ -18,7 +18,9 @@ use std::fs::File;
 use std::io::{self, Seek, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::archive::compress::{CompressOptions, Compression, Encoder};
 use crate::archive::meta::{self, ArchiveFormat, ArchiveType, Metadata, StreamEncoding};
@@ -85,6 +87,17 @@ impl Default for ExportOptions {
             part_size: crate::archive::parts::DEFAULT_PART,
         }
     }
+}
+
+/// What an export wrote, for its closing line.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub elapsed: Duration,
+    /// How long a consistent export kept the running container stopped (or
+    /// frozen); None when it never stopped it.
+    pub downtime: Option<Duration>,
 }
 
 /// The archive file being written: a temporary name next to the destination,
@@ -234,7 +247,7 @@ enum Destination<'w> {
 }
 
 /// Exports container `id` of `pool` into the archive `dest`.
-pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Result<()> {
+pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Result<Exported> {
     names::container_id(id)?;
     let partial = PartialFile::plan(dest, opts.force)?;
     run(pool, id, Destination::Path(partial), opts)
@@ -245,7 +258,12 @@ pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Resul
 /// `opts.part_size` bytes, `metadata.yml` says so (`part_size:`), and
 /// `import_from` reads it back. Nothing of the archive is kept here: on
 /// failure the reader gets a cut archive, which it refuses.
-pub fn export_to<W: Write>(pool: &Pool, id: &str, out: W, opts: &ExportOptions) -> Result<()> {
+pub fn export_to<W: Write>(
+    pool: &Pool,
+    id: &str,
+    out: W,
+    opts: &ExportOptions,
+) -> Result<Exported> {
     names::container_id(id)?;
     run(pool, id, Destination::Stream(Box::new(out)), opts)
 }
@@ -253,7 +271,7 @@ pub fn export_to<W: Write>(pool: &Pool, id: &str, out: W, opts: &ExportOptions) 
 /// Exports container `id` into an open file from its current position: the
 /// seekable archive of [`export`], without a rename (the file is cut back
 /// on failure).
-pub fn export_to_file(pool: &Pool, id: &str, file: File, opts: &ExportOptions) -> Result<()> {
+pub fn export_to_file(pool: &Pool, id: &str, file: File, opts: &ExportOptions) -> Result<Exported> {
     names::container_id(id)?;
     run(pool, id, Destination::File(file), opts)
 }
@@ -261,7 +279,7 @@ pub fn export_to_file(pool: &Pool, id: &str, file: File, opts: &ExportOptions) -
 /// Exports container `id` to standard output: the seekable archive when it
 /// is a regular file opened without O_APPEND, parts when it is a pipe or a
 /// socket; a terminal is refused before anything is done.
-pub fn export_to_stdout(pool: &Pool, id: &str, opts: &ExportOptions) -> Result<()> {
+pub fn export_to_stdout(pool: &Pool, id: &str, opts: &ExportOptions) -> Result<Exported> {
     use std::io::IsTerminal;
     use std::os::fd::AsFd;
     let stdout = io::stdout();
@@ -277,15 +295,20 @@ pub fn export_to_stdout(pool: &Pool, id: &str, opts: &ExportOptions) -> Result<(
     let file = File::from(fd);
     let seekable = file.metadata().is_ok_and(|m| m.is_file())
         && !rustix::fs::fcntl_getfl(&file).is_ok_and(|f| f.contains(rustix::fs::OFlags::APPEND));
-    if seekable {
+    let exported = if seekable {
         export_to_file(pool, id, file, opts)
     } else {
         export_to(pool, id, io::BufWriter::with_capacity(1 << 16, file), opts)
-    }
+    };
+    exported.map(|done| Exported {
+        path: PathBuf::from("standard output"),
+        ..done
+    })
 }
 
 /// The export proper, once the destination is known to be usable.
-fn run(pool: &Pool, id: &str, dest: Destination, opts: &ExportOptions) -> Result<()> {
+fn run(pool: &Pool, id: &str, dest: Destination, opts: &ExportOptions) -> Result<Exported> {
+    let began = Instant::now();
     // The pool's native streams when the archive takes them, else tar.
     let native = match opts.format {
         FormatChoice::Native => pool.storage.native(),
@@ -310,9 +333,9 @@ fn run(pool: &Pool, id: &str, dest: Destination, opts: &ExportOptions) -> Result
             )))
         }
     };
-    let output = match &dest {
-        Destination::Path(partial) => partial.temp.clone(),
-        _ => PathBuf::new(),
+    let (output, shown) = match &dest {
+        Destination::Path(partial) => (partial.temp.clone(), partial.dest.clone()),
+        _ => (PathBuf::new(), PathBuf::from("the stream")),
     };
     // Journal before the file: a crash in between leaves nothing unrecorded.
     let mut journal = Journal::begin(
@@ -338,7 +361,12 @@ fn run(pool: &Pool, id: &str, dest: Destination, opts: &ExportOptions) -> Result
                 Ok((w, Finish::CutBack(file, start)))
             }),
         Destination::Stream(out) => {
-            ArchiveWriter::streaming(out, opts.part_size).map(|w| (w, Finish::Nothing))
+            let count = Arc::new(AtomicU64::new(0));
+            let out = CountedOut {
+                inner: out,
+                count: Arc::clone(&count),
+            };
+            ArchiveWriter::streaming(out, opts.part_size).map(|w| (w, Finish::Nothing(count)))
         }
     };
     let (writer, finish) = match opened {
@@ -358,19 +386,30 @@ fn run(pool: &Pool, id: &str, dest: Destination, opts: &ExportOptions) -> Result
         running,
         native,
         streaming: writer.part_size().is_some(),
+        down_since: None,
+        downtime: None,
     };
     let written = job.write(writer);
     let written = finish.complete(written);
     let cleaned = job.clean_up();
     opts.progress.finish();
+    let downtime = job.downtime;
     let outcome = match (written, cleaned) {
-        (Ok(()), Ok(())) => Ok(()),
+        (Ok(bytes), Ok(())) => Ok(bytes),
         (Err(e), _) => Err(interrupt::explain(e)),
-        (Ok(()), Err(e)) => Err(e),
+        (Ok(_), Err(e)) => Err(e),
     };
     match outcome {
         // The journal goes only when everything it records was undone.
-        Ok(()) => journal.finish(),
+        Ok(bytes) => {
+            journal.finish()?;
+            Ok(Exported {
+                bytes,
+                path: shown,
+                elapsed: began.elapsed(),
+                downtime,
+            })
+        }
         Err(e) => {
             if job_is_clean(&journal) {
                 let _ = journal.finish();
@@ -384,22 +423,48 @@ fn run(pool: &Pool, id: &str, dest: Destination, opts: &ExportOptions) -> Result
 enum Finish {
     Rename(PartialFile),
     CutBack(File, u64),
-    Nothing,
+    /// A stream: only its count of bytes written is kept.
+    Nothing(Arc<AtomicU64>),
 }
 
 impl Finish {
-    fn complete(self, written: Result<()>) -> Result<()> {
+    /// Makes the archive final; the bytes it holds.
+    fn complete(self, written: Result<()>) -> Result<u64> {
         match (self, written) {
             (Finish::Rename(partial), Ok(())) => {
                 failpoint::hit("export-before-rename");
-                partial.commit()
+                let dest = partial.dest.clone();
+                partial.commit()?;
+                Ok(std::fs::metadata(dest).map_or(0, |m| m.len()))
+            }
+            (Finish::CutBack(file, start), Ok(())) => {
+                Ok(file.metadata().map_or(0, |m| m.len().saturating_sub(start)))
             }
             (Finish::CutBack(file, start), Err(e)) => {
                 let _ = file.set_len(start);
                 Err(e)
             }
-            (_, written) => written,
+            (Finish::Nothing(count), Ok(())) => Ok(count.load(Ordering::Relaxed)),
+            (_, Err(e)) => Err(e),
         }
+    }
+}
+
+/// A stream that counts what went through it, for the closing line.
+struct CountedOut<'w> {
+    inner: Box<dyn Write + 'w>,
+    count: Arc<AtomicU64>,
+}
+
+impl Write for CountedOut<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -421,6 +486,10 @@ struct ExportJob<'a> {
     native: Option<&'a dyn NativeStreams>,
     /// The archive goes to a stream, in parts: nothing is written into a file.
     streaming: bool,
+    /// When the container was last stopped or frozen, until it runs again.
+    down_since: Option<Instant>,
+    /// The time it spent stopped or frozen, in all.
+    downtime: Option<Duration>,
 }
 
 /// How many dumps the archive holds, and when the container is stopped.
@@ -488,6 +557,8 @@ struct TarDump<'a> {
     shown: &'a [(String, String)],
     snap: &'a str,
     base: Option<&'a Manifest>,
+    /// The progress step it shows.
+    step: String,
 }
 
 /// What the archive holds of the container's datasets.
@@ -648,6 +719,7 @@ impl<'a> ExportJob<'a> {
     /// Stops the running container for the last snapshot, or freezes it
     /// with `--freeze`; [`Job::start_again`] undoes either.
     fn stop_for_export(&mut self) -> Result<()> {
+        self.down_since = Some(Instant::now());
         if self.opts.freeze {
             self.progress(format!("freezing container '{}'", self.id));
             self.journal.update(|r| r.frozen = true)?;
@@ -689,7 +761,7 @@ impl<'a> ExportJob<'a> {
             .into_iter()
             .map(|rel| match mounts.iter().find(|m| m.dataset == rel) {
                 Some(m) => Ok((rel, m.mountpoint.trim_start_matches('/').to_string())),
-                None => Err(Error::Refused(format!(
+                None => Err(Error::refused(format!(
                     "dataset '{rel}' is not mounted in the container, so a tar archive, which \
                      holds what the container sees, has no place for it: mount it (`osctl ct \
                      dataset` mounts new ones) or export with --format native"
@@ -733,6 +805,11 @@ impl<'a> ExportJob<'a> {
         self.opts.progress.step(step);
     }
 
+    /// Whether progress is drawn: estimates are worth their cost only then.
+    fn visible(&self) -> bool {
+        self.opts.progress.is_visible()
+    }
+
     fn take_snapshot(&mut self, kind: &str) -> Result<String> {
         interrupt::check()?;
         let name = format!("osctl-{kind}-{}", now());
@@ -747,16 +824,19 @@ impl<'a> ExportJob<'a> {
             self.runtime.thaw(self.id)?;
             self.journal.update(|r| r.frozen = false)?;
         }
-        if !self.journal.record().stopped {
-            return Ok(());
+        if self.journal.record().stopped {
+            self.progress(format!("starting container '{}'", self.id));
+            self.journal.update(|r| r.starting = true)?;
+            containers::start_locked(self.pool, self.id)?;
+            self.journal.update(|r| {
+                r.stopped = false;
+                r.starting = false;
+            })?;
         }
-        self.progress(format!("starting container '{}'", self.id));
-        self.journal.update(|r| r.starting = true)?;
-        containers::start_locked(self.pool, self.id)?;
-        self.journal.update(|r| {
-            r.stopped = false;
-            r.starting = false;
-        })
+        if let Some(since) = self.down_since.take() {
+            *self.downtime.get_or_insert_default() += since.elapsed();
+        }
+        Ok(())
     }
 
     fn destroy_snapshots(&mut self) -> Result<()> {
@@ -798,8 +878,22 @@ impl<'a> ExportJob<'a> {
             let route = self.route(rel)?;
             let entry = route.entry(rel, stem);
             let shown = if rel.is_empty() { "rootfs" } else { rel };
-            self.progress(format!("{stem} of {shown}"));
+            let step = format!("{stem} of {shown}");
             let ds = Dataset::new(self.id, rel);
+            if let Route::SendIntoFile { native, compressed }
+            | Route::SendThroughEncoder {
+                native, compressed, ..
+            } = route
+            {
+                let sent = SendRequest {
+                    compressed,
+                    ..request
+                };
+                let estimate = self.visible().then(|| native.send_estimate(ds, &sent));
+                self.opts
+                    .progress
+                    .step_bytes(step.clone(), estimate.flatten());
+            }
             manifest = match route {
                 Route::Tar(compression) => {
                     let base = since.map(|s| s.1);
@@ -807,6 +901,7 @@ impl<'a> ExportJob<'a> {
                         shown: &contents.shown,
                         snap,
                         base,
+                        step,
                     };
                     self.dump_tar(w, &tar, compression, &entry)?
                 }
@@ -879,6 +974,14 @@ impl<'a> ExportJob<'a> {
         let views = self.views(tar.snap, tar.shown)?;
         let sources: Vec<DumpSource> = views.iter().map(|(source, _)| source.clone()).collect();
         let progress = &self.opts.progress;
+        // A base dump's size is about the tree's; the changes' is unknown.
+        let estimate = (tar.base.is_none() && self.visible()).then(|| {
+            sources
+                .iter()
+                .map(|s| crate::fsutil::tree_bytes(&s.dir))
+                .sum()
+        });
+        progress.step_bytes(tar.step.clone(), estimate);
         w.stream_entry(entry, |sink| {
             let mut manifest = Manifest::default();
             compress_into(sink, compression, progress, |out| {

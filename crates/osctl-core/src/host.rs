@@ -103,13 +103,13 @@ impl Host {
         names::pool_name(&entry.name)?;
         let mut pools = self.pools()?;
         if pools.iter().any(|p| p.name == entry.name) {
-            return Err(Error::Exists(format!(
+            return Err(Error::exists(format!(
                 "pool '{}' already exists",
                 entry.name
             )));
         }
         if let Some(p) = pools.iter().find(|p| p.location == entry.location) {
-            return Err(Error::Exists(format!(
+            return Err(Error::exists(format!(
                 "{} is already used by pool '{}'",
                 entry.location, p.name
             )));
@@ -124,7 +124,7 @@ impl Host {
         let i = pools
             .iter()
             .position(|p| p.name == name)
-            .ok_or_else(|| Error::NotFound(format!("pool '{name}' not found")))?;
+            .ok_or_else(|| Error::not_found(format!("pool '{name}' not found")))?;
         let entry = pools.remove(i);
         self.save(pools)?;
         Ok(entry)
@@ -138,7 +138,7 @@ impl Host {
                 .into_iter()
                 .find(|p| p.name == name)
                 .map(Some)
-                .ok_or_else(|| Error::NotFound(format!("pool '{name}' not found")));
+                .ok_or_else(|| Error::not_found(format!("pool '{name}' not found")));
         }
         if pools.len() == 1 {
             return Ok(pools.into_iter().next());
@@ -148,9 +148,8 @@ impl Host {
         }
         match pools.into_iter().find(|p| p.name == DEFAULT_POOL) {
             Some(p) => Ok(Some(p)),
-            None => Err(Error::Invalid(
-                "several pools are installed and none is named 'default': choose one with --pool"
-                    .into(),
+            None => Err(Error::invalid(
+                "several pools are installed and none is named 'default': choose one with --pool",
             )),
         }
     }

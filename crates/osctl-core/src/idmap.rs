@@ -19,7 +19,7 @@ pub struct IdRange {
 impl IdRange {
     pub fn parse(s: &str) -> Result<IdRange> {
         let bad = || {
-            Error::Invalid(format!(
+            Error::invalid(format!(
                 "invalid id map entry '{}': expected NS:HOST:COUNT",
                 s.escape_debug()
             ))
@@ -44,7 +44,7 @@ impl IdRange {
         if u64::from(r.ns) + u64::from(r.count) > 1 << 32
             || u64::from(r.host) + u64::from(r.count) > 1 << 32
         {
-            return Err(Error::Invalid(format!(
+            return Err(Error::invalid(format!(
                 "invalid id map entry '{s}': the range passes 2^32"
             )));
         }
@@ -177,7 +177,7 @@ impl IdMap {
                 let ns_overlap = u64::from(a.ns) < u64::from(b.ns) + u64::from(b.count)
                     && u64::from(b.ns) < u64::from(a.ns) + u64::from(a.count);
                 if ns_overlap || a.overlaps_host(b) {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::invalid(format!(
                         "id map entries {a} and {b} overlap"
                     )));
                 }
@@ -240,7 +240,7 @@ pub fn allocate_span(taken: &[IdRange], span: u32) -> Result<u32> {
             Some(end) => start = end.div_ceil(block) * block,
         }
     }
-    Err(Error::Refused("no free block of host ids left".into()))
+    Err(Error::refused("no free block of host ids left"))
 }
 
 impl IdMap {

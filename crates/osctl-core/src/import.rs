@@ -21,7 +21,7 @@ use crate::archive::meta::{
 use crate::archive::{ArchiveReader, CopyError, Entry, FileBacked, PartsReader};
 use crate::cmd::OffsetWatch;
 use crate::datasets;
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Error, ErrorKind, Result};
 use crate::failpoint;
 use crate::filepolicy::{self, FilePolicy};
 use crate::fstar::{self, ExtractOptions};
@@ -61,9 +61,19 @@ pub struct ImportOptions {
 }
 
 /// What an import made, and what the admin should be told about it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Imported {
     pub id: String,
+    pub pool: String,
+    pub user: String,
+    pub group: String,
+    /// The import created the user (else it existed).
+    pub new_user: bool,
+    /// The id map allocated for a new user whose archive brought none.
+    pub fresh_ids: Option<String>,
+    pub new_group: bool,
+    /// A clone whose hostname was its id takes the new id: (old, new).
+    pub hostname: Option<(String, String)>,
     /// One line each (e.g. the addresses a clone dropped).
     pub notes: Vec<String>,
 }
@@ -242,6 +252,7 @@ fn import_input<R: FileBacked + Send>(
             opts,
             progress: opts.progress.clone().unwrap_or_else(Progress::hidden),
             notes: Vec::new(),
+            hostname: None,
         },
         grammar: Grammar::new(),
         stage: Stage::Head(Box::default()),
@@ -259,9 +270,10 @@ fn import_input<R: FileBacked + Send>(
         }
         (Err(e), _) => Err(interrupt::explain(e)),
     };
-    result.map(|id| Imported {
-        id,
+    result.map(|imported| Imported {
         notes: std::mem::take(&mut importer.env.notes),
+        hostname: importer.env.hostname.take(),
+        ..imported
     })
 }
 
@@ -278,10 +290,12 @@ struct Env<'a> {
     progress: Progress,
     /// Lines for the admin (see [`Imported`]).
     notes: Vec<String>,
+    /// A clone's hostname that followed its new id: (old, new).
+    hostname: Option<(String, String)>,
 }
 
 impl Importer<'_> {
-    fn run<R: FileBacked + Send>(&mut self, mut reader: ArchiveReader<R>) -> Result<String> {
+    fn run<R: FileBacked + Send>(&mut self, mut reader: ArchiveReader<R>) -> Result<Imported> {
         while let Some(mut entry) = reader.next_entry()? {
             let name = meta::classify(entry.name(), entry.kind())?;
             self.grammar.admit(&name, entry.name())?;
@@ -293,7 +307,7 @@ impl Importer<'_> {
                 self.entry(&mut entry, name.clone())?;
             }
             if entry.remaining() > 0 {
-                return Err(Error::Archive(format!(
+                return Err(Error::archive(format!(
                     "archive entry '{}' was not read to its end",
                     entry.name()
                 )));
@@ -303,14 +317,13 @@ impl Importer<'_> {
         let finished = self.grammar.finish(true)?;
         let snapshots = finished.snapshots.unwrap_or_default().to_vec();
         let Stage::Receiving(mut plan) = std::mem::replace(&mut self.stage, Stage::Done) else {
-            return Err(Error::Archive(
-                "the archive holds no root file system".into(),
-            ));
+            return Err(Error::archive("the archive holds no root file system"));
         };
         match self.env.complete(&mut plan, &snapshots) {
             Ok(()) => {
+                let imported = summary(self.env.pool, &plan);
                 plan.journal.finish()?;
-                Ok(plan.id)
+                Ok(imported)
             }
             Err(e) => {
                 // Back where a failure finds what to undo.
@@ -349,7 +362,7 @@ impl Importer<'_> {
                     Stage::Receiving(plan) => {
                         self.env.receive(plan, &mut StreamIn::Whole(entry), &stream)
                     }
-                    _ => Err(Error::Archive(format!(
+                    _ => Err(Error::archive(format!(
                         "archive entry '{}' after the import ended",
                         entry.name()
                     ))),
@@ -361,7 +374,7 @@ impl Importer<'_> {
             head_entry => match &mut self.stage {
                 Stage::Head(head) => read_head_entry(head, entry, head_entry),
                 // The grammar admits no head entry after the streams.
-                _ => Err(Error::Archive(format!(
+                _ => Err(Error::archive(format!(
                     "archive entry '{}' after the root file system",
                     entry.name()
                 ))),
@@ -386,7 +399,7 @@ fn read_head_entry<R: Read>(
     name: EntryName,
 ) -> Result<()> {
     let shown = entry.name().to_string();
-    let bad = |e: Error| Error::Archive(e.to_string());
+    let bad = |e: Error| e.with_kind(ErrorKind::Archive);
     match name {
         EntryName::UserConfig => {
             let bytes = entry.read_to_vec(meta::MAX_DOCUMENT)?;
@@ -410,7 +423,7 @@ fn read_head_entry<R: Read>(
             });
         }
         other => {
-            return Err(Error::Archive(format!(
+            return Err(Error::archive(format!(
                 "archive entry '{}' is not part of the head",
                 other.entry_name()
             )))
@@ -425,25 +438,27 @@ impl Env<'_> {
     fn make_plan(&mut self, grammar: &Grammar, head: &mut Head) -> Result<Plan> {
         let pool = self.pool;
         let opts = self.opts;
-        let metadata = grammar.metadata().cloned().ok_or_else(|| {
-            Error::Archive("metadata.yml not found before the root file system".into())
-        })?;
+        let metadata = grammar
+            .metadata()
+            .cloned()
+            .ok_or_else(|| Error::archive("metadata.yml not found before the root file system"))?;
         if metadata.archive_type != ArchiveType::Full {
-            return Err(Error::Refused(
-                "the archive is a config-only (skel) archive: it holds no root file system to import".into(),
+            return Err(Error::refused(
+                "the archive is a config-only (skel) archive: it holds no root file system to import",
             ));
         }
         let mut container = head.container.take().ok_or_else(|| {
-            Error::Archive("config/container.yml not found before the root file system".into())
+            Error::archive("config/container.yml not found before the root file system")
         })?;
         let id = container_id(&metadata, opts)?;
         for ds in &metadata.datasets {
-            names::subdataset(ds).map_err(|e| Error::Archive(format!("metadata.yml: {e}")))?;
+            names::subdataset(ds)
+                .map_err(|e| e.context("metadata.yml").with_kind(ErrorKind::Archive))?;
         }
         check_format(pool, &metadata)?;
         // Mounts of datasets the archive does not bring would fail at start.
         datasets::check_mounts(&container, &metadata.datasets)
-            .map_err(|e| Error::Archive(format!("{}: {e}", meta::CONTAINER_CONFIG)))?;
+            .map_err(|e| Error::archive(format!("{}: {e}", meta::CONTAINER_CONFIG)))?;
         // A clone: another id than the archive's own.
         let clone = opts.force_clone
             || (opts.as_id.is_some()
@@ -455,6 +470,9 @@ impl Env<'_> {
             clone,
             opts.keep_addresses,
         ));
+        if clone {
+            self.hostname = rename_host(&mut container, metadata.container.as_deref(), &id);
+        }
         let lock = pool.lock_ct(&id)?;
         let decided = match self.decide(&id, &metadata, &mut container, head) {
             Ok(decided) => decided,
@@ -490,7 +508,7 @@ impl Env<'_> {
         let pool = self.pool;
         let opts = self.opts;
         if pool.ct_exists(id) || pool.storage.exists(id)? {
-            return Err(Error::Exists(format!(
+            return Err(Error::exists(format!(
                 "container '{id}' already exists in pool '{}': import it under another id \
                  with --as-id NEW_ID",
                 pool.name
@@ -580,7 +598,10 @@ impl Env<'_> {
         stream: &StreamName,
     ) -> Result<()> {
         interrupt::check()?;
-        self.progress.step(format!("receiving {}", entry.name()));
+        // Counted as read from the archive, against the entry's size.
+        let size = entry.size();
+        self.progress
+            .step_bytes(format!("receiving {}", entry.name()), size);
         match stream.encoding {
             StreamEncoding::Tar => self.receive_tar(plan, entry, stream),
             StreamEncoding::Dat => {
@@ -615,8 +636,9 @@ impl Env<'_> {
         fstar::extract(&mut input, &root, &opts)
             .map_err(|e| e.context(format!("archive entry '{name}'")))?;
         // The end blocks and the compressor's trailer (its checksum).
-        io::copy(&mut input, &mut io::sink())
-            .map_err(|e| Error::Archive(format!("archive entry '{name}': {e}")))?;
+        io::copy(&mut input, &mut io::sink()).map_err(|e| {
+            Error::io(format!("archive entry '{name}'"), e).with_kind(ErrorKind::Archive)
+        })?;
         Ok(())
     }
 
@@ -649,12 +671,13 @@ impl Env<'_> {
                 whole.splice_to(stdin).map(|n| self.progress.add_bytes(n))
             }
             _ => {
-                let buffered = BufReader::with_capacity(1 << 20, &mut *entry);
+                let counted = self.progress.counting(&mut *entry);
+                let buffered = BufReader::with_capacity(1 << 20, counted);
                 match compress::decompressor(stream.compression, buffered) {
-                    Ok(mut input) => recv
-                        .copy_from(&mut input, |n| self.progress.add_bytes(n))
-                        .map(drop),
-                    Err(e) => Err(CopyError::Source(Error::Archive(format!("{name}: {e}")))),
+                    Ok(mut input) => recv.copy_from(&mut input, |_| ()).map(drop),
+                    Err(e) => Err(CopyError::Source(
+                        Error::io(name.to_string(), e).with_kind(ErrorKind::Archive),
+                    )),
                 }
             }
         };
@@ -730,14 +753,16 @@ impl Env<'_> {
         let top = storage.path(Dataset::root(&plan.staging));
         for ds in plan.datasets() {
             let label = if ds.is_root() { "/" } else { ds.rel };
-            storage::checked_private(&top, ds.rel).map_err(|e| match e {
-                Error::NotFound(_) if !ds.is_root() => Error::Archive(format!(
+            storage::checked_private(&top, ds.rel).map_err(|e| match e.kind() {
+                ErrorKind::NotFound if !ds.is_root() => Error::archive(format!(
                     "dataset '{}' has no private/ directory: older osctl-rs versions kept a \
                      dataset's files at its top; import the archive with such a version and \
                      export it with --format tar",
                     ds.rel
                 )),
-                other => Error::Archive(format!("dataset '{label}': {other}")),
+                _ => e
+                    .context(format!("dataset '{label}'"))
+                    .with_kind(ErrorKind::Archive),
             })?;
         }
         Ok(())
@@ -758,7 +783,7 @@ impl Env<'_> {
     /// The pool's native streams, for an archive of them.
     fn native(&self) -> Result<&dyn NativeStreams> {
         self.pool.storage.native().ok_or_else(|| {
-            Error::Refused(format!(
+            Error::refused(format!(
                 "{} pools have no native streams; use the tar format",
                 self.pool.storage.backend()
             ))
@@ -780,6 +805,14 @@ impl<R: FileBacked> StreamIn<'_, '_, R> {
             StreamIn::Parts(p) => p.name(),
         }
     }
+
+    /// The stored size, where known before reading (parts come one by one).
+    fn size(&self) -> Option<u64> {
+        match self {
+            StreamIn::Whole(e) => Some(e.size()),
+            StreamIn::Parts(_) => None,
+        }
+    }
 }
 
 impl<R: FileBacked> Read for StreamIn<'_, '_, R> {
@@ -796,16 +829,55 @@ fn container_id(metadata: &Metadata, opts: &ImportOptions) -> Result<String> {
     let id = match (&opts.as_id, &metadata.container) {
         (Some(id), _) | (None, Some(id)) => id.clone(),
         (None, None) => {
-            return Err(Error::Invalid(
-                "the archive names no container: give one with --as-id".into(),
+            return Err(Error::invalid(
+                "the archive names no container: give one with --as-id",
             ))
         }
     };
     names::container_id(&id).map_err(|e| match &opts.as_id {
         Some(_) => e,
-        None => Error::Archive(format!("metadata.yml: {e}")),
+        None => e.context("metadata.yml").with_kind(ErrorKind::Archive),
     })?;
     Ok(id)
+}
+
+/// What the committed `plan` made, for the import's closing line.
+fn summary(pool: &Pool, plan: &Plan) -> Imported {
+    let (new_user, allocated) = match &plan.user {
+        UserPlan::Create { config, .. } => (true, config.is_none()),
+        UserPlan::Existing(_) => (false, false),
+    };
+    let user = plan.user.name().to_string();
+    // An allocated block is the user's map as the commit saved it.
+    let fresh_ids = allocated
+        .then(|| pool.user(&user).ok().map(|u| u.uid_map.join(",")))
+        .flatten();
+    Imported {
+        id: plan.id.clone(),
+        pool: pool.name.clone(),
+        group: plan.group.name().to_string(),
+        new_user,
+        fresh_ids,
+        new_group: matches!(plan.group, GroupPlan::Create(_)),
+        user,
+        ..Default::default()
+    }
+}
+
+/// A clone whose hostname was its old id (as `ct new` sets it) is named after
+/// its new id, when that is a valid host name. Returns (old, new).
+fn rename_host(
+    container: &mut ContainerConfig,
+    old_id: Option<&str>,
+    new_id: &str,
+) -> Option<(String, String)> {
+    let old = container.hostname.clone()?;
+    if Some(old.as_str()) != old_id || crate::model::grammar::host_name("hostname", new_id).is_err()
+    {
+        return None;
+    }
+    container.hostname = Some(new_id.to_string());
+    Some((old, new_id.to_string()))
 }
 
 /// Refuses, saying what to do instead, a file that is plainly not an osctl
@@ -814,11 +886,11 @@ fn not_an_archive(path: &Path) -> Result<()> {
     use crate::archive::sniff::{sniff_file, Sniffed};
     let shown = path.display();
     match sniff_file(path) {
-        Sniffed::Compressed(kind) => Err(Error::Archive(format!(
+        Sniffed::Compressed(kind) => Err(Error::archive(format!(
             "{shown} is {kind}-compressed; osctl archives are uncompressed tars (decompress it \
              first, or, if it holds a root file system, use `osctl ct new --from-tar {shown}`)"
         ))),
-        Sniffed::Tar(first) => Err(Error::Archive(format!(
+        Sniffed::Tar(first) => Err(Error::archive(format!(
             "{shown} is a tar of files ('{first}' first), not an osctl archive (which starts \
              with metadata.yml); to make a container of a root file system, use \
              `osctl ct new --user USER --from-tar {shown} ID`"
@@ -832,11 +904,11 @@ fn not_an_archive(path: &Path) -> Result<()> {
 fn check_stream_end(name: &str, read: u64, len: u64) -> Result<()> {
     match read.cmp(&len) {
         std::cmp::Ordering::Equal => Ok(()),
-        std::cmp::Ordering::Less => Err(Error::Archive(format!(
+        std::cmp::Ordering::Less => Err(Error::archive(format!(
             "archive entry '{name}': its stream ends after {read} of the entry's {len} bytes \
              (data after the end of the stream)"
         ))),
-        std::cmp::Ordering::Greater => Err(Error::Archive(format!(
+        std::cmp::Ordering::Greater => Err(Error::archive(format!(
             "archive entry '{name}': its stream does not end within the entry's {len} bytes \
              (the receiver read {} bytes past it, into the archive's next members)",
             read - len
@@ -848,7 +920,7 @@ fn check_format(pool: &Pool, metadata: &Metadata) -> Result<()> {
     match metadata.format {
         ArchiveFormat::Tar | ArchiveFormat::TarLayers => Ok(()),
         native if pool.storage.native().map(|n| n.format()) == Some(native) => Ok(()),
-        native => Err(Error::Refused(format!(
+        native => Err(Error::refused(format!(
             "the archive holds {native} streams, which only a {native} pool can take; pool '{}' is a {} pool \
              (export with --format tar to move containers between kinds of pools)",
             pool.name,
@@ -885,7 +957,7 @@ fn user_concerns(
 ) -> Result<Vec<String>> {
     let (uid_map, gid_map) = config
         .maps()
-        .map_err(|e| Error::Archive(format!("config/user.yml: {e}")))?;
+        .map_err(|e| Error::archive(format!("config/user.yml: {e}")))?;
     let user = trust::MapsToJudge {
         name,
         uid_map: &uid_map,
@@ -933,18 +1005,18 @@ fn plan_user(
             }
         });
     };
-    names::user_name(name).map_err(|e| Error::Archive(format!("metadata.yml: {e}")))?;
+    names::user_name(name).map_err(|e| Error::archive(format!("metadata.yml: {e}")))?;
     let archived = archived.ok_or_else(|| {
-        Error::Archive(format!(
+        Error::archive(format!(
             "metadata.yml names user '{name}' but config/user.yml is missing"
         ))
     })?;
     let (uid_map, gid_map) = archived
         .maps()
-        .map_err(|e| Error::Archive(format!("config/user.yml: {e}")))?;
+        .map_err(|e| Error::archive(format!("config/user.yml: {e}")))?;
     if uid_map.is_empty() || gid_map.is_empty() {
-        return Err(Error::Archive(
-            "config/user.yml: the user has no uid_map or gid_map".into(),
+        return Err(Error::archive(
+            "config/user.yml: the user has no uid_map or gid_map",
         ));
     }
     if !pool.user_exists(name) {
@@ -986,7 +1058,7 @@ fn plan_group(pool: &Pool, metadata: &Metadata, opts: &ImportOptions) -> Result<
     let Some(path) = &metadata.group else {
         return Ok(GroupPlan::Existing("/default".into()));
     };
-    names::group_path(path).map_err(|e| Error::Archive(format!("metadata.yml: {e}")))?;
+    names::group_path(path).map_err(|e| Error::archive(format!("metadata.yml: {e}")))?;
     if pool.group_exists(path) {
         return Ok(GroupPlan::Existing(path.clone()));
     }
@@ -1084,7 +1156,7 @@ fn commit_user(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<Option<Str
             moved,
         } => {
             if pool.user_exists(name) {
-                return Err(Error::Exists(format!(
+                return Err(Error::exists(format!(
                     "user '{name}' was created by someone else during the import"
                 )));
             }
@@ -1127,7 +1199,7 @@ fn commit_group(pool: &Pool, plan: &mut Plan) -> Result<()> {
         }
         GroupPlan::Create(path) => {
             if pool.group_exists(path) {
-                return Err(Error::Exists(format!(
+                return Err(Error::exists(format!(
                     "group '{path}' was created by someone else during the import"
                 )));
             }

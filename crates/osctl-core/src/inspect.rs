@@ -25,7 +25,7 @@ use crate::archive::meta::{
 };
 use crate::archive::reader::read_error;
 use crate::archive::{ArchiveReader, Entry, EntryKind, PartsReader};
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Error, ErrorKind, Result};
 use crate::fstar::{self, WalkStats};
 use crate::model::{ContainerConfig, GroupConfig, UserConfig};
 use crate::progress::Counting;
@@ -272,7 +272,7 @@ impl Scan {
             }
             self.record(&entry, &name);
             if entry.remaining() > 0 && self.depth == Depth::Full {
-                return Err(Error::Archive(format!(
+                return Err(Error::archive(format!(
                     "archive entry '{}': {} bytes after the end of its content",
                     entry.name(),
                     entry.remaining()
@@ -385,10 +385,7 @@ impl Scan {
     /// Parses a config as the importer does (typed, under the YAML budget)
     /// when verifying, and keeps it as a plain value for showing.
     fn config(&mut self, name: &EntryName, shown: &str, bytes: &[u8]) -> Result<()> {
-        let as_archive_error = |e: Error| match e {
-            Error::Invalid(m) => Error::Archive(m),
-            other => other,
-        };
+        let as_archive_error = |e: Error| e.reclassify(ErrorKind::Invalid, ErrorKind::Archive);
         let value: Value = yaml::parse_bytes(bytes, shown).map_err(as_archive_error)?;
         if self.depth == Depth::Full {
             let typed = |e: Error| as_archive_error(e);
@@ -396,7 +393,7 @@ impl Scan {
                 EntryName::UserConfig => {
                     let user: UserConfig = yaml::parse_bytes(bytes, shown).map_err(typed)?;
                     user.maps()
-                        .map_err(|e| Error::Archive(format!("{shown}: {e}")))?;
+                        .map_err(|e| e.context(shown).with_kind(ErrorKind::Archive))?;
                 }
                 EntryName::GroupConfig => {
                     GroupConfig::parse(bytes, shown).map_err(typed)?;
@@ -405,7 +402,7 @@ impl Scan {
                     let ct = ContainerConfig::parse(bytes, shown).map_err(typed)?;
                     let datasets = self.grammar.metadata().map(|m| m.datasets.as_slice());
                     crate::datasets::check_mounts(&ct, datasets.unwrap_or_default())
-                        .map_err(|e| Error::Archive(format!("{shown}: {e}")))?;
+                        .map_err(|e| e.context(shown).with_kind(ErrorKind::Archive))?;
                 }
             }
         }
@@ -434,9 +431,9 @@ fn read_stream<R: Read + Send>(
         let buffered = BufReader::with_capacity(1 << 20, &mut stored);
         let decompressed =
             compress::decompressor(compression, buffered).map_err(|e| corrupt(compression, e))?;
-        let spoilt = |e: Error| match e {
-            Error::Io { source, .. } => corrupt(compression, source),
-            other => other,
+        let spoilt = |e: Error| match e.into_io_source() {
+            Ok(source) => corrupt(compression, source),
+            Err(other) => other,
         };
         let mut input = Counting::new(decompressed);
         match stream.encoding {
@@ -467,13 +464,12 @@ fn read_stream<R: Read + Send>(
 /// stream is corrupt (any error that is not the system's), or reading the
 /// archive failed.
 fn corrupt(compression: Compression, e: io::Error) -> Error {
-    match read_error(e) {
-        Error::Io { source, .. }
-            if compression != Compression::Off && source.raw_os_error().is_none() =>
-        {
-            Error::Archive(format!("corrupt {} stream: {source}", compression.name()))
+    let e = read_error(e);
+    match e.io_source() {
+        Some(source) if compression != Compression::Off && source.raw_os_error().is_none() => {
+            Error::archive(format!("corrupt {} stream: {source}", compression.name()))
         }
-        other => other,
+        _ => e,
     }
 }
 
@@ -492,7 +488,7 @@ fn check_send_magic(input: &mut dyn Read, format: ArchiveFormat) -> Result<Strin
     }
     let head = &head[..filled];
     let bad = |what: &str| {
-        Err(Error::Archive(format!(
+        Err(Error::archive(format!(
             "not a {format} send stream ({what})"
         )))
     };

@@ -52,7 +52,7 @@ pub fn received() -> Option<i32> {
 pub fn check() -> Result<()> {
     match RECEIVED.load(Ordering::SeqCst) {
         0 => Ok(()),
-        sig => Err(Error::Interrupted(format!(
+        sig => Err(Error::interrupted(format!(
             "interrupted by {}",
             signal_name(sig)
         ))),

@@ -140,7 +140,7 @@ impl Lock {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(TryLockError::WouldBlock) => {
-                    return Err(Error::Busy(format!(
+                    return Err(Error::busy(format!(
                         "{what} is busy: held by {} for longer than {} s \
                          (--lock-timeout or OSCTL_LOCK_TIMEOUT to wait longer)",
                         holder_of(&file),

@@ -11,7 +11,7 @@ fn is_name_char(c: char) -> bool {
 
 fn check(kind: &str, name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_NAME || !name.chars().all(is_name_char) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::invalid(format!(
             "invalid {kind} '{}': use 1 to {MAX_NAME} characters of a-z, 0-9, '_' and '-'",
             name.escape_debug()
         )));
@@ -37,13 +37,13 @@ pub fn group_path(path: &str) -> Result<()> {
         return Ok(());
     }
     let Some(rest) = path.strip_prefix('/') else {
-        return Err(Error::Invalid(format!(
+        return Err(Error::invalid(format!(
             "invalid group name '{}': it must start with '/'",
             path.escape_debug()
         )));
     };
     if path.len() > 1000 {
-        return Err(Error::Invalid("invalid group name: too long".into()));
+        return Err(Error::invalid("invalid group name: too long"));
     }
     for part in rest.split('/') {
         check("group name part", part)
@@ -69,7 +69,7 @@ pub fn group_parent(path: &str) -> Option<&str> {
 /// of that name, where a child dataset named so would be mounted over them.
 pub fn subdataset(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > 255 {
-        return Err(Error::Invalid(format!(
+        return Err(Error::invalid(format!(
             "invalid dataset name '{}'",
             name.escape_debug()
         )));
@@ -78,7 +78,7 @@ pub fn subdataset(name: &str) -> Result<()> {
         check("dataset name part", part)
             .map_err(|e| e.context(format!("dataset '{}'", name.escape_debug())))?;
         if part == crate::storage::ROOTFS_DIR {
-            return Err(Error::Invalid(format!(
+            return Err(Error::invalid(format!(
                 "invalid dataset name '{name}': '{part}' is where every dataset keeps its files"
             )));
         }

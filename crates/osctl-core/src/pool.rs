@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Error, ErrorKind, Result};
 use crate::fsutil;
 use crate::host::{Host, PoolEntry};
 use crate::lock::Lock;
@@ -74,7 +74,7 @@ fn install_storage(backend: Backend, location: &str) -> Result<()> {
                 storage::btrfs::BtrfsStorage::check_location(path)?;
             }
             if path.exists() && !is_empty_or_ours(path)? {
-                return Err(Error::Refused(format!(
+                return Err(Error::refused(format!(
                     "{} is not empty and not an osctl pool",
                     path.display()
                 )));
@@ -112,7 +112,7 @@ impl Pool {
         names::pool_name(&entry.name)?;
         let _registry = host.lock_registry()?;
         if host.pools()?.iter().any(|p| p.name == entry.name) {
-            return Err(Error::Exists(format!(
+            return Err(Error::exists(format!(
                 "pool '{}' already exists",
                 entry.name
             )));
@@ -139,7 +139,7 @@ impl Pool {
         match Pool::install(host, entry.clone()) {
             Ok(pool) => Ok(pool),
             // Another command installed it meanwhile.
-            Err(Error::Exists(_)) => Pool::open(host, &entry),
+            Err(e) if e.kind() == ErrorKind::Exists => Pool::open(host, &entry),
             Err(e) => Err(e),
         }
     }
@@ -248,7 +248,7 @@ impl Pool {
     pub fn user(&self, name: &str) -> Result<UserConfig> {
         names::user_name(name)?;
         self.load(&self.user_config_path(name), || {
-            Error::NotFound(format!("user '{name}' not found in pool '{}'", self.name))
+            Error::not_found(format!("user '{name}' not found in pool '{}'", self.name))
         })
     }
 
@@ -271,7 +271,7 @@ impl Pool {
     pub fn group(&self, path: &str) -> Result<GroupConfig> {
         names::group_path(path)?;
         self.load(&self.group_config_path(path), || {
-            Error::NotFound(format!("group '{path}' not found in pool '{}'", self.name))
+            Error::not_found(format!("group '{path}' not found in pool '{}'", self.name))
         })
     }
 
@@ -308,7 +308,7 @@ impl Pool {
     pub fn ct(&self, id: &str) -> Result<ContainerConfig> {
         let cfg = self.ct_unvalidated(id)?;
         cfg.validate().map_err(|e| {
-            Error::Refused(format!(
+            Error::refused(format!(
                 "container '{id}': {}: {e}",
                 self.ct_config_path(id).display()
             ))
@@ -322,7 +322,7 @@ impl Pool {
     pub fn ct_unvalidated(&self, id: &str) -> Result<ContainerConfig> {
         names::container_id(id)?;
         self.load(&self.ct_config_path(id), || {
-            Error::NotFound(format!(
+            Error::not_found(format!(
                 "container '{id}' not found in pool '{}'",
                 self.name
             ))

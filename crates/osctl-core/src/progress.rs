@@ -1,14 +1,30 @@
-//! Progress of long operations on stderr: the step, bytes, rate. Silent with
-//! `-q` and when stderr is not a terminal.
+//! Progress of long operations on stderr. A step that moves bytes of a known
+//! (or estimated) size shows a bar with the total, percent, rate and ETA; one
+//! of unknown size the bytes and rate; one without bytes (stopping a
+//! container, checking files) a spinner. Silent with `-q` and when stderr is
+//! not a terminal.
 
 use std::io::{self, IsTerminal, Read, Write};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+// The bar takes what the text leaves of the line; the ETA comes before the
+// rate so that a narrow terminal keeps it.
+const SIZED: &str = "{spinner} {msg} [{wide_bar}] {percent:>3}% {bytes}/{total_bytes} ETA {eta} \
+                     {binary_bytes_per_sec}";
+const UNSIZED: &str = "{spinner} {msg} {bytes} {binary_bytes_per_sec} {elapsed}";
+const NO_BYTES: &str = "{spinner} {msg} {elapsed}";
 
 #[derive(Clone)]
 pub struct Progress {
     bar: ProgressBar,
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+        .progress_chars("=> ")
 }
 
 impl Progress {
@@ -20,13 +36,7 @@ impl Progress {
             ProgressDrawTarget::hidden()
         };
         let bar = ProgressBar::with_draw_target(None, target);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} {msg:<28} {bytes:>10} {binary_bytes_per_sec:>12} {elapsed}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        bar.enable_steady_tick(Duration::from_millis(200));
+        bar.set_style(style(NO_BYTES));
         Progress { bar }
     }
 
@@ -34,26 +44,74 @@ impl Progress {
         Progress::new(false)
     }
 
-    /// Starts a new step; the byte count restarts.
+    /// Whether anything is drawn: estimates are worth their cost only then.
+    pub fn is_visible(&self) -> bool {
+        !self.bar.is_hidden()
+    }
+
+    /// Starts a step that moves no bytes: a spinner.
     pub fn step(&self, message: impl Into<String>) {
-        let message = message.into();
-        if !self.bar.is_hidden() && self.bar.position() > 0 {
-            self.bar.println(format!(
-                "  {} ({})",
-                self.bar.message(),
-                indicatif::HumanBytes(self.bar.position())
-            ));
-        }
-        self.bar.set_position(0);
-        self.bar.reset_elapsed();
+        self.start(message.into(), None, NO_BYTES);
+    }
+
+    /// Starts a step that moves bytes, `total` of them where known.
+    pub fn step_bytes(&self, message: impl Into<String>, total: Option<u64>) {
+        let template = if total.is_some() { SIZED } else { UNSIZED };
+        self.start(message.into(), total, template);
+    }
+
+    fn start(&self, message: String, total: Option<u64>, template: &str) {
+        // The new step is set up before the line of the last one is
+        // printed, which redraws the bar.
+        let finished = self.finished_line();
+        // Each call below draws: hidden until the step is whole.
+        let visible = self.is_visible();
+        self.bar.set_draw_target(ProgressDrawTarget::hidden());
         self.bar.set_message(message);
+        self.bar.set_style(style(template));
+        self.bar.reset();
+        match total {
+            Some(n) => self.bar.set_length(n.max(1)),
+            None => self.bar.unset_length(),
+        }
+        if visible {
+            self.bar.set_draw_target(ProgressDrawTarget::stderr());
+        }
+        if let Some(line) = finished {
+            self.bar.println(line);
+        }
+        if visible {
+            // Idempotent after the first step; nothing is drawn before it.
+            self.bar.enable_steady_tick(Duration::from_millis(200));
+        }
+    }
+
+    /// The line a finished step that moved bytes leaves.
+    fn finished_line(&self) -> Option<String> {
+        (self.is_visible() && self.bar.position() > 0).then(|| {
+            format!(
+                "  {}: {} in {}",
+                self.bar.message(),
+                HumanBytes(self.bar.position()),
+                HumanDuration(self.bar.elapsed())
+            )
+        })
     }
 
     pub fn add_bytes(&self, n: u64) {
         self.bar.inc(n);
+        // An estimate that fell short grows with what came.
+        if let Some(len) = self.bar.length() {
+            if self.bar.position() > len {
+                self.bar.set_length(self.bar.position());
+            }
+        }
     }
 
     pub fn finish(&self) {
+        if let Some(line) = self.finished_line() {
+            self.bar.println(line);
+        }
         self.bar.finish_and_clear();
     }
 

@@ -29,13 +29,13 @@ fn options() -> serde_saphyr::Options {
 /// Parses `text`; `what` names the document in the error (e.g. "config/user.yml").
 pub fn parse<T: DeserializeOwned>(text: &str, what: &str) -> Result<T> {
     if text.len() > MAX_YAML_BYTES {
-        return Err(Error::Invalid(format!(
+        return Err(Error::invalid(format!(
             "{what}: larger than the {} KiB allowed for a YAML document",
             MAX_YAML_BYTES / 1024
         )));
     }
     serde_saphyr::from_str_with_options(text, options()).map_err(|e| {
-        Error::Invalid(format!(
+        Error::invalid(format!(
             "{what}: invalid YAML: {}",
             one_line(&e.to_string())
         ))
@@ -45,13 +45,13 @@ pub fn parse<T: DeserializeOwned>(text: &str, what: &str) -> Result<T> {
 /// Like [`parse`], for bytes that must be UTF-8.
 pub fn parse_bytes<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
     let text = std::str::from_utf8(bytes)
-        .map_err(|_| Error::Invalid(format!("{what}: not UTF-8 text")))?;
+        .map_err(|_| Error::invalid(format!("{what}: not UTF-8 text")))?;
     parse(text, what)
 }
 
 pub fn to_string<T: Serialize>(value: &T) -> Result<String> {
     let body = serde_saphyr::to_string(value)
-        .map_err(|e| Error::Invalid(format!("cannot write YAML: {e}")))?;
+        .map_err(|e| Error::invalid(format!("cannot write YAML: {e}")))?;
     // Ruby's YAML.dump starts documents with `---`; keep files looking alike.
     Ok(format!("---\n{body}"))
 }

@@ -1,12 +1,10 @@
-//! Command-line grammar (see `spec/cli.md`) and dispatch to the library.
+//! Dispatch of the command line (grammar in [`crate::args`]) to the library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
-use serde_json::json;
 
 use osctl_core::accounts::{self, MapRequest};
 use osctl_core::archive::compress::Compression;
@@ -24,375 +22,16 @@ use osctl_core::repack;
 use osctl_core::storage::Backend;
 use osctl_core::yaml;
 
+use crate::args::*;
+use crate::list::{self, ListOpts};
 use crate::output;
-use crate::resources_cli::{
-    self, CgparamsCmd, DevicesCmd, LimitSetCmd, LimitUnsetCmd, Owner, PrlimitsCmd,
-};
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "osctl",
-    version,
-    about = "Manage containers and move them between hosts"
-)]
-pub struct Args {
-    /// The pool to work on (default: the only pool, else the one named `default`)
-    #[arg(long, global = true, help_heading = "Global options")]
-    pool: Option<String>,
-    /// Machine-readable output (one JSON document) for ls and show
-    #[arg(short = 'j', long, global = true, help_heading = "Global options")]
-    json: bool,
-    /// No progress output and no closing summary
-    #[arg(short = 'q', long, global = true, help_heading = "Global options")]
-    quiet: bool,
-    /// Print every external command osctl runs, with its duration and outcome
-    #[arg(
-        short = 'v',
-        long = "debug",
-        global = true,
-        help_heading = "Global options"
-    )]
-    debug: bool,
-    /// Seconds to wait for another operation on the same object
-    /// (default: OSCTL_LOCK_TIMEOUT, else 600)
-    #[arg(
-        long,
-        global = true,
-        value_name = "SECONDS",
-        help_heading = "Global options"
-    )]
-    lock_timeout: Option<u64>,
-    #[command(subcommand)]
-    command: Top,
-}
-
-#[derive(Subcommand, Debug)]
-enum Top {
-    /// Pools: where configs and containers live
-    #[command(subcommand)]
-    Pool(PoolCmd),
-    /// Users: id maps of containers
-    #[command(subcommand)]
-    User(UserCmd),
-    /// Groups: a hierarchy of containers
-    #[command(subcommand)]
-    Group(GroupCmd),
-    /// Containers
-    #[command(subcommand, name = "ct")]
-    Ct(CtCmd),
-    /// Archives: look inside or check one without importing it
-    #[command(subcommand)]
-    Archive(ArchiveCmd),
-    /// This host's key for sending containers to other hosts
-    #[command(subcommand)]
-    Send(crate::send_cli::SendCmd),
-    /// Receiving containers from other hosts
-    #[command(subcommand)]
-    Receive(crate::send_cli::ReceiveCmd),
-    /// Run by LXC when a routed veth comes up (not for people)
-    #[command(name = "veth-up-hook", hide = true)]
-    VethUpHook {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum ArchiveCmd {
-    /// Print the metadata, configs and entries of an archive ("-": standard input)
-    Show { file: PathBuf },
-    /// Check an archive's structure, streams and checksums without importing it
-    /// ("-": standard input)
-    Verify { file: PathBuf },
-    /// Turn an archive written to a pipe (streams in parts) into the single-entry
-    /// layout vpsAdminOS's osctl reads ("-": standard input, or standard output
-    /// when it is a file)
-    Repack {
-        /// Overwrite OUT if it exists
-        #[arg(long)]
-        force: bool,
-        input: PathBuf,
-        out: PathBuf,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum PoolCmd {
-    /// Install a pool (creates its directory or dataset where missing)
-    Install {
-        #[arg(long, default_value = "dir")]
-        backend: String,
-        /// Directory of a dir or btrfs pool
-        #[arg(long, conflicts_with = "dataset")]
-        path: Option<PathBuf>,
-        /// Dataset of a zfs pool
-        #[arg(long)]
-        dataset: Option<String>,
-        name: String,
-    },
-    /// List pools
-    Ls,
-    /// Forget a pool; deletes nothing
-    Uninstall { name: String },
-    /// Find and remove what an interrupted export or import left behind
-    Check,
-    /// Show a pool's settings
-    Show { name: String },
-    /// Change a pool's setting
-    #[command(subcommand)]
-    Set(PoolSetCmd),
-}
-
-#[derive(Subcommand, Debug)]
-enum PoolSetCmd {
-    /// Bridges that archives imported without --trusted may attach to (none: any that exists)
-    AllowedBridges { name: String, bridges: Vec<String> },
-}
-
-#[derive(Subcommand, Debug)]
-enum UserCmd {
-    /// Create a user; without maps a free block of 65536 host ids is allocated
-    New {
-        /// NS:HOST:COUNT for both uids and gids
-        #[arg(long = "map")]
-        map: Vec<String>,
-        #[arg(long = "map-uid")]
-        map_uid: Vec<String>,
-        #[arg(long = "map-gid")]
-        map_gid: Vec<String>,
-        name: String,
-    },
-    Ls,
-    Show {
-        name: String,
-    },
-    Del {
-        name: String,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum GroupCmd {
-    /// Create a group such as /web; its parent must exist
-    New {
-        name: String,
-    },
-    Ls,
-    Show {
-        name: String,
-    },
-    Del {
-        name: String,
-    },
-    /// cgroup parameters (limits) of a group: its containers share them
-    #[command(subcommand)]
-    Cgparams(CgparamsCmd),
-    /// Devices a group grants to its subgroups and containers
-    #[command(subcommand)]
-    Devices(DevicesCmd),
-    /// Set a limit
-    #[command(subcommand)]
-    Set(LimitSetCmd),
-    /// Remove a limit
-    #[command(subcommand)]
-    Unset(LimitUnsetCmd),
-}
-
-#[derive(Subcommand, Debug)]
-enum CtCmd {
-    /// Create a container from a directory or a tarball
-    New {
-        #[arg(long)]
-        user: String,
-        #[arg(long, default_value = "/default")]
-        group: String,
-        #[arg(
-            long,
-            conflicts_with = "from_tar",
-            required_unless_present = "from_tar"
-        )]
-        from_dir: Option<PathBuf>,
-        #[arg(long)]
-        from_tar: Option<PathBuf>,
-        /// Run without a user namespace (for file systems without idmapped mounts)
-        #[arg(long)]
-        privileged: bool,
-        id: String,
-    },
-    Ls,
-    Show {
-        id: String,
-    },
-    Start {
-        id: String,
-    },
-    Stop {
-        id: String,
-        /// Seconds to wait for a clean shutdown before killing
-        #[arg(long, default_value_t = 60)]
-        timeout: u64,
-    },
-    Restart {
-        id: String,
-        #[arg(long, default_value_t = 60)]
-        timeout: u64,
-    },
-    /// Print the end of the container's LXC log (why a start failed)
-    Log {
-        id: String,
-        /// How many lines from the end
-        #[arg(short = 'n', long, default_value_t = 50)]
-        lines: usize,
-        /// Keep printing what is added, until interrupted
-        #[arg(short = 'f', long)]
-        follow: bool,
-    },
-    /// Run a command inside a running container; its exit status is ours
-    Exec {
-        id: String,
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
-    },
-    /// Delete a container; a running one only with --force
-    Del {
-        #[arg(long)]
-        force: bool,
-        id: String,
-    },
-    /// Change a setting
-    #[command(subcommand)]
-    Set(SetCmd),
-    /// Remove a setting
-    #[command(subcommand)]
-    Unset(LimitUnsetCmd),
-    /// cgroup parameters (limits) of a container
-    #[command(subcommand)]
-    Cgparams(CgparamsCmd),
-    /// Process limits (setrlimit) of a container
-    #[command(subcommand)]
-    Prlimits(PrlimitsCmd),
-    /// Devices a container may use
-    #[command(subcommand)]
-    Devices(DevicesCmd),
-    /// Write the container (configs and root file system) into one archive
-    ///
-    /// What vpsAdminOS's osctl reads: --format native on zfs pools with
-    /// --compression off, gzip or auto; tar archives (--format tar, or native
-    /// on dir pools) with gzip or auto, since it looks for rootfs/base.tar.gz
-    /// only, and in one layer: always on zfs and btrfs pools, on dir pools
-    /// when the container is stopped, with --no-consistent or --single-layer.
-    /// It refuses loudly what it cannot read (zstd, uncompressed tar, btrfs
-    /// streams, format tar-layers).
-    #[command(verbatim_doc_comment)]
-    Export {
-        /// Stop a running container briefly so the archive holds a consistent state (default)
-        #[arg(long, overrides_with = "no_consistent")]
-        consistent: bool,
-        /// Never stop the container: the archive is as after a power loss
-        #[arg(long)]
-        no_consistent: bool,
-        /// auto: compressed by the storage where it can (native streams), else gzip
-        #[arg(long, default_value = "auto", value_parser = ["auto", "off", "gzip", "zstd"])]
-        compression: String,
-        /// native: the pool's own streams (zfs, btrfs; tar on dir pools); tar: one
-        /// tree of what the container sees, subdatasets at their mountpoints,
-        /// for pools of any kind
-        #[arg(long, default_value = "native", value_parser = ["native", "tar"])]
-        format: String,
-        /// Dir pools, tar: a running container stays stopped while its one tar
-        /// is written, as the original reads it; without it the changes made
-        /// during the dump follow in a second layer (format tar-layers,
-        /// readable by osctl-rs only)
-        #[arg(long)]
-        single_layer: bool,
-        /// Overwrite FILE if it exists
-        #[arg(long)]
-        force: bool,
-        /// Seconds a consistent export waits for the container to stop
-        #[arg(long, default_value_t = 60)]
-        stop_timeout: u64,
-        /// Consistent without a restart: freeze a running container for the
-        /// last snapshot instead of stopping it (crash-consistent, like a
-        /// power cut)
-        #[arg(long, conflicts_with_all = ["no_consistent", "single_layer"])]
-        freeze: bool,
-        /// Largest part of a stream written to a pipe, in bytes
-        #[arg(long, hide = true, default_value_t = osctl_core::archive::parts::DEFAULT_PART)]
-        part_size: u64,
-        id: String,
-        /// The archive file; "-": standard output (a file, or a pipe: streams in parts)
-        file: PathBuf,
-    },
-    /// Create a container from an archive
-    Import {
-        #[arg(long)]
-        as_id: Option<String>,
-        /// An existing user instead of the archive's
-        #[arg(long)]
-        as_user: Option<String>,
-        /// An existing group instead of the archive's
-        #[arg(long)]
-        as_group: Option<String>,
-        /// Apply settings that reach outside the container (host-root maps,
-        /// raw LXC lines, host mounts, devices, hooks)
-        #[arg(long)]
-        trusted: bool,
-        /// A clone (--as-id) keeps the addresses of its network interfaces
-        #[arg(long)]
-        keep_addresses: bool,
-        /// A user the import creates keeps the archive's id maps even where they
-        /// overlap ids given out here (needs --trusted then) instead of a fresh block
-        #[arg(long)]
-        keep_map: bool,
-        /// The archive file; "-": standard input (a file or a pipe)
-        file: PathBuf,
-    },
-    /// Subdatasets of a container (zfs, btrfs), each with its own private/, shown
-    /// to the container by a dataset mount of its config
-    #[command(subcommand)]
-    Dataset(DatasetCmd),
-    /// Network interfaces: bridged or routed veth pairs
-    #[command(subcommand, visible_alias = "net")]
-    Netif(crate::netif_cli::NetifCmd),
-    /// Move the container to another host over SSH, in rounds
-    Send(crate::send_cli::CtSendCmd),
-}
-
-#[derive(Subcommand, Debug)]
-enum DatasetCmd {
-    /// Create a subdataset NAME (relative, e.g. var or var/log; the parent must
-    /// exist) and mount it from the container's next start
-    New {
-        /// Where the container sees it (default: /NAME below the root, or
-        /// below the parent dataset's mountpoint; no mount if the parent has none)
-        #[arg(long)]
-        mountpoint: Option<String>,
-        id: String,
-        name: String,
-    },
-    /// List a container's subdatasets
-    Ls { id: String },
-    /// Delete a subdataset, its snapshots and its mounts (not while the container runs)
-    Del { id: String, name: String },
-}
-
-#[derive(Subcommand, Debug)]
-enum SetCmd {
-    /// Run the container without a user namespace (on) or with its user's maps (off)
-    Privileged {
-        id: String,
-        #[arg(value_parser = ["on", "off"])]
-        value: String,
-    },
-    #[command(flatten)]
-    Limit(LimitSetCmd),
-}
+use crate::resources_cli::{self, Owner};
 
 /// Prints the last `lines` lines of a log; with `follow`, then what is
 /// appended, until the process is interrupted.
 fn print_log(path: &std::path::Path, lines: usize, follow: bool) -> Result<()> {
     use std::io::{Read, Seek, SeekFrom, Write};
-    let missing = || osctl_core::Error::NotFound(format!("no log yet: {}", path.display()));
+    let missing = || osctl_core::Error::not_found(format!("no log yet: {}", path.display()));
     let mut file = std::fs::File::open(path).map_err(|_| missing())?;
     let mut text = String::new();
     file.read_to_string(&mut text)?;
@@ -428,15 +67,78 @@ struct Ctx {
     quiet: bool,
 }
 
+fn usage(message: String) -> anyhow::Error {
+    osctl_core::Error::invalid(message).into()
+}
+
 impl Ctx {
     /// The pool to work on, after undoing what dead exports and imports left.
     fn pool(&self) -> Result<Pool> {
-        let pool = Pool::select(&self.host, self.pool_name.as_deref())?;
+        self.open(self.pool_name.as_deref())
+    }
+
+    fn open(&self, name: Option<&str>) -> Result<Pool> {
+        let pool = Pool::select(&self.host, name)?;
         for line in recovery::recover_journals(&pool)? {
             eprintln!("osctl: recovered: {line}");
         }
         Ok(pool)
     }
+
+    /// The pool of an object named `POOL:NAME` (or of --pool, or the
+    /// default), leaving the bare name in `arg`. Names never hold ':'.
+    fn locate(&self, arg: &mut String) -> Result<Pool> {
+        let Some((pool, name)) = arg.split_once(':') else {
+            return self.pool();
+        };
+        if let Some(given) = self.pool_name.as_deref().filter(|p| *p != pool) {
+            return Err(usage(format!(
+                "'{arg}' names pool '{pool}' but --pool says '{given}'"
+            )));
+        }
+        let pool = self.open(Some(pool))?;
+        *arg = name.to_string();
+        Ok(pool)
+    }
+
+    /// The pools an `ls` lists: those of --pool (comma-separated), else
+    /// every pool (the default one is installed when there is none). A pool
+    /// that cannot be opened is named on stderr and left out.
+    fn pools_to_list(&self) -> Result<Vec<Pool>> {
+        if let Some(names) = list::split(&self.pool_name) {
+            return names.iter().map(|n| self.open(Some(n))).collect();
+        }
+        let entries = self.host.pools()?;
+        if entries.is_empty() {
+            return Ok(vec![self.pool()?]);
+        }
+        let mut pools = Vec::new();
+        for entry in entries {
+            match self.open(Some(&entry.name)) {
+                Ok(pool) => pools.push(pool),
+                Err(e) => eprintln!("osctl: skipped: {}", output::one_line(&e)),
+            }
+        }
+        Ok(pools)
+    }
+
+    /// Rows of every listed pool.
+    fn rows<T>(&self, of_pool: impl Fn(&Pool) -> osctl_core::Result<Vec<T>>) -> Result<Vec<T>> {
+        let mut rows = Vec::new();
+        for pool in self.pools_to_list()? {
+            rows.extend(of_pool(&pool)?);
+        }
+        Ok(rows)
+    }
+}
+
+/// Of the names an `ls` was given ([POOL:]NAME), whether `row` is one.
+fn named(names: &[String], pool: &str, name: &str) -> bool {
+    names.is_empty()
+        || names.iter().any(|n| match n.split_once(':') {
+            Some((p, n)) => p == pool && n == name,
+            None => n == name,
+        })
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -461,11 +163,39 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Top::Group(c) => group_cmd(&ctx, c)?,
         Top::Ct(c) => return ct_cmd(&ctx, c),
         Top::Archive(c) => archive_cmd(&ctx, c)?,
-        Top::VethUpHook { args } => osctl_core::netif::veth_up_hook(&args)?,
         Top::Send(c) => crate::send_cli::send_cmd(&ctx.host, c)?,
         Top::Receive(c) => crate::send_cli::receive_cmd(&ctx.host, ctx.json, c)?,
+        Top::GenCompletion { shell } => crate::gen::completion(shell),
+        Top::GenMan { dir } => crate::gen::man_pages(&dir)?,
+        Top::VethUpHook { args } => osctl_core::netif::veth_up_hook(&args)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn pool_location(
+    ctx: &Ctx,
+    backend: Backend,
+    path: Option<PathBuf>,
+    dataset: Option<String>,
+    name: &str,
+) -> Result<String> {
+    Ok(match (backend, path, dataset) {
+        (Backend::Zfs, None, Some(ds)) => ds,
+        (Backend::Zfs, _, None) => return Err(usage("a zfs pool needs --dataset".into())),
+        (_, Some(p), None) => std::path::absolute(p)?.to_string_lossy().into_owned(),
+        (_, None, None) => ctx
+            .host
+            .root()
+            .join("pools")
+            .join(name)
+            .to_string_lossy()
+            .into_owned(),
+        (_, _, Some(_)) => {
+            return Err(usage(format!(
+                "a {backend} pool takes --path, not --dataset"
+            )))
+        }
+    })
 }
 
 fn pool_cmd(ctx: &Ctx, cmd: PoolCmd) -> Result<()> {
@@ -476,29 +206,12 @@ fn pool_cmd(ctx: &Ctx, cmd: PoolCmd) -> Result<()> {
             dataset,
             name,
         } => {
-            let backend = Backend::parse(&backend)?;
-            let location = match (backend, path, dataset) {
-                (Backend::Zfs, None, Some(ds)) => ds,
-                (Backend::Zfs, _, None) => {
-                    return Err(
-                        osctl_core::Error::Invalid("a zfs pool needs --dataset".into()).into(),
-                    )
-                }
-                (_, Some(p), None) => std::path::absolute(p)?.to_string_lossy().into_owned(),
-                (_, None, None) => ctx
-                    .host
-                    .root()
-                    .join("pools")
-                    .join(&name)
-                    .to_string_lossy()
-                    .into_owned(),
-                (_, _, Some(_)) => {
-                    return Err(osctl_core::Error::Invalid(format!(
-                        "a {backend} pool takes --path, not --dataset"
-                    ))
-                    .into())
-                }
+            let backend = match backend {
+                BackendArg::Dir => Backend::Dir,
+                BackendArg::Zfs => Backend::Zfs,
+                BackendArg::Btrfs => Backend::Btrfs,
             };
+            let location = pool_location(ctx, backend, path, dataset, &name)?;
             Pool::install(
                 &ctx.host,
                 PoolEntry {
@@ -508,16 +221,13 @@ fn pool_cmd(ctx: &Ctx, cmd: PoolCmd) -> Result<()> {
                 },
             )?;
         }
-        PoolCmd::Ls => {
-            let pools = ctx.host.pools()?;
-            if ctx.json {
-                return output::json(&pools);
-            }
-            let rows = pools
-                .iter()
-                .map(|p| vec![p.name.clone(), p.backend.to_string(), p.location.clone()])
-                .collect::<Vec<_>>();
-            output::table(&["NAME", "BACKEND", "LOCATION"], &rows);
+        PoolCmd::Ls { list, names } => {
+            let mut pools = ctx.host.pools()?;
+            pools.retain(|p| {
+                list::allowed(&list::split(&ctx.pool_name), &p.name)
+                    && (names.is_empty() || names.contains(&p.name))
+            });
+            return list::print(&list, ctx.json, &pools);
         }
         PoolCmd::Uninstall { name } => {
             let _registry = ctx.host.lock_registry()?;
@@ -539,22 +249,23 @@ fn pool_cmd(ctx: &Ctx, cmd: PoolCmd) -> Result<()> {
         }
         PoolCmd::Show { name } => {
             let pool = Pool::select(&ctx.host, Some(&name))?;
-            let network = osctl_core::netif::pool_network(&pool)?;
+            let info = PoolInfo {
+                allowed_bridges: osctl_core::netif::pool_network(&pool)?.allowed_bridges,
+                name: pool.name,
+                backend: pool.backend,
+                location: pool.location,
+            };
             if ctx.json {
-                return output::json(&json!({
-                    "name": pool.name, "backend": pool.backend.to_string(),
-                    "location": pool.location, "allowed_bridges": network.allowed_bridges,
-                }));
+                return output::json(&info);
             }
-            let bridges = if network.allowed_bridges.is_empty() {
-                "any".to_string()
-            } else {
-                network.allowed_bridges.join(",")
+            let bridges = match info.allowed_bridges.join(",") {
+                b if b.is_empty() => "any".to_string(),
+                b => b,
             };
             output::pairs(&[
-                ("name", pool.name.clone()),
-                ("backend", pool.backend.to_string()),
-                ("location", pool.location.clone()),
+                ("name", info.name),
+                ("backend", info.backend.to_string()),
+                ("location", info.location),
                 ("allowed_bridges", bridges),
             ]);
         }
@@ -566,6 +277,15 @@ fn pool_cmd(ctx: &Ctx, cmd: PoolCmd) -> Result<()> {
     Ok(())
 }
 
+/// What `pool show` prints.
+#[derive(serde::Serialize)]
+struct PoolInfo {
+    name: String,
+    backend: Backend,
+    location: String,
+    allowed_bridges: Vec<String>,
+}
+
 fn parse_maps(entries: &[String]) -> Result<Option<IdMap>> {
     if entries.is_empty() {
         Ok(None)
@@ -575,14 +295,14 @@ fn parse_maps(entries: &[String]) -> Result<Option<IdMap>> {
 }
 
 fn user_cmd(ctx: &Ctx, cmd: UserCmd) -> Result<()> {
-    let pool = ctx.pool()?;
     match cmd {
         UserCmd::New {
             map,
             map_uid,
             map_gid,
-            name,
+            mut name,
         } => {
+            let pool = ctx.locate(&mut name)?;
             let both = parse_maps(&map)?;
             let req = MapRequest {
                 uid_map: parse_maps(&map_uid)?.or_else(|| both.clone()),
@@ -591,52 +311,17 @@ fn user_cmd(ctx: &Ctx, cmd: UserCmd) -> Result<()> {
             let _lock = pool.lock_accounts()?;
             accounts::create_user(&pool, &name, &req)?;
         }
-        UserCmd::Ls => {
-            let mut users = Vec::new();
-            for name in pool.user_names()? {
-                let cfg = pool.user(&name)?;
-                users.push(json!({"name": name, "pool": pool.name, "uid_map": cfg.uid_map, "gid_map": cfg.gid_map}));
-            }
-            if ctx.json {
-                return output::json(&users);
-            }
-            let rows = users
-                .iter()
-                .map(|u| {
-                    let join = |k: &str| {
-                        u[k].as_array()
-                            .map(|a| {
-                                a.iter()
-                                    .filter_map(|v| v.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(",")
-                            })
-                            .unwrap_or_default()
-                    };
-                    vec![
-                        u["name"].as_str().unwrap_or("").to_string(),
-                        join("uid_map"),
-                        join("gid_map"),
-                    ]
-                })
-                .collect::<Vec<_>>();
-            output::table(&["NAME", "UID_MAP", "GID_MAP"], &rows);
+        UserCmd::Ls { list, names } => {
+            let mut rows = ctx.rows(accounts::users)?;
+            rows.retain(|u| named(&names, &u.pool, &u.name));
+            return list::print(&list, ctx.json, &rows);
         }
-        UserCmd::Show { name } => {
-            let cfg = pool.user(&name)?;
-            if ctx.json {
-                return output::json(
-                    &json!({"name": name, "pool": pool.name, "uid_map": cfg.uid_map, "gid_map": cfg.gid_map, "standalone": cfg.standalone}),
-                );
-            }
-            output::pairs(&[
-                ("name", name),
-                ("pool", pool.name.clone()),
-                ("uid_map", cfg.uid_map.join(",")),
-                ("gid_map", cfg.gid_map.join(",")),
-            ]);
+        UserCmd::Show { mut name } => {
+            let pool = ctx.locate(&mut name)?;
+            return list::show(ctx.json, &accounts::user_info(&pool, &name)?);
         }
-        UserCmd::Del { name } => {
+        UserCmd::Del { mut name } => {
+            let pool = ctx.locate(&mut name)?;
             let _lock = pool.lock_accounts()?;
             accounts::delete_user(&pool, &name)?;
         }
@@ -645,52 +330,70 @@ fn user_cmd(ctx: &Ctx, cmd: UserCmd) -> Result<()> {
 }
 
 fn group_cmd(ctx: &Ctx, cmd: GroupCmd) -> Result<()> {
-    let pool = ctx.pool()?;
     match cmd {
-        GroupCmd::New { name } => {
+        GroupCmd::New { mut name } => {
+            let pool = ctx.locate(&mut name)?;
             let _lock = pool.lock_accounts()?;
             accounts::create_group(&pool, &name)?;
         }
-        GroupCmd::Ls => {
-            let groups = pool.group_paths()?;
-            if ctx.json {
-                let list: Vec<_> = groups
-                    .iter()
-                    .map(|g| json!({"name": g, "pool": pool.name}))
-                    .collect();
-                return output::json(&list);
-            }
-            let rows = groups.into_iter().map(|g| vec![g]).collect::<Vec<_>>();
-            output::table(&["NAME"], &rows);
+        GroupCmd::Ls { list, names } => {
+            let mut rows = ctx.rows(accounts::groups)?;
+            rows.retain(|g| named(&names, &g.pool, &g.name));
+            return list::print(&list, ctx.json, &rows);
         }
-        GroupCmd::Show { name } => {
-            let cfg = pool.group(&name)?;
-            if ctx.json {
-                return output::json(
-                    &json!({"name": name, "pool": pool.name, "cgparams": cfg.cgparams, "devices": cfg.devices}),
-                );
-            }
-            output::pairs(&[("name", name), ("pool", pool.name.clone())]);
+        GroupCmd::Show { mut name } => {
+            let pool = ctx.locate(&mut name)?;
+            return list::show(ctx.json, &accounts::group_info(&pool, &name)?);
         }
-        GroupCmd::Del { name } => {
+        GroupCmd::Del { mut name } => {
+            let pool = ctx.locate(&mut name)?;
             let _lock = pool.lock_accounts()?;
             accounts::delete_group(&pool, &name)?;
             osctl_core::resources::forget_group(&pool, &name);
         }
-        GroupCmd::Cgparams(c) => {
+        GroupCmd::Cgparams(mut c) => {
+            let pool = ctx.locate(c.of_mut())?;
             resources_cli::cgparams_cmd(&pool, Owner::Group, c, ctx.json, ctx.quiet)?
         }
-        GroupCmd::Devices(c) => {
+        GroupCmd::Devices(mut c) => {
+            let pool = ctx.locate(c.of_mut())?;
             resources_cli::devices_cmd(&pool, Owner::Group, c, ctx.json, ctx.quiet)?
         }
-        GroupCmd::Set(c) => resources_cli::limit_set_cmd(&pool, Owner::Group, c, ctx.quiet)?,
-        GroupCmd::Unset(c) => resources_cli::limit_unset_cmd(&pool, Owner::Group, c, ctx.quiet)?,
+        GroupCmd::Set(mut c) => {
+            let pool = ctx.locate(c.of_mut())?;
+            resources_cli::limit_set_cmd(&pool, Owner::Group, c, ctx.quiet)?
+        }
+        GroupCmd::Unset(mut c) => {
+            let pool = ctx.locate(c.of_mut())?;
+            resources_cli::limit_unset_cmd(&pool, Owner::Group, c, ctx.quiet)?
+        }
     }
     Ok(())
 }
 
+/// `ct ls`: the containers of every listed pool, filtered.
+fn ct_ls(ctx: &Ctx, list: &ListOpts, filters: [&Option<String>; 3], ids: &[String]) -> Result<()> {
+    let [users, groups, states] = filters.map(list::split);
+    if let Some(bad) = states
+        .iter()
+        .flatten()
+        .find(|s| !["stopped", "starting", "running", "stopping"].contains(&s.as_str()))
+    {
+        return Err(usage(format!(
+            "-S: unknown state '{bad}' (states: stopped, starting, running, stopping)"
+        )));
+    }
+    let mut rows = ctx.rows(containers::list)?;
+    rows.retain(|c| {
+        named(ids, &c.pool, &c.id)
+            && list::allowed(&users, &c.user)
+            && list::allowed(&groups, &c.group)
+            && list::allowed(&states, c.state.as_str())
+    });
+    list::print(list, ctx.json, &rows)
+}
+
 fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
-    let pool = ctx.pool()?;
     match cmd {
         CtCmd::New {
             user,
@@ -698,173 +401,184 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
             from_dir,
             from_tar,
             privileged,
-            id,
+            mut id,
         } => {
+            let pool = ctx.locate(&mut id)?;
             let source = match (from_dir, from_tar) {
                 (Some(d), None) => RootfsSource::Dir(d),
                 (None, Some(t)) => RootfsSource::Tar(t),
                 _ => unreachable!("clap requires exactly one source"),
             };
-            containers::create(
-                &pool,
-                &NewContainer {
-                    id,
-                    user,
-                    group,
-                    source,
-                    privileged,
-                },
-            )?;
+            let new = NewContainer {
+                id,
+                user,
+                group,
+                source,
+                privileged,
+            };
+            containers::create(&pool, &new)?;
         }
-        CtCmd::Ls => {
-            let list = containers::list(&pool)?;
-            if ctx.json {
-                output::json(&list)?;
-            } else {
-                let rows = list
-                    .iter()
-                    .map(|c| {
-                        vec![
-                            c.id.clone(),
-                            c.user.clone(),
-                            c.group.clone(),
-                            c.state.to_string(),
-                        ]
-                    })
-                    .collect::<Vec<_>>();
-                output::table(&["ID", "USER", "GROUP", "STATE"], &rows);
-            }
+        CtCmd::Ls {
+            list,
+            user,
+            group,
+            state,
+            ids,
+        } => ct_ls(ctx, &list, [&user, &group, &state], &ids)?,
+        CtCmd::Show { mut id } => {
+            let pool = ctx.locate(&mut id)?;
+            ct_show(ctx, &pool, &id)?;
         }
-        CtCmd::Show { id } => {
-            let c = containers::info(&pool, &id)?;
-            let report = osctl_core::resources::report(&pool, &pool.ct_unvalidated(&id)?);
-            if ctx.json {
-                let mut v = serde_json::to_value(&c)?;
-                v["resources"] = match &report {
-                    Ok(r) => serde_json::to_value(r)?,
-                    Err(e) => json!({"error": e.to_string()}),
-                };
-                output::json(&v)?;
-            } else {
-                let mut pairs = vec![
-                    ("id", c.id),
-                    ("pool", c.pool),
-                    ("user", c.user),
-                    ("group", c.group),
-                    ("state", c.state.to_string()),
-                    ("rootfs", c.rootfs),
-                    ("privileged", c.privileged.to_string()),
-                    ("hostname", c.hostname),
-                    ("datasets", c.datasets.join(",")),
-                ];
-                match &report {
-                    Ok(r) => pairs.extend(resources_cli::show_pairs(r)),
-                    Err(e) => pairs.push(("resources", format!("cannot tell: {e}"))),
-                }
-                output::pairs(&pairs);
-            }
+        CtCmd::Start { mut id } => containers::start(&ctx.locate(&mut id)?, &id)?,
+        CtCmd::Stop { mut id, timeout } => {
+            containers::stop(&ctx.locate(&mut id)?, &id, Duration::from_secs(timeout))?
         }
-        CtCmd::Start { id } => containers::start(&pool, &id)?,
-        CtCmd::Stop { id, timeout } => containers::stop(&pool, &id, Duration::from_secs(timeout))?,
-        CtCmd::Restart { id, timeout } => {
-            containers::restart(&pool, &id, Duration::from_secs(timeout))?
+        CtCmd::Restart { mut id, timeout } => {
+            containers::restart(&ctx.locate(&mut id)?, &id, Duration::from_secs(timeout))?
         }
-        CtCmd::Log { id, lines, follow } => {
+        CtCmd::Log {
+            mut id,
+            lines,
+            follow,
+        } => {
+            let pool = ctx.locate(&mut id)?;
             pool.ct_unvalidated(&id)?;
             print_log(&containers::log_file(&pool, &id), lines, follow)?
         }
-        CtCmd::Exec { id, command } => {
-            let code = containers::exec(&pool, &id, &command)?;
+        CtCmd::Exec { mut id, command } => {
+            let code = containers::exec(&ctx.locate(&mut id)?, &id, &command)?;
             return Ok(ExitCode::from(code.clamp(0, 255) as u8));
         }
-        CtCmd::Del { force, id } => containers::delete(&pool, &id, force)?,
-        CtCmd::Set(SetCmd::Privileged { id, value }) => {
-            if containers::set_privileged(&pool, &id, value == "on")? && !ctx.quiet {
+        CtCmd::Del { force, mut id } => containers::delete(&ctx.locate(&mut id)?, &id, force)?,
+        CtCmd::Set(SetCmd::Privileged { mut id, value }) => {
+            let pool = ctx.locate(&mut id)?;
+            if containers::set_privileged(&pool, &id, value == OnOff::On)? && !ctx.quiet {
                 outln!("container '{id}' is running: the change applies at its next start");
             }
         }
-        CtCmd::Set(SetCmd::Limit(c)) => {
+        CtCmd::Set(SetCmd::Limit(mut c)) => {
+            let pool = ctx.locate(c.of_mut())?;
             resources_cli::limit_set_cmd(&pool, Owner::Ct, c, ctx.quiet)?
         }
-        CtCmd::Unset(c) => resources_cli::limit_unset_cmd(&pool, Owner::Ct, c, ctx.quiet)?,
-        CtCmd::Cgparams(c) => {
+        CtCmd::Unset(mut c) => {
+            let pool = ctx.locate(c.of_mut())?;
+            resources_cli::limit_unset_cmd(&pool, Owner::Ct, c, ctx.quiet)?
+        }
+        CtCmd::Cgparams(mut c) => {
+            let pool = ctx.locate(c.of_mut())?;
             resources_cli::cgparams_cmd(&pool, Owner::Ct, c, ctx.json, ctx.quiet)?
         }
-        CtCmd::Prlimits(c) => resources_cli::prlimits_cmd(&pool, c, ctx.json, ctx.quiet)?,
-        CtCmd::Devices(c) => resources_cli::devices_cmd(&pool, Owner::Ct, c, ctx.json, ctx.quiet)?,
-        CtCmd::Export {
-            consistent: _,
-            no_consistent,
-            compression,
-            format,
-            single_layer,
-            force,
-            stop_timeout,
-            freeze,
-            part_size,
-            id,
-            file,
-        } => {
-            let opts = ExportOptions {
-                consistent: !no_consistent,
-                compression: match compression.as_str() {
-                    "auto" => CompressionChoice::Auto,
-                    other => CompressionChoice::Fixed(Compression::parse(other)?),
-                },
-                format: if format == "tar" {
-                    FormatChoice::Tar
-                } else {
-                    FormatChoice::Native
-                },
-                single_layer,
-                force,
-                progress: Progress::new(!ctx.quiet),
-                stop_timeout: Duration::from_secs(stop_timeout),
-                freeze,
-                part_size,
-            };
-            if file.as_os_str() == "-" {
-                export::export_to_stdout(&pool, &id, &opts)?;
-            } else {
-                export::export(&pool, &id, &file, &opts)?;
-            }
+        CtCmd::Prlimits(mut c) => {
+            let pool = ctx.locate(c.id_mut())?;
+            resources_cli::prlimits_cmd(&pool, c, ctx.json, ctx.quiet)?
         }
-        CtCmd::Import {
-            as_id,
-            as_user,
-            as_group,
-            trusted,
-            keep_addresses,
-            keep_map,
-            file,
-        } => {
-            let opts = ImportOptions {
-                as_id,
-                as_user,
-                as_group,
-                trusted,
-                keep_addresses,
-                keep_map,
-                progress: Some(Progress::new(!ctx.quiet)),
-                ..Default::default()
-            };
-            let imported = if file.as_os_str() == "-" {
-                import::import_stdin(&pool, &opts)?
-            } else {
-                import::import_report(&pool, &file, &opts)?
-            };
-            for note in &imported.notes {
-                eprintln!("osctl: {note}");
-            }
-            if !ctx.quiet {
-                eprintln!("imported container '{}'", imported.id);
-            }
+        CtCmd::Devices(mut c) => {
+            let pool = ctx.locate(c.of_mut())?;
+            resources_cli::devices_cmd(&pool, Owner::Ct, c, ctx.json, ctx.quiet)?
         }
-        CtCmd::Dataset(cmd) => dataset_cmd(ctx, &pool, cmd)?,
-        CtCmd::Netif(cmd) => crate::netif_cli::run(&pool, ctx.json, cmd)?,
-        CtCmd::Send(cmd) => crate::send_cli::ct_send_cmd(&pool, &ctx.host, ctx.quiet, cmd)?,
+        CtCmd::Export(a) => ct_export(ctx, a)?,
+        CtCmd::Import(a) => ct_import(ctx, a)?,
+        CtCmd::Dataset(mut cmd) => {
+            let pool = ctx.locate(cmd.id_mut())?;
+            dataset_cmd(ctx, &pool, cmd)?
+        }
+        CtCmd::Netif(mut cmd) => {
+            let pool = match cmd.id_mut() {
+                Some(id) => ctx.locate(id)?,
+                None => ctx.pool()?,
+            };
+            crate::netif_cli::run(&pool, ctx.json, cmd)?
+        }
+        CtCmd::Send(cmd) => {
+            crate::send_cli::ct_send_cmd(&ctx.pool()?, &ctx.host, ctx.quiet, cmd)?
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `ct show`: the container's row with its resources.
+fn ct_show(ctx: &Ctx, pool: &Pool, id: &str) -> Result<()> {
+    let c = containers::info(pool, id)?;
+    let report = osctl_core::resources::report(pool, &pool.ct_unvalidated(id)?);
+    if ctx.json {
+        let mut v = serde_json::to_value(&c)?;
+        v["resources"] = match &report {
+            Ok(r) => serde_json::to_value(r)?,
+            Err(e) => serde_json::json!({"error": e.to_string()}),
+        };
+        return output::json(&v);
+    }
+    let mut pairs = list::pairs(&c)?;
+    match &report {
+        Ok(r) => pairs.extend(resources_cli::show_pairs(r)),
+        Err(e) => pairs.push(("resources", format!("cannot tell: {e}"))),
+    }
+    output::pairs(&pairs);
+    Ok(())
+}
+
+fn ct_export(ctx: &Ctx, mut a: ExportArgs) -> Result<()> {
+    let pool = ctx.locate(&mut a.id)?;
+    let opts = ExportOptions {
+        consistent: !a.no_consistent,
+        compression: match a.compression {
+            CompressionArg::Auto => CompressionChoice::Auto,
+            CompressionArg::Off => CompressionChoice::Fixed(Compression::Off),
+            CompressionArg::Gzip => CompressionChoice::Fixed(Compression::Gzip),
+            CompressionArg::Zstd => CompressionChoice::Fixed(Compression::Zstd),
+        },
+        format: match a.format {
+            FormatArg::Native => FormatChoice::Native,
+            FormatArg::Tar => FormatChoice::Tar,
+        },
+        single_layer: a.single_layer,
+        force: a.force,
+        progress: Progress::new(!ctx.quiet),
+        stop_timeout: Duration::from_secs(a.stop_timeout),
+        freeze: a.freeze,
+        part_size: a.part_size,
+    };
+    let to_stdout = a.file.as_os_str() == "-";
+    let done = match to_stdout {
+        true => export::export_to_stdout(&pool, &a.id, &opts)?,
+        false => export::export(&pool, &a.id, &a.file, &opts)?,
+    };
+    match (ctx.quiet, to_stdout) {
+        (true, _) => {}
+        // Standard output holds the archive: the closing line goes aside.
+        (false, true) => eprintln!("{}", output::exported(&a.id, &done)),
+        (false, false) => outln!("{}", output::exported(&a.id, &done)),
+    }
+    Ok(())
+}
+
+fn ct_import(ctx: &Ctx, a: ImportArgs) -> Result<()> {
+    let mut as_id = a.as_id;
+    let pool = match as_id.as_mut() {
+        Some(id) => ctx.locate(id)?,
+        None => ctx.pool()?,
+    };
+    let opts = ImportOptions {
+        as_id,
+        as_user: a.as_user,
+        as_group: a.as_group,
+        trusted: a.trusted,
+        keep_addresses: a.keep_addresses,
+        keep_map: a.keep_map,
+        progress: Some(Progress::new(!ctx.quiet)),
+        ..Default::default()
+    };
+    let imported = match a.file.as_os_str() == "-" {
+        true => import::import_stdin(&pool, &opts)?,
+        false => import::import_report(&pool, &a.file, &opts)?,
+    };
+    for note in &imported.notes {
+        eprintln!("osctl: {note}");
+    }
+    if !ctx.quiet {
+        outln!("{}", output::imported(&imported));
+    }
+    Ok(())
 }
 
 fn dataset_cmd(ctx: &Ctx, pool: &Pool, cmd: DatasetCmd) -> Result<()> {

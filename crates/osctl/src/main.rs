@@ -3,7 +3,10 @@
 
 #[macro_use]
 mod output;
+mod args;
 mod cli;
+mod gen;
+mod list;
 mod netif_cli;
 mod resources_cli;
 mod send_cli;
@@ -13,7 +16,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = match cli::Args::try_parse() {
+    let args = match args::Args::try_parse() {
         Ok(a) => a,
         Err(e) => {
             let usage = e.use_stderr();

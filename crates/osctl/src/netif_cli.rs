@@ -13,19 +13,35 @@ use crate::output;
 pub enum NetifCmd {
     /// List the network interfaces of a container, or of all containers
     #[command(visible_alias = "list")]
-    Ls { id: Option<String> },
+    Ls {
+        /// The container ([POOL:]ID); all containers of the pool without it
+        id: Option<String>,
+    },
     /// Show one network interface
-    Show { id: String, name: String },
+    Show {
+        /// The container ([POOL:]ID)
+        id: String,
+        /// The interface
+        name: String,
+    },
     /// Add a network interface to a stopped container
     #[command(subcommand, visible_alias = "create")]
     New(NewCmd),
     /// Remove a network interface of a stopped container
     #[command(visible_alias = "delete")]
-    Del { id: String, name: String },
+    Del {
+        /// The container ([POOL:]ID)
+        id: String,
+        /// The interface
+        name: String,
+    },
     /// Rename a network interface of a stopped container
     Rename {
+        /// The container ([POOL:]ID)
         id: String,
+        /// The interface
         name: String,
+        /// Its new name
         new_name: String,
     },
     /// IP addresses of an interface (changes apply at once to a running container)
@@ -53,7 +69,9 @@ pub enum NewCmd {
         /// IPv6 gateway: auto (the bridge's address), none or an address
         #[arg(long = "gateway-v6")]
         gateway_v6: Option<String>,
+        /// The container ([POOL:]ID)
         id: String,
+        /// The interface's name inside the container
         name: String,
     },
     /// A veth whose addresses the host routes to it
@@ -61,7 +79,9 @@ pub enum NewCmd {
         /// MAC address inside the container (default: a new unique one)
         #[arg(long)]
         hwaddr: Option<String>,
+        /// The container ([POOL:]ID)
         id: String,
+        /// The interface's name inside the container
         name: String,
     },
 }
@@ -74,7 +94,9 @@ pub enum IpCmd {
         /// Only this IP version (4 or 6)
         #[arg(short = 'v', long, value_parser = ["4", "6"])]
         version: Option<String>,
+        /// The container ([POOL:]ID)
         id: String,
+        /// Only this interface
         name: Option<String>,
     },
     /// Add an address, ADDR/PREFIX (IPv4 or IPv6)
@@ -85,8 +107,11 @@ pub enum IpCmd {
         /// Routed: route this network (which includes ADDR) instead of ADDR's own
         #[arg(long)]
         route_as: Option<String>,
+        /// The container ([POOL:]ID)
         id: String,
+        /// The interface
         name: String,
+        /// The address, ADDR/PREFIX
         addr: String,
     },
     /// Remove an address, or `all`
@@ -97,10 +122,30 @@ pub enum IpCmd {
         /// With `all`: only this IP version (4 or 6)
         #[arg(short = 'v', long, value_parser = ["4", "6"])]
         version: Option<String>,
+        /// The container ([POOL:]ID)
         id: String,
+        /// The interface
         name: String,
+        /// The address, ADDR/PREFIX, or all
         addr: String,
     },
+}
+
+impl NetifCmd {
+    /// The container argument, for [`crate::cli`] to resolve `POOL:ID`.
+    pub fn id_mut(&mut self) -> Option<&mut String> {
+        match self {
+            NetifCmd::Ls { id } => id.as_mut(),
+            NetifCmd::Show { id, .. }
+            | NetifCmd::Del { id, .. }
+            | NetifCmd::Rename { id, .. }
+            | NetifCmd::New(NewCmd::Bridge { id, .. })
+            | NetifCmd::New(NewCmd::Routed { id, .. })
+            | NetifCmd::Ip(IpCmd::Ls { id, .. })
+            | NetifCmd::Ip(IpCmd::Add { id, .. })
+            | NetifCmd::Ip(IpCmd::Del { id, .. }) => Some(id),
+        }
+    }
 }
 
 pub fn run(pool: &Pool, json: bool, cmd: NetifCmd) -> Result<()> {

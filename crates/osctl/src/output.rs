@@ -77,7 +77,16 @@ pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
 
 /// Prints rows under a header, columns padded to their widest cell.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    table_opt(Some(header), rows);
+}
+
+/// [`table`], the header optional (`-H`).
+pub fn table_opt(header: Option<&[&str]>, rows: &[Vec<String>]) {
+    let columns = header.map_or_else(|| rows.first().map_or(0, Vec::len), <[&str]>::len);
+    let mut widths: Vec<usize> = vec![0; columns];
+    for (w, h) in widths.iter_mut().zip(header.unwrap_or_default()) {
+        *w = h.len();
+    }
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
@@ -98,7 +107,9 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
             .collect();
         outln!("{}", text.join("  "));
     };
-    line(header.to_vec());
+    if let Some(header) = header {
+        line(header.to_vec());
+    }
     for row in rows {
         line(row.iter().map(String::as_str).collect());
     }
@@ -110,6 +121,64 @@ pub fn pairs(items: &[(&str, String)]) {
     for (k, v) in items {
         outln!("{:<width$} {v}", format!("{k}:"));
     }
+}
+
+/// Bytes as people read them: `512 B`, `12.3 MiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+fn seconds(d: std::time::Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+/// The closing line of an export: where, how big, how long, and how long
+/// the container was down.
+pub fn exported(id: &str, done: &osctl_core::export::Exported) -> String {
+    let mut line = format!(
+        "exported container '{id}' to {}: {} in {}",
+        done.path.display(),
+        bytes(done.bytes),
+        seconds(done.elapsed)
+    );
+    if let Some(down) = done.downtime {
+        line.push_str(&format!(", downtime {}", seconds(down)));
+    }
+    line
+}
+
+/// The closing line of an import: the container, its pool, user and group,
+/// and what the import created or changed.
+pub fn imported(done: &osctl_core::import::Imported) -> String {
+    let mut line = format!(
+        "imported container '{}' into pool '{}' (user '{}', group '{}')",
+        done.id, done.pool, done.user, done.group
+    );
+    match (&done.fresh_ids, done.new_user) {
+        (Some(ids), _) => line.push_str(&format!(
+            "; created user '{}' with a fresh id block {ids}",
+            done.user
+        )),
+        (None, true) => line.push_str(&format!("; created user '{}'", done.user)),
+        (None, false) => {}
+    }
+    if done.new_group {
+        line.push_str(&format!("; created group '{}'", done.group));
+    }
+    if let Some((old, new)) = &done.hostname {
+        line.push_str(&format!("; hostname '{old}' is now '{new}'"));
+    }
+    line
 }
 
 /// A unix time as `2026-12-03 14:30:12 UTC`.
@@ -144,6 +213,14 @@ mod tests {
             "container 'a': cannot open x: No such file or directory"
         );
         assert_eq!(tidy("a: b: a"), "a: b: a");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(5 << 30), "5.0 GiB");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use osctl_core::pool::Pool;
 use osctl_core::resources::cgparams::{self, Version};
@@ -24,11 +24,15 @@ pub enum Owner {
     Group,
 }
 
+/// The container or group the command is about.
+const OF: &str = "The container ([POOL:]ID) or, under `group`, the group ([POOL:]PATH)";
+
 #[derive(Subcommand, Debug)]
 pub enum CgparamsCmd {
     /// List the configured cgroup parameters
+    #[command(visible_alias = "list")]
     Ls {
-        #[arg(value_name = "ID|GROUP")]
+        #[arg(value_name = "ID|GROUP", help = OF)]
         of: String,
     },
     /// Set a cgroup parameter (sizes of memory parameters take K, M, G, T)
@@ -36,17 +40,21 @@ pub enum CgparamsCmd {
         /// cgroup version of the parameter (default: its own; for pids.max this host's)
         #[arg(short = 'v', long, value_parser = clap::value_parser!(u8).range(1..=2))]
         version: Option<u8>,
-        #[arg(value_name = "ID|GROUP")]
+        #[arg(value_name = "ID|GROUP", help = OF)]
         of: String,
+        /// The parameter, e.g. memory.max or cpu.weight
         parameter: String,
+        /// Its value
         value: String,
     },
     /// Remove a cgroup parameter (of both versions unless --version)
     Unset {
+        /// cgroup version of the parameter to remove
         #[arg(short = 'v', long, value_parser = clap::value_parser!(u8).range(1..=2))]
         version: Option<u8>,
-        #[arg(value_name = "ID|GROUP")]
+        #[arg(value_name = "ID|GROUP", help = OF)]
         of: String,
+        /// The parameter
         parameter: String,
     },
 }
@@ -54,23 +62,37 @@ pub enum CgparamsCmd {
 #[derive(Subcommand, Debug)]
 pub enum PrlimitsCmd {
     /// List the configured process limits
-    Ls { id: String },
+    #[command(visible_alias = "list")]
+    Ls {
+        /// The container ([POOL:]ID)
+        id: String,
+    },
     /// Set a process limit: SOFT_AND_HARD, or SOFT HARD (numbers or 'unlimited')
     Set {
+        /// The container ([POOL:]ID)
         id: String,
+        /// The limit, e.g. nofile or nproc
         limit: String,
+        /// The soft limit (and the hard one when HARD is not given)
         soft: String,
+        /// The hard limit
         hard: Option<String>,
     },
     /// Remove a process limit
-    Unset { id: String, limit: String },
+    Unset {
+        /// The container ([POOL:]ID)
+        id: String,
+        /// The limit
+        limit: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum DevicesCmd {
     /// List allowed devices (of a container: its whole policy and who granted what)
+    #[command(visible_alias = "list")]
     Ls {
-        #[arg(value_name = "ID|GROUP")]
+        #[arg(value_name = "ID|GROUP", help = OF)]
         of: String,
     },
     /// Grant access to a device: char|block MAJOR MINOR MODE [NAME]; NAME
@@ -79,22 +101,31 @@ pub enum DevicesCmd {
         /// Of a group: do not pass the device on to subgroups and containers
         #[arg(long)]
         no_inherit: bool,
-        #[arg(value_name = "ID|GROUP")]
+        #[arg(value_name = "ID|GROUP", help = OF)]
         of: String,
+        /// char or block
         #[arg(value_name = "char|block")]
         kind: String,
+        /// The device's major number, or * for any
         major: String,
+        /// The device's minor number, or * for any
         minor: String,
+        /// Access: r, w and m (mknod), e.g. rwm
         mode: String,
+        /// The node to show in the container, e.g. /dev/fuse
         name: Option<String>,
     },
     /// Revoke access to a device: char|block MAJOR MINOR
+    #[command(visible_alias = "delete")]
     Del {
-        #[arg(value_name = "ID|GROUP")]
+        #[arg(value_name = "ID|GROUP", help = OF)]
         of: String,
+        /// char or block
         #[arg(value_name = "char|block")]
         kind: String,
+        /// The device's major number
         major: String,
+        /// The device's minor number
         minor: String,
     },
 }
@@ -103,9 +134,11 @@ pub enum DevicesCmd {
 pub enum LimitSetCmd {
     /// Memory limit (and swap; none when not given): sizes take K, M, G, T
     MemoryLimit {
-        #[arg(value_name = "ID|GROUP")]
+        #[arg(value_name = "ID|GROUP", help = OF)]
         of: String,
+        /// The memory limit
         memory: String,
+        /// The swap limit
         swap: Option<String>,
     },
     /// CPU limit in percent of one CPU (200: two CPUs)
@@ -113,8 +146,9 @@ pub enum LimitSetCmd {
         /// Length of the CFS period, in microseconds
         #[arg(short = 'p', long, default_value_t = cgparams::DEFAULT_PERIOD_US)]
         period: u64,
-        #[arg(value_name = "ID|GROUP")]
+        #[arg(value_name = "ID|GROUP", help = OF)]
         of: String,
+        /// Percent of one CPU
         percent: String,
     },
 }
@@ -123,14 +157,60 @@ pub enum LimitSetCmd {
 pub enum LimitUnsetCmd {
     /// Remove the memory and swap limits
     MemoryLimit {
-        #[arg(value_name = "ID|GROUP")]
+        #[arg(value_name = "ID|GROUP", help = OF)]
         of: String,
     },
     /// Remove the CPU limit
     CpuLimit {
-        #[arg(value_name = "ID|GROUP")]
+        #[arg(value_name = "ID|GROUP", help = OF)]
         of: String,
     },
+}
+
+// The container or group argument, for the caller to resolve `POOL:NAME`.
+
+impl CgparamsCmd {
+    pub fn of_mut(&mut self) -> &mut String {
+        match self {
+            CgparamsCmd::Ls { of }
+            | CgparamsCmd::Set { of, .. }
+            | CgparamsCmd::Unset { of, .. } => of,
+        }
+    }
+}
+
+impl PrlimitsCmd {
+    pub fn id_mut(&mut self) -> &mut String {
+        match self {
+            PrlimitsCmd::Ls { id }
+            | PrlimitsCmd::Set { id, .. }
+            | PrlimitsCmd::Unset { id, .. } => id,
+        }
+    }
+}
+
+impl DevicesCmd {
+    pub fn of_mut(&mut self) -> &mut String {
+        match self {
+            DevicesCmd::Ls { of } | DevicesCmd::Add { of, .. } | DevicesCmd::Del { of, .. } => of,
+        }
+    }
+}
+
+impl LimitSetCmd {
+    pub fn of_mut(&mut self) -> &mut String {
+        match self {
+            LimitSetCmd::MemoryLimit { of, .. } | LimitSetCmd::CpuLimit { of, .. } => of,
+        }
+    }
+}
+
+impl LimitUnsetCmd {
+    pub fn of_mut(&mut self) -> &mut String {
+        match self {
+            LimitUnsetCmd::MemoryLimit { of } | LimitUnsetCmd::CpuLimit { of } => of,
+        }
+    }
 }
 
 /// Says where a change took effect.
@@ -214,6 +294,14 @@ pub fn cgparams_cmd(
     }
 }
 
+/// A cgroup parameter as `cgparams ls -j` prints it.
+#[derive(serde::Serialize)]
+struct CgparamRow<'a> {
+    version: &'a str,
+    parameter: &'a str,
+    value: &'a str,
+}
+
 fn list_cgparams(list: &[Value], json: bool) -> Result<()> {
     let shown = |v: Option<&Value>| match v {
         Some(Value::String(s)) => osctl_core::model::grammar::escaped(s),
@@ -235,9 +323,13 @@ fn list_cgparams(list: &[Value], json: bool) -> Result<()> {
         })
         .collect();
     if json {
-        let out: Vec<Value> = rows
+        let out: Vec<CgparamRow> = rows
             .iter()
-            .map(|r| json!({"version": r[0], "parameter": r[1], "value": r[2]}))
+            .map(|r| CgparamRow {
+                version: &r[0],
+                parameter: &r[1],
+                value: &r[2],
+            })
             .collect();
         return output::json(&out);
     }
@@ -260,7 +352,7 @@ pub fn limit_set_cmd(pool: &Pool, owner: Owner, cmd: LimitSetCmd, quiet: bool) -
             let pct = cgparams::digits(&percent)
                 .filter(|p| *p > 0)
                 .ok_or_else(|| {
-                    Error::Invalid(format!(
+                    Error::invalid(format!(
                         "CPU limit {} is not a whole, positive percentage",
                         osctl_core::model::grammar::shown(&percent)
                     ))
@@ -320,7 +412,7 @@ pub fn prlimits_cmd(pool: &Pool, cmd: PrlimitsCmd, json: bool, quiet: bool) -> R
             let before = list.len();
             list.retain(|l| l.name != limit);
             if list.len() == before {
-                return Err(Error::NotFound(format!(
+                return Err(Error::not_found(format!(
                     "container '{id}' has no process limit '{}'",
                     osctl_core::model::grammar::escaped(&limit)
                 )));

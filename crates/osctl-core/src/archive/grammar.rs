@@ -279,7 +279,7 @@ impl Grammar {
         let metadata = self
             .metadata
             .as_ref()
-            .ok_or_else(|| Error::Archive("metadata.yml not found: not an osctl archive".into()))?;
+            .ok_or_else(|| Error::archive("metadata.yml not found: not an osctl archive"))?;
         meta::check_complete(metadata, &self.seen)?;
         // Ours name their checksums' algorithm: then a missing checksums.yml
         // is an archive cut short (the original's have none).
@@ -292,8 +292,8 @@ impl Grammar {
             && metadata.archive_type == meta::ArchiveType::Full
             && self.snapshots.as_ref().is_none_or(|s| s.is_empty())
         {
-            return Err(Error::Archive(
-                "snapshots.yml names no snapshot, but the archive holds send streams".into(),
+            return Err(Error::archive(
+                "snapshots.yml names no snapshot, but the archive holds send streams",
             ));
         }
         let checksums_verified = match &self.checksums {
@@ -322,7 +322,7 @@ impl Grammar {
         };
         let dataset = stream.dataset_rel.as_str();
         let has_base = admitted(dataset, StreamKind::Base);
-        let bad = |why: &str| Err(Error::Archive(format!("'{shown}': {why}")));
+        let bad = |why: &str| Err(Error::archive(format!("'{shown}': {why}")));
         match stream.kind {
             StreamKind::Base if has_base => return bad("a second base stream"),
             StreamKind::Incremental if !has_base => {
@@ -351,7 +351,7 @@ pub(crate) fn check_checksums(expected: &[EntryDigest], seen: &[EntryDigest]) ->
                     && got.algorithm == want.algorithm
                     && got.hex.eq_ignore_ascii_case(&want.hex) => {}
             Some(got) => {
-                return Err(Error::Archive(format!(
+                return Err(Error::archive(format!(
                     "archive entry '{}' is damaged: checksums.yml says {} bytes with {} {}, \
                      the archive holds {} bytes with {} {}",
                     want.name,
@@ -364,7 +364,7 @@ pub(crate) fn check_checksums(expected: &[EntryDigest], seen: &[EntryDigest]) ->
                 )))
             }
             None => {
-                return Err(Error::Archive(format!(
+                return Err(Error::archive(format!(
                     "checksums.yml lists '{}', which the archive lacks",
                     want.name
                 )))
@@ -375,7 +375,7 @@ pub(crate) fn check_checksums(expected: &[EntryDigest], seen: &[EntryDigest]) ->
         .iter()
         .find(|d| !expected.iter().any(|w| w.name == d.name))
     {
-        return Err(Error::Archive(format!(
+        return Err(Error::archive(format!(
             "archive entry '{}' is not listed in checksums.yml",
             extra.name
         )));

@@ -93,12 +93,12 @@ pub(crate) fn encode_with_mode(
 /// Names we write: relative, clean, short enough for the plain name field.
 pub(crate) fn check_written_name(name: &str) -> Result<()> {
     if name.len() > MAX_WRITTEN_NAME {
-        return Err(Error::Invalid(format!(
+        return Err(Error::invalid(format!(
             "archive entry name '{name}' is {} bytes long, more than the {MAX_WRITTEN_NAME} a plain tar header holds",
             name.len()
         )));
     }
-    check_path(name).map_err(|why| Error::Invalid(format!("archive entry name '{name}' {why}")))
+    check_path(name).map_err(|why| Error::invalid(format!("archive entry name '{name}' {why}")))
 }
 
 /// Shared rules for entry names; the error completes "entry name '...' ".
@@ -134,22 +134,22 @@ pub(crate) struct Decoded {
 pub(crate) fn decode(block: &Block) -> Result<Decoded> {
     let posix = tb::is_posix(block);
     if !posix && field(block, MAGIC) != GNU_MAGIC {
-        return Err(Error::Archive(
-            "not a tar archive: a header has neither the ustar nor the GNU magic".into(),
+        return Err(Error::archive(
+            "not a tar archive: a header has neither the ustar nor the GNU magic",
         ));
     }
     let stored_sum = parse_number(field(block, CHECKSUM))
-        .map_err(|why| Error::Archive(format!("tar header checksum field {why}")))?;
+        .map_err(|why| Error::archive(format!("tar header checksum field {why}")))?;
     if !tb::checksum_matches(block, stored_sum) {
         let (unsigned, _) = tb::checksum_sums(block);
-        return Err(Error::Archive(format!(
+        return Err(Error::archive(format!(
             "tar header checksum mismatch (stored {stored_sum:o}, computed {unsigned:o}): the archive is corrupt"
         )));
     }
 
     let raw_name = read_name(block, posix)?;
     let shown = String::from_utf8_lossy(&raw_name).into_owned();
-    let bad = |why: String| Error::Archive(format!("archive entry '{shown}': {why}"));
+    let bad = |why: String| Error::archive(format!("archive entry '{shown}': {why}"));
     let number = |f: (usize, usize), what: &str| {
         parse_number(field(block, f)).map_err(|why| bad(format!("{what} field {why}")))
     };
@@ -211,7 +211,7 @@ fn read_name(block: &Block, posix: bool) -> Result<Vec<u8>> {
 fn nul_terminated(bytes: &[u8]) -> Result<&[u8]> {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     if bytes[end..].iter().any(|&b| b != 0) {
-        return Err(Error::Archive(format!(
+        return Err(Error::archive(format!(
             "archive entry '{}': name contains a NUL byte",
             String::from_utf8_lossy(&bytes[..end])
         )));

@@ -13,7 +13,7 @@ use super::compress::Compression;
 use super::digest::DigestAlgorithm;
 use super::header::EntryKind;
 use super::EntryDigest;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::yaml;
 
 pub const METADATA: &str = "metadata.yml";
@@ -240,7 +240,7 @@ impl Metadata {
     /// any rootfs content in a skel archive.
     pub fn check_entry(&self, entry: &EntryName) -> Result<()> {
         let name = entry.entry_name();
-        let refuse = |why: &str| Err(Error::Archive(format!("archive entry '{name}': {why}")));
+        let refuse = |why: &str| Err(Error::archive(format!("archive entry '{name}': {why}")));
         let dataset = match entry {
             EntryName::Stream(s) | EntryName::StreamPart(s, _) => {
                 if s.encoding != self.stream_encoding() {
@@ -271,14 +271,14 @@ impl Metadata {
 pub fn parse_snapshots(bytes: &[u8]) -> Result<Vec<String>> {
     let names: Vec<String> = parse_document(bytes, SNAPSHOTS)?;
     if names.len() > MAX_SNAPSHOTS {
-        return Err(Error::Archive(format!(
+        return Err(Error::archive(format!(
             "{SNAPSHOTS}: lists {} snapshots, more than {MAX_SNAPSHOTS}",
             names.len()
         )));
     }
     for name in &names {
         if !is_snapshot_name(name) {
-            return Err(Error::Archive(format!(
+            return Err(Error::archive(format!(
                 "{SNAPSHOTS}: '{name}' is not a valid snapshot name"
             )));
         }
@@ -302,7 +302,7 @@ pub fn parse_checksums(bytes: &[u8], algorithm: DigestAlgorithm) -> Result<Vec<E
     let digests: Vec<EntryDigest> = parse_document(bytes, CHECKSUMS)?;
     let mut seen = HashSet::new();
     for d in &digests {
-        let bad = |why: &str| Error::Archive(format!("{CHECKSUMS}: entry '{}' {why}", d.name));
+        let bad = |why: &str| Error::archive(format!("{CHECKSUMS}: entry '{}' {why}", d.name));
         classify(&d.name, EntryKind::File).map_err(|_| bad("is not an entry of the format"))?;
         if d.algorithm != algorithm {
             return Err(bad(&format!(
@@ -332,10 +332,7 @@ pub fn checksums_to_yaml(digests: &[EntryDigest]) -> Result<String> {
 
 fn parse_document<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
     // A broken document in an archive is a broken archive.
-    yaml::parse_bytes(bytes, what).map_err(|e| match e {
-        Error::Invalid(m) => Error::Archive(m),
-        other => other,
-    })
+    yaml::parse_bytes(bytes, what).map_err(|e| e.reclassify(ErrorKind::Invalid, ErrorKind::Archive))
 }
 
 /// What a stream holds.
@@ -466,7 +463,7 @@ pub fn classify(name: &str, kind: EntryKind) -> Result<EntryName> {
             EntryKind::File => "file",
             EntryKind::Dir => "directory",
         };
-        Error::Archive(format!(
+        Error::archive(format!(
             "archive entry '{name}' ({what}) is not part of the export format"
         ))
     })
@@ -648,7 +645,7 @@ pub fn expected_entries(meta: &Metadata) -> Vec<Expected> {
 pub fn check_complete(meta: &Metadata, seen: &[EntryName]) -> Result<()> {
     for expected in expected_entries(meta) {
         if !seen.iter().any(|e| expected.matches(e)) {
-            return Err(Error::Archive(format!(
+            return Err(Error::archive(format!(
                 "archive is incomplete: '{}' is missing",
                 expected.describe()
             )));

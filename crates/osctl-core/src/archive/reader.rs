@@ -81,8 +81,8 @@ impl<R: Read> ArchiveReader<R> {
         match self.state {
             State::Ended => return Ok(None),
             State::Failed => {
-                return Err(Error::Archive(
-                    "cannot read on after an error in the archive".into(),
+                return Err(Error::archive(
+                    "cannot read on after an error in the archive",
                 ))
             }
             State::Reading => {}
@@ -156,8 +156,8 @@ impl<R: Read> ArchiveReader<R> {
     fn check_end(&mut self) -> Result<bool> {
         let mut block: Block = [0; BLOCK];
         if self.read_block(&mut block, "the end-of-archive marker")? && !header::is_zero(&block) {
-            return Err(Error::Archive(
-                "archive is corrupt: a zero block in the middle of the archive".into(),
+            return Err(Error::archive(
+                "archive is corrupt: a zero block in the middle of the archive",
             ));
         }
         Ok(false)
@@ -198,7 +198,7 @@ impl<R: Read> ArchiveReader<R> {
 }
 
 fn truncated(what: String) -> Error {
-    Error::Archive(format!("archive is truncated: {what}"))
+    Error::archive(format!("archive is truncated: {what}"))
 }
 
 /// Marks the read error of a truncated entry, so that it maps back to
@@ -228,7 +228,7 @@ pub(crate) fn archive_fault(e: Error) -> io::Error {
 /// truncated archive is [`Error::Archive`], anything else an I/O error.
 pub fn read_error(err: io::Error) -> Error {
     if let Some(t) = err.get_ref().and_then(|e| e.downcast_ref::<Truncated>()) {
-        return Error::Archive(t.0.clone());
+        return Error::archive(t.0.clone());
     }
     Error::io("cannot read the archive", err)
 }
@@ -342,7 +342,7 @@ impl<R: Read> Entry<'_, R> {
     /// `limit` bytes before reading any of them.
     pub fn read_to_vec(&mut self, limit: u64) -> Result<Vec<u8>> {
         if self.remaining() > limit {
-            return Err(Error::Archive(format!(
+            return Err(Error::archive(format!(
                 "archive entry '{}' is {} bytes, more than the {limit} allowed",
                 self.name(),
                 self.size()

@@ -48,7 +48,7 @@ pub fn check_container(
     for rel in datasets {
         let path = storage.path(Dataset::new(ct, rel));
         let inner = path.strip_prefix(&root).map_err(|_| {
-            Error::Invalid(format!(
+            Error::invalid(format!(
                 "dataset '{rel}' of '{ct}' is not below {}",
                 root.display()
             ))
@@ -75,7 +75,7 @@ pub fn scan(root: &Path, mounts: &[Vec<u8>], policy: &FilePolicy) -> Result<Scan
         .run(root)
         .map_err(|e| e.context(format!("checking {}", root.display())))?;
     if let Some((missing, _)) = scanner.mounts.iter().find(|(_, seen)| !seen) {
-        return Err(Error::Refused(format!(
+        return Err(Error::refused(format!(
             "checking {}: no dataset is mounted at {}",
             root.display(),
             show_path(missing)
@@ -175,7 +175,7 @@ impl Scanner<'_> {
             .ctx(|| self.failed("cannot open directory"))?;
         let opened = safefs::fstat(sub.as_fd()).ctx(|| self.failed("cannot stat"))?;
         if (opened.dev, opened.ino) != (meta.dev, meta.ino) {
-            return Err(Error::Busy(self.failed("changed while it was checked")));
+            return Err(Error::busy(self.failed("changed while it was checked")));
         }
         if meta.dev != dev {
             self.enter_mount()?;
@@ -193,7 +193,7 @@ impl Scanner<'_> {
                 self.stats.mounts += 1;
                 Ok(())
             }
-            None => Err(Error::Refused(format!(
+            None => Err(Error::refused(format!(
                 "{}: another file system is mounted there, not one of the container's datasets",
                 show_path(&self.path)
             ))),
@@ -223,7 +223,7 @@ impl Scanner<'_> {
             .ctx(|| self.failed("cannot open the parent of"))?;
         let meta = safefs::fstat(up.as_fd()).ctx(|| self.failed("cannot stat the parent of"))?;
         if (meta.dev, meta.ino) != (parent.dev, parent.ino) {
-            return Err(Error::Busy(self.failed("was moved while it was checked")));
+            return Err(Error::busy(self.failed("was moved while it was checked")));
         }
         Ok(up)
     }
@@ -305,7 +305,7 @@ impl Scanner<'_> {
     }
 
     fn refused(&self, why: String) -> Error {
-        Error::Archive(format!("{}: {why}", show_path(&self.path)))
+        Error::archive(format!("{}: {why}", show_path(&self.path)))
     }
 
     fn failed(&self, what: &str) -> String {
@@ -316,6 +316,7 @@ impl Scanner<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
     use std::os::unix::fs::symlink;
     use testkit::fs::{chown, mknod, set_xattr, write_file};
 
@@ -335,7 +336,9 @@ mod tests {
     /// The refusal of `root`'s scan: the error's message.
     fn refusal(root: &Path, mounts: &[Vec<u8>], policy: &FilePolicy) -> String {
         match scan(root, mounts, policy) {
-            Err(Error::Archive(msg)) | Err(Error::Refused(msg)) => msg,
+            Err(e) if matches!(e.kind(), ErrorKind::Archive | ErrorKind::Refused) => {
+                e.message().to_string()
+            }
             other => panic!("not refused: {other:?}"),
         }
     }

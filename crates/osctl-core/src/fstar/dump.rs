@@ -175,7 +175,7 @@ fn normalize_prefix(prefix: &str) -> Result<Vec<u8>> {
         .filter(|p| !p.is_empty() && *p != ".")
         .collect();
     if prefix.starts_with('/') || parts.contains(&"..") {
-        return Err(Error::Invalid(format!(
+        return Err(Error::invalid(format!(
             "dump source prefix '{prefix}' must be a relative path without '..'"
         )));
     }
@@ -268,7 +268,7 @@ impl<'w, 'm> Walker<'w, 'm> {
         for s in sources {
             let prefix = normalize_prefix(&s.prefix)?;
             if list.iter().any(|o| o.prefix == prefix) {
-                return Err(Error::Invalid(format!(
+                return Err(Error::invalid(format!(
                     "two dump sources for the same prefix '{}'",
                     s.prefix
                 )));

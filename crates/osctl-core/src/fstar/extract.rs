@@ -122,7 +122,7 @@ struct Extractor<'o> {
 }
 
 fn refused(m: impl Into<String>) -> Error {
-    Error::Archive(m.into())
+    Error::archive(m.into())
 }
 
 /// Checks an archive path and returns it relative to the root ("" = root).
@@ -698,7 +698,7 @@ impl Extractor<'_> {
                 // attributes together pass what the file system keeps
                 // per file (ext4: one block).
                 Err(Errno::NOSPC | Errno::TOOBIG | Errno::RANGE) => {
-                    return Err(Error::Refused(format!(
+                    return Err(Error::refused(format!(
                         "cannot set extended attribute {} of {}: the file's extended attributes \
                          are more than this file system holds for one file",
                         show_bytes(name),
@@ -784,6 +784,7 @@ fn write_all_at(fd: BorrowedFd<'_>, mut data: &[u8], mut offset: u64) -> io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
 
     #[test]
     fn names_are_normalized_or_refused() {
@@ -792,7 +793,9 @@ mod tests {
         assert_eq!(normalize(b"x/", "name").unwrap(), b"x");
         for bad in [&b""[..], b"/etc/x", b"../x", b"a/../../x", b"a/..", b"a\0b"] {
             assert!(
-                matches!(normalize(bad, "name"), Err(Error::Archive(_))),
+                normalize(bad, "name")
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == ErrorKind::Archive),
                 "{bad:?}"
             );
         }

@@ -136,7 +136,7 @@ pub(crate) struct TarReader<'a> {
 }
 
 fn truncated() -> Error {
-    Error::Archive("unexpected end of the archive (truncated stream)".into())
+    Error::archive("unexpected end of the archive (truncated stream)")
 }
 
 fn read_error(e: io::Error) -> Error {
@@ -215,7 +215,7 @@ impl<'a> TarReader<'a> {
     /// Reads exactly `buf.len()` bytes of the current entry's data.
     pub fn read_data_exact(&mut self, buf: &mut [u8]) -> Result<()> {
         if buf.len() as u64 > self.remaining {
-            return Err(Error::Archive("entry data shorter than announced".into()));
+            return Err(Error::archive("entry data shorter than announced"));
         }
         if !self.fill(buf)? {
             return Err(truncated());
@@ -235,7 +235,7 @@ impl<'a> TarReader<'a> {
     /// Reads a whole meta entry (extended header, long name) of bounded size.
     fn meta_data(&mut self, size: u64, what: &str) -> Result<Vec<u8>> {
         if size > limits::PAX_HEADER {
-            return Err(Error::Archive(format!(
+            return Err(Error::archive(format!(
                 "{what} of {size} bytes exceeds the limit of {} bytes",
                 limits::PAX_HEADER
             )));
@@ -260,14 +260,13 @@ impl<'a> TarReader<'a> {
         let mut long_link: Option<Vec<u8>> = None;
         loop {
             let at = self.offset;
-            let here = |m: String| Error::Archive(format!("archive header at byte {at}: {m}"));
+            let here = |m: String| Error::archive(format!("archive header at byte {at}: {m}"));
             let Some(block) = self.block()? else {
                 return Err(if at == 0 && pax.is_none() {
-                    Error::Archive("the archive is empty (no end-of-archive marker)".into())
+                    Error::archive("the archive is empty (no end-of-archive marker)")
                 } else {
-                    Error::Archive(
-                        "the archive ends without an end-of-archive marker (truncated stream)"
-                            .into(),
+                    Error::archive(
+                        "the archive ends without an end-of-archive marker (truncated stream)",
                     )
                 });
             };
@@ -393,7 +392,7 @@ impl<'a> TarReader<'a> {
     /// The sparse map of a PAX sparse file: format 1.0 in the data's first
     /// blocks, or 0.x in the PAX records.
     fn pax_sparse_map(&mut self, pax: &Pax) -> Result<SparseMap> {
-        let bad = |m: String| Error::Archive(m);
+        let bad = |m: String| Error::archive(m);
         if pax.sparse_major == Some(1) && pax.sparse_minor == Some(0) {
             let realsize = pax
                 .sparse_realsize
@@ -421,7 +420,7 @@ impl<'a> TarReader<'a> {
     /// The map of an old GNU 'S' header: four pairs in the header, 21 in
     /// each continuation block.
     fn old_gnu_sparse_map(&mut self, block: &Block) -> Result<SparseMap> {
-        let bad = |m: String| Error::Archive(format!("GNU sparse header: {m}"));
+        let bad = |m: String| Error::archive(format!("GNU sparse header: {m}"));
         let realsize = h::get_num(block, h::GNU_REALSIZE).map_err(bad)?;
         let mut segments = Vec::new();
         let mut collect = |b: &Block, count: usize, start: usize| -> Result<()> {
@@ -452,7 +451,7 @@ impl<'a> TarReader<'a> {
     /// The map at the start of a sparse 1.0 entry's data: decimal numbers,
     /// one per line (count, then offset/length pairs), padded to a block.
     fn v1_sparse_map(&mut self) -> Result<Vec<(u64, u64)>> {
-        let bad = |m: &str| Error::Archive(format!("sparse map: {m}"));
+        let bad = |m: &str| Error::archive(format!("sparse map: {m}"));
         let mut numbers: Vec<u64> = Vec::new();
         let mut wanted: Option<usize> = None;
         let mut current: Vec<u8> = Vec::new();
@@ -495,12 +494,10 @@ fn until_nul(mut data: Vec<u8>) -> Vec<u8> {
 
 fn pairs(numbers: &[u64]) -> Result<Vec<(u64, u64)>> {
     if !numbers.len().is_multiple_of(2) {
-        return Err(Error::Archive(
-            "sparse map with an odd count of numbers".into(),
-        ));
+        return Err(Error::archive("sparse map with an odd count of numbers"));
     }
     if numbers.len() > 2 * limits::SPARSE_SEGMENTS {
-        return Err(Error::Archive("too many sparse segments".into()));
+        return Err(Error::archive("too many sparse segments"));
     }
     Ok(numbers.chunks(2).map(|c| (c[0], c[1])).collect())
 }
@@ -518,7 +515,7 @@ fn entry_kind(typeflag: u8, name: &[u8]) -> Result<TarKind> {
         b'5' | b'D' => TarKind::Dir,
         b'6' => TarKind::Fifo,
         other => {
-            return Err(Error::Archive(format!(
+            return Err(Error::archive(format!(
                 "unsupported entry type {:?} for {}",
                 other as char,
                 super::show_path(name)
@@ -538,7 +535,7 @@ struct HeaderNumbers {
 
 impl HeaderNumbers {
     fn read(block: &Block, pax: &Pax, kind: TarKind) -> Result<HeaderNumbers> {
-        let bad = |m: String| Error::Archive(m);
+        let bad = |m: String| Error::archive(m);
         let num = |f: (usize, usize), what: &str| {
             h::get_num(block, f).map_err(|m| bad(format!("{what}: {m}")))
         };
@@ -579,7 +576,7 @@ impl HeaderNumbers {
 /// Segments must be in order, disjoint, inside the file, and their lengths
 /// must add up to the data that follows.
 fn check_sparse_map(map: &SparseMap, data: u64) -> Result<()> {
-    let bad = |m: &str| Err(Error::Archive(format!("sparse map: {m}")));
+    let bad = |m: &str| Err(Error::archive(format!("sparse map: {m}")));
     let mut end = 0u64;
     let mut total = 0u64;
     for &(offset, len) in &map.segments {
@@ -601,6 +598,7 @@ fn check_sparse_map(map: &SparseMap, data: u64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
 
     fn header(name: &[u8], flag: u8, size: u64) -> Block {
         let mut b = [0u8; BLOCK];
@@ -683,12 +681,20 @@ mod tests {
     fn truncation_and_garbage_are_errors() {
         let mut s = header(b"f", b'0', 1000).to_vec();
         s.extend_from_slice(&[1u8; 700]);
-        assert!(matches!(entries(&s), Err(Error::Archive(_))));
-        assert!(matches!(entries(&s[..300]), Err(Error::Archive(_))));
-        assert!(matches!(entries(b""), Err(Error::Archive(_))));
+        assert!(entries(&s)
+            .as_ref()
+            .is_err_and(|e| e.kind() == ErrorKind::Archive));
+        assert!(entries(&s[..300])
+            .as_ref()
+            .is_err_and(|e| e.kind() == ErrorKind::Archive));
+        assert!(entries(b"")
+            .as_ref()
+            .is_err_and(|e| e.kind() == ErrorKind::Archive));
         let mut bad = header(b"f", b'0', 0);
         bad[0] = b'g';
-        assert!(matches!(entries(&bad), Err(Error::Archive(_))));
+        assert!(entries(&bad)
+            .as_ref()
+            .is_err_and(|e| e.kind() == ErrorKind::Archive));
         assert!(entries(&[0u8; 10240]).unwrap().is_empty());
     }
 

@@ -1,6 +1,7 @@
 //! `show` and `verify` on archives built by the library's writers, spoiled
 //! in the ways that matter; the fuzz harness driven by proptest.
 
+use crate::ErrorKind;
 use std::path::Path;
 
 use proptest::prelude::*;
@@ -43,7 +44,7 @@ fn error_of(result: Result<VerifyReport>) -> String {
     match result {
         Ok(_) => panic!("verify accepted a broken archive"),
         Err(e) => {
-            assert!(matches!(e, Error::Archive(_)), "archive error: {e}");
+            assert!(e.kind() == ErrorKind::Archive, "archive error: {e}");
             e.to_string()
         }
     }
@@ -185,7 +186,7 @@ fn truncation_anywhere_is_an_error() {
     let bytes = seed(&archives(), "tar-gzip.tar");
     for cut in (0..bytes.len() - 1024).step_by(97) {
         let err = verify_from(&bytes[..cut]).expect_err("a truncated archive verified");
-        assert!(matches!(err, Error::Archive(_)), "cut at {cut}: {err}");
+        assert!(err.kind() == ErrorKind::Archive, "cut at {cut}: {err}");
     }
 }
 

@@ -81,7 +81,7 @@ pub fn escaped(s: &str) -> String {
 }
 
 fn bad(field: &str, value: &str, why: &str) -> Error {
-    Error::Invalid(format!("{field} {} {why}", shown(value)))
+    Error::invalid(format!("{field} {} {why}", shown(value)))
 }
 
 /// An RFC 1123 host name, possibly fully qualified.
@@ -134,7 +134,7 @@ pub fn init_cmd(cmd: &InitCmd) -> Result<()> {
 /// An argument vector run as the container's init. Empty means the default.
 pub fn init_argv(field: &str, argv: &[String]) -> Result<()> {
     if argv.len() > MAX_INIT_ARGS {
-        return Err(Error::Invalid(format!(
+        return Err(Error::invalid(format!(
             "{field} has {} arguments, at most {MAX_INIT_ARGS} are allowed",
             argv.len()
         )));
@@ -162,18 +162,18 @@ pub fn init_argv(field: &str, argv: &[String]) -> Result<()> {
 pub fn mount(index: usize, entry: &Value) -> Result<()> {
     let at = |key: &str| format!("mounts[{index}].{key}");
     let Some(map) = entry.as_object() else {
-        return Err(Error::Invalid(format!("mounts[{index}] is not a mapping")));
+        return Err(Error::invalid(format!("mounts[{index}] is not a mapping")));
     };
     let string = |key: &str| match map.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.as_str())),
-        Some(_) => Err(Error::Invalid(format!("{} is not a string", at(key)))),
+        Some(_) => Err(Error::invalid(format!("{} is not a string", at(key)))),
     };
     if let Some(fs) = string("fs")? {
         word(&at("fs"), fs, MAX_PATH, false)?;
     }
     let Some(target) = string("mountpoint")? else {
-        return Err(Error::Invalid(format!("{} is missing", at("mountpoint"))));
+        return Err(Error::invalid(format!("{} is missing", at("mountpoint"))));
     };
     word(&at("mountpoint"), target, MAX_PATH, false)?;
     if !target.starts_with('/') || target.trim_start_matches('/').is_empty() {
@@ -305,8 +305,8 @@ pub fn ip_net(field: &str, value: &str, v6: bool) -> Result<IpNet> {
 /// reading of the file where it stands.
 pub fn raw_lxc(text: &str) -> Result<()> {
     if text.contains('\0') {
-        return Err(Error::Invalid(
-            "raw LXC configuration contains a NUL character".into(),
+        return Err(Error::invalid(
+            "raw LXC configuration contains a NUL character",
         ));
     }
     Ok(())

@@ -326,7 +326,7 @@ impl NetIf {
     pub fn validate(&self, at: &str) -> Result<()> {
         let field = |k: &str| format!("{at}.{k}");
         if self.kind != BRIDGE && self.kind != ROUTED {
-            return Err(Error::Invalid(format!(
+            return Err(Error::invalid(format!(
                 "{} {} is not a known interface type (bridge or routed)",
                 field("type"),
                 grammar::shown(&self.kind)
@@ -338,7 +338,7 @@ impl NetIf {
         }
         let addrs = self.ip_addresses.v4.len() + self.ip_addresses.v6.len();
         if addrs > grammar::MAX_NETIF_ADDRS {
-            return Err(Error::Invalid(format!(
+            return Err(Error::invalid(format!(
                 "{} has {addrs} addresses, at most {} are allowed",
                 field("ip_addresses"),
                 grammar::MAX_NETIF_ADDRS
@@ -350,7 +350,7 @@ impl NetIf {
         if self.is_bridge() {
             self.validate_bridge(&field)?;
         } else if self.link.is_some() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::invalid(format!(
                 "{} is set on a routed interface",
                 field("link")
             )));
@@ -365,7 +365,7 @@ impl NetIf {
         match &self.link {
             Some(link) => grammar::ifname(&field("link"), link)?,
             None => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::invalid(format!(
                     "{} is missing: a bridged interface names its bridge",
                     field("link")
                 )))
@@ -386,7 +386,7 @@ impl NetIf {
     fn validate_routes(&self, field: &str, routes: &ByVersion<Route>) -> Result<()> {
         let n = routes.v4.len() + routes.v6.len();
         if n > grammar::MAX_NETIF_ADDRS {
-            return Err(Error::Invalid(format!(
+            return Err(Error::invalid(format!(
                 "{field} has {n} routes, at most {} are allowed",
                 grammar::MAX_NETIF_ADDRS
             )));
@@ -404,7 +404,7 @@ impl NetIf {
 /// Checks the whole list: each entry, and names unique.
 pub fn validate_all(netifs: &[NetIf]) -> Result<()> {
     if netifs.len() > grammar::MAX_NETIFS {
-        return Err(Error::Invalid(format!(
+        return Err(Error::invalid(format!(
             "net_interfaces has {} entries, at most {} are allowed",
             netifs.len(),
             grammar::MAX_NETIFS
@@ -413,7 +413,7 @@ pub fn validate_all(netifs: &[NetIf]) -> Result<()> {
     for (i, n) in netifs.iter().enumerate() {
         n.validate(&format!("net_interfaces[{i}]"))?;
         if netifs[..i].iter().any(|o| o.name == n.name) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::invalid(format!(
                 "net_interfaces: interface name '{}' is used twice",
                 n.name
             )));

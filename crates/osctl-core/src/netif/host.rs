@@ -61,13 +61,13 @@ pub fn require_bridge(name: &str) -> Result<()> {
     grammar::ifname("bridge", name)?;
     let dev = Path::new(SYS_NET).join(name);
     if !dev.exists() {
-        return Err(Error::NotFound(format!(
+        return Err(Error::not_found(format!(
             "bridge '{name}' does not exist on this host (osctl does not create bridges: \
              create it first, e.g. `ip link add {name} type bridge`)"
         )));
     }
     if !dev.join("bridge").is_dir() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::invalid(format!(
             "host interface '{name}' is not a bridge"
         )));
     }
@@ -103,7 +103,7 @@ struct IpAddrInfo {
 /// Parses `ip -j addr show` output.
 pub fn parse_addrs(json: &str) -> Result<Vec<HostAddr>> {
     let links: Vec<IpLink> = serde_json::from_str(json)
-        .map_err(|e| Error::Invalid(format!("cannot parse `ip -j addr` output: {e}")))?;
+        .map_err(|e| Error::invalid(format!("cannot parse `ip -j addr` output: {e}")))?;
     Ok(links
         .into_iter()
         .flat_map(|l| {
@@ -139,7 +139,7 @@ struct IpRoute {
 /// Parses `ip -j route show default` output: the gateways.
 pub fn parse_gateways(json: &str) -> Result<Vec<IpAddr>> {
     let routes: Vec<IpRoute> = serde_json::from_str(json)
-        .map_err(|e| Error::Invalid(format!("cannot parse `ip -j route` output: {e}")))?;
+        .map_err(|e| Error::invalid(format!("cannot parse `ip -j route` output: {e}")))?;
     Ok(routes
         .into_iter()
         .filter_map(|r| r.gateway?.parse().ok())

@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::model::netif::{ByVersion, NetIf};
 use crate::model::ContainerConfig;
 use crate::pool::Pool;
@@ -53,7 +53,7 @@ pub fn shape_for_import(
 }
 
 fn refused(e: Error) -> Error {
-    Error::Refused(e.to_string())
+    e.with_kind(ErrorKind::Refused)
 }
 
 /// What no `--trusted` allows: a missing bridge, a MAC or an address another
@@ -74,12 +74,12 @@ pub fn check_import(pool: &Pool, cfg: &ContainerConfig) -> Result<()> {
 
 fn conflicts(netifs: &[NetIf], holders: &[registry::Holder]) -> Result<()> {
     if let Some(why) = registry::mac_conflict(netifs, holders) {
-        return Err(Error::Refused(format!(
+        return Err(Error::refused(format!(
             "{why}: import the archive as a clone (--as-id) or delete that container first"
         )));
     }
     if let Some(why) = registry::address_conflict(netifs, holders) {
-        return Err(Error::Refused(why));
+        return Err(Error::refused(why));
     }
     Ok(())
 }

@@ -26,7 +26,7 @@ fn endpoints(pool: &Pool, id: &str, n: &NetIf) -> Result<(u32, String)> {
         .init_pid(id)?
         .ok_or_else(|| crate::runtime::not_running(id))?;
     let mac = n.hwaddr.as_deref().ok_or_else(|| {
-        Error::Refused(format!(
+        Error::refused(format!(
             "interface '{}' of container '{id}' has no MAC: restart the container",
             n.name
         ))

@@ -97,7 +97,7 @@ pub enum RouteChoice {
 }
 
 fn not_found(id: &str, name: &str) -> Error {
-    Error::NotFound(format!(
+    Error::not_found(format!(
         "network interface '{name}' not found in container '{id}'"
     ))
 }
@@ -112,7 +112,7 @@ fn index_of(cfg: &ContainerConfig, id: &str, name: &str) -> Result<usize> {
 fn require_stopped(pool: &Pool, id: &str, to: &str) -> Result<()> {
     let state = containers::runtime(pool).state(id)?;
     if state.is_up() {
-        return Err(Error::Refused(format!(
+        return Err(Error::refused(format!(
             "container '{id}' is {state}: stop it to {to}"
         )));
     }
@@ -126,7 +126,7 @@ pub fn create(pool: &Pool, id: &str, new: &NewNetIf) -> Result<()> {
     require_stopped(pool, id, "add a network interface")?;
     grammar::ifname("interface name", &new.name)?;
     if cfg.net_interfaces.iter().any(|n| n.name == new.name) {
-        return Err(Error::Exists(format!(
+        return Err(Error::exists(format!(
             "network interface '{}' already exists in container '{id}'",
             new.name
         )));
@@ -147,7 +147,7 @@ pub fn create(pool: &Pool, id: &str, new: &NewNetIf) -> Result<()> {
         if let Some(who) =
             registry::mac_user(&holders, mac).or_else(|| in_ct.then(|| format!("container '{id}'")))
         {
-            return Err(Error::Exists(format!("MAC {mac} is in use by {who}")));
+            return Err(Error::exists(format!("MAC {mac} is in use by {who}")));
         }
     }
     registry::assign_macs(&holders, &mut cfg.net_interfaces)?;
@@ -157,7 +157,7 @@ pub fn create(pool: &Pool, id: &str, new: &NewNetIf) -> Result<()> {
 fn new_netif(new: &NewNetIf) -> Result<NetIf> {
     let bridge = new.kind == netif::BRIDGE;
     if !bridge && new.kind != netif::ROUTED {
-        return Err(Error::Invalid(format!(
+        return Err(Error::invalid(format!(
             "unknown interface type '{}' (bridge or routed)",
             new.kind
         )));
@@ -213,7 +213,7 @@ pub fn rename(pool: &Pool, id: &str, name: &str, new_name: &str) -> Result<()> {
     }
     grammar::ifname("interface name", new_name)?;
     if cfg.net_interfaces.iter().any(|n| n.name == new_name) {
-        return Err(Error::Exists(format!(
+        return Err(Error::exists(format!(
             "network interface '{new_name}' already exists in container '{id}'"
         )));
     }
@@ -307,7 +307,7 @@ fn route_for(addr: &IpNet, choice: &RouteChoice) -> Result<Option<IpNet>> {
         RouteChoice::As(net) => {
             let r = grammar::ip_net("--route-as", net, addr.is_v6())?;
             if !r.contains(addr.addr) {
-                return Err(Error::Invalid(format!("{r} does not include {addr}")));
+                return Err(Error::invalid(format!("{r} does not include {addr}")));
             }
             Ok(Some(r.network()))
         }
@@ -322,7 +322,7 @@ pub fn ip_add(pool: &Pool, id: &str, name: &str, addr: &str, route: &RouteChoice
     let addr = grammar::ip_net("address", addr, addr.contains(':'))?;
     let n = &mut cfg.net_interfaces[i];
     if n.addresses().iter().any(|a| a.addr == addr.addr) {
-        return Err(Error::Exists(format!(
+        return Err(Error::exists(format!(
             "address {} is already on interface '{name}' of container '{id}'",
             addr.addr
         )));
@@ -341,7 +341,7 @@ pub fn ip_add(pool: &Pool, id: &str, name: &str, addr: &str, route: &RouteChoice
     let _net = registry::lock(&pool.host)?;
     let holders = registry::holders(&pool.host, Some((&pool.name, id)))?;
     if let Some(why) = registry::address_conflict(&cfg.net_interfaces, &holders) {
-        return Err(Error::Refused(why));
+        return Err(Error::refused(why));
     }
     if live_state(pool, id)? {
         live::add(pool, id, &cfg.net_interfaces[i], addr, new_route)?;
@@ -355,7 +355,7 @@ fn live_state(pool: &Pool, id: &str) -> Result<bool> {
     match containers::runtime(pool).state(id)? {
         CtState::Running => Ok(true),
         CtState::Stopped => Ok(false),
-        other => Err(Error::Busy(format!("container '{id}' is {other}"))),
+        other => Err(Error::busy(format!("container '{id}' is {other}"))),
     }
 }
 
@@ -386,7 +386,7 @@ pub fn ip_del(
             let addr = grammar::ip_net("address", a, v6)?;
             let found = n.addresses().into_iter().find(|x| x.addr == addr.addr);
             vec![found.ok_or_else(|| {
-                Error::NotFound(format!(
+                Error::not_found(format!(
                     "address {} not found on interface '{name}' of container '{id}'",
                     addr.addr
                 ))
@@ -531,7 +531,7 @@ fn hook_program() -> Result<String> {
     let path = exe.to_string_lossy().into_owned();
     let plain = |b: u8| b.is_ascii_alphanumeric() || b"/._+-".contains(&b);
     if !path.bytes().all(plain) {
-        return Err(Error::Refused(format!(
+        return Err(Error::refused(format!(
             "the osctl program's path {} has characters LXC's hook line cannot take",
             grammar::shown(&path)
         )));
@@ -560,7 +560,7 @@ pub fn veth_up(args: &[String]) -> Result<()> {
     let veth = args.last().map(String::as_str).unwrap_or_default();
     grammar::ifname("veth", veth)?;
     if !veth.starts_with("os") {
-        return Err(Error::Invalid(format!("'{veth}' is not a veth of osctl")));
+        return Err(Error::invalid(format!("'{veth}' is not a veth of osctl")));
     }
     let dev = ["dev", veth];
     let gw4 = format!("{}/32", grammar::ROUTED_GATEWAY_V4);

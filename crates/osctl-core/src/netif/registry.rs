@@ -105,8 +105,8 @@ pub fn new_mac(holders: &[Holder], taken: &[String]) -> Result<String> {
             return Ok(mac);
         }
     }
-    Err(Error::Busy(
-        "cannot find a free MAC address for a network interface".into(),
+    Err(Error::busy(
+        "cannot find a free MAC address for a network interface",
     ))
 }
 

@@ -331,11 +331,11 @@ fn known_name(name: &str) -> Result<&'static Known> {
     }
     let shown = grammar::shown(name);
     if let Some((_, why)) = REFUSED.iter().find(|(p, _)| name.starts_with(p)) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::invalid(format!(
             "cgroup parameter {shown} is not supported: {why}"
         )));
     }
-    Err(Error::Invalid(format!(
+    Err(Error::invalid(format!(
         "cgroup parameter {shown} is unknown (supported: {})",
         TABLE.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
     )))
@@ -352,19 +352,19 @@ pub fn parse(version: Option<u8>, name: &str, value: &Value) -> Result<CgParam> 
         (Some(2), None) => Version::V2,
         (Some(n), Some(v)) if n == v.number() => v,
         (Some(n @ (1 | 2)), Some(v)) => {
-            return Err(Error::Invalid(format!(
+            return Err(Error::invalid(format!(
                 "cgroup parameter '{name}' is a cgroup v{} parameter, not v{n}",
                 v.number()
             )))
         }
         (Some(n), _) => {
-            return Err(Error::Invalid(format!(
+            return Err(Error::invalid(format!(
                 "cgroup parameter '{name}': version {n} is neither 1 nor 2"
             )))
         }
     };
     let value = parse_value(known, value)
-        .map_err(|why| Error::Invalid(format!("cgroup parameter '{name}': value {why}")))?;
+        .map_err(|why| Error::invalid(format!("cgroup parameter '{name}': value {why}")))?;
     Ok(CgParam {
         version,
         name: name.to_string(),
@@ -466,18 +466,18 @@ fn render(kind: Kind, value: Parsed) -> String {
 /// Reads one `cgparams` entry of a config; `at` names it in errors.
 pub fn from_config(at: &str, entry: &Value) -> Result<CgParam> {
     let Some(map) = entry.as_object() else {
-        return Err(Error::Invalid(format!("{at} is not a mapping")));
+        return Err(Error::invalid(format!("{at} is not a mapping")));
     };
     let name = match map.get("name") {
         Some(Value::String(s)) => s.as_str(),
-        Some(_) => return Err(Error::Invalid(format!("{at}.name is not a string"))),
-        None => return Err(Error::Invalid(format!("{at}.name is missing"))),
+        Some(_) => return Err(Error::invalid(format!("{at}.name is not a string"))),
+        None => return Err(Error::invalid(format!("{at}.name is missing"))),
     };
     let version = match map.get("version") {
         None | Some(Value::Null) => None,
         Some(v) => match v.as_u64().filter(|n| *n < 256) {
             Some(n) => Some(n as u8),
-            None => return Err(Error::Invalid(format!("{at}.version is not 1 or 2"))),
+            None => return Err(Error::invalid(format!("{at}.version is not 1 or 2"))),
         },
     };
     let param = parse(version, name, map.get("value").unwrap_or(&Value::Null))
@@ -487,7 +487,7 @@ pub fn from_config(at: &str, entry: &Value) -> Result<CgParam> {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) if s == expected => {}
         Some(other) => {
-            return Err(Error::Invalid(format!(
+            return Err(Error::invalid(format!(
                 "{at}: subsystem {} does not match parameter '{name}' ('{expected}')",
                 grammar::shown(&scalar(other).unwrap_or_default())
             )))
@@ -505,7 +505,7 @@ pub fn list_from_config(owner: &str, entries: &[Value]) -> Result<Vec<CgParam>> 
             .iter()
             .any(|q| q.name == p.name && q.version == p.version)
         {
-            return Err(Error::Invalid(format!(
+            return Err(Error::invalid(format!(
                 "{owner}cgparams[{i}]: parameter '{}' (v{}) is set twice",
                 p.name,
                 p.version.number()
@@ -752,13 +752,12 @@ fn swap_of(total: Limit, memory: Option<Limit>) -> Result<Limit> {
     match (total, memory) {
         (Limit::Max, _) => Ok(Limit::Max),
         (Limit::Value(t), Some(Limit::Value(m))) if t >= m => Ok(Limit::Value(t - m)),
-        (Limit::Value(t), Some(Limit::Value(m))) => Err(Error::Invalid(format!(
+        (Limit::Value(t), Some(Limit::Value(m))) => Err(Error::invalid(format!(
             "memory.memsw.limit_in_bytes ({t}) is below memory.limit_in_bytes ({m})"
         ))),
-        (Limit::Value(_), _) => Err(Error::Invalid(
+        (Limit::Value(_), _) => Err(Error::invalid(
             "memory.memsw.limit_in_bytes limits memory and swap together: it needs a \
-             memory.limit_in_bytes beside it"
-                .into(),
+             memory.limit_in_bytes beside it",
         )),
     }
 }
@@ -768,10 +767,9 @@ fn memsw_of(swap: Limit, memory: Option<Limit>) -> Result<Limit> {
     match (swap, memory) {
         (Limit::Max, _) => Ok(Limit::Max),
         (Limit::Value(s), Some(Limit::Value(m))) => Ok(Limit::Value(m.saturating_add(s))),
-        (Limit::Value(_), _) => Err(Error::Refused(
+        (Limit::Value(_), _) => Err(Error::refused(
             "a swap limit without a memory limit cannot be set on cgroup v1 \
-             (memory.memsw.limit_in_bytes limits memory and swap together)"
-                .into(),
+             (memory.memsw.limit_in_bytes limits memory and swap together)",
         )),
     }
 }

@@ -101,7 +101,7 @@ fn delegate(dir: &Path, controllers: &[&str]) -> Result<()> {
 /// a misleading "permission denied").
 pub fn check_offered(dir: &Path, writes: &[Write], owner: &str) -> Result<()> {
     match writes.iter().find(|w| !dir.join(w.file).exists()) {
-        Some(w) => Err(Error::Refused(format!(
+        Some(w) => Err(Error::refused(format!(
             "{owner}: {} cannot be set: this host's kernel does not offer it (no {})",
             w.file,
             dir.join(w.file).display()

@@ -157,7 +157,7 @@ pub fn parse_num(which: &str, text: &str) -> Result<Num> {
     }
     match digits(text) {
         Some(n) if n <= u64::from(max) => Ok(Num::N(n as u32)),
-        _ => Err(Error::Invalid(format!(
+        _ => Err(Error::invalid(format!(
             "device {which} {} is not a number up to {max} or '*'",
             grammar::shown(text)
         ))),
@@ -174,7 +174,7 @@ pub fn check_name(name: &str) -> Result<()> {
             .split('/')
             .all(|c| !c.is_empty() && c != "." && c != "..");
     if !ok {
-        return Err(Error::Invalid(format!(
+        return Err(Error::invalid(format!(
             "device name {} is not a path below /dev (at most {MAX_NAME} bytes, no blanks, \
              control characters, empty, '.' or '..' components)",
             grammar::shown(name)
@@ -192,13 +192,13 @@ pub fn parse(
     name: Option<&str>,
 ) -> Result<Device> {
     let kind = DevType::parse(kind).ok_or_else(|| {
-        Error::Invalid(format!(
+        Error::invalid(format!(
             "device type {} is neither 'char' nor 'block'",
             grammar::shown(kind)
         ))
     })?;
     let mode = Mode::parse(mode).ok_or_else(|| {
-        Error::Invalid(format!(
+        Error::invalid(format!(
             "device mode {} is not made of 'r', 'w' and 'm'",
             grammar::shown(mode)
         ))
@@ -227,16 +227,16 @@ fn text(v: Option<&Value>) -> Option<String> {
 /// Reads one `devices` entry of a config; `at` names it in errors.
 pub fn from_config(at: &str, entry: &Value) -> Result<Device> {
     let Some(map) = entry.as_object() else {
-        return Err(Error::Invalid(format!("{at} is not a mapping")));
+        return Err(Error::invalid(format!("{at} is not a mapping")));
     };
     let field = |k: &str| {
         text(map.get(k))
-            .ok_or_else(|| Error::Invalid(format!("{at}.{k} is missing or not a string")))
+            .ok_or_else(|| Error::invalid(format!("{at}.{k} is missing or not a string")))
     };
     let name = match map.get("name") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.as_str()),
-        Some(_) => return Err(Error::Invalid(format!("{at}.name is not a string"))),
+        Some(_) => return Err(Error::invalid(format!("{at}.name is not a string"))),
     };
     let mut dev = parse(
         &field("type")?,
@@ -249,7 +249,7 @@ pub fn from_config(at: &str, entry: &Value) -> Result<Device> {
     dev.inherit = match map.get("inherit") {
         None | Some(Value::Null) => true,
         Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(Error::Invalid(format!("{at}.inherit is not true or false"))),
+        Some(_) => return Err(Error::invalid(format!("{at}.inherit is not true or false"))),
     };
     Ok(dev)
 }

@@ -71,7 +71,7 @@ impl CgChange {
                     !(names.iter().any(|n| n == name) && version.is_none_or(|x| u64::from(x) == v))
                 });
                 if *strict && list.len() == before {
-                    return Err(Error::NotFound(format!(
+                    return Err(Error::not_found(format!(
                         "{owner} has no cgroup parameter {}",
                         names.join(", ")
                     )));
@@ -165,12 +165,12 @@ pub fn ct_cgparams(pool: &Pool, id: &str, change: &CgChange) -> Result<Effect> {
 fn payload_dir(rt: &dyn Runtime, id: &str, mount: &Mount) -> Result<std::path::PathBuf> {
     let pid = rt
         .init_pid(id)?
-        .ok_or_else(|| Error::Refused(format!("container '{id}' has no init process")))?;
+        .ok_or_else(|| Error::refused(format!("container '{id}' has no init process")))?;
     let file = format!("/proc/{pid}/cgroup");
     let text =
         std::fs::read_to_string(&file).map_err(|e| Error::io(format!("cannot read {file}"), e))?;
     let dir = hierarchy::process_dir(mount, &text)
-        .ok_or_else(|| Error::Refused(format!("container '{id}': its cgroup is not in {file}")))?;
+        .ok_or_else(|| Error::refused(format!("container '{id}': its cgroup is not in {file}")))?;
     let mut out = std::path::PathBuf::new();
     for part in dir.components() {
         out.push(part);
@@ -182,7 +182,7 @@ fn payload_dir(rt: &dyn Runtime, id: &str, mount: &Mount) -> Result<std::path::P
             return Ok(out);
         }
     }
-    Err(Error::Refused(format!(
+    Err(Error::refused(format!(
         "container '{id}': its init is not in an LXC payload cgroup ({})",
         dir.display()
     )))
@@ -269,7 +269,7 @@ pub fn del_device(list: &mut Vec<Value>, dev: &Device, owner: &str) -> Result<()
     let before = list.len();
     list.retain(|e| !devices::from_config("", e).is_ok_and(|d| d.key() == dev.key()));
     if list.len() == before {
-        return Err(Error::NotFound(format!(
+        return Err(Error::not_found(format!(
             "{owner} has no device {}",
             dev.rule()
         )));

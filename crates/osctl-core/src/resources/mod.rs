@@ -76,7 +76,7 @@ pub fn chain(pool: &Pool, group: &str) -> Result<Vec<(String, Settings)>> {
         .map(|path| {
             let cfg = pool.group(&path)?;
             let settings = Settings::of_group(&cfg).map_err(|e| {
-                Error::Refused(format!(
+                Error::refused(format!(
                     "group '{path}': {}: {e}",
                     pool.group_config_path(&path).display()
                 ))
@@ -103,7 +103,7 @@ fn host_writes<'h>(
         .into_iter()
         .map(|c| {
             let mount = h.mount_of(c).ok_or_else(|| {
-                Error::Refused(format!(
+                Error::refused(format!(
                     "{owner} has {} limits, but this host has no {} cgroup controller",
                     c.name(Version::V2),
                     c.name(Version::V2)
@@ -212,7 +212,7 @@ pub fn prepare_start(
         lines.extend(writes.iter().map(|w| (w.lxc_key(), w.value.clone())));
     }
     let version = h.devices_version().ok_or_else(|| {
-        Error::Refused(format!(
+        Error::refused(format!(
             "{me}: this host has no cgroup device controller to confine it with"
         ))
     })?;
@@ -386,7 +386,7 @@ pub fn parse_size(text: &str) -> Result<u64> {
         .and_then(|n| n.checked_mul(1u64 << shift))
         .filter(|n| *n <= cgparams::MAX_NUMBER)
         .ok_or_else(|| {
-            Error::Invalid(format!(
+            Error::invalid(format!(
                 "size {} is not a number of bytes with an optional K, M, G or T suffix",
                 crate::model::grammar::shown(text)
             ))

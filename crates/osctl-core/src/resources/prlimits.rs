@@ -76,7 +76,7 @@ impl PrLimit {
 /// Parses one limit: a known name, soft at most hard.
 pub fn parse(name: &str, soft: &Value, hard: &Value) -> Result<PrLimit> {
     if !NAMES.contains(&name) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::invalid(format!(
             "process limit {} is unknown (known: {})",
             grammar::shown(name),
             NAMES.join(", ")
@@ -87,7 +87,7 @@ pub fn parse(name: &str, soft: &Value, hard: &Value) -> Result<PrLimit> {
             Value::Number(n) => n.to_string(),
             Value::String(s) => s.clone(),
             _ => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::invalid(format!(
                     "process limit '{name}': {which} is not a number or 'unlimited'"
                 )))
             }
@@ -97,7 +97,7 @@ pub fn parse(name: &str, soft: &Value, hard: &Value) -> Result<PrLimit> {
         }
         match digits(&text) {
             Some(n) if n <= MAX_VALUE => Ok(RlimValue::Value(n)),
-            _ => Err(Error::Invalid(format!(
+            _ => Err(Error::invalid(format!(
                 "process limit '{name}': {which} {} is not a whole number up to {MAX_VALUE} or 'unlimited'",
                 grammar::shown(&text)
             ))),
@@ -106,7 +106,7 @@ pub fn parse(name: &str, soft: &Value, hard: &Value) -> Result<PrLimit> {
     let soft = value("soft", soft)?;
     let hard = value("hard", hard)?;
     if soft > hard {
-        return Err(Error::Invalid(format!(
+        return Err(Error::invalid(format!(
             "process limit '{name}': soft {soft} is above hard {hard}"
         )));
     }
@@ -122,12 +122,12 @@ pub fn from_config(value: Option<&Value>) -> Result<Vec<PrLimit>> {
     let mut out: Vec<PrLimit> = Vec::new();
     let mut add = |at: String, name: &str, entry: &Value| -> Result<()> {
         let Some(m) = entry.as_object() else {
-            return Err(Error::Invalid(format!("{at} is not a mapping")));
+            return Err(Error::invalid(format!("{at} is not a mapping")));
         };
         let get = |k: &str| m.get(k).unwrap_or(&Value::Null);
         let limit = parse(name, get("soft"), get("hard")).map_err(|e| e.context(&at))?;
         if out.iter().any(|l| l.name == limit.name) {
-            return Err(Error::Invalid(format!("{at}: '{name}' is set twice")));
+            return Err(Error::invalid(format!("{at}: '{name}' is set twice")));
         }
         out.push(limit);
         Ok(())
@@ -144,7 +144,7 @@ pub fn from_config(value: Option<&Value>) -> Result<Vec<PrLimit>> {
                 let name = match entry.get("name") {
                     Some(Value::String(s)) => s.as_str(),
                     _ => {
-                        return Err(Error::Invalid(format!(
+                        return Err(Error::invalid(format!(
                             "prlimits[{i}].name is not a string"
                         )))
                     }
@@ -152,7 +152,7 @@ pub fn from_config(value: Option<&Value>) -> Result<Vec<PrLimit>> {
                 add(format!("prlimits[{i}]"), name, entry)?;
             }
         }
-        Some(_) => return Err(Error::Invalid("prlimits is not a mapping or a list".into())),
+        Some(_) => return Err(Error::invalid("prlimits is not a mapping or a list")),
     }
     Ok(out)
 }
@@ -181,7 +181,7 @@ pub fn check_host(limits: &[PrLimit]) -> Result<()> {
     if let Some(ceiling) = nr_open {
         let over = |v: RlimValue| v > RlimValue::Value(ceiling);
         if over(nofile.soft) || over(nofile.hard) {
-            return Err(Error::Refused(format!(
+            return Err(Error::refused(format!(
                 "process limit 'nofile' ({}:{}) exceeds this host's fs.nr_open ({ceiling})",
                 nofile.soft, nofile.hard
             )));

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{not_running, CtState, NetSpec, RunSpec, Runtime};
+use super::{not_running, CtState, MountSpec, NetSpec, RunSpec, Runtime};
 use crate::cmd::Cmd;
 use crate::error::{Context, Error, Result};
 use crate::fsutil;
@@ -34,7 +34,7 @@ pub fn parse_state(output: &str) -> Result<CtState> {
         "STARTING" => Ok(CtState::Starting),
         "RUNNING" | "FROZEN" | "FREEZING" | "THAWED" => Ok(CtState::Running),
         "STOPPING" | "ABORTING" => Ok(CtState::Stopping),
-        other => Err(Error::Invalid(format!("unexpected LXC state '{other}'"))),
+        other => Err(Error::invalid(format!("unexpected LXC state '{other}'"))),
     }
 }
 
@@ -51,13 +51,7 @@ const RESOURCE_KEYS: &[&str] = &[
 /// once more, since a newline would start a line of its own (a hook, say).
 /// Init is not in it: [`Lxc::start`] hands LXC the argument vector itself.
 pub fn render_config(spec: &RunSpec) -> Result<String> {
-    let refuse = |what: &str, value: &str, why: &str| {
-        Error::Refused(format!(
-            "container '{}': cannot write its LXC config: {what} {} {why}",
-            spec.id,
-            grammar::shown(value)
-        ))
-    };
+    let refuse = |what: &str, value: &str, why: &str| refusal(spec, what, value, why);
     if spec.hostname.len() > grammar::MAX_UTS_NAME {
         let why = format!(
             "is longer than the {} bytes of a kernel host name",
@@ -101,22 +95,7 @@ pub fn render_config(spec: &RunSpec) -> Result<String> {
     line("lxc.log.file", &spec.log_file.display().to_string())?;
     line("lxc.log.level", "WARN")?;
     for m in &spec.mounts {
-        // An fstab line: an empty or blank field would shift the others.
-        let target = m.target.trim_start_matches('/');
-        for field in [&m.source, target, &m.fstype, &m.options] {
-            if field.is_empty() || field.contains([' ', '\t']) {
-                return Err(refuse(
-                    "lxc.mount.entry field",
-                    field,
-                    "is empty or has blanks",
-                ));
-            }
-        }
-        let entry = format!(
-            "{} {target} {} {},create=dir 0 0",
-            m.source, m.fstype, m.options
-        );
-        line("lxc.mount.entry", &entry)?;
+        line("lxc.mount.entry", &mount_entry(spec, m)?)?;
     }
     for (key, value) in &spec.resources {
         let bad_key = grammar::has_control(key) || key.contains([' ', '\t', '=']);
@@ -127,12 +106,36 @@ pub fn render_config(spec: &RunSpec) -> Result<String> {
     }
     if let Some(raw) = &spec.raw_lxc {
         grammar::raw_lxc(raw)
-            .map_err(|e| Error::Refused(format!("container '{}': {e}", spec.id)))?;
+            .map_err(|e| Error::refused(format!("container '{}': {e}", spec.id)))?;
         c.push_str("# raw configuration from container.yml\n");
         c.push_str(raw.trim_end());
         c.push('\n');
     }
     Ok(c)
+}
+
+fn refusal(spec: &RunSpec, what: &str, value: &str, why: &str) -> Error {
+    Error::refused(format!(
+        "container '{}': cannot write its LXC config: {what} {} {why}",
+        spec.id,
+        grammar::shown(value)
+    ))
+}
+
+/// An `lxc.mount.entry` value: an fstab line, where an empty or blank field
+/// would shift the others.
+fn mount_entry(spec: &RunSpec, m: &MountSpec) -> Result<String> {
+    let target = m.target.trim_start_matches('/');
+    for field in [&m.source, target, &m.fstype, &m.options] {
+        if field.is_empty() || field.contains([' ', '\t']) {
+            let why = "is empty or has blanks";
+            return Err(refusal(spec, "lxc.mount.entry field", field, why));
+        }
+    }
+    Ok(format!(
+        "{} {target} {} {},create=dir 0 0",
+        m.source, m.fstype, m.options
+    ))
 }
 
 /// The keys (after `lxc.net.N.`) and values of one veth interface.

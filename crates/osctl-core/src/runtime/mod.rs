@@ -116,5 +116,5 @@ pub trait Runtime {
 }
 
 pub(crate) fn not_running(id: &str) -> Error {
-    Error::Refused(format!("container '{id}' is not running"))
+    Error::refused(format!("container '{id}' is not running"))
 }

@@ -96,7 +96,7 @@ impl BtrfsStorage {
     /// Opens the storage of a pool whose directory is on btrfs.
     pub fn open(pool_root: &Path) -> Result<BtrfsStorage> {
         if !pool_root.is_dir() {
-            return Err(Error::NotFound(format!(
+            return Err(Error::not_found(format!(
                 "pool directory {} not found",
                 pool_root.display()
             )));
@@ -121,7 +121,7 @@ impl BtrfsStorage {
         if ftype == BTRFS_SUPER_MAGIC {
             Ok(())
         } else {
-            Err(Error::Refused(format!(
+            Err(Error::refused(format!(
                 "{} is not on a btrfs file system (statfs type {ftype:#x}); \
                  mount a btrfs file system there or use another backend",
                 location.display()
@@ -172,7 +172,7 @@ impl BtrfsStorage {
         if is_subvolume(&path)? {
             Ok(path)
         } else {
-            Err(Error::NotFound(format!(
+            Err(Error::not_found(format!(
                 "snapshot '{snap}' of {} not found",
                 ds.label()
             )))
@@ -182,7 +182,7 @@ impl BtrfsStorage {
     fn create_root(&self, ct: &str) -> Result<()> {
         let dir = self.ct_path(ct);
         if fs::symlink_metadata(&dir).is_ok() {
-            return Err(Error::Exists(format!(
+            return Err(Error::exists(format!(
                 "{} already exists",
                 Dataset::root(ct).label()
             )));
@@ -204,11 +204,11 @@ impl BtrfsStorage {
         let parent = ds.parent();
         let parent_dir = self.dataset_dir(parent)?;
         if !is_subvolume(&parent_dir)? {
-            return Err(Error::NotFound(format!("{} not found", parent.label())));
+            return Err(Error::not_found(format!("{} not found", parent.label())));
         }
         let dir = self.dataset_dir(ds)?;
         if is_subvolume(&dir)? {
-            return Err(Error::Exists(format!("{} already exists", ds.label())));
+            return Err(Error::exists(format!("{} already exists", ds.label())));
         }
         // The parent's snapshot shows a nested subvolume as an empty
         // directory: an import of a dataset deleted since leaves one.
@@ -242,7 +242,7 @@ impl BtrfsStorage {
                 continue;
             }
             names::subdataset(&rel).map_err(|_| {
-                Error::Refused(format!(
+                Error::refused(format!(
                     "container '{ct}': nested subvolume {} is not a valid dataset name \
                      (names of a-z, 0-9, '_' and '-' separated by '/'); rename or delete it",
                     sub.display()
@@ -310,7 +310,7 @@ impl BtrfsStorage {
                 self.check_parent_is_unique(&parent, ds)?;
                 Ok(StreamGuard::incremental(label, parent, *policy))
             }
-            Some(Received::Both) => Err(Error::Archive(format!(
+            Some(Received::Both) => Err(Error::archive(format!(
                 "{label}: a third stream (a base and an incremental stream were received)"
             ))),
         }
@@ -341,7 +341,7 @@ impl BtrfsStorage {
         };
         match holders.as_slice() {
             [only] if is_ours(only) => Ok(()),
-            _ => Err(Error::Refused(format!(
+            _ => Err(Error::refused(format!(
                 "{label}: the base stream's subvolume {parent} is not the only one with its UUID on the \
                  file system (received UUID of: {}), so `btrfs receive` could take another one as the \
                  incremental stream's parent; is the same archive being imported twice at once?",
@@ -444,7 +444,7 @@ impl Storage for BtrfsStorage {
         let (src_snaps, dst_snaps) = (self.snap_dir.join(from), self.snap_dir.join(to));
         for taken in [&dst, &dst_snaps] {
             if fs::symlink_metadata(taken).is_ok() {
-                return Err(Error::Exists(format!(
+                return Err(Error::exists(format!(
                     "cannot rename container '{from}' to '{to}': {} already exists",
                     taken.display()
                 )));
@@ -498,19 +498,19 @@ impl Storage for BtrfsStorage {
         check_snapshot_name(snap)?;
         let root = self.dataset_dir(Dataset::root(ct))?;
         if !is_subvolume(&root)? {
-            return Err(Error::NotFound(format!(
+            return Err(Error::not_found(format!(
                 "{} not found",
                 Dataset::root(ct).label()
             )));
         }
         if fs::symlink_metadata(self.snapshot_path(Dataset::root(ct), snap)).is_ok() {
-            return Err(Error::Exists(format!(
+            return Err(Error::exists(format!(
                 "snapshot '{snap}' of container '{ct}' already exists"
             )));
         }
         let (subdatasets, inside) = self.nested_subvolumes(ct)?;
         if let Some(sub) = inside.first() {
-            return Err(Error::Refused(format!(
+            return Err(Error::refused(format!(
                 "container '{ct}': subvolume {} is inside a root file system, where a snapshot \
                  would show it empty; move its files into a dataset (`osctl ct dataset new`) and \
                  delete the subvolume (older osctl-rs versions kept datasets there: export such a \
@@ -583,6 +583,16 @@ impl NativeStreams for BtrfsStorage {
         ArchiveFormat::Btrfs
     }
 
+    /// The snapshot's tree for a full stream: btrfs has no cheap count of a
+    /// subvolume's bytes without quotas, nor of an incremental stream's.
+    fn send_estimate(&self, ds: Dataset, request: &SendRequest) -> Option<u64> {
+        if request.from.is_some() {
+            return None;
+        }
+        let dir = self.existing_snapshot(ds, request.snapshot).ok()?;
+        Some(crate::fsutil::tree_bytes(&dir))
+    }
+
     /// True when btrfs-progs offers `--compressed-data`, the kernel writes send
     /// protocol 2, and new data of the dataset is compressed: by its rootfs's
     /// (root) or its own (subdataset) `compression` property, or else by the
@@ -652,15 +662,15 @@ impl NativeStreams for BtrfsStorage {
         ))
     }
 
-    /// Makes the newest received snapshot the dataset (a writable snapshot of
-    /// it at the dataset's place), then deletes everything the streams brought.
+    /// Makes the newest received snapshot the dataset (made writable and moved
+    /// to the dataset's place), then deletes everything else the streams brought.
     /// The root dataset comes first, then parents before children (a plain
     /// directory made for a child would stand in its parent's way).
     fn finish_receive(&self, ds: Dataset, snapshots: &[String]) -> Result<()> {
         let (ct, rel) = (ds.ct, ds.rel);
         let label = ds.label();
         let Some(newest) = snapshots.first() else {
-            return Err(Error::Invalid(format!(
+            return Err(Error::invalid(format!(
                 "{label}: no snapshot names to finish the receive with"
             )));
         };
@@ -670,7 +680,7 @@ impl NativeStreams for BtrfsStorage {
         let recv_dir = self.receive_dir(ds);
         let received = recv_dir.join(newest);
         if !is_subvolume(&received)? {
-            return Err(Error::Archive(format!(
+            return Err(Error::archive(format!(
                 "{label}: the received streams hold no snapshot '{newest}'"
             )));
         }
@@ -678,31 +688,23 @@ impl NativeStreams for BtrfsStorage {
         // UUID; `btrfs receive` sets both only at the stream's end.
         let show = show_subvolume(&received)?;
         if !show.readonly || show.received_uuid.is_none() {
-            return Err(Error::Archive(format!(
+            return Err(Error::archive(format!(
                 "{label}: snapshot '{newest}' was not received completely"
             )));
         }
         let dir = self.dataset_dir(ds)?;
         if !rel.is_empty() && !is_subvolume(&self.ct_path(ct))? {
-            return Err(Error::Invalid(format!(
+            return Err(Error::invalid(format!(
                 "{label}: the container's root dataset must be received first"
             )));
         }
         if rel.is_empty() {
             fsutil::create_dir_all(&self.ct_dir)?;
             if fs::symlink_metadata(&dir).is_ok() {
-                return Err(Error::Exists(format!("{label} already exists")));
+                return Err(Error::exists(format!("{label} already exists")));
             }
         }
-        let place = || {
-            Cmd::new("btrfs")
-                .args(["subvolume", "snapshot"])
-                .arg(&received)
-                .arg(&dir)
-                .run()
-                .map(drop)
-                .ctx(|| format!("cannot put the received {label} in place"))
-        };
+        let place = || put_in_place(&received, &dir, &label);
         if rel.is_empty() {
             place()?;
         } else {
@@ -728,6 +730,31 @@ impl NativeStreams for BtrfsStorage {
         lock(&self.received).remove(&memory_key(ds));
         Ok(())
     }
+}
+
+/// Moves the received read-only subvolume `received` to `dir`, writable.
+/// Clearing the read-only flag with `-f` also clears its received UUID, so
+/// that no later stream takes it for a parent; this is tens of milliseconds
+/// where a writable snapshot and the deletion of the received one took
+/// hundreds (docs/performance.md). btrfs-progs before 5.14 lack `-f`: those
+/// fall back to the snapshot.
+fn put_in_place(received: &Path, dir: &Path, label: &str) -> Result<()> {
+    let made_writable = Cmd::new("btrfs")
+        .args(["property", "set", "-f", "-ts"])
+        .arg(received)
+        .args(["ro", "false"])
+        .run();
+    if made_writable.is_ok() {
+        return fs::rename(received, dir)
+            .ctx(|| format!("cannot put the received {label} in place"));
+    }
+    Cmd::new("btrfs")
+        .args(["subvolume", "snapshot"])
+        .arg(received)
+        .arg(dir)
+        .run()
+        .map(drop)
+        .ctx(|| format!("cannot put the received {label} in place"))
 }
 
 /// The one-component name of a dataset's snapshot directory: `root` for the
@@ -773,7 +800,7 @@ fn check_component(kind: &str, name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Invalid(format!(
+        Err(Error::invalid(format!(
             "invalid {kind} '{}'",
             name.escape_debug()
         )))
@@ -815,7 +842,7 @@ fn take_empty_dir(dir: &Path, label: &str) -> Result<Option<fs::Metadata>> {
             .next()
             .is_none();
     if !empty_dir {
-        return Err(Error::Exists(format!(
+        return Err(Error::exists(format!(
             "{label}: {} already exists and is not an empty directory",
             dir.display()
         )));
@@ -840,7 +867,7 @@ fn show_subvolume(path: &Path) -> Result<btrfs_parse::SubvolumeShow> {
         .run()
         .ctx(|| format!("cannot inspect subvolume {}", path.display()))?;
     btrfs_parse::parse_subvolume_show(&out)
-        .map_err(|e| e.context(format!("subvolume {}", path.display())))
+        .map_err(|e| super::unexpected_output(format!("subvolume {}", path.display()), e))
 }
 
 /// Every subvolume nested in the subvolume at `root`, parents before children.
@@ -859,10 +886,10 @@ fn collect_descendants(dir: &Path, top_path: &str, found: &mut Vec<PathBuf>) -> 
         .run()
         .ctx(|| format!("cannot list the subvolumes in {}", dir.display()))?;
     let listed = btrfs_parse::parse_subvolume_list(&listed)
-        .map_err(|e| e.context(format!("subvolumes in {}", dir.display())))?;
+        .map_err(|e| super::unexpected_output(format!("subvolumes in {}", dir.display()), e))?;
     for sub in listed {
         let unexpected = || {
-            Error::Refused(format!(
+            Error::refused(format!(
                 "subvolume '{}' listed in {} is not a subvolume below it",
                 sub.path.escape_debug(),
                 dir.display()
@@ -944,6 +971,7 @@ fn list_dir(dir: &Path) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
 
     #[test]
     fn dataset_encoding_is_one_component_and_one_to_one() {
@@ -985,7 +1013,7 @@ mod tests {
             return;
         }
         let err = BtrfsStorage::open(dir.path()).err().unwrap();
-        assert!(matches!(err, Error::Refused(_)), "{err}");
+        assert!(err.kind() == ErrorKind::Refused, "{err}");
         assert!(err.to_string().contains("not on a btrfs"), "{err}");
         let err = BtrfsStorage::check_location(&dir.path().join("a/b")).unwrap_err();
         assert!(err.to_string().contains("not on a btrfs"), "{err}");

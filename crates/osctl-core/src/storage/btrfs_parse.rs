@@ -4,7 +4,16 @@
 
 use std::path::Path;
 
-use crate::error::{Error, Result};
+/// Output that does not look like what we asked `btrfs` (or the kernel) for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unexpected output of {source_name}: {reason}")]
+pub struct ParseError {
+    /// The command or file that printed it, e.g. "`btrfs subvolume list`".
+    pub source_name: &'static str,
+    pub reason: String,
+}
+
+type Result<T> = std::result::Result<T, ParseError>;
 
 /// One line of `btrfs subvolume list`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,11 +37,9 @@ pub fn parse_subvolume_list(out: &str) -> Result<Vec<ListedSubvolume>> {
 }
 
 fn parse_subvolume_line(line: &str) -> Result<ListedSubvolume> {
-    let bad = || {
-        Error::Invalid(format!(
-            "unexpected line in `btrfs subvolume list` output: '{}'",
-            line.escape_debug()
-        ))
+    let bad = || ParseError {
+        source_name: "`btrfs subvolume list`",
+        reason: format!("the line '{}'", line.escape_debug()),
     };
     let fields: Vec<&str> = line.splitn(9, ' ').collect();
     let [id_key, id, gen_key, generation, top_key, level_key, top, path_key, path] =
@@ -69,9 +76,10 @@ pub fn parse_subvolume_show(out: &str) -> Result<SubvolumeShow> {
     let mut lines = out.lines();
     let path = match lines.next().map(str::trim).unwrap_or("") {
         "" => {
-            return Err(Error::Invalid(
-                "`btrfs subvolume show` printed nothing".into(),
-            ))
+            return Err(ParseError {
+                source_name: "`btrfs subvolume show`",
+                reason: "nothing".into(),
+            })
         }
         "/" => String::new(),
         path => path.to_string(),
@@ -115,11 +123,9 @@ pub fn send_offers_compressed_data(help: &str) -> bool {
 /// The highest send stream version the kernel writes, from
 /// `/sys/fs/btrfs/features/send_stream_version`.
 pub fn parse_send_stream_version(text: &str) -> Result<u32> {
-    text.trim().parse().map_err(|_| {
-        Error::Invalid(format!(
-            "unexpected send_stream_version '{}'",
-            text.trim().escape_debug()
-        ))
+    text.trim().parse().map_err(|_| ParseError {
+        source_name: "send_stream_version",
+        reason: format!("'{}'", text.trim().escape_debug()),
     })
 }
 

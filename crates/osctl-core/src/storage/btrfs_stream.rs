@@ -240,7 +240,7 @@ impl StreamGuard {
     /// receiver, nor anything after them.
     pub fn check(&mut self, mut bytes: &[u8]) -> Result<()> {
         if self.refused {
-            return Err(Error::Archive(format!(
+            return Err(Error::archive(format!(
                 "{}: the btrfs stream was refused already",
                 self.label
             )));
@@ -262,7 +262,7 @@ impl StreamGuard {
     /// The stream ended: refuses one cut short; returns the subvolume it created.
     pub fn finish(&mut self) -> Result<SubvolumeId> {
         if self.refused {
-            return Err(Error::Archive(format!(
+            return Err(Error::archive(format!(
                 "{}: the btrfs stream was refused",
                 self.label
             )));
@@ -515,7 +515,7 @@ impl StreamGuard {
     }
 
     fn refuse_at(&self, offset: u64, why: String) -> Error {
-        Error::Archive(format!(
+        Error::archive(format!(
             "{}: btrfs stream refused at byte {offset}: {why}",
             self.label
         ))
@@ -701,7 +701,7 @@ pub fn received_uuid_holders(list: &str, uuid: &[u8; UUID_LEN]) -> Result<Vec<St
     let mut holders = Vec::new();
     for line in list.lines().filter(|l| !l.trim().is_empty()) {
         let bad = || {
-            Error::Invalid(format!(
+            Error::invalid(format!(
                 "unexpected line in `btrfs subvolume list -R` output: '{}'",
                 line.escape_debug()
             ))

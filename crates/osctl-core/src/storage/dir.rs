@@ -25,7 +25,7 @@ impl DirStorage {
         if ds.is_root() {
             Ok(())
         } else {
-            Err(Error::Refused(format!(
+            Err(Error::refused(format!(
                 "container '{}': dir pools have no subdatasets (use a zfs or btrfs pool)",
                 ds.ct
             )))
@@ -53,7 +53,7 @@ impl Storage for DirStorage {
         fsutil::create_dir_all(&self.ct_dir)?;
         fs::create_dir(&dir).map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Error::Exists(format!("directory {} already exists", dir.display()))
+                Error::exists(format!("directory {} already exists", dir.display()))
             } else {
                 Error::io(format!("cannot create {}", dir.display()), e)
             }
@@ -92,7 +92,7 @@ impl Storage for DirStorage {
     fn rename(&self, from: &str, to: &str) -> Result<()> {
         let (a, b) = (self.ct_path(from), self.ct_path(to));
         if b.exists() {
-            return Err(Error::Exists(format!(
+            return Err(Error::exists(format!(
                 "directory {} already exists",
                 b.display()
             )));

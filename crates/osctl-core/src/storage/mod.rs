@@ -58,7 +58,7 @@ impl Backend {
             "dir" => Ok(Backend::Dir),
             "zfs" => Ok(Backend::Zfs),
             "btrfs" => Ok(Backend::Btrfs),
-            other => Err(Error::Invalid(format!(
+            other => Err(Error::invalid(format!(
                 "unknown backend '{other}': use dir, zfs or btrfs"
             ))),
         }
@@ -248,6 +248,13 @@ pub trait NativeStreams: Send + Sync {
     /// --compressed-data`) is available.
     fn can_send_compressed(&self, ds: Dataset) -> Result<bool>;
 
+    /// About how many bytes the stream `request` asks for holds, for
+    /// progress; None where the storage cannot tell cheaply.
+    fn send_estimate(&self, ds: Dataset, request: &SendRequest) -> Option<u64> {
+        let _ = (ds, request);
+        None
+    }
+
     /// The command writing a native stream of a dataset to its stdout.
     /// Missing snapshots are reported here, before anything runs. The caller
     /// runs it with stdout into a pipe ([`send`]) or straight into a file
@@ -416,7 +423,7 @@ impl Receiver {
 /// there would send a mount or a new subvolume elsewhere on the host.
 pub fn refuse_symlinks(base: &Path, rel: &str) -> Result<()> {
     if !btrfs_parse::is_plain_relative(rel) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::invalid(format!(
             "invalid path '{}' below {}",
             rel.escape_debug(),
             base.display()
@@ -427,7 +434,7 @@ pub fn refuse_symlinks(base: &Path, rel: &str) -> Result<()> {
         path.push(part);
         match std::fs::symlink_metadata(&path) {
             Ok(meta) if meta.file_type().is_symlink() => {
-                return Err(Error::Refused(format!(
+                return Err(Error::refused(format!(
                     "{} is a symlink where a directory is expected",
                     path.display()
                 )))
@@ -452,11 +459,11 @@ pub fn checked_private(top: &Path, rel: &str) -> Result<PathBuf> {
     let private = top.join(&below);
     match std::fs::symlink_metadata(&private) {
         Ok(meta) if meta.is_dir() => Ok(private),
-        Ok(_) => Err(Error::Refused(format!(
+        Ok(_) => Err(Error::refused(format!(
             "{} is not a directory",
             private.display()
         ))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::NotFound(format!(
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::not_found(format!(
             "{} does not exist: every dataset keeps its files in its private/",
             private.display()
         ))),
@@ -472,4 +479,16 @@ pub fn staging_name(id: &str) -> String {
 /// The container id a staging name belongs to.
 pub fn staged_id(name: &str) -> Option<&str> {
     name.strip_suffix(".importing")
+}
+
+/// A storage tool printed what its parser does not understand: the system
+/// misbehaves (an I/O error of kind `InvalidData`), the caller did nothing wrong.
+fn unexpected_output(
+    context: String,
+    parse_error: impl std::error::Error + Send + Sync + 'static,
+) -> Error {
+    Error::io(
+        context,
+        std::io::Error::new(std::io::ErrorKind::InvalidData, parse_error),
+    )
 }

@@ -4,6 +4,7 @@ mod archive_cmds;
 mod backends;
 mod concurrency;
 mod containers;
+mod conventions;
 mod export_import;
 mod faults;
 mod holes;

@@ -42,7 +42,7 @@ impl Compression {
             "off" => Ok(Compression::Off),
             "gzip" => Ok(Compression::Gzip),
             "zstd" => Ok(Compression::Zstd),
-            other => Err(Error::Invalid(format!(
+            other => Err(Error::invalid(format!(
                 "unknown compression '{other}': expected off, gzip or zstd"
             ))),
         }

@@ -250,7 +250,7 @@ fn a_failed_stream_breaks_the_archive_and_drop_is_quiet() {
     let err = w
         .stream_entry("rootfs/base.dat", |sink| -> Result<()> {
             sink.write_all(b"partial").unwrap();
-            Err(Error::Invalid("zfs send died".into()))
+            Err(Error::invalid("zfs send died"))
         })
         .unwrap_err();
     assert!(err.to_string().contains("zfs send died"));

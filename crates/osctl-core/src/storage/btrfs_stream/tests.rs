@@ -2,6 +2,7 @@
 //! `btrfs send` are checked in `tests/btrfs.rs`.
 
 use super::*;
+use crate::ErrorKind;
 
 /// The guard's checks of streams, without its file policy.
 const ANY: FilePolicy = FilePolicy::anything();
@@ -189,7 +190,7 @@ fn refused(guard: StreamGuard, stream: &[u8]) -> String {
     for piece in [1, 7, 4096, stream.len().max(1)] {
         let mut guard = StreamGuard::new(guard.label.clone(), guard.parent, guard.policy);
         match feed(&mut guard, stream, piece).1 {
-            Err(Error::Archive(msg)) => messages.push(msg),
+            Err(e) if e.kind() == ErrorKind::Archive => messages.push(e.message().to_string()),
             other => panic!("accepted in pieces of {piece}: {other:?}"),
         }
     }
