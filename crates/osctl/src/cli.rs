@@ -489,9 +489,7 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
             };
             crate::netif_cli::run(&pool, ctx.json, cmd)?
         }
-        CtCmd::Send(cmd) => {
-            crate::send_cli::ct_send_cmd(&ctx.pool()?, &ctx.host, ctx.quiet, cmd)?
-        }
+        CtCmd::Send(cmd) => crate::send_cli::ct_send_cmd(&ctx.pool()?, &ctx.host, ctx.quiet, cmd)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -35,6 +35,7 @@ pub enum KeyCmd {
     },
     /// Print the path of the public or private key
     Path {
+        /// Which of the pair
         #[arg(value_parser = ["public", "private"], default_value = "public")]
         which: String,
     },
@@ -47,13 +48,17 @@ pub enum ReceiveCmd {
     AuthorizedKeys(AuthKeysCmd),
     /// Run by sshd for an authorized key (not for people)
     #[command(hide = true)]
-    Serve { key_id: String },
+    Serve {
+        /// The authorized key's id, written into its forced command
+        key_id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum AuthKeysCmd {
     /// Allow a public key (read from standard input) to send here
     Add {
+        /// A name for this entry (for ls and del)
         name: String,
         /// Source addresses allowed: ADDR, ADDR/PREFIX or patterns with * ?, comma-separated
         #[arg(long)]
@@ -74,7 +79,10 @@ pub enum AuthKeysCmd {
     /// List the allowed keys
     Ls,
     /// Remove an allowed key
-    Del { name: String },
+    Del {
+        /// The entry's name
+        name: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -117,23 +125,39 @@ pub enum StepCmd {
     Config {
         #[command(flatten)]
         opts: SendOpts,
+        /// The container (its id in the pool given by --pool)
         id: String,
+        /// [user@]host[:port]
         dest: String,
     },
     /// Send the root file system while the container runs
-    Rootfs { id: String },
+    Rootfs {
+        /// The container (its id in the pool given by --pool)
+        id: String,
+    },
     /// Send the changes since the last round
-    Sync { id: String },
+    Sync {
+        /// The container (its id in the pool given by --pool)
+        id: String,
+    },
     /// Stop, send the last changes, start on the target
     State {
+        /// Leave the copy stopped on the target
         #[arg(long)]
         no_start: bool,
+        /// The container (its id in the pool given by --pool)
         id: String,
     },
     /// Remove the source (with --clone: start it again)
-    Cleanup { id: String },
+    Cleanup {
+        /// The container (its id in the pool given by --pool)
+        id: String,
+    },
     /// Undo the send before cleanup: nothing stays on the target
-    Cancel { id: String },
+    Cancel {
+        /// The container (its id in the pool given by --pool)
+        id: String,
+    },
 }
 
 pub fn send_cmd(host: &Host, cmd: SendCmd) -> Result<()> {
