@@ -159,6 +159,47 @@ pub fn create_user_from(
     save_new_user(pool, name, cfg, &subids)
 }
 
+/// Registers a user from an archive whose maps overlap ids given out on
+/// this host: the same ranges, moved onto free host ids (a fresh block of
+/// the same shape). Returns the config saved. The caller holds the accounts
+/// lock.
+pub fn create_user_moved(pool: &Pool, name: &str, cfg: &UserConfig) -> Result<UserConfig> {
+    check_new_user(pool, name)?;
+    let subids = SubIds::system();
+    let _subid_lock = subids.lock()?;
+    let mut taken: Vec<IdRange> = used_ranges(pool)?.into_iter().map(|(_, r)| r).collect();
+    taken.extend(subids.taken()?);
+    let (u, g) = cfg.maps()?;
+    let uid_map = u.moved_to_free(&taken)?;
+    let gid_map = if g == u {
+        uid_map.clone()
+    } else {
+        taken.extend(uid_map.0.iter().copied());
+        g.moved_to_free(&taken)?
+    };
+    let moved = UserConfig {
+        uid_map: uid_map.to_strings(),
+        gid_map: gid_map.to_strings(),
+        ..cfg.clone()
+    };
+    save_new_user(pool, name, &moved, &subids)?;
+    Ok(moved)
+}
+
+/// Whether `maps` overlap host ids given out here: the pool's other users'
+/// and the subordinate-id files' (every pool's users are in those).
+pub fn overlaps_given_out(pool: &Pool, name: &str, maps: &[&IdMap]) -> Result<bool> {
+    let mut taken: Vec<IdRange> = used_ranges(pool)?
+        .into_iter()
+        .filter(|(owner, _)| owner != name)
+        .map(|(_, r)| r)
+        .collect();
+    taken.extend(SubIds::system().taken()?);
+    Ok(maps
+        .iter()
+        .any(|m| m.0.iter().any(|r| taken.iter().any(|t| t.overlaps_host(r)))))
+}
+
 fn save_new_user(pool: &Pool, name: &str, cfg: &UserConfig, subids: &SubIds) -> Result<()> {
     let (u, g) = cfg.maps()?;
     // The maps as we write them, whatever spelling the config had.

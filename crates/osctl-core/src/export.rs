@@ -15,9 +15,11 @@
 //! journal that the next command replays.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::archive::compress::{CompressOptions, Compression, Encoder};
@@ -67,6 +69,8 @@ pub struct ExportOptions {
     /// (or, on dir pools, the last dump) instead of stopping it: crash-
     /// consistent, without a shutdown and a start.
     pub freeze: bool,
+    /// Largest part of a stream written to a pipe (see `archive::parts`).
+    pub part_size: u64,
 }
 
 impl Default for ExportOptions {
@@ -80,6 +84,7 @@ impl Default for ExportOptions {
             progress: Progress::hidden(),
             stop_timeout: containers::DEFAULT_STOP_TIMEOUT,
             freeze: false,
+            part_size: crate::archive::parts::DEFAULT_PART,
         }
     }
 }
@@ -97,7 +102,7 @@ pub struct Exported {
 
 /// The archive file being written: a temporary name next to the destination,
 /// renamed over it only when complete, removed when dropped before that.
-struct PartialFile {
+pub(crate) struct PartialFile {
     temp: PathBuf,
     dest: PathBuf,
     force: bool,
@@ -106,22 +111,40 @@ struct PartialFile {
 
 impl PartialFile {
     /// Checks the destination and picks the temporary name; creates nothing.
-    fn plan(dest: &Path, force: bool) -> Result<PartialFile> {
-        if !force && dest.symlink_metadata().is_ok() {
-            return Err(Error::exists(format!(
-                "file {} already exists: use --force to overwrite it",
-                dest.display()
-            )));
+    /// Whatever makes the destination unusable is found here, before the
+    /// container is touched.
+    pub(crate) fn plan(dest: &Path, force: bool) -> Result<PartialFile> {
+        let shown = dest.display();
+        match dest.metadata() {
+            Ok(m) if m.is_dir() => {
+                return Err(Error::invalid(format!(
+                    "{shown} is a directory: name the archive file, e.g. {}",
+                    dest.join("archive.tar").display()
+                )))
+            }
+            Ok(_) if !force => {
+                return Err(Error::exists(format!(
+                    "file {shown} already exists; --force to overwrite"
+                )))
+            }
+            _ if !force && dest.symlink_metadata().is_ok() => {
+                return Err(Error::exists(format!(
+                    "file {shown} already exists (a dangling link); --force to overwrite"
+                )))
+            }
+            _ => {}
         }
         let name = dest
             .file_name()
-            .ok_or_else(|| Error::invalid(format!("{} is not a file name", dest.display())))?;
+            .filter(|_| !dest.as_os_str().as_encoded_bytes().ends_with(b"/"))
+            .ok_or_else(|| Error::invalid(format!("{shown} is not a file name")))?;
         // Absolute: the journal keeps this name for a later command, which
         // may run elsewhere, to remove.
         let dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        check_writable_dir(&dir, dest)?;
         let dir = std::path::absolute(&dir)
             .ctx(|| format!("cannot resolve the directory of {}", dest.display()))?;
         let temp = dir.join(format!(
@@ -137,7 +160,7 @@ impl PartialFile {
         })
     }
 
-    fn create(&self) -> Result<File> {
+    pub(crate) fn create(&self) -> Result<File> {
         std::fs::OpenOptions::new()
             .write(true)
             .read(true)
@@ -146,7 +169,7 @@ impl PartialFile {
             .ctx(|| format!("cannot create {}", self.temp.display()))
     }
 
-    fn commit(mut self) -> Result<()> {
+    pub(crate) fn commit(mut self) -> Result<()> {
         let flags = if self.force {
             rustix::fs::RenameFlags::empty()
         } else {
@@ -177,16 +200,115 @@ impl Drop for PartialFile {
     }
 }
 
+/// The directory an archive goes into must exist and take new files.
+fn check_writable_dir(dir: &Path, dest: &Path) -> Result<()> {
+    use rustix::fs::{access, Access};
+    match dir.metadata() {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(Error::invalid(format!(
+                "cannot write {}: {} is not a directory",
+                dest.display(),
+                dir.display()
+            )))
+        }
+        Err(_) => {
+            return Err(Error::not_found(format!(
+                "cannot write {}: directory {} does not exist",
+                dest.display(),
+                dir.display()
+            )))
+        }
+    }
+    access(dir, Access::WRITE_OK | Access::EXEC_OK).map_err(|e| {
+        Error::refused(format!(
+            "cannot write {}: no permission to create files in {} ({e})",
+            dest.display(),
+            dir.display()
+        ))
+    })
+}
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
+/// Where an export writes.
+enum Destination<'w> {
+    /// A named file: written under a temporary name, renamed when complete.
+    Path(PartialFile),
+    /// An open seekable file (standard output redirected to one): written
+    /// from its position, cut back there on failure.
+    File(File),
+    /// A pipe or any writer: streams in parts (`archive::parts`).
+    Stream(Box<dyn Write + 'w>),
+}
+
 /// Exports container `id` of `pool` into the archive `dest`.
 pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Result<Exported> {
-    let began = Instant::now();
     names::container_id(id)?;
+    let partial = PartialFile::plan(dest, opts.force)?;
+    run(pool, id, Destination::Path(partial), opts)
+}
+
+/// Exports container `id` through `out`, which need not seek (a pipe, a
+/// socket, an SSH channel): each stream goes out as parts of at most
+/// `opts.part_size` bytes, `metadata.yml` says so (`part_size:`), and
+/// `import_from` reads it back. Nothing of the archive is kept here: on
+/// failure the reader gets a cut archive, which it refuses.
+pub fn export_to<W: Write>(
+    pool: &Pool,
+    id: &str,
+    out: W,
+    opts: &ExportOptions,
+) -> Result<Exported> {
+    names::container_id(id)?;
+    run(pool, id, Destination::Stream(Box::new(out)), opts)
+}
+
+/// Exports container `id` into an open file from its current position: the
+/// seekable archive of [`export`], without a rename (the file is cut back
+/// on failure).
+pub fn export_to_file(pool: &Pool, id: &str, file: File, opts: &ExportOptions) -> Result<Exported> {
+    names::container_id(id)?;
+    run(pool, id, Destination::File(file), opts)
+}
+
+/// Exports container `id` to standard output: the seekable archive when it
+/// is a regular file opened without O_APPEND, parts when it is a pipe or a
+/// socket; a terminal is refused before anything is done.
+pub fn export_to_stdout(pool: &Pool, id: &str, opts: &ExportOptions) -> Result<Exported> {
+    use std::io::IsTerminal;
+    use std::os::fd::AsFd;
+    let stdout = io::stdout();
+    let fd = stdout
+        .as_fd()
+        .try_clone_to_owned()
+        .ctx(|| "cannot use standard output")?;
+    if fd.is_terminal() {
+        return Err(Error::refused(
+            "standard output is a terminal: redirect it to a file or a pipe (osctl ct export ID - | ...)",
+        ));
+    }
+    let file = File::from(fd);
+    let seekable = file.metadata().is_ok_and(|m| m.is_file())
+        && !rustix::fs::fcntl_getfl(&file).is_ok_and(|f| f.contains(rustix::fs::OFlags::APPEND));
+    let exported = if seekable {
+        export_to_file(pool, id, file, opts)
+    } else {
+        export_to(pool, id, io::BufWriter::with_capacity(1 << 16, file), opts)
+    };
+    exported.map(|done| Exported {
+        path: PathBuf::from("standard output"),
+        ..done
+    })
+}
+
+/// The export proper, once the destination is known to be usable.
+fn run(pool: &Pool, id: &str, dest: Destination, opts: &ExportOptions) -> Result<Exported> {
+    let began = Instant::now();
     // The pool's native streams when the archive takes them, else tar.
     let native = match opts.format {
         FormatChoice::Native => pool.storage.native(),
@@ -211,23 +333,47 @@ pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Resul
             )))
         }
     };
-    let partial = PartialFile::plan(dest, opts.force)?;
+    let (output, shown) = match &dest {
+        Destination::Path(partial) => (partial.temp.clone(), partial.dest.clone()),
+        _ => (PathBuf::new(), PathBuf::from("the stream")),
+    };
     // Journal before the file: a crash in between leaves nothing unrecorded.
     let mut journal = Journal::begin(
         pool,
         ExportRecord {
             pid: std::process::id(),
             id: id.to_string(),
-            output: partial.temp.clone(),
+            output,
             ..Default::default()
         },
     )?;
     failpoint::hit("export-after-journal");
-    let file = match partial.create() {
-        Ok(file) => file,
+    let opened = match dest {
+        Destination::Path(partial) => partial
+            .create()
+            .and_then(ArchiveWriter::new)
+            .map(|w| (w, Finish::Rename(partial))),
+        Destination::File(mut file) => file
+            .stream_position()
+            .ctx(|| "standard output is a file but cannot seek")
+            .and_then(|start| {
+                let w = ArchiveWriter::new(file.try_clone().ctx(|| "cannot use the file")?)?;
+                Ok((w, Finish::CutBack(file, start)))
+            }),
+        Destination::Stream(out) => {
+            let count = Arc::new(AtomicU64::new(0));
+            let out = CountedOut {
+                inner: out,
+                count: Arc::clone(&count),
+            };
+            ArchiveWriter::streaming(out, opts.part_size).map(|w| (w, Finish::Nothing(count)))
+        }
+    };
+    let (writer, finish) = match opened {
+        Ok(opened) => opened,
         Err(e) => {
             journal.finish()?;
-            return Err(e);
+            return Err(e.context(format!("cannot export container '{id}'")));
         }
     };
     let mut job = ExportJob {
@@ -239,28 +385,27 @@ pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Resul
         runtime,
         running,
         native,
+        streaming: writer.part_size().is_some(),
         down_since: None,
         downtime: None,
     };
-    let written = job.write(file).and_then(|()| {
-        failpoint::hit("export-before-rename");
-        partial.commit()
-    });
+    let written = job.write(writer);
+    let written = finish.complete(written);
     let cleaned = job.clean_up();
     opts.progress.finish();
     let downtime = job.downtime;
     let outcome = match (written, cleaned) {
-        (Ok(()), Ok(())) => Ok(()),
+        (Ok(bytes), Ok(())) => Ok(bytes),
         (Err(e), _) => Err(interrupt::explain(e)),
-        (Ok(()), Err(e)) => Err(e),
+        (Ok(_), Err(e)) => Err(e),
     };
     match outcome {
         // The journal goes only when everything it records was undone.
-        Ok(()) => {
+        Ok(bytes) => {
             journal.finish()?;
             Ok(Exported {
-                bytes: std::fs::metadata(dest).map_or(0, |m| m.len()),
-                path: dest.to_path_buf(),
+                bytes,
+                path: shown,
                 elapsed: began.elapsed(),
                 downtime,
             })
@@ -271,6 +416,55 @@ pub fn export(pool: &Pool, id: &str, dest: &Path, opts: &ExportOptions) -> Resul
             }
             Err(e.context(format!("cannot export container '{id}'")))
         }
+    }
+}
+
+/// What makes a written archive final, or undoes a failed one.
+enum Finish {
+    Rename(PartialFile),
+    CutBack(File, u64),
+    /// A stream: only its count of bytes written is kept.
+    Nothing(Arc<AtomicU64>),
+}
+
+impl Finish {
+    /// Makes the archive final; the bytes it holds.
+    fn complete(self, written: Result<()>) -> Result<u64> {
+        match (self, written) {
+            (Finish::Rename(partial), Ok(())) => {
+                failpoint::hit("export-before-rename");
+                let dest = partial.dest.clone();
+                partial.commit()?;
+                Ok(std::fs::metadata(dest).map_or(0, |m| m.len()))
+            }
+            (Finish::CutBack(file, start), Ok(())) => {
+                Ok(file.metadata().map_or(0, |m| m.len().saturating_sub(start)))
+            }
+            (Finish::CutBack(file, start), Err(e)) => {
+                let _ = file.set_len(start);
+                Err(e)
+            }
+            (Finish::Nothing(count), Ok(())) => Ok(count.load(Ordering::Relaxed)),
+            (_, Err(e)) => Err(e),
+        }
+    }
+}
+
+/// A stream that counts what went through it, for the closing line.
+struct CountedOut<'w> {
+    inner: Box<dyn Write + 'w>,
+    count: Arc<AtomicU64>,
+}
+
+impl Write for CountedOut<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -290,6 +484,8 @@ struct ExportJob<'a> {
     running: bool,
     /// The pool's native streams when the archive holds them (else tar).
     native: Option<&'a dyn NativeStreams>,
+    /// The archive goes to a stream, in parts: nothing is written into a file.
+    streaming: bool,
     /// When the container was last stopped or frozen, until it runs again.
     down_since: Option<Instant>,
     /// The time it spent stopped or frozen, in all.
@@ -320,8 +516,12 @@ enum Route<'a> {
         native: &'a dyn NativeStreams,
         compressed: bool,
     },
-    /// A native sender's pipe through an encoder.
-    SendThroughEncoder(&'a dyn NativeStreams, Compression),
+    /// A native sender's pipe through an encoder (`compressed` as above).
+    SendThroughEncoder {
+        native: &'a dyn NativeStreams,
+        compression: Compression,
+        compressed: bool,
+    },
     /// A tar dump of the root file system through an encoder.
     Tar(Compression),
 }
@@ -330,7 +530,7 @@ impl Route<'_> {
     fn compression(self) -> Compression {
         match self {
             Route::SendIntoFile { .. } => Compression::Off,
-            Route::SendThroughEncoder(_, c) | Route::Tar(c) => c,
+            Route::SendThroughEncoder { compression: c, .. } | Route::Tar(c) => c,
         }
     }
 
@@ -400,25 +600,27 @@ impl<'a> ExportJob<'a> {
         let Some(native) = self.native else {
             return Ok(Route::Tar(fixed.unwrap_or(Compression::Gzip)));
         };
+        let through = |compression, compressed| Route::SendThroughEncoder {
+            native,
+            compression,
+            compressed,
+        };
+        let into_file = |compressed| match self.streaming {
+            // No file to send into: the same bytes through the parts.
+            true => through(Compression::Off, compressed),
+            false => Route::SendIntoFile { native, compressed },
+        };
         Ok(match fixed {
-            Some(Compression::Off) => Route::SendIntoFile {
-                native,
-                compressed: false,
-            },
-            Some(c) => Route::SendThroughEncoder(native, c),
-            None if native.can_send_compressed(Dataset::new(self.id, rel))? => {
-                Route::SendIntoFile {
-                    native,
-                    compressed: true,
-                }
-            }
-            None => Route::SendThroughEncoder(native, Compression::Gzip),
+            Some(Compression::Off) => into_file(false),
+            Some(c) => through(c, false),
+            None if native.can_send_compressed(Dataset::new(self.id, rel))? => into_file(true),
+            None => through(Compression::Gzip, false),
         })
     }
 
     /// The archive: its head (metadata and configs), the root file system's
     /// streams, and its tail (checksums and snapshot names).
-    fn write(&mut self, file: File) -> Result<()> {
+    fn write(&mut self, mut w: ArchiveWriter) -> Result<()> {
         let contents = match self.native {
             Some(_) => Contents {
                 datasets: self.pool.storage.subdatasets(self.id)?,
@@ -429,7 +631,6 @@ impl<'a> ExportJob<'a> {
                 shown: self.shown_datasets()?,
             },
         };
-        let mut w = ArchiveWriter::new(file)?;
         self.write_head(&mut w, &contents.datasets)?;
         self.dump_layers(&mut w, &contents)?;
         interrupt::check()?;
@@ -449,6 +650,7 @@ impl<'a> ExportJob<'a> {
             datasets: datasets.to_vec(),
             exported_at: now() as i64,
             checksums: Some(DigestAlgorithm::CURRENT),
+            part_size: w.part_size(),
         };
         w.add_file(meta::METADATA, metadata.to_yaml()?.as_bytes())?;
         w.add_dir(meta::CONFIG_DIR)?;
@@ -484,8 +686,7 @@ impl<'a> ExportJob<'a> {
             meta::SNAPSHOTS,
             meta::snapshots_to_yaml(&newest_first)?.as_bytes(),
         )?;
-        w.finish()?;
-        Ok(())
+        w.end()
     }
 
     /// Takes the snapshots and dumps them, stopping and starting the
@@ -679,16 +880,13 @@ impl<'a> ExportJob<'a> {
             let shown = if rel.is_empty() { "rootfs" } else { rel };
             let step = format!("{stem} of {shown}");
             let ds = Dataset::new(self.id, rel);
-            if let Route::SendIntoFile { native, .. } | Route::SendThroughEncoder(native, _) = route
+            if let Route::SendIntoFile { native, compressed }
+            | Route::SendThroughEncoder {
+                native, compressed, ..
+            } = route
             {
                 let sent = SendRequest {
-                    compressed: matches!(
-                        route,
-                        Route::SendIntoFile {
-                            compressed: true,
-                            ..
-                        }
-                    ),
+                    compressed,
                     ..request
                 };
                 let estimate = self.visible().then(|| native.send_estimate(ds, &sent));
@@ -718,7 +916,15 @@ impl<'a> ExportJob<'a> {
                     self.send_into_entry(w, &send, &entry)?;
                     Manifest::default()
                 }
-                Route::SendThroughEncoder(native, compression) => {
+                Route::SendThroughEncoder {
+                    native,
+                    compression,
+                    compressed,
+                } => {
+                    let request = SendRequest {
+                        compressed,
+                        ..request
+                    };
                     let mut stream = storage::send(native, ds, &request)?;
                     self.compress_into_entry(w, compression, &entry, |out| {
                         io::copy(&mut stream, out).map(drop)

@@ -215,13 +215,19 @@ impl fmt::Display for IdMap {
 /// The lowest block of `BLOCK` host ids from `FIRST_HOST_ID` on, aligned to
 /// `BLOCK`, that overlaps none of `taken`.
 pub fn allocate_block(taken: &[IdRange]) -> Result<u32> {
+    allocate_span(taken, BLOCK)
+}
+
+/// The lowest run of `span` host ids from `FIRST_HOST_ID` on, starting at a
+/// multiple of `BLOCK`, that overlaps none of `taken`.
+pub fn allocate_span(taken: &[IdRange], span: u32) -> Result<u32> {
     let mut start = u64::from(FIRST_HOST_ID);
     let block = u64::from(BLOCK);
-    while start + block <= u64::from(u32::MAX) {
+    while start + u64::from(span) <= u64::from(u32::MAX) {
         let candidate = IdRange {
             ns: 0,
             host: start as u32,
-            count: BLOCK,
+            count: span,
         };
         match taken
             .iter()
@@ -237,9 +243,40 @@ pub fn allocate_block(taken: &[IdRange]) -> Result<u32> {
     Err(Error::refused("no free block of host ids left"))
 }
 
+impl IdMap {
+    /// The same ranges moved, together, onto the lowest free host ids:
+    /// each keeps its container ids and count and its distance from the
+    /// others on the host.
+    pub fn moved_to_free(&self, taken: &[IdRange]) -> Result<IdMap> {
+        let lo = self.0.iter().map(|r| r.host).min().unwrap_or(0);
+        let hi = self.0.iter().map(IdRange::host_end).max().unwrap_or(0);
+        let span = u32::try_from(hi - u64::from(lo))
+            .map_err(|_| Error::refused("the id map spans more host ids than there are"))?;
+        let start = allocate_span(taken, span.max(1))?;
+        Ok(IdMap(
+            self.0
+                .iter()
+                .map(|r| IdRange {
+                    host: start + (r.host - lo),
+                    ..*r
+                })
+                .collect(),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_map_moves_whole_onto_free_ids() {
+        let map = IdMap::parse_all(&["0:100000:1000", "5000:105000:60536"]).unwrap();
+        let taken = [IdRange::parse("0:100000:65536").unwrap()];
+        let moved = map.moved_to_free(&taken).unwrap();
+        assert_eq!(moved.to_string(), "0:196608:1000,5000:201608:60536");
+        assert!(!moved.overlaps(&IdMap(taken.to_vec())));
+    }
 
     #[test]
     fn parse_and_print() {

@@ -9,7 +9,7 @@
 //! command replays.
 
 use std::fs::File;
-use std::io::{self, BufReader};
+use std::io::{self, BufReader, Read};
 use std::path::Path;
 
 use crate::accounts::{self, MapRequest};
@@ -18,7 +18,7 @@ use crate::archive::grammar::Grammar;
 use crate::archive::meta::{
     self, ArchiveFormat, ArchiveType, EntryName, Metadata, StreamEncoding, StreamKind, StreamName,
 };
-use crate::archive::{ArchiveReader, CopyError, Entry};
+use crate::archive::{ArchiveReader, CopyError, Entry, FileBacked, PartsReader};
 use crate::cmd::OffsetWatch;
 use crate::datasets;
 use crate::error::{Context, Error, ErrorKind, Result};
@@ -48,7 +48,16 @@ pub struct ImportOptions {
     /// A clone (`--as-id` other than the archive's id) keeps the addresses
     /// of its network interfaces.
     pub keep_addresses: bool,
+    /// A user the import creates keeps the archive's id maps even where
+    /// they overlap ids given out here (which needs `trusted`), instead of
+    /// a fresh block of the same shape.
+    pub keep_map: bool,
     pub progress: Option<Progress>,
+    /// A clone even under the archive's own id (`osctl ct send --clone`):
+    /// new MACs, no addresses unless `keep_addresses`.
+    pub force_clone: bool,
+    /// Keys set in the container's config at the commit (a send's log).
+    pub set_extra: Vec<(String, serde_json::Value)>,
 }
 
 /// What an import made, and what the admin should be told about it.
@@ -72,10 +81,14 @@ pub struct Imported {
 /// Who the container will belong to, decided before anything is created.
 enum UserPlan {
     Existing(String),
-    /// Created at the commit; maps from the archive, or allocated when None.
+    /// Created at the commit; maps from the archive, or allocated when None;
+    /// `moved`: the archive's maps overlap ids given out here, so the same
+    /// shape goes onto free host ids (files are stored unshifted: nothing
+    /// else changes).
     Create {
         name: String,
         config: Option<UserConfig>,
+        moved: bool,
     },
 }
 
@@ -174,9 +187,65 @@ pub fn import(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<String> 
 
 /// [`import`], with the notes for the admin.
 pub fn import_report(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<Imported> {
-    interrupt::install();
     let file = File::open(path).ctx(|| format!("cannot open archive {}", path.display()))?;
     not_an_archive(path)?;
+    import_input(pool, file, opts)
+        .map_err(|e| e.context(format!("cannot import {}", path.display())))
+}
+
+/// Imports the archive that `input` yields (a pipe, a socket, an SSH
+/// channel: read once, in order, never seeking), with every check and
+/// guarantee of [`import_report`]: a cut or broken input is refused and
+/// leaves nothing behind.
+pub fn import_from<R: Read + Send>(
+    pool: &Pool,
+    input: R,
+    opts: &ImportOptions,
+) -> Result<Imported> {
+    import_input(pool, NotAFile(input), opts)
+        .map_err(|e| e.context("cannot import the archive stream"))
+}
+
+/// Imports the archive on standard input (a file or a pipe); a terminal
+/// is refused.
+pub fn import_stdin(pool: &Pool, opts: &ImportOptions) -> Result<Imported> {
+    use std::io::IsTerminal;
+    use std::os::fd::AsFd;
+    let stdin = io::stdin();
+    let fd = stdin
+        .as_fd()
+        .try_clone_to_owned()
+        .ctx(|| "cannot use standard input")?;
+    if fd.is_terminal() {
+        return Err(Error::refused(
+            "standard input is a terminal: pipe the archive in (... | osctl ct import -)",
+        ));
+    }
+    import_input(pool, File::from(fd), opts)
+        .map_err(|e| e.context("cannot import the archive on standard input"))
+}
+
+/// A reader that is not a file: the copies only a file allows are skipped.
+struct NotAFile<R>(R);
+
+impl<R: Read> Read for NotAFile<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<R: Read> FileBacked for NotAFile<R> {
+    fn file(&self) -> Option<&File> {
+        None
+    }
+}
+
+fn import_input<R: FileBacked + Send>(
+    pool: &Pool,
+    input: R,
+    opts: &ImportOptions,
+) -> Result<Imported> {
+    interrupt::install();
     let mut importer = Importer {
         env: Env {
             pool,
@@ -188,7 +257,7 @@ pub fn import_report(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<I
         grammar: Grammar::new(),
         stage: Stage::Head(Box::default()),
     };
-    let result = importer.run(ArchiveReader::new(file));
+    let result = importer.run(ArchiveReader::new(input));
     importer.env.progress.finish();
     let result = match (result, importer.stage) {
         (Ok(id), _) => Ok(id),
@@ -201,13 +270,11 @@ pub fn import_report(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<I
         }
         (Err(e), _) => Err(interrupt::explain(e)),
     };
-    result
-        .map(|imported| Imported {
-            notes: std::mem::take(&mut importer.env.notes),
-            hostname: importer.env.hostname.take(),
-            ..imported
-        })
-        .map_err(|e| e.context(format!("cannot import {}", path.display())))
+    result.map(|imported| Imported {
+        notes: std::mem::take(&mut importer.env.notes),
+        hostname: importer.env.hostname.take(),
+        ..imported
+    })
 }
 
 struct Importer<'a> {
@@ -228,10 +295,14 @@ struct Env<'a> {
 }
 
 impl Importer<'_> {
-    fn run(&mut self, mut reader: ArchiveReader<File>) -> Result<Imported> {
+    fn run<R: FileBacked + Send>(&mut self, mut reader: ArchiveReader<R>) -> Result<Imported> {
         while let Some(mut entry) = reader.next_entry()? {
             let name = meta::classify(entry.name(), entry.kind())?;
             self.grammar.admit(&name, entry.name())?;
+            if let EntryName::StreamPart(stream, _) = name {
+                self.parts(&mut reader, stream)?;
+                continue;
+            }
             if !self.grammar.read_own(&mut entry, &name)? {
                 self.entry(&mut entry, name.clone())?;
             }
@@ -262,13 +333,35 @@ impl Importer<'_> {
         }
     }
 
+    /// A stream in parts, from its first (the reader's current entry) on.
+    fn parts<R: FileBacked + Send>(
+        &mut self,
+        reader: &mut ArchiveReader<R>,
+        stream: StreamName,
+    ) -> Result<()> {
+        self.start_receiving()?;
+        let Stage::Receiving(plan) = &self.stage else {
+            return Err(Error::archive("a stream after the import ended"));
+        };
+        let mut parts = PartsReader::new(reader, &mut self.grammar, stream.clone())?;
+        self.env
+            .receive(plan, &mut StreamIn::Parts(&mut parts), &stream)?;
+        parts.finish()
+    }
+
     /// Reads an entry the grammar admitted.
-    fn entry(&mut self, entry: &mut Entry<'_, File>, name: EntryName) -> Result<()> {
+    fn entry<R: FileBacked + Send>(
+        &mut self,
+        entry: &mut Entry<'_, R>,
+        name: EntryName,
+    ) -> Result<()> {
         match name {
             EntryName::Stream(stream) => {
                 self.start_receiving()?;
                 match &self.stage {
-                    Stage::Receiving(plan) => self.env.receive(plan, entry, &stream),
+                    Stage::Receiving(plan) => {
+                        self.env.receive(plan, &mut StreamIn::Whole(entry), &stream)
+                    }
                     _ => Err(Error::archive(format!(
                         "archive entry '{}' after the import ended",
                         entry.name()
@@ -300,7 +393,11 @@ impl Importer<'_> {
 }
 
 /// A config or hook before the root file system, kept in `head`.
-fn read_head_entry(head: &mut Head, entry: &mut Entry<'_, File>, name: EntryName) -> Result<()> {
+fn read_head_entry<R: Read>(
+    head: &mut Head,
+    entry: &mut Entry<'_, R>,
+    name: EntryName,
+) -> Result<()> {
     let shown = entry.name().to_string();
     let bad = |e: Error| e.with_kind(ErrorKind::Archive);
     match name {
@@ -363,9 +460,10 @@ impl Env<'_> {
         datasets::check_mounts(&container, &metadata.datasets)
             .map_err(|e| Error::archive(format!("{}: {e}", meta::CONTAINER_CONFIG)))?;
         // A clone: another id than the archive's own.
-        let clone = opts.as_id.is_some()
-            && metadata.container.is_some()
-            && opts.as_id != metadata.container;
+        let clone = opts.force_clone
+            || (opts.as_id.is_some()
+                && metadata.container.is_some()
+                && opts.as_id != metadata.container);
         self.notes.extend(netif::shape_for_import(
             &id,
             &mut container,
@@ -422,7 +520,7 @@ impl Env<'_> {
         self.notes.extend(kept);
         let hooks = std::mem::take(&mut head.hooks);
         let concerns = self.concerns(container, &user, (&group, head.group.as_ref()), &hooks)?;
-        check_trust(&concerns, opts.trusted)?;
+        check_trust(&concerns, opts.trusted, opts.keep_map)?;
         netif::check_import(pool, container)?;
         let max_id = id_range(pool, &user, container)?;
         let staging = storage::staging_name(id);
@@ -478,6 +576,7 @@ impl Env<'_> {
         if let UserPlan::Create {
             name,
             config: Some(config),
+            moved: false,
         } = user
         {
             concerns.extend(user_concerns(
@@ -492,10 +591,15 @@ impl Env<'_> {
 
     /// One root file system stream: a tar into the staged root file
     /// system, or a native stream into its dataset.
-    fn receive(&self, plan: &Plan, entry: &mut Entry<'_, File>, stream: &StreamName) -> Result<()> {
+    fn receive<R: FileBacked + Send>(
+        &self,
+        plan: &Plan,
+        entry: &mut StreamIn<'_, '_, R>,
+        stream: &StreamName,
+    ) -> Result<()> {
         interrupt::check()?;
         // Counted as read from the archive, against the entry's size.
-        let size = Some(entry.size());
+        let size = entry.size();
         self.progress
             .step_bytes(format!("receiving {}", entry.name()), size);
         match stream.encoding {
@@ -509,10 +613,10 @@ impl Env<'_> {
 
     /// A tar stream, extracted into the root file system (made by the base
     /// stream) under the plan's file policy.
-    fn receive_tar(
+    fn receive_tar<R: FileBacked + Send>(
         &self,
         plan: &Plan,
-        entry: &mut Entry<'_, File>,
+        entry: &mut StreamIn<'_, '_, R>,
         stream: &StreamName,
     ) -> Result<()> {
         let name = entry.name().to_string();
@@ -540,17 +644,19 @@ impl Env<'_> {
 
     /// A native stream into dataset `ds`: straight from the archive file
     /// where the receiver can read it there, else through a pipe.
-    fn receive_native(
+    fn receive_native<R: FileBacked + Send>(
         &self,
         plan: &Plan,
-        entry: &mut Entry<'_, File>,
+        entry: &mut StreamIn<'_, '_, R>,
         stream: &StreamName,
         ds: Dataset,
     ) -> Result<()> {
         failpoint::hit("import-in-stream");
-        if stream.compression == Compression::Off && self.receive_in_place(entry, ds)? {
-            // Received straight from the archive file: nothing left to copy.
-            return Ok(());
+        if let StreamIn::Whole(whole) = entry {
+            if stream.compression == Compression::Off && self.receive_in_place(whole, ds)? {
+                // Received straight from the archive file: nothing left to copy.
+                return Ok(());
+            }
         }
         let name = entry.name().to_string();
         let mut recv = self
@@ -560,8 +666,10 @@ impl Env<'_> {
         // unchecked (zfs); through userspace when it must pass a check
         // first (btrfs), or be decompressed.
         let splice = stream.compression == Compression::Off;
-        let copied = match recv.splice_target() {
-            Some(stdin) if splice => entry.splice_to(stdin).map(|n| self.progress.add_bytes(n)),
+        let copied = match (recv.splice_target(), &mut *entry) {
+            (Some(stdin), StreamIn::Whole(whole)) if splice => {
+                whole.splice_to(stdin).map(|n| self.progress.add_bytes(n))
+            }
             _ => {
                 let counted = self.progress.counting(&mut *entry);
                 let buffered = BufReader::with_capacity(1 << 20, counted);
@@ -586,7 +694,11 @@ impl Env<'_> {
     /// the entry held more than the stream; past it, the stream ran on into
     /// the archive's next members. False (nothing done) where the storage
     /// checks its streams on the way in or the archive is not a regular file.
-    fn receive_in_place(&self, entry: &mut Entry<'_, File>, ds: Dataset) -> Result<bool> {
+    fn receive_in_place<R: FileBacked>(
+        &self,
+        entry: &mut Entry<'_, R>,
+        ds: Dataset,
+    ) -> Result<bool> {
         let Some(receiver) = self.native()?.file_receiver() else {
             return Ok(false);
         };
@@ -611,14 +723,15 @@ impl Env<'_> {
 
     /// After the last entry: the received datasets finished and checked,
     /// then the commit.
-    fn complete(&self, plan: &mut Plan, snapshots: &[String]) -> Result<()> {
+    fn complete(&mut self, plan: &mut Plan, snapshots: &[String]) -> Result<()> {
         if plan.metadata.stream_encoding() == StreamEncoding::Dat {
             self.finish_datasets(plan, snapshots)?;
             self.check_private_dirs(plan)?;
             self.check_received(plan)?;
         }
         failpoint::hit("import-before-commit");
-        commit(self.pool, plan, self.opts.trusted)?;
+        let note = commit(self.pool, plan, self.opts.trusted, &self.opts.set_extra)?;
+        self.notes.extend(note);
         failpoint::hit("import-after-commit");
         Ok(())
     }
@@ -675,6 +788,39 @@ impl Env<'_> {
                 self.pool.storage.backend()
             ))
         })
+    }
+}
+
+/// A stream's bytes: one entry, or a stream's parts read as one.
+enum StreamIn<'e, 'r, R: FileBacked> {
+    Whole(&'e mut Entry<'r, R>),
+    Parts(&'e mut PartsReader<'r, R>),
+}
+
+impl<R: FileBacked> StreamIn<'_, '_, R> {
+    /// The stream's name in the archive (whole, for parts).
+    fn name(&self) -> String {
+        match self {
+            StreamIn::Whole(e) => e.name().to_string(),
+            StreamIn::Parts(p) => p.name(),
+        }
+    }
+
+    /// The stored size, where known before reading (parts come one by one).
+    fn size(&self) -> Option<u64> {
+        match self {
+            StreamIn::Whole(e) => Some(e.size()),
+            StreamIn::Parts(_) => None,
+        }
+    }
+}
+
+impl<R: FileBacked> Read for StreamIn<'_, '_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            StreamIn::Whole(e) => e.read(buf),
+            StreamIn::Parts(p) => p.read(buf),
+        }
     }
 }
 
@@ -783,13 +929,20 @@ fn check_format(pool: &Pool, metadata: &Metadata) -> Result<()> {
     }
 }
 
-/// Refuses what needs trust unless the admin gave it.
-fn check_trust(concerns: &[String], trusted: bool) -> Result<()> {
+/// Refuses what needs trust unless the admin gave it; the way around it
+/// comes first, `--trusted` last.
+fn check_trust(concerns: &[String], trusted: bool, keep_map: bool) -> Result<()> {
     if concerns.is_empty() || trusted {
         return Ok(());
     }
+    let instead = if keep_map {
+        "import without --keep-map to give its user a fresh block of ids, or "
+    } else {
+        ""
+    };
     Err(Error::refused(format!(
-        "the archive asks for what reaches outside the container ({}): import it with --trusted only if you trust it",
+        "the archive asks for what reaches outside the container ({}): {instead}import it with \
+         --trusted if, and only if, you trust it",
         concerns.join("; ")
     )))
 }
@@ -848,6 +1001,7 @@ fn plan_user(
             UserPlan::Create {
                 name: id.to_string(),
                 config: None,
+                moved: false,
             }
         });
     };
@@ -866,16 +1020,30 @@ fn plan_user(
         ));
     }
     if !pool.user_exists(name) {
+        // Moved only where the overlap is all that is wrong with the maps:
+        // their shape (size, host root, system ids) is judged as ever.
+        let maps = trust::MapsToJudge {
+            name,
+            uid_map: &uid_map,
+            gid_map: &gid_map,
+        };
+        let shape_ok = trust::map_concerns(&maps, &[], &[], &SubordinateFloor::system()).is_empty();
+        let moved = !opts.keep_map
+            && shape_ok
+            && accounts::overlaps_given_out(pool, name, &[&uid_map, &gid_map])?;
         return Ok(UserPlan::Create {
             name: name.clone(),
             config: Some(archived.clone()),
+            moved,
         });
     }
     let (eu, eg) = pool.user(name)?.maps()?;
     if eu != uid_map || eg != gid_map {
         return Err(Error::refused(format!(
-            "user '{name}' exists in pool '{}' with other id maps (uid {eu}, gid {eg}; the archive's: uid {uid_map}, \
-             gid {gid_map}): choose a user with --as-user",
+            "user '{name}' exists in pool '{}' with other id maps (uid {eu}, gid {eg}; the \
+             archive's: uid {uid_map}, gid {gid_map}): give the container an existing user with \
+             --as-user USER (files are stored unshifted, so any user's map fits), or remove \
+             that user here to import with the archive's maps (--keep-map)",
             pool.name
         )));
     }
@@ -940,8 +1108,14 @@ fn id_range(pool: &Pool, user: &UserPlan, container: &ContainerConfig) -> Result
 }
 
 /// Makes the staged container real: user, group, dataset, config, hooks.
-/// The journal names what will be created before it is.
-fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
+/// The journal names what will be created before it is. Returns a line for
+/// the admin when the user got a fresh block.
+fn commit(
+    pool: &Pool,
+    plan: &mut Plan,
+    trusted: bool,
+    extra: &[(String, serde_json::Value)],
+) -> Result<Option<String>> {
     interrupt::check()?;
     let _accounts = pool.lock_accounts()?;
     // Held to the end: MACs and addresses are checked and given under it.
@@ -949,12 +1123,38 @@ fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
     let mut container = plan.container.clone();
     netif::finish_import(pool, &mut container)?;
     plan.journal.update(|r| r.committing = true)?;
+    let note = commit_user(pool, plan, trusted)?;
+    commit_group(pool, plan)?;
+    failpoint::hit("import-after-accounts");
+    pool.storage.rename(&plan.staging, &plan.id)?;
+    failpoint::hit("import-after-rename");
+    save_hooks(pool, &plan.id, &plan.hooks)?;
+    container.user = plan.user.name().to_string();
+    container.group = plan.group.name().to_string();
+    container.dataset = Some(crate::containers::dataset_name(pool, &plan.id));
+    // A send's log belongs to the host that wrote it, not to the archive.
+    container.extra.remove(crate::send::LOG_KEY);
+    for (key, value) in extra {
+        container.extra.insert(key.clone(), value.clone());
+    }
+    pool.save_ct(&plan.id, &container)?;
+    Ok(note)
+}
+
+/// The user of [`commit`]: checked, or created (the archive's maps, moved
+/// or kept, or a new block).
+fn commit_user(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<Option<String>> {
+    let mut note = None;
     match &plan.user {
         UserPlan::Existing(name) => {
             pool.user(name)
                 .map_err(|e| e.context("the user went away during the import"))?;
         }
-        UserPlan::Create { name, config } => {
+        UserPlan::Create {
+            name,
+            config,
+            moved,
+        } => {
             if pool.user_exists(name) {
                 return Err(Error::exists(format!(
                     "user '{name}' was created by someone else during the import"
@@ -963,11 +1163,23 @@ fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
             plan.journal
                 .update(|r| r.created_user = Some(name.clone()))?;
             match config {
+                Some(config) if *moved => {
+                    let made = accounts::create_user_moved(pool, name, config)?;
+                    note = Some(format!(
+                        "user '{name}': the archive's id maps (uid {}, gid {}) overlap ids given \
+                         out on this host, so it was created with a fresh block of the same shape \
+                         (uid {}, gid {}; files are stored unshifted, nothing was rewritten)",
+                        config.uid_map.join(","),
+                        config.gid_map.join(","),
+                        made.uid_map.join(","),
+                        made.gid_map.join(",")
+                    ));
+                }
                 // Judged again under the subordinate-id lock, with the
                 // creation: another import or `user new` may have taken
                 // these ids since the plan.
                 Some(config) => accounts::create_user_from(pool, name, config, |taken| {
-                    check_trust(&user_concerns(pool, name, config, taken)?, trusted)
+                    check_trust(&user_concerns(pool, name, config, taken)?, trusted, true)
                 })?,
                 None => {
                     accounts::create_user(pool, name, &MapRequest::default())?;
@@ -975,6 +1187,11 @@ fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
             }
         }
     }
+    Ok(note)
+}
+
+/// The group of [`commit`]: checked, or created with its missing parents.
+fn commit_group(pool: &Pool, plan: &mut Plan) -> Result<()> {
     match &plan.group {
         GroupPlan::Existing(path) => {
             pool.group(path)
@@ -1005,14 +1222,7 @@ fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<()> {
             }
         }
     }
-    failpoint::hit("import-after-accounts");
-    pool.storage.rename(&plan.staging, &plan.id)?;
-    failpoint::hit("import-after-rename");
-    save_hooks(pool, &plan.id, &plan.hooks)?;
-    container.user = plan.user.name().to_string();
-    container.group = plan.group.name().to_string();
-    container.dataset = Some(crate::containers::dataset_name(pool, &plan.id));
-    pool.save_ct(&plan.id, &container)
+    Ok(())
 }
 
 /// Trusted hook scripts are kept (never run by osctl-rs) next to the pool's

@@ -24,7 +24,7 @@ use crate::archive::meta::{
     self, ArchiveFormat, EntryName, Metadata, StreamEncoding, StreamKind, StreamName,
 };
 use crate::archive::reader::read_error;
-use crate::archive::{ArchiveReader, Entry, EntryKind};
+use crate::archive::{ArchiveReader, Entry, EntryKind, PartsReader};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::fstar::{self, WalkStats};
 use crate::model::{ContainerConfig, GroupConfig, UserConfig};
@@ -260,6 +260,13 @@ impl Scan {
         while let Some(mut entry) = reader.next_entry()? {
             let name = meta::classify(entry.name(), entry.kind())?;
             self.grammar.admit(&name, entry.name())?;
+            if let (EntryName::StreamPart(stream, 1), Depth::Full) = (&name, self.depth) {
+                // Read as one stream across its parts (shown, each part is
+                // an entry skipped).
+                let stream = stream.clone();
+                self.parts(&mut reader, stream)?;
+                continue;
+            }
             if !self.grammar.read_own(&mut entry, &name)? {
                 self.entry(&mut entry, &name)?;
             }
@@ -300,6 +307,33 @@ impl Scan {
         })
     }
 
+    /// A stream in parts, from its first (the reader's current entry) to
+    /// its last, checked as one.
+    fn parts<R: Read + Send>(
+        &mut self,
+        reader: &mut ArchiveReader<R>,
+        stream: StreamName,
+    ) -> Result<()> {
+        let metadata = self
+            .grammar
+            .metadata()
+            .cloned()
+            .expect("admitted after metadata.yml");
+        let whole = stream.entry_name();
+        let mut parts = PartsReader::new(reader, &mut self.grammar, stream.clone())?;
+        let report = read_stream(&mut parts, &stream, &metadata)
+            .map_err(|e| e.context(format!("archive entry '{whole}'")))?;
+        parts.finish()?;
+        self.entries.push(EntryInfo {
+            name: whole,
+            kind: "file",
+            size: report.stored_bytes,
+            compression: Some(stream.compression.name()),
+        });
+        self.streams.push(report);
+        Ok(())
+    }
+
     /// Reads an entry the grammar admitted.
     fn entry<R: Read + Send>(&mut self, entry: &mut Entry<'_, R>, name: &EntryName) -> Result<()> {
         let shown = entry.name().to_string();
@@ -313,7 +347,8 @@ impl Scan {
                 entry.read_to_vec(meta::MAX_HOOK_BYTES)?;
                 self.hooks.push(rel.clone());
             }
-            EntryName::Dir(_) => {}
+            // Skipped: read across parts only when verifying (`parts`).
+            EntryName::Dir(_) | EntryName::StreamPart(..) => {}
             EntryName::Stream(stream) => {
                 if self.depth == Depth::Full {
                     let metadata = self
@@ -333,7 +368,7 @@ impl Scan {
 
     fn record<R: Read>(&mut self, entry: &Entry<'_, R>, name: &EntryName) {
         let compression = match name {
-            EntryName::Stream(s) => Some(s.compression.name()),
+            EntryName::Stream(s) | EntryName::StreamPart(s, _) => Some(s.compression.name()),
             _ => None,
         };
         self.entries.push(EntryInfo {
@@ -383,17 +418,17 @@ impl Scan {
 /// Reads a stream to its end: decompressed (which checks the compressor's
 /// own checksum), its tar headers walked or its send-stream magic checked.
 fn read_stream<R: Read + Send>(
-    entry: &mut Entry<'_, R>,
+    entry: &mut R,
     stream: &StreamName,
     metadata: &Metadata,
 ) -> Result<StreamReport> {
-    let stored_bytes = entry.size();
     let compression = stream.compression;
     let data_bytes;
     let mut tar = None;
     let mut send_stream = None;
+    let mut stored = Counting::new(&mut *entry);
     {
-        let buffered = BufReader::with_capacity(1 << 20, &mut *entry);
+        let buffered = BufReader::with_capacity(1 << 20, &mut stored);
         let decompressed =
             compress::decompressor(compression, buffered).map_err(|e| corrupt(compression, e))?;
         let spoilt = |e: Error| match e.into_io_source() {
@@ -414,6 +449,7 @@ fn read_stream<R: Read + Send>(
         io::copy(&mut input, &mut io::sink()).map_err(|e| corrupt(compression, e))?;
         data_bytes = input.count();
     }
+    let stored_bytes = stored.count();
     Ok(StreamReport {
         name: stream.entry_name(),
         compression: compression.name(),

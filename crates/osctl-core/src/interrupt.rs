@@ -76,6 +76,13 @@ pub fn explain(err: Error) -> Error {
 /// A writer that stops at the first write after a signal.
 pub struct Interruptible<W>(pub W);
 
+impl<R: io::Read> io::Read for Interruptible<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        check_io()?;
+        self.0.read(buf)
+    }
+}
+
 impl<W: Write> Write for Interruptible<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         check_io()?;

@@ -61,6 +61,12 @@ pub enum Top {
     /// Archives: look inside or check one without importing it
     #[command(subcommand)]
     Archive(ArchiveCmd),
+    /// This host's key for sending containers to other hosts
+    #[command(subcommand)]
+    Send(crate::send_cli::SendCmd),
+    /// Receiving containers from other hosts
+    #[command(subcommand)]
+    Receive(crate::send_cli::ReceiveCmd),
     /// Print a shell completion script (bash, zsh, fish, ...) to standard output
     GenCompletion {
         /// The shell to complete for
@@ -91,6 +97,17 @@ pub enum ArchiveCmd {
     Verify {
         /// The archive ("-": standard input)
         file: PathBuf,
+    },
+    /// Turn an archive written to a pipe (streams in parts) into the single-entry
+    /// layout vpsAdminOS's osctl reads
+    Repack {
+        /// Overwrite OUT if it exists
+        #[arg(long)]
+        force: bool,
+        /// The parts archive ("-": standard input)
+        input: PathBuf,
+        /// The archive to write ("-": standard output, when it is a file)
+        out: PathBuf,
     },
 }
 
@@ -407,6 +424,8 @@ pub enum CtCmd {
     /// Network interfaces: bridged or routed veth pairs
     #[command(subcommand, visible_alias = "net")]
     Netif(crate::netif_cli::NetifCmd),
+    /// Move the container to another host over SSH, in rounds
+    Send(crate::send_cli::CtSendCmd),
 }
 
 #[derive(clap::Args, Debug)]
@@ -440,9 +459,12 @@ pub struct ExportArgs {
     /// power cut)
     #[arg(long, conflicts_with_all = ["no_consistent", "single_layer"])]
     pub freeze: bool,
+    /// Largest part of a stream written to a pipe, in bytes
+    #[arg(long, hide = true, default_value_t = osctl_core::archive::parts::DEFAULT_PART)]
+    pub part_size: u64,
     /// The container ([POOL:]ID)
     pub id: String,
-    /// The archive to write
+    /// The archive to write ("-": standard output, a file or a pipe: streams in parts)
     pub file: PathBuf,
 }
 
@@ -464,7 +486,11 @@ pub struct ImportArgs {
     /// A clone (--as-id) keeps the addresses of its network interfaces
     #[arg(long)]
     pub keep_addresses: bool,
-    /// The archive to read
+    /// A user the import creates keeps the archive's id maps even where they
+    /// overlap ids given out here (needs --trusted then) instead of a fresh block
+    #[arg(long)]
+    pub keep_map: bool,
+    /// The archive to read ("-": standard input, a file or a pipe)
     pub file: PathBuf,
 }
 

@@ -18,6 +18,7 @@ use osctl_core::inspect;
 use osctl_core::pool::Pool;
 use osctl_core::progress::Progress;
 use osctl_core::recovery;
+use osctl_core::repack;
 use osctl_core::storage::Backend;
 use osctl_core::yaml;
 
@@ -162,6 +163,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Top::Group(c) => group_cmd(&ctx, c)?,
         Top::Ct(c) => return ct_cmd(&ctx, c),
         Top::Archive(c) => archive_cmd(&ctx, c)?,
+        Top::Send(c) => crate::send_cli::send_cmd(&ctx.host, c)?,
+        Top::Receive(c) => crate::send_cli::receive_cmd(&ctx.host, ctx.json, c)?,
         Top::GenCompletion { shell } => crate::gen::completion(shell),
         Top::GenMan { dir } => crate::gen::man_pages(&dir)?,
         Top::VethUpHook { args } => osctl_core::netif::veth_up_hook(&args)?,
@@ -486,6 +489,7 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
             };
             crate::netif_cli::run(&pool, ctx.json, cmd)?
         }
+        CtCmd::Send(cmd) => crate::send_cli::ct_send_cmd(&ctx.pool()?, &ctx.host, ctx.quiet, cmd)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -530,10 +534,18 @@ fn ct_export(ctx: &Ctx, mut a: ExportArgs) -> Result<()> {
         progress: Progress::new(!ctx.quiet),
         stop_timeout: Duration::from_secs(a.stop_timeout),
         freeze: a.freeze,
+        part_size: a.part_size,
     };
-    let done = export::export(&pool, &a.id, &a.file, &opts)?;
-    if !ctx.quiet {
-        outln!("{}", output::exported(&a.id, &done));
+    let to_stdout = a.file.as_os_str() == "-";
+    let done = match to_stdout {
+        true => export::export_to_stdout(&pool, &a.id, &opts)?,
+        false => export::export(&pool, &a.id, &a.file, &opts)?,
+    };
+    match (ctx.quiet, to_stdout) {
+        (true, _) => {}
+        // Standard output holds the archive: the closing line goes aside.
+        (false, true) => eprintln!("{}", output::exported(&a.id, &done)),
+        (false, false) => outln!("{}", output::exported(&a.id, &done)),
     }
     Ok(())
 }
@@ -550,9 +562,14 @@ fn ct_import(ctx: &Ctx, a: ImportArgs) -> Result<()> {
         as_group: a.as_group,
         trusted: a.trusted,
         keep_addresses: a.keep_addresses,
+        keep_map: a.keep_map,
         progress: Some(Progress::new(!ctx.quiet)),
+        ..Default::default()
     };
-    let imported = import::import_report(&pool, &a.file, &opts)?;
+    let imported = match a.file.as_os_str() == "-" {
+        true => import::import_stdin(&pool, &opts)?,
+        false => import::import_report(&pool, &a.file, &opts)?,
+    };
     for note in &imported.notes {
         eprintln!("osctl: {note}");
     }
@@ -616,6 +633,14 @@ fn archive_cmd(ctx: &Ctx, cmd: ArchiveCmd) -> Result<()> {
             }
             outln!("{}", report.verdict(&file.to_string_lossy()));
             Ok(())
+        }
+        ArchiveCmd::Repack { force, input, out } => {
+            let input = match stdin(&input) {
+                true => repack::Input::Stdin,
+                false => repack::Input::Path(input),
+            };
+            let out = (!stdin(&out)).then_some(out);
+            Ok(repack::repack_cmd(input, out.as_deref(), force)?)
         }
     }
 }

@@ -5,7 +5,10 @@
 //! ```text
 //! archive  = metadata.yml head streams tail
 //! head     = { config/ | config/{user,group,container}.yml | hooks/... }
-//! streams  = { rootfs/ | rootfs/<ds>/ | rootfs/[<ds>/]{base,incremental}.{dat,tar}[.gz|.zst] }
+//! streams  = { rootfs/ | rootfs/<ds>/ | stream }
+//! stream   = rootfs/[<ds>/]{base,incremental}.{dat,tar}[.gz|.zst]
+//!          | { <that name>.part-NNNNNN }        (with part_size: in metadata.yml,
+//!                                                000001 up, consecutive, see `parts`)
 //! tail     = [checksums.yml] [snapshots.yml]        (snapshots.yml may also come first)
 //! ```
 //! No name twice; entries of datasets and encodings the metadata lists only;
@@ -53,6 +56,8 @@ pub struct Grammar {
     snapshots: Option<Vec<String>>,
     /// Digests of the file entries read before `checksums.yml`.
     digests: Vec<EntryDigest>,
+    /// The stream whose parts are being read, and the last part's number.
+    open_parts: Option<(StreamName, u32)>,
 }
 
 /// What [`Grammar::finish`] found.
@@ -84,6 +89,7 @@ impl Grammar {
             checksums: None,
             snapshots: None,
             digests: Vec::new(),
+            open_parts: None,
         }
     }
 
@@ -92,6 +98,12 @@ impl Grammar {
     /// content given to [`Grammar::set_metadata`] before the next entry.
     pub fn admit(&mut self, name: &EntryName, shown: &str) -> Result<()> {
         let bad = |why: String| Err(Error::archive(why));
+        let open_parts = self.open_parts.take();
+        if let EntryName::StreamPart(stream, n) = name {
+            if *n > 1 {
+                return self.admit_next_part(open_parts, stream, *n, shown);
+            }
+        }
         if self.seen.len() >= MAX_ENTRIES {
             return bad(format!("the archive has more than {MAX_ENTRIES} entries"));
         }
@@ -135,9 +147,29 @@ impl Grammar {
             {
                 return late("checksums or snapshots")
             }
+            EntryName::Stream(_) if metadata.part_size.is_some() => {
+                return bad(format!(
+                    "'{shown}' is a whole stream, but metadata.yml says streams are in parts"
+                ))
+            }
             EntryName::Stream(stream) => {
                 self.check_stream_order(stream, shown)?;
                 self.phase = Phase::Streams;
+            }
+            EntryName::StreamPart(..) if metadata.part_size.is_none() => {
+                return bad(format!(
+                    "'{shown}' is a stream part, but metadata.yml sets no part_size"
+                ))
+            }
+            EntryName::StreamPart(stream, _) => {
+                self.check_stream_order(stream, shown)?;
+                self.phase = Phase::Streams;
+                // The stream counts once, by its whole name.
+                let whole = EntryName::Stream(stream.clone());
+                self.names.insert(whole.clone());
+                self.seen.push(whole);
+                self.open_parts = Some((stream.clone(), 1));
+                return Ok(());
             }
             EntryName::Dir(meta::DirName::Rootfs) | EntryName::Dir(meta::DirName::Dataset(_)) => {
                 self.phase = Phase::Streams;
@@ -151,6 +183,33 @@ impl Grammar {
         }
         self.seen.push(name.clone());
         Ok(())
+    }
+
+    /// Part `n` > 1 of `stream`: only right after part `n - 1`.
+    fn admit_next_part(
+        &mut self,
+        open: Option<(StreamName, u32)>,
+        stream: &StreamName,
+        n: u32,
+        shown: &str,
+    ) -> Result<()> {
+        match open {
+            Some((s, last)) if s == *stream && last + 1 == n => {
+                self.open_parts = Some((s, n));
+                Ok(())
+            }
+            _ => Err(Error::archive(format!(
+                "'{shown}' does not follow part {} of its stream",
+                n - 1
+            ))),
+        }
+    }
+
+    /// The digest of a stream read in parts (see `parts::PartsReader`).
+    pub fn keep_stream_digest(&mut self, digest: EntryDigest) {
+        if !self.checksums_admitted {
+            self.digests.push(digest);
+        }
     }
 
     /// Reads an admitted entry if it is one of the archive's own documents
@@ -188,6 +247,7 @@ impl Grammar {
         if entry.kind() == EntryKind::File
             && !self.checksums_admitted
             && *name != EntryName::Checksums
+            && !matches!(name, EntryName::StreamPart(..))
         {
             self.digests.extend(entry.digest());
         }
@@ -200,6 +260,11 @@ impl Grammar {
 
     pub fn metadata(&self) -> Option<&Metadata> {
         self.metadata.as_ref()
+    }
+
+    /// `snapshots.yml`, once read.
+    pub fn snapshots(&self) -> Option<&[String]> {
+        self.snapshots.as_deref()
     }
 
     /// Whether any stream was admitted yet.
@@ -216,6 +281,13 @@ impl Grammar {
             .as_ref()
             .ok_or_else(|| Error::archive("metadata.yml not found: not an osctl archive"))?;
         meta::check_complete(metadata, &self.seen)?;
+        // Ours name their checksums' algorithm: then a missing checksums.yml
+        // is an archive cut short (the original's have none).
+        if metadata.checksums.is_some() && self.checksums.is_none() {
+            return Err(Error::archive(
+                "archive is incomplete: checksums.yml is missing, which metadata.yml announces",
+            ));
+        }
         if metadata.stream_encoding() == StreamEncoding::Dat
             && metadata.archive_type == meta::ArchiveType::Full
             && self.snapshots.as_ref().is_none_or(|s| s.is_empty())

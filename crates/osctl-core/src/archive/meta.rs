@@ -141,6 +141,12 @@ pub struct Metadata {
     /// before BLAKE3 (SHA-256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksums: Option<DigestAlgorithm>,
+    /// Ours: the archive was written to a pipe, each stream as consecutive
+    /// parts of at most this many bytes (`<stream>.part-000001`, ...; see
+    /// `archive::parts`). `checksums.yml` lists each stream once, by its
+    /// whole name, with the size and digest of its parts' concatenation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_size: Option<u64>,
 }
 
 fn default_format() -> ArchiveFormat {
@@ -179,6 +185,15 @@ impl Metadata {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |why: String| Error::archive(format!("{METADATA}: {why}"));
+        if let Some(size) = self.part_size {
+            if !(super::parts::MIN_PART..=super::parts::MAX_PART).contains(&size) {
+                return Err(bad(format!(
+                    "part_size {size} is outside {}..={}",
+                    super::parts::MIN_PART,
+                    super::parts::MAX_PART
+                )));
+            }
+        }
         for (what, value) in [
             ("user", &self.user),
             ("group", &self.group),
@@ -227,7 +242,7 @@ impl Metadata {
         let name = entry.entry_name();
         let refuse = |why: &str| Err(Error::archive(format!("archive entry '{name}': {why}")));
         let dataset = match entry {
-            EntryName::Stream(s) => {
+            EntryName::Stream(s) | EntryName::StreamPart(s, _) => {
                 if s.encoding != self.stream_encoding() {
                     return refuse(&format!(
                         "does not match the archive's format '{}'",
@@ -404,6 +419,8 @@ pub enum EntryName {
     /// path below `hooks/`.
     Hook(String),
     Stream(StreamName),
+    /// Part `n` (from 1) of a stream written in parts.
+    StreamPart(StreamName, u32),
     Checksums,
     Snapshots,
     Dir(DirName),
@@ -419,6 +436,7 @@ impl EntryName {
             EntryName::ContainerConfig => CONTAINER_CONFIG.into(),
             EntryName::Hook(rel) => format!("{HOOKS_DIR}/{rel}"),
             EntryName::Stream(s) => s.entry_name(),
+            EntryName::StreamPart(s, n) => super::parts::part_name(&s.entry_name(), *n),
             EntryName::Checksums => CHECKSUMS.into(),
             EntryName::Snapshots => SNAPSHOTS.into(),
             EntryName::Dir(DirName::Config) => CONFIG_DIR.into(),
@@ -486,6 +504,12 @@ fn classify_inner(name: &str, kind: EntryKind) -> Option<EntryName> {
             Some(EntryName::Dir(DirName::Dataset(rel.into())))
         }
         File => {
+            if let Some((whole, n)) = super::parts::split_part(name) {
+                return match classify_inner(whole, File)? {
+                    EntryName::Stream(s) => Some(EntryName::StreamPart(s, n)),
+                    _ => None,
+                };
+            }
             let (dataset_rel, file) = rel.rsplit_once('/').unwrap_or(("", rel));
             if !dataset_rel.is_empty() {
                 check_dataset_rel(dataset_rel).ok()?;

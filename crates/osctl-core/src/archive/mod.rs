@@ -18,6 +18,7 @@ pub mod grammar;
 mod hashing;
 mod header;
 pub mod meta;
+pub mod parts;
 pub mod reader;
 pub mod sniff;
 pub mod writer;
@@ -31,7 +32,8 @@ pub use compress::{Compression, Encoder};
 pub use digest::DigestAlgorithm;
 pub use header::EntryKind;
 pub use meta::EntryName;
-pub use reader::{ArchiveReader, CopyError, Entry};
+pub use parts::PartsReader;
+pub use reader::{ArchiveInput, ArchiveReader, CopyError, Entry, FileBacked};
 pub use writer::{ArchiveWriter, EntrySink};
 
 /// Size and digest of one entry's content, as written or as read. Also the

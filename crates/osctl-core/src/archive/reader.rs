@@ -31,6 +31,9 @@ const PIPE_SIZE: usize = 1 << 20;
 pub struct ArchiveReader<R: Read> {
     input: R,
     current: Option<Current>,
+    /// The next call of `next_entry` gives the current entry again (see
+    /// [`ArchiveReader::keep_current`]).
+    replay: bool,
     state: State,
     /// The archive's digest algorithm, once `metadata.yml` named it (see
     /// [`Entry::use_digest`]); until then entries are hashed both ways.
@@ -62,6 +65,7 @@ impl<R: Read> ArchiveReader<R> {
         ArchiveReader {
             input,
             current: None,
+            replay: false,
             state: State::Reading,
             algorithm: None,
         }
@@ -71,6 +75,9 @@ impl<R: Read> ArchiveReader<R> {
     /// entry that was not read is skipped. A root directory entry ("./") is
     /// skipped too: it carries nothing.
     pub fn next_entry(&mut self) -> Result<Option<Entry<'_, R>>> {
+        if std::mem::take(&mut self.replay) && self.current.is_some() {
+            return Ok(Some(Entry { reader: self }));
+        }
         match self.state {
             State::Ended => return Ok(None),
             State::Failed => {
@@ -91,6 +98,19 @@ impl<R: Read> ArchiveReader<R> {
                 Err(e)
             }
         }
+    }
+
+    /// Makes the next [`ArchiveReader::next_entry`] return the entry last
+    /// returned once more, for a reader that looked at its header only (the
+    /// end of a stream's parts is known by the entry after them).
+    pub fn keep_current(&mut self) {
+        self.replay = true;
+    }
+
+    /// The entry last returned, again, as it is now.
+    pub fn current_entry(&mut self) -> Option<Entry<'_, R>> {
+        self.current.as_ref()?;
+        Some(Entry { reader: self })
     }
 
     /// Gives the input back (positioned after what was read).
@@ -194,6 +214,16 @@ impl std::fmt::Display for Truncated {
 
 impl std::error::Error for Truncated {}
 
+/// An error of the archive found while reading on through a `Read` (a
+/// stream's next part), as an I/O error that [`read_error`] maps back.
+pub(crate) fn archive_fault(e: Error) -> io::Error {
+    if e.kind() == crate::error::ErrorKind::Archive {
+        io::Error::new(io::ErrorKind::InvalidData, Truncated(e.to_string()))
+    } else {
+        io::Error::other(e.to_string())
+    }
+}
+
 /// Turns an error from reading an [`Entry`] into the library's error: a
 /// truncated archive is [`Error::Archive`], anything else an I/O error.
 pub fn read_error(err: io::Error) -> Error {
@@ -284,6 +314,23 @@ impl<R: Read> Entry<'_, R> {
         })
     }
 
+    /// The algorithm entries are hashed by now.
+    pub(crate) fn algorithm(&self) -> DigestAlgorithm {
+        self.reader.algorithm.unwrap_or(DigestAlgorithm::Sha256)
+    }
+
+    /// The hash of the whole data, once all of it was read and hashed.
+    pub(crate) fn take_hash(&mut self) -> Option<Hasher> {
+        let current = self.current();
+        (current.remaining == 0 && !current.unhashed).then(|| current.hasher.clone())
+    }
+
+    /// Hashes this entry's data on from `before` (the previous parts of a
+    /// stream), before any of it is read.
+    pub(crate) fn continue_hash(&mut self, before: Hasher) {
+        self.current_mut().hasher = before;
+    }
+
     /// Sets the archive's digest algorithm (from `metadata.yml`, which is
     /// hashed both ways while it is read) for this entry's digest and every
     /// later entry's.
@@ -323,7 +370,53 @@ impl<R: Read> Entry<'_, R> {
     }
 }
 
-impl Entry<'_, File> {
+/// An archive's input that may be a regular file, for the copies that
+/// only a file allows (splicing, handing the file to a child).
+pub trait FileBacked: Read {
+    /// The input as a file, if it is one (it may be a pipe's).
+    fn file(&self) -> Option<&File>;
+}
+
+impl FileBacked for File {
+    fn file(&self) -> Option<&File> {
+        Some(self)
+    }
+}
+
+/// What an archive is read from: a file (or a pipe's, a socket's), or any
+/// reader (for which the copies a file allows fall back to userspace).
+pub enum ArchiveInput {
+    File(File),
+    Reader(Box<dyn Read + Send>),
+}
+
+impl Read for ArchiveInput {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            ArchiveInput::File(f) => f.read(buf),
+            ArchiveInput::Reader(r) => r.read(buf),
+        }
+    }
+}
+
+impl FileBacked for ArchiveInput {
+    fn file(&self) -> Option<&File> {
+        match self {
+            ArchiveInput::File(f) => Some(f),
+            ArchiveInput::Reader(_) => None,
+        }
+    }
+}
+
+impl<R: FileBacked> Entry<'_, R> {
+    /// The archive as a regular file, if it is one.
+    fn regular_file(&self) -> Option<&File> {
+        self.reader
+            .input
+            .file()
+            .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))
+    }
+
     /// Moves the rest of the data into `out` with `splice(2)`, without a
     /// userspace copy, when the archive is a regular file and `out` a pipe
     /// (pass a `ChildStdin` itself, not a wrapper). The data is hashed by a
@@ -335,27 +428,19 @@ impl Entry<'_, File> {
     /// into a pipe: it cannot know the file stays unchanged while the pipe
     /// still references its pages. Our archive is not written during import.
     pub fn splice_to<W: io::Write + AsFd>(&mut self, out: &mut W) -> Result<u64, CopyError> {
-        let regular = self.reader.input.metadata().is_ok_and(|m| m.is_file());
-        if !regular {
+        let Some(mut input) = self.regular_file() else {
             return self.copy_to(out);
-        }
+        };
         let name = self.name().to_string();
         let hash_error = |e: io::Error| {
             CopyError::Source(Error::io(format!("cannot hash archive entry '{name}'"), e))
         };
-        let start = self
-            .reader
-            .input
+        let start = input
             .stream_position()
             .map_err(|e| CopyError::Source(Error::io("cannot read the archive", e)))?;
         let end = start + self.remaining();
-        let hasher = RegionHasher::spawn(
-            &self.reader.input,
-            start,
-            Some(end),
-            self.current().hasher.clone(),
-        )
-        .map_err(hash_error)?;
+        let hasher = RegionHasher::spawn(input, start, Some(end), self.current().hasher.clone())
+            .map_err(hash_error)?;
         // Best effort: a larger pipe means fewer, larger splices.
         let _ = rustix::pipe::fcntl_setpipe_size(&*out, PIPE_SIZE);
         let mut offset = start;
@@ -366,7 +451,6 @@ impl Entry<'_, File> {
             let len = usize::try_from(end - offset)
                 .unwrap_or(usize::MAX)
                 .min(SPLICE_CHUNK);
-            let input = &self.reader.input;
             match rustix::pipe::splice(
                 input,
                 Some(&mut offset),
@@ -392,7 +476,7 @@ impl Entry<'_, File> {
             }
         };
         // splice with an offset leaves the file position alone.
-        let moved = self.reader.input.seek(SeekFrom::Start(offset));
+        let moved = input.seek(SeekFrom::Start(offset));
         let current = self.current_mut();
         current.remaining = end - offset;
         if let Err(e) = spliced {
@@ -419,16 +503,15 @@ impl Entry<'_, File> {
         &mut self,
         consume: impl FnOnce(File, u64, u64) -> Result<T>,
     ) -> Result<Option<T>> {
-        let input = &self.reader.input;
-        if !input.metadata().is_ok_and(|m| m.is_file()) {
+        let Some(input) = self.regular_file() else {
             return Ok(None);
-        }
+        };
         let Ok(mut own) = reopen(input) else {
             return Ok(None);
         };
         let name = self.name().to_string();
         let read_failed = |e: io::Error| Error::io("cannot read the archive", e);
-        let start = (&*input).stream_position().map_err(read_failed)?;
+        let start = { input }.stream_position().map_err(read_failed)?;
         let len = self.remaining();
         let end = start + len;
         own.seek(SeekFrom::Start(start)).map_err(read_failed)?;
@@ -448,10 +531,7 @@ impl Entry<'_, File> {
                 Error::io(format!("cannot hash archive entry '{name}'"), e)
             }
         })?;
-        self.reader
-            .input
-            .seek(SeekFrom::Start(end))
-            .map_err(read_failed)?;
+        { input }.seek(SeekFrom::Start(end)).map_err(read_failed)?;
         let current = self.current_mut();
         current.hasher = hashed;
         current.remaining = 0;

@@ -1,8 +1,10 @@
-//! Writes the outer archive into a seekable file.
+//! Writes the outer archive into a seekable file, or through any writer.
 //!
 //! Headers are plain GNU/ustar (no PAX, no long-name records): the original
-//! reads them with Ruby's TarReader. Streams of unknown size are written after
-//! a placeholder header that is patched once the size is known.
+//! reads them with Ruby's TarReader. In a file, streams of unknown size are
+//! written after a placeholder header that is patched once the size is
+//! known; through a writer that cannot seek (a pipe), as parts of bounded
+//! size, each buffered whole before its header (see `archive::parts`).
 //!
 //! Every file entry's size and SHA-256 are recorded for `checksums.yml`. Bytes
 //! written through the sink's `Write` are hashed on the way; bytes spliced
@@ -23,10 +25,28 @@ use crate::error::{Context, Error, Result};
 /// Buffer of the sink's `Write` side: large writes, few syscalls.
 const SINK_BUFFER: usize = 1 << 20;
 
-pub struct ArchiveWriter {
-    file: File,
-    /// A readable handle on the same file, to hash what was spliced into it.
-    readback: File,
+/// Where the archive goes.
+enum Output<'w> {
+    /// A seekable file: streams patched in place, spliced into.
+    File { file: File, readback: File },
+    /// A pipe or any other writer: streams in parts (see `archive::parts`).
+    Stream {
+        out: Box<dyn Write + 'w>,
+        part_size: usize,
+    },
+}
+
+impl Output<'_> {
+    fn raw(&mut self) -> &mut dyn Write {
+        match self {
+            Output::File { file, .. } => file,
+            Output::Stream { out, .. } => out,
+        }
+    }
+}
+
+pub struct ArchiveWriter<'w> {
+    out: Output<'w>,
     mtime: u64,
     digests: Vec<EntryDigest>,
     /// How `digests` are computed: as `metadata.yml` says.
@@ -35,7 +55,13 @@ pub struct ArchiveWriter {
     broken: bool,
 }
 
-impl ArchiveWriter {
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl ArchiveWriter<'static> {
     /// Starts an archive at the file's current position; anything after it is
     /// cut off. The file must be seekable (headers are patched in place).
     pub fn new(mut file: File) -> Result<Self> {
@@ -45,17 +71,41 @@ impl ArchiveWriter {
         file.set_len(at)
             .ctx(|| "cannot truncate the archive file")?;
         let readback = readable_handle(&file).ctx(|| "cannot open the archive file for reading")?;
-        let mtime = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        Ok(ArchiveWriter {
-            file,
-            readback,
-            mtime,
+        Ok(Self::with_output(Output::File { file, readback }))
+    }
+}
+
+impl<'w> ArchiveWriter<'w> {
+    /// Starts an archive written straight through `out`, never seeking: each
+    /// streamed entry goes out in parts of at most `part_size` bytes, which
+    /// `metadata.yml` must announce (`part_size:`).
+    pub fn streaming(out: impl Write + 'w, part_size: u64) -> Result<Self> {
+        let part_size = usize::try_from(part_size)
+            .ok()
+            .filter(|s| (super::parts::MIN_PART..=super::parts::MAX_PART).contains(&(*s as u64)))
+            .ok_or_else(|| Error::invalid(format!("part size {part_size} is out of bounds")))?;
+        Ok(Self::with_output(Output::Stream {
+            out: Box::new(out),
+            part_size,
+        }))
+    }
+
+    fn with_output(out: Output<'w>) -> Self {
+        ArchiveWriter {
+            out,
+            mtime: now(),
             digests: Vec::new(),
             algorithm: DigestAlgorithm::CURRENT,
             broken: false,
-        })
+        }
+    }
+
+    /// The part size of an archive written in parts; None for a file.
+    pub fn part_size(&self) -> Option<u64> {
+        match &self.out {
+            Output::File { .. } => None,
+            Output::Stream { part_size, .. } => Some(*part_size as u64),
+        }
     }
 
     /// Hashes entries with `algorithm`, the one `metadata.yml` names
@@ -70,7 +120,7 @@ impl ArchiveWriter {
         self.check()?;
         let name = format!("{}/", name.trim_end_matches('/'));
         let header = header::encode(&name, EntryKind::Dir, 0, self.mtime)?;
-        self.guard(|w| w.file.write_all(&header).ctx(|| write_failed(&name)))
+        self.guard(|w| w.out.raw().write_all(&header).ctx(|| write_failed(&name)))
     }
 
     /// Adds a file entry (mode 0644) with the given content.
@@ -84,16 +134,18 @@ impl ArchiveWriter {
         let size = data.len() as u64;
         let header = header::encode_with_mode(name, EntryKind::File, size, self.mtime, mode)?;
         self.guard(|w| {
-            w.file.write_all(&header).ctx(|| write_failed(name))?;
-            w.file.write_all(data).ctx(|| write_failed(name))?;
-            w.pad(data.len() as u64).ctx(|| write_failed(name))?;
+            let out = w.out.raw();
+            out.write_all(&header).ctx(|| write_failed(name))?;
+            out.write_all(data).ctx(|| write_failed(name))?;
+            pad(out, data.len() as u64).ctx(|| write_failed(name))?;
             w.digests.push(EntryDigest::of(name, data, w.algorithm));
             Ok(())
         })
     }
 
     /// Adds a file entry whose content `fill` streams into the sink, size
-    /// unknown beforehand. On error the archive is left broken (every later
+    /// unknown beforehand: in a file, after a header patched at the end; in
+    /// a stream, as parts. On error the archive is left broken (every later
     /// call fails): the caller removes the file.
     pub fn stream_entry<T>(
         &mut self,
@@ -103,27 +155,36 @@ impl ArchiveWriter {
         self.check()?;
         let placeholder = header::encode(name, EntryKind::File, 0, self.mtime)?;
         let mtime = self.mtime;
+        let hasher = self.algorithm.hasher();
         self.guard(|w| {
-            let header_at = w.file.stream_position().ctx(|| write_failed(name))?;
-            w.file.write_all(&placeholder).ctx(|| write_failed(name))?;
-            let mut sink = EntrySink {
-                file: &mut w.file,
-                readback: &w.readback,
-                name,
-                buffer: Vec::with_capacity(SINK_BUFFER),
-                hasher: w.algorithm.hasher(),
-                size: 0,
+            let (value, size, hasher) = match &mut w.out {
+                Output::File { file, readback } => {
+                    let header_at = file.stream_position().ctx(|| write_failed(name))?;
+                    file.write_all(&placeholder).ctx(|| write_failed(name))?;
+                    let target = Target::File { file, readback };
+                    let mut sink = EntrySink::new(target, name, mtime, hasher, SINK_BUFFER);
+                    let value = fill(&mut sink)?;
+                    let (size, hasher) = sink.close()?;
+                    pad(file, size).ctx(|| write_failed(name))?;
+                    let end = file.stream_position().ctx(|| write_failed(name))?;
+                    let header = header::encode(name, EntryKind::File, size, mtime)?;
+                    file.seek(SeekFrom::Start(header_at))
+                        .and_then(|_| file.write_all(&header))
+                        .and_then(|()| file.seek(SeekFrom::Start(end)))
+                        .ctx(|| format!("cannot patch the header of archive entry '{name}'"))?;
+                    (value, size, hasher)
+                }
+                Output::Stream { out, part_size } => {
+                    let target = Target::Parts {
+                        out: &mut **out,
+                        parts: 0,
+                    };
+                    let mut sink = EntrySink::new(target, name, mtime, hasher, *part_size);
+                    let value = fill(&mut sink)?;
+                    let (size, hasher) = sink.close()?;
+                    (value, size, hasher)
+                }
             };
-            let value = fill(&mut sink)?;
-            let (size, hasher) = sink.close()?;
-            w.pad(size).ctx(|| write_failed(name))?;
-            let end = w.file.stream_position().ctx(|| write_failed(name))?;
-            let header = header::encode(name, EntryKind::File, size, mtime)?;
-            w.file
-                .seek(SeekFrom::Start(header_at))
-                .and_then(|_| w.file.write_all(&header))
-                .and_then(|()| w.file.seek(SeekFrom::Start(end)))
-                .ctx(|| format!("cannot patch the header of archive entry '{name}'"))?;
             w.digests.push(EntryDigest {
                 name: name.to_string(),
                 size,
@@ -140,13 +201,34 @@ impl ArchiveWriter {
     }
 
     /// Writes the end-of-archive marker, syncs the file to disk, returns it.
+    /// Fails for an archive written to a stream (see [`ArchiveWriter::end`]).
     pub fn finish(mut self) -> Result<File> {
+        self.end_marker()?;
+        match self.out {
+            Output::File { file, .. } => {
+                file.sync_all().ctx(|| "cannot finish the archive")?;
+                Ok(file)
+            }
+            Output::Stream { .. } => Err(Error::invalid("the archive was written to a stream")),
+        }
+    }
+
+    /// Ends the archive, wherever it went: a file is synced, a stream flushed.
+    pub fn end(mut self) -> Result<()> {
+        self.end_marker()?;
+        match &mut self.out {
+            Output::File { file, .. } => file.sync_all(),
+            Output::Stream { out, .. } => out.flush(),
+        }
+        .ctx(|| "cannot finish the archive")
+    }
+
+    fn end_marker(&mut self) -> Result<()> {
         self.check()?;
-        self.file
+        self.out
+            .raw()
             .write_all(&[0u8; 2 * BLOCK])
-            .and_then(|()| self.file.sync_all())
-            .ctx(|| "cannot finish the archive")?;
-        Ok(self.file)
+            .ctx(|| "cannot finish the archive")
     }
 
     fn check(&self) -> Result<()> {
@@ -166,14 +248,15 @@ impl ArchiveWriter {
         }
         result
     }
+}
 
-    fn pad(&mut self, size: u64) -> io::Result<()> {
-        let rest = (size % BLOCK as u64) as usize;
-        if rest == 0 {
-            return Ok(());
-        }
-        self.file.write_all(&[0u8; BLOCK][rest..])
+/// Zeros up to the next block boundary after `size` bytes of content.
+fn pad(out: &mut dyn Write, size: u64) -> io::Result<()> {
+    let rest = (size % BLOCK as u64) as usize;
+    if rest == 0 {
+        return Ok(());
     }
+    out.write_all(&[0u8; BLOCK][rest..])
 }
 
 /// The archive is usually created write-only; reopening it through /proc
@@ -187,19 +270,43 @@ fn write_failed(name: &str) -> String {
     format!("cannot write archive entry '{name}'")
 }
 
-/// Where a streamed entry's content goes: a buffered, hashing `Write`, or the
-/// archive file itself for zero-copy ([`EntrySink::with_file`]).
+/// Where a streamed entry's content goes: a buffered, hashing `Write`, or
+/// the archive file itself for zero-copy ([`EntrySink::with_file`]).
 pub struct EntrySink<'a> {
-    file: &'a mut File,
-    readback: &'a File,
+    target: Target<'a>,
     name: &'a str,
+    mtime: u64,
+    /// Content not written out yet: up to `limit` bytes (a whole part when
+    /// written in parts).
     buffer: Vec<u8>,
+    limit: usize,
     hasher: Hasher,
     /// Bytes of content so far, buffered ones included.
     size: u64,
 }
 
-impl EntrySink<'_> {
+enum Target<'a> {
+    File {
+        file: &'a mut File,
+        readback: &'a File,
+    },
+    /// Parts written so far.
+    Parts { out: &'a mut dyn Write, parts: u32 },
+}
+
+impl<'a> EntrySink<'a> {
+    fn new(target: Target<'a>, name: &'a str, mtime: u64, hasher: Hasher, limit: usize) -> Self {
+        EntrySink {
+            target,
+            name,
+            mtime,
+            buffer: Vec::new(),
+            limit,
+            hasher,
+            size: 0,
+        }
+    }
+
     /// The entry's name.
     pub fn name(&self) -> &str {
         self.name
@@ -210,25 +317,36 @@ impl EntrySink<'_> {
         self.size
     }
 
+    /// Whether [`EntrySink::with_file`] can be used (not in a stream).
+    pub fn has_file(&self) -> bool {
+        matches!(self.target, Target::File { .. })
+    }
+
     /// Lets `copy` append straight to the archive file, e.g. with
     /// `ChildReader::copy_to_file` or `std::io::copy(&mut child_stdout, file)`,
     /// which the standard library turns into `splice(2)`: no userspace copy.
     /// `copy` must only append (no seeking, no truncating). The appended bytes
     /// are hashed concurrently by reading them back (see the module docs).
+    /// Fails for an archive written to a stream.
     pub fn with_file<T>(&mut self, copy: impl FnOnce(&mut File) -> Result<T>) -> Result<T> {
         self.drain().ctx(|| write_failed(self.name))?;
         let name = self.name;
-        let start = self.file.stream_position().ctx(|| write_failed(name))?;
-        let hasher = RegionHasher::spawn(self.readback, start, None, self.hasher.clone())
+        let Target::File { file, readback } = &mut self.target else {
+            return Err(Error::invalid(format!(
+                "archive entry '{name}' goes to a stream, not into a file"
+            )));
+        };
+        let start = file.stream_position().ctx(|| write_failed(name))?;
+        let hasher = RegionHasher::spawn(readback, start, None, self.hasher.clone())
             .ctx(|| format!("cannot start hashing archive entry '{name}'"))?;
-        let value = match copy(self.file) {
+        let value = match copy(file) {
             Ok(value) => value,
             Err(e) => {
                 hasher.cancel();
                 return Err(e);
             }
         };
-        let end = match self.file.stream_position() {
+        let end = match file.stream_position() {
             Ok(end) if end >= start => end,
             Ok(_) => {
                 hasher.cancel();
@@ -248,39 +366,87 @@ impl EntrySink<'_> {
         Ok(value)
     }
 
-    /// Copies a reader into the entry through [`EntrySink::with_file`]; for a
-    /// `ChildStdout`, `File` or `Take` of them this is a kernel copy.
+    /// Copies a reader into the entry: through [`EntrySink::with_file`] into
+    /// a file (for a `ChildStdout`, `File` or `Take` of them a kernel copy),
+    /// through the buffer into a stream.
     pub fn copy_from<R: io::Read>(&mut self, source: &mut R) -> Result<u64> {
         let name = self.name;
+        if !self.has_file() {
+            return io::copy(source, self).ctx(|| write_failed(name));
+        }
         self.with_file(|file| io::copy(source, file).ctx(|| write_failed(name)))
     }
 
-    /// Hashes and writes out the buffer.
+    /// Hashes and writes out the buffer: into the file, or as the next part.
     fn drain(&mut self) -> io::Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
+        match &mut self.target {
+            Target::File { file, .. } => {
+                if self.buffer.is_empty() {
+                    return Ok(());
+                }
+                self.hasher.update(&self.buffer);
+                let result = file.write_all(&self.buffer);
+                self.buffer.clear();
+                result
+            }
+            Target::Parts { out, parts } => {
+                *parts += 1;
+                if *parts > super::parts::MAX_PARTS {
+                    return Err(io::Error::other(format!(
+                        "more than {} parts of {} bytes",
+                        super::parts::MAX_PARTS,
+                        self.limit
+                    )));
+                }
+                let name = super::parts::part_name(self.name, *parts);
+                let len = self.buffer.len() as u64;
+                let header = header::encode(&name, EntryKind::File, len, self.mtime)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                self.hasher.update(&self.buffer);
+                out.write_all(&header)?;
+                out.write_all(&self.buffer)?;
+                pad(out, len)?;
+                self.buffer.clear();
+                Ok(())
+            }
         }
-        self.hasher.update(&self.buffer);
-        let result = self.file.write_all(&self.buffer);
-        self.buffer.clear();
-        result
     }
 
     fn close(mut self) -> Result<(u64, Hasher)> {
-        self.drain().ctx(|| write_failed(self.name))?;
+        // A stream in parts has at least one, if empty.
+        let last_part = matches!(self.target, Target::Parts { parts: 0, .. });
+        if !self.buffer.is_empty() || last_part {
+            self.drain().ctx(|| write_failed(self.name))?;
+        }
         Ok((self.size, self.hasher))
     }
 }
 
 impl Write for EntrySink<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.buffer.len() + buf.len() > SINK_BUFFER {
+        if let Target::Parts { .. } = self.target {
+            // A part goes out when full, so that only full parts come
+            // before the last one.
+            let take = buf.len().min(self.limit - self.buffer.len());
+            if self.buffer.capacity() == 0 {
+                self.buffer.reserve_exact(self.limit);
+            }
+            self.buffer.extend_from_slice(&buf[..take]);
+            self.size += take as u64;
+            if self.buffer.len() == self.limit {
+                self.drain()?;
+            }
+            return Ok(take);
+        }
+        if self.buffer.len() + buf.len() > self.limit {
             self.drain()?;
         }
-        if buf.len() >= SINK_BUFFER {
+        if buf.len() >= self.limit {
             // Large writes go straight out, no copy into the buffer.
             self.hasher.update(buf);
-            self.file.write_all(buf)?;
+            if let Target::File { file, .. } = &mut self.target {
+                file.write_all(buf)?;
+            }
         } else {
             self.buffer.extend_from_slice(buf);
         }
@@ -288,9 +454,13 @@ impl Write for EntrySink<'_> {
         Ok(buf.len())
     }
 
-    /// Writes out the buffer (the archive file itself is synced by `finish`).
+    /// Writes out the buffer of a file (the file itself is synced by
+    /// `finish`); parts go out only when full or at the end.
     fn flush(&mut self) -> io::Result<()> {
-        self.drain()
+        match self.target {
+            Target::File { .. } => self.drain(),
+            Target::Parts { .. } => Ok(()),
+        }
     }
 }
 

@@ -362,6 +362,7 @@ pub mod seeds {
             datasets: datasets.iter().map(|d| d.to_string()).collect(),
             exported_at: 1_700_000_000,
             checksums: Some(DigestAlgorithm::CURRENT),
+            part_size: None,
         }
     }
 
@@ -390,6 +391,14 @@ pub mod seeds {
             .write(true)
             .open(&path)
             .ctx(|| format!("cannot create {}", path.display()))?;
+        // The original's metadata names no checksums (it writes none).
+        let metadata = &match tail {
+            Tail::Original => Metadata {
+                checksums: None,
+                ..metadata.clone()
+            },
+            Tail::Ours(_) => metadata.clone(),
+        };
         let mut w = ArchiveWriter::new(file)?.with_digest(metadata.digest_algorithm());
         w.add_file(meta::METADATA, metadata.to_yaml()?.as_bytes())?;
         w.add_dir(meta::CONFIG_DIR)?;

@@ -19,7 +19,7 @@ use super::support::{
 use crate::require;
 
 #[derive(Clone, Copy, PartialEq, Debug)]
-enum Kind {
+pub(crate) enum Kind {
     Dir,
     Btrfs,
     Zfs,
@@ -28,9 +28,9 @@ enum Kind {
 /// A pool of some kind installed in an environment, with what holds it (a
 /// loop-mounted file system, a zpool). Its containers and users are deleted
 /// before those go away.
-struct Pool<'e> {
+pub(crate) struct Pool<'e> {
     env: &'e Env,
-    name: String,
+    pub(crate) name: String,
     kind: Kind,
     _fs: Option<LoopFs>,
     _zpool: Option<TestZpool>,
@@ -38,7 +38,7 @@ struct Pool<'e> {
 
 impl<'e> Pool<'e> {
     /// The pool, or None (the test is skipped) where the machine lacks the parts.
-    fn new(env: &'e Env, kind: Kind) -> Option<Pool<'e>> {
+    pub(crate) fn new(env: &'e Env, kind: Kind) -> Option<Pool<'e>> {
         let name = format!("{kind:?}").to_lowercase();
         let (fs, zpool, args): (_, _, Vec<String>) = match kind {
             Kind::Dir => (
@@ -76,28 +76,28 @@ impl<'e> Pool<'e> {
         })
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let mut full = vec!["--pool", self.name.as_str()];
         full.extend_from_slice(args);
         self.env.ok(&full)
     }
 
-    fn fails(&self, args: &[&str]) -> String {
+    pub(crate) fn fails(&self, args: &[&str]) -> String {
         let mut full = vec!["--pool", self.name.as_str()];
         full.extend_from_slice(args);
         self.env.fails(&full, 1)
     }
 
-    fn show(&self, id: &str) -> serde_json::Value {
+    pub(crate) fn show(&self, id: &str) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["-j", "ct", "show", id])).unwrap()
     }
 
-    fn rootfs(&self, id: &str) -> PathBuf {
+    pub(crate) fn rootfs(&self, id: &str) -> PathBuf {
         PathBuf::from(self.show(id)["rootfs"].as_str().unwrap())
     }
 
     /// `ct dataset ls`: each subdataset's name, mountpoint and files' path.
-    fn datasets(&self, id: &str) -> Vec<(String, Option<String>, PathBuf)> {
+    pub(crate) fn datasets(&self, id: &str) -> Vec<(String, Option<String>, PathBuf)> {
         let list: serde_json::Value =
             serde_json::from_str(&self.ok(&["-j", "ct", "dataset", "ls", id])).unwrap();
         list.as_array()
@@ -114,7 +114,7 @@ impl<'e> Pool<'e> {
     }
 
     /// Where a subdataset keeps its files.
-    fn private(&self, id: &str, dataset: &str) -> PathBuf {
+    pub(crate) fn private(&self, id: &str, dataset: &str) -> PathBuf {
         let found = self.datasets(id).into_iter().find(|d| d.0 == dataset);
         found
             .unwrap_or_else(|| panic!("{id} has dataset {dataset}"))
@@ -122,7 +122,7 @@ impl<'e> Pool<'e> {
     }
 
     /// Every dataset's files are the same in two containers.
-    fn assert_same_datasets(&self, a: &str, b: &str) {
+    pub(crate) fn assert_same_datasets(&self, a: &str, b: &str) {
         self.assert_same(&self.rootfs(a), &self.rootfs(b));
         let (ours, theirs) = (self.datasets(a), self.datasets(b));
         assert_eq!(ours.len(), theirs.len(), "{ours:?} {theirs:?}");
@@ -133,7 +133,7 @@ impl<'e> Pool<'e> {
     }
 
     /// `ct new` from a directory; privileged on zfs-fuse, which has no idmapped mounts.
-    fn new_ct(&self, id: &str, rootfs: &Path) {
+    pub(crate) fn new_ct(&self, id: &str, rootfs: &Path) {
         let mut args = vec![
             "ct",
             "new",
@@ -150,7 +150,7 @@ impl<'e> Pool<'e> {
     }
 
     /// Compares trees as precisely as the pool keeps them.
-    fn assert_same(&self, a: &Path, b: &Path) {
+    pub(crate) fn assert_same(&self, a: &Path, b: &Path) {
         let precision = match self.kind {
             Kind::Zfs => Precision::ZFS_FUSE,
             _ => Precision::EXACT,
@@ -159,7 +159,7 @@ impl<'e> Pool<'e> {
     }
 
     /// Every kind of file this pool can hold (zfs-fuse has no xattrs).
-    fn every_kind(&self, dir: &Path, tag: &str) {
+    pub(crate) fn every_kind(&self, dir: &Path, tag: &str) {
         let options = Options {
             xattrs: self.kind != Kind::Zfs,
             ..Options::rootfs(tag)
@@ -168,7 +168,7 @@ impl<'e> Pool<'e> {
     }
 
     /// `ct export [options] id archive`, which must succeed.
-    fn export(&self, options: &[&str], id: &str, archive: &Path) {
+    pub(crate) fn export(&self, options: &[&str], id: &str, archive: &Path) {
         let mut args = vec!["ct", "export"];
         args.extend_from_slice(options);
         args.extend([id, archive.to_str().unwrap()]);
@@ -177,7 +177,7 @@ impl<'e> Pool<'e> {
 
     /// The trust an import of this pool's containers needs: device nodes in
     /// the test trees, and running privileged on zfs-fuse.
-    fn import(&self, id: &str, archive: &Path) {
+    pub(crate) fn import(&self, id: &str, archive: &Path) {
         self.ok(&[
             "ct",
             "import",
@@ -189,7 +189,7 @@ impl<'e> Pool<'e> {
     }
 
     /// Nothing of ours is left: no snapshot, staged container or journal.
-    fn assert_clean(&self) {
+    pub(crate) fn assert_clean(&self) {
         let left = self.ok(&["-j", "pool", "check"]);
         assert_eq!(left.trim(), "[]", "pool check found: {left}");
         if let Some(z) = &self._zpool {

@@ -646,7 +646,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
                     );
                 })
                 .build(),
-            vec!["--as-id", "other2"],
+            vec!["--as-id", "other2", "--keep-map"],
             "overlaps",
         ),
         hostile(
@@ -661,7 +661,7 @@ fn a_valid_archive_imports_and_hostile_ones_are_refused() {
                     );
                 })
                 .build(),
-            vec!["--as-id", "other4"],
+            vec!["--as-id", "other4", "--keep-map"],
             "overlaps host ids 3900200000-3900265535",
         ),
         hostile(

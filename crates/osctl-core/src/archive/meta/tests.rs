@@ -11,6 +11,7 @@ fn sample() -> Metadata {
         datasets: vec!["var".into(), "var/log".into()],
         exported_at: 1_700_000_000,
         checksums: None,
+        part_size: None,
     }
 }
 
