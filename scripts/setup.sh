@@ -11,6 +11,7 @@ packages=(
   e2fsprogs util-linux        # loop-mounted test file systems
   tar gzip pigz zstd          # reference tools the tests and benchmark compare with
   ruby                        # reads our archives as the original osctl does (compat tests)
+  openssh-server openssh-client  # ct send: ssh to a test sshd on a loopback address
   time debootstrap            # benchmark: peak RSS, a real rootfs
   build-essential pkg-config ca-certificates curl
 )

@@ -878,14 +878,16 @@ impl Runner<'_> {
     /// dir, where the last incremental dump runs frozen).
     fn freeze_row(&mut self, b: &Backend, c: &Ct, out: &Path) -> Result<()> {
         let name = b.kind.name();
-        let runs = downtime::measure_freeze(
+        let runs = downtime::measure_pauses(
             &self.osctl,
             &b.pool,
             &c.id,
             out,
+            "--freeze",
             self.cfg.runs,
             &self.bench.logs,
         )?;
+        self.osctl.run(Some(&b.pool), ["ct", "stop", &c.id])?;
         let gaps: Vec<f64> = runs.iter().map(|r| r.longest_gap).collect();
         let totals: Vec<f64> = runs.iter().map(|r| r.total).collect();
         let target = if b.kind == Kind::Dir { 0.5 } else { 0.3 };

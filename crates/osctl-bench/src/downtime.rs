@@ -243,23 +243,47 @@ pub fn measure(
     Ok(stats)
 }
 
-/// One `ct export --freeze`, as the container's ticker saw it.
+/// One export of a running container, as the container's ticker saw it.
 #[derive(Debug, Clone, Copy)]
-pub struct FreezeTimes {
-    /// The whole `osctl ct export --freeze`.
+pub struct PauseTimes {
+    /// The whole `osctl ct export`.
     pub total: f64,
-    /// The longest time between two notes of the ticker during the export.
+    /// The longest time between two notes of the ticker from the export's
+    /// start until the ticker noted again after it.
     pub longest_gap: f64,
 }
 
 /// The kernel's uptime in seconds: the clock the container's ticker reads.
-fn uptime() -> Result<f64> {
+pub fn uptime() -> Result<f64> {
     let text = fs::read_to_string("/proc/uptime")?;
     parse_uptime(&text).context("unexpected /proc/uptime")
 }
 
 fn parse_uptime(line: &str) -> Option<f64> {
     line.split_whitespace().next()?.parse().ok()
+}
+
+fn read_ticks(file: &Path) -> Vec<f64> {
+    fs::read_to_string(file)
+        .map(|text| text.lines().filter_map(parse_uptime).collect())
+        .unwrap_or_default()
+}
+
+/// Waits until the ticker notes a time after `after`; that note.
+pub fn next_tick(file: &Path, after: f64) -> Result<f64> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(&t) = read_ticks(file).iter().find(|&&t| t > after) {
+            return Ok(t);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the container's ticker noted nothing in {} for 120 s",
+                file.display()
+            );
+        }
+        thread::sleep(POLL);
+    }
 }
 
 /// The longest time between two of the ticker's notes in `[start, end]`,
@@ -274,17 +298,21 @@ pub fn longest_gap(ticks: &[f64], start: f64, end: f64) -> f64 {
     times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max)
 }
 
-/// Times `runs` exports with `--freeze` of the running container `id`,
-/// reading the pause from the ticker inside it. Leaves the container stopped.
-pub fn measure_freeze(
+/// Times `runs` exports (`mode`: `--freeze`, or `--consistent` for a stop
+/// and a start) of the running container `id`, reading the pause from the
+/// ticker inside it (`bench-ticks`, appending to `TICKS_FILE`). The window
+/// ends at the ticker's first note after the export: a restarted container
+/// is down until its services run again.
+pub fn measure_pauses(
     osctl: &Osctl,
     pool: &str,
     id: &str,
     out: &Path,
+    mode: &str,
     runs: usize,
     logs: &Path,
-) -> Result<Vec<FreezeTimes>> {
-    let log = logs.join(format!("freeze-{pool}-{id}.log"));
+) -> Result<Vec<PauseTimes>> {
+    let log = logs.join(format!("pause-{pool}-{id}.log"));
     let info = osctl.show(pool, id)?;
     if info.state != "running" {
         osctl.run(Some(pool), ["ct", "start", id])?;
@@ -292,29 +320,24 @@ pub fn measure_freeze(
     let ticks_file = info.rootfs.join(TICKS_FILE);
     let mut times = Vec::new();
     for round in 0..runs {
-        wait_for_churn(id)?;
+        next_tick(&ticks_file, uptime()?)?;
         thread::sleep(Duration::from_millis(500));
         let _ = fs::remove_file(out);
         // The ticker appends: emptying the file under it loses nothing.
         fs::write(&ticks_file, b"").with_context(|| format!("{}", ticks_file.display()))?;
-        let export = osctl.step(pool, export_args(id, out, "--freeze", "off"));
+        let export = osctl.step(pool, export_args(id, out, mode, "off"));
         let (start, started) = (uptime()?, Instant::now());
         export.execute(&log)?;
-        let (end, total) = (uptime()?, started.elapsed().as_secs_f64());
-        let notes = fs::read_to_string(&ticks_file)?;
-        let ticks: Vec<f64> = notes.lines().filter_map(parse_uptime).collect();
-        if ticks.len() < 2 {
-            bail!("the ticker of container '{id}' noted nothing during its export (is bench-ticks running?)");
-        }
-        let longest_gap = longest_gap(&ticks, start, end);
+        let total = started.elapsed().as_secs_f64();
+        let end = next_tick(&ticks_file, uptime()?)?;
+        let longest_gap = longest_gap(&read_ticks(&ticks_file), start, end);
         eprintln!(
-            "bench: freeze {pool}/{id} run {}/{runs}: export {total:.2} s, longest pause seen inside {longest_gap:.3} s",
+            "bench: {mode} {pool}/{id} run {}/{runs}: export {total:.2} s, longest pause seen inside {longest_gap:.3} s",
             round + 1
         );
-        times.push(FreezeTimes { total, longest_gap });
+        times.push(PauseTimes { total, longest_gap });
     }
     let _ = fs::remove_file(out);
-    osctl.run(Some(pool), ["ct", "stop", id])?;
     Ok(times)
 }
 

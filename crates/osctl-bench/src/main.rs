@@ -4,6 +4,7 @@
 //! `scripts/bench.sh` is the one command that builds and runs it.
 
 mod bench;
+mod debian;
 mod downtime;
 mod gen;
 mod measure;
@@ -69,6 +70,17 @@ enum Command {
     Gen { size: String, dir: PathBuf },
     /// Print the machine's description
     Machine,
+    /// The real-distribution rows: a debootstrapped Debian (systemd) container
+    /// on a dir pool, consistent export (stop and start) against --freeze, the
+    /// pause as its own ticker service saw it. Needs the network once.
+    Debian {
+        #[arg(long, default_value = "/var/tmp/osctl-bench")]
+        workdir: PathBuf,
+        #[arg(long, default_value = "target/release/osctl")]
+        osctl: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Judge the tree DIR as an untrusted import judges what a native
     /// stream brought (ids below 65536, the usual devices, no privileged
     /// attributes): entries, wall and CPU time of each run
@@ -141,6 +153,11 @@ fn real_main() -> Result<()> {
             drop_caches,
         }) => scan_runs(&dir, runs, drop_caches),
         Some(Command::Hash { gib, runs }) => hash_runs(gib, runs),
+        Some(Command::Debian {
+            workdir,
+            osctl,
+            runs,
+        }) => debian::run(&workdir, &osctl, runs),
         Some(Command::Machine) => {
             print!("{}", report::machine());
             Ok(())

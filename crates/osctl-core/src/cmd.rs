@@ -157,6 +157,9 @@ impl Cmd {
     fn spawn_with(&self, stdin: Stdio, stdout: Stdio) -> Result<Child, ExecError> {
         let mut command = self.command();
         command.stdin(stdin).stdout(stdout).stderr(Stdio::piped());
+        // A sender or receiver outliving a killed osctl would hold what the
+        // recovery must undo (btrfs refuses to delete a snapshot being sent).
+        die_with_parent(&mut command);
         self.spawn(&mut command)
     }
 
@@ -230,21 +233,7 @@ impl Cmd {
             .stdin(stdio(stdin)?)
             .stdout(stdio(stdout)?)
             .stderr(Stdio::piped());
-        let parent = rustix::process::getpid();
-        // SAFETY: the closure runs between fork and exec and makes only
-        // async-signal-safe system calls (prctl, getppid), no allocation.
-        unsafe {
-            command.pre_exec(move || {
-                rustix::process::set_parent_process_death_signal(Some(
-                    rustix::process::Signal::KILL,
-                ))?;
-                // The parent may have died before the prctl took effect.
-                if rustix::process::getppid() != Some(parent) {
-                    return Err(io::Error::other("the parent process is gone"));
-                }
-                Ok(())
-            });
-        }
+        die_with_parent(&mut command);
         let started = Instant::now();
         let mut child = self.spawn(&mut command)?;
         let stderr = StderrDrain::start(&mut child);
@@ -567,6 +556,23 @@ impl Drop for ChildWriter {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Has the child killed when this process dies, SIGKILL included. A child
+/// whose parent died before the request took effect does not start.
+fn die_with_parent(command: &mut Command) {
+    let parent = rustix::process::getpid();
+    // SAFETY: the closure runs between fork and exec and makes only
+    // async-signal-safe system calls (prctl, getppid), no allocation.
+    unsafe {
+        command.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+            if rustix::process::getppid() != Some(parent) {
+                return Err(io::Error::other("the parent process is gone"));
+            }
+            Ok(())
+        });
     }
 }
 

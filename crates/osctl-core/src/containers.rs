@@ -192,6 +192,7 @@ pub fn start(pool: &Pool, id: &str) -> Result<()> {
 
 pub fn start_locked(pool: &Pool, id: &str) -> Result<()> {
     let mut cfg = pool.ct(id)?;
+    crate::send::check_startable(&cfg, id)?;
     let rt = runtime(pool);
     match rt.state(id)? {
         CtState::Running => return Ok(()),

@@ -53,6 +53,11 @@ pub struct ImportOptions {
     /// a fresh block of the same shape.
     pub keep_map: bool,
     pub progress: Option<Progress>,
+    /// A clone even under the archive's own id (`osctl ct send --clone`):
+    /// new MACs, no addresses unless `keep_addresses`.
+    pub force_clone: bool,
+    /// Keys set in the container's config at the commit (a send's log).
+    pub set_extra: Vec<(String, serde_json::Value)>,
 }
 
 /// What an import made, and what the admin should be told about it.
@@ -455,9 +460,10 @@ impl Env<'_> {
         datasets::check_mounts(&container, &metadata.datasets)
             .map_err(|e| Error::archive(format!("{}: {e}", meta::CONTAINER_CONFIG)))?;
         // A clone: another id than the archive's own.
-        let clone = opts.as_id.is_some()
-            && metadata.container.is_some()
-            && opts.as_id != metadata.container;
+        let clone = opts.force_clone
+            || (opts.as_id.is_some()
+                && metadata.container.is_some()
+                && opts.as_id != metadata.container);
         self.notes.extend(netif::shape_for_import(
             &id,
             &mut container,
@@ -724,7 +730,7 @@ impl Env<'_> {
             self.check_received(plan)?;
         }
         failpoint::hit("import-before-commit");
-        let note = commit(self.pool, plan, self.opts.trusted)?;
+        let note = commit(self.pool, plan, self.opts.trusted, &self.opts.set_extra)?;
         self.notes.extend(note);
         failpoint::hit("import-after-commit");
         Ok(())
@@ -1104,7 +1110,12 @@ fn id_range(pool: &Pool, user: &UserPlan, container: &ContainerConfig) -> Result
 /// Makes the staged container real: user, group, dataset, config, hooks.
 /// The journal names what will be created before it is. Returns a line for
 /// the admin when the user got a fresh block.
-fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<Option<String>> {
+fn commit(
+    pool: &Pool,
+    plan: &mut Plan,
+    trusted: bool,
+    extra: &[(String, serde_json::Value)],
+) -> Result<Option<String>> {
     interrupt::check()?;
     let _accounts = pool.lock_accounts()?;
     // Held to the end: MACs and addresses are checked and given under it.
@@ -1121,6 +1132,11 @@ fn commit(pool: &Pool, plan: &mut Plan, trusted: bool) -> Result<Option<String>>
     container.user = plan.user.name().to_string();
     container.group = plan.group.name().to_string();
     container.dataset = Some(crate::containers::dataset_name(pool, &plan.id));
+    // A send's log belongs to the host that wrote it, not to the archive.
+    container.extra.remove(crate::send::LOG_KEY);
+    for (key, value) in extra {
+        container.extra.insert(key.clone(), value.clone());
+    }
     pool.save_ct(&plan.id, &container)?;
     Ok(note)
 }

@@ -29,6 +29,7 @@ pub mod recovery;
 pub mod repack;
 pub mod resources;
 pub mod runtime;
+pub mod send;
 pub mod storage;
 pub mod subid;
 mod tarblock;

@@ -61,6 +61,12 @@ pub enum Top {
     /// Archives: look inside or check one without importing it
     #[command(subcommand)]
     Archive(ArchiveCmd),
+    /// This host's key for sending containers to other hosts
+    #[command(subcommand)]
+    Send(crate::send_cli::SendCmd),
+    /// Receiving containers from other hosts
+    #[command(subcommand)]
+    Receive(crate::send_cli::ReceiveCmd),
     /// Print a shell completion script (bash, zsh, fish, ...) to standard output
     GenCompletion {
         /// The shell to complete for
@@ -418,6 +424,8 @@ pub enum CtCmd {
     /// Network interfaces: bridged or routed veth pairs
     #[command(subcommand, visible_alias = "net")]
     Netif(crate::netif_cli::NetifCmd),
+    /// Move the container to another host over SSH, in rounds
+    Send(crate::send_cli::CtSendCmd),
 }
 
 #[derive(clap::Args, Debug)]

@@ -163,6 +163,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Top::Group(c) => group_cmd(&ctx, c)?,
         Top::Ct(c) => return ct_cmd(&ctx, c),
         Top::Archive(c) => archive_cmd(&ctx, c)?,
+        Top::Send(c) => crate::send_cli::send_cmd(&ctx.host, c)?,
+        Top::Receive(c) => crate::send_cli::receive_cmd(&ctx.host, ctx.json, c)?,
         Top::GenCompletion { shell } => crate::gen::completion(shell),
         Top::GenMan { dir } => crate::gen::man_pages(&dir)?,
         Top::VethUpHook { args } => osctl_core::netif::veth_up_hook(&args)?,
@@ -487,6 +489,7 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
             };
             crate::netif_cli::run(&pool, ctx.json, cmd)?
         }
+        CtCmd::Send(cmd) => crate::send_cli::ct_send_cmd(&ctx.pool()?, &ctx.host, ctx.quiet, cmd)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -561,6 +564,7 @@ fn ct_import(ctx: &Ctx, a: ImportArgs) -> Result<()> {
         keep_addresses: a.keep_addresses,
         keep_map: a.keep_map,
         progress: Some(Progress::new(!ctx.quiet)),
+        ..Default::default()
     };
     let imported = match a.file.as_os_str() == "-" {
         true => import::import_stdin(&pool, &opts)?,

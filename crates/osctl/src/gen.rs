@@ -33,6 +33,20 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
          an export or import, NAME:stop stops it there. Release builds ignore it.",
     ),
     (
+        "OSCTL_SSH_OPTIONS",
+        "Words added to every ssh command of ct send (e.g. -b ADDRESS, -o Port=2222), split \
+         on blanks.",
+    ),
+    (
+        "SSH_ORIGINAL_COMMAND",
+        "Set by sshd for the forced command of an authorized key: the request osctl receive \
+         serve checks word by word before it acts.",
+    ),
+    (
+        "SSH_CONNECTION",
+        "Set by sshd: the sender's address, checked against an authorized key's --from.",
+    ),
+    (
         "LXC_CONFIG_FILE",
         "Set by LXC for hooks: where the hidden veth-up-hook command leaves its error for the \
          start to report.",

@@ -9,6 +9,7 @@ mod gen;
 mod list;
 mod netif_cli;
 mod resources_cli;
+mod send_cli;
 
 use std::process::ExitCode;
 

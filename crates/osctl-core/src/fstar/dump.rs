@@ -89,6 +89,22 @@ pub fn dump_changes(
     Ok(walker.finish()?.0)
 }
 
+/// A dump that can be followed by another: the whole tree when `base` is
+/// None, else the changes since the dump that recorded `base` (as
+/// [`dump_changes`]); either way it records the tree's new state, so that
+/// rounds of changes can follow one another (`osctl ct send`).
+pub fn dump_round(
+    out: &mut dyn Write,
+    sources: &[DumpSource],
+    base: Option<&Manifest>,
+) -> Result<(DumpStats, Manifest)> {
+    let mut walker = Walker::new(out, sources, base)?;
+    walker.record = Some(Manifest::new());
+    walker.run()?;
+    let (stats, manifest) = walker.finish()?;
+    Ok((stats, manifest.unwrap_or_else(Manifest::new).seal()))
+}
+
 /// Where a child of a directory in the virtual tree comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Origin {

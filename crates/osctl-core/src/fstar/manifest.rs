@@ -158,6 +158,98 @@ impl Manifest {
     }
 }
 
+const MAGIC: &[u8; 8] = b"osctlmf1";
+const SLOT_BYTES: usize = 4 + 4 + 1 + 4 * 3 + 8 * 6;
+
+impl Manifest {
+    /// The manifest as bytes, for keeping it between commands (the rounds
+    /// of `osctl ct send`); [`Manifest::from_bytes`] reads it back.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(24 + self.arena.len() + self.slots.len() * SLOT_BYTES);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(self.arena.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(self.slots.len() as u64).to_le_bytes());
+        out.extend_from_slice(&self.arena);
+        for s in &self.slots {
+            let r = &s.state;
+            out.extend_from_slice(&s.key_len.to_le_bytes());
+            out.extend_from_slice(&s.target_len.to_le_bytes());
+            out.push(r.kind as u8);
+            for v in [r.mode, r.uid, r.gid] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            for v in [r.ino, r.size, r.rdev, s.start as u64] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            for v in [r.mtime_ns, r.ctime_ns] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// Reads what [`Manifest::to_bytes`] wrote; None if it is damaged.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Manifest> {
+        let rest = bytes.strip_prefix(MAGIC.as_slice())?;
+        let u64_at = |b: &[u8], at: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+        };
+        let u32_at = |b: &[u8], at: usize| -> Option<u32> {
+            Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+        };
+        let arena_len = usize::try_from(u64_at(rest, 0)?).ok()?;
+        let count = usize::try_from(u64_at(rest, 8)?).ok()?;
+        let arena = rest.get(16..16usize.checked_add(arena_len)?)?.to_vec();
+        let table = &rest[16 + arena_len..];
+        if table.len() != count.checked_mul(SLOT_BYTES)? {
+            return None;
+        }
+        let mut slots = Vec::with_capacity(count);
+        for b in table.chunks_exact(SLOT_BYTES) {
+            let kind = match b[8] {
+                0 => Kind::File,
+                1 => Kind::Dir,
+                2 => Kind::Symlink,
+                3 => Kind::Char,
+                4 => Kind::Block,
+                5 => Kind::Fifo,
+                _ => return None,
+            };
+            let slot = Slot {
+                key_len: u32_at(b, 0)?,
+                target_len: u32_at(b, 4)?,
+                start: usize::try_from(u64_at(b, 45)?).ok()?,
+                state: Recorded {
+                    kind,
+                    mode: u32_at(b, 9)?,
+                    uid: u32_at(b, 13)?,
+                    gid: u32_at(b, 17)?,
+                    ino: u64_at(b, 21)?,
+                    size: u64_at(b, 29)?,
+                    rdev: u64_at(b, 37)?,
+                    mtime_ns: u64_at(b, 53)? as i64,
+                    ctime_ns: u64_at(b, 61)? as i64,
+                },
+            };
+            let end = slot
+                .start
+                .checked_add(slot.key_len as usize)?
+                .checked_add(slot.target_len as usize)?;
+            if end > arena.len() {
+                return None;
+            }
+            slots.push(slot);
+        }
+        let m = Manifest {
+            arena,
+            slots,
+            sorted: true,
+        };
+        let ordered = (1..m.slots.len()).all(|i| m.key(i - 1) < m.key(i));
+        ordered.then_some(m)
+    }
+}
+
 /// Is `key` strictly inside the directory `dir`?
 fn is_below(dir: &[u8], key: &[u8]) -> bool {
     if dir.is_empty() {
@@ -182,6 +274,29 @@ mod tests {
             mtime_ns: 0,
             ctime_ns: 0,
         }
+    }
+
+    #[test]
+    fn bytes_round_trip_and_damage_is_refused() {
+        let mut m = Manifest::new();
+        for (i, p) in ["", "a", "a/b", "z"].iter().enumerate() {
+            m.push(
+                p.as_bytes(),
+                rec(i as u64 + 7),
+                if i == 2 { b"t" } else { b"" },
+            );
+        }
+        let m = m.seal();
+        let bytes = m.to_bytes();
+        let back = Manifest::from_bytes(&bytes).expect("reads back");
+        assert_eq!(back.len(), 4);
+        for i in 0..4 {
+            assert_eq!(back.key(i), m.key(i));
+            assert_eq!(back.state(i), m.state(i));
+            assert_eq!(back.target(i), m.target(i));
+        }
+        assert!(Manifest::from_bytes(&bytes[..bytes.len() - 1]).is_none());
+        assert!(Manifest::from_bytes(b"osctlmf0").is_none());
     }
 
     #[test]

@@ -29,7 +29,7 @@ mod write;
 mod tests;
 
 pub use crate::filepolicy::{DevicePolicy, FilePolicy};
-pub use dump::{dump_changes, dump_full, DumpSource, DumpStats};
+pub use dump::{dump_changes, dump_full, dump_round, DumpSource, DumpStats};
 pub use extract::{extract, ExtractOptions, ExtractStats};
 pub use manifest::Manifest;
 pub use walk::{walk, WalkStats};

@@ -40,6 +40,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
 
 use super::btrfs_parse::{self, CompressionProperty};
 use super::btrfs_stream::{self, StreamGuard, SubvolumeId};
@@ -64,6 +65,8 @@ const SEND_STREAM_VERSION: &str = "/sys/fs/btrfs/features/send_stream_version";
 const COMPRESSED_SEND_PROTOCOL: u32 = 2;
 /// The directory, inside a container's snapshot directory, of received streams.
 const RECEIVE_DIR: &str = ".recv";
+/// How long a deletion waits for a `btrfs send` of the subvolume to end.
+const SEND_WAIT: Duration = Duration::from_secs(5);
 
 pub struct BtrfsStorage {
     /// `<pool>/ct`: one subvolume per container.
@@ -920,15 +923,7 @@ fn remove_tree(path: &Path) -> Result<()> {
         return fsutil::remove_file_if_exists(path);
     }
     if is_subvolume(path)? {
-        let mut doomed = subvolume_descendants(path)?;
-        doomed.reverse();
-        doomed.push(path.to_path_buf());
-        return Cmd::new("btrfs")
-            .args(["subvolume", "delete"])
-            .args(&doomed)
-            .run()
-            .map(drop)
-            .ctx(|| format!("cannot delete subvolume {}", path.display()));
+        return delete_subvolume_tree(path);
     }
     for name in dir_entries(path)? {
         remove_tree(&path.join(name))?;
@@ -938,6 +933,33 @@ fn remove_tree(path: &Path) -> Result<()> {
             Err(e).ctx(|| format!("cannot remove {}", path.display()))
         }
         _ => Ok(()),
+    }
+}
+
+/// Deletes a subvolume and the ones nested in it, children first. btrfs
+/// refuses (EPERM) while a `btrfs send` of it runs; a sender of a killed
+/// export dies with it, but not at once: that is waited out for a while.
+fn delete_subvolume_tree(path: &Path) -> Result<()> {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let mut doomed = subvolume_descendants(path)?;
+        doomed.reverse();
+        doomed.push(path.to_path_buf());
+        let deleted = Cmd::new("btrfs")
+            .args(["subvolume", "delete"])
+            .args(&doomed)
+            .run();
+        match deleted {
+            Err(e) if e.stderr().contains("send may be in progress") && delay < SEND_WAIT => {
+                std::thread::sleep(delay);
+                delay *= 2;
+            }
+            done => {
+                return done
+                    .map(drop)
+                    .ctx(|| format!("cannot delete subvolume {}", path.display()))
+            }
+        }
     }
 }
 

@@ -324,22 +324,29 @@ fn import_refuses_a_stream_altered_behind_its_checksums() {
         .map(|c| c["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids, ["c1"], "nothing imported");
-    // Without the checksums (as the original writes archives: no
-    // checksums.yml, and metadata.yml announces none) the same stream
-    // imports: the check is the checksums', not the stream's.
+    // checksums.yml dropped while metadata.yml still announces it: an
+    // archive cut short, refused.
     entries.retain(|e| e.name != "checksums.yml");
-    let meta = entries
+    let unchecked = env.path("unchecked.tar");
+    std::fs::write(&unchecked, rebuild(&entries)).unwrap();
+    let err = env.fails(
+        &["ct", "import", "--as-id", "copy", unchecked.to_str().unwrap()],
+        1,
+    );
+    assert!(err.contains("checksums.yml is missing"), "{err}");
+    // Without any checksums (as the original writes archives) the same
+    // stream imports: the check is the checksums', not the stream's.
+    let metadata = entries
         .iter_mut()
         .find(|e| e.name == "metadata.yml")
         .unwrap();
-    let text = String::from_utf8(meta.data.clone()).unwrap();
+    let text = String::from_utf8(metadata.data.clone()).unwrap();
     let kept: Vec<&str> = text
         .lines()
         .filter(|l| !l.starts_with("checksums:"))
         .collect();
     assert_eq!(kept.len() + 1, text.lines().count(), "{text}");
-    meta.data = format!("{}\n", kept.join("\n")).into_bytes();
-    let unchecked = env.path("unchecked.tar");
+    metadata.data = format!("{}\n", kept.join("\n")).into_bytes();
     std::fs::write(&unchecked, rebuild(&entries)).unwrap();
     env.ok(&[
         "ct",

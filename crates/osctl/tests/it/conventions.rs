@@ -423,16 +423,7 @@ fn export_and_import_end_with_one_line_that_q_silences() {
     require!(is_root(), "needs root");
     let env = Env::with_private_subids();
     let rootfs = plain_rootfs(&env, "rootfs", 1);
-    env.ok(&["user", "new", "u1"]);
-    env.ok(&[
-        "ct",
-        "new",
-        "--user",
-        "u1",
-        "--from-dir",
-        rootfs.to_str().unwrap(),
-        "c1",
-    ]);
+    env.ct_from("c1", &rootfs);
     let file = env.path("c1.tar");
     let line = export_line(
         &env.ok(&["ct", "export", "c1", file.to_str().unwrap()]),
@@ -581,16 +572,7 @@ fn progress_on_a_terminal_shows_percent_eta_and_the_closing_line() {
     require!(is_root() && have("script"), "needs root and script(1)");
     let env = Env::with_private_subids();
     let rootfs = plain_rootfs(&env, "rootfs", 48);
-    env.ok(&["user", "new", "u1"]);
-    env.ok(&[
-        "ct",
-        "new",
-        "--user",
-        "u1",
-        "--from-dir",
-        rootfs.to_str().unwrap(),
-        "c1",
-    ]);
+    env.ct_from("c1", &rootfs);
     let file = env.path("c1.tar");
     let drawn = on_terminal(&env, &["ct", "export", "c1", file.to_str().unwrap()]);
     // The tree's size is known: a bar with a total, percent and ETA.

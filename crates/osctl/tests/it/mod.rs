@@ -13,5 +13,6 @@ mod netif;
 mod original;
 mod rawtar;
 mod resources;
+mod send;
 mod streams;
 mod support;

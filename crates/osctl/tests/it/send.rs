@@ -1,0 +1,750 @@
+//! `osctl ct send` between two hosts on this machine: each with its own
+//! OSCTL_ROOT, the target with its own subordinate-id files, the target behind a real sshd on
+//! 127.0.0.2 (its own host key, config and port) whose authorized_keys
+//! osctl manages; 127.0.0.3 is a source address that `--from` refuses.
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::it::backends::Kind;
+use crate::it::support::{can_run_containers, have, wait_until, Env};
+use crate::require;
+
+/// An sshd for the target host, stopped when dropped.
+struct Sshd {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Sshd {
+    /// Serves `target`'s authorized_keys (as osctl writes them) on 127.0.0.2.
+    fn start(target: &Env) -> Sshd {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("host_key");
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let port = TcpListener::bind("127.0.0.2:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "ListenAddress 127.0.0.2:{port}\nHostKey {}\nPidFile {}\n\
+                 AuthorizedKeysFile {}\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+                 PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n\
+                 LogLevel VERBOSE\n",
+                key.display(),
+                dir.path().join("sshd.pid").display(),
+                target.root().join("send/authorized_keys").display(),
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let log = std::fs::File::create(dir.path().join("sshd.log")).unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let sshd = Sshd {
+            child,
+            port,
+            _dir: dir,
+        };
+        let up = wait_until(10, || TcpStream::connect(("127.0.0.2", port)).is_ok());
+        assert!(up, "sshd did not come up: {}", sshd.log());
+        sshd
+    }
+
+    fn dest(&self) -> String {
+        format!("root@127.0.0.2:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("sshd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn can_send() -> bool {
+    can_run_containers() && Path::new("/usr/sbin/sshd").exists() && have("ssh")
+}
+
+/// Two hosts and the target's sshd; the source's key made.
+struct Hosts {
+    src: Env,
+    dst: Env,
+    sshd: Sshd,
+}
+
+impl Hosts {
+    fn new() -> Hosts {
+        // The target's subordinate-id files are its own, and empty: a host
+        // that never saw the source's users (parallel tests come and go in
+        // /etc's). The source's lines stay in /etc, where newuidmap finds
+        // them for the copy started on the target too (the same ids).
+        let dst = Env::with_private_subids();
+        let subuid = dst.subuid_file();
+        std::fs::write(&subuid, "").unwrap();
+        std::fs::write(subuid.with_file_name("subgid"), "").unwrap();
+        let src = Env::new();
+        src.ok(&["send", "key", "gen"]);
+        // The target's pool first: the receive command runs with its state.
+        dst.ok(&["pool", "ls"]);
+        let sshd = Sshd::start(&dst);
+        Hosts { src, dst, sshd }
+    }
+
+    fn public_key(&self) -> String {
+        let path = self.src.ok(&["send", "key", "path", "public"]);
+        std::fs::read_to_string(path.trim()).unwrap()
+    }
+
+    /// `receive authorized-keys add NAME ARGS` on the target with the
+    /// source's public key.
+    fn authorize(&self, name: &str, args: &[&str]) {
+        let mut full = vec!["receive", "authorized-keys", "add", name];
+        full.extend_from_slice(args);
+        let mut child = self
+            .dst
+            .cmd()
+            .args(&full)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let key = self.public_key();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(key.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `osctl ct send ARGS` on the source, DEST appended where `{dest}` is.
+    fn send(&self, args: &[&str]) -> std::process::Output {
+        let dest = self.sshd.dest();
+        let args: Vec<&str> = args
+            .iter()
+            .map(|a| if *a == "{dest}" { dest.as_str() } else { a })
+            .collect();
+        let mut full = vec!["ct", "send"];
+        full.extend_from_slice(&args);
+        self.src.cmd().args(&full).output().unwrap()
+    }
+
+    fn send_ok(&self, args: &[&str]) -> String {
+        let out = self.send(args);
+        assert!(
+            out.status.success(),
+            "ct send {args:?}: {}\nsshd: {}",
+            String::from_utf8_lossy(&out.stderr),
+            self.sshd.log()
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// A failing `ct send` step: one error line, returned.
+    fn send_fails(&self, args: &[&str]) -> String {
+        let out = self.send(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "ct send {args:?}: {stderr}");
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        errors[0].to_string()
+    }
+
+    fn dst_ids(&self) -> Vec<String> {
+        let list = self.dst.json(&["ct", "ls"]);
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+fn write(root: &Path, rel: &str, body: &str) {
+    std::fs::write(root.join(rel), body).unwrap();
+}
+
+fn read(root: &Path, rel: &str) -> Option<String> {
+    std::fs::read_to_string(root.join(rel)).ok()
+}
+
+/// A running busybox container `id` on the source; its root file system.
+fn running_ct(h: &Hosts, id: &str) -> PathBuf {
+    h.src.busybox_ct(id);
+    h.src.ok(&["ct", "start", id]);
+    h.src.rootfs_of(id)
+}
+
+#[test]
+fn dir_step_by_step_carries_every_change_and_stages_until_the_cutover() {
+    require!(can_send(), "needs root, LXC, busybox and sshd");
+    let h = Hosts::new();
+    h.authorize("src", &[]);
+    let live = running_ct(&h, "web");
+    write(&live, "root/a", "before config");
+    h.send_ok(&["config", "web", "{dest}"]);
+    assert_eq!(h.dst_ids(), ["web"]);
+    let staged = h.dst.fails(&["ct", "start", "web"], 1);
+    assert!(staged.contains("staged"), "{staged}");
+    h.send_ok(&["rootfs", "web"]);
+    let there = h.dst.rootfs_of("web");
+    assert_eq!(read(&there, "root/a").as_deref(), Some("before config"));
+    write(&live, "root/b", "after rootfs");
+    h.send_ok(&["sync", "web"]);
+    write(&live, "root/c", "after sync");
+    std::fs::remove_file(live.join("root/a")).unwrap();
+    h.send_ok(&["sync", "web"]);
+    write(&live, "root/d", "before state");
+    let out = h.send_ok(&["state", "web"]);
+    assert!(
+        out.contains("cutover: container 'web' was down for"),
+        "{out}"
+    );
+    assert!(out.contains("round 4:"), "{out}");
+    assert_eq!(h.dst.state("web"), "running");
+    assert_eq!(h.src.state("web"), "stopped");
+    assert_eq!(read(&there, "root/a"), None);
+    for (f, body) in [
+        ("b", "after rootfs"),
+        ("c", "after sync"),
+        ("d", "before state"),
+    ] {
+        assert_eq!(read(&there, &format!("root/{f}")).as_deref(), Some(body));
+    }
+    h.send_ok(&["cleanup", "web"]);
+    assert!(h.src.json(&["ct", "ls"]).as_array().unwrap().is_empty());
+    // The target's copy is its own now: no send log left.
+    let cfg = std::fs::read_to_string(h.dst.root().join("pools/default/conf/ct/web.yml")).unwrap();
+    assert!(!cfg.contains("send_log"), "{cfg}");
+}
+
+impl Sshd {
+    /// Stops sshd (the target is unreachable) until [`Sshd::restart`].
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The same sshd again: same host key, config and port.
+    fn restart(&mut self) {
+        let dir = self._dir.path();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("sshd.log"))
+            .unwrap();
+        self.child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(dir.join("sshd_config"))
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let port = self.port;
+        assert!(wait_until(10, || TcpStream::connect(("127.0.0.2", port)).is_ok()));
+    }
+}
+
+impl Hosts {
+    fn send_env(&self, env: (&str, &str), args: &[&str]) -> std::process::Output {
+        let dest = self.sshd.dest();
+        let args: Vec<&str> = args
+            .iter()
+            .map(|a| if *a == "{dest}" { dest.as_str() } else { a })
+            .collect();
+        let mut full = vec!["ct", "send"];
+        full.extend_from_slice(&args);
+        self.src
+            .cmd()
+            .env(env.0, env.1)
+            .args(&full)
+            .output()
+            .unwrap()
+    }
+
+    fn dst_users(&self) -> Vec<String> {
+        let list = self.dst.json(&["user", "ls"]);
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+#[test]
+fn every_authorization_case_gets_one_line_and_changes_nothing() {
+    require!(can_send(), "needs root, LXC, busybox and sshd");
+    let h = Hosts::new();
+    running_ct(&h, "web");
+    // No key authorized: sshd itself refuses.
+    let e = h.send_fails(&["config", "web", "{dest}"]);
+    assert!(e.contains("Permission denied"), "{e}");
+    assert!(h.dst_ids().is_empty());
+    // Two entries of one key, told apart by passphrase.
+    h.authorize(
+        "other",
+        &[
+            "--from",
+            "127.0.0.1",
+            "--passphrase",
+            "p1",
+            "--ctid",
+            "other",
+        ],
+    );
+    h.authorize(
+        "once",
+        &[
+            "--from",
+            "127.0.0.1",
+            "--passphrase",
+            "p2",
+            "--ctid",
+            "web",
+            "--single-use",
+        ],
+    );
+    let e = h.send_fails(&["config", "--passphrase", "nope", "web", "{dest}"]);
+    assert!(e.contains("wrong passphrase"), "{e}");
+    let e = h.send_fails(&["config", "--passphrase", "p1", "web", "{dest}"]);
+    assert!(e.contains("may send only container 'other'"), "{e}");
+    // From 127.0.0.3, which both entries' from= exclude: sshd refuses.
+    let from3 = h.send_env(
+        ("OSCTL_SSH_OPTIONS", "-b 127.0.0.3"),
+        &["config", "--passphrase", "p2", "web", "{dest}"],
+    );
+    assert_eq!(from3.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&from3.stderr);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("Permission denied"), "{e}");
+    assert!(h.dst_ids().is_empty() && h.dst_users().is_empty());
+    // The right passphrase from the right address: the send completes, and
+    // the single-use entry is gone with it.
+    h.send_ok(&["--passphrase", "p2", "web", "{dest}"]);
+    assert_eq!(h.dst_ids(), ["web"]);
+    let names: Vec<String> = h
+        .dst
+        .json(&["receive", "authorized-keys", "ls"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["other"]);
+    // Spent: the same passphrase is refused now.
+    running_ct(&h, "web3");
+    let e = h.send_fails(&["config", "--passphrase", "p2", "web3", "{dest}"]);
+    assert!(e.contains("wrong passphrase"), "{e}");
+    assert_eq!(h.dst_ids(), ["web"]);
+}
+
+#[test]
+fn one_shot_clone_keeps_the_source_running_and_the_copy_is_its_own() {
+    require!(can_send(), "needs root, LXC, busybox and sshd");
+    let h = Hosts::new();
+    h.authorize("src", &[]);
+    let live = running_ct(&h, "web");
+    write(&live, "root/x", "cloned");
+    let out = h.send_ok(&["--clone", "--as-id", "web2", "web", "{dest}"]);
+    assert!(out.contains("down for"), "{out}");
+    assert_eq!(h.src.state("web"), "running");
+    assert_eq!(h.dst_ids(), ["web2"]);
+    assert_eq!(h.dst.state("web2"), "running");
+    assert_eq!(
+        read(&h.dst.rootfs_of("web2"), "root/x").as_deref(),
+        Some("cloned")
+    );
+    // No send under way on either side: a new one may start.
+    let cfg = std::fs::read_to_string(h.src.root().join("pools/default/conf/ct/web.yml")).unwrap();
+    assert!(!cfg.contains("send_log"), "{cfg}");
+}
+
+#[test]
+fn cancel_at_every_step_leaves_nothing_on_the_target() {
+    require!(can_send(), "needs root, LXC, busybox and sshd");
+    let h = Hosts::new();
+    h.authorize("src", &[]);
+    running_ct(&h, "web");
+    let steps: [&[&str]; 4] = [
+        &["config"],
+        &["config", "rootfs"],
+        &["config", "rootfs", "sync"],
+        &["config", "rootfs", "state"],
+    ];
+    for steps in steps {
+        for step in steps {
+            match *step {
+                "config" => h.send_ok(&["config", "web", "{dest}"]),
+                other => h.send_ok(&[other, "web"]),
+            };
+        }
+        h.send_ok(&["cancel", "web"]);
+        assert!(h.dst_ids().is_empty(), "after {steps:?}");
+        assert!(h.dst_users().is_empty(), "after {steps:?}");
+        let spool = h.dst.root().join("pools/default/state/receive/web");
+        assert!(!spool.exists(), "after {steps:?}");
+        assert_eq!(h.src.state("web"), "running", "after {steps:?}");
+    }
+}
+
+#[test]
+fn an_unreachable_target_fails_a_step_which_then_succeeds() {
+    require!(can_send(), "needs root, LXC, busybox and sshd");
+    let mut h = Hosts::new();
+    h.authorize("src", &[]);
+    let live = running_ct(&h, "web");
+    h.send_ok(&["config", "web", "{dest}"]);
+    h.send_ok(&["rootfs", "web"]);
+    write(&live, "root/late", "arrives");
+    h.sshd.stop();
+    let e = h.send_fails(&["state", "web"]);
+    assert!(e.contains("127.0.0.2"), "{e}");
+    // The cutover stopped the source, then failed: the source runs again.
+    assert_eq!(h.src.state("web"), "running");
+    h.sshd.restart();
+    h.send_ok(&["state", "web"]);
+    assert_eq!(h.src.state("web"), "stopped");
+    assert_eq!(h.dst.state("web"), "running");
+    assert_eq!(
+        read(&h.dst.rootfs_of("web"), "root/late").as_deref(),
+        Some("arrives")
+    );
+    h.send_ok(&["cleanup", "web"]);
+}
+
+/// Kills the `ssh` children of `osctl` once the target's spool of `round`
+/// holds some of it; returns the bytes it held.
+fn cut_connection(h: &Hosts, mut osctl: Child, round: u32) -> u64 {
+    let spool = h
+        .dst
+        .root()
+        .join(format!("pools/default/state/receive/web/round-{round}"));
+    let size = || std::fs::metadata(&spool).map_or(0, |m| m.len());
+    assert!(
+        wait_until(60, || size() > (1 << 20)),
+        "the round never reached the target"
+    );
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let Some((comm, rest)) = stat.split_once(") ") else {
+            continue;
+        };
+        let ppid: u32 = rest
+            .split(' ')
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        if ppid == osctl.id() && comm.ends_with("(ssh") {
+            let pid: i32 = entry.file_name().to_string_lossy().parse().unwrap();
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let out = osctl.wait().unwrap();
+    assert!(!out.success(), "the step ended before the cut");
+    size()
+}
+
+#[test]
+fn a_connection_cut_mid_round_resumes_where_it_stopped() {
+    require!(can_send(), "needs root, LXC, busybox and sshd");
+    let h = Hosts::new();
+    h.authorize("src", &[]);
+    let rootfs = h.src.noisy_rootfs("rootfs-web", 256);
+    h.src.ct_from("web", &rootfs);
+    h.src.ok(&["ct", "start", "web"]);
+    let live = h.src.rootfs_of("web");
+    h.send_ok(&["config", "web", "{dest}"]);
+    let spawn = |step: &str| {
+        h.src
+            .cmd()
+            .args(["ct", "send", step, "web"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let held = cut_connection(&h, spawn("rootfs"), 1);
+    let out = h.send_ok(&["rootfs", "web"]);
+    assert!(
+        out.contains("round 1:") && out.contains("resumed"),
+        "held {held}: {out}"
+    );
+    // The same in a sync, with 128 MiB more.
+    let noise = std::fs::read(live.join("root/noise")).unwrap();
+    std::fs::write(live.join("root/more"), &noise[..128 << 20]).unwrap();
+    cut_connection(&h, spawn("sync"), 2);
+    let out = h.send_ok(&["sync", "web"]);
+    assert!(out.contains("round 2:") && out.contains("resumed"), "{out}");
+    h.send_ok(&["state", "web"]);
+    let there = h.dst.rootfs_of("web");
+    assert!(std::fs::read(there.join("root/noise")).unwrap() == noise);
+    assert!(std::fs::read(there.join("root/more")).unwrap()[..] == noise[..128 << 20]);
+    h.send_ok(&["cleanup", "web"]);
+}
+
+/// What holds the pools of a backend test (one zpool for both: a test
+/// process has one zpool at a time); dropped after the hosts.
+struct Stores {
+    _zpool: Option<testkit::zpool::TestZpool>,
+    _fs: Vec<testkit::loopfs::LoopFs>,
+    /// `pool install` arguments of the source's pool and the target's.
+    install: [Vec<String>; 2],
+}
+
+impl Stores {
+    fn new(kinds: [Kind; 2], dir: &Path) -> Option<Stores> {
+        let zpool = match kinds.contains(&Kind::Zfs) {
+            true => Some(testkit::zpool::TestZpool::create(1024)?),
+            false => None,
+        };
+        let mut fs = Vec::new();
+        let mut install = [Vec::new(), Vec::new()];
+        for (i, kind) in kinds.iter().enumerate() {
+            let args: Vec<String> = match kind {
+                Kind::Dir => vec![
+                    "--path".into(),
+                    dir.join(format!("pool{i}")).to_string_lossy().into(),
+                ],
+                Kind::Btrfs => {
+                    let f = testkit::loopfs::LoopFs::new("btrfs", 1024, "compress=zstd")?;
+                    let path = f.path().join("pool").to_string_lossy().into_owned();
+                    fs.push(f);
+                    vec!["--path".into(), path]
+                }
+                Kind::Zfs => vec!["--dataset".into(), zpool.as_ref()?.ds(&format!("pool{i}"))],
+            };
+            let backend = format!("{kind:?}").to_lowercase();
+            install[i] = ["pool", "install", "--backend", &backend]
+                .iter()
+                .map(|s| s.to_string())
+                .chain(args)
+                .collect();
+        }
+        Some(Stores {
+            _zpool: zpool,
+            _fs: fs,
+            install,
+        })
+    }
+}
+
+/// Step by step from a pool of `from` to one of `to`, files written between
+/// the steps all arriving.
+fn send_between(from: Kind, to: Kind) {
+    let scratch = tempfile::tempdir().unwrap();
+    let Some(stores) = Stores::new([from, to], scratch.path()) else {
+        eprintln!("SKIPPED: no {from:?} or {to:?} pool here");
+        return;
+    };
+    let h = Hosts::new();
+    for (env, args, name) in [
+        (&h.src, &stores.install[0], "source"),
+        (&h.dst, &stores.install[1], "target"),
+    ] {
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        args.push(name);
+        env.ok(&args);
+    }
+    // zfs-fuse runs only privileged containers, which need trust.
+    h.authorize("src", &["--trusted"]);
+    let rootfs = h.src.busybox_rootfs("rootfs-web");
+    h.src.ok(&["--pool", "source", "user", "new", "u1"]);
+    let path = rootfs.to_str().unwrap();
+    let mut new = vec![
+        "--pool",
+        "source",
+        "ct",
+        "new",
+        "--user",
+        "u1",
+        "--from-dir",
+        path,
+        "web",
+    ];
+    if from == Kind::Zfs {
+        new.insert(4, "--privileged");
+    }
+    h.src.ok(&new);
+    h.src.ok(&["--pool", "source", "ct", "start", "web"]);
+    let show = h.src.json(&["--pool", "source", "ct", "show", "web"]);
+    let live = PathBuf::from(show["rootfs"].as_str().unwrap());
+    write(&live, "root/a", "first");
+    h.send_ok(&[
+        "config",
+        "--pool",
+        "source",
+        "--to-pool",
+        "target",
+        "web",
+        "{dest}",
+    ]);
+    h.send_ok(&["rootfs", "--pool", "source", "web"]);
+    write(&live, "root/b", "second");
+    h.send_ok(&["sync", "--pool", "source", "web"]);
+    std::fs::remove_file(live.join("root/a")).unwrap();
+    write(&live, "root/c", "third");
+    h.send_ok(&["state", "--pool", "source", "web"]);
+    h.send_ok(&["cleanup", "--pool", "source", "web"]);
+    let show = h.dst.json(&["--pool", "target", "ct", "show", "web"]);
+    assert_eq!(show["state"], "running");
+    let there = PathBuf::from(show["rootfs"].as_str().unwrap());
+    assert_eq!(read(&there, "root/a"), None);
+    assert_eq!(read(&there, "root/b").as_deref(), Some("second"));
+    assert_eq!(read(&there, "root/c").as_deref(), Some("third"));
+    assert_eq!(read(&there, "etc/hostname").as_deref(), Some("busybox\n"));
+    drop(h);
+    drop(stores);
+}
+
+#[test]
+fn zfs_to_dir() {
+    require!(can_send(), "needs root, LXC, busybox and sshd");
+    send_between(Kind::Zfs, Kind::Dir);
+}
+
+#[test]
+fn zfs_to_zfs() {
+    require!(can_send(), "needs root, LXC, busybox and sshd");
+    send_between(Kind::Zfs, Kind::Zfs);
+}
+
+#[test]
+fn btrfs_to_btrfs() {
+    require!(can_send(), "needs root, LXC, busybox and sshd");
+    send_between(Kind::Btrfs, Kind::Btrfs);
+}
+
+impl Hosts {
+    /// Runs `receive REQUEST` on the target with the source's key, as a
+    /// hostile source would (ssh by hand), with `input` as its stdin.
+    fn raw_request(&self, request: &str, input: &[u8]) -> std::process::Output {
+        let key = self.src.ok(&["send", "key", "path", "private"]);
+        let known = self.src.root().join("send/known_hosts");
+        let mut child = Command::new("ssh")
+            .args([
+                "-i",
+                key.trim(),
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=accept-new",
+            ])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", known.display()))
+            .args(["-p", &self.sshd.port.to_string(), "root@127.0.0.2", request])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+/// A zstd tar of `dir` with every owner set to `uid`, made by GNU tar.
+fn hostile_round(dir: &Path, uid: u32) -> Vec<u8> {
+    let tar = Command::new("tar")
+        .args([
+            "--numeric-owner",
+            &format!("--owner={uid}"),
+            "--group=0",
+            "-cf",
+            "-",
+            "-C",
+        ])
+        .arg(dir)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let mut zstd = Command::new("zstd")
+        .args(["-q", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    zstd.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
+    zstd.wait_with_output().unwrap().stdout
+}
+
+#[test]
+fn the_target_judges_what_a_hostile_source_sends_as_an_import_does() {
+    require!(can_send(), "needs root, LXC, busybox and sshd");
+    let h = Hosts::new();
+    h.authorize("src", &[]);
+    running_ct(&h, "web");
+    h.send_ok(&["config", "web", "{dest}"]);
+    h.send_ok(&["rootfs", "web"]);
+    let there = h.dst.rootfs_of("web");
+    // A request outside the grammar changes nothing.
+    let out = h.raw_request("receive cancel web; touch /tmp/x", b"");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("request refused"));
+    assert_eq!(h.dst_ids(), ["web"]);
+    // A round whose files belong to ids outside the container's map.
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "evil", "owned by someone else");
+    let round = hostile_round(dir.path(), 4_000_000);
+    let sha = sha256_hex(&round);
+    let request = format!("receive round web 2 {} {sha} 0", round.len());
+    let out = h.raw_request(&request, &round);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("round 2 of container 'web'"), "{stderr}");
+    assert_eq!(read(&there, "evil"), None);
+    // The send goes on as if the round never came.
+    let status = h.raw_request("receive status web", b"");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["round"], 1);
+    assert_eq!(status["spooled"], 0);
+    h.send_ok(&["state", "web"]);
+    h.send_ok(&["cleanup", "web"]);
+    assert_eq!(h.dst.state("web"), "running");
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
