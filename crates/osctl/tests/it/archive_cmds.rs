@@ -330,7 +330,13 @@ fn import_refuses_a_stream_altered_behind_its_checksums() {
     let unchecked = env.path("unchecked.tar");
     std::fs::write(&unchecked, rebuild(&entries)).unwrap();
     let err = env.fails(
-        &["ct", "import", "--as-id", "copy", unchecked.to_str().unwrap()],
+        &[
+            "ct",
+            "import",
+            "--as-id",
+            "copy",
+            unchecked.to_str().unwrap(),
+        ],
         1,
     );
     assert!(err.contains("checksums.yml is missing"), "{err}");
