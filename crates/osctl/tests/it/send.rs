@@ -391,6 +391,42 @@ fn one_shot_clone_keeps_the_source_running_and_the_copy_is_its_own() {
     assert!(!cfg.contains("send_log"), "{cfg}");
 }
 
+/// The network interface `name` of container `id` as `ct netif show -j` prints it.
+fn netif_of(env: &Env, id: &str, name: &str) -> serde_json::Value {
+    env.json(&["ct", "netif", "show", id, name])
+}
+
+/// A clone sent to another host is a clone as `ct import --as-id` makes it:
+/// its interface keeps its name and kind but gets a new MAC and no address;
+/// a plain move keeps both (issue 14).
+#[test]
+fn a_sent_clone_gets_a_new_mac_and_no_address_a_move_keeps_them() {
+    require!(can_send(), "needs root, LXC, busybox and sshd");
+    let h = Hosts::new();
+    h.authorize("src", &[]);
+    h.src.busybox_ct("web");
+    h.src.ok(&["ct", "netif", "new", "routed", "web", "eth0"]);
+    h.src
+        .ok(&["ct", "netif", "ip", "add", "web", "eth0", "10.231.7.2/32"]);
+    let mac = netif_of(&h.src, "web", "eth0")["hwaddr"].clone();
+    h.send_ok(&["--clone", "--no-start", "--as-id", "web2", "web", "{dest}"]);
+    let clone = netif_of(&h.dst, "web2", "eth0");
+    assert_ne!(clone["hwaddr"], mac, "{clone}");
+    assert_eq!(
+        clone["ip_addresses"]["v4"],
+        serde_json::json!([]),
+        "{clone}"
+    );
+    h.send_ok(&["--no-start", "web", "{dest}"]);
+    let moved = netif_of(&h.dst, "web", "eth0");
+    assert_eq!(moved["hwaddr"], mac, "{moved}");
+    assert_eq!(
+        moved["ip_addresses"]["v4"],
+        serde_json::json!(["10.231.7.2/32"]),
+        "{moved}"
+    );
+}
+
 #[test]
 fn cancel_at_every_step_leaves_nothing_on_the_target() {
     require!(can_send(), "needs root, LXC, busybox and sshd");
