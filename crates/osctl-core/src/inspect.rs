@@ -139,7 +139,7 @@ impl VerifyReport {
             None => String::new(),
         };
         lines.push(format!(
-            "metadata.yml: {} archive, format {}{}{}{}, {} subdataset(s), exported at {} (unix time)",
+            "metadata.yml: {} archive, format {}{}{}{}, {} subdataset(s), exported at {}",
             match m.archive_type {
                 meta::ArchiveType::Full => "full",
                 meta::ArchiveType::Skel => "skel",
@@ -149,7 +149,7 @@ impl VerifyReport {
             owner("user", &m.user),
             owner("group", &m.group),
             m.datasets.len(),
-            m.exported_at
+            crate::timefmt::utc_time(m.exported_at)
         ));
         let configs: Vec<&str> = [
             (meta::USER_CONFIG, &s.user),

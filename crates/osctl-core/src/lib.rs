@@ -33,6 +33,7 @@ pub mod send;
 pub mod storage;
 pub mod subid;
 mod tarblock;
+pub mod timefmt;
 pub mod trust;
 pub mod yaml;
 

@@ -123,6 +123,15 @@ fn a_real_export_verifies_and_shows() {
     ] {
         assert!(out.contains(group), "{group:?} in {out}");
     }
+    // The export's time as a date, not a count of seconds.
+    let metadata_line = out
+        .lines()
+        .find(|l| l.starts_with("metadata.yml:"))
+        .unwrap();
+    assert!(
+        metadata_line.contains(" exported at 20") && metadata_line.ends_with(" UTC"),
+        "{metadata_line}"
+    );
     // The same through a pipe.
     let mut child = env
         .cmd()
