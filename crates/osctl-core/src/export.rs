@@ -324,15 +324,7 @@ fn run(pool: &Pool, id: &str, dest: Destination, opts: &ExportOptions) -> Result
     let _lock = pool.lock_ct(id)?;
     let cfg = pool.ct(id)?;
     let runtime = containers::runtime(pool);
-    let running = match runtime.state(id)? {
-        CtState::Running => true,
-        CtState::Stopped => false,
-        other => {
-            return Err(Error::busy(format!(
-                "container '{id}' is {other}: try again later"
-            )))
-        }
-    };
+    let running = is_running(runtime.state(id)?, id)?;
     let (output, shown) = match &dest {
         Destination::Path(partial) => (partial.temp.clone(), partial.dest.clone()),
         _ => (PathBuf::new(), PathBuf::from("the stream")),
@@ -348,28 +340,7 @@ fn run(pool: &Pool, id: &str, dest: Destination, opts: &ExportOptions) -> Result
         },
     )?;
     failpoint::hit("export-after-journal");
-    let opened = match dest {
-        Destination::Path(partial) => partial
-            .create()
-            .and_then(ArchiveWriter::new)
-            .map(|w| (w, Finish::Rename(partial))),
-        Destination::File(mut file) => file
-            .stream_position()
-            .ctx(|| "standard output is a file but cannot seek")
-            .and_then(|start| {
-                let w = ArchiveWriter::new(file.try_clone().ctx(|| "cannot use the file")?)?;
-                Ok((w, Finish::CutBack(file, start)))
-            }),
-        Destination::Stream(out) => {
-            let count = Arc::new(AtomicU64::new(0));
-            let out = CountedOut {
-                inner: out,
-                count: Arc::clone(&count),
-            };
-            ArchiveWriter::streaming(out, opts.part_size).map(|w| (w, Finish::Nothing(count)))
-        }
-    };
-    let (writer, finish) = match opened {
+    let (writer, finish) = match open_destination(dest, opts.part_size) {
         Ok(opened) => opened,
         Err(e) => {
             journal.finish()?;
@@ -399,22 +370,55 @@ fn run(pool: &Pool, id: &str, dest: Destination, opts: &ExportOptions) -> Result
         (Err(e), _) => Err(interrupt::explain(e)),
         (Ok(_), Err(e)) => Err(e),
     };
-    match outcome {
-        // The journal goes only when everything it records was undone.
-        Ok(bytes) => {
-            journal.finish()?;
-            Ok(Exported {
-                bytes,
-                path: shown,
-                elapsed: began.elapsed(),
-                downtime,
-            })
+    // The journal goes only when everything it records was undone.
+    match &outcome {
+        Ok(_) => journal.finish()?,
+        Err(_) if job_is_clean(&journal) => {
+            let _ = journal.finish();
         }
-        Err(e) => {
-            if job_is_clean(&journal) {
-                let _ = journal.finish();
-            }
-            Err(e.context(format!("cannot export container '{id}'")))
+        Err(_) => {}
+    }
+    let bytes = outcome.map_err(|e| e.context(format!("cannot export container '{id}'")))?;
+    Ok(Exported {
+        bytes,
+        path: shown,
+        elapsed: began.elapsed(),
+        downtime,
+    })
+}
+
+/// Whether a container to export runs; one on its way up or down is busy.
+fn is_running(state: CtState, id: &str) -> Result<bool> {
+    match state {
+        CtState::Running => Ok(true),
+        CtState::Stopped => Ok(false),
+        other => Err(Error::busy(format!(
+            "container '{id}' is {other}: try again later"
+        ))),
+    }
+}
+
+/// The archive's writer on `dest`, and what completes or undoes it.
+fn open_destination(dest: Destination<'_>, part_size: u64) -> Result<(ArchiveWriter<'_>, Finish)> {
+    match dest {
+        Destination::Path(partial) => partial
+            .create()
+            .and_then(ArchiveWriter::new)
+            .map(|w| (w, Finish::Rename(partial))),
+        Destination::File(mut file) => file
+            .stream_position()
+            .ctx(|| "standard output is a file but cannot seek")
+            .and_then(|start| {
+                let w = ArchiveWriter::new(file.try_clone().ctx(|| "cannot use the file")?)?;
+                Ok((w, Finish::CutBack(file, start)))
+            }),
+        Destination::Stream(out) => {
+            let count = Arc::new(AtomicU64::new(0));
+            let out = CountedOut {
+                inner: out,
+                count: Arc::clone(&count),
+            };
+            ArchiveWriter::streaming(out, part_size).map(|w| (w, Finish::Nothing(count)))
         }
     }
 }

@@ -125,6 +125,7 @@ impl Grammar {
                 "'{shown}' comes after checksums.yml, which does not cover it"
             ));
         }
+        check_part_layout(name, shown, metadata.part_size)?;
         let late = |what: &str| bad(format!("'{shown}' comes after the {what}"));
         match name {
             EntryName::Metadata => unreachable!("a second metadata.yml is a duplicate"),
@@ -147,19 +148,9 @@ impl Grammar {
             {
                 return late("checksums or snapshots")
             }
-            EntryName::Stream(_) if metadata.part_size.is_some() => {
-                return bad(format!(
-                    "'{shown}' is a whole stream, but metadata.yml says streams are in parts"
-                ))
-            }
             EntryName::Stream(stream) => {
                 self.check_stream_order(stream, shown)?;
                 self.phase = Phase::Streams;
-            }
-            EntryName::StreamPart(..) if metadata.part_size.is_none() => {
-                return bad(format!(
-                    "'{shown}' is a stream part, but metadata.yml sets no part_size"
-                ))
             }
             EntryName::StreamPart(stream, _) => {
                 self.check_stream_order(stream, shown)?;
@@ -381,6 +372,20 @@ pub(crate) fn check_checksums(expected: &[EntryDigest], seen: &[EntryDigest]) ->
         )));
     }
     Ok(expected.len())
+}
+
+/// Streams come whole when metadata.yml sets no `part_size`, in parts when
+/// it does, never mixed.
+fn check_part_layout(name: &EntryName, shown: &str, part_size: Option<u64>) -> Result<()> {
+    match (name, part_size) {
+        (EntryName::Stream(_), Some(_)) => Err(Error::archive(format!(
+            "'{shown}' is a whole stream, but metadata.yml says streams are in parts"
+        ))),
+        (EntryName::StreamPart(..), None) => Err(Error::archive(format!(
+            "'{shown}' is a stream part, but metadata.yml sets no part_size"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

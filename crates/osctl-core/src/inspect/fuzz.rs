@@ -373,6 +373,20 @@ pub mod seeds {
         Original,
     }
 
+    fn compress_seed(sink: &mut dyn Write, compression: Compression, data: &[u8]) -> Result<()> {
+        let options = CompressOptions {
+            threads: 1,
+            ..Default::default()
+        };
+        let mut encoder =
+            Encoder::new(compression, sink, &options).ctx(|| "cannot compress a seed")?;
+        encoder.write_all(data).ctx(|| "cannot compress a seed")?;
+        encoder
+            .finish()
+            .and_then(|s| s.flush())
+            .ctx(|| "cannot compress a seed")
+    }
+
     /// An archive laid out as export writes it; stream names get the
     /// compression's suffix and their content is compressed with it.
     fn archive(
@@ -419,19 +433,7 @@ pub mod seeds {
         }
         for (name, data) in streams {
             let name = format!("{name}{}", compression.suffix());
-            w.stream_entry(&name, |sink| {
-                let options = CompressOptions {
-                    threads: 1,
-                    ..Default::default()
-                };
-                let mut encoder =
-                    Encoder::new(compression, sink, &options).ctx(|| "cannot compress a seed")?;
-                encoder.write_all(data).ctx(|| "cannot compress a seed")?;
-                encoder
-                    .finish()
-                    .and_then(|s| s.flush())
-                    .ctx(|| "cannot compress a seed")
-            })?;
+            w.stream_entry(&name, |sink| compress_seed(sink, compression, data))?;
         }
         let snapshots: Vec<String> = match tail {
             Tail::Ours(names) => {
