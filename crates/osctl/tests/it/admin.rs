@@ -232,8 +232,7 @@ fn sigint_ends_an_import_with_130() {
         .unwrap();
     let staged = env.root().join("pools/default/ct/copy.importing");
     assert!(wait_until(30, || staged.exists()), "the import never began");
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    signal(&child, libc::SIGINT);
     let status = child.wait().unwrap();
     let mut stderr = String::new();
     child

@@ -11,7 +11,8 @@ use testkit::tree::{self, build_every_kind, Mtimes, Options, Precision};
 
 use super::original;
 use super::support::{
-    assert_consistent, can_run_containers, is_root, tar_names, wait_for_writes, wait_until, Env,
+    assert_consistent, can_run_containers, is_root, signal, tar_names, wait_for_writes, wait_until,
+    Env,
 };
 use crate::require;
 
@@ -535,7 +536,7 @@ fn export_killed_by_sigterm_cleans_up() {
             .metadata()
             .map(|m| m.len() > (1 << 20))
             .unwrap_or(false))));
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    signal(&child, libc::SIGTERM);
     let status = child.wait().unwrap();
     let mut stderr = String::new();
     child
