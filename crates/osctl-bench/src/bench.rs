@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use crate::downtime;
 
 mod pipe;
+mod send;
 use crate::gen::{self, Dataset};
 use crate::measure::{Bench, Contender, Stats};
 use crate::osctl::Osctl;
@@ -65,6 +66,17 @@ pub struct Config {
     pub runs: usize,
     pub drop_caches: bool,
     pub backends: Vec<Kind>,
+    /// The groups of rows to measure (`--rows`); empty: all.
+    pub rows: Vec<String>,
+}
+
+/// The groups of rows `--rows` picks from.
+pub const ROW_GROUPS: &[&str] = &["throughput", "pipe", "downtime", "send"];
+
+impl Config {
+    fn wants(&self, group: &str) -> bool {
+        self.rows.is_empty() || self.rows.iter().any(|g| g == group)
+    }
 }
 
 /// `ct export` arguments, shared by the throughput and downtime rows.
@@ -98,6 +110,7 @@ struct Backend {
     raw_place: PathBuf,
 }
 
+#[derive(Clone)]
 struct Ct {
     id: String,
     data: Dataset,
@@ -206,9 +219,35 @@ impl Runner<'_> {
             Some(d) => Some(self.container(&backend, SMALL_CT, d)?),
             None => None,
         };
-        let rss = self.throughput_rows(&backend, &ct)?;
-        let small_rss = match &small_ct {
-            Some(s) if self.has_export && self.has_import => Some(self.rss_only(&backend, s)?),
+        if self.cfg.wants("throughput") {
+            self.throughput_and_rss_rows(&backend, &ct, small_ct.as_ref())?;
+        }
+        if self.has_export && self.has_import && self.cfg.wants("pipe") {
+            self.pipe_rows(&backend, &ct)?;
+        }
+        if self.has_export && main.bootable && self.cfg.wants("downtime") {
+            self.downtime_rows(&backend, &ct, small_ct.as_ref())?;
+        } else if !main.bootable {
+            self.report.notes.push(
+                "no /bin/busybox on this host: the containers cannot boot, downtime and send rows skipped"
+                    .into(),
+            );
+        }
+        if self.osctl.has(&["ct", "send"]) && main.bootable && self.cfg.wants("send") {
+            self.send_rows(&backend, &ct)?;
+        }
+        Ok(())
+    }
+
+    fn throughput_and_rss_rows(
+        &mut self,
+        backend: &Backend,
+        ct: &Ct,
+        small_ct: Option<&Ct>,
+    ) -> Result<()> {
+        let rss = self.throughput_rows(backend, ct)?;
+        let small_rss = match small_ct {
+            Some(s) if self.has_export && self.has_import => Some(self.rss_only(backend, s)?),
             _ => None,
         };
         let (large_rss, small_rss) = match small_rss {
@@ -216,7 +255,7 @@ impl Runner<'_> {
             // Quick mode: the only container is the 200 MiB one.
             None => ((None, None), rss),
         };
-        let name = kind.name();
+        let name = backend.kind.name();
         if self.has_export {
             self.report.rss(
                 name,
@@ -233,17 +272,6 @@ impl Runner<'_> {
                 large_rss.1,
                 small_rss.1,
                 RSS_LIMIT_MIB,
-            );
-        }
-        if self.has_export && self.has_import {
-            self.pipe_rows(&backend, &ct)?;
-        }
-        if self.has_export && main.bootable {
-            self.downtime_rows(&backend, &ct, small_ct.as_ref())?;
-        } else if !main.bootable {
-            self.report.notes.push(
-                "no /bin/busybox on this host: the containers cannot boot, downtime rows skipped"
-                    .into(),
             );
         }
         Ok(())

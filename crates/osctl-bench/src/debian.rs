@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
+use crate::bench::Kind;
 use crate::downtime::{self, next_tick, PauseTimes};
 use crate::gen::TICKS_FILE;
 use crate::osctl::Osctl;
@@ -72,8 +73,11 @@ fn list(values: &[f64]) -> String {
     shown.join(", ")
 }
 
-/// `osctl-bench debian`: prints the rows as a markdown table.
-pub fn run(workdir: &Path, bin: &Path, runs: usize) -> Result<()> {
+/// `osctl-bench debian`: prints the rows as a markdown table. The
+/// container lives on the embedded dir pool of the bench's own state root,
+/// or on a pool of `backend` made for the run (a zpool on zfs-fuse, a
+/// loop-mounted btrfs) and removed after it.
+pub fn run(workdir: &Path, bin: &Path, runs: usize, backend: Kind, repo: &Path) -> Result<()> {
     let dir = workdir.join("debian");
     fs::create_dir_all(&dir)?;
     let rootfs = rootfs(&dir)?;
@@ -81,15 +85,76 @@ pub fn run(workdir: &Path, bin: &Path, runs: usize) -> Result<()> {
         bin: bin.to_path_buf(),
         root: dir.join("state"),
     };
-    let logs = dir.join("logs");
-    fs::create_dir_all(&logs)?;
     // The first command without --pool makes the embedded default pool.
     osctl.run(None, ["ct", "ls"])?;
-    let _ = osctl.run(Some(POOL), ["ct", "del", "-f", ID]);
-    let _ = osctl.run(Some(POOL), ["user", "new", USER]);
+    let wd = sys::Workdir::new(workdir.to_path_buf())?;
+    let pool = match backend {
+        Kind::Dir => POOL.to_string(),
+        Kind::Zfs => {
+            sys::ensure_zfs_fuse(&wd, repo)?;
+            let zpool = sys::Zpool::create(&wd)?;
+            let dataset = format!("{}/debian", zpool.name);
+            osctl.run(
+                None,
+                [
+                    "pool",
+                    "install",
+                    "--backend",
+                    "zfs",
+                    "--dataset",
+                    &dataset,
+                    "debzfs",
+                ],
+            )?;
+            "debzfs".to_string()
+        }
+        Kind::Btrfs => {
+            let mount = sys::BtrfsMount::create(&wd)?;
+            let path = mount
+                .mountpoint
+                .join("debian")
+                .to_string_lossy()
+                .into_owned();
+            osctl.run(
+                None,
+                [
+                    "pool",
+                    "install",
+                    "--backend",
+                    "btrfs",
+                    "--path",
+                    &path,
+                    "debbtrfs",
+                ],
+            )?;
+            "debbtrfs".to_string()
+        }
+    };
+    let measured = measure(&osctl, &pool, &rootfs, &dir, runs);
+    let _ = osctl.run(Some(&pool), ["ct", "del", "-f", ID]);
+    if backend != Kind::Dir {
+        let _ = osctl.run(None, ["pool", "uninstall", &pool]);
+        sys::cleanup(&wd);
+    }
+    print_rows(backend, &measured?);
+    Ok(())
+}
+
+struct Measured {
+    stop: Vec<f64>,
+    start: Vec<f64>,
+    up: Vec<f64>,
+    pauses: Vec<(&'static str, Vec<PauseTimes>)>,
+}
+
+fn measure(osctl: &Osctl, pool: &str, rootfs: &Path, dir: &Path, runs: usize) -> Result<Measured> {
+    let logs = dir.join("logs");
+    fs::create_dir_all(&logs)?;
+    let _ = osctl.run(Some(pool), ["ct", "del", "-f", ID]);
+    let _ = osctl.run(Some(pool), ["user", "new", USER]);
     let from = rootfs.to_string_lossy().into_owned();
     osctl.run(
-        Some(POOL),
+        Some(pool),
         [
             "ct",
             "new",
@@ -101,44 +166,56 @@ pub fn run(workdir: &Path, bin: &Path, runs: usize) -> Result<()> {
             ID,
         ],
     )?;
-    let ticks = osctl.show(POOL, ID)?.rootfs.join(TICKS_FILE);
-    let mut stop = Vec::new();
-    let mut start = Vec::new();
-    let mut up = Vec::new();
+    let ticks = osctl.show(pool, ID)?.rootfs.join(TICKS_FILE);
+    let mut m = Measured {
+        stop: Vec::new(),
+        start: Vec::new(),
+        up: Vec::new(),
+        pauses: Vec::new(),
+    };
     for _ in 0..runs {
         let t = Instant::now();
-        osctl.run(Some(POOL), ["ct", "start", ID])?;
-        start.push(t.elapsed().as_secs_f64());
+        osctl.run(Some(pool), ["ct", "start", ID])?;
+        m.start.push(t.elapsed().as_secs_f64());
         // Until systemd has started the ticker: the boot as a service sees it.
         next_tick(&ticks, downtime::uptime()?)?;
-        up.push(t.elapsed().as_secs_f64());
+        m.up.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        osctl.run(Some(POOL), ["ct", "stop", ID])?;
-        stop.push(t.elapsed().as_secs_f64());
+        osctl.run(Some(pool), ["ct", "stop", ID])?;
+        m.stop.push(t.elapsed().as_secs_f64());
     }
     let out = dir.join("debian.tar");
-    let mut rows = Vec::new();
     for mode in ["--consistent", "--freeze"] {
-        let pauses = downtime::measure_pauses(&osctl, POOL, ID, &out, mode, runs, &logs)?;
-        osctl.run(Some(POOL), ["ct", "stop", ID])?;
-        rows.push((mode, pauses));
+        let pauses = downtime::measure_pauses(osctl, pool, ID, &out, mode, runs, &logs)?;
+        osctl.run(Some(pool), ["ct", "stop", ID])?;
+        m.pauses.push((mode, pauses));
     }
-    osctl.run(Some(POOL), ["ct", "del", "-f", ID])?;
-    println!("| Debian {SUITE} (systemd), dir pool | median | runs |");
+    Ok(m)
+}
+
+fn print_rows(backend: Kind, m: &Measured) {
+    println!(
+        "| Debian {SUITE} (systemd), {} pool | median | runs |",
+        backend.name()
+    );
     println!("| --- | --- | --- |");
-    println!("| `ct stop` | {:.2} s | {} |", median(&stop), list(&stop));
+    println!(
+        "| `ct stop` | {:.2} s | {} |",
+        median(&m.stop),
+        list(&m.stop)
+    );
     println!(
         "| `ct start` (LXC running) | {:.2} s | {} |",
-        median(&start),
-        list(&start)
+        median(&m.start),
+        list(&m.start)
     );
     println!(
         "| `ct start` until the ticker service runs | {:.2} s | {} |",
-        median(&up),
-        list(&up)
+        median(&m.up),
+        list(&m.up)
     );
-    for (mode, pauses) in &rows {
-        let gaps: Vec<f64> = pauses.iter().map(|p: &PauseTimes| p.longest_gap).collect();
+    for (mode, pauses) in &m.pauses {
+        let gaps: Vec<f64> = pauses.iter().map(|p| p.longest_gap).collect();
         let totals: Vec<f64> = pauses.iter().map(|p| p.total).collect();
         println!(
             "| `ct export {mode}`: longest pause seen inside (export took {}) | {:.3} s | {} |",
@@ -147,5 +224,4 @@ pub fn run(workdir: &Path, bin: &Path, runs: usize) -> Result<()> {
             list(&gaps)
         );
     }
-    Ok(())
 }

@@ -263,7 +263,7 @@ fn parse_uptime(line: &str) -> Option<f64> {
     line.split_whitespace().next()?.parse().ok()
 }
 
-fn read_ticks(file: &Path) -> Vec<f64> {
+pub fn read_ticks(file: &Path) -> Vec<f64> {
     fs::read_to_string(file)
         .map(|text| text.lines().filter_map(parse_uptime).collect())
         .unwrap_or_default()

@@ -57,6 +57,10 @@ struct RunArgs {
     /// Also write the table (with the machine's description) to this file
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Only these groups of rows, comma-separated: throughput (with peak
+    /// RSS, zstd and the gzip encoder), pipe, downtime (with --freeze), send
+    #[arg(long, value_delimiter = ',')]
+    rows: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -80,6 +84,13 @@ enum Command {
         osctl: PathBuf,
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// The pool's backend: dir (the embedded pool), zfs (a zpool on
+        /// zfs-fuse) or btrfs (a loop-mounted file system), made for the run
+        #[arg(long, default_value = "dir")]
+        backend: String,
+        /// The repository (for scripts/zfs-fuse-up.sh)
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
     },
     /// Judge the tree DIR as an untrusted import judges what a native
     /// stream brought (ids below 65536, the usual devices, no privileged
@@ -157,7 +168,9 @@ fn real_main() -> Result<()> {
             workdir,
             osctl,
             runs,
-        }) => debian::run(&workdir, &osctl, runs),
+            backend,
+            repo,
+        }) => debian::run(&workdir, &osctl, runs, bench::Kind::parse(&backend)?, &repo),
         Some(Command::Machine) => {
             print!("{}", report::machine());
             Ok(())
@@ -240,6 +253,16 @@ fn run(args: RunArgs) -> Result<()> {
         .iter()
         .map(|b| bench::Kind::parse(b))
         .collect::<Result<Vec<_>>>()?;
+    if let Some(unknown) = args
+        .rows
+        .iter()
+        .find(|r| !bench::ROW_GROUPS.contains(&r.as_str()))
+    {
+        bail!(
+            "unknown group of rows '{unknown}': use {}",
+            bench::ROW_GROUPS.join(", ")
+        );
+    }
     let osctl = std::fs::canonicalize(&args.osctl).map_err(|e| {
         anyhow::anyhow!(
             "osctl binary {}: {e} (build it with cargo build --release)",
@@ -258,6 +281,7 @@ fn run(args: RunArgs) -> Result<()> {
         runs: args.runs,
         drop_caches: args.drop_caches,
         backends,
+        rows: args.rows,
     };
     let started = std::time::Instant::now();
     let load_before = report::load_average();

@@ -74,6 +74,10 @@ impl Workdir {
     pub fn btrfs(&self) -> PathBuf {
         self.root.join("btrfs")
     }
+    /// The second host of the send rows: its state root, pools, keys.
+    pub fn target(&self) -> PathBuf {
+        self.root.join("target")
+    }
     fn own_daemon_pidfile(&self) -> PathBuf {
         self.root.join("zfs-fuse.pid")
     }
@@ -88,6 +92,7 @@ impl Workdir {
             self.scratch(),
             self.zfs(),
             self.btrfs(),
+            self.target(),
         ] {
             if dir.exists() {
                 fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
@@ -220,8 +225,11 @@ fn sparse_file(path: &Path) -> Result<()> {
 /// Undoes whatever a run left in the work directory: running containers,
 /// zpools, mounts, our own zfs-fuse daemon. Errors are reported, not fatal.
 pub fn cleanup(wd: &Workdir) {
-    stop_containers(&wd.state().join("lxc"));
-    release_subids(wd);
+    for state in [wd.state(), wd.target().join("state")] {
+        stop_containers(&state.join("lxc"));
+    }
+    release_subids(&wd.state(), true);
+    release_subids(&wd.target().join("state"), false);
     for pool in our_zpools(wd) {
         let mut destroyed = false;
         for _ in 0..5 {
@@ -248,18 +256,18 @@ pub fn cleanup(wd: &Workdir) {
     }
 }
 
-/// Removes the /etc/subuid and /etc/subgid lines of the users of the run's
-/// zfs and btrfs pools, which go away with their file systems below (the dir
-/// pool and its user are kept for the next run). Best effort: a pool that
-/// cannot be opened any more is skipped.
-fn release_subids(wd: &Workdir) {
+/// Removes the /etc/subuid and /etc/subgid lines of the users of the pools
+/// of the state root `state`, which go away with their file systems below
+/// (with `keep_dir`, the dir pool and its user are kept for the next run).
+/// Best effort: a pool that cannot be opened any more is skipped.
+fn release_subids(state: &Path, keep_dir: bool) {
     use osctl_core::host::Host;
     use osctl_core::pool::Pool;
     use osctl_core::storage::Backend;
-    let host = Host::at(wd.state());
+    let host = Host::at(state.to_path_buf());
     let subids = osctl_core::subid::SubIds::system();
     for entry in host.pools().unwrap_or_default() {
-        if entry.backend == Backend::Dir {
+        if keep_dir && entry.backend == Backend::Dir {
             continue;
         }
         let Ok(pool) = Pool::open(&host, &entry) else {

@@ -49,6 +49,9 @@ pub struct ContainerInfo {
     pub privileged: bool,
     pub hostname: String,
     pub datasets: Vec<String>,
+    /// A send under way: `staged` or `received` on the target (before and
+    /// after the cutover), `sending: STEP` on the source (the last step done).
+    pub send: Option<String>,
 }
 
 /// The pool's runtime.
@@ -418,6 +421,22 @@ pub fn info(pool: &Pool, id: &str) -> Result<ContainerInfo> {
             .as_deref()
             .map_or_else(|| id.to_string(), grammar::escaped),
         datasets: pool.storage.subdatasets(id)?,
+        send: send_state(&cfg),
+    })
+}
+
+/// What `send_log` says, in a word or two (a damaged log says so).
+fn send_state(cfg: &crate::model::ContainerConfig) -> Option<String> {
+    let log = cfg.extra.get(crate::send::LOG_KEY)?;
+    let log: crate::send::SendLog = match serde_json::from_value(log.clone()) {
+        Ok(log) => log,
+        Err(_) => return Some("damaged send_log".into()),
+    };
+    Some(match (log.role.as_str(), log.state.as_str()) {
+        ("target", "staged") => "staged".into(),
+        ("target", _) => "received".into(),
+        (_, "") => "sending".into(),
+        (_, step) => format!("sending: {step}"),
     })
 }
 

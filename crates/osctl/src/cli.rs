@@ -489,7 +489,13 @@ fn ct_cmd(ctx: &Ctx, cmd: CtCmd) -> Result<ExitCode> {
             };
             crate::netif_cli::run(&pool, ctx.json, cmd)?
         }
-        CtCmd::Send(cmd) => crate::send_cli::ct_send_cmd(&ctx.pool()?, &ctx.host, ctx.quiet, cmd)?,
+        CtCmd::Send(mut cmd) => {
+            let pool = match cmd.id_mut() {
+                Some(id) => ctx.locate(id)?,
+                None => ctx.pool()?,
+            };
+            crate::send_cli::ct_send_cmd(&pool, &ctx.host, ctx.quiet, cmd)?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

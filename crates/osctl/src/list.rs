@@ -174,8 +174,12 @@ impl Listed for osctl_core::containers::ContainerInfo {
         ("privileged", "whether it runs without a user namespace"),
         ("hostname", "its host name"),
         ("datasets", "its subdatasets"),
+        (
+            "send",
+            "a send under way: staged or received (target), sending: STEP (source)",
+        ),
     ];
-    const DEFAULT: &'static [&'static str] = &["pool", "id", "user", "group", "state"];
+    const DEFAULT: &'static [&'static str] = &["pool", "id", "user", "group", "state", "send"];
 }
 
 impl Listed for osctl_core::accounts::UserInfo {
@@ -240,6 +244,7 @@ mod tests {
             privileged: false,
             hostname: "a".into(),
             datasets: vec![],
+            send: None,
         });
         columns_are_fields(UserInfo {
             pool: "p".into(),

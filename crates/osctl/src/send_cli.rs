@@ -92,12 +92,29 @@ pub struct CtSendCmd {
     step: Option<StepCmd>,
     #[command(flatten)]
     opts: SendOpts,
-    /// The container (all steps in one go)
+    /// The container ([POOL:]ID; all steps in one go)
     #[arg(required = true)]
     id: Option<String>,
     /// [user@]host[:port]
     #[arg(required = true)]
     dest: Option<String>,
+}
+
+impl CtSendCmd {
+    /// The container argument, for [`crate::cli`] to resolve `POOL:ID`.
+    pub fn id_mut(&mut self) -> Option<&mut String> {
+        match &mut self.step {
+            None => self.id.as_mut(),
+            Some(
+                StepCmd::Config { id, .. }
+                | StepCmd::Rootfs { id }
+                | StepCmd::Sync { id }
+                | StepCmd::State { id, .. }
+                | StepCmd::Cleanup { id }
+                | StepCmd::Cancel { id },
+            ) => Some(id),
+        }
+    }
 }
 
 #[derive(Args, Debug, Default)]
@@ -125,19 +142,19 @@ pub enum StepCmd {
     Config {
         #[command(flatten)]
         opts: SendOpts,
-        /// The container (its id in the pool given by --pool)
+        /// The container ([POOL:]ID)
         id: String,
         /// [user@]host[:port]
         dest: String,
     },
     /// Send the root file system while the container runs
     Rootfs {
-        /// The container (its id in the pool given by --pool)
+        /// The container ([POOL:]ID)
         id: String,
     },
     /// Send the changes since the last round
     Sync {
-        /// The container (its id in the pool given by --pool)
+        /// The container ([POOL:]ID)
         id: String,
     },
     /// Stop, send the last changes, start on the target
@@ -145,17 +162,17 @@ pub enum StepCmd {
         /// Leave the copy stopped on the target
         #[arg(long)]
         no_start: bool,
-        /// The container (its id in the pool given by --pool)
+        /// The container ([POOL:]ID)
         id: String,
     },
     /// Remove the source (with --clone: start it again)
     Cleanup {
-        /// The container (its id in the pool given by --pool)
+        /// The container ([POOL:]ID)
         id: String,
     },
     /// Undo the send before cleanup: nothing stays on the target
     Cancel {
-        /// The container (its id in the pool given by --pool)
+        /// The container ([POOL:]ID)
         id: String,
     },
 }

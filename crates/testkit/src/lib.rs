@@ -4,12 +4,14 @@
 //!   copy keeps, and a comparison of two trees at a chosen precision;
 //! - [`fs`]: the small file-system operations those trees are made of;
 //! - [`zpool`]: a throw-away zpool (zfs-fuse or OpenZFS);
-//! - [`loopfs`]: a throw-away file system on a loop device (ext4, btrfs).
+//! - [`loopfs`]: a throw-away file system on a loop device (ext4, btrfs);
+//! - [`sshd`]: a throw-away OpenSSH server on a loopback address.
 //!
 //! Everything here panics on failure, naming the path: these are tests.
 
 pub mod fs;
 pub mod loopfs;
+pub mod sshd;
 pub mod tree;
 pub mod zpool;
 

@@ -13,8 +13,11 @@
 //! container, sends the last changes and starts the copy on the target;
 //! `cleanup` removes the source (or, with `--clone`, starts it again).
 //!
-//! A round is dumped on the source into a spool file first (zstd tar, with
-//! a manifest of the tree's state for the next round), then copied to the
+//! A round is dumped on the source into a spool file first, zstd-compressed:
+//! where both pools are zfs or both btrfs, the native stream of a snapshot
+//! (incremental from the round before, whose snapshot both sides keep until
+//! the next round is in); else a tar layer (with a manifest of the tree's
+//! state for the next round). It is then copied to the
 //! target's spool, from the byte where an earlier attempt stopped, and
 //! applied there only once complete and its digest matches: a cut
 //! connection resumes the round, and a round is applied whole or not at
@@ -56,6 +59,10 @@ pub struct SendLog {
     pub clone: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passphrase: Option<String>,
+    /// Rounds travel as the pools' native streams (both pools zfs, or both
+    /// btrfs), not as tar layers; decided at the first round.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub native: bool,
     /// Source: a round dumped into the spool and not yet acknowledged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prepared: Option<Prepared>,

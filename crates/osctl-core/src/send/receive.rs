@@ -31,6 +31,7 @@ struct Request {
     passphrase: Option<String>,
     clone: bool,
     no_start: bool,
+    native: bool,
     numbers: Vec<String>,
 }
 
@@ -60,6 +61,7 @@ fn parse_request(line: &str) -> Result<Request> {
             "--passphrase" => req.passphrase = Some(value("--passphrase")?),
             "--clone" => req.clone = true,
             "--no-start" => req.no_start = true,
+            "--native" => req.native = true,
             n if n.bytes().all(|b| b.is_ascii_hexdigit()) && n.len() <= 64 => {
                 req.numbers.push(n.to_string())
             }
@@ -213,7 +215,13 @@ fn status(pool: &Pool, id: &str, entry: &AuthorizedKey, out: &mut dyn Write) -> 
         let log = our_log(pool, id, entry)?;
         let next = round_file(&target_dir(pool, id), log.round + 1);
         let spooled = std::fs::metadata(&next).map_or(0, |m| m.len());
-        serde_json::json!({"exists": true, "state": log.state, "round": log.round, "spooled": spooled})
+        serde_json::json!({
+            "exists": true,
+            "state": log.state,
+            "round": log.round,
+            "spooled": spooled,
+            "backend": pool.storage.backend().as_str(),
+        })
     };
     writeln!(out, "{doc}").ctx(|| "cannot answer".to_string())
 }
@@ -242,6 +250,13 @@ fn round(pool: &Pool, req: &Request, entry: &AuthorizedKey, stdin: &mut dyn Read
         return Err(Error::refused(format!(
             "round {n} of container '{id}' cannot follow round {}",
             log.round
+        )));
+    }
+    // The first round decides how all of them travel.
+    if n > 1 && req.native != log.native {
+        return Err(Error::refused(format!(
+            "round {n} of container '{id}' is a {} stream, round 1 was not",
+            if req.native { "native" } else { "tar" }
         )));
     }
     let spool = round_file(&target_dir(pool, id), n);
@@ -273,10 +288,11 @@ fn round(pool: &Pool, req: &Request, entry: &AuthorizedKey, stdin: &mut dyn Read
         )));
     }
     let policy = FilePolicy::for_import(max_id(pool, id)?, entry.trusted);
-    let applied = rounds::apply(pool, id, &spool, policy);
+    let applied = rounds::apply(pool, id, &spool, n, req.native, policy);
     fsutil::remove_file_if_exists(&spool)?;
     applied.map_err(|e| e.context(format!("round {n} of container '{id}'")))?;
     log.round = n;
+    log.native = req.native;
     write_log(pool, id, Some(&log))?;
     pool.unlock_ct(id, lock)
 }
@@ -295,6 +311,9 @@ fn max_id(pool: &Pool, id: &str) -> Result<Option<u32>> {
 fn start(pool: &Pool, id: &str, entry: &AuthorizedKey, no_start: bool) -> Result<()> {
     let lock = pool.lock_ct(id)?;
     let mut log = our_log(pool, id, entry)?;
+    if log.native && log.state == "staged" {
+        rounds::place(pool, id, log.round)?;
+    }
     let was = log.state.clone();
     log.state = "started".into();
     write_log(pool, id, Some(&log))?;
@@ -315,6 +334,9 @@ fn done(host: &Host, pool: &Pool, id: &str, entry: &AuthorizedKey) -> Result<()>
         let log = our_log(pool, id, entry)?;
         if log.state != "started" {
             return Err(Error::refused(format!("container '{id}' has not cut over")));
+        }
+        if log.native {
+            rounds::forget_last(pool, id, log.round)?;
         }
         write_log(pool, id, None)?;
     }

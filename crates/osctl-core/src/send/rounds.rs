@@ -9,10 +9,11 @@ use sha2::{Digest, Sha256};
 
 use crate::archive::compress::{self, CompressOptions, Compression, Encoder};
 use crate::error::{Context, Error, Result};
-use crate::filepolicy::FilePolicy;
+use crate::filepolicy::{self, FilePolicy};
 use crate::fstar::{self, DumpSource, ExtractOptions, Manifest};
 use crate::fsutil;
 use crate::pool::Pool;
+use crate::storage::{self, Dataset, NativeStreams, SendRequest};
 
 use super::Prepared;
 
@@ -57,13 +58,50 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Dumps round `round` of container `id`: the whole root file system after
-/// round 0, else the changes since the manifest of round `round - 1`; the
-/// new manifest is kept for the next round. Returns what the spool holds.
-pub(crate) fn prepare(pool: &Pool, id: &str, round: u32) -> Result<Prepared> {
+/// The snapshot of round `round` of a native send, on both sides.
+pub(crate) fn round_snapshot(round: u32) -> String {
+    format!("{ROUND_SNAPSHOT_PREFIX}{round}")
+}
+
+const ROUND_SNAPSHOT_PREFIX: &str = "osctl-send-";
+
+/// Dumps round `round` of container `id` into the spool: after round 0 the
+/// whole root file system, else the changes since round `round - 1`, as a
+/// native stream (`native`) or a tar layer. Returns what the spool holds.
+pub(crate) fn prepare(pool: &Pool, id: &str, round: u32, native: bool) -> Result<Prepared> {
     let dir = source_dir(pool, id);
     fsutil::create_dir_all(&dir)?;
     fsutil::set_mode(&dir, 0o700)?;
+    let part = dir.join(format!("round-{round}.part"));
+    let file = File::create(&part).ctx(|| format!("cannot create {}", part.display()))?;
+    let hashing = Hashing {
+        file,
+        hash: Sha256::new(),
+        len: 0,
+    };
+    let failed = || format!("cannot dump round {round} of container '{id}'");
+    let mut enc =
+        Encoder::new(Compression::Zstd, hashing, &CompressOptions::default()).ctx(failed)?;
+    if native {
+        dump_native(pool, id, round, &mut enc)?;
+    } else {
+        dump_tar(pool, id, round, &mut enc)?;
+    }
+    let hashing = enc.finish().ctx(failed)?;
+    hashing.file.sync_all().ctx(failed)?;
+    let prepared = Prepared {
+        round,
+        size: hashing.len,
+        sha256: hex(&hashing.hash.finalize()),
+    };
+    std::fs::rename(&part, round_file(&dir, round)).ctx(failed)?;
+    Ok(prepared)
+}
+
+/// A tar layer of the changes since the manifest of the round before; the
+/// new manifest is kept for the next round.
+fn dump_tar(pool: &Pool, id: &str, round: u32, out: &mut dyn Write) -> Result<()> {
+    let dir = source_dir(pool, id);
     let base = match round {
         1 => None,
         n => {
@@ -81,36 +119,64 @@ pub(crate) fn prepare(pool: &Pool, id: &str, round: u32) -> Result<Prepared> {
         prefix: String::new(),
         dir: pool.storage.rootfs(id),
     }];
-    let part = dir.join(format!("round-{round}.part"));
-    let file = File::create(&part).ctx(|| format!("cannot create {}", part.display()))?;
-    let hashing = Hashing {
-        file,
-        hash: Sha256::new(),
-        len: 0,
+    let (_, manifest) = fstar::dump_round(out, &sources, base.as_ref())?;
+    fsutil::atomic_write(&manifest_file(&dir, round), &manifest.to_bytes())
+}
+
+/// The native stream of a new snapshot, incremental from the round
+/// before's. A snapshot of this round left by an attempt that died before
+/// the round was recorded is taken again.
+fn dump_native(pool: &Pool, id: &str, round: u32, out: &mut dyn Write) -> Result<()> {
+    let native = native_streams(pool)?;
+    let snap = round_snapshot(round);
+    pool.storage.destroy_snapshot(id, &snap)?;
+    pool.storage.snapshot(id, &snap)?;
+    let base = (round > 1).then(|| round_snapshot(round - 1));
+    let request = SendRequest {
+        snapshot: &snap,
+        from: base.as_deref(),
+        compressed: false,
     };
-    let failed = || format!("cannot dump round {round} of container '{id}'");
-    let mut enc =
-        Encoder::new(Compression::Zstd, hashing, &CompressOptions::default()).ctx(failed)?;
-    let (_, manifest) = fstar::dump_round(&mut enc, &sources, base.as_ref())?;
-    let hashing = enc.finish().ctx(failed)?;
-    hashing.file.sync_all().ctx(failed)?;
-    let prepared = Prepared {
-        round,
-        size: hashing.len,
-        sha256: hex(&hashing.hash.finalize()),
-    };
-    fsutil::atomic_write(&manifest_file(&dir, round), &manifest.to_bytes())?;
-    std::fs::rename(&part, round_file(&dir, round)).ctx(failed)?;
-    Ok(prepared)
+    let mut stream = storage::send(native, Dataset::root(id), &request)?;
+    io::copy(&mut stream, out)
+        .map(drop)
+        .ctx(|| format!("cannot send round {round} of container '{id}'"))
+}
+
+fn native_streams(pool: &Pool) -> Result<&dyn NativeStreams> {
+    pool.storage.native().ok_or_else(|| {
+        Error::refused(format!(
+            "pool '{}' ({}) has no native streams",
+            pool.name,
+            pool.storage.backend()
+        ))
+    })
+}
+
+/// Removes the round snapshots a native send left on the source.
+pub(crate) fn forget_snapshots(pool: &Pool, id: &str) -> Result<()> {
+    if !pool.ct_exists(id) {
+        return Ok(());
+    }
+    for snap in pool.storage.snapshots(id)? {
+        if snap.starts_with(ROUND_SNAPSHOT_PREFIX) {
+            pool.storage.destroy_snapshot(id, &snap)?;
+        }
+    }
+    Ok(())
 }
 
 /// After the target acknowledged `round`: its stream and the manifest
 /// before it are no longer needed.
-pub(crate) fn acknowledged(pool: &Pool, id: &str, round: u32) -> Result<()> {
+pub(crate) fn acknowledged(pool: &Pool, id: &str, round: u32, native: bool) -> Result<()> {
     let dir = source_dir(pool, id);
     fsutil::remove_file_if_exists(&round_file(&dir, round))?;
     if round > 1 {
         fsutil::remove_file_if_exists(&manifest_file(&dir, round - 1))?;
+        if native {
+            pool.storage
+                .destroy_snapshot(id, &round_snapshot(round - 1))?;
+        }
     }
     Ok(())
 }
@@ -132,16 +198,59 @@ pub(crate) fn file_sha256(path: &Path) -> Result<String> {
     Ok(hex(&hash.finalize()))
 }
 
-/// Applies a complete round from the target's spool to the staged
-/// container `id`, judged by `policy` as an import judges a tar stream.
-pub(crate) fn apply(pool: &Pool, id: &str, spool: &Path, policy: FilePolicy) -> Result<()> {
+/// Applies a complete round `round` from the target's spool to the staged
+/// container `id`, judged by `policy` as an import judges what it receives:
+/// a tar layer as it is extracted, a native stream's tree after it is
+/// received (and undone if refused).
+pub(crate) fn apply(
+    pool: &Pool,
+    id: &str,
+    spool: &Path,
+    round: u32,
+    native: bool,
+    policy: FilePolicy,
+) -> Result<()> {
     let file = File::open(spool).ctx(|| format!("cannot open {}", spool.display()))?;
     let mut input = compress::decompressor(Compression::Zstd, io::BufReader::new(file))
         .ctx(|| "cannot decompress the round".to_string())?;
-    let opts = ExtractOptions {
-        policy,
-        whiteouts: true,
-    };
-    fstar::extract(&mut input, &pool.storage.rootfs(id), &opts)?;
-    Ok(())
+    if !native {
+        let opts = ExtractOptions {
+            policy,
+            whiteouts: true,
+        };
+        fstar::extract(&mut input, &pool.storage.rootfs(id), &opts)?;
+        return Ok(());
+    }
+    let native = native_streams(pool)?;
+    let ds = Dataset::root(id);
+    let snap = round_snapshot(round);
+    let base = (round > 1).then(|| round_snapshot(round - 1));
+    let received = (|| {
+        let mut receiver = native.receive_round(ds, &snap, base.as_deref(), &policy)?;
+        let copied = receiver.copy_from(&mut input, |_| {}).map(drop);
+        receiver.end(copied, &format!("round {round}"))?;
+        let tree = native.received_round(ds, &snap, base.as_deref())?;
+        filepolicy::scan::scan(&tree, &[], &policy).map(drop)
+    })();
+    if let Err(e) = received {
+        return Err(match native.drop_round(ds, &snap, base.as_deref()) {
+            Ok(()) => e,
+            Err(undo) => e.context(format!("(undoing the round failed too: {undo})")),
+        });
+    }
+    match base {
+        Some(base) => native.forget_round(ds, &base),
+        None => Ok(()),
+    }
+}
+
+/// At the cutover on the target: the last native round becomes the
+/// container's root file system.
+pub(crate) fn place(pool: &Pool, id: &str, round: u32) -> Result<()> {
+    native_streams(pool)?.place_round(Dataset::root(id), &round_snapshot(round))
+}
+
+/// After the send: the target's last round snapshot goes.
+pub(crate) fn forget_last(pool: &Pool, id: &str, round: u32) -> Result<()> {
+    native_streams(pool)?.forget_round(Dataset::root(id), &round_snapshot(round))
 }

@@ -305,18 +305,43 @@ fn send_round(
     log: &mut SendLog,
     opts: &SendOptions,
 ) -> Result<()> {
+    let status = target_status(host, id, log)?;
+    if log.round == 0 && log.prepared.is_none() {
+        log.native = native_rounds_possible(pool, &status);
+    }
     let prepared = match &log.prepared {
         Some(p) => p.clone(),
         None => {
             opts.progress
                 .step(format!("round {} of {id}: dumping", log.round + 1));
-            let p = rounds::prepare(pool, id, log.round + 1)?;
+            let p = rounds::prepare(pool, id, log.round + 1, log.native)?;
             log.prepared = Some(p.clone());
             write_log(pool, id, Some(log))?;
             p
         }
     };
     let n = prepared.round;
+    let started = Instant::now();
+    let mut sent = 0;
+    if status["round"].as_u64().unwrap_or(0) < u64::from(n) {
+        let offset = status["spooled"].as_u64().unwrap_or(0);
+        sent = send_spool(pool, host, id, log, &prepared, offset, opts)?;
+    }
+    log.round = n;
+    log.prepared = None;
+    write_log(pool, id, Some(log))?;
+    rounds::acknowledged(pool, id, n, log.native)?;
+    let kind = match log.native {
+        true => pool.storage.backend().as_str(),
+        false => "tar",
+    };
+    (opts.report)(round_line(n, kind, sent, prepared.size, started.elapsed()));
+    Ok(())
+}
+
+/// The target's view of the send: whether the container is staged there,
+/// the rounds it applied, the bytes of the next one it holds, its backend.
+fn target_status(host: &Host, id: &str, log: &SendLog) -> Result<serde_json::Value> {
     let status: serde_json::Value = serde_json::from_str(&run_remote(host, log, "status", &[])?)
         .map_err(|e| Error::refused(format!("the target's status is not JSON: {e}")))?;
     if status["exists"] != true {
@@ -325,33 +350,46 @@ fn send_round(
             log.target_id.as_deref().unwrap_or_default()
         )));
     }
-    let started = Instant::now();
-    let mut sent = 0;
-    if status["round"].as_u64().unwrap_or(0) < u64::from(n) {
-        let offset = status["spooled"].as_u64().unwrap_or(0);
-        let spool = rounds::round_file(&rounds::source_dir(pool, id), n);
-        let mut file = File::open(&spool).ctx(|| format!("cannot open {}", spool.display()))?;
-        file.seek(SeekFrom::Start(offset))
-            .ctx(|| format!("cannot read {}", spool.display()))?;
-        opts.progress.step(format!("round {n} of {id}"));
-        let words = [
-            n.to_string(),
-            prepared.size.to_string(),
-            prepared.sha256.clone(),
-            offset.to_string(),
-        ];
-        run_remote_with(host, log, "round", &words, &file, &opts.progress)?;
-        sent = prepared.size - offset;
-    }
-    log.round = n;
-    log.prepared = None;
-    write_log(pool, id, Some(log))?;
-    rounds::acknowledged(pool, id, n)?;
-    (opts.report)(round_line(n, sent, prepared.size, started.elapsed()));
-    Ok(())
+    Ok(status)
 }
 
-fn round_line(n: u32, sent: u64, size: u64, took: Duration) -> String {
+/// Native streams need the same backend on both sides; a target that does
+/// not tell its backend gets tar layers.
+fn native_rounds_possible(pool: &Pool, status: &serde_json::Value) -> bool {
+    pool.storage.native().is_some()
+        && status["backend"].as_str() == Some(pool.storage.backend().as_str())
+}
+
+/// Copies a dumped round from byte `offset` on; returns the bytes sent.
+fn send_spool(
+    pool: &Pool,
+    host: &Host,
+    id: &str,
+    log: &SendLog,
+    prepared: &super::Prepared,
+    offset: u64,
+    opts: &SendOptions,
+) -> Result<u64> {
+    let n = prepared.round;
+    let spool = rounds::round_file(&rounds::source_dir(pool, id), n);
+    let mut file = File::open(&spool).ctx(|| format!("cannot open {}", spool.display()))?;
+    file.seek(SeekFrom::Start(offset))
+        .ctx(|| format!("cannot read {}", spool.display()))?;
+    opts.progress.step(format!("round {n} of {id}"));
+    let mut words = vec![
+        n.to_string(),
+        prepared.size.to_string(),
+        prepared.sha256.clone(),
+        offset.to_string(),
+    ];
+    if log.native {
+        words.push("--native".to_string());
+    }
+    run_remote_with(host, log, "round", &words, &file, &opts.progress)?;
+    Ok(prepared.size - offset)
+}
+
+fn round_line(n: u32, kind: &str, sent: u64, size: u64, took: Duration) -> String {
     let secs = took.as_secs_f64().max(0.001);
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     let resumed = if sent < size {
@@ -360,7 +398,7 @@ fn round_line(n: u32, sent: u64, size: u64, took: Duration) -> String {
         String::new()
     };
     format!(
-        "round {n}: {:.2} MiB sent in {:.2} s, {:.2} MiB/s{resumed}",
+        "round {n}: {:.2} MiB ({kind} stream) sent in {:.2} s, {:.2} MiB/s{resumed}",
         mib(sent),
         secs,
         mib(sent) / secs
@@ -461,6 +499,7 @@ pub fn cleanup(pool: &Pool, host: &Host, id: &str) -> Result<()> {
         }
         if log.clone {
             start_again(pool, id, &mut log)?;
+            rounds::forget_snapshots(pool, id)?;
             write_log(pool, id, None)?;
         }
         Ok(log)
@@ -482,6 +521,7 @@ pub fn cancel(pool: &Pool, host: &Host, id: &str) -> Result<()> {
         }
         run_remote(host, &log, "cancel", &[])?;
         start_again(pool, id, &mut log)?;
+        rounds::forget_snapshots(pool, id)?;
         write_log(pool, id, None)?;
         fsutil::remove_dir_all_if_exists(&rounds::source_dir(pool, id))
     })

@@ -353,6 +353,36 @@ impl BtrfsStorage {
         }
     }
 
+    /// A round received completely (read-only, with a received UUID): what
+    /// its stream created, as the guard of the next round names its parent.
+    fn complete_round(&self, ds: Dataset, snap: &str) -> Result<SubvolumeId> {
+        check_dataset(ds)?;
+        check_snapshot_name(snap)?;
+        let label = ds.label();
+        let path = self.receive_dir(ds).join(snap);
+        let incomplete = || {
+            Error::archive(format!(
+                "{label}: round '{snap}' was not received completely"
+            ))
+        };
+        if !is_subvolume(&path)? {
+            return Err(incomplete());
+        }
+        let show = show_subvolume(&path)?;
+        let uuid = match (&show.received_uuid, show.readonly) {
+            (Some(uuid), true) => btrfs_stream::parse_uuid(uuid).ok_or_else(|| {
+                Error::invalid(format!(
+                    "{label}: round '{snap}' has received UUID '{uuid}'"
+                ))
+            })?,
+            _ => return Err(incomplete()),
+        };
+        Ok(SubvolumeId {
+            uuid,
+            ctransid: show.send_transid,
+        })
+    }
+
     /// Forgets the streams of a dataset and of the datasets below it.
     fn forget_received(&self, ds: Dataset) {
         let children = format!("{}/", ds.rel);
@@ -732,6 +762,102 @@ impl NativeStreams for BtrfsStorage {
         self.tidy_snapshot_dirs(ct);
         lock(&self.received).remove(&memory_key(ds));
         Ok(())
+    }
+
+    /// Rounds are received next to each other in the dataset's receive
+    /// directory, read-only, each the parent of the next; the guard of an
+    /// incremental round takes its parent from the base round's received
+    /// UUID and send transid (what the base stream created, in whichever
+    /// process received it).
+    fn receive_round(
+        &self,
+        ds: Dataset,
+        snap: &str,
+        base: Option<&str>,
+        policy: &FilePolicy,
+    ) -> Result<Receiver> {
+        check_dataset(ds)?;
+        check_snapshot_name(snap)?;
+        self.forget_received(ds);
+        remove_tree(&self.receive_dir(ds).join(snap)).ctx(|| {
+            format!(
+                "cannot delete an earlier attempt at round '{snap}' of {}",
+                ds.label()
+            )
+        })?;
+        if let Some(base) = base {
+            let parent = self.complete_round(ds, base)?;
+            lock(&self.received).insert(memory_key(ds), Received::Base(parent));
+        }
+        self.receive(ds, policy)
+    }
+
+    fn received_round(&self, ds: Dataset, snap: &str, base: Option<&str>) -> Result<PathBuf> {
+        self.complete_round(ds, snap)?;
+        let dir = self.receive_dir(ds);
+        let others: Vec<String> = list_dir(&dir)?
+            .into_iter()
+            .filter(|name| name != snap && Some(name.as_str()) != base)
+            .collect();
+        if !others.is_empty() {
+            return Err(Error::archive(format!(
+                "{}: the round's stream made {} instead of '{snap}'",
+                ds.label(),
+                others.join(", ")
+            )));
+        }
+        Ok(dir.join(snap))
+    }
+
+    /// Deletes what the stream made: the received subvolume (and anything
+    /// else in the receive directory but the base).
+    fn drop_round(&self, ds: Dataset, snap: &str, base: Option<&str>) -> Result<()> {
+        check_dataset(ds)?;
+        check_snapshot_name(snap)?;
+        let dir = self.receive_dir(ds);
+        for name in list_dir(&dir)? {
+            if Some(name.as_str()) != base {
+                remove_tree(&dir.join(&name))
+                    .ctx(|| format!("cannot delete round '{name}' of {}", ds.label()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn forget_round(&self, ds: Dataset, snap: &str) -> Result<()> {
+        check_dataset(ds)?;
+        check_snapshot_name(snap)?;
+        let dir = self.receive_dir(ds);
+        remove_tree(&dir.join(snap))
+            .ctx(|| format!("cannot delete round '{snap}' of {}", ds.label()))?;
+        if list_dir(&dir)?.is_empty() {
+            let _ = fs::remove_dir(&dir);
+            let _ = fs::remove_dir(self.snap_dir.join(ds.ct).join(RECEIVE_DIR));
+            self.tidy_snapshot_dirs(ds.ct);
+        }
+        Ok(())
+    }
+
+    /// A writable snapshot of the round replaces the dataset's subvolume; the
+    /// round itself stays, read-only, as the parent of a round that may follow.
+    fn place_round(&self, ds: Dataset, snap: &str) -> Result<()> {
+        if !ds.is_root() {
+            return Err(Error::invalid(format!(
+                "{}: rounds are received for root datasets only",
+                ds.label()
+            )));
+        }
+        self.complete_round(ds, snap)?;
+        let dir = self.dataset_dir(ds)?;
+        let label = ds.label();
+        remove_tree(&dir).ctx(|| format!("cannot replace {label}"))?;
+        Cmd::new("btrfs")
+            .args(["subvolume", "snapshot"])
+            .arg(self.receive_dir(ds).join(snap))
+            .arg(&dir)
+            .run()
+            .ctx(|| format!("cannot put round '{snap}' of {label} in place"))?;
+        fsutil::seal_container_dir(&dir)
     }
 }
 

@@ -68,6 +68,9 @@ pub struct SubvolumeShow {
     pub readonly: bool,
     /// Set by `btrfs receive` once a stream is received completely.
     pub received_uuid: Option<String>,
+    /// The sent subvolume's ctransid, set with the received UUID (0 when
+    /// nothing was received).
+    pub send_transid: u64,
 }
 
 /// Parses `btrfs subvolume show PATH`: the path on the first line, then
@@ -88,6 +91,7 @@ pub fn parse_subvolume_show(out: &str) -> Result<SubvolumeShow> {
         path,
         readonly: false,
         received_uuid: None,
+        send_transid: 0,
     };
     for (key, value) in lines.filter_map(|line| line.split_once(':')) {
         let value = value.trim();
@@ -95,6 +99,12 @@ pub fn parse_subvolume_show(out: &str) -> Result<SubvolumeShow> {
             "Flags" => show.readonly = value.split_whitespace().any(|f| f == "readonly"),
             "Received UUID" if value != "-" && !value.is_empty() => {
                 show.received_uuid = Some(value.to_string())
+            }
+            "Send transid" => {
+                show.send_transid = value.parse().map_err(|_| ParseError {
+                    source_name: "`btrfs subvolume show`",
+                    reason: format!("send transid '{}'", value.escape_debug()),
+                })?
             }
             _ => {}
         }
@@ -292,6 +302,9 @@ pool/snapshots/c2.importing/.recv/root/base
 \tCreation time: \t\t2026-11-26 20:50:13 +0000
 \tSubvolume ID: \t\t262
 \tFlags: \t\t\treadonly
+\tSend transid: \t\t1207
+\tSend time: \t\t2026-11-26 20:50:13 +0000
+\tReceive transid: \t1211
 \tSnapshot(s):
 ";
 
@@ -314,10 +327,12 @@ r/s1
             received.received_uuid.as_deref(),
             Some("335980a6-70e3-a246-994a-7e07461f1865")
         );
+        assert_eq!(received.send_transid, 1207);
         let partial = parse_subvolume_show(SHOW_PARTIAL).unwrap();
         assert_eq!(partial.path, "r/s1");
         assert!(!partial.readonly);
         assert_eq!(partial.received_uuid, None);
+        assert_eq!(partial.send_transid, 0);
         let top = parse_subvolume_show("/\n\tName: \t\t\t<FS_TREE>\n").unwrap();
         assert_eq!(top.path, "");
         assert!(parse_subvolume_show("").is_err());

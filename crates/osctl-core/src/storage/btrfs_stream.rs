@@ -152,6 +152,24 @@ impl fmt::Display for SubvolumeId {
 }
 
 /// A UUID as `btrfs` prints it: `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
+/// The other way round: `8-4-4-4-12` hex digits; None if `text` is not one.
+pub fn parse_uuid(text: &str) -> Option<[u8; UUID_LEN]> {
+    let groups: Vec<&str> = text.split('-').collect();
+    let lengths: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+    if lengths != [8, 4, 4, 4, 12] {
+        return None;
+    }
+    let hex = groups.concat();
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut uuid = [0u8; UUID_LEN];
+    for (i, byte) in uuid.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(uuid)
+}
+
 pub fn format_uuid(uuid: &[u8; UUID_LEN]) -> String {
     let hex: String = uuid.iter().map(|b| format!("{b:02x}")).collect();
     format!(

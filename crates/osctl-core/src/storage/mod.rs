@@ -280,6 +280,37 @@ pub trait NativeStreams: Send + Sync {
     /// unmounted: the import's commit renames the container, which mounts it
     /// at its final place ([`Storage::mount`] shows it before that).
     fn finish_receive(&self, ds: Dataset, snapshots: &[String]) -> Result<()>;
+
+    /// Starts receiving one round of a send (`osctl ct send`) into a staged
+    /// dataset: a whole stream (`base` None, replacing the dataset's
+    /// contents) or the changes since the round snapshot `base`, which the
+    /// dataset keeps from the round before. The stream makes the snapshot
+    /// `snap`; a leftover of an earlier attempt at `snap` goes first.
+    fn receive_round(
+        &self,
+        ds: Dataset,
+        snap: &str,
+        base: Option<&str>,
+        policy: &FilePolicy,
+    ) -> Result<Receiver>;
+
+    /// The tree a received round brought, to be judged by the file policy;
+    /// refuses a round whose stream did not make the snapshot `snap`
+    /// completely, or made others beside it and `base`.
+    fn received_round(&self, ds: Dataset, snap: &str, base: Option<&str>) -> Result<PathBuf>;
+
+    /// Undoes a round that was refused or failed: the dataset goes back to
+    /// the round snapshot `base` (or, without one, to an empty dataset).
+    fn drop_round(&self, ds: Dataset, snap: &str, base: Option<&str>) -> Result<()>;
+
+    /// Removes the round snapshot `snap` once the next round is in, or the
+    /// send has ended.
+    fn forget_round(&self, ds: Dataset, snap: &str) -> Result<()>;
+
+    /// At the cutover: makes the dataset's own directory show the round
+    /// snapshot `snap`, writable, keeping `snap` for a round that may still
+    /// follow if the start fails.
+    fn place_round(&self, ds: Dataset, snap: &str) -> Result<()>;
 }
 
 /// A receiver that reads a native stream from a file it is given.

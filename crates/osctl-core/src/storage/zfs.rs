@@ -593,6 +593,22 @@ impl ZfsStorage {
         }
     }
 
+    /// `zfs rollback -r DATASET@SNAP`, unmounted (on zfs-fuse a mounted
+    /// dataset may be busy for a moment): later snapshots go too.
+    fn rollback(&self, name: &str, snap: &str) -> Result<()> {
+        check_snapshot_name(snap)?;
+        if let Some(tree) = query(name, "type,mounted", Depth::All)? {
+            unmount_tree(&tree)?;
+        }
+        let target = format!("{name}@{snap}");
+        run_patiently(
+            &zfs(["rollback", "-r", &target]),
+            || format!("cannot roll dataset '{name}' back to '{snap}'"),
+            || try_unmount(name),
+        )
+        .map(drop)
+    }
+
     /// Whether a mounted dataset holds nothing but what `create` put there:
     /// an empty `private/`.
     fn as_created(&self, ds: Dataset) -> Result<bool> {
@@ -941,6 +957,83 @@ impl NativeStreams for ZfsStorage {
             self.destroy_snapshot_on(&name, snap)?;
         }
         Ok(())
+    }
+
+    /// A whole stream goes into a new dataset (see `receive_cmd`); an
+    /// incremental one into the dataset rolled back to `base`, which also
+    /// removes an earlier attempt's `snap`.
+    fn receive_round(
+        &self,
+        ds: Dataset,
+        snap: &str,
+        base: Option<&str>,
+        policy: &FilePolicy,
+    ) -> Result<Receiver> {
+        check_snapshot_name(snap)?;
+        let name = self.dataset_of(ds)?;
+        match base {
+            None => {
+                if query(&name, "type", Depth::Itself)?.is_some() {
+                    unmount_tree(&self.dataset_tree(ds.ct)?)?;
+                    destroy_dataset(&name, true)?;
+                }
+            }
+            Some(base) => self.rollback(&name, base)?,
+        }
+        self.receive(ds, policy)
+    }
+
+    /// The stream must have made `snap` and nothing else: the dataset holds
+    /// that snapshot and at most the round's base besides.
+    fn received_round(&self, ds: Dataset, snap: &str, base: Option<&str>) -> Result<PathBuf> {
+        check_snapshot_name(snap)?;
+        let mut snapshots = self.snapshots(ds.ct)?;
+        snapshots.sort();
+        let mut expected: Vec<&str> = base.into_iter().chain([snap]).collect();
+        expected.sort();
+        if snapshots != expected {
+            return Err(Error::archive(format!(
+                "{}: the round's stream did not make snapshot '{snap}' (snapshots: {})",
+                ds.label(),
+                snapshots.join(", ")
+            )));
+        }
+        self.mount(ds.ct)?;
+        Ok(self.path(ds))
+    }
+
+    fn drop_round(&self, ds: Dataset, snap: &str, base: Option<&str>) -> Result<()> {
+        check_snapshot_name(snap)?;
+        let name = self.dataset_of(ds)?;
+        let has_base = match base {
+            Some(base) => self.snapshots(ds.ct)?.iter().any(|s| s == base),
+            None => false,
+        };
+        match base {
+            Some(base) if has_base => self.rollback(&name, base),
+            _ => {
+                if query(&name, "type", Depth::Itself)?.is_some() {
+                    unmount_tree(&self.dataset_tree(ds.ct)?)?;
+                    destroy_dataset(&name, true)?;
+                }
+                self.create(ds)
+            }
+        }
+    }
+
+    fn forget_round(&self, ds: Dataset, snap: &str) -> Result<()> {
+        check_snapshot_name(snap)?;
+        let name = self.dataset_of(ds)?;
+        if self.snapshots(ds.ct)?.iter().any(|s| s == snap) {
+            self.destroy_snapshot_on(&name, snap)?;
+        }
+        Ok(())
+    }
+
+    /// The dataset is the received tree already: it only has to be mounted.
+    fn place_round(&self, ds: Dataset, snap: &str) -> Result<()> {
+        check_snapshot_name(snap)?;
+        self.mount(ds.ct)
     }
 }
 

@@ -25,6 +25,13 @@ pub(crate) enum Kind {
     Zfs,
 }
 
+impl Kind {
+    /// The backend's name, as `pool install --backend` takes it.
+    pub(crate) fn name(self) -> String {
+        format!("{self:?}").to_lowercase()
+    }
+}
+
 /// A pool of some kind installed in an environment, with what holds it (a
 /// loop-mounted file system, a zpool). Its containers and users are deleted
 /// before those go away.
@@ -39,7 +46,7 @@ pub(crate) struct Pool<'e> {
 impl<'e> Pool<'e> {
     /// The pool, or None (the test is skipped) where the machine lacks the parts.
     pub(crate) fn new(env: &'e Env, kind: Kind) -> Option<Pool<'e>> {
-        let name = format!("{kind:?}").to_lowercase();
+        let name = kind.name();
         let (fs, zpool, args): (_, _, Vec<String>) = match kind {
             Kind::Dir => (
                 None,

@@ -72,9 +72,12 @@ fn ls_lists_every_pool_with_the_originals_options() {
     let env = Env::with_private_subids();
     two_pools(&env);
     let table = cells(&env.ok(&["ct", "ls"]));
-    assert_eq!(table[0], ["POOL", "ID", "USER", "GROUP", "STATE"]);
-    assert_eq!(table[1], ["default", "c1", "u1", "/default", "stopped"]);
-    assert_eq!(table[2], ["second", "c2", "u2", "/web", "stopped"]);
+    assert_eq!(table[0], ["POOL", "ID", "USER", "GROUP", "STATE", "SEND"]);
+    assert_eq!(
+        table[1],
+        ["default", "c1", "u1", "/default", "stopped", "-"]
+    );
+    assert_eq!(table[2], ["second", "c2", "u2", "/web", "stopped", "-"]);
     // --pool filters; -H drops the header; -o picks and orders columns.
     let only = cells(&env.ok(&["--pool", "second", "ct", "ls", "-H", "-o", "id,group"]));
     assert_eq!(only, [["c2", "/web"]]);

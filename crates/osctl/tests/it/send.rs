@@ -4,88 +4,21 @@
 //! osctl manages; 127.0.0.3 is a source address that `--from` refuses.
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use crate::it::backends::Kind;
 use crate::it::support::{can_run_containers, have, wait_until, Env};
 use crate::require;
+use testkit::sshd::{Sshd, SSHD};
 
-/// An sshd for the target host, stopped when dropped.
-struct Sshd {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Sshd {
-    /// Serves `target`'s authorized_keys (as osctl writes them) on 127.0.0.2.
-    fn start(target: &Env) -> Sshd {
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("host_key");
-        let made = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&key)
-            .status()
-            .unwrap();
-        assert!(made.success());
-        let port = TcpListener::bind("127.0.0.2:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = dir.path().join("sshd_config");
-        std::fs::write(
-            &config,
-            format!(
-                "ListenAddress 127.0.0.2:{port}\nHostKey {}\nPidFile {}\n\
-                 AuthorizedKeysFile {}\nPasswordAuthentication no\n\
-                 KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
-                 PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n\
-                 LogLevel VERBOSE\n",
-                key.display(),
-                dir.path().join("sshd.pid").display(),
-                target.root().join("send/authorized_keys").display(),
-            ),
-        )
-        .unwrap();
-        std::fs::create_dir_all("/run/sshd").unwrap();
-        let log = std::fs::File::create(dir.path().join("sshd.log")).unwrap();
-        let child = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(&config)
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let sshd = Sshd {
-            child,
-            port,
-            _dir: dir,
-        };
-        let up = wait_until(10, || TcpStream::connect(("127.0.0.2", port)).is_ok());
-        assert!(up, "sshd did not come up: {}", sshd.log());
-        sshd
-    }
-
-    fn dest(&self) -> String {
-        format!("root@127.0.0.2:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("sshd.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The target host's sshd, serving the authorized_keys osctl writes.
+fn target_sshd(target: &Env) -> Sshd {
+    Sshd::start("127.0.0.2", &[target.root().join("send/authorized_keys")])
 }
 
 fn can_send() -> bool {
-    can_run_containers() && Path::new("/usr/sbin/sshd").exists() && have("ssh")
+    can_run_containers() && Path::new(SSHD).exists() && have("ssh")
 }
 
 /// Two hosts and the target's sshd; the source's key made.
@@ -109,7 +42,7 @@ impl Hosts {
         src.ok(&["send", "key", "gen"]);
         // The target's pool first: the receive command runs with its state.
         dst.ok(&["pool", "ls"]);
-        let sshd = Sshd::start(&dst);
+        let sshd = target_sshd(&dst);
         Hosts { src, dst, sshd }
     }
 
@@ -219,6 +152,9 @@ fn dir_step_by_step_carries_every_change_and_stages_until_the_cutover() {
     assert_eq!(h.dst_ids(), ["web"]);
     let staged = h.dst.fails(&["ct", "start", "web"], 1);
     assert!(staged.contains("staged"), "{staged}");
+    let send_column = |env: &Env| env.ok(&["ct", "ls", "-H", "-o", "send"]).trim().to_string();
+    assert_eq!(send_column(&h.dst), "staged");
+    assert_eq!(send_column(&h.src), "sending: config");
     h.send_ok(&["rootfs", "web"]);
     let there = h.dst.rootfs_of("web");
     assert_eq!(read(&there, "root/a").as_deref(), Some("before config"));
@@ -236,6 +172,7 @@ fn dir_step_by_step_carries_every_change_and_stages_until_the_cutover() {
     assert!(out.contains("round 4:"), "{out}");
     assert_eq!(h.dst.state("web"), "running");
     assert_eq!(h.src.state("web"), "stopped");
+    assert_eq!(send_column(&h.dst), "received");
     assert_eq!(read(&there, "root/a"), None);
     for (f, body) in [
         ("b", "after rootfs"),
@@ -245,35 +182,11 @@ fn dir_step_by_step_carries_every_change_and_stages_until_the_cutover() {
         assert_eq!(read(&there, &format!("root/{f}")).as_deref(), Some(body));
     }
     h.send_ok(&["cleanup", "web"]);
+    assert_eq!(send_column(&h.dst), "-");
     assert!(h.src.json(&["ct", "ls"]).as_array().unwrap().is_empty());
     // The target's copy is its own now: no send log left.
     let cfg = std::fs::read_to_string(h.dst.root().join("pools/default/conf/ct/web.yml")).unwrap();
     assert!(!cfg.contains("send_log"), "{cfg}");
-}
-
-impl Sshd {
-    /// Stops sshd (the target is unreachable) until [`Sshd::restart`].
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// The same sshd again: same host key, config and port.
-    fn restart(&mut self) {
-        let dir = self._dir.path();
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(dir.join("sshd.log"))
-            .unwrap();
-        self.child = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(dir.join("sshd_config"))
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let port = self.port;
-        assert!(wait_until(10, || TcpStream::connect(("127.0.0.2", port)).is_ok()));
-    }
 }
 
 impl Hosts {
@@ -556,6 +469,9 @@ struct Stores {
     _fs: Vec<testkit::loopfs::LoopFs>,
     /// `pool install` arguments of the source's pool and the target's.
     install: [Vec<String>; 2],
+    /// The source's and the target's backend, and where its snapshots are
+    /// listed: the zfs dataset, or the btrfs file system's mount.
+    snapshots: [(Kind, String); 2],
 }
 
 impl Stores {
@@ -566,6 +482,7 @@ impl Stores {
         };
         let mut fs = Vec::new();
         let mut install = [Vec::new(), Vec::new()];
+        let mut snapshots = [(Kind::Dir, String::new()), (Kind::Dir, String::new())];
         for (i, kind) in kinds.iter().enumerate() {
             let args: Vec<String> = match kind {
                 Kind::Dir => vec![
@@ -574,14 +491,19 @@ impl Stores {
                 ],
                 Kind::Btrfs => {
                     let f = testkit::loopfs::LoopFs::new("btrfs", 1024, "compress=zstd")?;
+                    snapshots[i].1 = f.path().to_string_lossy().into_owned();
                     let path = f.path().join("pool").to_string_lossy().into_owned();
                     fs.push(f);
                     vec!["--path".into(), path]
                 }
-                Kind::Zfs => vec!["--dataset".into(), zpool.as_ref()?.ds(&format!("pool{i}"))],
+                Kind::Zfs => {
+                    let ds = zpool.as_ref()?.ds(&format!("pool{i}"));
+                    snapshots[i].1 = ds.clone();
+                    vec!["--dataset".into(), ds]
+                }
             };
-            let backend = format!("{kind:?}").to_lowercase();
-            install[i] = ["pool", "install", "--backend", &backend]
+            snapshots[i].0 = *kind;
+            install[i] = ["pool", "install", "--backend", &kind.name()]
                 .iter()
                 .map(|s| s.to_string())
                 .chain(args)
@@ -591,17 +513,52 @@ impl Stores {
             _zpool: zpool,
             _fs: fs,
             install,
+            snapshots,
         })
+    }
+
+    /// The round snapshots of a native send on the source (0) or target (1).
+    fn round_snapshots(&self, side: usize) -> Vec<String> {
+        let (kind, place) = &self.snapshots[side];
+        let listed = match kind {
+            Kind::Dir => return Vec::new(),
+            Kind::Zfs => Command::new("zfs")
+                .args(["list", "-H", "-t", "snapshot", "-o", "name", "-r", place])
+                .output(),
+            Kind::Btrfs => Command::new("btrfs")
+                .args(["subvolume", "list", place])
+                .output(),
+        }
+        .unwrap();
+        assert!(listed.status.success(), "{listed:?}");
+        let mut found: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .filter_map(|l| l.rsplit(['@', '/']).next())
+            .filter(|name| name.starts_with("osctl-send-"))
+            .map(String::from)
+            .collect();
+        found.sort();
+        found
     }
 }
 
-/// Step by step from a pool of `from` to one of `to`, files written between
-/// the steps all arriving.
-fn send_between(from: Kind, to: Kind) {
+/// Two hosts with a pool of `from` on the source (`source`, with `web`, a
+/// stopped busybox container of user u1) and one of `to` on the target
+/// (`target`); the source's key authorized with `key_args`. None where a
+/// backend is missing here.
+struct PoolHosts {
+    h: Hosts,
+    stores: Stores,
+    /// The source container's root file system.
+    live: PathBuf,
+    _scratch: tempfile::TempDir,
+}
+
+fn pool_hosts(from: Kind, to: Kind, key_args: &[&str], privileged: bool) -> Option<PoolHosts> {
     let scratch = tempfile::tempdir().unwrap();
     let Some(stores) = Stores::new([from, to], scratch.path()) else {
         eprintln!("SKIPPED: no {from:?} or {to:?} pool here");
-        return;
+        return None;
     };
     let h = Hosts::new();
     for (env, args, name) in [
@@ -612,8 +569,7 @@ fn send_between(from: Kind, to: Kind) {
         args.push(name);
         env.ok(&args);
     }
-    // zfs-fuse runs only privileged containers, which need trust.
-    h.authorize("src", &["--trusted"]);
+    h.authorize("src", key_args);
     let rootfs = h.src.busybox_rootfs("rootfs-web");
     h.src.ok(&["--pool", "source", "user", "new", "u1"]);
     let path = rootfs.to_str().unwrap();
@@ -628,13 +584,32 @@ fn send_between(from: Kind, to: Kind) {
         path,
         "web",
     ];
-    if from == Kind::Zfs {
+    if privileged {
         new.insert(4, "--privileged");
     }
     h.src.ok(&new);
-    h.src.ok(&["--pool", "source", "ct", "start", "web"]);
     let show = h.src.json(&["--pool", "source", "ct", "show", "web"]);
     let live = PathBuf::from(show["rootfs"].as_str().unwrap());
+    Some(PoolHosts {
+        h,
+        stores,
+        live,
+        _scratch: scratch,
+    })
+}
+
+/// Step by step from a pool of `from` to one of `to`, files written between
+/// the steps all arriving; rounds as native streams where both backends
+/// are the same, and no round snapshot left on either side.
+fn send_between(from: Kind, to: Kind) {
+    // zfs-fuse runs only privileged containers, which need trust.
+    let Some(PoolHosts {
+        h, stores, live, ..
+    }) = pool_hosts(from, to, &["--trusted"], from == Kind::Zfs)
+    else {
+        return;
+    };
+    h.src.ok(&["--pool", "source", "ct", "start", "web"]);
     write(&live, "root/a", "first");
     h.send_ok(&[
         "config",
@@ -645,7 +620,12 @@ fn send_between(from: Kind, to: Kind) {
         "web",
         "{dest}",
     ]);
-    h.send_ok(&["rootfs", "--pool", "source", "web"]);
+    let out = h.send_ok(&["rootfs", "--pool", "source", "web"]);
+    let kind = match from == to {
+        true => format!("({} stream)", from.name()),
+        false => "(tar stream)".to_string(),
+    };
+    assert!(out.contains(&kind), "{kind}: {out}");
     write(&live, "root/b", "second");
     h.send_ok(&["sync", "--pool", "source", "web"]);
     std::fs::remove_file(live.join("root/a")).unwrap();
@@ -659,6 +639,8 @@ fn send_between(from: Kind, to: Kind) {
     assert_eq!(read(&there, "root/b").as_deref(), Some("second"));
     assert_eq!(read(&there, "root/c").as_deref(), Some("third"));
     assert_eq!(read(&there, "etc/hostname").as_deref(), Some("busybox\n"));
+    assert_eq!(stores.round_snapshots(0), Vec::<String>::new());
+    assert_eq!(stores.round_snapshots(1), Vec::<String>::new());
     drop(h);
     drop(stores);
 }
@@ -679,6 +661,61 @@ fn zfs_to_zfs() {
 fn btrfs_to_btrfs() {
     require!(can_send(), "needs root, LXC, busybox and sshd");
     send_between(Kind::Btrfs, Kind::Btrfs);
+}
+
+/// A native round whose tree holds a file owned outside the container's
+/// map is refused as an import refuses it, and undone: the target stays at
+/// the round before, and a cancel then leaves nothing on either side.
+fn hostile_native_round(kind: Kind) {
+    let Some(PoolHosts {
+        h, stores, live, ..
+    }) = pool_hosts(kind, kind, &[], false)
+    else {
+        return;
+    };
+    write(&live, "root/a", "first");
+    h.send_ok(&[
+        "config",
+        "--pool",
+        "source",
+        "--to-pool",
+        "target",
+        "web",
+        "{dest}",
+    ]);
+    // POOL:ID as everywhere else.
+    h.send_ok(&["rootfs", "source:web"]);
+    write(&live, "root/evil", "owned by someone else");
+    std::os::unix::fs::chown(live.join("root/evil"), Some(4_000_000), Some(0)).unwrap();
+    let err = h.send_fails(&["sync", "--pool", "source", "web"]);
+    assert!(err.contains("round 2 of container 'web'"), "{err}");
+    assert!(err.contains("outside the container's id map"), "{err}");
+    assert_eq!(stores.round_snapshots(1), ["osctl-send-1"]);
+    let there = h.dst.json(&["--pool", "target", "ct", "show", "web"]);
+    let there = PathBuf::from(there["rootfs"].as_str().unwrap());
+    assert_eq!(read(&there, "root/evil"), None);
+    let status = h.raw_request("receive status web --pool target", b"");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["round"], 1);
+    assert_eq!(status["backend"], stores.snapshots[1].0.name());
+    h.send_ok(&["cancel", "--pool", "source", "web"]);
+    assert_eq!(h.dst_ids(), Vec::<String>::new());
+    assert_eq!(stores.round_snapshots(0), Vec::<String>::new());
+    assert_eq!(stores.round_snapshots(1), Vec::<String>::new());
+    drop(h);
+    drop(stores);
+}
+
+#[test]
+fn zfs_native_rounds_are_judged_and_undone() {
+    require!(can_send(), "needs root, LXC, busybox and sshd");
+    hostile_native_round(Kind::Zfs);
+}
+
+#[test]
+fn btrfs_native_rounds_are_judged_and_undone() {
+    require!(can_send(), "needs root, LXC, busybox and sshd");
+    hostile_native_round(Kind::Btrfs);
 }
 
 impl Hosts {

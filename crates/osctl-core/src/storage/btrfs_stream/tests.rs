@@ -648,3 +648,21 @@ fn files_the_policy_refuses_are_refused() {
 }
 
 const CAP_NAME: &[u8] = b"security.capability";
+
+#[test]
+fn uuids_read_back_as_printed() {
+    let uuid: [u8; UUID_LEN] = core::array::from_fn(|i| (i * 17) as u8);
+    let text = format_uuid(&uuid);
+    assert_eq!(parse_uuid(&text), Some(uuid));
+    assert_eq!(parse_uuid(&text.to_uppercase()), Some(uuid));
+    for bad in [
+        "",
+        "-",
+        "335980a6-70e3-a246-994a-7e07461f186",
+        "335980a670e3-a246-994a-7e07461f1865-",
+        "+35980a6-70e3-a246-994a-7e07461f1865",
+        "335980a6-70e3-a246-994a-7e07461f186g",
+    ] {
+        assert_eq!(parse_uuid(bad), None, "{bad}");
+    }
+}
