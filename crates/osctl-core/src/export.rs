@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::archive::background::BackgroundWriter;
 use crate::archive::compress::{CompressOptions, Compression, Encoder};
 use crate::archive::meta::{self, ArchiveFormat, ArchiveType, Metadata, StreamEncoding};
 use crate::archive::{ArchiveWriter, DigestAlgorithm, EntrySink};
@@ -298,7 +299,10 @@ pub fn export_to_stdout(pool: &Pool, id: &str, opts: &ExportOptions) -> Result<E
     let exported = if seekable {
         export_to_file(pool, id, file, opts)
     } else {
-        export_to(pool, id, io::BufWriter::with_capacity(1 << 16, file), opts)
+        // A thread writes into the pipe, so that a part waiting for the
+        // reader does not hold up the making of the next.
+        let _ = rustix::pipe::fcntl_setpipe_size(&file, 1 << 20);
+        export_to(pool, id, BackgroundWriter::new(file), opts)
     };
     exported.map(|done| Exported {
         path: PathBuf::from("standard output"),

@@ -12,6 +12,7 @@
 //!
 //! Nothing here runs programs or knows about pools.
 
+pub mod background;
 pub mod compress;
 pub mod digest;
 pub mod grammar;
