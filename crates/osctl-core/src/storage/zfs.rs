@@ -151,6 +151,9 @@ fn mount(name: &str) -> Result<()> {
 /// Runs a `zfs` command, retrying a few times while zfs says busy: zfs-fuse
 /// does so for a moment after a dataset was mounted or its files were used.
 /// `between` runs before each retry (e.g. to unmount).
+/// Tries of `zfs rollback` when a refused send round is undone.
+const ROLLBACK_ATTEMPTS: u32 = 3;
+
 fn run_patiently(cmd: &Cmd, action: impl Fn() -> String, between: impl Fn()) -> Result<String> {
     let mut delay = BUSY_FIRST_DELAY;
     for _ in 0..BUSY_RETRIES {
@@ -960,8 +963,10 @@ impl NativeStreams for ZfsStorage {
     }
 
     /// A whole stream goes into a new dataset (see `receive_cmd`); an
-    /// incremental one into the dataset rolled back to `base`, which also
-    /// removes an earlier attempt's `snap`.
+    /// incremental one into the dataset, which `zfs recv -F` rolls back to
+    /// `base` itself (an explicit `zfs rollback` of a received dataset
+    /// fails now and then on zfs-fuse with "I/O error"); an earlier
+    /// attempt's `snap` goes first.
     fn receive_round(
         &self,
         ds: Dataset,
@@ -978,7 +983,12 @@ impl NativeStreams for ZfsStorage {
                     destroy_dataset(&name, true)?;
                 }
             }
-            Some(base) => self.rollback(&name, base)?,
+            Some(base) => {
+                check_snapshot_name(base)?;
+                if self.snapshots(ds.ct)?.iter().any(|s| s == snap) {
+                    self.destroy_snapshot_on(&name, snap)?;
+                }
+            }
         }
         self.receive(ds, policy)
     }
@@ -1002,23 +1012,28 @@ impl NativeStreams for ZfsStorage {
         Ok(self.path(ds))
     }
 
+    /// Rolls back to `base`; where that fails (zfs-fuse, see
+    /// `receive_round`) or there is no base, the dataset is made anew,
+    /// empty: nothing of the refused round may stay, even if the send then
+    /// has to start again.
     fn drop_round(&self, ds: Dataset, snap: &str, base: Option<&str>) -> Result<()> {
         check_snapshot_name(snap)?;
         let name = self.dataset_of(ds)?;
-        let has_base = match base {
-            Some(base) => self.snapshots(ds.ct)?.iter().any(|s| s == base),
-            None => false,
-        };
-        match base {
-            Some(base) if has_base => self.rollback(&name, base),
-            _ => {
-                if query(&name, "type", Depth::Itself)?.is_some() {
-                    unmount_tree(&self.dataset_tree(ds.ct)?)?;
-                    destroy_dataset(&name, true)?;
+        if let Some(base) = base {
+            if self.snapshots(ds.ct)?.iter().any(|s| s == base) {
+                for attempt in 0..ROLLBACK_ATTEMPTS {
+                    if self.rollback(&name, base).is_ok() {
+                        return Ok(());
+                    }
+                    std::thread::sleep(BUSY_FIRST_DELAY * (attempt + 1));
                 }
-                self.create(ds)
             }
         }
+        if query(&name, "type", Depth::Itself)?.is_some() {
+            unmount_tree(&self.dataset_tree(ds.ct)?)?;
+            destroy_dataset(&name, true)?;
+        }
+        self.create(ds)
     }
 
     fn forget_round(&self, ds: Dataset, snap: &str) -> Result<()> {
