@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use testkit::sshd::Sshd;
 
-use super::{os, Backend, Ct, Kind, Runner};
+use super::{os, Backend, Ct, Kind, Runner, USER};
 use crate::downtime::{longest_gap, next_tick, read_ticks, uptime};
 use crate::gen::TICKS_FILE;
 use crate::measure::Contender;
@@ -28,7 +28,6 @@ use crate::run::Step;
 
 /// The loopback address of the target host.
 const TARGET_ADDR: &str = "127.0.0.2";
-const TARGET_POOL: &str = "benchtarget";
 /// Where the raw tools receive on the target.
 const RAW_TARGET: &str = "target-raw";
 /// The file written into the container between the last sync and the
@@ -38,6 +37,8 @@ const CHANGED_FILE: &str = "var/tmp/bench-send-changed";
 /// The second host: its osctl, its sshd and the key of the raw tools.
 struct Target {
     osctl: Osctl,
+    /// The target's pool (one per backend: `target<backend>`).
+    pool: String,
     sshd: Sshd,
     raw_key: PathBuf,
     /// A directory (dir, btrfs) or dataset (zfs) where the raw tools receive.
@@ -45,6 +46,19 @@ struct Target {
 }
 
 impl Target {
+    /// Removes the copy of `id` and the user its import made (the next
+    /// run's import would find it with another id map and refuse).
+    fn remove_copy(&self, id: &str) -> Vec<Step> {
+        vec![
+            self.osctl
+                .step(&self.pool, ["ct", "del", "--force", id])
+                .may_fail(),
+            self.osctl
+                .step(&self.pool, ["user", "del", USER])
+                .may_fail(),
+        ]
+    }
+
     /// `ssh` into the target as the raw tools do, running `command` there.
     fn ssh(&self, command: &str) -> Vec<OsString> {
         os(&[
@@ -146,9 +160,10 @@ impl Runner<'_> {
                 b.fs_root.join(RAW_TARGET).to_string_lossy().into(),
             ),
         };
+        let pool = format!("target{}", b.kind.name());
         let mut args = os(&[&"pool", &"install", &"--backend", &b.kind.name()]);
         args.extend(install);
-        args.push(TARGET_POOL.into());
+        args.push(pool.clone().into());
         osctl.run(None, args)?;
         let key_path = || self.osctl.run(None, ["send", "key", "path", "public"]);
         let public = match key_path() {
@@ -161,7 +176,13 @@ impl Runner<'_> {
         let public = fs::read(public.trim())?;
         run_with_stdin(
             &osctl,
-            &["receive", "authorized-keys", "add", "bench", "--trusted"],
+            &[
+                "receive",
+                "authorized-keys",
+                "add",
+                &format!("bench{}", b.kind.name()),
+                "--trusted",
+            ],
             &public,
         )?;
         let raw_key = wd.target().join("raw_key");
@@ -179,6 +200,7 @@ impl Runner<'_> {
         );
         Ok(Target {
             osctl,
+            pool,
             sshd,
             raw_key,
             raw_place,
@@ -207,7 +229,7 @@ impl Runner<'_> {
             args.extend_from_slice(words);
             self.osctl.run(Some(&b.pool), args)
         };
-        step(&["config", "--clone", "--to-pool", TARGET_POOL, id, &dest])?;
+        step(&["config", "--clone", "--to-pool", &target.pool, id, &dest])?;
         step(&["rootfs", id])?;
         step(&["sync", id])?;
         let changed = ct.rootfs.join(CHANGED_FILE);
@@ -216,7 +238,7 @@ impl Runner<'_> {
         }
         // The churn service rewrites its 1 MiB five times a second.
         std::thread::sleep(std::time::Duration::from_millis(600));
-        let ticks = target.osctl.show(TARGET_POOL, id)?.rootfs.join(TICKS_FILE);
+        let ticks = target.osctl.show(&target.pool, id)?.rootfs.join(TICKS_FILE);
         let (start, started) = (uptime()?, Instant::now());
         let stderr = run_loud(&self.osctl, &b.pool, &["ct", "send", "state", id])?;
         let state_secs = started.elapsed().as_secs_f64();
@@ -228,14 +250,14 @@ impl Runner<'_> {
         let _ = fs::remove_file(&changed);
         let timed = |words: [&str; 3]| -> Result<f64> {
             let t = Instant::now();
-            target.osctl.run(Some(TARGET_POOL), words)?;
+            target.osctl.run(Some(&target.pool), words)?;
             Ok(t.elapsed().as_secs_f64())
         };
         let stop = timed(["ct", "stop", id])?;
         let start_secs = timed(["ct", "start", id])?;
-        target
-            .osctl
-            .run(Some(TARGET_POOL), ["ct", "del", "--force", id])?;
+        for step in target.remove_copy(id) {
+            step.execute(&self.bench.logs.join("send.log"))?;
+        }
         eprintln!(
             "bench: {} send, {changed_mib} MiB changed, run {}/{}: state {state_secs:.2} s, downtime {reported:.2} s, longest pause inside {seen_inside:.3} s; target stop {stop:.2} s, start {start_secs:.2} s",
             b.kind.name(),
@@ -256,10 +278,7 @@ impl Runner<'_> {
         let dest = target.sshd.dest();
         let ours = Contender {
             name: "osctl ct send --clone".into(),
-            reset: vec![target
-                .osctl
-                .step(TARGET_POOL, ["ct", "del", "--force", &ct.id])
-                .may_fail()],
+            reset: target.remove_copy(&ct.id),
             timed: vec![self.osctl.step(
                 &b.pool,
                 [
@@ -267,7 +286,7 @@ impl Runner<'_> {
                     "send",
                     "--clone",
                     "--to-pool",
-                    TARGET_POOL,
+                    &target.pool,
                     &ct.id,
                     &dest,
                 ],
@@ -299,10 +318,9 @@ impl Runner<'_> {
                 Verdict::Info,
             );
         }
-        target
-            .osctl
-            .run(Some(TARGET_POOL), ["ct", "del", "--force", &ct.id])
-            .ok();
+        for step in target.remove_copy(&ct.id) {
+            step.execute(&self.bench.logs.join("send.log"))?;
+        }
         Ok(())
     }
 
