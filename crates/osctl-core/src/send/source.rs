@@ -305,9 +305,17 @@ fn send_round(
     log: &mut SendLog,
     opts: &SendOptions,
 ) -> Result<()> {
-    let status = target_status(host, id, log)?;
-    if log.round == 0 && log.prepared.is_none() {
-        log.native = native_rounds_possible(pool, &status);
+    // The target is asked where it stands only where the answer matters:
+    // before the first round (its backend decides the kind of rounds) and
+    // for a round an earlier attempt began (what of it arrived). A round
+    // dumped now is new to the target; each question is an ssh connection,
+    // which the cutover's downtime would pay.
+    let status = match (log.round, &log.prepared) {
+        (0, _) | (_, Some(_)) => Some(target_status(host, id, log)?),
+        _ => None,
+    };
+    if let (0, None, Some(status)) = (log.round, &log.prepared, &status) {
+        log.native = native_rounds_possible(pool, status);
     }
     let prepared = match &log.prepared {
         Some(p) => p.clone(),
@@ -323,8 +331,14 @@ fn send_round(
     let n = prepared.round;
     let started = Instant::now();
     let mut sent = 0;
-    if status["round"].as_u64().unwrap_or(0) < u64::from(n) {
-        let offset = status["spooled"].as_u64().unwrap_or(0);
+    let (applied, offset) = match &status {
+        Some(status) => (
+            status["round"].as_u64().unwrap_or(0),
+            status["spooled"].as_u64().unwrap_or(0),
+        ),
+        None => (u64::from(log.round), 0),
+    };
+    if applied < u64::from(n) {
         sent = send_spool(pool, host, id, log, &prepared, offset, opts)?;
     }
     log.round = n;
