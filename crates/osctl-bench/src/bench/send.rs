@@ -323,7 +323,17 @@ impl Runner<'_> {
     /// The raw tools' move of the container's data: its native stream
     /// (`native`) or a tar of its root file system, through ssh.
     fn raw_over_ssh(&self, b: &Backend, ct: &Ct, target: &Target, native: bool) -> Contender {
-        let place = &target.raw_place;
+        // Apart: btrfs receives read-only subvolumes, which `rm` cannot remove.
+        // tar unpacks into a directory of the pool's file system (apart:
+        // btrfs receives read-only subvolumes, which `rm` cannot remove).
+        let place = &match native {
+            true => target.raw_place.clone(),
+            false => b
+                .fs_root
+                .join("target-raw-tar")
+                .to_string_lossy()
+                .into_owned(),
+        };
         let tar_ct = Ct {
             dataset: None,
             ..ct.clone()

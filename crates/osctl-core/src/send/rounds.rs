@@ -210,9 +210,7 @@ pub(crate) fn apply(
     native: bool,
     policy: FilePolicy,
 ) -> Result<()> {
-    let file = File::open(spool).ctx(|| format!("cannot open {}", spool.display()))?;
-    let mut input = compress::decompressor(Compression::Zstd, io::BufReader::new(file))
-        .ctx(|| "cannot decompress the round".to_string())?;
+    let mut input = spooled_round(spool)?;
     if !native {
         let opts = ExtractOptions {
             policy,
@@ -226,9 +224,20 @@ pub(crate) fn apply(
     let snap = round_snapshot(round);
     let base = (round > 1).then(|| round_snapshot(round - 1));
     let received = (|| {
-        let mut receiver = native.receive_round(ds, &snap, base.as_deref(), &policy)?;
-        let copied = receiver.copy_from(&mut input, |_| {}).map(drop);
-        receiver.end(copied, &format!("round {round}"))?;
+        let receive = |input: &mut dyn Read| {
+            let mut receiver = native.receive_round(ds, &snap, base.as_deref(), &policy)?;
+            let copied = receiver.copy_from(input, |_| {}).map(drop);
+            receiver.end(copied, &format!("round {round}"))
+        };
+        if let Err(e) = receive(&mut input) {
+            // zfs-fuse fails an incremental receive now and then with
+            // "I/O error", leaving the dataset as it was; once more from
+            // the spool, and the error stands if that fails too.
+            if !e.to_string().contains("I/O error") {
+                return Err(e);
+            }
+            receive(&mut *spooled_round(spool)?)?;
+        }
         let tree = native.received_round(ds, &snap, base.as_deref())?;
         filepolicy::scan::scan(&tree, &[], &policy).map(drop)
     })();
@@ -242,6 +251,13 @@ pub(crate) fn apply(
         Some(base) => native.forget_round(ds, &base),
         None => Ok(()),
     }
+}
+
+/// A round in the target's spool, decompressed as it is read.
+fn spooled_round(spool: &Path) -> Result<Box<dyn Read + Send>> {
+    let file = File::open(spool).ctx(|| format!("cannot open {}", spool.display()))?;
+    compress::decompressor(Compression::Zstd, io::BufReader::new(file))
+        .ctx(|| "cannot decompress the round".to_string())
 }
 
 /// At the cutover on the target: the last native round becomes the
