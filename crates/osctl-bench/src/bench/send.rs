@@ -1,11 +1,11 @@
 //! `osctl ct send` to a second host on this machine (issue 15): a second
 //! state root with a pool of the same backend, behind a real sshd on
 //! 127.0.0.2. Rows: the cutover's downtime with 1 MiB and with 200 MiB
-//! changed since the last sync, against the target's `ct stop` + `ct start`
-//! + 1 s; and a whole one-shot send against `zfs send | ssh | zfs recv` (or
-//! `btrfs send | ssh | btrfs receive`) and `tar | ssh | tar` of the same data.
-//! Every send is a `--clone`, so that the source container stays for the
-//! next run and the next rows.
+//! changed since the last sync, against the target's `ct stop` and `ct
+//! start` plus 1 s; and a whole one-shot send against `zfs send | ssh |
+//! zfs recv` (or `btrfs send | ssh | btrfs receive`) and `tar | ssh | tar`
+//! of the same data. Every send is a `--clone`, so that the source
+//! container stays for the next run and the next rows.
 
 use std::ffi::OsString;
 use std::fs;
