@@ -598,6 +598,12 @@ fn pool_hosts(from: Kind, to: Kind, key_args: &[&str], privileged: bool) -> Opti
     })
 }
 
+/// `ct send config` of `web` from pool `source` to pool `target`.
+fn stage_web(h: &Hosts) {
+    let args = ["config", "--pool", "source", "--to-pool", "target", "web"];
+    h.send_ok(&[&args[..], &["{dest}"]].concat());
+}
+
 /// Step by step from a pool of `from` to one of `to`, files written between
 /// the steps all arriving; rounds as native streams where both backends
 /// are the same, and no round snapshot left on either side.
@@ -611,15 +617,7 @@ fn send_between(from: Kind, to: Kind) {
     };
     h.src.ok(&["--pool", "source", "ct", "start", "web"]);
     write(&live, "root/a", "first");
-    h.send_ok(&[
-        "config",
-        "--pool",
-        "source",
-        "--to-pool",
-        "target",
-        "web",
-        "{dest}",
-    ]);
+    stage_web(&h);
     let out = h.send_ok(&["rootfs", "--pool", "source", "web"]);
     let kind = match from == to {
         true => format!("({} stream)", from.name()),
@@ -674,15 +672,7 @@ fn hostile_native_round(kind: Kind) {
         return;
     };
     write(&live, "root/a", "first");
-    h.send_ok(&[
-        "config",
-        "--pool",
-        "source",
-        "--to-pool",
-        "target",
-        "web",
-        "{dest}",
-    ]);
+    stage_web(&h);
     // POOL:ID as everywhere else.
     h.send_ok(&["rootfs", "source:web"]);
     write(&live, "root/evil", "owned by someone else");
