@@ -421,15 +421,14 @@ pub fn info(pool: &Pool, id: &str) -> Result<ContainerInfo> {
             .as_deref()
             .map_or_else(|| id.to_string(), grammar::escaped),
         datasets: pool.storage.subdatasets(id)?,
-        send: send_state(&cfg),
+        send: send_state(&cfg, id),
     })
 }
 
 /// What `send_log` says, in a word or two (a damaged log says so).
-fn send_state(cfg: &crate::model::ContainerConfig) -> Option<String> {
-    let log = cfg.extra.get(crate::send::LOG_KEY)?;
-    let log: crate::send::SendLog = match serde_json::from_value(log.clone()) {
-        Ok(log) => log,
+fn send_state(cfg: &crate::model::ContainerConfig, id: &str) -> Option<String> {
+    let log = match crate::send::log_of(cfg, id) {
+        Ok(log) => log?,
         Err(_) => return Some("damaged send_log".into()),
     };
     Some(match (log.role.as_str(), log.state.as_str()) {

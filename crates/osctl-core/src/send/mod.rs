@@ -90,7 +90,11 @@ pub struct Prepared {
 
 /// The send log of container `id`, if a send is under way.
 pub fn read_log(pool: &Pool, id: &str) -> Result<Option<SendLog>> {
-    let cfg = pool.ct_unvalidated(id)?;
+    log_of(&pool.ct_unvalidated(id)?, id)
+}
+
+/// The send log in the config of container `id`, if a send is under way.
+pub fn log_of(cfg: &crate::model::ContainerConfig, id: &str) -> Result<Option<SendLog>> {
     match cfg.extra.get(LOG_KEY) {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(v) => serde_json::from_value(v.clone())

@@ -151,9 +151,6 @@ fn mount(name: &str) -> Result<()> {
 /// Runs a `zfs` command, retrying a few times while zfs says busy: zfs-fuse
 /// does so for a moment after a dataset was mounted or its files were used.
 /// `between` runs before each retry (e.g. to unmount).
-/// Tries of `zfs rollback` when a refused send round is undone.
-const ROLLBACK_ATTEMPTS: u32 = 3;
-
 fn run_patiently(cmd: &Cmd, action: impl Fn() -> String, between: impl Fn()) -> Result<String> {
     let mut delay = BUSY_FIRST_DELAY;
     for _ in 0..BUSY_RETRIES {
@@ -215,6 +212,9 @@ fn try_unmount(name: &str) {
 
 /// Destroys a dataset (with `-r`: its children and snapshots too). Missing is
 /// fine; busy is retried a few times, unmounting in between.
+/// Tries of `zfs rollback` when a refused send round is undone.
+const ROLLBACK_ATTEMPTS: u32 = 3;
+
 fn destroy_dataset(name: &str, recursive: bool) -> Result<()> {
     let mut cmd = zfs(["destroy"]);
     if recursive {
@@ -966,7 +966,7 @@ impl NativeStreams for ZfsStorage {
     /// incremental one into the dataset, which `zfs recv -F` rolls back to
     /// `base` itself (an explicit `zfs rollback` of a received dataset
     /// fails now and then on zfs-fuse with "I/O error"); an earlier
-    /// attempt's `snap` goes first.
+    /// attempt's `snap` goes first (destroying a missing one is no error).
     fn receive_round(
         &self,
         ds: Dataset,
@@ -975,19 +975,11 @@ impl NativeStreams for ZfsStorage {
         policy: &FilePolicy,
     ) -> Result<Receiver> {
         check_snapshot_name(snap)?;
-        let name = self.dataset_of(ds)?;
         match base {
-            None => {
-                if query(&name, "type", Depth::Itself)?.is_some() {
-                    unmount_tree(&self.dataset_tree(ds.ct)?)?;
-                    destroy_dataset(&name, true)?;
-                }
-            }
+            None => self.destroy(ds)?,
             Some(base) => {
                 check_snapshot_name(base)?;
-                if self.snapshots(ds.ct)?.iter().any(|s| s == snap) {
-                    self.destroy_snapshot_on(&name, snap)?;
-                }
+                self.destroy_snapshot_on(&self.dataset_of(ds)?, snap)?;
             }
         }
         self.receive(ds, policy)
@@ -1029,20 +1021,14 @@ impl NativeStreams for ZfsStorage {
                 }
             }
         }
-        if query(&name, "type", Depth::Itself)?.is_some() {
-            unmount_tree(&self.dataset_tree(ds.ct)?)?;
-            destroy_dataset(&name, true)?;
-        }
+        self.destroy(ds)?;
         self.create(ds)
     }
 
+    /// A snapshot already gone is no error.
     fn forget_round(&self, ds: Dataset, snap: &str) -> Result<()> {
         check_snapshot_name(snap)?;
-        let name = self.dataset_of(ds)?;
-        if self.snapshots(ds.ct)?.iter().any(|s| s == snap) {
-            self.destroy_snapshot_on(&name, snap)?;
-        }
-        Ok(())
+        self.destroy_snapshot_on(&self.dataset_of(ds)?, snap)
     }
 
     /// The dataset is the received tree already: it only has to be mounted.
