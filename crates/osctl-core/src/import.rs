@@ -19,7 +19,6 @@ use crate::archive::meta::{
     self, ArchiveFormat, ArchiveType, EntryName, Metadata, StreamEncoding, StreamKind, StreamName,
 };
 use crate::archive::{ArchiveReader, CopyError, Entry, FileBacked, PartsReader};
-use crate::cmd::OffsetWatch;
 use crate::datasets;
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::failpoint;
@@ -34,7 +33,7 @@ use crate::names;
 use crate::netif;
 use crate::pool::Pool;
 use crate::progress::Progress;
-use crate::storage::{self, Dataset, NativeStreams};
+use crate::storage::{self, Dataset, NativeStreams, TreeJudged};
 use crate::subid::SubIds;
 use crate::trust;
 use crate::yaml;
@@ -253,6 +252,7 @@ fn import_input<R: FileBacked + Send>(
             progress: opts.progress.clone().unwrap_or_else(Progress::hidden),
             notes: Vec::new(),
             hostname: None,
+            walk_received: false,
         },
         grammar: Grammar::new(),
         stage: Stage::Head(Box::default()),
@@ -292,6 +292,9 @@ struct Env<'a> {
     notes: Vec<String>,
     /// A clone's hostname that followed its new id: (old, new).
     hostname: Option<(String, String)>,
+    /// A native stream's check left files unjudged: the received tree is
+    /// walked before the commit.
+    walk_received: bool,
 }
 
 impl Importer<'_> {
@@ -592,7 +595,7 @@ impl Env<'_> {
     /// One root file system stream: a tar into the staged root file
     /// system, or a native stream into its dataset.
     fn receive<R: FileBacked + Send>(
-        &self,
+        &mut self,
         plan: &Plan,
         entry: &mut StreamIn<'_, '_, R>,
         stream: &StreamName,
@@ -606,7 +609,9 @@ impl Env<'_> {
             StreamEncoding::Tar => self.receive_tar(plan, entry, stream),
             StreamEncoding::Dat => {
                 let ds = Dataset::new(&plan.staging, &stream.dataset_rel);
-                self.receive_native(plan, entry, stream, ds)
+                let judged = self.receive_native(plan, entry, stream, ds)?;
+                self.walk_received |= judged == TreeJudged::NeedsWalk;
+                Ok(())
             }
         }
     }
@@ -642,22 +647,16 @@ impl Env<'_> {
         Ok(())
     }
 
-    /// A native stream into dataset `ds`: straight from the archive file
-    /// where the receiver can read it there, else through a pipe.
+    /// A native stream into dataset `ds`, through the receiver's pipe;
+    /// tells whether its check judged every file it brought.
     fn receive_native<R: FileBacked + Send>(
         &self,
         plan: &Plan,
         entry: &mut StreamIn<'_, '_, R>,
         stream: &StreamName,
         ds: Dataset,
-    ) -> Result<()> {
+    ) -> Result<TreeJudged> {
         failpoint::hit("import-in-stream");
-        if let StreamIn::Whole(whole) = entry {
-            if stream.compression == Compression::Off && self.receive_in_place(whole, ds)? {
-                // Received straight from the archive file: nothing left to copy.
-                return Ok(());
-            }
-        }
         let name = entry.name().to_string();
         let mut recv = self
             .native()?
@@ -685,40 +684,6 @@ impl Env<'_> {
             Err(CopyError::Source(e)) => Err(e.context(format!("archive entry '{name}'"))),
             copied => recv.end(copied, &name),
         }
-    }
-
-    /// Receives an uncompressed native stream with the archive file itself as
-    /// the receiver's stdin, positioned at the entry's data: no pipe, no copy
-    /// through us (the data is hashed by a thread reading it back). The
-    /// receiver must then have stopped exactly at the entry's end: short of it,
-    /// the entry held more than the stream; past it, the stream ran on into
-    /// the archive's next members. False (nothing done) where the storage
-    /// checks its streams on the way in or the archive is not a regular file.
-    fn receive_in_place<R: FileBacked>(
-        &self,
-        entry: &mut Entry<'_, R>,
-        ds: Dataset,
-    ) -> Result<bool> {
-        let Some(receiver) = self.native()?.file_receiver() else {
-            return Ok(false);
-        };
-        let name = entry.name().to_string();
-        let received = entry.take_over(|input, start, len| {
-            let receive = receiver.receive_cmd(ds)?;
-            let failed = || format!("cannot receive {name}");
-            let mut read = OffsetWatch::new(&input).ctx(failed)?;
-            receive
-                .run_with_files(Some(&input), None, || {
-                    interrupt::check_io()?;
-                    self.progress.add_bytes(read.advance()?);
-                    Ok(())
-                })
-                .map_err(|e| Error::exec(failed(), e))?;
-            self.progress.add_bytes(read.advance().ctx(failed)?);
-            let end = read.offset().ctx(failed)?;
-            check_stream_end(&name, end.saturating_sub(start), len)
-        })?;
-        Ok(received.is_some())
     }
 
     /// After the last entry: the received datasets finished and checked,
@@ -768,9 +733,13 @@ impl Env<'_> {
         Ok(())
     }
 
-    /// Native streams are judged like tar streams: the received tree of
-    /// every dataset, by the same policy, before anything is committed.
+    /// Native streams are judged like tar streams, by the same policy,
+    /// before anything is committed: file by file as they came where their
+    /// checks could, else by a walk of the received tree of every dataset.
     fn check_received(&self, plan: &Plan) -> Result<()> {
+        if !self.walk_received {
+            return Ok(());
+        }
         self.progress.step("checking the received files");
         let storage = &*self.pool.storage;
         let (staging, datasets) = (&plan.staging, &plan.metadata.datasets);
@@ -896,23 +865,6 @@ fn not_an_archive(path: &Path) -> Result<()> {
              `osctl ct new --user USER --from-tar {shown} ID`"
         ))),
         Sniffed::OsctlArchive | Sniffed::Unknown => Ok(()),
-    }
-}
-
-/// A receiver that read a stream from the archive file itself must have read
-/// exactly the entry's `len` bytes; it `read` that many from the entry's start.
-fn check_stream_end(name: &str, read: u64, len: u64) -> Result<()> {
-    match read.cmp(&len) {
-        std::cmp::Ordering::Equal => Ok(()),
-        std::cmp::Ordering::Less => Err(Error::archive(format!(
-            "archive entry '{name}': its stream ends after {read} of the entry's {len} bytes \
-             (data after the end of the stream)"
-        ))),
-        std::cmp::Ordering::Greater => Err(Error::archive(format!(
-            "archive entry '{name}': its stream does not end within the entry's {len} bytes \
-             (the receiver read {} bytes past it, into the archive's next members)",
-            read - len
-        ))),
     }
 }
 

@@ -94,7 +94,9 @@ impl Fixture {
     fn receive(&self, ds: Dataset, file: &Path) -> osctl_core::Result<()> {
         let mut receiver = self.native().receive(ds, &ANY)?;
         let copied = receiver.copy_from(&mut File::open(file).unwrap(), drop);
-        receiver.end(copied.map(drop), &format!("into '{}'", ds.ct))
+        receiver
+            .end(copied.map(drop), &format!("into '{}'", ds.ct))
+            .map(drop)
     }
 
     /// Every subvolume on the file system, as `btrfs subvolume list` prints them.
@@ -1149,8 +1151,8 @@ fn guard_throughput() {
             fn check(&mut self, bytes: &[u8]) -> osctl_core::Result<()> {
                 self.0.check(bytes)
             }
-            fn finish(&mut self) -> osctl_core::Result<()> {
-                self.0.finish().map(drop)
+            fn finish(&mut self) -> osctl_core::Result<storage::TreeJudged> {
+                self.0.finish().map(|_| storage::TreeJudged::NeedsWalk)
             }
         }
         let mut receiver = if guarded {

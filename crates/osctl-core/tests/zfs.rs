@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use osctl_core::cmd::Cmd;
 use osctl_core::storage::zfs::{ZfsStorage, POOL_PROPERTY};
 use osctl_core::storage::{
-    self, staging_name, Dataset, NativeStreams, ReceiveFromFile, SendRequest, Storage,
+    self, staging_name, Dataset, NativeStreams, SendRequest, Storage, TreeJudged,
 };
 
 use testkit::tree::{assert_same, build_every_kind, Allocation, Options, Precision};
@@ -74,7 +74,12 @@ fn compressed(snapshot: &str) -> SendRequest<'_> {
     }
 }
 
-fn receive_file(st: &ZfsStorage, ct: &str, rel: &str, file: &Path) -> osctl_core::Result<()> {
+fn receive_file(
+    st: &ZfsStorage,
+    ct: &str,
+    rel: &str,
+    file: &Path,
+) -> osctl_core::Result<TreeJudged> {
     let mut receiver = st.receive(
         Dataset::new(ct, rel),
         &osctl_core::filepolicy::FilePolicy::anything(),
@@ -619,12 +624,12 @@ fn full_zpool_is_a_clean_error() {
     receive_file(&st, "c3", "", &stream).unwrap();
 }
 
-/// What export and import rely on for the zero-copy paths: `zfs send` may
-/// write into a file at its offset (appending there), and `zfs recv` given a
-/// file reads exactly one stream from its offset, whatever follows it.
+/// What export relies on for its zero-copy path: `zfs send` may write into a
+/// file at its offset (appending there); the streams then come back through
+/// the judge, which vouches for their files.
 #[test]
-fn streams_straight_into_and_out_of_files() {
-    use std::io::{Seek, SeekFrom};
+fn streams_straight_into_files_and_judged_back() {
+    use std::io::Seek;
     let zp = zpool_or_skip!(160);
     let (st, _) = install(&zp);
     st.create(Dataset::root("c1")).unwrap();
@@ -651,30 +656,20 @@ fn streams_straight_into_and_out_of_files() {
     assert!(polls > 0);
     let base_end = out.stream_position().unwrap();
     assert_eq!(base_end, 1536 + expected.len() as u64, "the offset moved");
+    out.write_all(&[0u8; 512]).unwrap();
+    drop(out);
     let incr_file = zp.dir().join("incr");
     send_to_file(&st, "c1", "", "incr", Some("base"), &incr_file);
-    out.write_all(&fs::read(&incr_file).unwrap()).unwrap();
-    let incr_end = out.stream_position().unwrap();
-    // What follows in an archive: padding, headers, other members.
-    out.write_all(&[0u8; 512]).unwrap();
-    out.write_all(&[b't'; 4096]).unwrap();
-    drop(out);
     assert_eq!(
         &fs::read(&archive).unwrap()[1536..base_end as usize],
         expected
     );
 
-    // Received from that file: each receiver stops right at its stream's end.
-    assert!(st.file_receiver().is_some());
+    // Received through the stream judge, which vouches for every file.
     let staging = staging_name("c2");
-    let input = File::open(&archive).unwrap();
-    (&input).seek(SeekFrom::Start(1536)).unwrap();
-    for end in [base_end, incr_end] {
-        st.receive_cmd(Dataset::root(&staging))
-            .unwrap()
-            .run_with_files(Some(&input), None, || Ok(()))
-            .unwrap();
-        assert_eq!((&input).stream_position().unwrap(), end);
+    for stream in [&piped, &incr_file] {
+        let judged = receive_file(&st, &staging, "", stream).unwrap();
+        assert_eq!(judged, TreeJudged::ByStream, "{}", stream.display());
     }
     st.finish_receive(Dataset::root(&staging), &["incr".into(), "base".into()])
         .unwrap();

@@ -13,7 +13,7 @@ use crate::filepolicy::{self, FilePolicy};
 use crate::fstar::{self, DumpSource, ExtractOptions, Manifest};
 use crate::fsutil;
 use crate::pool::Pool;
-use crate::storage::{self, Dataset, NativeStreams, SendRequest};
+use crate::storage::{self, Dataset, NativeStreams, SendRequest, TreeJudged};
 
 use super::Prepared;
 
@@ -229,17 +229,19 @@ pub(crate) fn apply(
             let copied = receiver.copy_from(input, |_| {}).map(drop);
             receiver.end(copied, &format!("round {round}"))
         };
-        if let Err(e) = receive(&mut input) {
+        let judged = match receive(&mut input) {
+            Ok(judged) => judged,
             // zfs-fuse fails an incremental receive now and then with
             // "I/O error", leaving the dataset as it was; once more from
             // the spool, and the error stands if that fails too.
-            if !e.to_string().contains("I/O error") {
-                return Err(e);
-            }
-            receive(&mut *spooled_round(spool)?)?;
-        }
+            Err(e) if e.to_string().contains("I/O error") => receive(&mut *spooled_round(spool)?)?,
+            Err(e) => return Err(e),
+        };
         let tree = native.received_round(ds, &snap, base.as_deref())?;
-        filepolicy::scan::scan(&tree, &[], &policy).map(drop)
+        match judged {
+            TreeJudged::ByStream => Ok(()),
+            TreeJudged::NeedsWalk => filepolicy::scan::scan(&tree, &[], &policy).map(drop),
+        }
     })();
     if let Err(e) = received {
         return Err(match native.drop_round(ds, &snap, base.as_deref()) {

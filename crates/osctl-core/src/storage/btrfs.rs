@@ -46,7 +46,7 @@ use super::btrfs_parse::{self, CompressionProperty};
 use super::btrfs_stream::{self, StreamGuard, SubvolumeId};
 use super::{
     refuse_symlinks, Backend, Dataset, NativeStreams, Receiver, SendRequest, SnapshotView, Storage,
-    StreamCheck, ROOTFS_DIR,
+    StreamCheck, TreeJudged, ROOTFS_DIR,
 };
 use crate::archive::meta::ArchiveFormat;
 use crate::cmd::Cmd;
@@ -404,14 +404,16 @@ impl StreamCheck for GuardedReceive {
         self.guard.check(bytes)
     }
 
-    fn finish(&mut self) -> Result<()> {
+    /// The guard judges what `btrfs receive` is told to do, not every
+    /// file's final state: the tree is walked as well.
+    fn finish(&mut self) -> Result<TreeJudged> {
         let created = self.guard.finish()?;
         let now = match self.guard.parent() {
             None => Received::Base(created),
             Some(_) => Received::Both,
         };
         lock(&self.memory).insert(self.key.clone(), now);
-        Ok(())
+        Ok(TreeJudged::NeedsWalk)
     }
 }
 

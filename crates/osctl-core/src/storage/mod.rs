@@ -27,6 +27,7 @@ pub mod btrfs_stream;
 pub mod dir;
 pub mod zfs;
 pub mod zfs_parse;
+pub mod zfs_stream;
 
 /// The directory inside a root dataset that holds the container's root file system.
 pub const ROOTFS_DIR: &str = "private";
@@ -263,17 +264,10 @@ pub trait NativeStreams: Send + Sync {
 
     /// Starts receiving a native stream into a dataset (base, then
     /// incremental), through the backend's check of streams if it has one;
-    /// a check that sees the files go by judges them by `policy` (the
-    /// received tree is judged by it in any case, see
-    /// [`crate::filepolicy::scan`]).
+    /// a check that sees the files go by judges them by `policy`, and
+    /// [`Receiver::finish`] tells whether the received tree must still be
+    /// walked ([`crate::filepolicy::scan`]).
     fn receive(&self, ds: Dataset, policy: &FilePolicy) -> Result<Receiver>;
-
-    /// Where the receiver takes streams unchecked and so may read them
-    /// straight from the archive file. Backends whose streams are checked on
-    /// their way in have none.
-    fn file_receiver(&self) -> Option<&dyn ReceiveFromFile> {
-        None
-    }
 
     /// After all streams of a dataset are received: removes the snapshots the
     /// streams brought (`snapshots`, newest first). The dataset may be left
@@ -313,14 +307,6 @@ pub trait NativeStreams: Send + Sync {
     fn place_round(&self, ds: Dataset, snap: &str) -> Result<()>;
 }
 
-/// A receiver that reads a native stream from a file it is given.
-pub trait ReceiveFromFile {
-    /// Prepares a dataset for a native stream as [`NativeStreams::receive`]
-    /// does, and returns the command that receives the stream from its
-    /// stdin, for [`Cmd::run_with_files`].
-    fn receive_cmd(&self, ds: Dataset) -> Result<Cmd>;
-}
-
 /// Starts [`NativeStreams::send_cmd`] with its stream readable from a pipe.
 pub fn send(native: &dyn NativeStreams, ds: Dataset, request: &SendRequest) -> Result<ChildReader> {
     let cmd = native.send_cmd(ds, request)?;
@@ -351,6 +337,15 @@ pub struct Receiver {
     check: Option<Box<dyn StreamCheck>>,
 }
 
+/// Whether the files a native stream brought were all judged by the file
+/// policy on their way in, or the received tree must be walked
+/// ([`crate::filepolicy::scan`]) before it may be kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeJudged {
+    ByStream,
+    NeedsWalk,
+}
+
 /// Looks at every byte of a native stream before the receiver gets it.
 pub trait StreamCheck: Send {
     /// The next bytes of the stream. An error means that they must not reach
@@ -358,8 +353,9 @@ pub trait StreamCheck: Send {
     fn check(&mut self, bytes: &[u8]) -> Result<()>;
 
     /// After the receiver took the whole stream and succeeded: refuses a
-    /// stream that ended early, remembers what later streams may refer to.
-    fn finish(&mut self) -> Result<()>;
+    /// stream that ended early, remembers what later streams may refer to,
+    /// and tells whether the received files still have to be walked.
+    fn finish(&mut self) -> Result<TreeJudged>;
 }
 
 impl Receiver {
@@ -419,7 +415,7 @@ impl Receiver {
 
     /// Closes the receiver's input and waits for it; then the check may still
     /// refuse the stream (cut short). `what` names the stream in messages.
-    pub fn finish(self, what: &str) -> Result<()> {
+    pub fn finish(self, what: &str) -> Result<TreeJudged> {
         let Receiver { writer, check } = self;
         writer
             .finish()
@@ -428,7 +424,7 @@ impl Receiver {
             Some(mut check) => check
                 .finish()
                 .map_err(|e| e.context(format!("cannot receive {what}"))),
-            None => Ok(()),
+            None => Ok(TreeJudged::NeedsWalk),
         }
     }
 
@@ -436,7 +432,7 @@ impl Receiver {
     /// or a splice): waits for it when the copy went through; a write error
     /// becomes the receiver's own error when it died; a source error is
     /// returned as it is. `what` names the stream in messages.
-    pub fn end(self, copied: Result<(), CopyError>, what: &str) -> Result<()> {
+    pub fn end(self, copied: Result<(), CopyError>, what: &str) -> Result<TreeJudged> {
         match copied {
             Ok(()) => self.finish(what),
             Err(CopyError::Sink(e)) => Err(Error::exec(

@@ -30,9 +30,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::zfs_parse::{self, Dataset as Listed, Mountpoint, ZfsFeatures, GET_COLUMNS};
+use super::zfs_stream::ZfsStreamJudge;
 use super::{
-    refuse_symlinks, Backend, Dataset, NativeStreams, ReceiveFromFile, Receiver, SendRequest,
-    SnapshotView, Storage, ROOTFS_DIR,
+    refuse_symlinks, Backend, Dataset, NativeStreams, Receiver, SendRequest, SnapshotView, Storage,
+    ROOTFS_DIR,
 };
 use crate::archive::meta::ArchiveFormat;
 use crate::cmd::{Cmd, ExecError};
@@ -932,19 +933,15 @@ impl NativeStreams for ZfsStorage {
         Ok(cmd.arg(&snapshots[0]))
     }
 
-    /// `zfs recv` reads each record with its exact length and stops at the
-    /// stream's END record, so it may read from the archive file itself: its
-    /// file offset then tells where the stream ended.
-    fn file_receiver(&self) -> Option<&dyn ReceiveFromFile> {
-        Some(self)
-    }
-
-    /// `zfs recv` sees no files go by: the received tree is judged after.
-    fn receive(&self, ds: Dataset, _policy: &FilePolicy) -> Result<Receiver> {
+    /// The stream passes through [`ZfsStreamJudge`], which judges the
+    /// owner, mode and device of every file from its record (and says where
+    /// the received tree must be walked instead).
+    fn receive(&self, ds: Dataset, policy: &FilePolicy) -> Result<Receiver> {
         let name = self.dataset_of(ds)?;
+        let judge = ZfsStreamJudge::new(format!("zfs dataset '{name}'"), *policy);
         self.receive_cmd(ds)?
             .spawn_writer()
-            .map(Receiver::direct)
+            .map(|writer| Receiver::checked(writer, Box::new(judge)))
             .ctx(|| format!("cannot receive into dataset '{name}'"))
     }
 
@@ -1038,7 +1035,7 @@ impl NativeStreams for ZfsStorage {
     }
 }
 
-impl ReceiveFromFile for ZfsStorage {
+impl ZfsStorage {
     /// `zfs recv -u -F`: unmounted, so that nothing touches the dataset between
     /// the base and the incremental stream (on zfs-fuse a mere atime update
     /// breaks the incremental), and forced, so that an incremental stream rolls
