@@ -18,7 +18,7 @@ use crate::archive::grammar::Grammar;
 use crate::archive::meta::{
     self, ArchiveFormat, ArchiveType, EntryName, Metadata, StreamEncoding, StreamKind, StreamName,
 };
-use crate::archive::{ArchiveReader, CopyError, Entry, FileBacked, PartsReader};
+use crate::archive::{ArchiveReader, CopyError, Entry, PartsReader};
 use crate::datasets;
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::failpoint;
@@ -201,7 +201,7 @@ pub fn import_from<R: Read + Send>(
     input: R,
     opts: &ImportOptions,
 ) -> Result<Imported> {
-    import_input(pool, NotAFile(input), opts)
+    import_input(pool, input, opts)
         .map_err(|e| e.context("cannot import the archive stream"))
 }
 
@@ -224,22 +224,7 @@ pub fn import_stdin(pool: &Pool, opts: &ImportOptions) -> Result<Imported> {
         .map_err(|e| e.context("cannot import the archive on standard input"))
 }
 
-/// A reader that is not a file: the copies only a file allows are skipped.
-struct NotAFile<R>(R);
-
-impl<R: Read> Read for NotAFile<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
-    }
-}
-
-impl<R: Read> FileBacked for NotAFile<R> {
-    fn file(&self) -> Option<&File> {
-        None
-    }
-}
-
-fn import_input<R: FileBacked + Send>(
+fn import_input<R: Read + Send>(
     pool: &Pool,
     input: R,
     opts: &ImportOptions,
@@ -298,7 +283,7 @@ struct Env<'a> {
 }
 
 impl Importer<'_> {
-    fn run<R: FileBacked + Send>(&mut self, mut reader: ArchiveReader<R>) -> Result<Imported> {
+    fn run<R: Read + Send>(&mut self, mut reader: ArchiveReader<R>) -> Result<Imported> {
         while let Some(mut entry) = reader.next_entry()? {
             let name = meta::classify(entry.name(), entry.kind())?;
             self.grammar.admit(&name, entry.name())?;
@@ -337,7 +322,7 @@ impl Importer<'_> {
     }
 
     /// A stream in parts, from its first (the reader's current entry) on.
-    fn parts<R: FileBacked + Send>(
+    fn parts<R: Read + Send>(
         &mut self,
         reader: &mut ArchiveReader<R>,
         stream: StreamName,
@@ -353,7 +338,7 @@ impl Importer<'_> {
     }
 
     /// Reads an entry the grammar admitted.
-    fn entry<R: FileBacked + Send>(
+    fn entry<R: Read + Send>(
         &mut self,
         entry: &mut Entry<'_, R>,
         name: EntryName,
@@ -594,7 +579,7 @@ impl Env<'_> {
 
     /// One root file system stream: a tar into the staged root file
     /// system, or a native stream into its dataset.
-    fn receive<R: FileBacked + Send>(
+    fn receive<R: Read + Send>(
         &mut self,
         plan: &Plan,
         entry: &mut StreamIn<'_, '_, R>,
@@ -618,7 +603,7 @@ impl Env<'_> {
 
     /// A tar stream, extracted into the root file system (made by the base
     /// stream) under the plan's file policy.
-    fn receive_tar<R: FileBacked + Send>(
+    fn receive_tar<R: Read + Send>(
         &self,
         plan: &Plan,
         entry: &mut StreamIn<'_, '_, R>,
@@ -649,7 +634,7 @@ impl Env<'_> {
 
     /// A native stream into dataset `ds`, through the receiver's pipe;
     /// tells whether its check judged every file it brought.
-    fn receive_native<R: FileBacked + Send>(
+    fn receive_native<R: Read + Send>(
         &self,
         plan: &Plan,
         entry: &mut StreamIn<'_, '_, R>,
@@ -661,24 +646,15 @@ impl Env<'_> {
         let mut recv = self
             .native()?
             .receive(ds, &plan.file_policy(self.opts.trusted))?;
-        // Spliced without a copy when the receiver takes the stream
-        // unchecked (zfs); through userspace when it must pass a check
-        // first (btrfs), or be decompressed.
-        let splice = stream.compression == Compression::Off;
-        let copied = match (recv.splice_target(), &mut *entry) {
-            (Some(stdin), StreamIn::Whole(whole)) if splice => {
-                whole.splice_to(stdin).map(|n| self.progress.add_bytes(n))
-            }
-            _ => {
-                let counted = self.progress.counting(&mut *entry);
-                let buffered = BufReader::with_capacity(1 << 20, counted);
-                match compress::decompressor(stream.compression, buffered) {
-                    Ok(mut input) => recv.copy_from(&mut input, |_| ()).map(drop),
-                    Err(e) => Err(CopyError::Source(
-                        Error::io(name.to_string(), e).with_kind(ErrorKind::Archive),
-                    )),
-                }
-            }
+        // Through our memory, never spliced: the receiver's check must see
+        // the very bytes the receiver gets.
+        let counted = self.progress.counting(&mut *entry);
+        let buffered = BufReader::with_capacity(1 << 20, counted);
+        let copied = match compress::decompressor(stream.compression, buffered) {
+            Ok(mut input) => recv.copy_from(&mut input, |_| ()).map(drop),
+            Err(e) => Err(CopyError::Source(
+                Error::io(name.to_string(), e).with_kind(ErrorKind::Archive),
+            )),
         };
         match copied {
             Err(CopyError::Source(e)) => Err(e.context(format!("archive entry '{name}'"))),
@@ -761,12 +737,12 @@ impl Env<'_> {
 }
 
 /// A stream's bytes: one entry, or a stream's parts read as one.
-enum StreamIn<'e, 'r, R: FileBacked> {
+enum StreamIn<'e, 'r, R: Read> {
     Whole(&'e mut Entry<'r, R>),
     Parts(&'e mut PartsReader<'r, R>),
 }
 
-impl<R: FileBacked> StreamIn<'_, '_, R> {
+impl<R: Read> StreamIn<'_, '_, R> {
     /// The stream's name in the archive (whole, for parts).
     fn name(&self) -> String {
         match self {
@@ -784,7 +760,7 @@ impl<R: FileBacked> StreamIn<'_, '_, R> {
     }
 }
 
-impl<R: FileBacked> Read for StreamIn<'_, '_, R> {
+impl<R: Read> Read for StreamIn<'_, '_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             StreamIn::Whole(e) => e.read(buf),

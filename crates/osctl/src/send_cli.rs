@@ -131,6 +131,14 @@ pub struct SendOpts {
     /// The container's id on the target
     #[arg(long)]
     as_id: Option<String>,
+    /// An existing user of the target instead of the container's (the
+    /// target's key entry must be --trusted)
+    #[arg(long, value_name = "USER")]
+    as_user: Option<String>,
+    /// An existing group of the target instead of the container's (the
+    /// target's key entry must be --trusted)
+    #[arg(long, value_name = "GROUP")]
+    as_group: Option<String>,
     /// Leave the copy stopped on the target
     #[arg(long)]
     no_start: bool,
@@ -292,6 +300,8 @@ fn options(opts: SendOpts, quiet: bool) -> source::SendOptions {
         passphrase: opts.passphrase,
         to_pool: opts.to_pool,
         as_id: opts.as_id,
+        as_user: opts.as_user,
+        as_group: opts.as_group,
         no_start: opts.no_start,
         progress: Progress::new(!quiet),
         report: Box::new(move |line| {

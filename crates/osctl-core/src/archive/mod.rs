@@ -34,7 +34,7 @@ pub use digest::DigestAlgorithm;
 pub use header::EntryKind;
 pub use meta::EntryName;
 pub use parts::PartsReader;
-pub use reader::{ArchiveInput, ArchiveReader, CopyError, Entry, FileBacked};
+pub use reader::{ArchiveReader, CopyError, Entry};
 pub use writer::{ArchiveWriter, EntrySink};
 
 /// Size and digest of one entry's content, as written or as read. Also the

@@ -3,10 +3,7 @@
 //! every header is validated, only files and directories are accepted, and
 //! truncated input is an error, never a panic or a hang.
 //!
-//! Each entry's data is hashed (SHA-256) as it is read. For an archive in a
-//! regular file, [`Entry::splice_to`] moves an entry into a pipe (a child's
-//! stdin) without a userspace copy and hashes it on a second thread that reads
-//! the same region with `pread`.
+//! Each entry's data is hashed as it is read.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -23,10 +20,6 @@ use crate::error::{Error, Result};
 
 /// Chunk size of copies through userspace.
 const COPY_CHUNK: usize = 1 << 20;
-/// Bytes asked of one splice call.
-const SPLICE_CHUNK: usize = 1 << 30;
-/// Pipe capacity asked for when splicing into a pipe.
-const PIPE_SIZE: usize = 1 << 20;
 
 pub struct ArchiveReader<R: Read> {
     input: R,
@@ -56,8 +49,6 @@ struct Current {
     mode: u32,
     remaining: u64,
     hasher: Hasher,
-    /// Data moved without being hashed (a failed splice): no digest.
-    unhashed: bool,
 }
 
 impl<R: Read> ArchiveReader<R> {
@@ -146,7 +137,6 @@ impl<R: Read> ArchiveReader<R> {
                     Some(algorithm) => algorithm.hasher(),
                     None => Hasher::Both(Default::default(), Default::default()),
                 },
-                unhashed: false,
             });
             return Ok(true);
         }
@@ -303,7 +293,7 @@ impl<R: Read> Entry<'_, R> {
     pub fn digest(&self) -> Option<EntryDigest> {
         let current = self.current();
         let algorithm = self.reader.algorithm.unwrap_or(DigestAlgorithm::Sha256);
-        if current.remaining != 0 || current.unhashed {
+        if current.remaining != 0 {
             return None;
         }
         Some(EntryDigest {
@@ -322,7 +312,7 @@ impl<R: Read> Entry<'_, R> {
     /// The hash of the whole data, once all of it was read and hashed.
     pub(crate) fn take_hash(&mut self) -> Option<Hasher> {
         let current = self.current();
-        (current.remaining == 0 && !current.unhashed).then(|| current.hasher.clone())
+        (current.remaining == 0).then(|| current.hasher.clone())
     }
 
     /// Hashes this entry's data on from `before` (the previous parts of a
@@ -368,182 +358,6 @@ impl<R: Read> Entry<'_, R> {
             total += n as u64;
         }
     }
-}
-
-/// An archive's input that may be a regular file, for the copies that
-/// only a file allows (splicing, handing the file to a child).
-pub trait FileBacked: Read {
-    /// The input as a file, if it is one (it may be a pipe's).
-    fn file(&self) -> Option<&File>;
-}
-
-impl FileBacked for File {
-    fn file(&self) -> Option<&File> {
-        Some(self)
-    }
-}
-
-/// What an archive is read from: a file (or a pipe's, a socket's), or any
-/// reader (for which the copies a file allows fall back to userspace).
-pub enum ArchiveInput {
-    File(File),
-    Reader(Box<dyn Read + Send>),
-}
-
-impl Read for ArchiveInput {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            ArchiveInput::File(f) => f.read(buf),
-            ArchiveInput::Reader(r) => r.read(buf),
-        }
-    }
-}
-
-impl FileBacked for ArchiveInput {
-    fn file(&self) -> Option<&File> {
-        match self {
-            ArchiveInput::File(f) => Some(f),
-            ArchiveInput::Reader(_) => None,
-        }
-    }
-}
-
-impl<R: FileBacked> Entry<'_, R> {
-    /// The archive as a regular file, if it is one.
-    fn regular_file(&self) -> Option<&File> {
-        self.reader
-            .input
-            .file()
-            .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))
-    }
-
-    /// Moves the rest of the data into `out` with `splice(2)`, without a
-    /// userspace copy, when the archive is a regular file and `out` a pipe
-    /// (pass a `ChildStdin` itself, not a wrapper). The data is hashed by a
-    /// thread reading the same region with `pread`, concurrently. Other
-    /// sinks, or an archive that is not a regular file, take
-    /// [`Entry::copy_to`]. The pipe's capacity is raised to 1 MiB if allowed.
-    ///
-    /// We call splice ourselves because `std::io::copy` never splices a file
-    /// into a pipe: it cannot know the file stays unchanged while the pipe
-    /// still references its pages. Our archive is not written during import.
-    pub fn splice_to<W: io::Write + AsFd>(&mut self, out: &mut W) -> Result<u64, CopyError> {
-        let Some(mut input) = self.regular_file() else {
-            return self.copy_to(out);
-        };
-        let name = self.name().to_string();
-        let hash_error = |e: io::Error| {
-            CopyError::Source(Error::io(format!("cannot hash archive entry '{name}'"), e))
-        };
-        let start = input
-            .stream_position()
-            .map_err(|e| CopyError::Source(Error::io("cannot read the archive", e)))?;
-        let end = start + self.remaining();
-        let hasher = RegionHasher::spawn(input, start, Some(end), self.current().hasher.clone())
-            .map_err(hash_error)?;
-        // Best effort: a larger pipe means fewer, larger splices.
-        let _ = rustix::pipe::fcntl_setpipe_size(&*out, PIPE_SIZE);
-        let mut offset = start;
-        let spliced = loop {
-            if offset == end {
-                break Ok(());
-            }
-            let len = usize::try_from(end - offset)
-                .unwrap_or(usize::MAX)
-                .min(SPLICE_CHUNK);
-            match rustix::pipe::splice(
-                input,
-                Some(&mut offset),
-                &*out,
-                None,
-                len,
-                SpliceFlags::empty(),
-            ) {
-                Ok(0) => {
-                    break Err(CopyError::Source(truncated(format!(
-                        "entry '{name}' misses its last {} bytes",
-                        end - offset
-                    ))))
-                }
-                Ok(_) => {}
-                Err(Errno::INTR) => {}
-                Err(Errno::INVAL) if offset == start => {
-                    // Not a pipe: the buffered path works for any sink.
-                    hasher.cancel();
-                    return self.copy_to(out);
-                }
-                Err(e) => break Err(CopyError::Sink(e.into())),
-            }
-        };
-        // splice with an offset leaves the file position alone.
-        let moved = input.seek(SeekFrom::Start(offset));
-        let current = self.current_mut();
-        current.remaining = end - offset;
-        if let Err(e) = spliced {
-            current.unhashed = offset > start;
-            hasher.cancel();
-            return Err(e);
-        }
-        moved.map_err(|e| CopyError::Source(Error::io("cannot read the archive", e)))?;
-        self.current_mut().hasher = hasher.finish(end).map_err(hash_error)?;
-        Ok(end - start)
-    }
-
-    /// Hands the rest of the data to `consume`, to be read by someone else
-    /// (e.g. a child given it as stdin): `consume` gets a new read-only handle
-    /// of the archive file with its own file offset, positioned at the data,
-    /// that position and the number of bytes left. Meanwhile a thread hashes
-    /// that region with `pread`. When `consume` succeeds, the reader goes on
-    /// after the entry, whatever was read; whether exactly the data was read
-    /// is for `consume` to check. When it fails, nothing changed here.
-    ///
-    /// `Ok(None)`, without calling `consume`, when the archive is not a
-    /// regular file (a pipe) or cannot be opened again.
-    pub fn take_over<T>(
-        &mut self,
-        consume: impl FnOnce(File, u64, u64) -> Result<T>,
-    ) -> Result<Option<T>> {
-        let Some(input) = self.regular_file() else {
-            return Ok(None);
-        };
-        let Ok(mut own) = reopen(input) else {
-            return Ok(None);
-        };
-        let name = self.name().to_string();
-        let read_failed = |e: io::Error| Error::io("cannot read the archive", e);
-        let start = { input }.stream_position().map_err(read_failed)?;
-        let len = self.remaining();
-        let end = start + len;
-        own.seek(SeekFrom::Start(start)).map_err(read_failed)?;
-        let hasher = RegionHasher::spawn(input, start, Some(end), self.current().hasher.clone())
-            .map_err(|e| Error::io(format!("cannot hash archive entry '{name}'"), e))?;
-        let value = match consume(own, start, len) {
-            Ok(value) => value,
-            Err(e) => {
-                hasher.cancel();
-                return Err(e);
-            }
-        };
-        let hashed = hasher.finish(end).map_err(|e| {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                truncated(format!("entry '{name}' is cut off ({e})"))
-            } else {
-                Error::io(format!("cannot hash archive entry '{name}'"), e)
-            }
-        })?;
-        { input }.seek(SeekFrom::Start(end)).map_err(read_failed)?;
-        let current = self.current_mut();
-        current.hasher = hashed;
-        current.remaining = 0;
-        Ok(Some(value))
-    }
-}
-
-/// A handle of the same file with a file offset of its own (a `dup` would
-/// share the offset).
-fn reopen(file: &File) -> io::Result<File> {
-    use std::os::fd::AsRawFd;
-    File::open(format!("/proc/self/fd/{}", file.as_raw_fd()))
 }
 
 impl<R: Read> Read for Entry<'_, R> {

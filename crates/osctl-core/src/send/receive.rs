@@ -29,6 +29,9 @@ struct Request {
     id: String,
     pool: Option<String>,
     passphrase: Option<String>,
+    /// An existing user and group of the target for the container.
+    as_user: Option<String>,
+    as_group: Option<String>,
     clone: bool,
     no_start: bool,
     native: bool,
@@ -59,6 +62,16 @@ fn parse_request(line: &str) -> Result<Request> {
         match w {
             "--pool" => req.pool = Some(value("--pool")?),
             "--passphrase" => req.passphrase = Some(value("--passphrase")?),
+            "--as-user" => {
+                let user = value("--as-user")?;
+                names::user_name(&user).map_err(|e| bad(&e.to_string()))?;
+                req.as_user = Some(user);
+            }
+            "--as-group" => {
+                let group = value("--as-group")?;
+                names::group_path(&group).map_err(|e| bad(&e.to_string()))?;
+                req.as_group = Some(group);
+            }
             "--clone" => req.clone = true,
             "--no-start" => req.no_start = true,
             "--native" => req.native = true,
@@ -166,6 +179,13 @@ fn config(pool: &Pool, req: &Request, entry: &AuthorizedKey, stdin: &mut dyn Rea
         io::copy(stdin, &mut io::sink()).ctx(|| "cannot read the request".to_string())?;
         return Ok(());
     }
+    // Another tenant's user would share its host ids with this container.
+    if (req.as_user.is_some() || req.as_group.is_some()) && !entry.trusted {
+        return Err(Error::refused(format!(
+            "request refused: --as-user and --as-group need a --trusted authorized key (entry '{}')",
+            entry.name
+        )));
+    }
     let dir = target_dir(pool, id);
     fsutil::create_dir_all(&dir)?;
     fsutil::set_mode(&dir, 0o700)?;
@@ -190,6 +210,8 @@ fn config(pool: &Pool, req: &Request, entry: &AuthorizedKey, stdin: &mut dyn Rea
     let staged = serde_json::to_value(&log).map_err(|e| Error::invalid(e.to_string()))?;
     let opts = ImportOptions {
         as_id: Some(id.to_string()),
+        as_user: req.as_user.clone(),
+        as_group: req.as_group.clone(),
         force_clone: req.clone,
         trusted: entry.trusted,
         set_extra: vec![(LOG_KEY.to_string(), staged)],

@@ -29,6 +29,9 @@ pub struct SendOptions {
     pub passphrase: Option<String>,
     pub to_pool: Option<String>,
     pub as_id: Option<String>,
+    /// An existing user and group of the target (needs a trusted key there).
+    pub as_user: Option<String>,
+    pub as_group: Option<String>,
     pub no_start: bool,
     pub progress: Progress,
     /// One line per round and the cutover's downtime.
@@ -185,14 +188,26 @@ fn locked<T>(pool: &Pool, id: &str, step: impl FnOnce() -> Result<T>) -> Result<
 /// `ct send config ID DEST`: stages the container on the target.
 pub fn config(pool: &Pool, host: &Host, id: &str, dest: &str, opts: &SendOptions) -> Result<()> {
     parse_dest(dest)?;
-    for word in [&opts.passphrase, &opts.to_pool, &opts.as_id]
-        .into_iter()
-        .flatten()
+    for word in [
+        &opts.passphrase,
+        &opts.to_pool,
+        &opts.as_id,
+        &opts.as_user,
+        &opts.as_group,
+    ]
+    .into_iter()
+    .flatten()
     {
         super::check_token("option", word)?;
     }
     if let Some(as_id) = &opts.as_id {
         names::container_id(as_id)?;
+    }
+    if let Some(user) = &opts.as_user {
+        names::user_name(user)?;
+    }
+    if let Some(group) = &opts.as_group {
+        names::group_path(group)?;
     }
     locked(pool, id, || {
         let cfg = pool.ct(id)?;
@@ -223,11 +238,16 @@ pub fn config(pool: &Pool, host: &Host, id: &str, dest: &str, opts: &SendOptions
         // Recorded first: a cancel must know where the container went.
         write_log(pool, id, Some(&log))?;
         let archive = config_archive(pool, id, &cfg)?;
-        let words: Vec<String> = log
+        let mut words: Vec<String> = log
             .clone
             .then(|| "--clone".to_string())
             .into_iter()
             .collect();
+        for (option, value) in [("--as-user", &opts.as_user), ("--as-group", &opts.as_group)] {
+            if let Some(value) = value {
+                words.extend([option.to_string(), value.clone()]);
+            }
+        }
         opts.progress.step(format!("config of {id}"));
         let file = File::open(&archive).ctx(|| format!("cannot open {}", archive.display()))?;
         let sent = run_remote_with(host, &log, "config", &words, &file, &opts.progress);

@@ -404,8 +404,9 @@ impl StreamCheck for GuardedReceive {
         self.guard.check(bytes)
     }
 
-    /// The guard judges what `btrfs receive` is told to do, not every
-    /// file's final state: the tree is walked as well.
+    /// The guard judged every command that sets what the file policy
+    /// looks at (`mknod`, `chown`, `set_xattr`; files are created as
+    /// root), so the received tree needs no walk.
     fn finish(&mut self) -> Result<TreeJudged> {
         let created = self.guard.finish()?;
         let now = match self.guard.parent() {
@@ -413,7 +414,7 @@ impl StreamCheck for GuardedReceive {
             Some(_) => Received::Both,
         };
         lock(&self.memory).insert(self.key.clone(), now);
-        Ok(TreeJudged::NeedsWalk)
+        Ok(TreeJudged::ByStream)
     }
 }
 

@@ -31,8 +31,9 @@
 //!   restore (privileged ones without `--trusted`, ACLs and capabilities
 //!   naming ids outside the map). `chmod` needs no owner check here: every
 //!   owner passed its `chown`, and `btrfs receive` creates files as root.
-//!   The received tree is judged once more as a whole before the import
-//!   commits ([`crate::filepolicy::scan`]).
+//!   Every file's owner, mode, device number and attributes are thereby
+//!   judged on the way in, so the received tree is not walked again
+//!   ([`super::TreeJudged::ByStream`]).
 //!
 //! Cost: the stream goes through userspace instead of being spliced from the
 //! archive; `btrfs receive` is what takes the time. Figures in

@@ -13,7 +13,6 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::ChildStdin;
 
 use crate::archive::meta::ArchiveFormat;
 use crate::archive::CopyError;
@@ -372,14 +371,6 @@ impl Receiver {
     fn new(writer: ChildWriter, check: Option<Box<dyn StreamCheck>>) -> Receiver {
         writer.enlarge_pipe(STREAM_PIPE_SIZE);
         Receiver { writer, check }
-    }
-
-    /// The receiver's stdin, to splice the stream into, when there is no check.
-    pub fn splice_target(&mut self) -> Option<&mut ChildStdin> {
-        match self.check {
-            None => Some(self.writer.stdin()),
-            Some(_) => None,
-        }
     }
 
     /// Checks the next bytes of the stream, then passes them on. A refusal is

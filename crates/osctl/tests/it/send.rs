@@ -368,6 +368,48 @@ fn cancel_at_every_step_leaves_nothing_on_the_target() {
     }
 }
 
+/// `--as-user`/`--as-group` put the staged container under a user and a
+/// group the target already has, only for a trusted entry; a cancel leaves
+/// them, as the send did not create them.
+#[test]
+fn as_user_needs_a_trusted_entry_and_the_user_stays_after_a_cancel() {
+    require!(can_send(), "needs root, LXC, busybox and sshd");
+    let h = Hosts::new();
+    h.authorize("plain", &[]);
+    h.authorize("admin", &["--trusted", "--passphrase", "sesame"]);
+    h.dst.ok(&["user", "new", "tenant"]);
+    h.dst.ok(&["group", "new", "/tenants"]);
+    h.src.busybox_ct("web");
+    let err = h.send_fails(&["config", "--as-user", "tenant", "web", "{dest}"]);
+    assert!(
+        err.contains("--trusted authorized key") && err.contains("'plain'"),
+        "{err}"
+    );
+    assert!(h.dst_ids().is_empty());
+    let err = h.send_fails(&["config", "--as-user", "no;such", "web", "{dest}"]);
+    assert!(err.contains("no;such"), "{err}");
+    // Nothing recorded by the refused attempts: a new send may start.
+    h.send_ok(&["cancel", "web"]);
+
+    h.send_ok(&[
+        "config",
+        "--passphrase",
+        "sesame",
+        "--as-user",
+        "tenant",
+        "--as-group",
+        "/tenants",
+        "web",
+        "{dest}",
+    ]);
+    let there = h.dst.json(&["ct", "show", "web"]);
+    assert_eq!(there["user"], "tenant", "{there}");
+    assert_eq!(there["group"], "/tenants", "{there}");
+    h.send_ok(&["cancel", "web"]);
+    assert!(h.dst_ids().is_empty());
+    assert_eq!(h.dst_users(), ["tenant"]);
+}
+
 #[test]
 fn an_unreachable_target_fails_a_step_which_then_succeeds() {
     require!(can_send(), "needs root, LXC, busybox and sshd");

@@ -342,7 +342,7 @@ fn zero_copy_probe() {
         .args(["of=/dev/null", "status=none"])
         .spawn_writer()
         .unwrap();
-    entry.splice_to(dd.stdin()).unwrap();
+    entry.copy_to(dd.stdin()).unwrap();
     println!("{:?}", entry.digest());
     dd.finish().unwrap();
 }
