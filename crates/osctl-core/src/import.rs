@@ -13,7 +13,7 @@ use std::io::{self, BufReader, Read};
 use std::path::Path;
 
 use crate::accounts::{self, MapRequest};
-use crate::archive::compress::{self, Compression};
+use crate::archive::compress;
 use crate::archive::grammar::Grammar;
 use crate::archive::meta::{
     self, ArchiveFormat, ArchiveType, EntryName, Metadata, StreamEncoding, StreamKind, StreamName,

@@ -5,15 +5,9 @@
 //!
 //! Each entry's data is hashed as it is read.
 
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
-use std::os::fd::AsFd;
-
-use rustix::io::Errno;
-use rustix::pipe::SpliceFlags;
+use std::io::{self, Read};
 
 use super::digest::{DigestAlgorithm, Hasher};
-use super::hashing::RegionHasher;
 use super::header::{self, Block, EntryKind, BLOCK};
 use super::EntryDigest;
 use crate::error::{Error, Result};
