@@ -201,8 +201,7 @@ pub fn import_from<R: Read + Send>(
     input: R,
     opts: &ImportOptions,
 ) -> Result<Imported> {
-    import_input(pool, input, opts)
-        .map_err(|e| e.context("cannot import the archive stream"))
+    import_input(pool, input, opts).map_err(|e| e.context("cannot import the archive stream"))
 }
 
 /// Imports the archive on standard input (a file or a pipe); a terminal
@@ -224,11 +223,7 @@ pub fn import_stdin(pool: &Pool, opts: &ImportOptions) -> Result<Imported> {
         .map_err(|e| e.context("cannot import the archive on standard input"))
 }
 
-fn import_input<R: Read + Send>(
-    pool: &Pool,
-    input: R,
-    opts: &ImportOptions,
-) -> Result<Imported> {
+fn import_input<R: Read + Send>(pool: &Pool, input: R, opts: &ImportOptions) -> Result<Imported> {
     interrupt::install();
     let mut importer = Importer {
         env: Env {
@@ -338,11 +333,7 @@ impl Importer<'_> {
     }
 
     /// Reads an entry the grammar admitted.
-    fn entry<R: Read + Send>(
-        &mut self,
-        entry: &mut Entry<'_, R>,
-        name: EntryName,
-    ) -> Result<()> {
+    fn entry<R: Read + Send>(&mut self, entry: &mut Entry<'_, R>, name: EntryName) -> Result<()> {
         match name {
             EntryName::Stream(stream) => {
                 self.start_receiving()?;

@@ -35,6 +35,8 @@ struct Request {
     clone: bool,
     no_start: bool,
     native: bool,
+    /// `round`: the last round; the container leaves staging once it is in.
+    cutover: bool,
     numbers: Vec<String>,
 }
 
@@ -75,6 +77,7 @@ fn parse_request(line: &str) -> Result<Request> {
             "--clone" => req.clone = true,
             "--no-start" => req.no_start = true,
             "--native" => req.native = true,
+            "--cutover" => req.cutover = true,
             n if n.bytes().all(|b| b.is_ascii_hexdigit()) && n.len() <= 64 => {
                 req.numbers.push(n.to_string())
             }
@@ -266,6 +269,9 @@ fn round(pool: &Pool, req: &Request, entry: &AuthorizedKey, stdin: &mut dyn Read
     let mut log = staged_log(pool, id, entry)?;
     if n <= log.round {
         io::copy(stdin, &mut io::sink()).ctx(|| "cannot read the request".to_string())?;
+        if req.cutover {
+            cut_over(pool, id, &mut log, req.no_start)?;
+        }
         return pool.unlock_ct(id, lock);
     }
     if n != log.round + 1 {
@@ -316,6 +322,9 @@ fn round(pool: &Pool, req: &Request, entry: &AuthorizedKey, stdin: &mut dyn Read
     log.round = n;
     log.native = req.native;
     write_log(pool, id, Some(&log))?;
+    if req.cutover {
+        cut_over(pool, id, &mut log, req.no_start)?;
+    }
     pool.unlock_ct(id, lock)
 }
 
@@ -329,24 +338,31 @@ fn max_id(pool: &Pool, id: &str) -> Result<Option<u32>> {
     Ok(map.0.iter().map(|r| r.ns.saturating_add(r.count)).max())
 }
 
-/// The cutover's end here: the container is no longer staged, and starts.
+/// `start`: the cutover's end here, where the last round came on its own.
 fn start(pool: &Pool, id: &str, entry: &AuthorizedKey, no_start: bool) -> Result<()> {
     let lock = pool.lock_ct(id)?;
     let mut log = our_log(pool, id, entry)?;
+    cut_over(pool, id, &mut log, no_start)?;
+    pool.unlock_ct(id, lock)
+}
+
+/// The container is no longer staged, and starts (under its lock); a
+/// start that fails leaves it staged, for the step to be run again.
+fn cut_over(pool: &Pool, id: &str, log: &mut SendLog, no_start: bool) -> Result<()> {
     if log.native && log.state == "staged" {
         rounds::place(pool, id, log.round)?;
     }
     let was = log.state.clone();
     log.state = "started".into();
-    write_log(pool, id, Some(&log))?;
+    write_log(pool, id, Some(log))?;
     if !no_start {
         if let Err(e) = containers::start_locked(pool, id) {
             log.state = was;
-            write_log(pool, id, Some(&log))?;
+            write_log(pool, id, Some(log))?;
             return Err(e);
         }
     }
-    pool.unlock_ct(id, lock)
+    Ok(())
 }
 
 /// The send is complete: the log goes, and a single-use key with it.

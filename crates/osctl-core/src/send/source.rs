@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::archive::meta::{self, ArchiveFormat, ArchiveType, Metadata};
@@ -318,13 +319,17 @@ fn config_archive(
 
 /// Sends one round: the one waiting in the spool if an earlier attempt
 /// stopped, else the next one, dumped now.
+/// Dumps (or resumes) and sends the next round; `cutover` words go with
+/// its request (see `state`). True where the target took the round in this
+/// call, with those words; false where it already had it.
 fn send_round(
     pool: &Pool,
     host: &Host,
     id: &str,
     log: &mut SendLog,
     opts: &SendOptions,
-) -> Result<()> {
+    cutover: &[String],
+) -> Result<bool> {
     // The target is asked where it stands only where the answer matters:
     // before the first round (its backend decides the kind of rounds) and
     // for a round an earlier attempt began (what of it arrived). A round
@@ -358,8 +363,11 @@ fn send_round(
         ),
         None => (u64::from(log.round), 0),
     };
-    if applied < u64::from(n) {
-        sent = send_spool(pool, host, id, log, &prepared, offset, opts)?;
+    let taken_now = applied < u64::from(n);
+    if taken_now {
+        opts.progress.step(format!("round {n} of {id}"));
+        let spool = rounds::round_file(&rounds::source_dir(pool, id), n);
+        sent = send_spool(host, log, &spool, &prepared, offset, opts, cutover)?;
     }
     log.round = n;
     log.prepared = None;
@@ -370,7 +378,7 @@ fn send_round(
         false => "tar",
     };
     (opts.report)(round_line(n, kind, sent, prepared.size, started.elapsed()));
-    Ok(())
+    Ok(taken_now)
 }
 
 /// The target's view of the send: whether the container is staged there,
@@ -394,22 +402,21 @@ fn native_rounds_possible(pool: &Pool, status: &serde_json::Value) -> bool {
         && status["backend"].as_str() == Some(pool.storage.backend().as_str())
 }
 
-/// Copies a dumped round from byte `offset` on; returns the bytes sent.
+/// Copies a round dumped into `spool` from byte `offset` on, `extra`
+/// words added to its request; returns the bytes sent.
 fn send_spool(
-    pool: &Pool,
     host: &Host,
-    id: &str,
     log: &SendLog,
+    spool: &Path,
     prepared: &super::Prepared,
     offset: u64,
     opts: &SendOptions,
+    extra: &[String],
 ) -> Result<u64> {
     let n = prepared.round;
-    let spool = rounds::round_file(&rounds::source_dir(pool, id), n);
-    let mut file = File::open(&spool).ctx(|| format!("cannot open {}", spool.display()))?;
+    let mut file = File::open(spool).ctx(|| format!("cannot open {}", spool.display()))?;
     file.seek(SeekFrom::Start(offset))
         .ctx(|| format!("cannot read {}", spool.display()))?;
-    opts.progress.step(format!("round {n} of {id}"));
     let mut words = vec![
         n.to_string(),
         prepared.size.to_string(),
@@ -419,6 +426,7 @@ fn send_spool(
     if log.native {
         words.push("--native".to_string());
     }
+    words.extend_from_slice(extra);
     run_remote_with(host, log, "round", &words, &file, &opts.progress)?;
     Ok(prepared.size - offset)
 }
@@ -447,7 +455,7 @@ pub fn rootfs(pool: &Pool, host: &Host, id: &str, opts: &SendOptions) -> Result<
             return Ok(());
         }
         expect_state(&log, id, "rootfs", &["config"])?;
-        send_round(pool, host, id, &mut log, opts)?;
+        send_round(pool, host, id, &mut log, opts, &[])?;
         log.state = "rootfs".into();
         write_log(pool, id, Some(&log))
     })
@@ -459,9 +467,9 @@ pub fn sync(pool: &Pool, host: &Host, id: &str, opts: &SendOptions) -> Result<()
         let mut log = source_log(pool, id)?;
         expect_state(&log, id, "sync", &["rootfs", "sync"])?;
         if log.prepared.is_some() {
-            send_round(pool, host, id, &mut log, opts)?;
+            send_round(pool, host, id, &mut log, opts, &[])?;
         }
-        send_round(pool, host, id, &mut log, opts)?;
+        send_round(pool, host, id, &mut log, opts, &[])?;
         log.state = "sync".into();
         write_log(pool, id, Some(&log))
     })
@@ -477,7 +485,7 @@ pub fn state(pool: &Pool, host: &Host, id: &str, opts: &SendOptions) -> Result<(
         }
         expect_state(&log, id, "state", &["rootfs", "sync"])?;
         if log.prepared.is_some() {
-            send_round(pool, host, id, &mut log, opts)?;
+            send_round(pool, host, id, &mut log, opts, &[])?;
         }
         let rt = containers::runtime(pool);
         let stopped_at = Instant::now();
@@ -487,14 +495,23 @@ pub fn state(pool: &Pool, host: &Host, id: &str, opts: &SendOptions) -> Result<(
             write_log(pool, id, Some(&log))?;
             rt.stop(id, containers::DEFAULT_STOP_TIMEOUT)?;
         }
-        let cut = send_round(pool, host, id, &mut log, opts).and_then(|()| {
-            let words: Vec<String> = opts
-                .no_start
-                .then(|| "--no-start".to_string())
-                .into_iter()
-                .collect();
+        // The last round and the start share one connection: each
+        // connection costs the downtime an ssh handshake.
+        let no_start: Vec<String> = opts
+            .no_start
+            .then(|| "--no-start".to_string())
+            .into_iter()
+            .collect();
+        let cutover: Vec<String> = ["--cutover".to_string()]
+            .into_iter()
+            .chain(no_start.iter().cloned())
+            .collect();
+        let cut = send_round(pool, host, id, &mut log, opts, &cutover).and_then(|with_round| {
+            if with_round {
+                return Ok(());
+            }
             opts.progress.step(format!("starting {id} on the target"));
-            run_remote(host, &log, "start", &words).map(drop)
+            run_remote(host, &log, "start", &no_start).map(drop)
         });
         if let Err(e) = cut {
             return Err(match start_again(pool, id, &mut log) {

@@ -386,8 +386,10 @@ fn as_user_needs_a_trusted_entry_and_the_user_stays_after_a_cancel() {
         "{err}"
     );
     assert!(h.dst_ids().is_empty());
-    let err = h.send_fails(&["config", "--as-user", "no;such", "web", "{dest}"]);
-    assert!(err.contains("no;such"), "{err}");
+    // A name outside the grammar never leaves the source.
+    let out = h.send(&["config", "--as-user", "no;such", "web", "{dest}"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("'no;such'"), "{err}");
     // Nothing recorded by the refused attempts: a new send may start.
     h.send_ok(&["cancel", "web"]);
 
@@ -432,6 +434,43 @@ fn an_unreachable_target_fails_a_step_which_then_succeeds() {
         read(&h.dst.rootfs_of("web"), "root/late").as_deref(),
         Some("arrives")
     );
+    h.send_ok(&["cleanup", "web"]);
+}
+
+/// The last round and the start travel together; a start that fails on the
+/// target leaves the copy staged there with the round in, the source running
+/// again, and the same step then completes the move.
+#[test]
+fn a_target_start_failing_at_the_cutover_is_retried() {
+    require!(can_send(), "needs root, LXC, busybox and sshd");
+    let h = Hosts::new();
+    h.authorize("src", &[]);
+    let live = running_ct(&h, "web");
+    h.send_ok(&["config", "web", "{dest}"]);
+    h.send_ok(&["rootfs", "web"]);
+    // The target's copy loses its init: only its start can fail.
+    let there = h.dst.rootfs_of("web");
+    let init = there.join("sbin/init");
+    let busybox = std::fs::read_link(&init).ok();
+    std::fs::remove_file(&init).unwrap();
+    write(&live, "root/late", "arrives");
+    let e = h.send_fails(&["state", "web"]);
+    assert!(e.contains("web"), "{e}");
+    assert_eq!(h.src.state("web"), "running");
+    assert_eq!(h.dst.state("web"), "stopped");
+    assert!(h.dst.fails(&["ct", "start", "web"], 1).contains("staged"));
+    assert_eq!(read(&there, "root/late").as_deref(), Some("arrives"));
+    match busybox {
+        Some(target) => std::os::unix::fs::symlink(target, &init).unwrap(),
+        None => std::fs::copy(live.join("sbin/init"), &init)
+            .map(drop)
+            .unwrap(),
+    }
+    write(&live, "root/later", "too");
+    h.send_ok(&["state", "web"]);
+    assert_eq!(h.src.state("web"), "stopped");
+    assert_eq!(h.dst.state("web"), "running");
+    assert_eq!(read(&there, "root/later").as_deref(), Some("too"));
     h.send_ok(&["cleanup", "web"]);
 }
 
