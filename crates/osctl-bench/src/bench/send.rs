@@ -424,11 +424,13 @@ fn run_with_stdin(osctl: &Osctl, args: &[&str], input: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The seconds in `cutover: container 'ID' was down for S s`.
+/// The seconds in `cutover: container 'ID' was down for S s` (and what
+/// may follow it on the line).
 fn parse_downtime(report: &str) -> Option<f64> {
     report
         .lines()
-        .find_map(|l| l.split_once("was down for ")?.1.strip_suffix(" s"))?
+        .find_map(|l| l.split_once("was down for ")?.1.split_once(" s"))?
+        .0
         .trim()
         .parse()
         .ok()
@@ -457,6 +459,9 @@ mod tests {
         let report = "osctl: round 3: 1.00 MiB (zfs stream) sent in 0.20 s, 5.00 MiB/s\n\
                       osctl: cutover: container 'bench-main' was down for 2.37 s\n";
         assert_eq!(parse_downtime(report), Some(2.37));
+        let with_stop = "osctl: round 3: 1.00 MiB (tar stream) dumped in 0.31 s, sent in 0.20 s, 5.00 MiB/s\n\
+                         osctl: cutover: container 'bench-main' was down for 2.37 s (its stop took 2.01 s)\n";
+        assert_eq!(parse_downtime(with_stop), Some(2.37));
         assert_eq!(parse_downtime("osctl: round 1: ...\n"), None);
     }
 }

@@ -342,12 +342,15 @@ fn send_round(
     if let (0, None, Some(status)) = (log.round, &log.prepared, &status) {
         log.native = native_rounds_possible(pool, status);
     }
+    let mut dumped = None;
     let prepared = match &log.prepared {
         Some(p) => p.clone(),
         None => {
             opts.progress
                 .step(format!("round {} of {id}: dumping", log.round + 1));
+            let dumping = Instant::now();
             let p = rounds::prepare(pool, id, log.round + 1, log.native)?;
+            dumped = Some(dumping.elapsed());
             log.prepared = Some(p.clone());
             write_log(pool, id, Some(log))?;
             p
@@ -377,7 +380,14 @@ fn send_round(
         true => pool.storage.backend().as_str(),
         false => "tar",
     };
-    (opts.report)(round_line(n, kind, sent, prepared.size, started.elapsed()));
+    (opts.report)(round_line(
+        n,
+        kind,
+        sent,
+        prepared.size,
+        dumped,
+        started.elapsed(),
+    ));
     Ok(taken_now)
 }
 
@@ -431,7 +441,17 @@ fn send_spool(
     Ok(prepared.size - offset)
 }
 
-fn round_line(n: u32, kind: &str, sent: u64, size: u64, took: Duration) -> String {
+/// What the source says of a round: its size and kind, how long its dump
+/// took (where this step dumped it) and its copy (with the target's check
+/// and apply, and at the cutover its start).
+fn round_line(
+    n: u32,
+    kind: &str,
+    sent: u64,
+    size: u64,
+    dumped: Option<Duration>,
+    took: Duration,
+) -> String {
     let secs = took.as_secs_f64().max(0.001);
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     let resumed = if sent < size {
@@ -439,8 +459,11 @@ fn round_line(n: u32, kind: &str, sent: u64, size: u64, took: Duration) -> Strin
     } else {
         String::new()
     };
+    let dumped = dumped.map_or(String::new(), |d| {
+        format!(" dumped in {:.2} s,", d.as_secs_f64())
+    });
     format!(
-        "round {n}: {:.2} MiB ({kind} stream) sent in {:.2} s, {:.2} MiB/s{resumed}",
+        "round {n}: {:.2} MiB ({kind} stream){dumped} sent in {:.2} s, {:.2} MiB/s{resumed}",
         mib(sent),
         secs,
         mib(sent) / secs
@@ -495,6 +518,7 @@ pub fn state(pool: &Pool, host: &Host, id: &str, opts: &SendOptions) -> Result<(
             write_log(pool, id, Some(&log))?;
             rt.stop(id, containers::DEFAULT_STOP_TIMEOUT)?;
         }
+        let stop_took = stopped_at.elapsed();
         // The last round and the start share one connection: each
         // connection costs the downtime an ssh handshake.
         let no_start: Vec<String> = opts
@@ -522,8 +546,9 @@ pub fn state(pool: &Pool, host: &Host, id: &str, opts: &SendOptions) -> Result<(
         log.state = "state".into();
         write_log(pool, id, Some(&log))?;
         (opts.report)(format!(
-            "cutover: container '{id}' was down for {:.2} s",
-            stopped_at.elapsed().as_secs_f64()
+            "cutover: container '{id}' was down for {:.2} s (its stop took {:.2} s)",
+            stopped_at.elapsed().as_secs_f64(),
+            stop_took.as_secs_f64()
         ));
         Ok(())
     })
@@ -604,5 +629,27 @@ mod tests {
         assert!(parse_dest("-oProxyCommand=x").is_err());
         assert!(parse_dest("a b").is_err());
         assert!(parse_dest("h:99999").is_err());
+    }
+
+    #[test]
+    fn round_lines_tell_size_kind_dump_and_rate() {
+        let whole = round_line(
+            2,
+            "tar",
+            3 << 20,
+            3 << 20,
+            Some(Duration::from_millis(400)),
+            Duration::from_secs(2),
+        );
+        assert_eq!(
+            whole,
+            "round 2: 3.00 MiB (tar stream) dumped in 0.40 s, sent in 2.00 s, 1.50 MiB/s"
+        );
+        // Resumed: dumped by an earlier attempt, part of it already there.
+        let resumed = round_line(3, "zfs", 1 << 20, 2 << 20, None, Duration::from_secs(1));
+        assert_eq!(
+            resumed,
+            "round 3: 1.00 MiB (zfs stream) sent in 1.00 s, 1.00 MiB/s (resumed, 1.00 MiB were there)"
+        );
     }
 }

@@ -31,6 +31,24 @@ const FILE: Znode = Znode {
     xattr: 0,
 };
 
+impl Znode {
+    fn mode(self, mode: u64) -> Znode {
+        Znode { mode, ..self }
+    }
+    fn uid(self, uid: u64) -> Znode {
+        Znode { uid, ..self }
+    }
+    fn gid(self, gid: u64) -> Znode {
+        Znode { gid, ..self }
+    }
+    fn rdev(self, rdev: u64) -> Znode {
+        Znode { rdev, ..self }
+    }
+    fn xattr(self, xattr: u64) -> Znode {
+        Znode { xattr, ..self }
+    }
+}
+
 impl Stream {
     fn new() -> Stream {
         Stream::with_order(false)
@@ -143,34 +161,10 @@ fn refusal(stream: Stream) -> String {
 
 fn tree() -> Stream {
     Stream::new()
-        .znode(
-            3,
-            Znode {
-                mode: 0o40755,
-                uid: 0,
-                gid: 0,
-                ..FILE
-            },
-        )
+        .znode(3, FILE.mode(0o40755).uid(0).gid(0))
         .znode(7, FILE)
-        .znode(
-            8,
-            Znode {
-                mode: 0o104755,
-                uid: 0,
-                ..FILE
-            },
-        )
-        .znode(
-            9,
-            Znode {
-                mode: 0o20666,
-                uid: 0,
-                gid: 0,
-                rdev: 0x103,
-                xattr: 0,
-            },
-        )
+        .znode(8, FILE.mode(0o104755).uid(0))
+        .znode(9, FILE.mode(0o20666).uid(0).gid(0).rdev(0x103))
         .object(1, 0, &[])
         .write(7, b"hello")
         .record(DRR_FREE, &[(8, 7), (16, 512), (24, u64::MAX)], &[])
@@ -187,7 +181,7 @@ fn a_clean_tree_is_judged_by_the_stream() {
 #[test]
 fn any_split_of_the_stream_gives_the_same_verdict() {
     let clean = tree().end().bytes;
-    let bad = tree().znode(12, Znode { uid: 70000, ..FILE }).end().bytes;
+    let bad = tree().znode(12, FILE.uid(70000)).end().bytes;
     for step in [1, 7, 311, 312, 313, 4096] {
         assert_eq!(
             judge_in_steps(&clean, step).0.unwrap(),
@@ -202,82 +196,33 @@ fn any_split_of_the_stream_gives_the_same_verdict() {
 fn big_endian_streams_are_judged_alike() {
     let stream = || Stream::with_order(true).znode(7, FILE).write(7, b"data");
     assert_eq!(verdict(stream().end()), TreeJudged::ByStream);
-    let bad = refusal(
-        stream()
-            .znode(
-                8,
-                Znode {
-                    gid: 1 << 20,
-                    ..FILE
-                },
-            )
-            .end(),
-    );
+    let bad = refusal(stream().znode(8, FILE.gid(1 << 20)).end());
     assert!(bad.contains("gid 1048576"), "{bad}");
 }
 
 #[test]
 fn what_the_policy_refuses_is_refused_naming_the_inode() {
-    let owner = refusal(tree().znode(12, Znode { uid: 70000, ..FILE }).end());
-    assert!(
-        owner.contains("dataset 'ct'") && owner.contains("inode 12"),
-        "{owner}"
-    );
-    assert!(owner.contains("uid 70000 is outside"), "{owner}");
-    // A 32-bit FUID (a domain in the upper half) is no id of the map either.
-    let fuid = refusal(
-        tree()
-            .znode(
-                13,
-                Znode {
-                    uid: 1 << 32 | 5,
-                    ..FILE
-                },
-            )
-            .end(),
-    );
-    assert!(fuid.contains("inode 13"), "{fuid}");
-    let setuid = refusal(
-        tree()
-            .znode(
-                14,
-                Znode {
-                    mode: 0o104755,
-                    uid: 100_000,
-                    ..FILE
-                },
-            )
-            .end(),
-    );
-    assert!(setuid.contains("setuid file"), "{setuid}");
-    // 8:0, a disk, in the C library's encoding that zfs-fuse keeps.
-    let disk = refusal(
-        tree()
-            .znode(
-                15,
-                Znode {
-                    mode: 0o60600,
-                    rdev: 0x800,
-                    ..FILE
-                },
-            )
-            .end(),
-    );
-    assert!(disk.contains("block 8:0"), "{disk}");
+    let cases = [
+        (FILE.uid(70000), "uid 70000 is outside"),
+        // A FUID (a domain in the upper half) is no id of the map either.
+        (FILE.uid(1 << 32 | 5), "uid 4294967301 is outside"),
+        (FILE.mode(0o104755).uid(100_000), "setuid file"),
+        // 8:0, a disk, in the C library's encoding that zfs-fuse keeps.
+        (FILE.mode(0o60600).rdev(0x800), "block 8:0"),
+    ];
+    for (znode, why) in cases {
+        let refused = refusal(tree().znode(12, znode).end());
+        assert!(refused.contains("dataset 'ct'"), "{refused}");
+        assert!(
+            refused.contains("inode 12: ") && refused.contains(why),
+            "{refused}"
+        );
+    }
 }
 
 #[test]
 fn the_policy_given_is_the_one_applied() {
-    let disk = tree()
-        .znode(
-            15,
-            Znode {
-                mode: 0o60600,
-                rdev: 0x800,
-                ..FILE
-            },
-        )
-        .end();
+    let disk = tree().znode(15, FILE.mode(0o60600).rdev(0x800)).end();
     let mut judge = ZfsStreamJudge::new(
         "x",
         FilePolicy {
@@ -297,35 +242,12 @@ fn what_the_judge_does_not_know_is_left_to_the_walk() {
             "system-attribute",
             tree().object(20, BONUS_SA, &[0; 168]).end(),
         ),
-        (
-            "extended-attribute",
-            tree().znode(21, Znode { xattr: 30, ..FILE }).end(),
-        ),
+        ("extended-attribute", tree().znode(21, FILE.xattr(30)).end()),
         (
             "64-bit device",
-            tree()
-                .znode(
-                    22,
-                    Znode {
-                        mode: 0o20666,
-                        rdev: 1 << 32 | 3,
-                        ..FILE
-                    },
-                )
-                .end(),
+            tree().znode(22, FILE.mode(0o20666).rdev(1 << 32 | 3)).end(),
         ),
-        (
-            "beyond 16",
-            tree()
-                .znode(
-                    23,
-                    Znode {
-                        mode: 0o1_100_644,
-                        ..FILE
-                    },
-                )
-                .end(),
-        ),
+        ("beyond 16", tree().znode(23, FILE.mode(0o1_100_644)).end()),
         (
             "shorter than a znode",
             tree().object(24, BONUS_ZNODE, &[0; 64]).end(),
@@ -373,7 +295,7 @@ fn what_the_judge_does_not_know_is_left_to_the_walk() {
 fn a_policy_violation_after_a_deferral_is_still_refused() {
     let stream = tree()
         .object(20, BONUS_SA, &[0; 168])
-        .znode(12, Znode { uid: 70000, ..FILE })
+        .znode(12, FILE.uid(70000))
         .end();
     assert!(refusal(stream).contains("inode 12"));
 }
