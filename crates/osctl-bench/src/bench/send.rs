@@ -255,10 +255,11 @@ impl Runner<'_> {
             step.execute(&self.bench.logs.join("send.log"))?;
         }
         eprintln!(
-            "bench: {} send, {changed_mib} MiB changed, run {}/{}: state {state_secs:.2} s, downtime {reported:.2} s, longest pause inside {seen_inside:.3} s; target stop {stop:.2} s, start {start_secs:.2} s",
+            "bench: {} send, {changed_mib} MiB changed, run {}/{}: state {state_secs:.2} s, downtime {reported:.2} s, longest pause inside {seen_inside:.3} s; target stop {stop:.2} s, start {start_secs:.2} s; osctl said: {}",
             b.kind.name(),
             run + 1,
-            self.cfg.runs
+            self.cfg.runs,
+            cutover_lines(&stderr)
         );
         Ok(Cutover {
             reported,
@@ -424,6 +425,17 @@ fn run_with_stdin(osctl: &Osctl, args: &[&str], input: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The last round's line and the cutover's, as osctl printed them (what
+/// the downtime is made of), joined.
+fn cutover_lines(report: &str) -> String {
+    let lines: Vec<&str> = report
+        .lines()
+        .filter(|l| l.contains("osctl: round ") || l.contains("osctl: cutover: "))
+        .map(|l| l.trim_start_matches("osctl: "))
+        .collect();
+    lines[lines.len().saturating_sub(2)..].join("; ")
+}
+
 /// The seconds in `cutover: container 'ID' was down for S s` (and what
 /// may follow it on the line).
 fn parse_downtime(report: &str) -> Option<f64> {
@@ -462,6 +474,12 @@ mod tests {
         let with_stop = "osctl: round 3: 1.00 MiB (tar stream) dumped in 0.31 s, sent in 0.20 s, 5.00 MiB/s\n\
                          osctl: cutover: container 'bench-main' was down for 2.37 s (its stop took 2.01 s)\n";
         assert_eq!(parse_downtime(with_stop), Some(2.37));
+        let both = "round 3: 1.00 MiB (tar stream) dumped in 0.31 s, sent in 0.20 s, 5.00 MiB/s; \
+                    cutover: container 'bench-main' was down for 2.37 s (its stop took 2.01 s)";
+        assert_eq!(
+            cutover_lines(&format!("osctl: round 2: x\n{with_stop}")),
+            both
+        );
         assert_eq!(parse_downtime("osctl: round 1: ...\n"), None);
     }
 }
