@@ -86,6 +86,13 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .ctx(|| format!("cannot sync directory {}", dir.display()))
 }
 
+/// Writes back the dirty data of the file system holding `dir` (syncfs).
+pub fn sync_file_system(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| rustix::fs::syncfs(&d).map_err(std::io::Error::from))
+        .ctx(|| format!("cannot sync the file system of {}", dir.display()))
+}
+
 pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))

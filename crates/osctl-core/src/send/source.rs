@@ -511,8 +511,16 @@ pub fn state(pool: &Pool, host: &Host, id: &str, opts: &SendOptions) -> Result<(
             send_round(pool, host, id, &mut log, opts, &[])?;
         }
         let rt = containers::runtime(pool);
+        let running = rt.state(id)? != CtState::Stopped;
+        if running {
+            // Written back while the container still runs, what it wrote
+            // lately no longer lengthens its shutdown's sync (busybox and
+            // systemd both sync), which is downtime.
+            opts.progress.step(format!("flushing {id}'s file system"));
+            fsutil::sync_file_system(&pool.storage.rootfs(id))?;
+        }
         let stopped_at = Instant::now();
-        if rt.state(id)? != CtState::Stopped {
+        if running {
             opts.progress.step(format!("stopping {id}"));
             log.stopped = true;
             write_log(pool, id, Some(&log))?;
