@@ -498,8 +498,9 @@ pub fn sync(pool: &Pool, host: &Host, id: &str, opts: &SendOptions) -> Result<()
     })
 }
 
-/// `ct send state ID`: the cutover. The container stops, the last changes
-/// go, the copy starts on the target; on failure the source runs again.
+/// `ct send state ID`: the cutover. A round while the container runs, then
+/// it stops, the last changes go and the copy starts on the target (in one
+/// connection); on failure the source runs again.
 pub fn state(pool: &Pool, host: &Host, id: &str, opts: &SendOptions) -> Result<()> {
     locked(pool, id, || {
         let mut log = source_log(pool, id)?;
@@ -513,6 +514,10 @@ pub fn state(pool: &Pool, host: &Host, id: &str, opts: &SendOptions) -> Result<(
         let rt = containers::runtime(pool);
         let running = rt.state(id)? != CtState::Stopped;
         if running {
+            // One more round while the container runs: what changed since
+            // the last sync travels now, and the round after the stop
+            // carries only the last seconds' changes.
+            send_round(pool, host, id, &mut log, opts, &[])?;
             // Written back while the container still runs, what it wrote
             // lately no longer lengthens its shutdown's sync (busybox and
             // systemd both sync), which is downtime.

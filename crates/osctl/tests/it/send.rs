@@ -454,8 +454,19 @@ fn a_target_start_failing_at_the_cutover_is_retried() {
     let busybox = std::fs::read_link(&init).ok();
     std::fs::remove_file(&init).unwrap();
     write(&live, "root/late", "arrives");
-    let e = h.send_fails(&["state", "web"]);
-    assert!(e.contains("web"), "{e}");
+    // The round while the source runs says its line, then the one error.
+    let out = h.send(&["state", "web"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines.len() == 2 && lines[0].contains("round 2") && lines[1].starts_with("error: "),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].contains("cannot start container 'web'"),
+        "{stderr}"
+    );
     assert_eq!(h.src.state("web"), "running");
     assert_eq!(h.dst.state("web"), "stopped");
     assert!(h.dst.fails(&["ct", "start", "web"], 1).contains("staged"));
