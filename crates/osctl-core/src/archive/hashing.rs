@@ -1,10 +1,12 @@
 //! Hashing bytes that move without passing through our memory.
 //!
-//! When a stream is spliced between a pipe and the archive file, the kernel
-//! copies it and we never see the bytes. To still hash them, a thread reads the
-//! same region of the archive file with `pread` while the copy runs: the pages
-//! were just written (export) or are being read anyway (import), so they come
-//! from the page cache, and hashing overlaps the copy instead of following it.
+//! When an export's stream is spliced from a pipe into the archive file, or
+//! written there by `zfs send` itself, the kernel copies it and we never see
+//! the bytes. To still hash them, a thread reads the same region of the
+//! archive file with `pread` while the copy runs: the pages were just
+//! written, so they come from the page cache, and hashing overlaps the copy
+//! instead of following it. (Imports read every byte themselves: a native
+//! stream's check must see the bytes its receiver gets.)
 
 use std::fs::File;
 use std::io;

@@ -318,9 +318,8 @@ fn config_archive(
 }
 
 /// Sends one round: the one waiting in the spool if an earlier attempt
-/// stopped, else the next one, dumped now.
-/// Dumps (or resumes) and sends the next round; `cutover` words go with
-/// its request (see `state`). True where the target took the round in this
+/// stopped, else the next one, dumped now; `cutover` words go with its
+/// request (see `state`). True where the target took the round in this
 /// call, with those words; false where it already had it.
 fn send_round(
     pool: &Pool,

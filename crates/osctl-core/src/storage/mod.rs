@@ -420,7 +420,7 @@ impl Receiver {
     }
 
     /// Ends a copy into the receiver (`copied`, from [`Receiver::copy_from`]
-    /// or a splice): waits for it when the copy went through; a write error
+    /// or [`Receiver::write_all`]): waits for it when the copy went through; a write error
     /// becomes the receiver's own error when it died; a source error is
     /// returned as it is. `what` names the stream in messages.
     pub fn end(self, copied: Result<(), CopyError>, what: &str) -> Result<TreeJudged> {

@@ -211,11 +211,11 @@ fn try_unmount(name: &str) {
     }
 }
 
-/// Destroys a dataset (with `-r`: its children and snapshots too). Missing is
-/// fine; busy is retried a few times, unmounting in between.
 /// Tries of `zfs rollback` when a refused send round is undone.
 const ROLLBACK_ATTEMPTS: u32 = 3;
 
+/// Destroys a dataset (with `-r`: its children and snapshots too). Missing is
+/// fine; busy is retried a few times, unmounting in between.
 fn destroy_dataset(name: &str, recursive: bool) -> Result<()> {
     let mut cmd = zfs(["destroy"]);
     if recursive {
