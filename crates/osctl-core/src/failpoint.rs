@@ -4,14 +4,35 @@
 //!
 //! `OSCTL_FAILPOINT=<name>` kills the process with SIGKILL when it reaches the
 //! point of that name; `OSCTL_FAILPOINT=<name>:stop` stops it with SIGSTOP
-//! there (the test sends SIGCONT). Without the variable this is one
-//! environment lookup; without the `failpoints` feature (release builds),
-//! nothing.
+//! there (the test sends SIGCONT); `OSCTL_FAILPOINT=<name>:fail` makes the
+//! step at a point checked with [`check`] fail as the real step can (a stop,
+//! a receive, a start), to check that the same step then completes. Without
+//! the variable this is one environment lookup; without the `failpoints`
+//! feature (release builds), nothing.
 
 /// Does nothing: failpoints are a test build's.
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub fn hit(_name: &str) {}
+
+/// Never fails: failpoints are a test build's.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn check(_name: &str) -> crate::error::Result<()> {
+    Ok(())
+}
+
+/// Fails where `OSCTL_FAILPOINT` asks the step at this point to fail.
+#[cfg(feature = "failpoints")]
+pub fn check(name: &str) -> crate::error::Result<()> {
+    let wanted = std::env::var_os("OSCTL_FAILPOINT");
+    match wanted.is_some_and(|w| w.to_string_lossy().strip_suffix(":fail") == Some(name)) {
+        true => Err(crate::error::Error::busy(format!(
+            "failpoint '{name}': the step failed on purpose"
+        ))),
+        false => Ok(()),
+    }
+}
 
 /// Dies or stops here if `OSCTL_FAILPOINT` names this point.
 #[cfg(feature = "failpoints")]

@@ -30,7 +30,9 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     (
         "OSCTL_FAILPOINT",
         "Test builds only (feature failpoints): NAME kills the process at the named point of \
-         an export or import, NAME:stop stops it there. Release builds ignore it.",
+         an export, import or send, NAME:stop stops it there, NAME:fail makes the step there \
+         fail (a send's stop, receive or start); authorized-keys add and del pass it on to \
+         the receiving end. Release builds ignore it.",
     ),
     (
         "OSCTL_SSH_OPTIONS",

@@ -327,8 +327,22 @@ pub fn receive_command() -> Result<String> {
             cmd.push_str(&format!("{var}={} ", shell_safe(&value)?));
         }
     }
+    #[cfg(feature = "failpoints")]
+    cmd.push_str(&failpoint_word());
     cmd.push_str(&format!("{} receive serve", shell_safe(&exe)?));
     Ok(cmd)
+}
+
+/// A test build's failpoint goes to the receiving end too: the tests make
+/// the target fail or die where they set it before saving the keys.
+#[cfg(feature = "failpoints")]
+fn failpoint_word() -> String {
+    let point = std::env::var("OSCTL_FAILPOINT").unwrap_or_default();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-:".contains(c);
+    match !point.is_empty() && point.chars().all(plain) {
+        true => format!("OSCTL_FAILPOINT={point} "),
+        false => String::new(),
+    }
 }
 
 /// A path that goes into the forced command as it is: no quoting needed.

@@ -8,6 +8,7 @@ use std::io::{self, Read, Write};
 
 use crate::containers;
 use crate::error::{Context, Error, Result};
+use crate::failpoint;
 use crate::filepolicy::FilePolicy;
 use crate::fsutil;
 use crate::host::Host;
@@ -237,7 +238,14 @@ fn status(pool: &Pool, id: &str, entry: &AuthorizedKey, out: &mut dyn Write) -> 
     let doc = if !pool.ct_exists(id) {
         serde_json::json!({"exists": false})
     } else {
+        let lock = pool.lock_ct(id)?;
         let log = our_log(pool, id, entry)?;
+        // The source asks after a failed attempt: where this end died
+        // between recording a round and forgetting its base, the base goes.
+        if log.state == "staged" {
+            rounds::forget_base(pool, id, log.round, log.native)?;
+        }
+        pool.unlock_ct(id, lock)?;
         let next = round_file(&target_dir(pool, id), log.round + 1);
         let spooled = std::fs::metadata(&next).map_or(0, |m| m.len());
         serde_json::json!({
@@ -317,11 +325,15 @@ fn round(pool: &Pool, req: &Request, entry: &AuthorizedKey, stdin: &mut dyn Read
     }
     let policy = FilePolicy::for_import(max_id(pool, id)?, entry.trusted);
     let applied = rounds::apply(pool, id, &spool, n, req.native, policy);
+    failpoint::hit("receive-after-apply");
     fsutil::remove_file_if_exists(&spool)?;
     applied.map_err(|e| e.context(format!("round {n} of container '{id}'")))?;
     log.round = n;
     log.native = req.native;
     write_log(pool, id, Some(&log))?;
+    // Kept until the log says round n is in: a round applied by an attempt
+    // that died before it was recorded is received again from this base.
+    rounds::forget_base(pool, id, n, req.native)?;
     if req.cutover {
         cut_over(pool, id, &mut log, req.no_start)?;
     }
@@ -356,7 +368,9 @@ fn cut_over(pool: &Pool, id: &str, log: &mut SendLog, no_start: bool) -> Result<
     log.state = "started".into();
     write_log(pool, id, Some(log))?;
     if !no_start {
-        if let Err(e) = containers::start_locked(pool, id) {
+        let started =
+            failpoint::check("receive-start").and_then(|()| containers::start_locked(pool, id));
+        if let Err(e) = started {
             log.state = was;
             write_log(pool, id, Some(log))?;
             return Err(e);

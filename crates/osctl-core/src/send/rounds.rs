@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::archive::compress::{self, CompressOptions, Compression, Encoder};
 use crate::error::{Context, Error, Result};
+use crate::failpoint;
 use crate::filepolicy::{self, FilePolicy};
 use crate::fstar::{self, DumpSource, ExtractOptions, Manifest};
 use crate::fsutil;
@@ -217,7 +218,7 @@ pub(crate) fn apply(
             whiteouts: true,
         };
         fstar::extract(&mut input, &pool.storage.rootfs(id), &opts)?;
-        return Ok(());
+        return failpoint::check(&apply_failpoint(round));
     }
     let native = native_streams(pool)?;
     let ds = Dataset::root(id);
@@ -238,20 +239,30 @@ pub(crate) fn apply(
             Err(e) => return Err(e),
         };
         let tree = native.received_round(ds, &snap, base.as_deref())?;
-        match judged {
-            TreeJudged::ByStream => Ok(()),
-            TreeJudged::NeedsWalk => filepolicy::scan::scan(&tree, &[], &policy).map(drop),
+        if let TreeJudged::NeedsWalk = judged {
+            filepolicy::scan::scan(&tree, &[], &policy)?;
         }
+        failpoint::check(&apply_failpoint(round))
     })();
-    if let Err(e) = received {
-        return Err(match native.drop_round(ds, &snap, base.as_deref()) {
-            Ok(()) => e,
-            Err(undo) => e.context(format!("(undoing the round failed too: {undo})")),
-        });
-    }
-    match base {
-        Some(base) => native.forget_round(ds, &base),
-        None => Ok(()),
+    received.map_err(|e| match native.drop_round(ds, &snap, base.as_deref()) {
+        Ok(()) => e,
+        Err(undo) => e.context(format!("(undoing the round failed too: {undo})")),
+    })
+}
+
+/// Tests make the apply of round N fail after it received, as a receive
+/// that fails does (`receive-round-N:fail`).
+fn apply_failpoint(round: u32) -> String {
+    format!("receive-round-{round}")
+}
+
+/// Once round `round` of a native send is recorded on the target, the
+/// snapshot of the round before is no longer needed (and the next round's
+/// receive would take it for one its stream made).
+pub(crate) fn forget_base(pool: &Pool, id: &str, round: u32, native: bool) -> Result<()> {
+    match native && round > 1 {
+        true => native_streams(pool)?.forget_round(Dataset::root(id), &round_snapshot(round - 1)),
+        false => Ok(()),
     }
 }
 

@@ -11,6 +11,7 @@ use crate::archive::{ArchiveWriter, DigestAlgorithm};
 use crate::cmd::{Cmd, ExecError, OffsetWatch};
 use crate::containers;
 use crate::error::{Context, Error, Result};
+use crate::failpoint;
 use crate::fsutil;
 use crate::host::Host;
 use crate::names;
@@ -238,6 +239,7 @@ pub fn config(pool: &Pool, host: &Host, id: &str, dest: &str, opts: &SendOptions
         }
         // Recorded first: a cancel must know where the container went.
         write_log(pool, id, Some(&log))?;
+        failpoint::hit("send-config-after-log");
         let archive = config_archive(pool, id, &cfg)?;
         let mut words: Vec<String> = log
             .clone
@@ -352,6 +354,7 @@ fn send_round(
             dumped = Some(dumping.elapsed());
             log.prepared = Some(p.clone());
             write_log(pool, id, Some(log))?;
+            failpoint::hit("send-after-dump");
             p
         }
     };
@@ -370,6 +373,7 @@ fn send_round(
         opts.progress.step(format!("round {n} of {id}"));
         let spool = rounds::round_file(&rounds::source_dir(pool, id), n);
         sent = send_spool(host, log, &spool, &prepared, offset, opts, cutover)?;
+        failpoint::hit("send-after-round");
     }
     log.round = n;
     log.prepared = None;
@@ -524,37 +528,28 @@ pub fn state(pool: &Pool, host: &Host, id: &str, opts: &SendOptions) -> Result<(
             fsutil::sync_file_system(&pool.storage.rootfs(id))?;
         }
         let stopped_at = Instant::now();
-        if running {
-            opts.progress.step(format!("stopping {id}"));
-            log.stopped = true;
-            write_log(pool, id, Some(&log))?;
-            rt.stop(id, containers::DEFAULT_STOP_TIMEOUT)?;
-        }
-        let stop_took = stopped_at.elapsed();
-        // The last round and the start share one connection: each
-        // connection costs the downtime an ssh handshake.
-        let no_start: Vec<String> = opts
-            .no_start
-            .then(|| "--no-start".to_string())
-            .into_iter()
-            .collect();
-        let cutover: Vec<String> = ["--cutover".to_string()]
-            .into_iter()
-            .chain(no_start.iter().cloned())
-            .collect();
-        let cut = send_round(pool, host, id, &mut log, opts, &cutover).and_then(|with_round| {
-            if with_round {
-                return Ok(());
+        // From the stop on, any failure starts the source again.
+        let cut = (|| {
+            if running {
+                opts.progress.step(format!("stopping {id}"));
+                log.stopped = true;
+                write_log(pool, id, Some(&log))?;
+                rt.stop(id, containers::DEFAULT_STOP_TIMEOUT)?;
+                failpoint::hit("send-after-stop");
+                failpoint::check("send-stop")?;
             }
-            opts.progress.step(format!("starting {id} on the target"));
-            run_remote(host, &log, "start", &no_start).map(drop)
-        });
-        if let Err(e) = cut {
-            return Err(match start_again(pool, id, &mut log) {
-                Ok(()) => e,
-                Err(s) => e.context(format!("(starting the source again failed too: {s})")),
-            });
-        }
+            let stop_took = stopped_at.elapsed();
+            cut_over(pool, host, id, &mut log, opts).map(|()| stop_took)
+        })();
+        let stop_took = match cut {
+            Ok(took) => took,
+            Err(e) => {
+                return Err(match start_again(pool, id, &mut log) {
+                    Ok(()) => e,
+                    Err(s) => e.context(format!("(starting the source again failed too: {s})")),
+                });
+            }
+        };
         log.state = "state".into();
         write_log(pool, id, Some(&log))?;
         (opts.report)(format!(
@@ -564,6 +559,32 @@ pub fn state(pool: &Pool, host: &Host, id: &str, opts: &SendOptions) -> Result<(
         ));
         Ok(())
     })
+}
+
+/// The last round and the target's start, in one connection where the
+/// round is new to the target (each connection costs the downtime an ssh
+/// handshake); a `start` alone where an earlier attempt's round is in.
+fn cut_over(
+    pool: &Pool,
+    host: &Host,
+    id: &str,
+    log: &mut SendLog,
+    opts: &SendOptions,
+) -> Result<()> {
+    let no_start: Vec<String> = opts
+        .no_start
+        .then(|| "--no-start".to_string())
+        .into_iter()
+        .collect();
+    let cutover: Vec<String> = ["--cutover".to_string()]
+        .into_iter()
+        .chain(no_start.iter().cloned())
+        .collect();
+    if send_round(pool, host, id, log, opts, &cutover)? {
+        return Ok(());
+    }
+    opts.progress.step(format!("starting {id} on the target"));
+    run_remote(host, log, "start", &no_start).map(drop)
 }
 
 fn start_again(pool: &Pool, id: &str, log: &mut SendLog) -> Result<()> {
@@ -582,6 +603,7 @@ pub fn cleanup(pool: &Pool, host: &Host, id: &str) -> Result<()> {
         expect_state(&log, id, "cleanup", &["state", "done"])?;
         if log.state == "state" {
             run_remote(host, &log, "done", &[])?;
+            failpoint::hit("send-cleanup-after-done");
             log.state = "done".into();
             write_log(pool, id, Some(&log))?;
         }
