@@ -9,12 +9,14 @@
 //! command replays.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Seek};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use crate::accounts::{self, MapRequest};
-use crate::archive::compress;
+use crate::archive::compress::{self, Compression};
 use crate::archive::grammar::Grammar;
+use crate::archive::lease::ReadLease;
 use crate::archive::meta::{
     self, ArchiveFormat, ArchiveType, EntryName, Metadata, StreamEncoding, StreamKind, StreamName,
 };
@@ -33,7 +35,7 @@ use crate::names;
 use crate::netif;
 use crate::pool::Pool;
 use crate::progress::Progress;
-use crate::storage::{self, Dataset, NativeStreams, TreeJudged};
+use crate::storage::{self, Dataset, NativeStreams, StreamCheck, TreeJudged};
 use crate::subid::SubIds;
 use crate::trust;
 use crate::yaml;
@@ -188,7 +190,8 @@ pub fn import(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<String> 
 pub fn import_report(pool: &Pool, path: &Path, opts: &ImportOptions) -> Result<Imported> {
     let file = File::open(path).ctx(|| format!("cannot open archive {}", path.display()))?;
     not_an_archive(path)?;
-    import_input(pool, file, opts)
+    let archive = ArchiveFile::of(&file);
+    import_input(pool, file, archive, opts)
         .map_err(|e| e.context(format!("cannot import {}", path.display())))
 }
 
@@ -201,7 +204,7 @@ pub fn import_from<R: Read + Send>(
     input: R,
     opts: &ImportOptions,
 ) -> Result<Imported> {
-    import_input(pool, input, opts).map_err(|e| e.context("cannot import the archive stream"))
+    import_input(pool, input, None, opts).map_err(|e| e.context("cannot import the archive stream"))
 }
 
 /// Imports the archive on standard input (a file or a pipe); a terminal
@@ -219,11 +222,37 @@ pub fn import_stdin(pool: &Pool, opts: &ImportOptions) -> Result<Imported> {
             "standard input is a terminal: pipe the archive in (... | osctl ct import -)",
         ));
     }
-    import_input(pool, File::from(fd), opts)
+    let file = File::from(fd);
+    let archive = ArchiveFile::of(&file);
+    import_input(pool, file, archive, opts)
         .map_err(|e| e.context("cannot import the archive on standard input"))
 }
 
-fn import_input<R: Read + Send>(pool: &Pool, input: R, opts: &ImportOptions) -> Result<Imported> {
+/// The archive, where it is a regular file (see [`Env::receive_beside`]).
+struct ArchiveFile {
+    /// A handle sharing the reader's file offset.
+    file: File,
+    /// Where that offset was before the reader read anything.
+    start: u64,
+}
+
+impl ArchiveFile {
+    fn of(file: &File) -> Option<ArchiveFile> {
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
+        let mut file = file.try_clone().ok()?;
+        let start = file.stream_position().ok()?;
+        Some(ArchiveFile { file, start })
+    }
+}
+
+fn import_input<R: Read + Send>(
+    pool: &Pool,
+    input: R,
+    archive: Option<ArchiveFile>,
+    opts: &ImportOptions,
+) -> Result<Imported> {
     interrupt::install();
     let mut importer = Importer {
         env: Env {
@@ -233,6 +262,7 @@ fn import_input<R: Read + Send>(pool: &Pool, input: R, opts: &ImportOptions) -> 
             notes: Vec::new(),
             hostname: None,
             walk_received: false,
+            archive,
         },
         grammar: Grammar::new(),
         stage: Stage::Head(Box::default()),
@@ -275,6 +305,8 @@ struct Env<'a> {
     /// A native stream's check left files unjudged: the received tree is
     /// walked before the commit.
     walk_received: bool,
+    /// The archive, where it is a regular file.
+    archive: Option<ArchiveFile>,
 }
 
 impl Importer<'_> {
@@ -634,9 +666,13 @@ impl Env<'_> {
     ) -> Result<TreeJudged> {
         failpoint::hit("import-in-stream");
         let name = entry.name().to_string();
-        let mut recv = self
-            .native()?
-            .receive(ds, &plan.file_policy(self.opts.trusted))?;
+        let policy = plan.file_policy(self.opts.trusted);
+        if let (StreamIn::Whole(whole), Compression::Off) = (&mut *entry, stream.compression) {
+            if let Some(judged) = self.receive_beside(whole, ds, &policy)? {
+                return Ok(judged);
+            }
+        }
+        let mut recv = self.native()?.receive(ds, &policy)?;
         // Through our memory, never spliced: the receiver's check must see
         // the very bytes the receiver gets.
         let counted = self.progress.counting(&mut *entry);
@@ -651,6 +687,68 @@ impl Env<'_> {
             Err(CopyError::Source(e)) => Err(e.context(format!("archive entry '{name}'"))),
             copied => recv.end(copied, &name),
         }
+    }
+
+    /// An uncompressed native stream in an archive file, read by the
+    /// receiver from the file itself while the stream's check reads the
+    /// same bytes through the archive reader (hashed as ever); the file
+    /// under a read lease, so that both saw the same bytes. None where this
+    /// cannot be (a pipe, a backend without it, no lease): the caller
+    /// copies the stream through the check into the receiver.
+    fn receive_beside<R: Read>(
+        &self,
+        entry: &mut Entry<'_, R>,
+        ds: Dataset,
+        policy: &FilePolicy,
+    ) -> Result<Option<TreeJudged>> {
+        let Some(archive) = &self.archive else {
+            return Ok(None);
+        };
+        // The reader reads unbuffered: its count and the shared offset must
+        // both say where the entry's data begins.
+        let start = archive.start + entry.position();
+        let offset = (&archive.file).stream_position().ok();
+        if entry.remaining() != entry.size() || offset != Some(start) {
+            return Ok(None);
+        }
+        let Some(lease) = ReadLease::take(&archive.file) else {
+            return Ok(None);
+        };
+        let Some((cmd, mut check)) = self.native()?.receive_beside(ds, policy)? else {
+            return Ok(None);
+        };
+        let name = entry.name().to_string();
+        let mut leased = lease.file();
+        leased
+            .seek(io::SeekFrom::Start(start))
+            .ctx(|| format!("cannot read archive entry '{name}'"))?;
+        failpoint::hit("import-beside");
+        let refused = AtomicBool::new(false);
+        let (received, judged) = std::thread::scope(|scope| {
+            let receiver = scope.spawn(|| {
+                cmd.run_with_files(Some(lease.file()), None, || match refused.load(Relaxed) {
+                    true => Err(io::Error::other("the stream was refused")),
+                    false => interrupt::check_io(),
+                })
+            });
+            let mut input = self.progress.counting(&mut *entry);
+            let judged = judge_all(&mut input, &mut *check);
+            refused.store(judged.is_err(), Relaxed);
+            (receiver.join(), judged)
+        });
+        judged.map_err(|e| e.context(format!("archive entry '{name}'")))?;
+        let received = received.map_err(|_| Error::invalid("the receiver's thread panicked"))?;
+        received.map_err(|e| Error::exec(format!("cannot receive {name}"), e))?;
+        if !lease.intact() {
+            return Err(Error::archive(format!(
+                "archive entry '{name}': the archive file was opened for writing while it was \
+                 received"
+            )));
+        }
+        check
+            .finish()
+            .map(Some)
+            .map_err(|e| e.context(format!("cannot receive {name}")))
     }
 
     /// After the last entry: the received datasets finished and checked,
@@ -757,6 +855,20 @@ impl<R: Read> Read for StreamIn<'_, '_, R> {
             StreamIn::Whole(e) => e.read(buf),
             StreamIn::Parts(p) => p.read(buf),
         }
+    }
+}
+
+/// Reads `input` to its end through `check` (see [`Env::receive_beside`]).
+fn judge_all(input: &mut dyn Read, check: &mut dyn StreamCheck) -> Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(crate::archive::reader::read_error(e)),
+        };
+        check.check(&buf[..n])?;
     }
 }
 

@@ -7,6 +7,8 @@
 //! - [`writer`]: the outer tar, written to a seekable file, streams of unknown
 //!   size patched in place, every entry's SHA-256 recorded.
 //! - [`reader`]: a strict streaming reader of the outer tar (works on a pipe).
+//! - [`lease`]: a read lease on an archive file, for a receiver that reads a
+//!   stream from the file itself while we judge the same bytes.
 //! - [`meta`]: `metadata.yml`, `snapshots.yml`, `checksums.yml` and the names
 //!   of the entries.
 //!
@@ -18,6 +20,7 @@ pub mod digest;
 pub mod grammar;
 mod hashing;
 mod header;
+pub mod lease;
 pub mod meta;
 pub mod parts;
 pub mod reader;

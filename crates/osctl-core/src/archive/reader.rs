@@ -25,6 +25,8 @@ pub struct ArchiveReader<R: Read> {
     /// The archive's digest algorithm, once `metadata.yml` named it (see
     /// [`Entry::use_digest`]); until then entries are hashed both ways.
     algorithm: Option<DigestAlgorithm>,
+    /// Bytes read from the input so far.
+    consumed: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -53,6 +55,7 @@ impl<R: Read> ArchiveReader<R> {
             replay: false,
             state: State::Reading,
             algorithm: None,
+            consumed: 0,
         }
     }
 
@@ -154,7 +157,10 @@ impl<R: Read> ArchiveReader<R> {
             match self.input.read(&mut block[filled..]) {
                 Ok(0) if filled == 0 => return Ok(false),
                 Ok(0) => return Err(truncated(format!("{what} is cut off after {filled} bytes"))),
-                Ok(n) => filled += n,
+                Ok(n) => {
+                    filled += n;
+                    self.consumed += n as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::io("cannot read the archive", e)),
             }
@@ -172,7 +178,10 @@ impl<R: Read> ArchiveReader<R> {
                         "entry '{name}' misses its last {count} bytes"
                     )))
                 }
-                Ok(n) => count -= n as u64,
+                Ok(n) => {
+                    count -= n as u64;
+                    self.consumed += n as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::io("cannot read the archive", e)),
             }
@@ -277,6 +286,12 @@ impl<R: Read> Entry<'_, R> {
         self.current().size
     }
 
+    /// Bytes of the archive read so far: where the entry's unread data
+    /// begins, counted from where the input was when the reading began.
+    pub fn position(&self) -> u64 {
+        self.reader.consumed
+    }
+
     /// Bytes of data not read yet.
     pub fn remaining(&self) -> u64 {
         self.current().remaining
@@ -371,6 +386,7 @@ impl<R: Read> Read for Entry<'_, R> {
             ));
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, t));
         }
+        self.reader.consumed += n as u64;
         let current = self.current_mut();
         current.hasher.update(&buf[..n]);
         current.remaining -= n as u64;

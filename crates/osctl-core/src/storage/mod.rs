@@ -268,6 +268,18 @@ pub trait NativeStreams: Send + Sync {
     /// walked ([`crate::filepolicy::scan`]).
     fn receive(&self, ds: Dataset, policy: &FilePolicy) -> Result<Receiver>;
 
+    /// For a stream the receiver may read from a file itself (an archive
+    /// under a read lease, [`crate::archive::lease`]): the receive command
+    /// and the check that is to read the same bytes beside it. None where
+    /// the backend's receiver must get its bytes through the check.
+    fn receive_beside(
+        &self,
+        _ds: Dataset,
+        _policy: &FilePolicy,
+    ) -> Result<Option<(Cmd, Box<dyn StreamCheck>)>> {
+        Ok(None)
+    }
+
     /// After all streams of a dataset are received: removes the snapshots the
     /// streams brought (`snapshots`, newest first). The dataset may be left
     /// unmounted: the import's commit renames the container, which mounts it

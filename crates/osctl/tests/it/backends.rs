@@ -1092,9 +1092,61 @@ fn with_data_after_stream(archive: &[u8], extra: &[u8]) -> Vec<u8> {
     }
 }
 
-/// On zfs an uncompressed stream is received straight from the archive file,
-/// and the receiver must stop exactly at the end of its entry: an entry that
-/// holds more than the stream is refused, and leaves nothing behind.
+/// An uncompressed zfs stream is received from the archive file itself
+/// while the judge reads the same bytes, under a read lease: an archive
+/// held open for writing gets no lease and goes through the judge's pipe
+/// instead; one opened for writing while it is received is refused, and
+/// nothing is left.
+#[test]
+fn zfs_archive_opened_for_writing_while_received_is_refused() {
+    require!(is_root(), "needs root");
+    let env = Env::new();
+    let Some(pool) = Pool::new(&env, Kind::Zfs) else {
+        return;
+    };
+    pool.new_ct("c1", &small_rootfs(&env));
+    let archive = env.path("c1.tar");
+    pool.export(&["--compression", "off"], "c1", &archive);
+    let held = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&archive)
+        .unwrap();
+    pool.import("held", &archive);
+    pool.assert_same(&pool.rootfs("c1"), &pool.rootfs("held"));
+    drop(held);
+
+    let before = inventory(&pool);
+    let mut import = pool.env.cmd();
+    import
+        .args(["--pool", &pool.name, "ct", "import", "--trusted"])
+        .args(["--as-id", "raced"])
+        .arg(&archive);
+    let osctl = super::support::stopped_at(import, "import-beside");
+    // Not blocking: the open fails at once, and the lease's break begins.
+    use std::os::unix::fs::OpenOptionsExt;
+    let writer = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&archive);
+    assert!(writer.is_err(), "the archive was not leased");
+    super::support::signal(&osctl, libc::SIGCONT);
+    let out = osctl.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("'rootfs/base.dat'")
+            && err.contains("opened for writing while it was received"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(inventory(&pool), before);
+    pool.assert_clean();
+}
+
+/// On zfs an uncompressed stream is received straight from the archive file
+/// (the judge reading the same bytes beside it), and the stream must end
+/// exactly at the end of its entry: an entry that holds more than the stream
+/// is refused, and leaves nothing behind.
 #[test]
 fn zfs_stream_entry_with_data_after_the_stream_is_refused() {
     require!(is_root(), "needs root");
