@@ -723,22 +723,33 @@ impl Env<'_> {
             .seek(io::SeekFrom::Start(start))
             .ctx(|| format!("cannot read archive entry '{name}'"))?;
         failpoint::hit("import-beside");
-        let refused = AtomicBool::new(false);
+        let (refused, receiver_failed) = (AtomicBool::new(false), AtomicBool::new(false));
         let (received, judged) = std::thread::scope(|scope| {
             let receiver = scope.spawn(|| {
-                cmd.run_with_files(Some(lease.file()), None, || match refused.load(Relaxed) {
-                    true => Err(io::Error::other("the stream was refused")),
-                    false => interrupt::check_io(),
-                })
+                let received =
+                    cmd.run_with_files(Some(lease.file()), None, || match refused.load(Relaxed) {
+                        true => Err(io::Error::other("the stream was refused")),
+                        false => interrupt::check_io(),
+                    });
+                receiver_failed.store(received.is_err(), Relaxed);
+                received
             });
             let mut input = self.progress.counting(&mut *entry);
-            let judged = judge_all(&mut input, &mut *check);
+            let judged = judge_all(&mut input, &mut *check, &receiver_failed);
             refused.store(judged.is_err(), Relaxed);
             (receiver.join(), judged)
         });
         judged.map_err(|e| e.context(format!("archive entry '{name}'")))?;
         let received = received.map_err(|_| Error::invalid("the receiver's thread panicked"))?;
         received.map_err(|e| Error::exec(format!("cannot receive {name}"), e))?;
+        // The receiver shared the leased description's offset: it must
+        // have stopped within the entry (the judge saw nothing beyond).
+        let read_to = leased.stream_position().unwrap_or(u64::MAX);
+        if read_to > start + entry.size() {
+            return Err(Error::archive(format!(
+                "archive entry '{name}': the stream runs on past the entry's end"
+            )));
+        }
         if !lease.intact() {
             return Err(Error::archive(format!(
                 "archive entry '{name}': the archive file was opened for writing while it was \
@@ -858,10 +869,20 @@ impl<R: Read> Read for StreamIn<'_, '_, R> {
     }
 }
 
-/// Reads `input` to its end through `check` (see [`Env::receive_beside`]).
-fn judge_all(input: &mut dyn Read, check: &mut dyn StreamCheck) -> Result<()> {
+/// Reads `input` to its end through `check` (see [`Env::receive_beside`]);
+/// stops early, without a verdict, once the receiver failed (its error is
+/// the one to tell).
+fn judge_all(
+    input: &mut dyn Read,
+    check: &mut dyn StreamCheck,
+    receiver_failed: &AtomicBool,
+) -> Result<()> {
     let mut buf = vec![0u8; 1 << 20];
     loop {
+        interrupt::check()?;
+        if receiver_failed.load(Relaxed) {
+            return Ok(());
+        }
         let n = match input.read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => n,

@@ -1068,7 +1068,40 @@ fn failures_leave_nothing_on_btrfs() {
 /// `rootfs/base.dat` with `extra` bytes appended to its data (header size
 /// adjusted; checksums.yml is left as it was).
 fn with_data_after_stream(archive: &[u8], extra: &[u8]) -> Vec<u8> {
-    let padded = |n: usize| n.div_ceil(512) * 512;
+    let (at, size) = stream_entry(archive);
+    let mut data = archive[at + 512..at + 512 + size].to_vec();
+    data.extend_from_slice(extra);
+    let entry = rawtar::Entry::file("rootfs/base.dat", &data);
+    let mut out = archive[..at].to_vec();
+    out.extend_from_slice(&rawtar::header(&entry));
+    out.extend_from_slice(&data);
+    out.resize(padded(out.len()), 0);
+    out.extend_from_slice(&archive[at + 512 + padded(size)..]);
+    out
+}
+
+/// The archive with the stream's entry made shorter than the stream, the
+/// stream's last bytes left where the entry's padding is: the entry ends
+/// one byte into its last block, so the entries after it stay in place.
+fn with_stream_past_its_entry(archive: &[u8]) -> Vec<u8> {
+    let (at, size) = stream_entry(archive);
+    // zfs records are 8-byte aligned: never one byte into a block.
+    assert_eq!(size % 8, 0);
+    let cut = (size % 512 + 511) % 512;
+    let data = &archive[at + 512..at + 512 + size];
+    let entry = rawtar::Entry::file("rootfs/base.dat", &data[..size - cut]);
+    let mut out = archive[..at].to_vec();
+    out.extend_from_slice(&rawtar::header(&entry));
+    out.extend_from_slice(&archive[at + 512..]);
+    out
+}
+
+fn padded(n: usize) -> usize {
+    n.div_ceil(512) * 512
+}
+
+/// Where the header of `rootfs/base.dat` is, and its size.
+fn stream_entry(archive: &[u8]) -> (usize, usize) {
     let mut at = 0;
     loop {
         let header = &archive[at..at + 512];
@@ -1077,16 +1110,7 @@ fn with_data_after_stream(archive: &[u8], extra: &[u8]) -> Vec<u8> {
         let size =
             usize::from_str_radix(size_field.trim_matches(|c| c == '\0' || c == ' '), 8).unwrap();
         if &header[..name_len] == b"rootfs/base.dat" {
-            let data_end = at + 512 + size;
-            let mut data = archive[at + 512..data_end].to_vec();
-            data.extend_from_slice(extra);
-            let entry = rawtar::Entry::file("rootfs/base.dat", &data);
-            let mut out = archive[..at].to_vec();
-            out.extend_from_slice(&rawtar::header(&entry));
-            out.extend_from_slice(&data);
-            out.resize(padded(out.len()), 0);
-            out.extend_from_slice(&archive[at + 512 + padded(size)..]);
-            return out;
+            return (at, size);
         }
         at += 512 + padded(size);
     }
@@ -1139,6 +1163,26 @@ fn zfs_archive_opened_for_writing_while_received_is_refused() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(inventory(&pool), before);
+    pool.assert_clean();
+
+    // The receiver reads the file, and must not read past the entry: a
+    // stream whose end lies beyond it is refused.
+    let past = env.path("past.tar");
+    std::fs::write(
+        &past,
+        with_stream_past_its_entry(&std::fs::read(&archive).unwrap()),
+    )
+    .unwrap();
+    let err = pool.fails(&[
+        "ct",
+        "import",
+        "--trusted",
+        "--as-id",
+        "past",
+        past.to_str().unwrap(),
+    ]);
+    assert!(err.contains("runs on past the entry's end"), "{err}");
     assert_eq!(inventory(&pool), before);
     pool.assert_clean();
 }
