@@ -307,11 +307,16 @@ impl BtrfsStorage {
     fn stream_guard(&self, ds: Dataset, policy: &FilePolicy) -> Result<StreamGuard> {
         let label = ds.label();
         let so_far = lock(&self.received).get(&memory_key(ds)).copied();
+        // finish_receive and place_round seal the root subvolume's top.
+        let sealed = |guard: StreamGuard| match ds.is_root() {
+            true => guard.top_resealed(),
+            false => guard,
+        };
         match so_far {
-            None => Ok(StreamGuard::base(label, *policy)),
+            None => Ok(sealed(StreamGuard::base(label, *policy))),
             Some(Received::Base(parent)) => {
                 self.check_parent_is_unique(&parent, ds)?;
-                Ok(StreamGuard::incremental(label, parent, *policy))
+                Ok(sealed(StreamGuard::incremental(label, parent, *policy)))
             }
             Some(Received::Both) => Err(Error::archive(format!(
                 "{label}: a third stream (a base and an incremental stream were received)"

@@ -215,6 +215,9 @@ pub struct StreamGuard {
     created: Option<SubvolumeId>,
     /// Set once a check failed: the stream cannot go on.
     refused: bool,
+    /// The subvolume's top directory is made root's own after the receive
+    /// (a container's directory): its owner in the stream is not judged.
+    top_resealed: bool,
 }
 
 impl StreamGuard {
@@ -246,6 +249,17 @@ impl StreamGuard {
             commands: 0,
             created: None,
             refused: false,
+            top_resealed: false,
+        }
+    }
+
+    /// For a container's root subvolume, whose top the storage seals after
+    /// every receive: a container that ran left it with its root's host
+    /// group (`datasets::let_root_through`), which the stream carries.
+    pub fn top_resealed(self) -> StreamGuard {
+        StreamGuard {
+            top_resealed: true,
+            ..self
         }
     }
 
@@ -502,6 +516,9 @@ impl StreamGuard {
                 // `btrfs receive` passes the mode's file type bits only.
                 let mode = u32::try_from(mode & 0o170000).expect("masked");
                 self.policy.check_node(mode, attrs.u64(A_RDEV)?)
+            }
+            C_CHOWN if self.top_resealed && attrs.get(A_PATH).unwrap_or_default().is_empty() => {
+                Ok(())
             }
             C_CHOWN => self
                 .policy

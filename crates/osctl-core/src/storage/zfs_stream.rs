@@ -56,6 +56,9 @@ const BONUS_ZNODE: u32 = 17;
 /// `DMU_OT_SA`: a bonus of system attributes, laid out by tables elsewhere
 /// in the dataset.
 const BONUS_SA: u32 = 44;
+/// The file type bits of a mode, and a directory's.
+const S_IFMT: u32 = 0o170_000;
+const S_IFDIR: u32 = 0o040_000;
 /// `sizeof(znode_phys_t)`; zfs refuses a shorter znode bonus.
 const ZNODE_LEN: usize = 264;
 // Offsets of the fields judged, in `znode_phys_t` (all u64).
@@ -303,6 +306,16 @@ impl ZfsStreamJudge {
         // OpenZFS's 64-bit encoding (major above bit 32) is not guessed at.
         if rdev > u64::from(u32::MAX) {
             self.defer(&format!("a 64-bit device number (object {object})"));
+            return Ok(());
+        }
+        // The dataset's top directory, which the import makes root's own,
+        // has the group of a container that ran (0710, its root's host gid,
+        // `datasets::let_root_through`); the records do not tell which
+        // directory is the top, the walk does.
+        if mode & S_IFMT == S_IFDIR && self.policy.check_owner(uid, gid).is_err() {
+            self.defer(&format!(
+                "a directory owned by {uid}:{gid} (object {object}), perhaps the dataset's top"
+            ));
             return Ok(());
         }
         self.policy

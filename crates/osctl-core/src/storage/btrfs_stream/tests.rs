@@ -188,7 +188,10 @@ fn refused_incremental(stream: &[u8]) -> String {
 fn refused(guard: StreamGuard, stream: &[u8]) -> String {
     let mut messages = Vec::new();
     for piece in [1, 7, 4096, stream.len().max(1)] {
-        let mut guard = StreamGuard::new(guard.label.clone(), guard.parent, guard.policy);
+        let mut guard = StreamGuard {
+            top_resealed: guard.top_resealed,
+            ..StreamGuard::new(guard.label.clone(), guard.parent, guard.policy)
+        };
         match feed(&mut guard, stream, piece).1 {
             Err(e) if e.kind() == ErrorKind::Archive => messages.push(e.message().to_string()),
             other => panic!("accepted in pieces of {piece}: {other:?}"),
@@ -648,6 +651,35 @@ fn files_the_policy_refuses_are_refused() {
 }
 
 const CAP_NAME: &[u8] = b"security.capability";
+
+/// A container's root subvolume: the owner of its top (`path ""`) is not
+/// judged, the storage makes it root's own after the receive; every other
+/// path is, and other subvolumes' tops are.
+#[test]
+fn the_top_of_a_resealed_subvolume_may_have_any_owner() {
+    let policy = FilePolicy::for_import(Some(65536), false);
+    let chown = |path: &[u8]| {
+        let (root, host_gid) = (0u64.to_le_bytes(), 1_572_864u64.to_le_bytes());
+        Stream::new(1)
+            .subvol("osctl-base", BASE)
+            .mkfile("f")
+            .cmd(
+                C_CHOWN,
+                &[(A_PATH, path), (A_UID, &root), (A_GID, &host_gid)],
+            )
+            .end()
+    };
+    let label = "dataset 'var' of container 'c1'";
+    let mut guard = StreamGuard::base(label, policy).top_resealed();
+    assert_eq!(feed(&mut guard, &chown(b""), 100).1.unwrap(), BASE);
+    let msg = refused(
+        StreamGuard::base(label, policy).top_resealed(),
+        &chown(b"f"),
+    );
+    assert!(msg.contains("path \"f\": gid 1572864"), "{msg}");
+    let msg = refused(StreamGuard::base(label, policy), &chown(b""));
+    assert!(msg.contains("path \"\": gid 1572864"), "{msg}");
+}
 
 #[test]
 fn uuids_read_back_as_printed() {

@@ -291,6 +291,25 @@ fn what_the_judge_does_not_know_is_left_to_the_walk() {
     }
 }
 
+/// A directory of a foreign owner may be the dataset's top, which a
+/// container that ran leaves with its root's host gid: the walk judges it
+/// (after the import made the top root's own).
+#[test]
+fn a_directory_of_a_foreign_owner_is_left_to_the_walk() {
+    let top = tree()
+        .znode(4, FILE.mode(0o40710).uid(0).gid(1_572_864))
+        .end();
+    assert_eq!(verdict(top), TreeJudged::NeedsWalk);
+    let (_, judge) = judge(tree().znode(4, FILE.mode(0o40755).uid(70000)).end());
+    assert!(
+        judge.walk_reason().unwrap().contains("object 4"),
+        "{:?}",
+        judge.walk_reason()
+    );
+    // Files are still refused by the records.
+    assert!(refusal(tree().znode(12, FILE.gid(1_572_864)).end()).contains("inode 12"));
+}
+
 #[test]
 fn a_policy_violation_after_a_deferral_is_still_refused() {
     let stream = tree()
