@@ -154,10 +154,20 @@ impl Plan {
         FilePolicy::for_import(self.max_id, trusted)
     }
 
+    /// The name the container's storage has now: the staging name, or the
+    /// final id once the received datasets were placed there.
+    fn built_as(&self) -> &str {
+        match self.journal.record().placed {
+            true => &self.id,
+            false => &self.staging,
+        }
+    }
+
     /// The root dataset and the subdatasets the archive brings.
     fn datasets(&self) -> impl Iterator<Item = Dataset<'_>> {
         let rels = std::iter::once("").chain(self.metadata.datasets.iter().map(String::as_str));
-        rels.map(|rel| Dataset::new(&self.staging, rel))
+        let ct = self.built_as();
+        rels.map(move |rel| Dataset::new(ct, rel))
     }
 }
 
@@ -767,6 +777,7 @@ impl Env<'_> {
     fn complete(&mut self, plan: &mut Plan, snapshots: &[String]) -> Result<()> {
         if plan.metadata.stream_encoding() == StreamEncoding::Dat {
             self.finish_datasets(plan, snapshots)?;
+            place(self.pool, plan)?;
             self.check_private_dirs(plan)?;
             self.check_received(plan)?;
         }
@@ -787,11 +798,10 @@ impl Env<'_> {
 
     /// Every dataset a native stream brought must keep its files in its
     /// `private/`, a directory (no symlink) where the container's mounts
-    /// will look for it.
+    /// will look for it. The datasets were placed and mounted by `place`.
     fn check_private_dirs(&self, plan: &Plan) -> Result<()> {
         let storage = &self.pool.storage;
-        storage.mount(&plan.staging)?;
-        let top = storage.path(Dataset::root(&plan.staging));
+        let top = storage.path(Dataset::root(plan.built_as()));
         for ds in plan.datasets() {
             let label = if ds.is_root() { "/" } else { ds.rel };
             storage::checked_private(&top, ds.rel).map_err(|e| match e.kind() {
@@ -818,9 +828,9 @@ impl Env<'_> {
         }
         self.progress.step("checking the received files");
         let storage = &*self.pool.storage;
-        let (staging, datasets) = (&plan.staging, &plan.metadata.datasets);
+        let (built_as, datasets) = (plan.built_as(), &plan.metadata.datasets);
         let policy = plan.file_policy(self.opts.trusted);
-        filepolicy::scan::check_container(storage, staging, datasets, &policy)
+        filepolicy::scan::check_container(storage, built_as, datasets, &policy)
             .map(drop)
             .map_err(|e| e.context("the received root file system"))
     }
@@ -1159,6 +1169,20 @@ fn id_range(pool: &Pool, user: &UserPlan, container: &ContainerConfig) -> Result
     Ok(map.0.iter().map(|r| r.ns.saturating_add(r.count)).max())
 }
 
+/// Moves received native streams to the container's final id before they
+/// are checked: a dataset that was never mounted renames at once, while
+/// one mounted for the checks is busy for a moment on zfs-fuse after its
+/// unmount (a retry, 25 ms or more, in one import of three). The
+/// journal says so first; without a config the datasets are no container
+/// yet, and a failure or a crash destroys them (`recovery::undo_import`).
+fn place(pool: &Pool, plan: &mut Plan) -> Result<()> {
+    interrupt::check()?;
+    plan.journal.update(|r| r.placed = true)?;
+    pool.storage.rename(&plan.staging, &plan.id)?;
+    failpoint::hit("import-after-place");
+    Ok(())
+}
+
 /// Makes the staged container real: user, group, dataset, config, hooks.
 /// The journal names what will be created before it is. Returns a line for
 /// the admin when the user got a fresh block.
@@ -1178,7 +1202,9 @@ fn commit(
     let note = commit_user(pool, plan, trusted)?;
     commit_group(pool, plan)?;
     failpoint::hit("import-after-accounts");
-    pool.storage.rename(&plan.staging, &plan.id)?;
+    if !plan.journal.record().placed {
+        pool.storage.rename(&plan.staging, &plan.id)?;
+    }
     failpoint::hit("import-after-rename");
     save_hooks(pool, &plan.id, &plan.hooks)?;
     container.user = plan.user.name().to_string();

@@ -45,6 +45,10 @@ pub struct ImportRecord {
     /// Set once the commit began: from then on, storage may sit under the final id.
     #[serde(default)]
     pub committing: bool,
+    /// Set before received native streams move to the final id, ahead of
+    /// their last checks and the commit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub placed: bool,
     #[serde(default)]
     pub created_user: Option<String>,
     #[serde(default)]
@@ -188,6 +192,7 @@ mod tests {
             id: "a".into(),
             staging: "a.importing".into(),
             committing: true,
+            placed: true,
             created_user: Some("a".into()),
             created_group: Some("/x/y".into()),
             created_parents: vec!["/x".into()],

@@ -97,12 +97,15 @@ pub(crate) fn undo_import(pool: &Pool, r: &ImportRecord, done: &mut Vec<String>)
         done.push(format!("removed staged container '{}'", r.staging));
     }
     let committed = pool.ct_exists(&r.id);
-    if committed || !r.committing {
+    if committed || !(r.committing || r.placed) {
         return Ok(());
     }
     if pool.storage.exists(&r.id)? {
         pool.storage.destroy(Dataset::root(&r.id))?;
         done.push(format!("removed half-imported container '{}'", r.id));
+    }
+    if !r.committing {
+        return Ok(());
     }
     crate::fsutil::remove_dir_all_if_exists(&pool.hooks_dir(&r.id))?;
     let _accounts = pool.lock_accounts()?;

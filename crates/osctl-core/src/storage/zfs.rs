@@ -24,9 +24,10 @@
 //!
 //! Every property is read with `zfs get -Hp` and parsed in [`super::zfs_parse`].
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use super::zfs_parse::{self, Dataset as Listed, Mountpoint, ZfsFeatures, GET_COLUMNS};
@@ -67,6 +68,29 @@ pub struct ZfsStorage {
     /// Its mountpoint, the pool root.
     root: PathBuf,
     features: OnceLock<ZfsFeatures>,
+    /// Facts this process saw, kept to spare `zfs get` queries (each 3-20 ms
+    /// on zfs-fuse) that would only confirm them.
+    seen: Mutex<Seen>,
+}
+
+/// What a [`ZfsStorage`] learned and nothing osctl does makes untrue while
+/// it holds the container's lock. Forgotten when the container's datasets
+/// are destroyed or renamed.
+#[derive(Default)]
+struct Seen {
+    /// Containers whose subdatasets are mounted as this version mounts them
+    /// (no version since makes the older layout).
+    current_layout: HashSet<String>,
+    /// `(container, snapshot)`: snapshots `snapshot` took, recursively, and
+    /// not destroyed since.
+    snapshots: HashSet<(String, String)>,
+}
+
+impl Seen {
+    fn forget_container(&mut self, ct: &str) {
+        self.current_layout.remove(ct);
+        self.snapshots.retain(|(c, _)| c != ct);
+    }
 }
 
 impl std::fmt::Debug for ZfsStorage {
@@ -325,6 +349,7 @@ impl ZfsStorage {
             dataset: dataset.to_string(),
             root: root.clone(),
             features: OnceLock::new(),
+            seen: Mutex::new(Seen::default()),
         };
         storage.ensure_layout(&tree)?;
         Ok((storage, root))
@@ -496,7 +521,15 @@ impl ZfsStorage {
             .collect();
         // A parent's name is a prefix of its children's: it sorts first.
         out.sort_by(|a, b| a.0.cmp(&b.0));
+        if self.mounted_the_old_way(ct, &out).is_none() {
+            self.seen().current_layout.insert(ct.to_string());
+        }
         Ok(out)
+    }
+
+    fn seen(&self) -> MutexGuard<'_, Seen> {
+        // A panic elsewhere leaves the sets as they were: still true.
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Puts mountpoints where the layout wants them and mounts, parents first,
@@ -549,12 +582,7 @@ impl ZfsStorage {
     /// system, as older versions of osctl-rs mounted them: moving them would
     /// hide their files from the container.
     fn check_layout(&self, ct: &str, sets: &[(String, Listed)]) -> Result<()> {
-        let rootfs = self.rootfs(ct);
-        let old = sets.iter().find(|(rel, ds)| {
-            !rel.is_empty()
-                && matches!(ds.mountpoint(), Some(Mountpoint::Path(p)) if p.starts_with(&rootfs))
-        });
-        match old {
+        match self.mounted_the_old_way(ct, sets) {
             None => Ok(()),
             Some((rel, ds)) => Err(Error::refused(format!(
                 "container '{ct}': dataset '{rel}' ({}) is mounted inside the root file system with \
@@ -565,6 +593,19 @@ impl ZfsStorage {
                 ds.name
             ))),
         }
+    }
+
+    /// A subdataset whose mountpoint lies inside the root file system.
+    fn mounted_the_old_way<'s>(
+        &self,
+        ct: &str,
+        sets: &'s [(String, Listed)],
+    ) -> Option<&'s (String, Listed)> {
+        let rootfs = self.rootfs(ct);
+        sets.iter().find(|(rel, ds)| {
+            !rel.is_empty()
+                && matches!(ds.mountpoint(), Some(Mountpoint::Path(p)) if p.starts_with(&rootfs))
+        })
     }
 
     /// Mounts the datasets from the container's root down to `ds`.
@@ -738,6 +779,7 @@ impl Storage for ZfsStorage {
 
     fn destroy(&self, ds: Dataset) -> Result<()> {
         let name = self.dataset_of(ds)?;
+        self.seen().forget_container(ds.ct);
         destroy_dataset(&name, true)?;
         if ds.is_root() {
             // zfs removes mountpoint directories it made; an old one may stay.
@@ -754,6 +796,7 @@ impl Storage for ZfsStorage {
                 "cannot rename container '{from}' to '{to}': dataset '{new}' already exists"
             )));
         }
+        self.seen().forget_container(from);
         // Renaming mounted datasets would remount subdatasets at their old,
         // explicitly set mountpoints: unmount, rename, then mount afresh.
         unmount_tree(&self.dataset_tree(from)?)?;
@@ -795,17 +838,36 @@ impl Storage for ZfsStorage {
 
     fn snapshot(&self, ct: &str, snap: &str) -> Result<()> {
         check_snapshot_name(snap)?;
-        self.check_layout(ct, &self.filesystems(ct)?)?;
+        if !self.seen().current_layout.contains(ct) {
+            self.check_layout(ct, &self.filesystems(ct)?)?;
+        }
         let name = format!("{}@{snap}", self.dataset_of(Dataset::root(ct))?);
         // -r: one atomic snapshot of the root and every subdataset.
         run(zfs(["snapshot", "-r", &name]), || {
             format!("cannot snapshot container '{ct}' as '{name}'")
-        })
-        .map(drop)
+        })?;
+        let taken = (ct.to_string(), snap.to_string());
+        self.seen().snapshots.insert(taken);
+        Ok(())
     }
 
+    /// `zfs destroy -r` of the root's snapshot takes the subdatasets' too;
+    /// where the root has none (zfs-fuse then destroys nothing), each
+    /// dataset that has one.
     fn destroy_snapshot(&self, ct: &str, snap: &str) -> Result<()> {
         check_snapshot_name(snap)?;
+        let root = self.dataset_of(Dataset::root(ct))?;
+        self.seen()
+            .snapshots
+            .remove(&(ct.to_string(), snap.to_string()));
+        let name = format!("{root}@{snap}");
+        match run(zfs(["destroy", "-r", &name]), || {
+            format!("cannot destroy snapshot '{name}'")
+        }) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
         let tree = match self.dataset_tree(ct) {
             Ok(tree) => tree,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
@@ -917,10 +979,19 @@ impl NativeStreams for ZfsStorage {
             check_snapshot_name(from)?;
             snapshots.push(format!("{name}@{from}"));
         }
-        // Missing snapshots are reported here, clearly, not at the stream's end.
-        let mut check = zfs(["get", "-Hp", "-o", GET_COLUMNS, "type"]);
-        check = check.args(&snapshots);
-        run(check, || format!("cannot send dataset '{name}'"))?;
+        // Missing snapshots are reported here, clearly, not at the stream's
+        // end; those this process took are there.
+        let seen = self.seen();
+        let taken = |snap: &str| {
+            seen.snapshots
+                .contains(&(ds.ct.to_string(), snap.to_string()))
+        };
+        let all_taken = taken(snap) && from.is_none_or(taken);
+        drop(seen);
+        if !all_taken {
+            let check = zfs(["get", "-Hp", "-o", GET_COLUMNS, "type"]).args(&snapshots);
+            run(check, || format!("cannot send dataset '{name}'"))?;
+        }
 
         let mut cmd = zfs(["send"]);
         if compressed {

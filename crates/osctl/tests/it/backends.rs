@@ -1024,8 +1024,40 @@ fn failures_leave_nothing(kind: Kind) {
     );
     pool.assert_clean();
 
-    // An id whose dataset exists already (not a container of ours) is refused, untouched.
+    // Killed at every step of a native import, the received datasets under
+    // the staging name or already placed under the final id: the next
+    // command undoes all of it.
     pool.ok(&["ct", "export", "--force", "c1", archive.to_str().unwrap()]);
+    let before = inventory(&pool);
+    for point in [
+        "import-in-stream",
+        "import-after-place",
+        "import-before-commit",
+        "import-after-accounts",
+        "import-after-rename",
+    ] {
+        let out = pool
+            .env
+            .cmd()
+            .env("OSCTL_FAILPOINT", point)
+            .args(["--pool", &pool.name, "ct", "import", "--trusted"])
+            .args(["--as-id", "crashed"])
+            .arg(&archive)
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "{point}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pool.ok(&["ct", "ls"]);
+        assert_eq!(inventory(&pool), before, "{point}: left behind");
+    }
+    pool.assert_clean();
+
+    // An id whose dataset exists already (not a container of ours) is refused, untouched.
     if let Some(z) = &pool._zpool {
         let stray = z.ds("osctl/ct/stray");
         zpool::zfs(&["create", &stray]);
