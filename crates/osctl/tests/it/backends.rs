@@ -1055,6 +1055,12 @@ fn failures_leave_nothing(kind: Kind) {
         pool.ok(&["ct", "ls"]);
         assert_eq!(inventory(&pool), before, "{point}: left behind");
     }
+    // Not killed, it imports (the container ran: its directory's group,
+    // its root's on the host, came with the stream and is sealed away).
+    let args = ["ct", "import", "--trusted", "--as-id", "crashed"];
+    pool.ok(&[&args[..], &[archive.to_str().unwrap()]].concat());
+    assert_eq!(pool.show("crashed")["state"], "stopped");
+    pool.ok(&["ct", "del", "crashed"]);
     pool.assert_clean();
 
     // An id whose dataset exists already (not a container of ours) is refused, untouched.
