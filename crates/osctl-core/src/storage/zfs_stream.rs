@@ -21,8 +21,11 @@
 //! datasets of ZPL version 5, where the walk costs what it costs on any
 //! kernel file system), spill blocks, extended-attribute directories, raw
 //! (encrypted) and compound (`-R`) streams, device numbers in a 64-bit
-//! encoding, records that touch object 0 (the dnode array itself), and
-//! record kinds newer than this code.
+//! encoding, records that touch object 0 (the dnode array itself), record
+//! kinds newer than this code, and a directory whose owner is outside the
+//! map: the dataset's top may be one (a container that ran left it with
+//! its root's host group), and only the walk, after mounting sealed the
+//! top, tells it from the others.
 //!
 //! The wire format (`sys/zfs_ioctl.h`): records of 312 bytes, a u32 kind and
 //! a u32 payload length first, in the byte order the `DRR_BEGIN` magic
