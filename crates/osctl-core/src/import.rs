@@ -887,7 +887,7 @@ fn judge_all(
     check: &mut dyn StreamCheck,
     receiver_failed: &AtomicBool,
 ) -> Result<()> {
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; storage::COPY_BUFFER];
     loop {
         interrupt::check()?;
         if receiver_failed.load(Relaxed) {

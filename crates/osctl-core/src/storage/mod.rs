@@ -282,8 +282,8 @@ pub trait NativeStreams: Send + Sync {
 
     /// After all streams of a dataset are received: removes the snapshots the
     /// streams brought (`snapshots`, newest first). The dataset may be left
-    /// unmounted: the import's commit renames the container, which mounts it
-    /// at its final place ([`Storage::mount`] shows it before that).
+    /// unmounted: the import then renames the container to its id, which
+    /// mounts it at its final place ([`Storage::mount`] shows it before that).
     fn finish_receive(&self, ds: Dataset, snapshots: &[String]) -> Result<()>;
 
     /// Starts receiving one round of a send (`osctl ct send`) into a staged
@@ -336,8 +336,9 @@ pub fn send(native: &dyn NativeStreams, ds: Dataset, request: &SendRequest) -> R
     Ok(reader)
 }
 
-/// Pieces in which [`Receiver::copy_from`] moves a stream.
-const COPY_BUFFER: usize = 1 << 20;
+/// Pieces in which [`Receiver::copy_from`] moves a stream (and the import
+/// reads one beside its receiver).
+pub(crate) const COPY_BUFFER: usize = 1 << 20;
 
 /// Where a native stream goes: the receiving program's stdin, behind a check
 /// on backends whose receiver must not see some streams (btrfs: see

@@ -1009,7 +1009,7 @@ impl NativeStreams for ZfsStorage {
     /// the received tree must be walked instead).
     fn receive(&self, ds: Dataset, policy: &FilePolicy) -> Result<Receiver> {
         let name = self.dataset_of(ds)?;
-        let judge = ZfsStreamJudge::new(format!("zfs dataset '{name}'"), *policy);
+        let judge = self.stream_judge(ds, policy)?;
         self.receive_cmd(ds)?
             .spawn_writer()
             .map(|writer| Receiver::checked(writer, Box::new(judge)))
@@ -1023,14 +1023,14 @@ impl NativeStreams for ZfsStorage {
         ds: Dataset,
         policy: &FilePolicy,
     ) -> Result<Option<(Cmd, Box<dyn StreamCheck>)>> {
-        let name = self.dataset_of(ds)?;
-        let judge = ZfsStreamJudge::new(format!("zfs dataset '{name}'"), *policy);
+        let judge = self.stream_judge(ds, policy)?;
         Ok(Some((self.receive_cmd(ds)?, Box::new(judge))))
     }
 
-    /// Leaves the dataset unmounted, as received: the rename at the commit
-    /// would unmount it again (and zfs-fuse then reports the dataset busy for
-    /// a moment), and mounts it at its final place anyway.
+    /// Leaves the dataset unmounted, as received: the rename that follows
+    /// (the import's `place`) would unmount it again (and zfs-fuse then
+    /// reports the dataset busy for a moment), and mounts it at its final
+    /// place anyway.
     fn finish_receive(&self, ds: Dataset, snapshots: &[String]) -> Result<()> {
         let name = self.dataset_of(ds)?;
         for snap in snapshots {
@@ -1119,6 +1119,15 @@ impl NativeStreams for ZfsStorage {
 }
 
 impl ZfsStorage {
+    /// The check of a stream into `ds`, naming its dataset.
+    fn stream_judge(&self, ds: Dataset, policy: &FilePolicy) -> Result<ZfsStreamJudge> {
+        let name = self.dataset_of(ds)?;
+        Ok(ZfsStreamJudge::new(
+            format!("zfs dataset '{name}'"),
+            *policy,
+        ))
+    }
+
     /// `zfs recv -u -F`: unmounted, so that nothing touches the dataset between
     /// the base and the incremental stream (on zfs-fuse a mere atime update
     /// breaks the incremental), and forced, so that an incremental stream rolls

@@ -1036,22 +1036,13 @@ fn failures_leave_nothing(kind: Kind) {
         "import-after-accounts",
         "import-after-rename",
     ] {
-        let out = pool
-            .env
-            .cmd()
-            .env("OSCTL_FAILPOINT", point)
-            .args(["--pool", &pool.name, "ct", "import", "--trusted"])
-            .args(["--as-id", "crashed"])
-            .arg(&archive)
-            .output()
-            .unwrap();
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(
-            out.status.signal(),
-            Some(9),
-            "{point}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let import = ["ct", "import", "--trusted", "--as-id", "crashed"];
+        let args = [
+            &["--pool", &pool.name][..],
+            &import,
+            &[archive.to_str().unwrap()],
+        ];
+        super::faults::killed_at(pool.env, point, &args.concat());
         pool.ok(&["ct", "ls"]);
         assert_eq!(inventory(&pool), before, "{point}: left behind");
     }

@@ -31,7 +31,7 @@ const IMPORT_POINTS: &[&str] = &[
 ];
 
 /// Runs osctl with a failpoint; it must die of SIGKILL there.
-fn killed_at(env: &Env, point: &str, args: &[&str]) {
+pub(super) fn killed_at(env: &Env, point: &str, args: &[&str]) {
     killed_in(env, Path::new("."), point, args)
 }
 
