@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{not_running, CtState, MountSpec, NetSpec, RunSpec, Runtime};
 use crate::cmd::Cmd;
@@ -301,20 +301,28 @@ impl Runtime for Lxc {
     }
 
     fn freeze(&self, id: &str) -> Result<()> {
-        self.tool("lxc-freeze", id)
-            .run()
-            .map(drop)
-            .ctx(|| format!("cannot freeze container '{id}'"))
+        let failed = || format!("cannot freeze container '{id}'");
+        match self.set_legacy_freezer(id, "FROZEN") {
+            Ok(true) => Ok(()),
+            Ok(false) => self.tool("lxc-freeze", id).run().map(drop).ctx(failed),
+            Err(e) => {
+                // Never leave it half frozen: callers thaw only after a
+                // freeze that worked.
+                let _ = self.thaw(id);
+                Err(e).ctx(failed)
+            }
+        }
     }
 
     fn thaw(&self, id: &str) -> Result<()> {
         if self.state(id)? == CtState::Stopped {
             return Ok(());
         }
-        self.tool("lxc-unfreeze", id)
-            .run()
-            .map(drop)
-            .ctx(|| format!("cannot thaw container '{id}'"))
+        let failed = || format!("cannot thaw container '{id}'");
+        match self.set_legacy_freezer(id, "THAWED").ctx(failed)? {
+            true => Ok(()),
+            false => self.tool("lxc-unfreeze", id).run().map(drop).ctx(failed),
+        }
     }
 
     fn exec(&self, id: &str, argv: &[String]) -> Result<i32> {
@@ -362,6 +370,56 @@ impl Runtime for Lxc {
             .ctx(|| format!("container '{id}': cannot set {key} to '{value}'"))
     }
 }
+
+impl Lxc {
+    /// Under the cgroup v1 freezer, writes `state` (FROZEN or THAWED) to the
+    /// container's `freezer.state` and polls it at short intervals until the
+    /// kernel reports it; false where there is no such file (cgroup v2).
+    ///
+    /// lxc-freeze does the same but, if its first read still says FREEZING
+    /// (a process waiting in a FUSE request, as on zfs-fuse, takes a
+    /// moment), sleeps a whole second before it reads again: a 1 s pause for
+    /// a freeze of a few milliseconds. Under cgroup v2 it waits for the
+    /// kernel's event instead, and is used there. A container frozen here
+    /// must be thawed here too: lxc-unfreeze, whose own record of the state
+    /// never heard of this freeze, would leave it frozen.
+    fn set_legacy_freezer(&self, id: &str, state: &str) -> Result<bool> {
+        if self.cgroup_get(id, FREEZER_STATE).is_err() {
+            return Ok(false);
+        }
+        self.cgroup_set(id, FREEZER_STATE, state)?;
+        let deadline = Instant::now() + FREEZER_TIMEOUT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let now = self.cgroup_get(id, FREEZER_STATE)?;
+            if now.trim() == state {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::invalid(format!(
+                    "its freezer still says {} after {} s",
+                    now.trim(),
+                    FREEZER_TIMEOUT.as_secs()
+                )));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// Reads a cgroup file of a running container.
+    fn cgroup_get(&self, id: &str, key: &str) -> Result<String> {
+        self.tool("lxc-cgroup", id)
+            .arg(key)
+            .run()
+            .ctx(|| format!("container '{id}': cannot read {key}"))
+    }
+}
+
+/// The cgroup v1 freezer's state file.
+const FREEZER_STATE: &str = "freezer.state";
+/// How long a freeze or thaw may take before it is given up.
+const FREEZER_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {
