@@ -81,6 +81,11 @@ impl Workdir {
     fn own_daemon_pidfile(&self) -> PathBuf {
         self.root.join("zfs-fuse.pid")
     }
+    /// `PID NICE`: the zfs-fuse daemon's autogroup priority before the run
+    /// raised it (see [`share_priority_with_zfs_fuse`]).
+    fn daemon_priority_file(&self) -> PathBuf {
+        self.root.join("zfs-fuse.autogroup-nice")
+    }
 
     /// Removes everything of an earlier run except the generated data.
     pub fn reset(&self) -> Result<()> {
@@ -115,9 +120,13 @@ fn zfs_answers() -> bool {
 /// The zfs-fuse daemon: a running one is reused (one per machine); otherwise
 /// the project's script starts it, or we start our own and stop it at the end.
 pub fn ensure_zfs_fuse(wd: &Workdir, repo: &Path) -> Result<()> {
-    if zfs_answers() {
-        return Ok(());
+    if !zfs_answers() {
+        start_zfs_fuse(wd, repo)?;
     }
+    share_priority_with_zfs_fuse(wd)
+}
+
+fn start_zfs_fuse(wd: &Workdir, repo: &Path) -> Result<()> {
     let script = repo.join("scripts/zfs-fuse-up.sh");
     if Cmd::new("pgrep").args(["-x", "zfs-fuse"]).run().is_ok() {
         // A daemon exists but does not answer yet (starting): a second one
@@ -153,6 +162,66 @@ pub fn ensure_zfs_fuse(wd: &Workdir, repo: &Path) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(())
+}
+
+/// zfs-fuse's daemon does in a process of its own the work that the kernel's
+/// ZFS does in the process that calls `zfs send` or `zfs recv`. bench.sh
+/// raises the bench's autogroup (`BENCH_NICE`) above the other sessions'
+/// builds, so the daemon, in a session of its own, would rank below the
+/// contenders' own threads (osctl hashing the stream) and lose the CPU to
+/// them, where on kernel ZFS the send would rank with its caller. For the
+/// run the daemon's autogroup gets the bench's priority; [`cleanup`] gives
+/// it back (also after a killed run: the old value is kept in a file).
+fn share_priority_with_zfs_fuse(wd: &Workdir) -> Result<()> {
+    let ours = fs::read_to_string("/proc/self/autogroup")
+        .ok()
+        .and_then(|text| autogroup_nice(&text));
+    let Some(ours) = ours else {
+        return Ok(()); // no autogroups: nice alone ranks the processes
+    };
+    let pids = Cmd::new("pgrep").args(["-x", "zfs-fuse"]).run()?;
+    for pid in pids.split_whitespace() {
+        let file = format!("/proc/{pid}/autogroup");
+        let Some(theirs) = fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| autogroup_nice(&t))
+        else {
+            continue;
+        };
+        if theirs == ours {
+            continue;
+        }
+        if !wd.daemon_priority_file().exists() {
+            fs::write(wd.daemon_priority_file(), format!("{pid} {theirs}\n"))?;
+        }
+        fs::write(&file, ours.to_string()).with_context(|| format!("writing {file}"))?;
+        eprintln!("bench: zfs-fuse (pid {pid}) runs at the bench's priority (autogroup nice {ours}, was {theirs})");
+    }
+    Ok(())
+}
+
+/// The nice value in a `/proc/PID/autogroup` line: `/autogroup-52367 nice -10`.
+fn autogroup_nice(text: &str) -> Option<i32> {
+    text.trim().rsplit_once(" nice ")?.1.parse().ok()
+}
+
+/// Gives the zfs-fuse daemon back the priority the run found it at.
+fn restore_zfs_fuse_priority(wd: &Workdir) {
+    let saved = wd.daemon_priority_file();
+    let Ok(text) = fs::read_to_string(&saved) else {
+        return;
+    };
+    if let Some((pid, nice)) = text.trim().split_once(' ') {
+        // The same daemon only: a pid reused since then is not ours to touch.
+        let still_zfs_fuse = fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|comm| comm.trim() == "zfs-fuse");
+        if still_zfs_fuse {
+            if let Err(e) = fs::write(format!("/proc/{pid}/autogroup"), nice) {
+                eprintln!("bench: cleanup: could not restore zfs-fuse's priority: {e}");
+            }
+        }
+    }
+    let _ = fs::remove_file(saved);
 }
 
 /// A zpool on a sparse file in the work directory.
@@ -250,6 +319,7 @@ pub fn cleanup(wd: &Workdir) {
             eprintln!("bench: cleanup: could not unmount {}", mnt.display());
         }
     }
+    restore_zfs_fuse_priority(wd);
     stop_own_zfs_fuse(wd);
     for image in [wd.zfs().join("pool.img"), wd.btrfs().join("fs.img")] {
         let _ = fs::remove_file(image);
@@ -451,5 +521,14 @@ mod tests {
                 PathBuf::from("/var/tmp/osctl-bench/zfs/mnt x"),
             ]
         );
+    }
+
+    #[test]
+    fn reads_an_autogroups_nice_value() {
+        assert_eq!(autogroup_nice("/autogroup-52367 nice -10\n"), Some(-10));
+        assert_eq!(autogroup_nice("/autogroup-1 nice 0"), Some(0));
+        assert_eq!(autogroup_nice("/autogroup-1 nice 19\n"), Some(19));
+        assert_eq!(autogroup_nice(""), None);
+        assert_eq!(autogroup_nice("/autogroup-1 nice x"), None);
     }
 }
