@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::archive::background::BackgroundWriter;
-use crate::archive::compress::{CompressOptions, Compression, Encoder};
+use crate::archive::compress::{self, CompressOptions, Compression, Encoder};
 use crate::archive::meta::{self, ArchiveFormat, ArchiveType, Metadata, StreamEncoding};
 use crate::archive::{ArchiveWriter, DigestAlgorithm, EntrySink};
 use crate::cmd::{Cmd, ExecError, OffsetWatch};
@@ -1097,12 +1097,11 @@ fn compress_into(
 ) -> Result<()> {
     let name = sink.name().to_string();
     let failed = || format!("cannot write archive entry '{name}'");
-    let encoder = Encoder::new(
-        compression,
-        Interruptible(sink),
-        &CompressOptions::default(),
-    )
-    .ctx(failed)?;
+    let mut options = CompressOptions::default();
+    if sink.has_file() {
+        options.zstd_job_size = compress::ZSTD_JOB_SIZE_TO_FILE;
+    }
+    let encoder = Encoder::new(compression, Interruptible(sink), &options).ctx(failed)?;
     let mut counted = progress.counting(encoder);
     failpoint::hit("export-in-stream");
     fill(&mut counted)?;

@@ -75,8 +75,15 @@ pub fn default_threads() -> usize {
 /// import allocate more. Our encoder uses 2 MiB, `zstd -19` 8 MiB.
 const ZSTD_MAX_WINDOW_LOG: u32 = 25;
 
-/// Input bytes per zstd worker job.
+/// Input bytes per zstd worker job, by default: memory stays low where
+/// other buffers share the budget (an archive into a pipe queues 16 MiB of
+/// parts besides the encoder: 46 MiB at 2 MiB jobs, 61 MiB at 4 MiB).
 const ZSTD_JOB_SIZE: u32 = 2 << 20;
+
+/// Job size for an archive written to a file, where nothing else holds
+/// much memory: 4 MiB jobs keep two workers busier than 2 MiB ones (the
+/// 1 GiB zfs export 4-5% faster, 45 MiB peak instead of 29).
+pub const ZSTD_JOB_SIZE_TO_FILE: u32 = 4 << 20;
 
 #[derive(Debug, Clone)]
 pub struct CompressOptions {
@@ -87,6 +94,8 @@ pub struct CompressOptions {
     pub gzip_block_size: usize,
     /// zstd level, 1-19 (22 with ultra).
     pub zstd_level: i32,
+    /// Input bytes per zstd worker job (with more than one thread).
+    pub zstd_job_size: u32,
 }
 
 impl Default for CompressOptions {
@@ -97,6 +106,7 @@ impl Default for CompressOptions {
             gzip_level: gzip.level,
             gzip_block_size: gzip.block_size,
             zstd_level: 3,
+            zstd_job_size: ZSTD_JOB_SIZE,
         }
     }
 }
@@ -128,7 +138,9 @@ impl<W: Write> Encoder<W> {
                     // Default jobs are 4x the window and several are kept in
                     // flight (~60 MiB with 2 workers); smaller jobs keep the
                     // whole export within its memory budget.
-                    zstd.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
+                    zstd.set_parameter(zstd::stream::raw::CParameter::JobSize(
+                        options.zstd_job_size,
+                    ))?;
                 }
                 // Lets `zstd -t` and our reader detect corruption.
                 zstd.include_checksum(true)?;
