@@ -302,7 +302,7 @@ impl Runtime for Lxc {
 
     fn freeze(&self, id: &str) -> Result<()> {
         let failed = || format!("cannot freeze container '{id}'");
-        match self.set_legacy_freezer(id, "FROZEN") {
+        match self.set_legacy_freezer(id, FROZEN) {
             Ok(true) => Ok(()),
             Ok(false) => self.tool("lxc-freeze", id).run().map(drop).ctx(failed),
             Err(e) => {
@@ -319,7 +319,7 @@ impl Runtime for Lxc {
             return Ok(());
         }
         let failed = || format!("cannot thaw container '{id}'");
-        match self.set_legacy_freezer(id, "THAWED").ctx(failed)? {
+        match self.set_legacy_freezer(id, THAWED).ctx(failed)? {
             true => Ok(()),
             false => self.tool("lxc-unfreeze", id).run().map(drop).ctx(failed),
         }
@@ -395,6 +395,11 @@ impl Lxc {
             if now.trim() == state {
                 return Ok(true);
             }
+            // A freeze gives way to SIGINT/SIGTERM (and is undone by the
+            // caller); a thaw never does.
+            if state == FROZEN {
+                crate::interrupt::check()?;
+            }
             if Instant::now() >= deadline {
                 return Err(Error::invalid(format!(
                     "its freezer still says {} after {} s",
@@ -416,8 +421,10 @@ impl Lxc {
     }
 }
 
-/// The cgroup v1 freezer's state file.
+/// The cgroup v1 freezer's state file, and the two states osctl asks for.
 const FREEZER_STATE: &str = "freezer.state";
+const FROZEN: &str = "FROZEN";
+const THAWED: &str = "THAWED";
 /// How long a freeze or thaw may take before it is given up.
 const FREEZER_TIMEOUT: Duration = Duration::from_secs(30);
 
