@@ -374,7 +374,8 @@ impl Runtime for Lxc {
 impl Lxc {
     /// Under the cgroup v1 freezer, writes `state` (FROZEN or THAWED) to the
     /// container's `freezer.state` and polls it at short intervals until the
-    /// kernel reports it; false where there is no such file (cgroup v2).
+    /// kernel reports it; false where the file cannot be written (cgroup v2
+    /// has none), leaving the work to LXC's own tools.
     ///
     /// lxc-freeze does the same but, if its first read still says FREEZING
     /// (a process waiting in a FUSE request, as on zfs-fuse, takes a
@@ -384,10 +385,9 @@ impl Lxc {
     /// must be thawed here too: lxc-unfreeze, whose own record of the state
     /// never heard of this freeze, would leave it frozen.
     fn set_legacy_freezer(&self, id: &str, state: &str) -> Result<bool> {
-        if self.cgroup_get(id, FREEZER_STATE).is_err() {
+        if self.cgroup_set(id, FREEZER_STATE, state).is_err() {
             return Ok(false);
         }
-        self.cgroup_set(id, FREEZER_STATE, state)?;
         let deadline = Instant::now() + FREEZER_TIMEOUT;
         let mut pause = Duration::from_millis(1);
         loop {

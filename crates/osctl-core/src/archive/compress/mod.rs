@@ -82,7 +82,7 @@ const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
 /// Job size for an archive written to a file, where nothing else holds
 /// much memory: 4 MiB jobs keep two workers busier than 2 MiB ones (the
-/// 1 GiB zfs export 4-5% faster, 45 MiB peak instead of 29).
+/// 1 GiB zfs export 3-5% faster, 45 MiB peak instead of 29).
 pub const ZSTD_JOB_SIZE_TO_FILE: u32 = 4 << 20;
 
 #[derive(Debug, Clone)]
