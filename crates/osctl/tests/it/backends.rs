@@ -995,9 +995,23 @@ fn failures_leave_nothing(kind: Kind) {
         pool.assert_clean();
     }
 
-    // A broken stream in an archive: the import fails and leaves nothing.
     let archive = env.path("c1.tar");
     pool.export(&["--compression", "off"], "c1", &archive);
+    pool.ok(&["ct", "export", "c1", &format!("{}.auto", archive.display())]);
+
+    // The imports go to a second host whose subuid and subgid files are its
+    // own: the inventories compare those, and parallel tests change /etc's.
+    // It has no user yet, so each import creates the archive's (and a crash
+    // must take that user and its subordinate ids away again). The first
+    // pool goes first: a test has one zpool at a time.
+    drop(pool);
+    let host = Env::with_private_subids();
+    let Some(target) = Pool::new(&host, kind) else {
+        return;
+    };
+    target.ok(&["user", "del", "u1"]);
+
+    // A broken stream in an archive: the import fails and leaves nothing.
     let mut bytes = std::fs::read(&archive).unwrap();
     let at = bytes.windows(8).position(|w| w == b"base.dat").unwrap();
     // Well past the header, inside the stream's data.
@@ -1006,7 +1020,7 @@ fn failures_leave_nothing(kind: Kind) {
         *b ^= 0x5a;
     }
     std::fs::write(&archive, &bytes).unwrap();
-    let err = pool.fails(&[
+    let err = target.fails(&[
         "ct",
         "import",
         "--trusted",
@@ -1016,19 +1030,20 @@ fn failures_leave_nothing(kind: Kind) {
     ]);
     assert!(err.contains("rootfs/base.dat"), "{err}");
     assert!(
-        pool.env
-            .run(&["--pool", &pool.name, "ct", "show", "broken"])
+        target
+            .env
+            .run(&["--pool", &target.name, "ct", "show", "broken"])
             .status
             .code()
             == Some(1)
     );
-    pool.assert_clean();
+    target.assert_clean();
 
     // Killed at every step of a native import, the received datasets under
     // the staging name or already placed under the final id: the next
     // command undoes all of it.
-    pool.ok(&["ct", "export", "--force", "c1", archive.to_str().unwrap()]);
-    let before = inventory(&pool);
+    std::fs::rename(format!("{}.auto", archive.display()), &archive).unwrap();
+    let before = inventory(&target);
     for point in [
         "import-in-stream",
         "import-after-place",
@@ -1038,27 +1053,27 @@ fn failures_leave_nothing(kind: Kind) {
     ] {
         let import = ["ct", "import", "--trusted", "--as-id", "crashed"];
         let args = [
-            &["--pool", &pool.name][..],
+            &["--pool", &target.name][..],
             &import,
             &[archive.to_str().unwrap()],
         ];
-        super::faults::killed_at(pool.env, point, &args.concat());
-        pool.ok(&["ct", "ls"]);
-        assert_eq!(inventory(&pool), before, "{point}: left behind");
+        super::faults::killed_at(target.env, point, &args.concat());
+        target.ok(&["ct", "ls"]);
+        assert_eq!(inventory(&target), before, "{point}: left behind");
     }
     // Not killed, it imports (the container ran: its directory's group,
     // its root's on the host, came with the stream and is sealed away).
     let args = ["ct", "import", "--trusted", "--as-id", "crashed"];
-    pool.ok(&[&args[..], &[archive.to_str().unwrap()]].concat());
-    assert_eq!(pool.show("crashed")["state"], "stopped");
-    pool.ok(&["ct", "del", "crashed"]);
-    pool.assert_clean();
+    target.ok(&[&args[..], &[archive.to_str().unwrap()]].concat());
+    assert_eq!(target.show("crashed")["state"], "stopped");
+    target.ok(&["ct", "del", "crashed"]);
+    target.assert_clean();
 
     // An id whose dataset exists already (not a container of ours) is refused, untouched.
-    if let Some(z) = &pool._zpool {
+    if let Some(z) = &target._zpool {
         let stray = z.ds("osctl/ct/stray");
         zpool::zfs(&["create", &stray]);
-        let err = pool.fails(&[
+        let err = target.fails(&[
             "ct",
             "import",
             "--trusted",
@@ -1081,7 +1096,7 @@ fn failures_leave_nothing(kind: Kind) {
         };
         assert!(wait_until(10, destroy));
     }
-    pool.assert_clean();
+    target.assert_clean();
 }
 
 #[test]
@@ -1153,7 +1168,7 @@ fn stream_entry(archive: &[u8]) -> (usize, usize) {
 #[test]
 fn zfs_archive_opened_for_writing_while_received_is_refused() {
     require!(is_root(), "needs root");
-    let env = Env::new();
+    let env = Env::with_private_subids();
     let Some(pool) = Pool::new(&env, Kind::Zfs) else {
         return;
     };
@@ -1530,6 +1545,10 @@ fn inventory(pool: &Pool) -> Vec<String> {
     for e in std::fs::read_dir(locks).into_iter().flatten() {
         out.push(format!("lock {}", e.unwrap().file_name().to_string_lossy()));
     }
+    assert!(
+        pool.env.has_private_subids(),
+        "an inventory compares subuid lines: use Env::with_private_subids"
+    );
     let subuid = pool.env.subuid_file();
     for file in [subuid.clone(), subuid.with_file_name("subgid")] {
         out.push(std::fs::read_to_string(file).unwrap_or_default());

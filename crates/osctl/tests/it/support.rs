@@ -72,6 +72,11 @@ impl Env {
         env
     }
 
+    /// Whether this host's subuid and subgid files are its own.
+    pub fn has_private_subids(&self) -> bool {
+        self.subid_dir.is_some()
+    }
+
     /// This host's /etc/subuid.
     pub fn subuid_file(&self) -> PathBuf {
         self.subid_dir
