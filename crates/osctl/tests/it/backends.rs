@@ -551,6 +551,58 @@ fn a_frozen_container_is_always_thawed() {
     );
     assert!(!archive.exists());
     assert_eq!(pool.show("busy")["state"], "running");
+
+    // A freeze that does not complete: under the cgroup v1 freezer a process
+    // waiting in a FUSE request whose server hangs keeps the cgroup FREEZING;
+    // here the failpoint makes the polls read that while the kernel has
+    // frozen the container. SIGTERM ends the wait and thaws it; left alone,
+    // the export gives up after 30 s, thaws it and says why in one line.
+    if !Path::new("/sys/fs/cgroup/freezer").is_dir() {
+        eprintln!("SKIPPED (the stuck freeze): no cgroup v1 freezer, LXC's tools freeze");
+        return;
+    }
+    let stuck = || {
+        pool.env
+            .cmd()
+            .env("OSCTL_FAILPOINT", "freezer-settles:fail")
+            .args(["--pool", &pool.name, "ct", "export", "--freeze", "busy"])
+            .arg(&archive)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let frozen = || {
+        let before = lines();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        lines() == before
+    };
+    let waiting = stuck();
+    assert!(wait_until(10, frozen), "the freeze did not begin");
+    signal(&waiting, libc::SIGTERM);
+    let out = waiting.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    assert!(
+        writes_on(),
+        "the interrupted freeze left the container frozen"
+    );
+    assert!(!archive.exists());
+
+    let began = std::time::Instant::now();
+    let out = stuck().wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(began.elapsed().as_secs() >= 30, "gave up early: {err}");
+    assert!(
+        err.contains("cannot freeze container 'busy'")
+            && err.contains("still says FREEZING after 30 s")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(writes_on(), "the freeze given up left the container frozen");
+    assert!(!archive.exists());
+    assert_eq!(pool.show("busy")["state"], "running");
+    pool.assert_clean();
 }
 
 #[test]
