@@ -125,6 +125,8 @@ fn hash_region(
         }
         hasher.update(&buf[..n]);
         at += n as u64;
+        // What is hashed is complete: the disk may have it now.
+        crate::fsutil::start_writeback(file, at);
     }
 }
 

@@ -266,6 +266,14 @@ fn readable_handle(file: &File) -> io::Result<File> {
     File::open(format!("/proc/self/fd/{}", file.as_raw_fd())).or_else(|_| file.try_clone())
 }
 
+/// Hands what the archive file holds so far to the disk (see
+/// [`crate::fsutil::start_writeback`]).
+fn written_out(file: &mut File) -> io::Result<()> {
+    let end = file.stream_position()?;
+    crate::fsutil::start_writeback(file, end);
+    Ok(())
+}
+
 fn write_failed(name: &str) -> String {
     format!("cannot write archive entry '{name}'")
 }
@@ -385,7 +393,9 @@ impl<'a> EntrySink<'a> {
                     return Ok(());
                 }
                 self.hasher.update(&self.buffer);
-                let result = file.write_all(&self.buffer);
+                let result = file
+                    .write_all(&self.buffer)
+                    .and_then(|()| written_out(file));
                 self.buffer.clear();
                 result
             }
@@ -446,6 +456,7 @@ impl Write for EntrySink<'_> {
             self.hasher.update(buf);
             if let Target::File { file, .. } = &mut self.target {
                 file.write_all(buf)?;
+                written_out(file)?;
             }
         } else {
             self.buffer.extend_from_slice(buf);
