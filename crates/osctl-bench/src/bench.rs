@@ -259,7 +259,7 @@ impl Runner<'_> {
         if self.has_export {
             self.report.rss(
                 name,
-                "peak RSS, export (off and gzip)".into(),
+                "peak RSS, export (off, gzip and zstd)".into(),
                 large_rss.0,
                 small_rss.0,
                 RSS_LIMIT_MIB,
@@ -696,7 +696,7 @@ impl Runner<'_> {
             raw[0].output_bytes,
             GZIP_SIZE,
         );
-        self.zstd_rows(b, ct, native)?;
+        self.zstd_rows(b, ct, native, &mut export_rss)?;
         self.report.push(
             name,
             "archive size, off, vs raw stream".into(),
@@ -774,8 +774,14 @@ impl Runner<'_> {
     }
 
     /// export `--compression zstd` against the raw dump through `zstd -3 -T0`:
-    /// time and size.
-    fn zstd_rows(&mut self, b: &Backend, ct: &Ct, native: &str) -> Result<()> {
+    /// time and size; our highest peak RSS goes into `export_rss`.
+    fn zstd_rows(
+        &mut self,
+        b: &Backend,
+        ct: &Ct,
+        native: &str,
+        export_rss: &mut Option<u64>,
+    ) -> Result<()> {
         let out = self.cfg.workdir.out();
         let name = b.kind.name();
         let raws = vec![self.raw_dump(
@@ -789,8 +795,7 @@ impl Runner<'_> {
         let ours = self
             .has_export
             .then(|| self.our_export(b, ct, "zstd", &ours_file));
-        let mut rss = None;
-        let (ours, raw) = self.race(&format!("{name} export zstd"), ours, raws, &mut rss)?;
+        let (ours, raw) = self.race(&format!("{name} export zstd"), ours, raws, export_rss)?;
         let ours = ours.as_ref();
         let raw_described = describe_raw(b.kind, Some("zstd -3 -T0"));
         self.report.throughput(
@@ -877,7 +882,8 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// Peak RSS of our export (off, gzip) and import on the small container: one run each.
+    /// Peak RSS of our export (off, gzip, zstd) and import on the small
+    /// container: one run each.
     fn rss_only(&mut self, b: &Backend, ct: &Ct) -> Result<(Option<u64>, Option<u64>)> {
         let out = self.cfg.workdir.out();
         let log = self
@@ -886,16 +892,19 @@ impl Runner<'_> {
             .join(format!("{}-rss-small.log", b.kind.name()));
         let mut export = None;
         let mut import = None;
-        for compression in ["off", "gzip"] {
+        for compression in ["off", "gzip", "zstd"] {
             let file = out.join(format!("{}-small-{compression}.tar", b.kind.name()));
             let (_, rss) = self
                 .bench
                 .once(&self.our_export(b, ct, compression, &file), &log)?;
             export = export.max(rss);
-            let (_, rss) = self.bench.once(&self.our_import(b, &file), &log)?;
-            import = import.max(rss);
-            self.osctl
-                .run(Some(&b.pool), ["ct", "del", "--force", IMPORTED_CT])?;
+            // Imports as the large container's rows do: off and gzip.
+            if compression != "zstd" {
+                let (_, rss) = self.bench.once(&self.our_import(b, &file), &log)?;
+                import = import.max(rss);
+                self.osctl
+                    .run(Some(&b.pool), ["ct", "del", "--force", IMPORTED_CT])?;
+            }
             fs::remove_file(&file)?;
         }
         Ok((export, import))

@@ -80,9 +80,9 @@ const ZSTD_MAX_WINDOW_LOG: u32 = 25;
 /// parts besides the encoder: 46 MiB at 2 MiB jobs, 61 MiB at 4 MiB).
 const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
-/// Job size for an archive written to a file, where nothing else holds
-/// much memory: 4 MiB jobs keep two workers busier than 2 MiB ones (the
-/// 1 GiB zfs export 3-5% faster, 45 MiB peak instead of 29).
+/// Job size for a native stream compressed into an archive file, where
+/// nothing else holds much memory: 4 MiB jobs keep two workers busier than
+/// 2 MiB ones (the 1 GiB zfs export 3-5% faster, 45 MiB peak instead of 29).
 pub const ZSTD_JOB_SIZE_TO_FILE: u32 = 4 << 20;
 
 #[derive(Debug, Clone)]
