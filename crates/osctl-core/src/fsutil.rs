@@ -95,7 +95,8 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// shows again at that sync.
 pub fn start_writeback(file: &File, end: u64) {
     use std::os::fd::AsRawFd;
-    let Some(len) = whole_pages_before(end) else {
+    let page = rustix::param::page_size() as u64;
+    let Some(len) = whole_pages_before(end, page) else {
         return;
     };
     // SAFETY: a system call on a descriptor that `file` keeps open.
@@ -104,11 +105,10 @@ pub fn start_writeback(file: &File, end: u64) {
     }
 }
 
-/// The bytes of the whole 4 KiB pages before `end`; None for none (a length
-/// of 0 would mean "to the end of the file" to sync_file_range).
-fn whole_pages_before(end: u64) -> Option<libc::off64_t> {
-    const PAGE: u64 = 4096;
-    libc::off64_t::try_from(end / PAGE * PAGE)
+/// The bytes of the whole pages before `end`; None for none (a length of 0
+/// would mean "to the end of the file" to sync_file_range).
+fn whole_pages_before(end: u64, page: u64) -> Option<libc::off64_t> {
+    libc::off64_t::try_from(end / page * page)
         .ok()
         .filter(|&len| len > 0)
 }
@@ -234,11 +234,12 @@ mod tests {
 
     #[test]
     fn writeback_leaves_the_page_being_filled() {
-        assert_eq!(whole_pages_before(0), None);
-        assert_eq!(whole_pages_before(4095), None);
-        assert_eq!(whole_pages_before(4096), Some(4096));
-        assert_eq!(whole_pages_before(10_000), Some(8192));
-        assert_eq!(whole_pages_before(u64::MAX), None);
+        assert_eq!(whole_pages_before(0, 4096), None);
+        assert_eq!(whole_pages_before(4095, 4096), None);
+        assert_eq!(whole_pages_before(4096, 4096), Some(4096));
+        assert_eq!(whole_pages_before(10_000, 4096), Some(8192));
+        assert_eq!(whole_pages_before(100_000, 65536), Some(65536));
+        assert_eq!(whole_pages_before(u64::MAX, 4096), None);
         // On a real file it is harmless, whatever the end.
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(&[1; 10_000]).unwrap();
