@@ -25,6 +25,10 @@ const IMPORTED_CT: &str = "bench-imported";
 const RAW_SNAPSHOT: &str = "bench-raw";
 /// The targets of issue 5.
 const SAME_SPEED: f64 = 0.95;
+/// Issue 17's target for `--compression off` at 200 MiB, where the fixed
+/// cost of an import or export (the short zfs/btrfs commands around the
+/// stream, the configs) weighs five times as much as at 1 GiB.
+const SAME_SPEED_SMALL: f64 = 0.9;
 const GZIP_SPEEDUP: f64 = 1.7;
 const GZIP_SIZE: f64 = 1.02;
 /// `--compression zstd` against `zstd -3 -T0`: as fast, within 2% in size.
@@ -618,6 +622,10 @@ impl Runner<'_> {
         let ours_gz_file = out.join(format!("{name}-osctl-gzip.tar"));
         let mut export_rss: Option<u64> = None;
         let mut import_rss: Option<u64> = None;
+        let off_target = match ct.data.name == gen::SMALL.name {
+            true => SAME_SPEED_SMALL,
+            false => SAME_SPEED,
+        };
 
         // export --compression off
         let ours = self
@@ -639,7 +647,7 @@ impl Runner<'_> {
             bytes,
             ours,
             &raw[0],
-            SAME_SPEED,
+            off_target,
         );
 
         // export --compression gzip
@@ -733,7 +741,7 @@ impl Runner<'_> {
             bytes,
             ours.as_ref(),
             &raw[0],
-            SAME_SPEED,
+            off_target,
         );
 
         let gunzip: &[&str] = &["gunzip", "-c"];

@@ -45,9 +45,10 @@ struct RunArgs {
     /// The repository (for scripts/zfs-fuse-up.sh)
     #[arg(long, default_value = ".")]
     repo: PathBuf,
-    /// Timed runs of each contender (the median is reported)
-    #[arg(long, default_value_t = 3)]
-    runs: usize,
+    /// Timed runs of each contender (the median is reported); default 3,
+    /// or 5 with --quick, whose runs are short and noisier
+    #[arg(long)]
+    runs: Option<usize>,
     /// Backends to measure, comma-separated
     #[arg(long, default_value = "dir,zfs,btrfs", value_delimiter = ',')]
     backends: Vec<String>,
@@ -245,7 +246,8 @@ fn run(args: RunArgs) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("run as root: pools, loop mounts, LXC and drop_caches need it");
     }
-    if args.runs == 0 {
+    let runs = args.runs.unwrap_or(if args.quick { 5 } else { 3 });
+    if runs == 0 {
         bail!("--runs must be at least 1");
     }
     let backends = args
@@ -278,7 +280,7 @@ fn run(args: RunArgs) -> Result<()> {
         repo: args.repo,
         osctl,
         quick: args.quick,
-        runs: args.runs,
+        runs,
         drop_caches: args.drop_caches,
         backends,
         rows: args.rows,
@@ -290,7 +292,7 @@ fn run(args: RunArgs) -> Result<()> {
     sys::cleanup(&workdir);
     let mut report = result?;
     report.notes.push(format!(
-        "{} timed runs per contender, order rotated each round, median shown; {}; \
+        "{} timed runs per contender, order rotated each round, median shown; a ratio is the median of the rounds' ratios; {}; \
          every timed span ends with syncfs(2) of the file system written; wall time of the whole benchmark {:.0} s; \
          load average (1, 5, 15 min) {} at the start, {} at the end",
         cfg.runs,

@@ -58,6 +58,24 @@ pub fn median(xs: &[f64]) -> f64 {
     }
 }
 
+/// How many times faster `ours` ran than `base`: the median of the rounds'
+/// ratios. A round runs every contender once, back to back, so a drift of
+/// the machine's speed over the bench (writeback, another tenant) cancels
+/// out of each round's ratio; the ratio of the two medians keeps it when
+/// the slow runs of one fall in other rounds than those of the other.
+pub fn paired_ratio(base: &Stats, ours: &Stats) -> f64 {
+    if base.secs.len() != ours.secs.len() {
+        return base.median() / ours.median();
+    }
+    let ratios: Vec<f64> = base
+        .secs
+        .iter()
+        .zip(&ours.secs)
+        .map(|(b, o)| b / o)
+        .collect();
+    median(&ratios)
+}
+
 /// The order of the contenders in round `round`: rotated by one each round, so
 /// that each goes first as often as the others (caches, background load).
 pub fn round_order(contenders: usize, round: usize) -> Vec<usize> {
@@ -147,6 +165,23 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
         assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn ratios_are_taken_round_by_round() {
+        let stats = |secs: &[f64]| Stats {
+            secs: secs.to_vec(),
+            ..Stats::default()
+        };
+        // The machine slowed down by half during the second round, after
+        // ours ran in it: two rounds of three say ours takes 1.25 times as
+        // long, the two medians say ours is 1.6 times faster.
+        let base = stats(&[1.0, 2.0, 2.0]);
+        let ours = stats(&[1.25, 1.25, 2.5]);
+        assert_eq!(paired_ratio(&base, &ours), 0.8);
+        assert_eq!(base.median() / ours.median(), 1.6);
+        // Rounds that cannot be paired: the medians.
+        assert_eq!(paired_ratio(&stats(&[1.0, 3.0]), &stats(&[1.0])), 2.0);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::fs;
 
-use crate::measure::{median, Stats};
+use crate::measure::{self, median, Stats};
 use crate::sys;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -88,7 +88,7 @@ impl Report {
         let raw_s = timing(bytes, raw);
         match ours {
             Some(ours) => {
-                let ratio = raw.median() / ours.median();
+                let ratio = measure::paired_ratio(raw, ours);
                 let verdict = if ratio >= min_ratio {
                     Verdict::Pass
                 } else {

@@ -486,6 +486,19 @@ fn errors_name_the_dataset() {
         }),
         "{e}"
     );
+    // A target this process saw missing is not looked up again before the
+    // rename; made behind its back, zfs refuses it, and the error says so.
+    assert!(!st.exists("c4").unwrap());
+    zfs(&["create", &st.dataset_of(Dataset::root("c4")).unwrap()]);
+    let e = st.rename("c1", "c4").unwrap_err();
+    assert!(
+        e.kind() == ErrorKind::Exists && e.message().contains("container 'c1' to 'c4'"),
+        "{e}"
+    );
+    assert!(
+        st.path(Dataset::root("c1")).join("private").is_dir(),
+        "c1 stays mounted"
+    );
 
     // Garbage is refused by zfs recv, and the error names the dataset.
     let garbage = zp.dir().join("garbage");

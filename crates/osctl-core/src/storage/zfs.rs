@@ -84,12 +84,27 @@ struct Seen {
     /// `(container, snapshot)`: snapshots `snapshot` took, recursively, and
     /// not destroyed since.
     snapshots: HashSet<(String, String)>,
+    /// Containers without a root dataset: found missing by `exists`,
+    /// destroyed, or renamed away. Spares the query of a rename's target and
+    /// of an import's fresh dataset before `zfs recv`.
+    absent: HashSet<String>,
+    /// Containers whose datasets were all received with `-u` into a new
+    /// tree and none mounted since: a rename has nothing to unmount.
+    unmounted: HashSet<String>,
 }
 
 impl Seen {
     fn forget_container(&mut self, ct: &str) {
         self.current_layout.remove(ct);
         self.snapshots.retain(|(c, _)| c != ct);
+        self.unmounted.remove(ct);
+    }
+
+    fn saw_exists(&mut self, ct: &str, exists: bool) {
+        match exists {
+            true => self.absent.remove(ct),
+            false => self.absent.insert(ct.to_string()),
+        };
     }
 }
 
@@ -537,6 +552,7 @@ impl ZfsStorage {
     /// directory is made root's own with mode 0700 as soon as it is mounted:
     /// its mode and owner are whatever the last stream received said.
     fn mount_where(&self, ct: &str, wanted: impl Fn(&str) -> bool) -> Result<()> {
+        self.seen().unmounted.remove(ct);
         let mut sets = self.filesystems(ct)?;
         self.check_layout(ct, &sets)?;
         let top = self.path(Dataset::root(ct));
@@ -748,6 +764,9 @@ impl Storage for ZfsStorage {
             self.mount_chain(ds.parent())?;
             refuse_symlinks(&self.path(Dataset::root(ds.ct)), ds.rel)?;
         }
+        if ds.is_root() {
+            self.seen().saw_exists(ds.ct, true);
+        }
         run(zfs(["create", &name]), action)?;
         let made = (|| {
             // Mounting seals the container's directory (see `mount_where`).
@@ -765,7 +784,9 @@ impl Storage for ZfsStorage {
 
     fn exists(&self, ct: &str) -> Result<bool> {
         let name = self.dataset_of(Dataset::root(ct))?;
-        Ok(query(&name, "type", Depth::Itself)?.is_some())
+        let exists = query(&name, "type", Depth::Itself)?.is_some();
+        self.seen().saw_exists(ct, exists);
+        Ok(exists)
     }
 
     fn subdatasets(&self, ct: &str) -> Result<Vec<String>> {
@@ -782,6 +803,7 @@ impl Storage for ZfsStorage {
         self.seen().forget_container(ds.ct);
         destroy_dataset(&name, true)?;
         if ds.is_root() {
+            self.seen().saw_exists(ds.ct, false);
             // zfs removes mountpoint directories it made; an old one may stay.
             let _ = std::fs::remove_dir(self.path(ds));
         }
@@ -791,20 +813,41 @@ impl Storage for ZfsStorage {
     fn rename(&self, from: &str, to: &str) -> Result<()> {
         let old = self.dataset_of(Dataset::root(from))?;
         let new = self.dataset_of(Dataset::root(to))?;
-        if query(&new, "type", Depth::Itself)?.is_some() {
+        let cannot_rename = || format!("cannot rename container '{from}' to '{to}'");
+        if !self.seen().absent.contains(to) && query(&new, "type", Depth::Itself)?.is_some() {
             return Err(Error::exists(format!(
-                "cannot rename container '{from}' to '{to}': dataset '{new}' already exists"
+                "{}: dataset '{new}' already exists",
+                cannot_rename()
             )));
         }
+        let unmounted = self.seen().unmounted.contains(from);
         self.seen().forget_container(from);
         // Renaming mounted datasets would remount subdatasets at their old,
         // explicitly set mountpoints: unmount, rename, then mount afresh.
-        unmount_tree(&self.dataset_tree(from)?)?;
-        run_patiently(
+        if !unmounted {
+            unmount_tree(&self.dataset_tree(from)?)?;
+        }
+        let renamed = run_patiently(
             &zfs(["rename", &old, &new]),
             || format!("cannot rename dataset '{old}' to '{new}'"),
             || try_unmount(&old),
-        )?;
+        );
+        if let Err(e) = renamed {
+            // As it was; a tree that was never mounted stays so.
+            if !unmounted {
+                let _ = self.mount(from);
+            }
+            return Err(match e.kind() {
+                // Made by someone else since this process saw it missing.
+                ErrorKind::Exists => e.context(cannot_rename()),
+                _ => e,
+            });
+        }
+        {
+            let mut seen = self.seen();
+            seen.saw_exists(from, false);
+            seen.saw_exists(to, true);
+        }
         let _ = std::fs::remove_dir(self.path(Dataset::root(from)));
         self.mount(to)
     }
@@ -1134,6 +1177,13 @@ impl ZfsStorage {
     /// back whatever changed. A subdataset's parent must exist.
     fn receive_cmd(&self, ds: Dataset) -> Result<Cmd> {
         let name = self.dataset_of(ds)?;
+        if ds.is_root() && self.seen().absent.contains(ds.ct) {
+            // A new tree: it exists from the receive on, and unmounted.
+            let mut seen = self.seen();
+            seen.saw_exists(ds.ct, true);
+            seen.unmounted.insert(ds.ct.to_string());
+            return Ok(zfs(["recv", "-u", "-F", &name]));
+        }
         if let Some(tree) = query(&name, "type,mounted", Depth::All)? {
             let alone = tree.iter().all(|d| d.name == name);
             let mounted = tree.iter().any(|d| d.name == name && d.is_mounted());
