@@ -1177,14 +1177,13 @@ impl ZfsStorage {
     /// back whatever changed. A subdataset's parent must exist.
     fn receive_cmd(&self, ds: Dataset) -> Result<Cmd> {
         let name = self.dataset_of(ds)?;
-        if ds.is_root() && self.seen().absent.contains(ds.ct) {
-            // A new tree: it exists from the receive on, and unmounted.
+        let new_tree = ds.is_root() && self.seen().absent.contains(ds.ct);
+        if new_tree {
+            // It exists from the receive on, and stays unmounted.
             let mut seen = self.seen();
             seen.saw_exists(ds.ct, true);
             seen.unmounted.insert(ds.ct.to_string());
-            return Ok(zfs(["recv", "-u", "-F", &name]));
-        }
-        if let Some(tree) = query(&name, "type,mounted", Depth::All)? {
+        } else if let Some(tree) = query(&name, "type,mounted", Depth::All)? {
             let alone = tree.iter().all(|d| d.name == name);
             let mounted = tree.iter().any(|d| d.name == name && d.is_mounted());
             if alone && mounted && self.as_created(ds)? {
