@@ -89,6 +89,10 @@ impl Workdir {
 
     /// Removes everything of an earlier run except the generated data.
     pub fn reset(&self) -> Result<()> {
+        // The dir pool that `cleanup` kept goes now, and its user's lines
+        // in /etc/subuid and /etc/subgid with it.
+        release_subids(&self.state(), false);
+        release_subids(&self.target().join("state"), false);
         for dir in [
             self.state(),
             self.out(),
@@ -328,7 +332,8 @@ pub fn cleanup(wd: &Workdir) {
 
 /// Removes the /etc/subuid and /etc/subgid lines of the users of the pools
 /// of the state root `state`, which go away with their file systems below
-/// (with `keep_dir`, the dir pool and its user are kept for the next run).
+/// (with `keep_dir`, the dir pool and its user are kept until the next
+/// run's `Workdir::reset`).
 /// Best effort: a pool that cannot be opened any more is skipped.
 fn release_subids(state: &Path, keep_dir: bool) {
     use osctl_core::host::Host;
