@@ -814,7 +814,7 @@ impl Storage for ZfsStorage {
         let old = self.dataset_of(Dataset::root(from))?;
         let new = self.dataset_of(Dataset::root(to))?;
         let cannot_rename = || format!("cannot rename container '{from}' to '{to}'");
-        if !self.seen().absent.contains(to) && query(&new, "type", Depth::Itself)?.is_some() {
+        if !self.seen().absent.contains(to) && self.exists(to)? {
             return Err(Error::exists(format!(
                 "{}: dataset '{new}' already exists",
                 cannot_rename()

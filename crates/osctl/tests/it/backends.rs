@@ -1089,14 +1089,7 @@ fn failures_leave_nothing(kind: Kind) {
         archive.to_str().unwrap(),
     ]);
     assert!(err.contains("rootfs/base.dat"), "{err}");
-    assert!(
-        target
-            .env
-            .run(&["--pool", &target.name, "ct", "show", "broken"])
-            .status
-            .code()
-            == Some(1)
-    );
+    assert_eq!(target.run(&["ct", "show", "broken"]).status.code(), Some(1));
     target.assert_clean();
 
     // Killed at every step of a native import, the received datasets under
